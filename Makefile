@@ -1,0 +1,44 @@
+# Two commands: `make book` and `make test`. Both create .venv from requirements.txt when missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SCALE ?= ci
+
+.PHONY: book test unit chapters check build lab bench clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(PY) -m sbir_core.book run --scale $(SCALE)
+	$(PY) -m sbir_core.book build
+	@echo "Open $(CURDIR)/_build/html/index.html"
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+	$(PY) -m sbir_core.book run --scale ci
+	$(PY) -m sbir_core.book check
+	$(PY) -m sbir_core.book build
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests
+
+chapters: $(STAMP)
+	$(PY) -m sbir_core.book run --scale $(SCALE) $(if $(ONLY),--only $(ONLY))
+
+check: $(STAMP)
+	$(PY) -m sbir_core.book check
+
+build: $(STAMP)
+	$(PY) -m sbir_core.book build
+
+lab: $(STAMP)
+	cd book && ../$(VENV)/bin/jupyter lab
+
+clean:
+	rm -rf _build book/*.ipynb .cache

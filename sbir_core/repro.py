@@ -1,0 +1,71 @@
+"""One setup for every chapter and test: seeds, a fixed thread count, determinism, plot style."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+DEFAULT_THREADS = 2
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed Python, NumPy and PyTorch from one integer; return a NumPy Generator on that seed."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def set_threads(threads: int = DEFAULT_THREADS) -> None:
+    """Pin PyTorch's intra-op threads (and inter-op threads where still allowed).
+
+    One and two threads give different floating-point bits on the CPU (TOOLCHAIN.md §5), so
+    every run that must reproduce bit for bit pins the same count.
+    """
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(threads)
+    except RuntimeError:
+        pass  # inter-op threads can only be set before the first parallel work; later calls keep them
+
+
+def setup(seed: int = 0, threads: int = DEFAULT_THREADS, plots: bool = True) -> np.random.Generator:
+    """The first cell of every chapter: seeds, threads, deterministic algorithms, plot style.
+
+    Returns the NumPy Generator seeded with ``seed``.
+    """
+    set_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if plots:
+        _plot_style()
+    return seed_everything(seed)
+
+
+def _plot_style() -> None:
+    import matplotlib
+    import pandas as pd
+
+    if os.environ.get("MPLBACKEND", "").lower() == "agg" and _in_kernel():
+        # MPLBACKEND=agg silently drops every figure from executed notebooks (TOOLCHAIN.md §5)
+        matplotlib.use("module://matplotlib_inline.backend_inline")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "figure.figsize": (7, 4),
+                         "svg.hashsalt": "sbir", "image.interpolation": "nearest"})
+    pd.set_option("display.precision", 3)
+    pd.set_option("display.max_columns", 20)
+
+
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})

@@ -1,0 +1,129 @@
+"""Tidy result files: ``paper_runs/<scale>/<chapter>/{metrics.csv, params.yaml, env.json}``.
+
+Every number a chapter reports goes through ``save_results``; tables and the CI check read the
+files back. Writes are atomic: a folder is filled beside the old one and swapped in, so a
+failing run never leaves half-written results and never destroys the last good ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RUNS = REPO_ROOT / "paper_runs"
+SCALES = ("ci", "paper")
+KEY = ["chapter", "dataset", "method", "protocol", "split", "metric", "seed"]
+COLUMNS = KEY[:-1] + ["value", "seed"]
+
+
+def chapter_dir(chapter: str, scale: str = "ci") -> Path:
+    """Folder that holds one chapter's results at one scale."""
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    return RUNS / scale / chapter
+
+
+def metric_rows(chapter: str, rows: list[dict]) -> pd.DataFrame:
+    """Build a tidy metrics frame from dicts with the keys of ``COLUMNS`` (chapter filled in).
+
+    ``seed`` may be omitted (then -1: a number that does not belong to one seed, e.g. a mean).
+    """
+    df = pd.DataFrame(rows)
+    df["chapter"] = chapter
+    if "seed" not in df:
+        df["seed"] = -1
+    df["seed"] = df["seed"].fillna(-1).astype(int)
+    missing = [c for c in COLUMNS if c not in df]
+    if missing:
+        raise ValueError(f"metric rows lack columns {missing}")
+    df = df[COLUMNS].astype({"value": float})
+    dup = df.duplicated(KEY)
+    if dup.any():
+        raise ValueError(f"duplicate metric keys:\n{df[dup].head()}")
+    return df
+
+
+def chapter_params(namespace: dict) -> dict:
+    """The UPPER_CASE parameters of a chapter's namespace (plain values only), sorted by name."""
+    plain = (bool, int, float, str, list, tuple, dict, type(None))
+    return {k: namespace[k] for k in sorted(namespace)
+            if k.isupper() and not k.startswith("_") and isinstance(namespace[k], plain)}
+
+
+def environment() -> dict:
+    """Versions, threads, device and git revision of this run."""
+    import numpy
+    import torch
+
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        rev = None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "pandas": pd.__version__,
+        "threads": torch.get_num_threads(),
+        "device": "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "git_revision": rev,
+        "sbir_data": os.environ.get("SBIR_DATA"),
+    }
+
+
+def save_results(chapter: str, scale: str, metrics: pd.DataFrame, params: dict) -> Path:
+    """Write metrics.csv, params.yaml and env.json for a chapter, atomically; return the folder."""
+    target = chapter_dir(chapter, scale)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    metrics = metric_rows(chapter, metrics.to_dict("records")) if "chapter" not in metrics else metrics
+    tmp = Path(tempfile.mkdtemp(prefix=f".{chapter}.", dir=target.parent))
+    try:
+        metrics.sort_values(KEY).to_csv(tmp / "metrics.csv", index=False, float_format="%.10g")
+        (tmp / "params.yaml").write_text(yaml.safe_dump(_plain(params), sort_keys=True))
+        (tmp / "env.json").write_text(json.dumps(environment(), indent=2, sort_keys=True))
+        old = target.with_name(f".{chapter}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def load_metrics(scale: str = "ci", chapter: str | None = None) -> pd.DataFrame:
+    """All metrics of a scale (or one chapter) as one frame; empty frame when none exist."""
+    base = RUNS / scale
+    files = sorted(base.glob(f"{chapter or '*'}/metrics.csv")) if base.exists() else []
+    frames = [pd.read_csv(f, keep_default_na=False, dtype={"seed": int}) for f in files]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+
+
+def load_reference(name: str | None = None) -> pd.DataFrame:
+    """Published numbers from ``paper_runs/reference/*.csv`` (one row per number, with source)."""
+    files = sorted((RUNS / "reference").glob(f"{name or '*'}.csv"))
+    frames = [pd.read_csv(f, keep_default_na=False) for f in files]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "item"):
+        return obj.item()
+    return obj
