@@ -19,17 +19,22 @@ import pandas as pd
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-RUNS = REPO_ROOT / "paper_runs"
+RUNS = REPO_ROOT / "paper_runs"  # configs, reference numbers, expected ci numbers (committed)
 SCALES = ("ci", "paper")
 KEY = ["chapter", "dataset", "method", "protocol", "split", "metric", "seed"]
 COLUMNS = KEY[:-1] + ["value", "seed"]
+
+
+def results_root() -> Path:
+    """Where results are written: ``$SBIR_RESULTS`` if set (tests use a temporary folder), else paper_runs."""
+    return Path(os.environ.get("SBIR_RESULTS", RUNS))
 
 
 def chapter_dir(chapter: str, scale: str = "ci") -> Path:
     """Folder that holds one chapter's results at one scale."""
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
-    return RUNS / scale / chapter
+    return results_root() / scale / chapter
 
 
 def metric_rows(chapter: str, rows: list[dict]) -> pd.DataFrame:
@@ -106,7 +111,7 @@ def save_results(chapter: str, scale: str, metrics: pd.DataFrame, params: dict) 
 
 def load_metrics(scale: str = "ci", chapter: str | None = None) -> pd.DataFrame:
     """All metrics of a scale (or one chapter) as one frame; empty frame when none exist."""
-    base = RUNS / scale
+    base = results_root() / scale
     files = sorted(base.glob(f"{chapter or '*'}/metrics.csv")) if base.exists() else []
     frames = [pd.read_csv(f, keep_default_na=False, dtype={"seed": int}) for f in files]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)

@@ -1,0 +1,242 @@
+"""The book's pipeline: ``python -m sbir_core.book run | check | build``.
+
+* ``run``: each ``book/NN_slug.py`` is read by jupytext in memory, executed by papermill with
+  ``paper_runs/configs/<scale>/NN_slug.yaml`` into ``book/NN_slug.ipynb``; the chapter's last cell
+  writes ``paper_runs/<scale>/NN_slug/``. Wall times go to ``paper_runs/<scale>/timings.csv``.
+  A failing chapter is reported with its failing cell and error; the others still run and
+  earlier results are kept.
+* ``check``: fresh ci metrics against ``paper_runs/ci/expected.csv`` (a tolerance per row).
+* ``build``: Jupyter Book 1 on the executed notebooks, ``-W -n --keep-going``, no execution.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from sbir_core.results import KEY, REPO_ROOT, RUNS, SCALES, load_metrics, results_root
+
+BOOK = REPO_ROOT / "book"
+CONFIGS = RUNS / "configs"
+EXPECTED = RUNS / "ci" / "expected.csv"
+EXPECTED_COLUMNS = KEY + ["value", "tol", "requires", "note"]
+
+
+class ChapterFailed(RuntimeError):
+    """A chapter whose execution raised; the message names the cell and the error."""
+
+
+def chapters() -> list[str]:
+    """Chapter names (``NN_slug``) in book order."""
+    return sorted(p.stem for p in BOOK.glob("[0-9][0-9]_*.py"))
+
+
+def load_params(chapter: str, scale: str) -> dict:
+    """The parameters of one chapter at one scale, from its YAML config."""
+    path = CONFIGS / scale / f"{chapter}.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"no config for {chapter} at scale {scale}: expected {path}")
+    params = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(params, dict) or not all(isinstance(k, str) and k.isupper() for k in params):
+        raise ValueError(f"{path}: parameters must be a mapping of UPPER_CASE names")
+    return params | {"SCALE": scale}
+
+
+def execute(chapter: str, scale: str = "ci", overrides: dict | None = None, output: Path | None = None,
+            kernel: str = "python3") -> float:
+    """Execute one chapter (parameters from its config, then ``overrides``); return its wall time in s.
+
+    The executed notebook goes to ``output`` (default ``book/<chapter>.ipynb``).
+    Raises ChapterFailed naming the failing cell and the error.
+    """
+    import jupytext
+    import papermill as pm
+
+    params = load_params(chapter, scale) | (overrides or {})
+    nb = jupytext.read(BOOK / f"{chapter}.py")
+    env_backend = os.environ.pop("MPLBACKEND", None)  # agg drops every figure from the notebook
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(nb, str(output or BOOK / f"{chapter}.ipynb"), parameters=params, cwd=str(BOOK),
+                            kernel_name=kernel, progress_bar=False, log_output=False)
+    except pm.PapermillExecutionError as err:
+        first_line = err.source.strip().splitlines()[0] if err.source.strip() else ""
+        raise ChapterFailed(f"{chapter}: cell {err.cell_index} (execution count {err.exec_count}) "
+                            f"starting {first_line!r} raised {err.ename}: {err.evalue}") from None
+    finally:
+        if env_backend is not None:
+            os.environ["MPLBACKEND"] = env_backend
+    return time.perf_counter() - start
+
+
+def record_timing(scale: str, chapter: str, seconds: float, status: str) -> None:
+    """Upsert a chapter's wall time in ``paper_runs/<scale>/timings.csv`` (atomic replace)."""
+    path = results_root() / scale / "timings.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["chapter", "seconds", "status", "finished"])
+    row = pd.DataFrame([{"chapter": chapter, "seconds": round(seconds, 1), "status": status,
+                         "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}])
+    new = pd.concat([old[old["chapter"] != chapter], row], ignore_index=True).sort_values("chapter")
+    tmp = path.with_suffix(".tmp")
+    new.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def run(scale: str = "ci", only: list[str] | None = None) -> int:
+    """Execute chapters in order; return the number that failed."""
+    names = chapters()
+    if only:
+        unknown = sorted(set(only) - set(names))
+        if unknown:
+            raise SystemExit(f"unknown chapter(s) {unknown}; chapters are: {', '.join(names)}")
+        names = [n for n in names if n in only]
+    failures = []
+    for name in names:
+        print(f"[run] {name} ({scale}) ...", flush=True)
+        start = time.perf_counter()
+        try:
+            seconds = execute(name, scale)
+        except (ChapterFailed, FileNotFoundError, ValueError) as err:
+            seconds = time.perf_counter() - start
+            record_timing(scale, name, seconds, "failed")
+            failures.append(str(err))
+            print(f"[run] FAILED after {seconds:.1f} s: {err}", flush=True)
+            continue
+        record_timing(scale, name, seconds, "ok")
+        print(f"[run] {name} done in {seconds:.1f} s", flush=True)
+    if failures:
+        print(f"\n{len(failures)} chapter(s) failed; earlier results of those chapters are kept:")
+        for f in failures:
+            print(f"  - {f}")
+    return len(failures)
+
+
+def load_expected(path: Path = EXPECTED) -> pd.DataFrame:
+    """The committed expected ci numbers, with tolerances."""
+    df = pd.read_csv(path, keep_default_na=False, dtype={"seed": int})
+    missing = [c for c in EXPECTED_COLUMNS if c not in df]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing}")
+    return df
+
+
+def compare(expected: pd.DataFrame, fresh: pd.DataFrame, available=None) -> pd.DataFrame:
+    """Row-by-row comparison; ``status`` is ok, drift, missing or skipped (data not available).
+
+    ``available(name) -> bool`` says whether a dataset a row ``requires`` is present.
+    """
+    fresh = fresh.drop_duplicates(KEY).set_index(KEY)["value"]
+    rows = []
+    for rec in expected.to_dict("records"):
+        key = tuple(rec[k] for k in KEY)
+        need = str(rec.get("requires", "") or "")
+        got = fresh.get(key, None)
+        if got is None:
+            status = "skipped" if need and available is not None and not available(need) else "missing"
+            rows.append(dict(rec, fresh=float("nan"), diff=float("nan"), status=status))
+            continue
+        diff = float(got) - float(rec["value"])
+        bad = not math.isfinite(diff) and not (math.isnan(float(got)) and math.isnan(float(rec["value"])))
+        status = "drift" if bad or abs(diff) > float(rec["tol"]) else "ok"
+        rows.append(dict(rec, fresh=float(got), diff=diff, status=status))
+    return pd.DataFrame(rows, columns=EXPECTED_COLUMNS + ["fresh", "diff", "status"])
+
+
+def _dataset_available(name: str) -> bool:
+    try:
+        from sbir_core.data import registry
+    except ImportError:
+        return False
+    check = getattr(registry, "available", None)
+    return bool(check(name)) if check else False
+
+
+def check(expected_path: Path = EXPECTED, scale: str = "ci") -> int:
+    """Print what drifted and return 1 on drift or a missing row, else 0."""
+    if not expected_path.exists():
+        print(f"[check] no expected numbers at {expected_path}")
+        return 1
+    table = compare(load_expected(expected_path), load_metrics(scale), _dataset_available)
+    counts = table["status"].value_counts().to_dict()
+    print(f"[check] {len(table)} expected numbers: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    bad = table[table["status"].isin(["drift", "missing"])]
+    skipped = table[table["status"] == "skipped"]
+    cols = ["chapter", "dataset", "method", "protocol", "split", "metric", "seed", "value", "fresh", "diff", "tol",
+            "status"]
+    if len(skipped):
+        print("[check] skipped (data not found):", ", ".join(sorted(set(skipped["requires"]))))
+    if len(bad):
+        with pd.option_context("display.width", 200, "display.max_rows", 500, "display.max_colwidth", 30):
+            print(bad[cols].to_string(index=False))
+        return 1
+    return 0
+
+
+def expect(chapter: str, tol: float, note: str, requires: str = "", scale: str = "ci",
+           path: Path = EXPECTED) -> int:
+    """Record a chapter's fresh numbers as its expected values (replacing that chapter's rows).
+
+    For maintainers, after a deliberate change; the tolerance and its reason are stated per row.
+    """
+    fresh = load_metrics(scale, chapter)
+    if fresh.empty:
+        print(f"[expect] no fresh metrics for {chapter}; run it first")
+        return 1
+    rows = fresh.assign(tol=tol, requires=requires, note=note)[EXPECTED_COLUMNS]
+    old = load_expected(path) if path.exists() else pd.DataFrame(columns=EXPECTED_COLUMNS)
+    new = pd.concat([old[old["chapter"] != chapter], rows], ignore_index=True).sort_values(KEY)
+    new.to_csv(path, index=False, float_format="%.10g")
+    print(f"[expect] {len(rows)} rows of {chapter} written to {path}")
+    return 0
+
+
+def build(builder: str = "html") -> int:
+    """Build the book from the executed notebooks with warnings as errors; return the exit code."""
+    jb = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(REPO_ROOT), "-W", "-n", "--keep-going",
+           "--builder", builder]
+    missing = [c for c in chapters() if not (BOOK / f"{c}.ipynb").exists()]
+    if missing:
+        print(f"[build] not executed yet: {', '.join(missing)}; run `python -m sbir_core.book run` first")
+        return 1
+    code = subprocess.call(cmd, cwd=REPO_ROOT)
+    if code == 0:
+        print(f"[build] open {REPO_ROOT / '_build' / 'html' / 'index.html'}")
+    return code
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sbir_core.book", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="execute chapters with papermill")
+    p_run.add_argument("--scale", choices=SCALES, default="ci")
+    p_run.add_argument("--only", nargs="+", metavar="CHAPTER", help="chapter names, e.g. 01_evaluation")
+    sub.add_parser("check", help="compare fresh ci metrics with paper_runs/ci/expected.csv")
+    p_exp = sub.add_parser("expect", help="record a chapter's fresh ci numbers as expected (maintainers)")
+    p_exp.add_argument("chapter")
+    p_exp.add_argument("--tol", type=float, required=True, help="absolute tolerance of every row")
+    p_exp.add_argument("--note", required=True, help="why this tolerance")
+    p_exp.add_argument("--requires", default="", help="dataset the rows need, if any")
+    p_build = sub.add_parser("build", help="build the HTML book (no execution)")
+    p_build.add_argument("--builder", default="html")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return 1 if run(args.scale, args.only) else 0
+    if args.command == "check":
+        return check()
+    if args.command == "expect":
+        return expect(args.chapter, args.tol, args.note, args.requires)
+    return build(args.builder)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

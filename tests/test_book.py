@@ -1,0 +1,121 @@
+"""The pipeline: check against expected numbers, failing chapters, byte-identical reruns."""
+
+import textwrap
+
+import pandas as pd
+import pytest
+
+from sbir_core import book
+from sbir_core import results as R
+
+HEADER = textwrap.dedent("""\
+    # ---
+    # jupyter:
+    #   kernelspec:
+    #     display_name: Python 3
+    #     language: python
+    #     name: python3
+    # ---
+    """)
+
+
+def expected_frame(value=0.5, tol=0.01, requires=""):
+    return pd.DataFrame([{"chapter": "99_x", "dataset": "d", "method": "m", "protocol": "p", "split": "test",
+                          "metric": "acc_at_1", "seed": 0, "value": value, "tol": tol, "requires": requires,
+                          "note": "test"}])
+
+
+def fresh_frame(value):
+    return R.metric_rows("99_x", [{"dataset": "d", "method": "m", "protocol": "p", "split": "test",
+                                   "metric": "acc_at_1", "value": value, "seed": 0}])
+
+
+@pytest.mark.parametrize("fresh, status", [(0.5, "ok"), (0.509, "ok"), (0.4911, "ok"), (0.52, "drift"),
+                                           (0.47, "drift"), (float("nan"), "drift")])
+def test_compare_uses_the_tolerance(fresh, status):
+    table = book.compare(expected_frame(), fresh_frame(fresh))
+    assert table["status"].tolist() == [status]
+
+
+def test_missing_row_is_reported_and_skipped_only_without_data():
+    empty = fresh_frame(0.5).iloc[0:0]
+    assert book.compare(expected_frame(), empty)["status"].tolist() == ["missing"]
+    needs = expected_frame(requires="shoes304")
+    assert book.compare(needs, empty, available=lambda n: False)["status"].tolist() == ["skipped"]
+    assert book.compare(needs, empty, available=lambda n: True)["status"].tolist() == ["missing"]
+
+
+def test_check_exit_code(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SBIR_RESULTS", str(tmp_path / "runs"))
+    path = tmp_path / "expected.csv"
+    expected_frame(0.5, 0.01).to_csv(path, index=False)
+    assert book.check(path) == 1  # nothing run yet: missing
+    R.save_results("99_x", "ci", fresh_frame(0.505), {})
+    assert book.check(path) == 0
+    R.save_results("99_x", "ci", fresh_frame(0.6), {})
+    assert book.check(path) == 1
+    out = capsys.readouterr().out
+    assert "drift" in out and "0.6" in out
+
+
+@pytest.fixture
+def sandbox(tmp_path, monkeypatch):
+    """A book folder and configs of our own, results in a temporary folder."""
+    (tmp_path / "book").mkdir()
+    (tmp_path / "configs" / "ci").mkdir(parents=True)
+    monkeypatch.setattr(book, "BOOK", tmp_path / "book")
+    monkeypatch.setattr(book, "CONFIGS", tmp_path / "configs")
+    monkeypatch.setenv("SBIR_RESULTS", str(tmp_path / "runs"))
+    return tmp_path
+
+
+def test_failing_chapter_is_named_and_other_results_survive(sandbox, capsys):
+    (sandbox / "book" / "98_ok.py").write_text(HEADER + textwrap.dedent("""\
+        # %% tags=["parameters"]
+        SCALE = "ci"
+        VALUE = 0.0
+        # %%
+        from sbir_core.results import metric_rows, save_results
+        save_results("98_ok", SCALE, metric_rows("98_ok", [dict(dataset="d", method="m", protocol="p",
+                     split="s", metric="x", value=VALUE)]), {"VALUE": VALUE})
+        """))
+    (sandbox / "book" / "99_bad.py").write_text(HEADER + textwrap.dedent("""\
+        # %% tags=["parameters"]
+        SCALE = "ci"
+        # %%
+        x = 1
+        # %%
+        raise ZeroDivisionError("planted failure")
+        """))
+    (sandbox / "configs" / "ci" / "98_ok.yaml").write_text("VALUE: 0.75\n")
+    (sandbox / "configs" / "ci" / "99_bad.yaml").write_text("{}\n")
+    R.save_results("99_bad", "ci", fresh_frame(0.5), {})  # an earlier good result of the failing chapter
+    assert book.run("ci") == 1
+    out = capsys.readouterr().out
+    assert "99_bad" in out and "ZeroDivisionError" in out and "planted failure" in out and "cell" in out
+    assert R.load_metrics("ci", "98_ok")["value"].tolist() == [0.75]
+    assert R.load_metrics("ci", "99_bad")["value"].tolist() == [0.5]
+    timings = pd.read_csv(sandbox / "runs" / "ci" / "timings.csv")
+    assert dict(zip(timings["chapter"], timings["status"])) == {"98_ok": "ok", "99_bad": "failed"}
+
+
+def test_missing_config_fails_that_chapter_only(sandbox, capsys):
+    (sandbox / "book" / "97_noconf.py").write_text(HEADER + "# %%\nx = 1\n")
+    assert book.run("ci") == 1
+    assert "no config" in capsys.readouterr().out
+
+
+def test_unknown_chapter_is_refused():
+    with pytest.raises(SystemExit, match="unknown chapter"):
+        book.run("ci", ["00_nothing"])
+
+
+def test_real_chapter_twice_gives_identical_metrics(tmp_path, monkeypatch):
+    """Same parameters, same metrics.csv byte for byte (the evaluation chapter, fewer trials)."""
+    monkeypatch.setenv("SBIR_RESULTS", str(tmp_path))
+    small = {"N_TRIALS": 20, "CHECKPOINTS": [1, 5], "TEST_SIZES": [50], "BITS": [8, 16], "N_QUERIES": 100}
+    outputs = []
+    for _ in range(2):
+        book.execute("01_evaluation", "ci", overrides=small, output=tmp_path / "out.ipynb")
+        outputs.append((tmp_path / "ci" / "01_evaluation" / "metrics.csv").read_bytes())
+    assert outputs[0] == outputs[1] and len(outputs[0]) > 1000
