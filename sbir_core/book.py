@@ -75,7 +75,20 @@ def execute(chapter: str, scale: str = "ci", overrides: dict | None = None, outp
     finally:
         if env_backend is not None:
             os.environ["MPLBACKEND"] = env_backend
+    _fold_injected_parameters(Path(output or BOOK / f"{chapter}.ipynb"))
     return time.perf_counter() - start
+
+
+def _fold_injected_parameters(path: Path) -> None:
+    """Collapse papermill's injected-parameters cell in the rendered book (the values stay visible on a click)."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags and "hide-cell" not in tags:
+            tags.append("hide-cell")
+    nbformat.write(nb, path)
 
 
 def record_timing(scale: str, chapter: str, seconds: float, status: str) -> None:

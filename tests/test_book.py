@@ -119,3 +119,15 @@ def test_real_chapter_twice_gives_identical_metrics(tmp_path, monkeypatch):
         book.execute("01_evaluation", "ci", overrides=small, output=tmp_path / "out.ipynb")
         outputs.append((tmp_path / "ci" / "01_evaluation" / "metrics.csv").read_bytes())
     assert outputs[0] == outputs[1] and len(outputs[0]) > 1000
+
+
+def test_expect_records_rows_with_tolerance(tmp_path, monkeypatch):
+    monkeypatch.setenv("SBIR_RESULTS", str(tmp_path / "runs"))
+    path = tmp_path / "expected.csv"
+    expected_frame().assign(chapter="01_other").to_csv(path, index=False)
+    R.save_results("99_x", "ci", fresh_frame(0.25), {})
+    assert book.expect("99_x", 0.02, "why", path=path) == 0
+    table = book.load_expected(path)
+    assert sorted(table["chapter"]) == ["01_other", "99_x"]
+    assert table.set_index("chapter").loc["99_x", "tol"] == 0.02
+    assert book.check(path) == 1  # 01_other has no fresh numbers
