@@ -42,7 +42,7 @@ def metric_rows(chapter: str, rows: list[dict]) -> pd.DataFrame:
 
     ``seed`` may be omitted (then -1: a number that does not belong to one seed, e.g. a mean).
     """
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(rows, columns=None if rows else COLUMNS)
     df["chapter"] = chapter
     if "seed" not in df:
         df["seed"] = -1

@@ -80,3 +80,8 @@ def test_bad_scale_is_refused():
 def test_glue_checks_keys():
     with pytest.raises(ValueError, match="c01_name"):
         glue("acc", 1.0)
+
+
+def test_metric_rows_accepts_no_rows():
+    df = R.metric_rows("99_x", [])
+    assert list(df.columns) == R.COLUMNS and len(df) == 0

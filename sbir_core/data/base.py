@@ -11,6 +11,11 @@ A dataset is two tables and the sources they point at:
 Each sketch comes as strokes (canonical (N, 3), ``strokes``) or as an image file
 (``sketch_files``); each photo as a file (``photo_files``) or a generated array
 (``photo_arrays``). Rasterised tensors are cached outside the data root (``cache_dir``).
+
+Helpers shared by the file-based loaders live here too: finding a dataset's folder under the data
+root (tolerant of case), listing image files (stray files counted, never fatal), checking images
+(``skip_bad``: a corrupt file is skipped and reported instead of failing) and a fingerprint of a
+file list (names, sizes, mtimes) so that caches follow the files.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from sbir_core import strokes as S
 
 SKETCH_COLUMNS = ["sketch_id", "photo_id", "instance", "category", "drawer", "drawer_split", "split"]
 PHOTO_COLUMNS = ["photo_id", "instance", "category", "split", "medium"]
+RENDER_VERSION = 2  # bump when rendering changes, so that old cached rasters are not reused
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 class DataError(RuntimeError):
@@ -87,6 +94,8 @@ class SBIRData:
         """A short hash of the content's identity, for cache keys."""
         h = hashlib.sha1(self.name.encode())
         h.update(pd.util.hash_pandas_object(self.sketches, index=False).values.tobytes())
+        if len(self.photos):
+            h.update(pd.util.hash_pandas_object(self.photos, index=False).values.tobytes())
         h.update(str(self.info.get("fingerprint", "")).encode())
         return h.hexdigest()[:16]
 
@@ -100,7 +109,7 @@ class SBIRData:
 
     def sketch_images(self, size: int = 64, line_width: float = 1.5, cache: bool = True) -> np.ndarray:
         """All sketches as a (N, size, size) float32 array in [0, 1], black ink on white."""
-        key = f"{self.fingerprint}-sketch-{size}-{line_width}"
+        key = f"{self.fingerprint}-sketch-{size}-{line_width}-r{RENDER_VERSION}"
         return _cached(key, cache, lambda: self._render_sketches(size, line_width))
 
     def photo_images(self, size: int = 64, cache: bool = True) -> np.ndarray:
@@ -117,22 +126,199 @@ class SBIRData:
         where = {pid: i for i, pid in enumerate(self.photos["photo_id"])}
         return np.array([where.get(pid, -1) for pid in self.sketches["photo_id"]], dtype=np.int64)
 
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """Files dropped by a loader with ``skip_bad=True``, as (path, reason) pairs."""
+        return list(self.info.get("skipped", []))
+
+    def report(self) -> pd.DataFrame:
+        """What the loader left out: one row per skipped or ignored file (kind, path, reason)."""
+        rows = [{"kind": "skipped", "path": p, "reason": r} for p, r in self.skipped]
+        rows += [{"kind": "ignored", "path": p, "reason": "not a file of this layout"}
+                 for p in self.info.get("ignored", [])]
+        return pd.DataFrame(rows, columns=["kind", "path", "reason"])
+
+    def split_counts(self) -> pd.DataFrame:
+        """Sketches, photos and instances per split: a frame indexed by split."""
+        sk = self.sketches.groupby("split").agg(sketches=("sketch_id", "size"),
+                                                instances=("instance", "nunique"))
+        ph = self.photos.groupby("split").size().rename("photos")
+        out = sk.join(ph, how="outer").fillna(0).astype(int)
+        return out.reindex(sorted(out.index, key=_split_order))
+
+    def sketch_image(self, i: int, size: int = 64, line_width: float = 1.5) -> np.ndarray:
+        """One sketch as a (size, size) float32 image, not cached (for figures)."""
+        if self.strokes is not None:
+            return S.rasterise(self.strokes[i], size, line_width)
+        return stretch_ink(load_image(self.sketch_files[i], size, "L")[None])[0]
+
+    def photo_image(self, j: int, size: int = 64) -> np.ndarray:
+        """One photo as a (size, size, 3) uint8 array, not cached (for figures)."""
+        if self.photo_arrays is not None:
+            return _resize_batch(self.photo_arrays[j:j + 1], size)[0]
+        if self.photo_files is None:
+            raise DataError(f"{self.name}: no photos in this dataset (photo-less mode)")
+        return load_image(self.photo_files[j], size, "RGB")
+
+    def stroke_stats(self) -> pd.DataFrame:
+        """Per-sketch stroke statistics (``strokes.sketch_stats``) beside the sketch table.
+
+        Returns a frame with the sketch columns and strokes, points, points_per_stroke, length,
+        stroke_length, extent and gap (canvas units); a DataError for image-only datasets.
+        """
+        if self.strokes is None:
+            raise DataError(f"{self.name}: sketches are images, not strokes; use ink_stats")
+        stats = pd.DataFrame([S.sketch_stats(s) for s in self.strokes])
+        return pd.concat([self.sketches.reset_index(drop=True), stats], axis=1)
+
+    def ink_stats(self, size: int = 64, line_width: float = 1.5) -> pd.DataFrame:
+        """Per-sketch raster statistics beside the sketch table, for any dataset.
+
+        ink (mean darkness, 0..1), ink_pixels (fraction of pixels darker than 0.5) and
+        ink_extent (longer side of the inked bounding box as a fraction of the image side; 0 when blank).
+        """
+        imgs = self.sketch_images(size, line_width)
+        dark = 1.0 - imgs
+        mask = imgs < 0.5
+        rows_any, cols_any = mask.any(2), mask.any(1)
+        extent = np.zeros(len(imgs))
+        for i in range(len(imgs)):
+            r, c = np.flatnonzero(rows_any[i]), np.flatnonzero(cols_any[i])
+            if len(r):
+                extent[i] = max(r[-1] - r[0] + 1, c[-1] - c[0] + 1) / size
+        stats = pd.DataFrame({"ink": dark.mean((1, 2)), "ink_pixels": mask.mean((1, 2)), "ink_extent": extent})
+        return pd.concat([self.sketches.reset_index(drop=True), stats], axis=1)
+
     def _render_sketches(self, size: int, line_width: float) -> np.ndarray:
         if self.strokes is not None:
             return S.rasterise_many(self.strokes, size, line_width)
-        return np.stack([load_image(p, size, "L") for p in self.sketch_files]).astype(np.float32) / 255.0
+        if not self.sketch_files:
+            return np.empty((0, size, size), dtype=np.float32)
+        return stretch_ink(np.stack([load_image(p, size, "L") for p in self.sketch_files]))
 
 
 def load_image(path: Path, size: int, mode: str) -> np.ndarray:
-    """Load one image file resized to (size, size), as uint8; a clear DataError names a bad file."""
+    """Load one image file as a (size, size[, 3]) uint8 array; a clear DataError names a bad file.
+
+    A non-square image is padded with white to a square first (aspect ratio kept: product photos
+    sit on white). JPEGs are decoded at a reduced DCT scale when that still covers ``size``,
+    which makes loading large sketches about 10x faster.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
+            img.draft(mode, (size, size))
             img.load()
-            return np.asarray(img.convert(mode).resize((size, size), Image.BILINEAR))
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+            if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+                # transparent pixels are paper: composite on white, not on the black convert() gives
+                rgba = img.convert("RGBA")
+                img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+            img = img.convert(mode)
+            w, h = img.size
+            if w != h:
+                side = max(w, h)
+                square = Image.new(mode, (side, side), 255 if mode == "L" else (255,) * len(mode))
+                square.paste(img, ((side - w) // 2, (side - h) // 2))
+                img = square
+            return np.asarray(img.resize((size, size), Image.BILINEAR))
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"cannot read image {path}: {err}") from err
+
+
+def stretch_ink(images: np.ndarray, min_ink: float = 0.05) -> np.ndarray:
+    """(B, H, W) uint8 sketch scans -> float32 in [0, 1] with each sketch's darkest pixel black.
+
+    Thin lines of a large scan turn grey when it is shrunk (a 512-px shoe sketch at 64 px has
+    no pixel darker than about 0.4); stretching the contrast per sketch restores black ink on a
+    white ground, as rasterised strokes have. Sketches with less than ``min_ink`` darkness
+    anywhere (blank pages) are left as they are.
+    """
+    dark = 1.0 - images.astype(np.float32) / 255.0
+    peak = dark.reshape(len(dark), -1).max(1)[:, None, None]
+    scale = np.where(peak >= min_ink, 1.0 / np.maximum(peak, min_ink), 1.0)
+    return (1.0 - dark * scale).astype(np.float32)
+
+
+def check_images(files: list[Path], skip_bad: bool, mode: str = "L") -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Decode every file once (small, via ``load_image``): which are readable, and why not.
+
+    Returns (keep, skipped): a (N,) bool mask and (path, reason) pairs. With ``skip_bad=False``
+    the first bad file raises a DataError naming it.
+    """
+    keep = np.ones(len(files), dtype=bool)
+    skipped = []
+    for i, f in enumerate(files):
+        try:
+            load_image(f, 8, mode)
+        except DataError as err:
+            if not skip_bad:
+                raise
+            keep[i] = False
+            skipped.append((str(f), str(err.__cause__ or err)))
+    return keep, skipped
+
+
+def find_dataset_dir(root, names: list[str], dataset: str, layout: str, marker=None) -> Path:
+    """The folder of one dataset under the data root, matching ``names`` without regard to case.
+
+    ``marker(path) -> bool`` tells a dataset folder; when the root itself passes it, the root is
+    the dataset folder. Raises a DataError with the expected ``layout`` when nothing matches.
+    """
+    from sbir_core.data.registry import data_root
+
+    base = data_root(root)
+    if not base.is_dir():
+        raise DataError(f"{dataset}: data root {base} is not a folder.\nExpected layout:\n{layout}")
+    if marker is not None and marker(base):
+        return base
+    wanted = {n.lower() for n in names}
+    for child in sorted(base.iterdir()):
+        if child.is_dir() and child.name.lower() in wanted:
+            return child
+    raise DataError(f"{dataset}: no folder named {' or '.join(names)} under {base}.\n"
+                    f"Expected layout:\n{layout}")
+
+
+def find_child(folder: Path, name: str, dataset: str, layout: str, want_dir: bool = False) -> Path:
+    """``folder/name`` matched without regard to case; a DataError naming it when missing."""
+    if folder.is_dir():
+        for child in sorted(folder.iterdir()):
+            if child.name.lower() == name.lower() and (child.is_dir() if want_dir else child.is_file()):
+                return child
+    kind = "folder" if want_dir else "file"
+    raise DataError(f"{dataset}: missing {kind} {folder / name}.\nExpected layout:\n{layout}")
+
+
+def list_images(folder: Path) -> tuple[list[Path], list[str]]:
+    """Image files directly in ``folder`` (sorted by name) and the stray entries beside them.
+
+    Hidden files (``.DS_Store``, ``._x.png``), non-image files and sub-folders are strays:
+    counted, never loaded. Suffixes match without regard to case (``.JPEG`` too).
+    """
+    images, stray = [], []
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES:
+            images.append(f)
+        else:
+            stray.append(str(f))
+    return images, stray
+
+
+def files_fingerprint(files, base: Path | None = None) -> str:
+    """A hash of a file list's names, sizes and modification times (cache keys follow the files)."""
+    h = hashlib.sha1()
+    for f in files:
+        f = Path(f)
+        st = f.stat()
+        name = str(f.relative_to(base)) if base is not None else str(f)
+        h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _split_order(split: str) -> tuple[int, str]:
+    order = {"train": 0, "val": 1, "test": 2}
+    return (order.get(split, 3), split)
 
 
 def _resize_batch(arrays: np.ndarray, size: int) -> np.ndarray:

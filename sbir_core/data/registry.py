@@ -12,6 +12,26 @@ from sbir_core.data.base import DataError, SBIRData
 # The style world needs no root; real datasets look under <root>/<folder>.
 LOADERS: dict[str, str] = {
     "style_world": "sbir_core.data.synthetic:load",
+    "shoev2": "sbir_core.data.qmul:load_shoev2",
+    "chairv2": "sbir_core.data.qmul:load_chairv2",
+    "shoes304": "sbir_core.data.shoes304:load",
+    "sketchy": "sbir_core.data.sketchy:load",
+    "tuberlin": "sbir_core.data.folders:load_tuberlin",
+    "pacs": "sbir_core.data.folders:load_pacs",
+    "domains": "sbir_core.data.folders:load_domains",
+    "quickdraw": "sbir_core.data.quickdraw:load",
+}
+
+# name -> "module:function" taking (root) and returning the dataset's path, or raising a DataError
+# that names the missing file and shows the expected layout. Datasets without an entry need no files.
+LAYOUT_CHECKS: dict[str, str] = {
+    "shoev2": "sbir_core.data.qmul:check_shoev2",
+    "chairv2": "sbir_core.data.qmul:check_chairv2",
+    "shoes304": "sbir_core.data.shoes304:check",
+    "sketchy": "sbir_core.data.sketchy:check",
+    "tuberlin": "sbir_core.data.folders:check_tuberlin",
+    "pacs": "sbir_core.data.folders:check_pacs",
+    "quickdraw": "sbir_core.data.quickdraw:check",
 }
 
 
@@ -23,9 +43,35 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     return Path(value).expanduser()
 
 
+def _resolve(table: dict[str, str], name: str):
+    module, func = table[name].split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def check_layout(name: str, root: str | os.PathLike | None = None) -> Path | None:
+    """The layout check of one dataset: its path, or a DataError naming what is missing and the
+    expected layout. None for datasets that need no files (the style world)."""
+    if name not in LOADERS:
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(sorted(LOADERS))}")
+    if name not in LAYOUT_CHECKS:
+        return None
+    return _resolve(LAYOUT_CHECKS, name)(root)
+
+
+def available(name: str, root: str | os.PathLike | None = None) -> bool:
+    """Whether ``name`` can be loaded from the data root (its layout check passes); never raises
+    for absent data (an unknown name is still an error)."""
+    try:
+        check_layout(name, root)
+    except DataError:
+        if name not in LOADERS:
+            raise
+        return False
+    return True
+
+
 def load_dataset(name: str, root: str | os.PathLike | None = None, **options) -> SBIRData:
     """Load a dataset by its registered name (see ``LOADERS``)."""
     if name not in LOADERS:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(sorted(LOADERS))}")
-    module, func = LOADERS[name].split(":")
-    return getattr(importlib.import_module(module), func)(root, **options)
+    return _resolve(LOADERS, name)(root, **options)

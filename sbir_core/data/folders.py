@@ -1,0 +1,251 @@
+"""Image-folder datasets (TU-Berlin, PACS-like domain folders) and the category-level splits.
+
+    TU-Berlin       <root>/tuberlin/png/<class>/<n>.png      (optional photos: <root>/tuberlin/<photo dir>/<class>/*)
+    domain folders  <root>/<name>/<domain>/<class>/<file>    (PACS: photo, art_painting, cartoon, sketch)
+
+Splits, shared with Sketchy and QuickDraw (``assign_splits``):
+
+* category-level (``unseen=None``): within every class, instances go to train / val / test with
+  seeded ``fractions``;
+* zero-shot (``unseen`` = a list of classes, a number of classes drawn with the seed, or a named
+  split such as ``"yelamarthi21"``, the Sketchy 104/21 split of Yelamarthi et al. ECCV 2018):
+  every sketch and photo of an unseen class is "test"; seen classes split their instances into
+  train / val with ``val_fraction``. Column ``category_split`` says "seen" or "unseen".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sbir_core.data.base import (DataError, SBIRData, check_images, files_fingerprint, find_dataset_dir,
+                                 list_images)
+
+# Sketchy classes absent from ImageNet-1K: the unseen classes of Yelamarthi et al. (ECCV 2018),
+# as in Adaptive-FGSBIR Unseen_Class/dataset.py and ZSE-SBIR test_class_sketchy21.txt (METHODS.md §D).
+YELAMARTHI_21 = ("bat", "cabin", "cow", "dolphin", "door", "giraffe", "helicopter", "mouse", "pear",
+                 "raccoon", "rhinoceros", "saw", "scissors", "seagull", "skyscraper", "songbird", "sword",
+                 "tree", "wheelchair", "windmill", "window")
+NAMED_UNSEEN: dict[str, tuple[str, ...]] = {"yelamarthi21": YELAMARTHI_21, "sketchy_104_21": YELAMARTHI_21}
+
+TUBERLIN_LAYOUT = """  <root>/tuberlin/png/<class>/<n>.png           sketches, one folder per class
+  <root>/tuberlin/<photos>/<class>/<file>        (optional) photos; <photos> = photo, photos, images or ImageResized
+  (<root> is SBIR_DATA or the root= argument; folder names match without regard to case)"""
+DOMAIN_LAYOUT = """  <root>/{name}/<domain>/<class>/<file>          one folder per domain (medium), then per class
+  e.g. PACS: <root>/pacs/{{photo,art_painting,cartoon,sketch}}/<class>/<name>.jpg|.png
+  the sketch domain ({sketch}) gives the sketches, every other domain gives photos (medium = domain)
+  (<root> is SBIR_DATA or the root= argument; folder names match without regard to case)"""
+
+
+def resolve_unseen(unseen, classes: Sequence[str], seed: int = 0) -> list[str]:
+    """The unseen classes: [] for None; a named split, an explicit list, or n classes drawn with ``seed``."""
+    classes = sorted(set(classes))
+    if unseen is None:
+        return []
+    if isinstance(unseen, str):
+        if unseen.lower() not in NAMED_UNSEEN:
+            raise DataError(f"unknown named split {unseen!r}; known: {', '.join(sorted(NAMED_UNSEEN))}")
+        chosen = list(NAMED_UNSEEN[unseen.lower()])
+    elif isinstance(unseen, (int, np.integer)) and not isinstance(unseen, bool):
+        if not 0 < unseen < len(classes):
+            raise DataError(f"cannot draw {unseen} unseen classes out of {len(classes)}")
+        chosen = np.random.default_rng(seed).choice(classes, int(unseen), replace=False).tolist()
+    elif isinstance(unseen, (list, tuple, set)) and all(isinstance(c, str) for c in unseen):
+        chosen = list(unseen)
+    else:
+        raise DataError(f"unseen must be None, a split name, a number of classes or a list of class "
+                        f"names, got {type(unseen).__name__}")
+    missing = [c for c in chosen if c not in classes]
+    if missing:
+        raise DataError(f"unseen classes not in the data: {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+    return sorted(chosen)
+
+
+def assign_splits(sketches: pd.DataFrame, photos: pd.DataFrame, unseen=None, fractions=(0.7, 0.1, 0.2),
+                  val_fraction: float = 0.1, seed: int = 0) -> dict:
+    """Fill ``split`` and ``category_split`` in both tables in place; return the record for ``info``.
+
+    Instances (a photo and its sketches, or one unpaired sketch) never straddle two splits.
+    """
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-9:
+        raise DataError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
+    if not 0 <= val_fraction < 1:
+        raise DataError(f"val_fraction must lie in [0, 1), got {val_fraction}")
+    classes = sorted(set(sketches["category"]) | set(photos["category"]))
+    unseen_list = resolve_unseen(unseen, classes, seed)
+    rng = np.random.default_rng(seed)
+    where: dict[tuple[str, str], str] = {}
+    pairs = pd.concat([sketches[["category", "instance"]], photos[["category", "instance"]]])
+    for cls, group in pairs.groupby("category", sort=True):
+        inst = np.array(sorted(set(group["instance"])), dtype=object)
+        order = inst[rng.permutation(len(inst))]
+        if cls in unseen_list:
+            labels = ["test"] * len(order)
+        elif unseen is not None:
+            n_val = int(round(val_fraction * len(order)))
+            labels = ["val"] * n_val + ["train"] * (len(order) - n_val)
+        else:
+            n_test, n_val = int(round(fractions[2] * len(order))), int(round(fractions[1] * len(order)))
+            labels = ["test"] * n_test + ["val"] * n_val + ["train"] * (len(order) - n_test - n_val)
+        where.update({(cls, i): s for i, s in zip(order, labels)})
+    for table in (sketches, photos):
+        table["split"] = [where[(c, i)] for c, i in zip(table["category"], table["instance"])]
+        table["category_split"] = np.where(table["category"].isin(unseen_list), "unseen", "seen")
+    mode = "category" if unseen is None else "zero-shot"
+    return {"mode": mode, "seed": seed, "fractions": list(fractions), "val_fraction": val_fraction,
+            "unseen": unseen if isinstance(unseen, (str, int, type(None))) else "list",
+            "unseen_classes": unseen_list, "seen_classes": [c for c in classes if c not in unseen_list]}
+
+
+def scan_classes(folder: Path) -> tuple[dict[str, list[Path]], list[str]]:
+    """Image files per class sub-folder of ``folder`` and the stray entries (files beside the classes)."""
+    per_class, stray = {}, []
+    for child in sorted(folder.iterdir()):
+        if child.is_dir() and not child.name.startswith("."):
+            files, s = list_images(child)
+            stray += s
+            if files:
+                per_class[child.name] = files
+        else:
+            stray.append(str(child))
+    return per_class, stray
+
+
+def _subdir(folder: Path, names: Sequence[str]) -> Path | None:
+    wanted = [n.lower() for n in names]
+    found = {c.name.lower(): c for c in folder.iterdir() if c.is_dir()}
+    return next((found[n] for n in wanted if n in found), None)
+
+
+def _drop_bad(sketches, sketch_files, photos, photo_files, skip_bad: bool):
+    """With ``skip_bad``: decode all images once and drop unreadable rows; return (..., skipped)."""
+    if not skip_bad:
+        return sketches, sketch_files, photos, photo_files, []
+    keep_s, bad_s = check_images(sketch_files, True, "L")
+    keep_p, bad_p = check_images(photo_files, True, "RGB") if photo_files else (np.ones(0, bool), [])
+    return (sketches[keep_s], [f for f, k in zip(sketch_files, keep_s) if k],
+            photos[keep_p], [f for f, k in zip(photo_files, keep_p) if k], bad_s + bad_p)
+
+
+def load_tuberlin(root=None, unseen=None, fractions=(0.7, 0.1, 0.2), val_fraction: float = 0.1, seed: int = 0,
+                  skip_bad: bool = False) -> SBIRData:
+    """TU-Berlin sketches (``png/<class>/*.png``), with extended photos when a photo folder is present.
+
+    Every sketch is its own instance (TU-Berlin has no paired photos). Splits: see ``assign_splits``.
+    """
+    folder = find_dataset_dir(root, ["tuberlin", "TU-Berlin", "tu_berlin", "TU_Berlin", "tu-berlin"],
+                              "tuberlin", TUBERLIN_LAYOUT, marker=lambda p: (p / "png").is_dir())
+    png = _subdir(folder, ["png"])
+    if png is None:
+        raise DataError(f"tuberlin: missing folder {folder / 'png'}.\nExpected layout:\n{TUBERLIN_LAYOUT}")
+    per_class, stray = scan_classes(png)
+    if not per_class:
+        raise DataError(f"tuberlin: no class folders with images in {png}.\nExpected layout:\n{TUBERLIN_LAYOUT}")
+    rows, files = [], []
+    for cls, fs in per_class.items():
+        for f in fs:
+            sid = f"{cls}/{f.stem}"
+            rows.append({"sketch_id": sid, "photo_id": "", "instance": sid, "category": cls})
+            files.append(f)
+    photo_rows, photo_files = [], []
+    pdir = _subdir(folder, ["photo", "photos", "images", "ImageResized", "EXTEND_image_tuberlin"])
+    if pdir is not None:
+        p_class, s2 = scan_classes(pdir)
+        stray += s2
+        for cls, fs in p_class.items():
+            for f in fs:
+                pid = f"{cls}/{f.stem}"
+                photo_rows.append({"photo_id": pid, "instance": pid, "category": cls, "medium": "photo"})
+                photo_files.append(f)
+    sketches = pd.DataFrame(rows)
+    photos = pd.DataFrame(photo_rows, columns=["photo_id", "instance", "category", "medium"])
+    info = {"root": str(folder), "ignored": stray, "photo_folder": str(pdir) if pdir else None}
+    info["split"] = assign_splits(sketches, photos, unseen, fractions, val_fraction, seed)
+    sketches, files, photos, photo_files, skipped = _drop_bad(sketches, files, photos, photo_files, skip_bad)
+    info["skipped"] = skipped
+    info["fingerprint"] = files_fingerprint(files + photo_files)
+    return SBIRData("tuberlin", sketches, photos, sketch_files=files,
+                    photo_files=photo_files if len(photos) else None, info=info)
+
+
+def load_domains(root=None, folder: str = "pacs", sketch_domain: str = "sketch", photo_domain: str = "photo",
+                 unseen=None, fractions=(0.7, 0.1, 0.2), val_fraction: float = 0.1, seed: int = 0,
+                 skip_bad: bool = False) -> SBIRData:
+    """Domain folders ``<root>/<folder>/<domain>/<class>/*`` (PACS, or a BAM!-like media set).
+
+    Sketches come from ``sketch_domain``; every other domain's images are photos with
+    ``medium`` = the domain. A sketch named ``<photo>-<n>`` whose ``<photo>`` is a file of
+    ``photo_domain`` in the same class is paired with it (PACS's Sketchy sketches); other sketches
+    are their own instance.
+    """
+    layout = DOMAIN_LAYOUT.format(name=folder, sketch=sketch_domain)
+    base = find_dataset_dir(root, [folder], folder, layout)
+    domains = {c.name: c for c in sorted(base.iterdir()) if c.is_dir() and not c.name.startswith(".")}
+    stray = [str(c) for c in sorted(base.iterdir()) if not c.is_dir() or c.name.startswith(".")]
+    sk_dir = next((d for n, d in domains.items() if n.lower() == sketch_domain.lower()), None)
+    if sk_dir is None:
+        raise DataError(f"{folder}: missing sketch domain folder {base / sketch_domain} "
+                        f"(found: {sorted(domains) or 'nothing'}).\nExpected layout:\n{layout}")
+    sk_class, s = scan_classes(sk_dir)
+    stray += s
+    if not sk_class:
+        raise DataError(f"{folder}: no class folders with images in {sk_dir}.\nExpected layout:\n{layout}")
+    photo_rows, photo_files = [], []
+    photo_stems: dict[tuple[str, str], str] = {}
+    for name, d in domains.items():
+        if d == sk_dir:
+            continue
+        p_class, s = scan_classes(d)
+        stray += s
+        for cls, fs in p_class.items():
+            for f in fs:
+                pid = f"{name}/{cls}/{f.stem}"
+                photo_rows.append({"photo_id": pid, "instance": pid, "category": cls, "medium": name})
+                photo_files.append(f)
+                if name.lower() == photo_domain.lower():
+                    photo_stems[(cls, f.stem)] = pid
+    rows, files = [], []
+    for cls, fs in sk_class.items():
+        for f in fs:
+            sid = f"{sk_dir.name}/{cls}/{f.stem}"
+            pid = photo_stems.get((cls, f.stem.rsplit("-", 1)[0]), "") if "-" in f.stem else ""
+            rows.append({"sketch_id": sid, "photo_id": pid, "instance": pid or sid, "category": cls,
+                         "medium": sk_dir.name})
+            files.append(f)
+    sketches = pd.DataFrame(rows)
+    photos = pd.DataFrame(photo_rows, columns=["photo_id", "instance", "category", "medium"])
+    info = {"root": str(base), "ignored": stray, "domains": sorted(domains),
+            "paired_sketches": int((sketches["photo_id"] != "").sum())}
+    info["split"] = assign_splits(sketches, photos, unseen, fractions, val_fraction, seed)
+    sketches, files, photos, photo_files, skipped = _drop_bad(sketches, files, photos, photo_files, skip_bad)
+    info["skipped"] = skipped
+    info["fingerprint"] = files_fingerprint(files + photo_files)
+    return SBIRData(folder.lower(), sketches, photos, sketch_files=files,
+                    photo_files=photo_files if len(photos) else None, info=info)
+
+
+def load_pacs(root=None, **options) -> SBIRData:
+    """PACS: ``<root>/pacs/{photo,art_painting,cartoon,sketch}/<class>/*``; options as in ``load_domains``."""
+    return load_domains(root, "pacs", **options)
+
+
+def check_tuberlin(root=None) -> Path:
+    """Layout check: the TU-Berlin ``png`` folder, or a DataError naming what is missing."""
+    folder = find_dataset_dir(root, ["tuberlin", "TU-Berlin", "tu_berlin", "TU_Berlin", "tu-berlin"],
+                              "tuberlin", TUBERLIN_LAYOUT, marker=lambda p: (p / "png").is_dir())
+    png = _subdir(folder, ["png"])
+    if png is None:
+        raise DataError(f"tuberlin: missing folder {folder / 'png'}.\nExpected layout:\n{TUBERLIN_LAYOUT}")
+    return png
+
+
+def check_pacs(root=None) -> Path:
+    """Layout check: the PACS folder with its sketch domain, or a DataError naming what is missing."""
+    layout = DOMAIN_LAYOUT.format(name="pacs", sketch="sketch")
+    base = find_dataset_dir(root, ["pacs"], "pacs", layout)
+    if _subdir(base, ["sketch"]) is None:
+        raise DataError(f"pacs: missing sketch domain folder {base / 'sketch'}.\nExpected layout:\n{layout}")
+    return base

@@ -1,0 +1,212 @@
+"""QuickDraw drawings: raw or simplified ndjson, and sketch-rnn ``.npz`` stroke-3 files.
+
+    <root>/quickdraw/<class>.ndjson     one JSON drawing per line: "drawing" = [[x...], [y...](, [t...])]
+                                        (also full_raw_<class>.ndjson / full_simplified_<class>.ndjson)
+    <root>/quickdraw/<class>.npz        sketch-rnn: arrays "train", "valid", "test" of (n, 3) stroke-3
+                                        (also sketchrnn_<class>.npz)
+
+Raw coordinates have each drawing's own extent; every drawing is normalised to the 256 canvas
+(``strokes.from_quickdraw`` / ``from_stroke3``). Drawings are anonymous: ``drawer`` stays "".
+The sketch-rnn object arrays are pickles: they are read member by member with numpy's
+``allow_pickle=False`` for plain arrays and ``safe_pickle`` (numpy arrays only) for object arrays,
+never with numpy's own pickle loading.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sbir_core import strokes as S
+from sbir_core.data import safe_pickle
+from sbir_core.data.base import DataError, SBIRData, files_fingerprint, find_dataset_dir
+from sbir_core.data.folders import assign_splits
+
+LAYOUT = """  <root>/quickdraw/<class>.ndjson    raw or simplified drawings, one JSON object a line
+  <root>/quickdraw/<class>.npz       sketch-rnn stroke-3 arrays train / valid / test
+  (prefixes full_raw_, full_simplified_, sketchrnn_ are stripped from the class name;
+   <root> is SBIR_DATA or the root= argument; folder names match without regard to case)"""
+PREFIXES = ("full_simplified_", "full_raw_", "simplified_", "raw_", "sketchrnn_")
+NPZ_SPLITS = {"train": "train", "valid": "val", "test": "test"}
+
+
+def class_name(path: Path) -> str:
+    """The class a file holds: its stem without the download prefixes."""
+    stem = path.stem
+    for p in PREFIXES:
+        if stem.startswith(p):
+            return stem[len(p):]
+    return stem
+
+
+def find(root=None) -> tuple[Path, dict[str, Path], list[str]]:
+    """(folder, {class: file}, stray files); ndjson wins over npz when a class has both."""
+    folder = find_dataset_dir(root, ["quickdraw", "QuickDraw", "quick_draw", "quickdraw_dataset"], "quickdraw",
+                              LAYOUT, marker=lambda p: any(c.suffix in (".ndjson", ".npz") for c in p.iterdir()))
+    files: dict[str, Path] = {}
+    stray = []
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in (".ndjson", ".npz"):
+            cls = class_name(f)
+            if cls not in files or f.suffix.lower() == ".ndjson":
+                files[cls] = f
+        else:
+            stray.append(str(f))
+    if not files:
+        raise DataError(f"quickdraw: no .ndjson or .npz files in {folder}.\nExpected layout:\n{LAYOUT}")
+    return folder, files, stray
+
+
+def read_ndjson(path: Path, max_drawings: int | None = None, skip_bad: bool = False,
+                recognized_only: bool = False) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Parse drawings from an ndjson file: (records with 'strokes' (N, 3) and metadata, skipped lines)."""
+    out, skipped = [], []
+    try:
+        fh = open(path, encoding="utf-8", errors="replace")  # bad bytes fail as bad JSON, by line
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err}") from err
+    with fh:
+        for n, line in enumerate(fh, 1):
+            if max_drawings is not None and len(out) >= max_drawings:
+                break
+            if not line.strip():
+                continue
+            try:
+                rec = _parse_line(line)
+            except (DataError, S.StrokeError) as err:
+                if not skip_bad:
+                    raise DataError(f"{path}:{n}: {err}") from err
+                skipped.append((f"{path}:{n}", str(err)))
+                continue
+            if recognized_only and rec["recognized"] is False:
+                continue
+            rec["line"] = n
+            out.append(rec)
+    return out, skipped
+
+
+def _parse_line(line: str) -> dict:
+    try:
+        obj = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"not a JSON object ({err.msg if hasattr(err, 'msg') else err})") from err
+    if not isinstance(obj, dict) or "drawing" not in obj:
+        raise DataError(f"expected an object with a 'drawing' field, got {type(obj).__name__}")
+    drawing = obj["drawing"]
+    try:
+        strokes = S.from_quickdraw(drawing)
+    except (TypeError, ValueError) as err:  # StrokeError is a ValueError; nested junk raises TypeError
+        raise DataError(f"bad 'drawing': {err}") from err
+    return {"strokes": strokes, "key_id": str(obj.get("key_id", "")), "word": str(obj.get("word", "")),
+            "countrycode": str(obj.get("countrycode", "")), "recognized": obj.get("recognized")}
+
+
+def read_npz(path: Path) -> dict[str, list[np.ndarray]]:
+    """Read a sketch-rnn ``.npz``: member name -> list of (n, 3) stroke-3 arrays, without numpy pickles."""
+    out = {}
+    try:
+        zf = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as err:
+        raise DataError(f"cannot read {path}: not a valid .npz ({err})") from err
+    with zf:
+        for member in zf.namelist():
+            name = member[:-4] if member.endswith(".npy") else member
+            try:
+                with zf.open(member) as f:
+                    version = np.lib.format.read_magic(f)
+                    reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                              else np.lib.format.read_array_header_2_0)
+                    _, _, dtype = reader(f)
+                    if dtype.hasobject:
+                        arr = safe_pickle.loads(f.read(), f"{path}[{member}]", encoding="latin1")
+                    else:
+                        f.seek(0)
+                        arr = np.lib.format.read_array(f, allow_pickle=False)
+            except DataError:
+                raise
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
+                raise DataError(f"cannot read {path}[{member}]: {err}") from err
+            if not isinstance(arr, np.ndarray):
+                raise DataError(f"{path}[{member}]: expected an array of sketches, got {type(arr).__name__}")
+            items = list(arr) if arr.dtype.hasobject or arr.ndim == 3 else [arr]
+            for i, item in enumerate(items):
+                if not isinstance(item, np.ndarray) or item.ndim != 2 or item.shape[1:] != (3,) \
+                        or item.dtype.kind not in "fiu":
+                    raise DataError(f"{path}[{member}] item {i}: expected a numeric (n, 3) stroke-3 array, "
+                                    f"got {type(item).__name__} {getattr(item, 'shape', '')}")
+            out[name] = items
+    return out
+
+
+def load(root=None, classes=None, max_per_class: int | None = None, recognized_only: bool = False,
+         unseen=None, fractions=(0.7, 0.1, 0.2), val_fraction: float = 0.1, seed: int = 0,
+         skip_bad: bool = False) -> SBIRData:
+    """Load QuickDraw drawings as strokes.
+
+    Args:
+        classes: a list of class names to keep (default: every file).
+        max_per_class: read at most this many drawings per class (the first in the file).
+        recognized_only: keep only drawings the game recognised (ndjson only).
+        unseen / fractions / val_fraction / seed: splits, see ``folders.assign_splits``.
+        skip_bad: skip malformed lines or sketches (``info["skipped"]``) instead of failing.
+    Returns:
+        SBIRData with strokes, no photos; columns ``countrycode``, ``recognized`` and, for
+        sketch-rnn files, ``file_split`` (train / val / test as in the file).
+    """
+    folder, files, stray = find(root)
+    if classes is not None:
+        missing = [c for c in classes if c not in files]
+        if missing:
+            raise DataError(f"quickdraw: no file for classes {missing[:10]} in {folder}.\nExpected layout:\n{LAYOUT}")
+        files = {c: files[c] for c in classes}
+    rows, strokes, skipped = [], [], []
+    for cls, path in sorted(files.items()):
+        if path.suffix.lower() == ".ndjson":
+            recs, bad = read_ndjson(path, max_per_class, skip_bad, recognized_only)
+            skipped += bad
+            for r in recs:
+                sid = f"{cls}/{r['key_id'] or r['line']}"
+                rows.append({"sketch_id": sid, "photo_id": "", "instance": sid, "category": cls,
+                             "countrycode": r["countrycode"], "recognized": str(r["recognized"]),
+                             "file_split": ""})
+                strokes.append(r["strokes"])
+        else:
+            n = 0
+            for member, items in read_npz(path).items():
+                for i, item in enumerate(items):
+                    if max_per_class is not None and n >= max_per_class:
+                        break
+                    try:
+                        s = S.from_stroke3(item)
+                    except S.StrokeError as err:
+                        if not skip_bad:
+                            raise DataError(f"{path}[{member}] item {i}: {err}") from err
+                        skipped.append((f"{path}[{member}][{i}]", str(err)))
+                        continue
+                    sid = f"{cls}/{member}/{i}"
+                    rows.append({"sketch_id": sid, "photo_id": "", "instance": sid, "category": cls,
+                                 "countrycode": "", "recognized": "", "file_split": NPZ_SPLITS.get(member, member)})
+                    strokes.append(s)
+                    n += 1
+    if not rows:
+        raise DataError(f"quickdraw: no readable drawings in {folder}.\nExpected layout:\n{LAYOUT}")
+    sketches = pd.DataFrame(rows)
+    dup = sketches["sketch_id"].duplicated()
+    if dup.any():  # repeated key_ids (concatenated downloads) would merge instances
+        sketches.loc[dup, "sketch_id"] = sketches.loc[dup, "sketch_id"] + "#" + sketches.index[dup].astype(str)
+        sketches["instance"] = sketches["sketch_id"]
+    photos = pd.DataFrame(columns=["photo_id", "instance", "category", "medium"])
+    info = {"root": str(folder), "ignored": stray, "skipped": skipped,
+            "formats": sorted({p.suffix.lower() for p in files.values()}), "max_per_class": max_per_class}
+    info["split"] = assign_splits(sketches, photos, unseen, fractions, val_fraction, seed)
+    info["fingerprint"] = files_fingerprint(sorted(files.values())) + f"-{max_per_class}-{recognized_only}"
+    return SBIRData("quickdraw", sketches, photos, strokes=strokes, info=info)
+
+
+def check(root=None) -> Path:
+    """Layout check: the QuickDraw folder, or a DataError naming what is missing."""
+    return find(root)[0]
