@@ -51,6 +51,50 @@ def load_params(chapter: str, scale: str) -> dict:
     return params | {"SCALE": scale}
 
 
+def chapter_defaults(chapter: str) -> dict:
+    """The names and default values of a chapter's one ``parameters`` cell."""
+    import ast
+
+    import jupytext
+
+    cells = [c for c in jupytext.read(BOOK / f"{chapter}.py").cells
+             if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{chapter}: expected exactly one cell tagged 'parameters', found {len(cells)}")
+    defaults = {}
+    for node in ast.parse(cells[0].source).body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            raise ValueError(f"{chapter}: the parameters cell may hold only NAME = value lines")
+        defaults[node.targets[0].id] = ast.literal_eval(node.value)
+    return defaults
+
+
+def validate(scales=SCALES) -> list[str]:
+    """Problems with the chapters' configs: a missing file, or a name the parameters cell lacks.
+
+    This is the paper scale's dry run: it needs neither a GPU nor the data.
+    """
+    problems = []
+    for chapter in chapters():
+        try:
+            names = set(chapter_defaults(chapter))
+        except (ValueError, SyntaxError) as err:
+            problems.append(str(err))
+            continue
+        lower = sorted(n for n in names if not n.isupper())
+        if lower:
+            problems.append(f"{chapter}: parameter names must be UPPER_CASE: {lower}")
+        for scale in scales:
+            try:
+                extra = sorted(set(load_params(chapter, scale)) - names)
+            except (FileNotFoundError, ValueError) as err:
+                problems.append(str(err))
+                continue
+            if extra:
+                problems.append(f"{chapter} ({scale}): config sets {extra}, which the parameters cell does not define")
+    return problems
+
+
 def execute(chapter: str, scale: str = "ci", overrides: dict | None = None, output: Path | None = None,
             kernel: str = "python3") -> float:
     """Execute one chapter (parameters from its config, then ``overrides``); return its wall time in s.
@@ -62,6 +106,9 @@ def execute(chapter: str, scale: str = "ci", overrides: dict | None = None, outp
     import papermill as pm
 
     params = load_params(chapter, scale) | (overrides or {})
+    unknown = sorted(set(params) - set(chapter_defaults(chapter)))
+    if unknown:
+        raise ValueError(f"{chapter}: parameters {unknown} are not in its parameters cell (typo in the config?)")
     nb = jupytext.read(BOOK / f"{chapter}.py")
     env_backend = os.environ.pop("MPLBACKEND", None)  # agg drops every figure from the notebook
     start = time.perf_counter()
@@ -234,6 +281,7 @@ def main(argv=None) -> int:
     p_run.add_argument("--scale", choices=SCALES, default="ci")
     p_run.add_argument("--only", nargs="+", metavar="CHAPTER", help="chapter names, e.g. 01_evaluation")
     sub.add_parser("check", help="compare fresh ci metrics with paper_runs/ci/expected.csv")
+    sub.add_parser("validate", help="dry run: every chapter has a config at every scale naming only its parameters")
     p_exp = sub.add_parser("expect", help="record a chapter's fresh ci numbers as expected (maintainers)")
     p_exp.add_argument("chapter")
     p_exp.add_argument("--tol", type=float, required=True, help="absolute tolerance of every row")
@@ -246,6 +294,12 @@ def main(argv=None) -> int:
         return 1 if run(args.scale, args.only) else 0
     if args.command == "check":
         return check()
+    if args.command == "validate":
+        problems = validate()
+        for p in problems:
+            print(f"[validate] {p}")
+        print(f"[validate] {len(chapters())} chapters x {len(SCALES)} scales: {len(problems)} problem(s)")
+        return 1 if problems else 0
     if args.command == "expect":
         return expect(args.chapter, args.tol, args.note, args.requires)
     return build(args.builder)

@@ -131,3 +131,21 @@ def test_expect_records_rows_with_tolerance(tmp_path, monkeypatch):
     assert sorted(table["chapter"]) == ["01_other", "99_x"]
     assert table.set_index("chapter").loc["99_x", "tol"] == 0.02
     assert book.check(path) == 1  # 01_other has no fresh numbers
+
+
+def test_every_chapter_has_valid_configs_at_both_scales():
+    assert book.validate() == []
+
+
+def test_unknown_config_name_is_caught(sandbox, capsys):
+    (sandbox / "book" / "96_typo.py").write_text(HEADER + '# %% tags=["parameters"]\nSCALE = "ci"\nSEED = 0\n')
+    (sandbox / "configs" / "ci" / "96_typo.yaml").write_text("SEDE: 1\n")
+    assert any("SEDE" in p for p in book.validate(["ci"]))
+    assert book.run("ci") == 1
+    assert "SEDE" in capsys.readouterr().out
+
+
+def test_parameters_cell_must_be_plain_assignments(sandbox):
+    (sandbox / "book" / "95_code.py").write_text(HEADER + '# %% tags=["parameters"]\nimport os\n')
+    (sandbox / "configs" / "ci" / "95_code.yaml").write_text("{}\n")
+    assert any("NAME = value" in p for p in book.validate(["ci"]))
