@@ -303,18 +303,18 @@ for g in STYLE_GAPS:
     for ds, grp in ranks.groupby("drawer_split"):
         for k in (1, 10):
             value = acc_at_k(grp["rank"].to_numpy(), k)
-            results.append({"style_gap": g, "drawers": ds, "metric": f"acc@{k}", "value": value})
+            results.append({"style_gap": g, "drawers": ds, "metric": f"acc_at_{k}", "value": value})
             ROWS.append(dict(dataset="style_world", method="pixel_nn", protocol=f"gap{g:g}", split=f"test/{ds}",
-                             metric=f"acc@{k}", value=value, seed=SEED))
+                             metric=f"acc_at_{k}", value=value, seed=SEED))
 difficulty = pd.DataFrame(results)
 glue("c02_gallery", gallery)
 glue("c02_chance10", 10 / gallery)
 pivot = difficulty.pivot_table(index="style_gap", columns=["metric", "drawers"], values="value")
 at = pivot.loc[STYLE_GAP]
-glue("c02_nn_acc1_seen", at[("acc@1", "seen")])
-glue("c02_nn_acc10_seen", at[("acc@10", "seen")])
-glue("c02_nn_acc10_unseen", at[("acc@10", "unseen")])
-glue("c02_nn_acc10_unseen_maxgap", pivot.loc[max(STYLE_GAPS)][("acc@10", "unseen")])
+glue("c02_nn_acc1_seen", at[("acc_at_1", "seen")])
+glue("c02_nn_acc10_seen", at[("acc_at_10", "seen")])
+glue("c02_nn_acc10_unseen", at[("acc_at_10", "unseen")])
+glue("c02_nn_acc10_unseen_maxgap", pivot.loc[max(STYLE_GAPS)][("acc_at_10", "unseen")])
 glue("c02_max_gap", max(STYLE_GAPS))
 pivot.style.format("{:.1%}")
 

@@ -1,0 +1,135 @@
+"""Dataset views: tensors, pairing, triplets, episodes, on a tiny hand-made SBIRData."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sbir_core import strokes as S
+from sbir_core.data.base import DataError, SBIRData
+from sbir_core.data.views import (EpisodeDataset, PairDataset, TripletDataset, fg_view, photo_tensor,
+                                  sketch_tensor, sketch_view)
+
+
+def tiny_data(n_instances: int = 12, per_instance: int = 3, seed: int = 0) -> SBIRData:
+    """Instances are polygons (vertex count and radius by instance); each of 4 drawers jitters them;
+    photos are the clean polygon filled with an instance colour. Splits: 2/3 train, then val, test."""
+    rng = np.random.default_rng(seed)
+    sk_rows, strokes, ph_rows, photos = [], [], [], []
+    for i in range(n_instances):
+        n_vert, radius = 3 + i % 4, 50 + 12 * (i // 4)
+        ang = np.linspace(0, 2 * np.pi, n_vert + 1)
+        clean = np.stack([128 + radius * np.cos(ang), 128 + radius * np.sin(ang), np.zeros(n_vert + 1)], 1)
+        clean[-1, 2] = 1
+        split = "train" if i < 2 * n_instances // 3 else ("val" if i < 5 * n_instances // 6 else "test")
+        img = S.rasterise(clean, 16, 2.0)
+        colour = rng.integers(0, 255, 3)
+        photos.append((img[..., None] * 255 + (1 - img[..., None]) * colour).astype(np.uint8))
+        ph_rows.append(dict(photo_id=f"p{i}", instance=f"i{i}", category="poly", split=split, medium="photo"))
+        for k in range(per_instance):
+            drawer = (i + k) % 4
+            pts = clean.copy()
+            pts[:, :2] += rng.normal(0, 2 + 2 * drawer, (len(pts), 2))
+            strokes.append(pts)
+            sk_rows.append(dict(sketch_id=f"s{i}_{k}", photo_id=f"p{i}", instance=f"i{i}", category="poly",
+                                drawer=f"d{drawer}", drawer_split="seen" if drawer < 3 else "unseen", split=split))
+    # a second medium of the same photos, which fg_view must leave out of the gallery
+    ph_rows += [dict(r, photo_id=r["photo_id"] + "w", medium="watercolour") for r in ph_rows]
+    photos = photos + [255 - p for p in photos]
+    return SBIRData("tiny", pd.DataFrame(sk_rows), pd.DataFrame(ph_rows), strokes=strokes,
+                    photo_arrays=np.stack(photos))
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SBIR_CACHE", str(tmp_path / "cache"))
+
+
+def test_tensors_polarity_shape_layout():
+    rast = np.ones((2, 8, 8), np.float32)
+    rast[0, 3, 4] = 0.0
+    x = sketch_tensor(rast)
+    assert x.shape == (2, 1, 8, 8) and x.dtype == torch.float32
+    assert x[0, 0, 3, 4] == 1 and x.sum() == 1  # ink is 1, background 0
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    p = photo_tensor(np.full((3, 8, 8, 3), 255, np.uint8))
+    assert p.shape == (3, 3, 8, 8) and torch.allclose(p, torch.ones_like(p))
+    assert photo_tensor(np.zeros((1, 4, 4, 3), np.uint8)).min() == -1
+
+
+def test_fg_view_pairs_each_sketch_with_its_photo():
+    data = tiny_data()
+    view = fg_view(data, "train", size=16)
+    assert len(view) == 8 * 3 and view.gallery.shape == (8, 3, 16, 16)
+    # the gallery holds the distinct paired photos of this split, of the "photo" medium only
+    assert set(view.gallery_table["medium"]) == {"photo"}
+    assert (view.gallery_table["photo_id"].to_numpy()[view.target.numpy()] == view.table["photo_id"].to_numpy()).all()
+    # the tensors are the dataset's own rasters, converted once
+    rows = np.flatnonzero(data.sketches["split"] == "train")
+    assert torch.equal(view.queries[:, 0], torch.from_numpy(1 - data.sketch_images(16, 1.5)[rows]))
+    test = fg_view(data, "test", size=16)
+    assert len(test.gallery) == 2 and len(test) == 6
+
+
+def test_fg_view_errors_are_clear():
+    data = tiny_data()
+    with pytest.raises(DataError, match="no sketches in split"):
+        fg_view(data, "nope", size=16)
+    with pytest.raises(DataError, match="medium 'oil'"):
+        fg_view(data, "train", size=16, medium="oil")
+
+
+def test_triplet_negatives_are_other_anchors_photos():
+    view = fg_view(tiny_data(), "train", size=16)
+    g = torch.Generator().manual_seed(0)
+    counts = torch.zeros(len(view))
+    for _ in range(200):
+        idx = torch.randperm(len(view), generator=g)[:8]
+        b = view.triplets(idx, g)
+        assert b["sketch"].shape == (8, 1, 16, 16) and b["neg"].shape == (8, 3, 16, 16)
+        assert torch.equal(b["photo"], view.gallery[view.target[idx]])
+        assert torch.equal(b["neg"], view.gallery[b["neg_idx"]])
+        counts[idx] += 1
+    # same seed, same batches
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    a, c = view.sample_triplets(5, g1), view.sample_triplets(5, g2)
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_random_negative_is_uniform_over_other_sketches():
+    view = fg_view(tiny_data(n_instances=6, per_instance=1), None, size=16)  # one sketch per photo
+    g = torch.Generator().manual_seed(1)
+    idx = torch.zeros(6000, dtype=torch.long)  # anchor 0 always
+    neg = view.triplets(idx, g)["neg_idx"]
+    assert (neg != view.target[0]).all()  # never the anchor's own sketch's photo
+    freq = torch.bincount(neg, minlength=6)[1:].float() / len(neg)
+    assert torch.allclose(freq, torch.full((5,), 0.2), atol=0.02)
+
+
+def test_sketch_view_for_photo_less_data():
+    data = tiny_data()
+    data = SBIRData("nophoto", data.sketches.assign(photo_id=""), pd.DataFrame(), strokes=data.strokes)
+    view = sketch_view(data, "train", size=16)
+    assert view.gallery.shape == (8, 1, 16, 16) and len(view) == 16
+    assert (view.gallery_table["instance"].to_numpy()[view.target.numpy()] == view.table["instance"].to_numpy()).all()
+    assert not set(view.table["sketch_id"]) & set(view.gallery_table["sketch_id"])
+
+
+def test_drawer_episodes_and_torch_datasets():
+    view = fg_view(tiny_data(), "train", size=16)
+    g = torch.Generator().manual_seed(0)
+    eps = view.drawer_episodes(3, g)
+    assert len(eps) == 4
+    for rows in eps:
+        assert len(rows) == 3 and view.table["drawer"].iloc[rows.numpy()].nunique() == 1
+    with pytest.raises(DataError, match="fewer than k"):
+        view.drawer_episodes(50, g, drawers=["d0"])
+    ep = EpisodeDataset(view, k=2, seed=0)
+    sk, ph, rows = ep[0]
+    assert sk.shape == (2, 1, 16, 16) and ph.shape == (2, 3, 16, 16)
+    s, p = PairDataset(view)[4]
+    assert torch.equal(p, view.gallery[view.target[4]])
+    a, pos, neg = TripletDataset(view, seed=0)[4]
+    assert a.shape == (1, 16, 16) and neg.shape == (3, 16, 16)
+    sub = view.subset(view.table["drawer_split"] == "unseen")
+    assert len(sub) == (view.table["drawer_split"] == "unseen").sum() and sub.gallery is view.gallery
