@@ -127,7 +127,7 @@ def table(summ):
 for split in ("seen", "unseen"):
     for metric in ("acc_at_1", "acc_at_10"):
         m, lo, hi = figure(T.PROTOCOL_VAL, f"test_{split}", metric)
-        key = f"c04_{metric.replace('@', '')}_{split}"
+        key = f"c04_{metric.replace('_at_', '')}_{split}"
         glue(key, m)
         glue(key + "_half", (hi - lo) / 2)
 glue("c04_n_seeds", len(seeds))
