@@ -204,7 +204,7 @@ glue("c04_gap_min", min(STYLE_GAPS))
 glue("c04_gap_max", max(STYLE_GAPS))
 glue("c04_acc1_gap_min", by_gap["mean"].iloc[0])
 glue("c04_acc1_gap_max", by_gap["mean"].iloc[-1])
-by_gap.rename(columns={"lo": "ci95_lo", "hi": "ci95_hi"}).style.format("{:.1%}")
+by_gap.rename(columns={"lo": "ci95_lo", "hi": "ci95_hi"}, index="{:g}".format).style.format("{:.1%}")
 
 # %% [markdown]
 # At `style_gap` {glue:text}`c04_gap_min` (unseen drawers drawn from the seen drawers' own
@@ -253,21 +253,27 @@ plt.show()
 
 # %%
 real_config = config.replace(steps=REAL_STEPS)
-try:
-    shoes = load_dataset("shoes304", seed=SEED)
-except DataError as err:
-    shoes = None
-    print(f"shoes304 not found, section skipped: {err}")
-    glue("c04_shoes_text", "not run here (shoes304 absent)")
-if shoes is not None:
-    s_train, s_val, s_test = (fg_view(shoes, s, IMAGE_SIZE, LINE_WIDTH) for s in ("train", "val", "test"))
-    shoe_runs = run_seeds(new_model, s_train, s_val, {"test": s_test}, real_config, seeds)
-    rows += shoe_runs.rows("shoes304", "triplet_sn")
-    shoe_summary = shoe_runs.summary()
-    sel = shoe_summary[(shoe_summary.protocol == T.PROTOCOL_VAL) & (shoe_summary.split == "test")].set_index("metric")
-    glue("c04_shoes_text", f"{sel.loc['acc_at_1', 'mean']:.1%} Acc@1 and {sel.loc['acc_at_10', 'mean']:.1%} Acc@10 "
-                           f"among {len(s_test.gallery)} test photos (chance {1 / len(s_test.gallery):.1%})")
-    display(table(shoe_summary))
+
+
+def real_section(name, make_view, dataset, gallery_label, key, **load_options):
+    """Train and test the baseline on one real dataset; skip visibly when it is absent."""
+    try:
+        data = load_dataset(name, **load_options)
+    except DataError as err:
+        print(f"{name} not found, section skipped: {err}")
+        glue(key, f"not run here ({name} absent)")
+        return []
+    train_v, val_v, test_v = (make_view(data, s, IMAGE_SIZE, LINE_WIDTH) for s in ("train", "val", "test"))
+    runs = run_seeds(new_model, train_v, val_v, {"test": test_v}, real_config, seeds)
+    summ = runs.summary()
+    sel = summ[(summ.protocol == T.PROTOCOL_VAL) & (summ.split == "test")].set_index("metric")
+    glue(key, f"{sel.loc['acc_at_1', 'mean']:.1%} Acc@1 and {sel.loc['acc_at_10', 'mean']:.1%} Acc@10 "
+              f"among {len(test_v.gallery)} {gallery_label} (chance {1 / len(test_v.gallery):.1%})")
+    display(table(summ))
+    return runs.rows(dataset, "triplet_sn")
+
+
+rows += real_section("shoes304", fg_view, "shoes304", "test photos", "c04_shoes_text", seed=SEED)
 
 # %% [markdown]
 # On the shoe set the baseline reaches {glue:text}`c04_shoes_text` (val-selected, mean over
@@ -282,21 +288,7 @@ if shoes is not None:
 # the same loss, a sketch of the same chair as the positive.
 
 # %%
-try:
-    chairs = load_dataset("chairv2")
-except DataError as err:
-    chairs = None
-    print(f"ChairV2 not found, section skipped: {err}")
-    glue("c04_chairs_text", "not run here (ChairV2 absent)")
-if chairs is not None:
-    c_train, c_val, c_test = (sketch_view(chairs, s, IMAGE_SIZE, LINE_WIDTH) for s in ("train", "val", "test"))
-    chair_runs = run_seeds(new_model, c_train, c_val, {"test": c_test}, real_config, seeds)
-    rows += chair_runs.rows("chairv2_sketch2sketch", "triplet_sn")
-    chair_summary = chair_runs.summary()
-    sel = chair_summary[(chair_summary.protocol == T.PROTOCOL_VAL) & (chair_summary.split == "test")].set_index("metric")
-    glue("c04_chairs_text", f"{sel.loc['acc_at_1', 'mean']:.1%} Acc@1 and {sel.loc['acc_at_10', 'mean']:.1%} Acc@10 "
-                            f"among {len(c_test.gallery)} test chairs (chance {1 / len(c_test.gallery):.1%})")
-    display(table(chair_summary))
+rows += real_section("chairv2", sketch_view, "chairv2_sketch2sketch", "test chairs", "c04_chairs_text")
 
 # %% [markdown]
 # Finding another person's drawing of the same chair: {glue:text}`c04_chairs_text`.
