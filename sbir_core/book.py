@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from sbir_core.results import KEY, REPO_ROOT, RUNS, SCALES, load_metrics, results_root
+from sbir_core.results import KEY, REPO_ROOT, RUNS, SCALES, load_metrics, numeric, results_root
 
 BOOK = REPO_ROOT / "book"
 CONFIGS = RUNS / "configs"
@@ -183,6 +183,7 @@ def run(scale: str = "ci", only: list[str] | None = None) -> int:
 def load_expected(path: Path = EXPECTED) -> pd.DataFrame:
     """The committed expected ci numbers, with tolerances."""
     df = pd.read_csv(path, keep_default_na=False, dtype={"seed": int})
+    df = numeric(df, ["value", "tol"]) if len(df) else df
     missing = [c for c in EXPECTED_COLUMNS if c not in df]
     if missing:
         raise ValueError(f"{path}: missing columns {missing}")
@@ -212,12 +213,9 @@ def compare(expected: pd.DataFrame, fresh: pd.DataFrame, available=None) -> pd.D
 
 
 def _dataset_available(name: str) -> bool:
-    try:
-        from sbir_core.data import registry
-    except ImportError:
-        return False
-    check = getattr(registry, "available", None)
-    return bool(check(name)) if check else False
+    from sbir_core.data.registry import available
+
+    return available(name)
 
 
 def check(expected_path: Path = EXPECTED, scale: str = "ci") -> int:
@@ -254,7 +252,7 @@ def expect(chapter: str, tol: float, note: str, requires: str = "", scale: str =
     rows = fresh.assign(tol=tol, requires=requires, note=note)[EXPECTED_COLUMNS]
     old = load_expected(path) if path.exists() else pd.DataFrame(columns=EXPECTED_COLUMNS)
     new = pd.concat([old[old["chapter"] != chapter], rows], ignore_index=True).sort_values(KEY)
-    new.to_csv(path, index=False, float_format="%.10g")
+    new.to_csv(path, index=False, float_format="%.10g", na_rep="nan")
     print(f"[expect] {len(rows)} rows of {chapter} written to {path}")
     return 0
 

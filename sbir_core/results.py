@@ -94,7 +94,7 @@ def save_results(chapter: str, scale: str, metrics: pd.DataFrame, params: dict) 
     metrics = metric_rows(chapter, metrics.to_dict("records")) if "chapter" not in metrics else metrics
     tmp = Path(tempfile.mkdtemp(prefix=f".{chapter}.", dir=target.parent))
     try:
-        metrics.sort_values(KEY).to_csv(tmp / "metrics.csv", index=False, float_format="%.10g")
+        metrics.sort_values(KEY).to_csv(tmp / "metrics.csv", index=False, float_format="%.10g", na_rep="nan")
         (tmp / "params.yaml").write_text(yaml.safe_dump(_plain(params), sort_keys=True))
         (tmp / "env.json").write_text(json.dumps(environment(), indent=2, sort_keys=True))
         old = target.with_name(f".{chapter}.old")
@@ -113,8 +113,15 @@ def load_metrics(scale: str = "ci", chapter: str | None = None) -> pd.DataFrame:
     """All metrics of a scale (or one chapter) as one frame; empty frame when none exist."""
     base = results_root() / scale
     files = sorted(base.glob(f"{chapter or '*'}/metrics.csv")) if base.exists() else []
-    frames = [pd.read_csv(f, keep_default_na=False, dtype={"seed": int}) for f in files]
+    frames = [numeric(pd.read_csv(f, keep_default_na=False, dtype={"seed": int}), ["value"]) for f in files]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+
+
+def numeric(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Parse number columns read with ``keep_default_na=False`` (which keeps "" and "nan" as text)."""
+    for col in columns:
+        df[col] = [float(v) if str(v) != "" else float("nan") for v in df[col]]
+    return df
 
 
 def load_reference(name: str | None = None) -> pd.DataFrame:

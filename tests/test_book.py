@@ -149,3 +149,17 @@ def test_parameters_cell_must_be_plain_assignments(sandbox):
     (sandbox / "book" / "95_code.py").write_text(HEADER + '# %% tags=["parameters"]\nimport os\n')
     (sandbox / "configs" / "ci" / "95_code.yaml").write_text("{}\n")
     assert any("NAME = value" in p for p in book.validate(["ci"]))
+
+
+def test_nan_survives_the_csv_round_trip(tmp_path, monkeypatch):
+    """A legitimate NaN (e.g. mAP with no valid query) is written, read back and compared as NaN."""
+    monkeypatch.setenv("SBIR_RESULTS", str(tmp_path / "runs"))
+    path = tmp_path / "expected.csv"
+    R.save_results("99_x", "ci", pd.concat([fresh_frame(float("nan")),
+                                            fresh_frame(0.5).assign(metric="acc_at_10")]), {})
+    assert book.expect("99_x", 0.01, "test", path=path) == 0
+    fresh = R.load_metrics("ci", "99_x")
+    assert fresh["value"].dtype == float and fresh["value"].isna().sum() == 1
+    assert book.check(path) == 0
+    R.save_results("99_x", "ci", pd.concat([fresh_frame(0.3), fresh_frame(0.5).assign(metric="acc_at_10")]), {})
+    assert book.check(path) == 1  # a number where NaN was expected is drift
