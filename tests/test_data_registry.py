@@ -9,7 +9,7 @@ from sbir_core.data import LOADERS, data_root, load_dataset
 from sbir_core.data.base import DataError
 from sbir_core.data.registry import LAYOUT_CHECKS, available, check_layout
 
-REAL = ["shoev2", "chairv2", "shoes304", "sketchy", "tuberlin", "pacs", "quickdraw"]
+REAL = ["shoev2", "chairv2", "shoes304", "sketchy", "tuberlin", "pacs", "domains", "quickdraw"]
 
 
 def test_required_names_are_registered_with_layout_checks():
@@ -65,3 +65,9 @@ def test_real_root_availability(data_root):
     for name in ("chairv2", "shoes304", "pacs", "quickdraw"):
         if (data_root / name).exists():
             assert found[name], f"{name} is under {data_root} but its layout check fails"
+
+
+def test_every_real_dataset_has_a_layout_check():
+    from sbir_core.data.registry import LAYOUT_CHECKS, LOADERS
+
+    assert set(LOADERS) - set(LAYOUT_CHECKS) == {"style_world"}

@@ -168,3 +168,20 @@ def test_real_shoes304(data_root):
     assert d.info["attributes"]["order"] == "k-major"
     assert d.info["attributes"]["agreement_k_major"] > d.info["attributes"]["agreement_photo_major"]
     assert snapshot(data_root / "shoes304") == before
+
+
+def test_photo_without_sketches_falls_back_to_photo_major(tmp_path):
+    folder, img_label = write_shoes(tmp_path, n=4, k=2)
+    for j in (1, 2):
+        (folder / "sketch" / f"004-{j}.jpg").unlink()
+    sio.savemat(folder / "13_A_sketch_label.mat", {"sketch_label": np.repeat(img_label[:3], 2, axis=0)})
+    d = load(tmp_path)
+    assert len(d) == 6 and d.info["attributes"]["order"] == "photo-major"
+
+
+def test_skip_bad_drops_sketches_of_an_unreadable_photo(tmp_path):
+    folder, _ = write_shoes(tmp_path, mats=False)
+    (folder / "photo" / "005.jpg").write_text("not an image")
+    d = load(tmp_path, skip_bad=True)
+    assert not d.sketches["photo_id"].isin(set(d.sketches["photo_id"]) - set(d.photos["photo_id"])).any()
+    assert (d.photo_index() >= 0).all()

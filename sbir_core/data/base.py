@@ -118,7 +118,7 @@ class SBIRData:
             return _resize_batch(self.photo_arrays, size)
         if self.photo_files is None:
             raise DataError(f"{self.name}: no photos in this dataset (photo-less mode)")
-        key = f"{self.fingerprint}-photo-{size}"
+        key = f"{self.fingerprint}-photo-{size}-r{RENDER_VERSION}"
         return _cached(key, cache, lambda: np.stack([load_image(p, size, "RGB") for p in self.photo_files]))
 
     def photo_index(self) -> np.ndarray:

@@ -120,14 +120,18 @@ def _subdir(folder: Path, names: Sequence[str]) -> Path | None:
     return next((found[n] for n in wanted if n in found), None)
 
 
-def _drop_bad(sketches, sketch_files, photos, photo_files, skip_bad: bool):
-    """With ``skip_bad``: decode all images once and drop unreadable rows; return (..., skipped)."""
+def drop_bad(sketches, sketch_files, photos, photo_files, skip_bad: bool):
+    """With ``skip_bad``: decode all images once and drop unreadable rows; return (..., skipped).
+
+    A sketch whose paired photo is unreadable goes too, so no sketch points at a dropped photo.
+    """
     if not skip_bad:
         return sketches, sketch_files, photos, photo_files, []
     keep_s, bad_s = check_images(sketch_files, True, "L")
-    keep_p, bad_p = check_images(photo_files, True, "RGB") if photo_files else (np.ones(0, bool), [])
+    keep_p, bad_p = check_images(photo_files, True, "RGB") if photo_files else (np.ones(len(photos), bool), [])
+    keep_s &= ~sketches["photo_id"].isin(set(photos.loc[~keep_p, "photo_id"])).to_numpy()
     return (sketches[keep_s], [f for f, k in zip(sketch_files, keep_s) if k],
-            photos[keep_p], [f for f, k in zip(photo_files, keep_p) if k], bad_s + bad_p)
+            photos[keep_p], [f for f, k in zip(photo_files or [], keep_p) if k], bad_s + bad_p)
 
 
 def load_tuberlin(root=None, unseen=None, fractions=(0.7, 0.1, 0.2), val_fraction: float = 0.1, seed: int = 0,
@@ -164,7 +168,7 @@ def load_tuberlin(root=None, unseen=None, fractions=(0.7, 0.1, 0.2), val_fractio
     photos = pd.DataFrame(photo_rows, columns=["photo_id", "instance", "category", "medium"])
     info = {"root": str(folder), "ignored": stray, "photo_folder": str(pdir) if pdir else None}
     info["split"] = assign_splits(sketches, photos, unseen, fractions, val_fraction, seed)
-    sketches, files, photos, photo_files, skipped = _drop_bad(sketches, files, photos, photo_files, skip_bad)
+    sketches, files, photos, photo_files, skipped = drop_bad(sketches, files, photos, photo_files, skip_bad)
     info["skipped"] = skipped
     info["fingerprint"] = files_fingerprint(files + photo_files)
     return SBIRData("tuberlin", sketches, photos, sketch_files=files,
@@ -220,7 +224,7 @@ def load_domains(root=None, folder: str = "pacs", sketch_domain: str = "sketch",
     info = {"root": str(base), "ignored": stray, "domains": sorted(domains),
             "paired_sketches": int((sketches["photo_id"] != "").sum())}
     info["split"] = assign_splits(sketches, photos, unseen, fractions, val_fraction, seed)
-    sketches, files, photos, photo_files, skipped = _drop_bad(sketches, files, photos, photo_files, skip_bad)
+    sketches, files, photos, photo_files, skipped = drop_bad(sketches, files, photos, photo_files, skip_bad)
     info["skipped"] = skipped
     info["fingerprint"] = files_fingerprint(files + photo_files)
     return SBIRData(folder.lower(), sketches, photos, sketch_files=files,

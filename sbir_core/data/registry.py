@@ -31,6 +31,7 @@ LAYOUT_CHECKS: dict[str, str] = {
     "sketchy": "sbir_core.data.sketchy:check",
     "tuberlin": "sbir_core.data.folders:check_tuberlin",
     "pacs": "sbir_core.data.folders:check_pacs",
+    "domains": "sbir_core.data.folders:check_pacs",  # its default folder is pacs/
     "quickdraw": "sbir_core.data.quickdraw:check",
 }
 

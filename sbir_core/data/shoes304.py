@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sbir_core.data.base import (DataError, SBIRData, check_images, files_fingerprint, find_child,
+from sbir_core.data.base import (DataError, SBIRData, files_fingerprint, find_child,
                                  find_dataset_dir, list_images)
+from sbir_core.data.folders import drop_bad
 
 LAYOUT = """  <root>/shoes304/photo/NNN.jpg               product photos (NNN = photo number)
   <root>/shoes304/sketch/NNN-K.jpg            sketches of photo NNN (K = sketch index)
@@ -140,14 +141,8 @@ def load(root=None, fractions=(0.7, 0.1, 0.2), seed: int = 0, attributes: str | 
         _attach_attributes(sketches, photo_table, mats, info)
 
     stat_files = photo_paths + files + [m for m in mats if m.exists()]
-    if skip_bad:
-        keep_s, bad_s = check_images(files, True, "L")
-        keep_p, bad_p = check_images(photo_paths, True, "RGB")
-        bad_photos = set(photo_table.loc[~keep_p, "photo_id"])
-        keep_s &= ~sketches["photo_id"].isin(bad_photos).to_numpy()
-        sketches, files = sketches[keep_s], [f for f, k in zip(files, keep_s) if k]
-        photo_table, photo_paths = photo_table[keep_p], [f for f, k in zip(photo_paths, keep_p) if k]
-        info["skipped"] = bad_s + bad_p
+    sketches, files, photo_table, photo_paths, info["skipped"] = drop_bad(sketches, files, photo_table,
+                                                                           photo_paths, skip_bad)
     info["fingerprint"] = files_fingerprint(stat_files)
     return SBIRData("shoes304", sketches, photo_table, sketch_files=files, photo_files=photo_paths, info=info)
 
@@ -162,11 +157,12 @@ def _attach_attributes(sketches: pd.DataFrame, photo_table: pd.DataFrame, mats: 
     pidx = sketches["photo_id"].map(p_row).to_numpy()
     photo_major = np.arange(len(sketches))
     agree_photo = float((skt[photo_major] == img[pidx]).mean())
-    if counts.nunique() == 1:
+    if counts.nunique() == 1 and len(counts) == n_p and counts.iloc[0] * n_p == len(sketches):
         k_major = k_rank * n_p + pidx
         agree_k = float((skt[k_major] == img[pidx]).mean())
     else:
-        k_major, agree_k = None, float("nan")  # K-major order needs the same number of sketches per photo
+        # K-major order needs every photo to have the same number of sketches
+        k_major, agree_k = None, float("nan")
     use_k = k_major is not None and agree_k >= agree_photo
     rows = k_major if use_k else photo_major
     for j in range(N_ATTRIBUTES):
