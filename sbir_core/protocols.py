@@ -19,10 +19,10 @@ from sbir_core import metrics as M
 class SelectionResult:
     """Accuracies over simulated training runs, each (n_trials,) float64.
 
-    ``true``: the population accuracy of the checkpoint each rule chose (what a fresh test set
-    would measure); ``test_selected``: the number reported when the checkpoint is chosen on the
-    test set (the papers' protocol); ``val_selected``: the test accuracy of the checkpoint chosen
-    on a separate validation set.
+    ``test_selected``: the number reported when the checkpoint is chosen on the test set (the
+    papers' protocol); ``val_selected``: the test accuracy of the checkpoint chosen on a separate
+    validation set; ``true_test_selected`` / ``true_val_selected``: the population accuracy of
+    the checkpoint each rule chose (what a fresh test set would measure).
     """
 
     true_test_selected: np.ndarray

@@ -423,8 +423,10 @@ def evaluate_states(build_model: Callable[[], nn.Module], result: MultiSeedResul
 @torch.no_grad()
 def top_k(model: nn.Module, view: RetrievalView, k: int = 5, queries=None) -> np.ndarray:
     """Gallery rows of the ``k`` nearest items for each query (or the rows ``queries``): (Q, k) int64, nearest first."""
+    was_training = model.training
     model.eval()
     q = view.queries if queries is None else view.queries[torch.as_tensor(queries)]
     dist = pairwise_distances(embed(model.embed_query, q).cpu(), embed(model.embed_gallery, view.gallery).cpu())
+    model.train(was_training)
     # stable sort: among equal distances the lower gallery row comes first
     return np.argsort(dist, axis=1, kind="stable")[:, :k]

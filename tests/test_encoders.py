@@ -86,3 +86,28 @@ def test_documented_flops_of_the_ci_encoder():
     assert flops_per_image(enc, 48) == 59_420_672
     assert flops_per_image(enc, 48, training=True) == 177_266_688
     assert sum(p.numel() for p in enc.parameters()) == 1_188_704
+
+
+def test_pretrained_backbones_get_imagenet_input():
+    import torch
+
+    from sbir_core.models.encoders import IMAGENET_MEAN, IMAGENET_STD, _PooledBackbone, imagenet_input
+
+    blank_sketch = torch.zeros(1, 1, 4, 4)  # no ink -> white page
+    black_photo = -torch.ones(1, 3, 4, 4)  # darkest photo -> 0
+    white = imagenet_input(blank_sketch)[0, :, 0, 0]
+    black = imagenet_input(black_photo)[0, :, 0, 0]
+    for c in range(3):
+        assert white[c].item() == pytest.approx((1 - IMAGENET_MEAN[c]) / IMAGENET_STD[c], rel=1e-6)
+        assert black[c].item() == pytest.approx(-IMAGENET_MEAN[c] / IMAGENET_STD[c], rel=1e-6)
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x)
+            return x
+
+    out = _PooledBackbone(Spy(), 3)(blank_sketch)
+    assert torch.allclose(seen[0], imagenet_input(blank_sketch)) and out.shape == (1, 3)
+    with pytest.raises(ValueError):
+        imagenet_input(torch.zeros(1, 2, 4, 4))

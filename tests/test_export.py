@@ -1,11 +1,10 @@
 """Tests of the QMUL-Shoe-V2 layout export: keys, arrays, photo files, splits, errors."""
 
-import pickle
-
 import numpy as np
 import pytest
 from PIL import Image
 
+from sbir_core.data import safe_pickle
 from sbir_core.data.base import DataError
 from sbir_core.data.export import export_qmul
 from sbir_core.data.synthetic import load
@@ -14,23 +13,13 @@ SMALL = dict(n_instances=24, drawers_seen=4, drawers_unseen=2, sketches_per_inst
              unseen_sketches_per_instance=1, photo_size=24)
 
 
-class _NumpyOnly(pickle.Unpickler):
-    """Admits numpy array reconstruction and nothing else, as real QMUL files must be read."""
-
-    def find_class(self, module, name):
-        if module.split(".")[0] == "numpy" and name in ("_reconstruct", "ndarray", "dtype", "scalar"):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refused {module}.{name}")
-
-
 @pytest.fixture(scope="module")
 def world():
     return load(cache=False, **SMALL)
 
 
 def _read(folder, name):
-    with open(folder / f"{name}_Coordinate", "rb") as f:
-        return _NumpyOnly(f).load()
+    return safe_pickle.load(folder / f"{name}_Coordinate")  # the reader the QMUL loader uses
 
 
 @pytest.mark.parametrize("val_as", ["train", "test", "drop"])

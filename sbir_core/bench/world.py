@@ -17,9 +17,22 @@ def main(argv=None) -> int:
     ap.add_argument("--n-instances", type=int, default=800, help="objects in the world (ci: 800)")
     ap.add_argument("--repeats", type=int, default=3, help="reloads to time (the best is reported)")
     args = ap.parse_args(argv)
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core, as the target says
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_setaffinity") else None
+    if affinity:
+        os.sched_setaffinity(0, {sorted(affinity)[0]})  # one core, as the target says
+    old_cache = os.environ.get("SBIR_CACHE")
+    try:
+        return _run(args)
+    finally:  # leave the process as it was, for callers that run the benchmark in-process
+        if affinity:
+            os.sched_setaffinity(0, affinity)
+        if old_cache is None:
+            os.environ.pop("SBIR_CACHE", None)
+        else:
+            os.environ["SBIR_CACHE"] = old_cache
 
+
+def _run(args) -> int:
     from sbir_core.data import synthetic
 
     with tempfile.TemporaryDirectory() as tmp:

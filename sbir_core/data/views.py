@@ -196,18 +196,26 @@ class PairDataset(Dataset):
 
 
 class TripletDataset(Dataset):
-    """Map-style dataset of (anchor, positive, negative) with the anchors' random negatives,
-    drawn from a seeded generator (a given seed gives the same sequence of items)."""
+    """Map-style dataset of (anchor, positive, negative) with the anchors' random negatives.
+
+    Item i's negative is a function of (seed, epoch, i) alone, so it does not depend on the order
+    items are read in, nor on which DataLoader worker reads them; ``set_epoch`` draws new negatives.
+    """
 
     def __init__(self, view: RetrievalView, seed: int = 0):
         self.view = view
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.view)
 
     def __getitem__(self, i: int):
-        b = self.view.triplets(torch.tensor([i]), self.generator)
+        state = np.random.SeedSequence([self.seed, self.epoch, int(i)]).generate_state(1)[0]
+        b = self.view.triplets(torch.tensor([i]), torch.Generator().manual_seed(int(state)))
         return b["sketch"][0], b["photo"][0], b["neg"][0]
 
 

@@ -165,8 +165,26 @@ def _torchvision(name: str):
     return models
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def imagenet_input(x: torch.Tensor) -> torch.Tensor:
+    """The views' tensors as ImageNet weights expect them: (B, 1 or 3, H, W) -> (B, 3, H, W).
+
+    Sketches (1 channel, ink 1 on 0) become black ink on white, photos ([-1, 1]) become [0, 1];
+    then the ImageNet mean and standard deviation are applied.
+    """
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"expected (B, 1 or 3, H, W), got shape {tuple(x.shape)}")
+    img = (1 - x).expand(-1, 3, -1, -1) if x.shape[1] == 1 else (x + 1) / 2
+    mean = torch.tensor(IMAGENET_MEAN, dtype=img.dtype, device=img.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=img.dtype, device=img.device).view(1, 3, 1, 1)
+    return (img - mean) / std
+
+
 class _PooledBackbone(nn.Module):
-    """Backbone features -> global max pool -> L2 norm (METHODS.md §A)."""
+    """ImageNet normalisation -> backbone features -> global max pool -> L2 norm (METHODS.md §A)."""
 
     def __init__(self, features: nn.Module, embed_dim: int):
         super().__init__()
@@ -174,9 +192,8 @@ class _PooledBackbone(nn.Module):
         self.embed_dim = embed_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 1 or 3, H, W) ImageNet-normalised float32 -> (B, embed_dim) unit-norm float32."""
-        x = _three_channels(x, 3)
-        return F.normalize(self.features(x).amax(dim=(2, 3)), dim=1)
+        """(B, 1 or 3, H, W) float32 in the views' conventions -> (B, embed_dim) unit-norm float32."""
+        return F.normalize(self.features(imagenet_input(x)).amax(dim=(2, 3)), dim=1)
 
 
 def vgg16(weights: str | os.PathLike | None = None, pretrained: bool = True) -> nn.Module:
