@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 import pandas as pd
 
-from sbir_core.data.base import DataError, SBIRData, cache_dir
+from sbir_core.data.base import PHOTO_COLUMNS, SKETCH_COLUMNS, DataError, SBIRData, cache_dir
 from sbir_core.data.world import drawers as W
 from sbir_core.data.world import objects as O
 from sbir_core.data.world import photos as P
@@ -256,8 +256,8 @@ class StyleWorld:
 
 # -- cache: one npz, no pickle --------------------------------------------------------------------
 
-_SK_COLS = ["sketch_id", "photo_id", "instance", "category", "drawer", "drawer_split", "split"]
-_PH_COLS = ["photo_id", "instance", "category", "split", "medium"]
+_SK_COLS = SKETCH_COLUMNS  # the cache stores the shared columns; _assemble derives the world's own
+_PH_COLS = PHOTO_COLUMNS
 
 
 def _save(data: SBIRData, path) -> None:
