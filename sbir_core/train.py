@@ -407,15 +407,17 @@ def evaluate_states(build_model: Callable[[], nn.Module], result: MultiSeedResul
                     protocol: str = PROTOCOL_VAL) -> list[dict]:
     """Evaluate each seed's val-selected weights (``RunResult.best_state``) on more views, without training.
 
-    Returns tidy rows (split = the view's key in ``views``), one per seed, view and Acc@K.
+    Returns tidy rows (split = the view's key in ``views``), one per seed, view and Acc@K. A run
+    trained without a validation view kept its last step; its rows say so (protocol "last_step").
     """
     rows = []
     for run in result.runs:
         model = build_model()
         model.load_state_dict(run.best_state)
+        label = protocol if run.val_selected else "last_step"
         for name, view in views.items():  # on the CPU: evaluation only
             res = evaluate(model, view, ks)
-            rows += [dict(dataset=dataset, method=method, protocol=protocol, split=name, metric=f"acc_at_{k}",
+            rows += [dict(dataset=dataset, method=method, protocol=label, split=name, metric=f"acc_at_{k}",
                           value=res[f"acc_at_{k}"], seed=run.seed) for k in ks]
     return rows
 

@@ -209,3 +209,12 @@ def test_bench_train_reports_rates(monkeypatch, capsys):
     assert "GFLOP/s" in out and "images/s" in out and "50% target" in out
     r = B.train_step_rate(B.CNNConfig(width=4, depth=2), 16, 4, steps=2, warmup=1)
     assert r["images_per_s"] > 0 and r["gflops"] == pytest.approx(r["train_mflop_per_image"] * r["images_per_s"] / 1e3)
+
+
+def test_evaluate_states_labels_runs_without_validation(views):
+    from sbir_core.train import evaluate_states
+
+    build = lambda: build_triplet("cnn", width=4, depth=2, embed_dim=8)  # noqa: E731
+    res = run_seeds(build, views["train"], None, {"test": views["test"]}, _config(steps=4, eval_every=2), seeds=[0])
+    rows = evaluate_states(build, res, {"test": views["test"]}, (1,), "tiny", "triplet")
+    assert {r["protocol"] for r in rows} == {"last_step"}
