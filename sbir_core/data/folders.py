@@ -134,6 +134,16 @@ def drop_bad(sketches, sketch_files, photos, photo_files, skip_bad: bool):
             photos[keep_p], [f for f, k in zip(photo_files or [], keep_p) if k], bad_s + bad_p)
 
 
+def category_dataset(name, sketches, files, photos, photo_files, info, unseen, fractions, val_fraction,
+                     seed, skip_bad) -> SBIRData:
+    """The common end of the category-level loaders: seeded splits, bad files dropped, fingerprint."""
+    info["split"] = assign_splits(sketches, photos, unseen, fractions, val_fraction, seed)
+    sketches, files, photos, photo_files, info["skipped"] = drop_bad(sketches, files, photos, photo_files, skip_bad)
+    info["fingerprint"] = files_fingerprint(files + photo_files)
+    return SBIRData(name, sketches, photos, sketch_files=files,
+                    photo_files=photo_files if len(photos) else None, info=info)
+
+
 def load_tuberlin(root=None, unseen=None, fractions=(0.7, 0.1, 0.2), val_fraction: float = 0.1, seed: int = 0,
                   skip_bad: bool = False) -> SBIRData:
     """TU-Berlin sketches (``png/<class>/*.png``), with extended photos when a photo folder is present.
@@ -167,12 +177,8 @@ def load_tuberlin(root=None, unseen=None, fractions=(0.7, 0.1, 0.2), val_fractio
     sketches = pd.DataFrame(rows)
     photos = pd.DataFrame(photo_rows, columns=["photo_id", "instance", "category", "medium"])
     info = {"root": str(folder), "ignored": stray, "photo_folder": str(pdir) if pdir else None}
-    info["split"] = assign_splits(sketches, photos, unseen, fractions, val_fraction, seed)
-    sketches, files, photos, photo_files, skipped = drop_bad(sketches, files, photos, photo_files, skip_bad)
-    info["skipped"] = skipped
-    info["fingerprint"] = files_fingerprint(files + photo_files)
-    return SBIRData("tuberlin", sketches, photos, sketch_files=files,
-                    photo_files=photo_files if len(photos) else None, info=info)
+    return category_dataset("tuberlin", sketches, files, photos, photo_files, info, unseen, fractions,
+                            val_fraction, seed, skip_bad)
 
 
 def load_domains(root=None, folder: str = "pacs", sketch_domain: str = "sketch", photo_domain: str = "photo",
@@ -223,12 +229,8 @@ def load_domains(root=None, folder: str = "pacs", sketch_domain: str = "sketch",
     photos = pd.DataFrame(photo_rows, columns=["photo_id", "instance", "category", "medium"])
     info = {"root": str(base), "ignored": stray, "domains": sorted(domains),
             "paired_sketches": int((sketches["photo_id"] != "").sum())}
-    info["split"] = assign_splits(sketches, photos, unseen, fractions, val_fraction, seed)
-    sketches, files, photos, photo_files, skipped = drop_bad(sketches, files, photos, photo_files, skip_bad)
-    info["skipped"] = skipped
-    info["fingerprint"] = files_fingerprint(files + photo_files)
-    return SBIRData(folder.lower(), sketches, photos, sketch_files=files,
-                    photo_files=photo_files if len(photos) else None, info=info)
+    return category_dataset(folder.lower(), sketches, files, photos, photo_files, info, unseen, fractions,
+                            val_fraction, seed, skip_bad)
 
 
 def load_pacs(root=None, **options) -> SBIRData:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from sbir_core.data.base import DataError, SBIRData, files_fingerprint, find_dataset_dir
-from sbir_core.data.folders import drop_bad, _subdir, assign_splits, scan_classes
+from sbir_core.data.base import DataError, SBIRData, find_dataset_dir
+from sbir_core.data.folders import _subdir, category_dataset, scan_classes
 
 LAYOUT = """  <root>/sketchy/256x256/sketch/tx_000000000000/<class>/<photo>-<n>.png
   <root>/sketchy/256x256/photo/tx_000000000000/<class>/<photo>.jpg
@@ -107,12 +107,8 @@ def load(root=None, augmentation: str = "tx_000000000000", extended: str | bool 
     photos = pd.DataFrame(photo_rows, columns=["photo_id", "instance", "category", "medium", "extended"])
     info = {"root": str(folder), "augmentation": augmentation, "ignored": stray, "unpaired": unpaired,
             "extended_folder": str(ext_dir) if ext_dir is not None and extended is not False else None}
-    info["split"] = assign_splits(sketches, photos, unseen, fractions, val_fraction, seed)
-    sketches, files, photos, photo_files, skipped = drop_bad(sketches, files, photos, photo_files, skip_bad)
-    info["skipped"] = skipped
-    info["fingerprint"] = files_fingerprint(files + photo_files)
-    return SBIRData("sketchy", sketches, photos, sketch_files=files,
-                    photo_files=photo_files if len(photos) else None, info=info)
+    return category_dataset("sketchy", sketches, files, photos, photo_files, info, unseen, fractions,
+                            val_fraction, seed, skip_bad)
 
 
 def check(root=None) -> Path:
