@@ -1,6 +1,9 @@
 """Retrieval metrics: the only place in the project where a metric is computed.
 
-Fine-grained (one true photo per query): ``true_match_rank`` and ``acc_at_k``.
+Fine-grained (one true photo per query): ``true_match_rank`` and ``acc_at_k``; a query may be
+ranked against a subset of the gallery (``candidates``: the photos of its own category, as in
+QMUL-Shoe-V2 and Chair-V2), and ``chance_acc_at_k`` gives what a random ranking of each query's
+candidates scores, which is also what knowing only the category scores within a category.
 Category-level (many relevant items per query): ``average_precision`` (mAP@all), ``map_at_k``
 and ``prec_at_k``, each with its denominator named, because the literature uses several
 (REFERENCE_NUMBERS.md §4.1-4.3). All functions take distances, smaller = more similar; pass
@@ -30,12 +33,14 @@ def pairwise_distances(emb_sketch, emb_photo) -> np.ndarray:
     return np.sqrt(np.maximum(sq, 0.0))
 
 
-def true_match_rank(dist, true_idx, ties: str = "against", rng=None) -> np.ndarray:
+def true_match_rank(dist, true_idx, ties: str = "against", rng=None, candidates=None) -> np.ndarray:
     """Rank of each query's true match: #{g : d(q, g) <= d(q, true)}, so rank >= 1 and ties count against.
 
     Args:
         dist: (Q, G) distances from each query to each gallery item.
         true_idx: (Q,) int, the gallery column of each query's true match.
+        candidates: optional (Q, G) bool, the gallery items each query is ranked against (e.g.
+            the photos of its own category); others are left out. The true match must be one.
         ties: "against" (default; QMUL ``Baseline_FGSBIR`` ``evaluate``, METHODS.md §0.4),
             "for" (1 + #{d < d_true}, what a sort that happens to put the true match first gives),
             or "random" (a uniformly random place among the tied items; needs ``rng``).
@@ -48,6 +53,13 @@ def true_match_rank(dist, true_idx, ties: str = "against", rng=None) -> np.ndarr
         raise ValueError(f"true_idx must have shape ({dist.shape[0]},), got {true_idx.shape}")
     if (true_idx < 0).any() or (true_idx >= dist.shape[1]).any():
         raise ValueError(f"true_idx must index the {dist.shape[1]} gallery columns")
+    if candidates is not None:
+        candidates = np.asarray(candidates, dtype=bool)
+        if candidates.shape != dist.shape:
+            raise ValueError(f"candidates must have the shape of dist {dist.shape}, got {candidates.shape}")
+        if not candidates[np.arange(len(dist)), true_idx].all():
+            raise ValueError("every query's true match must be among its candidates")
+        dist = np.where(candidates, dist, np.inf)
     d_true = dist[np.arange(len(dist)), true_idx][:, None]
     if ties == "against":
         return (dist <= d_true).sum(1).astype(np.int64)
@@ -70,6 +82,20 @@ def acc_at_k(ranks, k: int) -> float:
     if ranks.size == 0:
         raise ValueError("no ranks to average")
     return float((ranks <= k).mean())
+
+
+def chance_acc_at_k(n_candidates, k: int) -> float:
+    """Expected Acc@K of a uniformly random ranking: mean over queries of min(K, G_q) / G_q.
+
+    n_candidates: (Q,) int, the size of each query's gallery (all of it, or its category's part).
+    Within a category this is also what a model that knows only the category scores.
+    """
+    n = np.asarray(n_candidates, dtype=np.float64)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if n.size == 0 or (n < 1).any():
+        raise ValueError("every query needs at least one candidate")
+    return float((np.minimum(k, n) / n).mean())
 
 
 def _sorted_relevance(dist, relevant) -> np.ndarray:

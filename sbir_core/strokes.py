@@ -166,6 +166,32 @@ def sketch_stats(strokes) -> dict[str, float]:
     }
 
 
+STAT_NAMES = ("strokes", "points", "points_per_stroke", "length", "stroke_length", "extent", "gap")
+
+
+def stats_frame(sketches) -> "pd.DataFrame":
+    """``sketch_stats`` of each sketch: one row per sketch, columns ``STAT_NAMES``."""
+    import pandas as pd
+
+    return pd.DataFrame([sketch_stats(s) for s in sketches], columns=list(STAT_NAMES))
+
+
+def compare_stats(ours, real) -> "pd.DataFrame":
+    """Per statistic of two ``stats_frame`` tables: medians, interquartile ranges and the two-sample
+    Kolmogorov-Smirnov distance (0 = same distribution, 1 = disjoint). One row per statistic."""
+    import pandas as pd
+    from scipy.stats import ks_2samp
+
+    rows = []
+    for name in STAT_NAMES:
+        a, b = ours[name].to_numpy(), real[name].to_numpy()
+        rows.append({"statistic": name, "median_world": np.median(a), "median_real": np.median(b),
+                     "iqr_world": np.subtract(*np.percentile(a, [75, 25])),
+                     "iqr_real": np.subtract(*np.percentile(b, [75, 25])),
+                     "ks": float(ks_2samp(a, b).statistic)})
+    return pd.DataFrame(rows).set_index("statistic")
+
+
 def rasterise(strokes, size: int = 64, line_width: float = 1.5, canvas: float = CANVAS) -> np.ndarray:
     """Render a sketch as a (size, size) float32 image in [0, 1]: black ink (0) on white (1).
 

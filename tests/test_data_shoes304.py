@@ -71,12 +71,12 @@ def test_cache_is_used_and_keyed(tmp_path):
     write_shoes(tmp_path)
     d = load(tmp_path)
     a = d.sketch_images(16)
-    files = sorted((tmp_path / "cache").glob("*.npy"))
+    files = sorted((tmp_path / "cache").glob("*.npz"))
     assert len(files) == 1
     assert np.array_equal(load(tmp_path).sketch_images(16), a)
-    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
     d.sketch_images(24)
-    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
 
 
 def test_stray_files_and_badly_named_images_are_ignored(tmp_path):

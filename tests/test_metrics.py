@@ -155,3 +155,29 @@ def test_tie_rules_bracket_each_other(rng):
         M.true_match_rank(dist, true_idx, ties="random")
     with pytest.raises(ValueError, match="ties"):
         M.true_match_rank(dist, true_idx, ties="sometimes")
+
+
+def test_candidates_rank_within_a_subset_like_a_smaller_gallery():
+    rng = np.random.default_rng(5)
+    dist = rng.random((20, 12))
+    true = rng.integers(0, 6, 20)
+    cand = np.zeros((20, 12), bool)
+    cand[:, :6] = True  # every query is ranked against the first six items only
+    ranks = M.true_match_rank(dist, true, candidates=cand)
+    assert np.array_equal(ranks, M.true_match_rank(dist[:, :6], true))
+    with pytest.raises(ValueError, match="true match must be among"):
+        M.true_match_rank(dist, np.full(20, 8), candidates=cand)
+    with pytest.raises(ValueError, match="shape"):
+        M.true_match_rank(dist, true, candidates=cand[:, :3])
+
+
+def test_chance_acc_at_k_is_the_mean_of_k_over_gallery_sizes():
+    assert M.chance_acc_at_k([50, 50], 1) == pytest.approx(1 / 50)
+    assert M.chance_acc_at_k([5, 20], 10) == pytest.approx((1 + 0.5) / 2)
+    # a random ranking scores it, measured
+    rng = np.random.default_rng(0)
+    sizes = np.array([7, 13, 30] * 400)
+    ranks = np.array([rng.integers(1, n + 1) for n in sizes])
+    assert M.acc_at_k(ranks, 5) == pytest.approx(M.chance_acc_at_k(sizes, 5), abs=0.03)
+    with pytest.raises(ValueError):
+        M.chance_acc_at_k([0, 3], 1)

@@ -6,14 +6,18 @@ import pytest
 from sbir_core import strokes as S
 from sbir_core.data import load_dataset
 from sbir_core.data.base import DataError, cache_dir
-from sbir_core.data.synthetic import (CATEGORIES, MEDIA, N_STYLE, StyleWorld, WorldConfig, WorldConfigError,
-                                      detail_levels, detail_subset, drawer_styles, load)
+from sbir_core.data.synthetic import (CATEGORIES, MEDIA, N_STYLE, STYLE_NAMES, StyleWorld, WorldConfig,
+                                      WorldConfigError, adaptation_split, detail_levels, detail_subset,
+                                      drawer_styles, load, support_set)
+from sbir_core.data.world import drawers as W
 from sbir_core.data.world import objects as O
-from sbir_core.data.world.difficulty import pixel_nn_ranks
 from sbir_core.data.views import EpisodeDataset, PairDataset, fg_view
+from sbir_core.evaluation import evaluate
+from sbir_core.models.pixel_nn import PixelNN
 
-SMALL = dict(n_instances=48, drawers_seen=6, drawers_unseen=3, sketches_per_instance=2,
-             unseen_sketches_per_instance=2, photo_size=32, media=("photo", "comic"))
+SMALL = dict(n_instances=96, family_size=2, drawers_seen=6, drawers_unseen=3, sketches_per_instance=2,
+             unseen_sketches_per_instance=2, adaptation_sketches_per_instance=1, photo_size=32,
+             media=("photo", "comic"), test_fraction=0.5)
 
 
 @pytest.fixture(autouse=True)
@@ -46,9 +50,11 @@ def test_cache_roundtrip_is_exact(world):
     assert all(np.array_equal(a, b) for a, b in zip(second.strokes, world.strokes))
     assert all(np.array_equal(a, b) for a, b in zip(second.info["detail_levels"], first.info["detail_levels"]))
     assert np.array_equal(second.photo_arrays, world.photo_arrays)
-    (path,) = list(cache_dir().glob("world-*.npz"))
-    with np.load(path, allow_pickle=False) as z:  # the cache holds no pickled objects
-        assert z["xy"].dtype == np.float64 and z["photos"].dtype == np.uint8
+    paths = sorted(cache_dir().glob("world-*.npz"))
+    assert [p.name.rsplit("-", 1)[1] for p in paths] == ["base.npz", "unseen.npz"] or len(paths) == 2
+    for path in paths:
+        with np.load(path, allow_pickle=False) as z:  # the cache holds no pickled objects
+            assert "__sha256__" in z.files
 
 
 def test_splits_are_disjoint_and_tagged(world):
@@ -57,7 +63,9 @@ def test_splits_are_disjoint_and_tagged(world):
     assert all(by_split.values())
     assert not (by_split["train"] & by_split["val"]) and not (by_split["train"] & by_split["test"])
     assert not (by_split["val"] & by_split["test"])
-    assert set(sk.loc[sk["drawer_split"] == "unseen", "split"]) == {"test"}
+    # unseen drawers draw test objects and, as the adaptation split, train and val objects
+    assert set(sk.loc[sk["drawer_split"] == "unseen", "split"]) == {"train", "val", "test"}
+    assert sk["adaptation"].equals((sk["drawer_split"] == "unseen") & (sk["split"] != "test"))
     seen_drawers = set(sk.loc[sk["drawer_split"] == "seen", "drawer"])
     assert not seen_drawers & set(sk.loc[sk["drawer_split"] == "unseen", "drawer"])
     assert set(sk["category_split"]) == {"seen", "unseen"}
@@ -118,11 +126,37 @@ def test_style_gap_zero_means_one_distribution():
     assert np.allclose(z0[400:].std(0), z0[:400].std(0), atol=0.2)
 
 
-def test_unseen_drawers_differ_in_physical_style():
-    df = drawer_styles(WorldConfig(style_gap=4.0, drawers_seen=200, drawers_unseen=200, n_instances=8))
-    m = df.groupby("drawer_split")[["tremor_amp", "gaps", "detail"]].mean()
-    assert m.loc["unseen", "tremor_amp"] > m.loc["seen", "tremor_amp"]
-    assert m.loc["unseen", "detail"] < m.loc["seen", "detail"]
+def test_style_gap_moves_how_and_detail_gap_moves_how_much():
+    many = dict(drawers_seen=300, drawers_unseen=300, n_instances=8)
+    df = drawer_styles(WorldConfig(style_gap=4.0, **many)).groupby("drawer_split").mean(numeric_only=True)
+    for name in ("tremor_amp", "width", "overtrace", "distortion"):
+        assert df.loc["unseen", name] > df.loc["seen", name], name
+    # how much and how big people draw does not move with the style gap (two samples of one distribution)
+    for name, lo, hi, _ in W.STYLE_DIMS:
+        if name in W.CONTENT_DIMS:
+            assert abs(df.loc["unseen", name] - df.loc["seen", name]) < 0.06 * (hi - lo), name
+    u = W.gap_direction()
+    assert np.isclose(np.linalg.norm(u), 1) and (u[[STYLE_NAMES.index(n) for n in W.CONTENT_DIMS]] == 0).all()
+    det = drawer_styles(WorldConfig(detail_gap=3.0, style_gap=0.0, **many)).groupby("drawer_split").mean(numeric_only=True)
+    assert det.loc["unseen", "detail"] < det.loc["seen", "detail"] - 0.2
+    for name in ("tremor_amp", "width", "size"):
+        assert abs(det.loc["unseen", name] - det.loc["seen", name]) < 0.06 * (W.STYLE_DIMS[STYLE_NAMES.index(name)][2]
+                                                                              - W.STYLE_DIMS[STYLE_NAMES.index(name)][1])
+
+
+def test_detail_gap_draws_fewer_detail_strokes_and_style_gap_does_not():
+    base = dict(n_instances=48, drawers_seen=8, drawers_unseen=8, sketches_per_instance=1,
+                unseen_sketches_per_instance=4, adaptation_sketches_per_instance=0, photo_size=8, test_fraction=0.5)
+
+    def detail_share(**gaps):
+        d = load(cache=False, **base, **gaps)
+        lv = detail_levels(d)
+        unseen = (d.sketches["drawer_split"] == "unseen").to_numpy()
+        return np.mean([np.mean(np.asarray(lv[i]) == 2) for i in np.flatnonzero(unseen)])
+
+    plain = detail_share()
+    assert abs(detail_share(style_gap=4.0) - plain) < 0.03
+    assert detail_share(detail_gap=4.0) < plain / 2
 
 
 @pytest.mark.parametrize("category", list(CATEGORIES))
@@ -146,6 +180,11 @@ def test_near_twins_differ_in_exactly_one_attribute(category):
         assert moved, f"{category}.{spec.name} never changes the geometry"
 
 
+def test_registry_refuses_a_world_option_out_of_range():
+    with pytest.raises(WorldConfigError, match=r"twin_changes must lie in 1\.\.\d"):
+        load_dataset("style_world", twin_changes=0)
+
+
 def test_world_near_twin_and_photos(world):
     w = world.info["world"]
     twin, name = w.near_twin(0, seed=1)
@@ -163,7 +202,7 @@ def test_world_near_twin_and_photos(world):
 def test_photo_table_has_every_medium(world):
     counts = world.photos.groupby("instance")["medium"].apply(tuple)
     assert (counts == ("photo", "comic")).all()
-    assert world.photo_arrays.shape == (48 * 2, 32, 32, 3)
+    assert world.photo_arrays.shape == (SMALL["n_instances"] * 2, 32, 32, 3)
     assert (world.photos["medium"][world.photo_index()] == "photo").all()
 
 
@@ -171,7 +210,9 @@ def test_photo_table_has_every_medium(world):
                                  dict(categories=("shoe", "dragon")), dict(unseen_categories=("unicorn",)),
                                  dict(media=("photo", "fresco")), dict(style_gap=-1.0),
                                  dict(test_fraction=0.6, val_fraction=0.5), dict(sketches_per_instance=30),
-                                 dict(categories="shoe"), dict(n_instances=2.5)])
+                                 dict(categories="shoe"), dict(n_instances=2.5), dict(family_size=0),
+                                 dict(twin_changes=20), dict(detail_gap=float("nan")), dict(style_gap="2"),
+                                 dict(adaptation_sketches_per_instance=99)])
 def test_bad_config_is_a_clear_error(bad):
     with pytest.raises(WorldConfigError) as err:
         WorldConfig(**bad)
@@ -201,10 +242,95 @@ def test_shared_views_work_on_the_world(world):
     assert sketches.shape == (3, 1, 32, 32) and unseen.table["drawer"][rows.numpy()].nunique() == 1
 
 
-def test_pixel_baseline_ranks(world):
-    r = pixel_nn_ranks(world, size=24)
-    g = r.attrs["gallery_size"]
-    assert len(r) == (world.sketches["split"] == "test").sum()
-    assert ((r["rank"] >= 1) & (r["rank"] <= g)).all()
-    # pixels carry the object's shape: the nearest-neighbour baseline beats chance
-    assert (r["rank"] == 1).mean() > 1 / g
+def test_pixel_baseline_ranks_within_the_category(world):
+    view = fg_view(world, "test", size=32)
+    ev = evaluate(PixelNN(size=24), view, ks=(1, 5))
+    r = ev.per_query["rank"]
+    assert len(r) == len(view) and ((r >= 1) & (r <= view.n_candidates())).all()
+
+
+def test_families_of_near_twins_share_a_split():
+    w = StyleWorld(WorldConfig(n_instances=80, family_size=4, twin_changes=1))
+    fam = w.family
+    for f in np.unique(fam):
+        members = np.flatnonzero(fam == f)
+        assert len({w.split[i] for i in members}) == 1 and len({w.category[i] for i in members}) == 1
+        proto = w.values(members[0])
+        for i in members[1:]:
+            assert (w.values(i) != proto).sum() == 1  # one attribute changed from the prototype
+        changed = [int(np.flatnonzero(w.values(i) != proto)[0]) for i in members[1:]]
+        assert len(set(changed)) == len(changed)  # each sibling changes another attribute
+    two = StyleWorld(WorldConfig(n_instances=40, family_size=5, twin_changes=2))
+    assert all((two.values(i) != two.values(i - i % 5)).sum() == 2 for i in range(40) if i % 5)
+
+
+def test_ci_world_has_fifty_test_objects_per_category():
+    w = StyleWorld(WorldConfig())
+    test = [c for c, s in zip(w.category, w.split) if s == "test"]
+    counts = {c: test.count(c) for c in set(w.category)}
+    assert min(counts.values()) >= 50, counts
+
+
+def test_category_oracle_scores_chance_within_a_category():
+    """A model that knows only the category (random order inside it) is at chance within a category,
+    and near-perfect at Acc@10 on the mixed gallery: measured on the world's own test view."""
+    from sbir_core import metrics as M
+
+    data = load(cache=False, **dict(SMALL, n_instances=160, family_size=4))
+    view = fg_view(data, "test", size=8)
+    rng = np.random.default_rng(0)
+    same = view.table["category"].to_numpy()[:, None] == view.gallery_table["category"].to_numpy()[None, :]
+    acc1, acc10, mixed10 = [], [], []
+    for _ in range(200):
+        dist = np.where(same, 0.0, 1.0) + rng.random(same.shape) * 0.5  # category first, random inside
+        within = M.true_match_rank(dist, view.target.numpy(), candidates=view.candidates())
+        acc1.append(M.acc_at_k(within, 1))
+        acc10.append(M.acc_at_k(within, 10))
+        mixed10.append(M.acc_at_k(M.true_match_rank(dist, view.target.numpy()), 10))
+    se = lambda k: np.sqrt(view.chance(k) * (1 - view.chance(k)) / len(view) / 200)  # noqa: E731
+    assert abs(np.mean(acc1) - view.chance(1)) < 4 * se(1) + 1e-3
+    assert abs(np.mean(acc10) - view.chance(10)) < 4 * se(10) + 1e-3
+    assert np.mean(mixed10) == pytest.approx(view.within(None).category_oracle(10), abs=0.02)
+    assert np.mean(mixed10) > 2 * view.within(None).chance(10)
+
+
+def test_adaptation_split_and_support_sets_never_show_a_test_object():
+    data = load(cache=False, **dict(SMALL, adaptation_sketches_per_instance=2))
+    adapt = adaptation_split(data)
+    test_objects = set(data.sketches.loc[data.sketches["split"] == "test", "instance"])
+    assert len(adapt) and not set(adapt.sketches["instance"]) & test_objects
+    assert (adapt.sketches["drawer_split"] == "unseen").all()
+    for drawer in sorted(set(adapt.sketches["drawer"])):
+        rows = support_set(data, drawer, 3, seed=1)
+        assert len(rows) == 3 and (data.sketches["drawer"].iloc[rows] == drawer).all()
+        assert not set(data.sketches["instance"].iloc[rows]) & test_objects
+        assert np.array_equal(rows, support_set(data, drawer, 3, seed=1))
+    big = int((adapt.sketches["drawer"] == drawer).sum())
+    with pytest.raises(DataError, match=rf"k=999.*1\.\.{big}"):
+        support_set(data, drawer, 999)
+    with pytest.raises(DataError, match="only unseen drawers"):
+        support_set(data, "d000", 1)
+    with pytest.raises(DataError, match="unknown drawer"):
+        support_set(data, "nobody", 1)
+
+
+def test_worlds_that_differ_in_gap_share_the_base_cache():
+    first = load(**SMALL)
+    other = load(**dict(SMALL, style_gap=5.0))
+    assert len(list(cache_dir().glob("world-*-base.npz"))) == 1
+    assert len(list(cache_dir().glob("world-*-unseen.npz"))) == 2
+    seen = (first.sketches["drawer_split"] == "seen").to_numpy()
+    assert first.sketches[seen].equals(other.sketches[seen])
+    assert all(np.array_equal(a, b) for a, b, s in zip(first.strokes, other.strokes, seen) if s)
+    assert not all(np.array_equal(a, b) for a, b, s in zip(first.strokes, other.strokes, seen) if not s)
+
+
+def test_a_damaged_world_cache_is_reported_and_regenerated():
+    from sbir_core.cache import CacheWarning
+
+    first = load(**SMALL)
+    for path in cache_dir().glob("world-*.npz"):
+        path.write_bytes(path.read_bytes()[: 200])
+    with pytest.warns(CacheWarning, match="world-.*unusable"):
+        again = load(**SMALL)
+    assert again.sketches.equals(first.sketches) and np.array_equal(again.photo_arrays, first.photo_arrays)

@@ -77,6 +77,61 @@ def test_fg_view_errors_are_clear():
         fg_view(data, "nope", size=16)
     with pytest.raises(DataError, match="medium 'oil'"):
         fg_view(data, "train", size=16, medium="oil")
+    with pytest.raises(DataError, match="no sketch column 'colour'"):
+        fg_view(data, "train", size=16, where={"colour": "red"})
+
+
+def test_sketches_without_their_photo_are_dropped_and_listed():
+    data = tiny_data()
+    gone = data.photos["photo_id"] != "p0"
+    data = SBIRData("holes", data.sketches, data.photos[gone].reset_index(drop=True), strokes=data.strokes,
+                    photo_arrays=data.photo_arrays[gone.to_numpy()])
+    view = fg_view(data, "train", size=16)
+    assert sorted(view.dropped) == ["s0_0", "s0_1", "s0_2"] and len(view) == 7 * 3
+
+
+def test_within_category_gallery_chance_and_oracle():
+    data = tiny_data(n_instances=24)
+    cats = {f"i{i}": ("a" if i % 2 else "b") for i in range(24)}
+    data.sketches["category"] = data.sketches["instance"].map(cats)
+    data.photos["category"] = data.photos["instance"].map(cats)
+    view = fg_view(data, "train", size=16)
+    cand = view.candidates()
+    assert cand.shape == (len(view), len(view.gallery))
+    same = view.table["category"].to_numpy()[:, None] == view.gallery_table["category"].to_numpy()[None, :]
+    assert np.array_equal(cand, same) and (view.n_candidates() == 8).all()
+    assert view.chance(1) == pytest.approx(1 / 8) and view.chance(10) == 1.0
+    mixed = view.within(None)
+    assert mixed.candidates() is None and mixed.chance(1) == pytest.approx(1 / 16)
+    # knowing the category is worth chance within it, and a lot on the mixed gallery
+    assert view.category_oracle(1) == pytest.approx(view.chance(1))
+    assert mixed.category_oracle(4) == pytest.approx(4 / 8) and mixed.category_oracle(4) > mixed.chance(4)
+
+
+def test_a_category_with_one_gallery_item_is_refused():
+    data = tiny_data()
+    data.photos.loc[data.photos["photo_id"] == "p11", "category"] = "lonely"
+    data.sketches.loc[data.sketches["photo_id"] == "p11", "category"] = "lonely"
+    with pytest.raises(DataError, match=r"group=None.*|at least 2 gallery items"):
+        fg_view(data, "test", size=16)
+    assert fg_view(data, "test", size=16, group=None).group is None
+
+
+def test_within_category_negatives_stay_in_the_category():
+    data = tiny_data(n_instances=24)
+    cats = {f"i{i}": ("a" if i % 2 else "b") for i in range(24)}
+    data.sketches["category"] = data.sketches["instance"].map(cats)
+    data.photos["category"] = data.photos["instance"].map(cats)
+    view = fg_view(data, "train", size=16)
+    g = torch.Generator().manual_seed(0)
+    idx = torch.arange(len(view)).repeat(50)
+    b = view.triplets(idx, g)
+    q_cat = view.table["category"].to_numpy()[idx.numpy()]
+    n_cat = view.gallery_table["category"].to_numpy()[b["neg_idx"].numpy()]
+    assert (q_cat == n_cat).all()
+    # uniform over the other queries of the category: every such query's photo gets drawn
+    other = view.within(None).triplets(idx, g)
+    assert (view.gallery_table["category"].to_numpy()[other["neg_idx"].numpy()] != q_cat).any()
 
 
 def test_triplet_negatives_are_other_anchors_photos():
@@ -100,7 +155,7 @@ def test_triplet_negatives_are_other_anchors_photos():
 
 
 def test_random_negative_is_uniform_over_other_sketches():
-    view = fg_view(tiny_data(n_instances=6, per_instance=1), None, size=16)  # one sketch per photo
+    view = fg_view(tiny_data(n_instances=6, per_instance=1), None, size=16, group=None)  # one sketch per photo
     g = torch.Generator().manual_seed(1)
     idx = torch.zeros(6000, dtype=torch.long)  # anchor 0 always
     neg = view.triplets(idx, g)["neg_idx"]

@@ -15,7 +15,11 @@ Each sketch comes as strokes (canonical (N, 3), ``strokes``) or as an image file
 Helpers shared by the file-based loaders live here too: finding a dataset's folder under the data
 root (tolerant of case), listing image files (stray files counted, never fatal), checking images
 (``skip_bad``: a corrupt file is skipped and reported instead of failing) and a fingerprint of a
-file list (names, sizes, mtimes) so that caches follow the files.
+file list (names and content hashes) so that caches follow the files.
+
+Rasters are cached (``sbir_core.cache``: checksummed, healed when damaged) under keys made from the
+content that determines them: the stroke bytes or the image files' content, the size and the line
+width; not the split columns, so every split or seed variant of a dataset shares one raster cache.
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ import numpy as np
 import pandas as pd
 
 from sbir_core import strokes as S
+from sbir_core.cache import cached_array, content_hash
 
 SKETCH_COLUMNS = ["sketch_id", "photo_id", "instance", "category", "drawer", "drawer_split", "split"]
 PHOTO_COLUMNS = ["photo_id", "instance", "category", "split", "medium"]
 RENDER_VERSION = 2  # bump when rendering changes, so that old cached rasters are not reused
+RASTER_BLOCK = 1024  # sketches per raster cache file
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
@@ -42,11 +48,19 @@ class DataError(RuntimeError):
 
 def cache_dir() -> Path:
     """Where rasterised tensors are cached: ``$SBIR_CACHE`` or ``<repo>/.cache`` (never the data root)."""
-    from sbir_core.results import REPO_ROOT
+    from sbir_core.paths import REPO_ROOT
 
     path = Path(os.environ.get("SBIR_CACHE", REPO_ROOT / ".cache"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """The data root: ``root`` if given, else ``$SBIR_DATA``; a DataError when neither is set."""
+    value = root if root is not None else os.environ.get("SBIR_DATA")
+    if not value:
+        raise DataError("no data root: pass root=... or set SBIR_DATA to the folder that holds the datasets")
+    return Path(value).expanduser()
 
 
 @dataclass
@@ -107,10 +121,35 @@ class SBIRData:
                         pick(self.strokes), pick(self.sketch_files), self.photo_files,
                         self.photo_arrays, dict(self.info, parent=self.fingerprint))
 
+    def sketch_key(self, start: int = 0, stop: int | None = None) -> str:
+        """A hash of the content of sketches ``start:stop``: their stroke bytes, or their image files' content."""
+        if self.strokes is not None:
+            part = self.strokes[start:stop]
+            lengths = np.array([len(s) for s in part], dtype=np.int64)
+            xy = np.concatenate([np.asarray(s, dtype=np.float64) for s in part]) if len(part) else np.zeros((0, 3))
+            return content_hash("strokes", lengths, xy)
+        return content_hash("files", files_fingerprint(self.sketch_files[start:stop]))
+
     def sketch_images(self, size: int = 64, line_width: float = 1.5, cache: bool = True) -> np.ndarray:
-        """All sketches as a (N, size, size) float32 array in [0, 1], black ink on white."""
-        key = f"{self.fingerprint}-sketch-{size}-{line_width}-r{RENDER_VERSION}"
-        return _cached(key, cache, lambda: self._render_sketches(size, line_width))
+        """All sketches as a (N, size, size) float32 array in [0, 1], black ink on white.
+
+        Rasterised in blocks of ``RASTER_BLOCK`` sketches, each cached under the hash of its own
+        content, so datasets that share a run of sketches (worlds that differ only in their unseen
+        drawers, splits of one dataset) share those blocks; kept in memory for this object.
+        """
+        memo = self.__dict__.setdefault("_rasters", {})
+        if (size, line_width) in memo and cache:
+            return memo[(size, line_width)]
+        blocks = []
+        for start in range(0, len(self), RASTER_BLOCK):
+            stop = min(start + RASTER_BLOCK, len(self))
+            path = cache_dir() / f"sketch-{self.sketch_key(start, stop)}-{size}-{line_width:g}-r{RENDER_VERSION}.npz"
+            blocks.append(cached_array(path, lambda a=start, b=stop: self._render_sketches(size, line_width, a, b),
+                                       (stop - start, size, size), np.float32, cache))
+        out = np.concatenate(blocks) if blocks else np.empty((0, size, size), dtype=np.float32)
+        if cache:
+            memo[(size, line_width)] = out
+        return out
 
     def photo_images(self, size: int = 64, cache: bool = True) -> np.ndarray:
         """All photos as a (M, size, size, 3) uint8 array."""
@@ -118,8 +157,9 @@ class SBIRData:
             return _resize_batch(self.photo_arrays, size)
         if self.photo_files is None:
             raise DataError(f"{self.name}: no photos in this dataset (photo-less mode)")
-        key = f"{self.fingerprint}-photo-{size}-r{RENDER_VERSION}"
-        return _cached(key, cache, lambda: np.stack([load_image(p, size, "RGB") for p in self.photo_files]))
+        path = cache_dir() / f"photo-{content_hash('files', files_fingerprint(self.photo_files))}-{size}-r{RENDER_VERSION}.npz"
+        return cached_array(path, lambda: np.stack([load_image(p, size, "RGB") for p in self.photo_files]),
+                            (len(self.photos), size, size, 3), np.uint8, cache)
 
     def photo_index(self) -> np.ndarray:
         """For each sketch, the row of its paired photo in ``photos`` (-1 when it has none)."""
@@ -189,12 +229,13 @@ class SBIRData:
         stats = pd.DataFrame({"ink": dark.mean((1, 2)), "ink_pixels": mask.mean((1, 2)), "ink_extent": extent})
         return pd.concat([self.sketches.reset_index(drop=True), stats], axis=1)
 
-    def _render_sketches(self, size: int, line_width: float) -> np.ndarray:
+    def _render_sketches(self, size: int, line_width: float, start: int = 0, stop: int | None = None) -> np.ndarray:
         if self.strokes is not None:
-            return S.rasterise_many(self.strokes, size, line_width)
-        if not self.sketch_files:
+            return S.rasterise_many(self.strokes[start:stop], size, line_width)
+        files = self.sketch_files[start:stop]
+        if not files:
             return np.empty((0, size, size), dtype=np.float32)
-        return stretch_ink(np.stack([load_image(p, size, "L") for p in self.sketch_files]))
+        return stretch_ink(np.stack([load_image(p, size, "L") for p in files]))
 
 
 def load_image(path: Path, size: int, mode: str) -> np.ndarray:
@@ -265,8 +306,6 @@ def find_dataset_dir(root, names: list[str], dataset: str, layout: str, marker=N
     ``marker(path) -> bool`` tells a dataset folder; when the root itself passes it, the root is
     the dataset folder. Raises a DataError with the expected ``layout`` when nothing matches.
     """
-    from sbir_core.data.registry import data_root
-
     base = data_root(root)
     if not base.is_dir():
         raise DataError(f"{dataset}: data root {base} is not a folder.\nExpected layout:\n{layout}")
@@ -305,14 +344,29 @@ def list_images(folder: Path) -> tuple[list[Path], list[str]]:
     return images, stray
 
 
+_DIGESTS: dict[tuple, str] = {}  # (path, size, mtime) -> content digest, so one process hashes a file once
+
+
+def file_digest(path: Path) -> str:
+    """BLAKE2b of a file's content (memoised per process on path, size and modification time)."""
+    st = path.stat()
+    memo = (str(path), st.st_size, st.st_mtime_ns)
+    if memo not in _DIGESTS:
+        h = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _DIGESTS[memo] = h.hexdigest()
+    return _DIGESTS[memo]
+
+
 def files_fingerprint(files, base: Path | None = None) -> str:
-    """A hash of a file list's names, sizes and modification times (cache keys follow the files)."""
+    """A hash of a file list's names and contents: caches follow the files, not their timestamps."""
     h = hashlib.sha1()
     for f in files:
         f = Path(f)
-        st = f.stat()
         name = str(f.relative_to(base)) if base is not None else str(f)
-        h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(f"{name}\0{file_digest(f)}\n".encode())
     return h.hexdigest()[:16]
 
 
@@ -327,20 +381,3 @@ def _resize_batch(arrays: np.ndarray, size: int) -> np.ndarray:
     if arrays.shape[1] == size and arrays.shape[2] == size:
         return arrays
     return np.stack([np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR)) for a in arrays])
-
-
-def _cached(key: str, use_cache: bool, compute) -> np.ndarray:
-    if not use_cache:
-        return compute()
-    path = cache_dir() / f"{key}.npy"
-    if path.exists():
-        try:
-            return np.load(path, allow_pickle=False)
-        except (OSError, ValueError):
-            path.unlink(missing_ok=True)  # a truncated cache file is recomputed, never trusted
-    arr = compute()
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, arr, allow_pickle=False)
-    os.replace(tmp, path)
-    return arr

@@ -6,7 +6,7 @@ import importlib
 import os
 from pathlib import Path
 
-from sbir_core.data.base import DataError, SBIRData
+from sbir_core.data.base import DataError, SBIRData, data_root
 
 # name -> "module:function"; each loader takes (root: Path | None, **options) -> SBIRData.
 # The style world needs no root; real datasets look under <root>/<folder>.
@@ -34,14 +34,6 @@ LAYOUT_CHECKS: dict[str, str] = {
     "domains": "sbir_core.data.folders:check_pacs",  # its default folder is pacs/
     "quickdraw": "sbir_core.data.quickdraw:check",
 }
-
-
-def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The data root: ``root`` if given, else ``$SBIR_DATA``; a DataError when neither is set."""
-    value = root if root is not None else os.environ.get("SBIR_DATA")
-    if not value:
-        raise DataError("no data root: pass root=... or set SBIR_DATA to the folder that holds the datasets")
-    return Path(value).expanduser()
 
 
 def _resolve(table: dict[str, str], name: str):

@@ -4,15 +4,25 @@
 (or reloads it from ``cache_dir()/world-<hash>.npz``) as one ``SBIRData``:
 
 * objects: parametric line art of eight categories (``objects.CATEGORIES``), each instance a
-  vector of fine-grained attributes; every stroke carries a detail level (0, 1, 2);
+  vector of fine-grained attributes; every stroke carries a detail level (0, 1, 2). Objects come
+  in **families of near-twins**: a prototype and ``family_size - 1`` members that each change
+  ``twin_changes`` of its attributes, so two members of a family differ in one or two details.
+  Whole families go to one split, so every test object has its look-alikes in the test gallery;
 * photos: the same geometry rendered with nuisance appearance in one or more ``media``
   (one photo row per instance and medium; sketches pair with the first medium);
-* drawers: simulated people with a persistent style (``drawers.STYLE_DIMS``); seen drawers draw
-  instances of every split, unseen drawers only test instances, from a style distribution
-  shifted by ``style_gap``.
+* drawers: simulated people with a persistent style (``drawers.STYLE_DIMS``). Seen drawers draw
+  instances of every split. Unseen drawers, whose styles are shifted by ``style_gap`` (how they
+  draw) and ``detail_gap`` (how much they draw), draw the test instances and, as the
+  **adaptation split**, train and val instances: their sketches of objects that are never
+  tested, for few-shot support sets and for a control model trained on their style.
 
 ``StyleWorld(config)`` draws any object with any drawer on demand, makes near-twins and photos
 for figures and widgets; the same calls produce the stored sketches, bit for bit.
+
+The cache holds two verified files (``sbir_core.cache``): the part that no gap changes (photos,
+seen drawers' sketches) under a key without the gap options, and the unseen drawers' sketches
+under the full key; so worlds that differ only in their gaps share the first and cost one
+redraw of the second.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 import pandas as pd
 
+from sbir_core.cache import cached_arrays
 from sbir_core.data.base import PHOTO_COLUMNS, SKETCH_COLUMNS, DataError, SBIRData, cache_dir
 from sbir_core.data.world import drawers as W
 from sbir_core.data.world import objects as O
@@ -33,11 +44,16 @@ from sbir_core.data.world.drawers import N_STYLE, STYLE_DIMS, STYLE_NAMES
 from sbir_core.data.world.objects import CATEGORIES
 from sbir_core.data.world.photos import MEDIA
 
-GENERATOR_VERSION = 4  # bump when generation changes, so old caches are not reused
+GENERATOR_VERSION = 5  # bump when generation changes, so old caches are not reused
 SPLITS = ("train", "val", "test")
 
+# the options that only change the unseen drawers' sketches (the cache's second file)
+GAP_FIELDS = ("style_gap", "detail_gap", "drawers_unseen", "unseen_sketches_per_instance",
+              "adaptation_sketches_per_instance")
+
 __all__ = ["CATEGORIES", "MEDIA", "N_STYLE", "STYLE_DIMS", "STYLE_NAMES", "StyleWorld", "WorldConfig",
-           "WorldConfigError", "detail_levels", "detail_subset", "drawer_styles", "load"]
+           "WorldConfigError", "adaptation_split", "detail_levels", "detail_subset", "drawer_styles", "load",
+           "support_set"]
 
 
 class WorldConfigError(DataError, ValueError):
@@ -49,21 +65,25 @@ class WorldConfig:
     """Everything that determines a style world; the same config gives the same arrays."""
 
     seed: int = 0                                   # base seed of every random stream
-    n_instances: int = 800                          # objects, spread evenly over the categories
+    n_instances: int = 1024                         # objects, in families spread evenly over the categories
     categories: tuple[str, ...] = tuple(CATEGORIES)  # which object categories exist
     unseen_categories: tuple[str, ...] = ("lamp", "bag")  # tagged category_split="unseen"
+    family_size: int = 4                            # objects per family of near-twins (1: independent objects)
+    twin_changes: int = 1                           # attributes each family member changes from the prototype
     drawers_seen: int = 24                          # drawers who draw train, val and test objects
-    drawers_unseen: int = 8                         # drawers who draw only test objects
+    drawers_unseen: int = 8                         # drawers who draw test objects and the adaptation split
     sketches_per_instance: int = 4                  # seen drawers per object (distinct drawers)
-    unseen_sketches_per_instance: int = 4           # unseen drawers per test object
-    style_gap: float = 2.0                          # distance of unseen from seen style means (latent units)
-    style_spread: float = 1.0                       # spread of drawers' styles around their mean
+    unseen_sketches_per_instance: int = 2           # unseen drawers per test object
+    adaptation_sketches_per_instance: int = 2       # unseen drawers per train and val object (adaptation split)
+    style_gap: float = 3.0                          # distance of unseen from seen style means along how they draw
+    detail_gap: float = 0.0                         # shift of unseen drawers towards less detail (latent units)
+    style_spread: float = 0.7                       # spread of drawers' styles around their mean
     style_jitter: float = 0.3                       # one drawer's sketch-to-sketch style variation
     media: tuple[str, ...] = ("photo", "pen_ink")   # photo media; sketches pair with media[0]
     photo_size: int = 64                            # photo side, pixels
-    pose_jitter: float = 1.0                        # photo rotation and shift scale (0: none)
-    val_fraction: float = 0.1                       # fraction of each category's objects in val
-    test_fraction: float = 0.2                      # fraction of each category's objects in test
+    pose_jitter: float = 0.5                        # photo rotation and shift scale (0: none)
+    val_fraction: float = 0.1                       # fraction of each category's families in val
+    test_fraction: float = 0.4                      # fraction of each category's families in test
     point_spacing: float = 7.0                      # canvas pixels between sketch points before simplification
     base_tremor: float = 0.6                        # tremor every hand has, canvas pixels
 
@@ -74,13 +94,21 @@ class WorldConfig:
                 raise WorldConfigError(f"{name} must be a list of names, got the string {value!r}")
             object.__setattr__(self, name, tuple(value))
         for name in ("n_instances", "drawers_seen", "drawers_unseen", "sketches_per_instance",
-                     "unseen_sketches_per_instance", "photo_size"):
+                     "unseen_sketches_per_instance", "adaptation_sketches_per_instance", "photo_size",
+                     "family_size", "twin_changes"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
                 raise WorldConfigError(f"{name} must be a non-negative integer, got {value!r}")
+        for name in ("style_gap", "detail_gap", "style_spread", "style_jitter", "pose_jitter", "base_tremor",
+                     "val_fraction", "test_fraction", "point_spacing"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise WorldConfigError(f"{name} must be a number, got {value!r}")
         for name in ("style_gap", "style_spread", "style_jitter", "pose_jitter", "base_tremor"):
             if not np.isfinite(getattr(self, name)) or getattr(self, name) < 0:
                 raise WorldConfigError(f"{name} must be a non-negative number, got {getattr(self, name)!r}")
+        if not np.isfinite(self.detail_gap):
+            raise WorldConfigError(f"detail_gap must be a finite number, got {self.detail_gap!r}")
         for name in ("categories", "unseen_categories"):
             bad = [c for c in getattr(self, name) if c not in CATEGORIES]
             if bad:
@@ -102,9 +130,16 @@ class WorldConfig:
         if self.sketches_per_instance < 1 or self.sketches_per_instance > self.drawers_seen:
             raise WorldConfigError(f"sketches_per_instance must lie in 1..drawers_seen={self.drawers_seen}, "
                                    f"got {self.sketches_per_instance}")
-        if self.unseen_sketches_per_instance > self.drawers_unseen:
-            raise WorldConfigError(f"unseen_sketches_per_instance must be at most drawers_unseen="
-                                   f"{self.drawers_unseen}, got {self.unseen_sketches_per_instance}")
+        for name in ("unseen_sketches_per_instance", "adaptation_sketches_per_instance"):
+            if getattr(self, name) > self.drawers_unseen:
+                raise WorldConfigError(f"{name} must lie in 0..drawers_unseen={self.drawers_unseen}, "
+                                       f"got {getattr(self, name)}")
+        if self.family_size < 1:
+            raise WorldConfigError(f"family_size must be at least 1, got {self.family_size}")
+        n_attrs = min(len(O.attributes(c)) for c in self.categories)
+        if not 1 <= self.twin_changes <= n_attrs:
+            raise WorldConfigError(f"twin_changes must lie in 1..{n_attrs} (the fewest attributes of a "
+                                   f"category), got {self.twin_changes}")
         for name in ("val_fraction", "test_fraction"):
             if not 0 <= getattr(self, name) < 1:
                 raise WorldConfigError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
@@ -127,6 +162,17 @@ class WorldConfig:
         text = json.dumps({"v": GENERATOR_VERSION, **asdict(self)}, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
+    @property
+    def base_key(self) -> str:
+        """The key of what no gap option changes (photos, seen drawers' sketches)."""
+        base = {k: v for k, v in asdict(self).items() if k not in GAP_FIELDS}
+        text = json.dumps({"v": GENERATOR_VERSION, "part": "base", **base}, sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+    @property
+    def n_families(self) -> int:
+        return -(-self.n_instances // self.family_size)
+
 
 def _rng(*keys) -> np.random.Generator:
     return np.random.default_rng([int(k) for k in keys])
@@ -141,37 +187,57 @@ class StyleWorld:
     def __post_init__(self):
         c = self.config
         n = c.n_instances
-        self.category = [c.categories[i % len(c.categories)] for i in range(n)]
+        self.family = np.arange(n) // c.family_size
+        family_category = [c.categories[k % len(c.categories)] for k in range(c.n_families)]
+        self.category = [family_category[f] for f in self.family]
         self.instance_ids = [f"{cat}-{i:04d}" for i, cat in enumerate(self.category)]
+        self.family_ids = [f"{family_category[f]}-f{f:03d}" for f in self.family]
         self.attributes = np.full((n, O.MAX_ATTRS), np.nan)
         for i, cat in enumerate(self.category):
-            vals = O.sample_attributes(cat, _rng(c.seed, 1, i))
+            vals = self._family_member(cat, int(self.family[i]), i % c.family_size)
             self.attributes[i, :len(vals)] = vals
         self.appearance = [P.sample_appearance(_rng(c.seed, 3, i), c.pose_jitter) for i in range(n)]
         rng = _rng(c.seed, 2)
         self.gap_direction = W.gap_direction(c.seed)
+        shift = c.style_gap * self.gap_direction + c.detail_gap * W.detail_direction()
         seen = W.sample_styles(c.drawers_seen, rng, c.style_spread)
-        unseen = W.sample_styles(c.drawers_unseen, rng, c.style_spread, c.style_gap * self.gap_direction)
+        unseen = W.sample_styles(c.drawers_unseen, rng, c.style_spread, shift)
         self.styles = np.vstack([seen, unseen]).reshape(-1, N_STYLE)
         self.drawer_ids = [f"d{k:03d}" for k in range(len(self.styles))]
         self.drawer_split = ["seen"] * c.drawers_seen + ["unseen"] * c.drawers_unseen
-        self.split = self._splits()
+        self.split = self._splits(family_category)
 
-    def _splits(self) -> list[str]:
-        """Instance split, stratified by category: test, then val, the rest train."""
+    def _family_member(self, category: str, family: int, member: int) -> np.ndarray:
+        """Attributes of one family member: the prototype (member 0) or it with ``twin_changes`` attributes
+        changed, each member changing other attributes than its siblings while there are enough."""
         c = self.config
-        split = ["train"] * c.n_instances
+        proto = O.sample_attributes(category, _rng(c.seed, 1, family))
+        if member == 0:
+            return proto
+        specs = O.attributes(category)
+        order = _rng(c.seed, 9, family).permutation(len(specs))
+        which = [order[(k + (member - 1) * c.twin_changes) % len(specs)] for k in range(c.twin_changes)]
+        rng = _rng(c.seed, 10, family, member)
+        vals = proto.copy()
+        for j in which:
+            vals[j] = specs[j].other(proto[j], rng)
+        return vals
+
+    def _splits(self, family_category: list[str]) -> list[str]:
+        """Instance split by family, stratified by category: test, then val, the rest train."""
+        c = self.config
+        fam_split = ["train"] * c.n_families
         rng = _rng(c.seed, 4)
         for cat in c.categories:
-            idx = np.array([i for i, k in enumerate(self.category) if k == cat])
-            idx = idx[rng.permutation(len(idx))]
-            n_test = int(round(c.test_fraction * len(idx)))
-            n_val = int(round(c.val_fraction * len(idx)))
-            for j in idx[:n_test]:
-                split[j] = "test"
-            for j in idx[n_test:n_test + n_val]:
-                split[j] = "val"
-        return split
+            fams = np.array([k for k, fc in enumerate(family_category) if fc == cat])
+            fams = fams[rng.permutation(len(fams))]
+            n_test = int(round(c.test_fraction * len(fams)))
+            n_val = int(round(c.val_fraction * len(fams)))
+            for k in fams[:n_test]:
+                fam_split[k] = "test"
+            for k in fams[n_test:n_test + n_val]:
+                fam_split[k] = "val"
+        return [fam_split[f] for f in self.family]
 
     # -- on demand ---------------------------------------------------------------------------
     def values(self, i: int) -> np.ndarray:
@@ -182,15 +248,19 @@ class StyleWorld:
     def parts(self, i: int, values=None) -> list[O.Part]:
         return O.build_parts(self.category[i], self.values(i) if values is None else values)
 
-    def drawers_of(self, i: int) -> list[int]:
-        """Drawer indices who sketch instance i (seen ones; unseen ones too for test instances)."""
+    def drawers_of(self, i: int, who: str = "all") -> list[int]:
+        """Drawer indices who sketch instance i: ``who`` = "seen", "unseen" or "all" (seen first).
+
+        Seen drawers draw every object; unseen drawers draw test objects
+        (``unseen_sketches_per_instance``) and train / val objects (the adaptation split,
+        ``adaptation_sketches_per_instance``). The seen choice never depends on the unseen options.
+        """
         c = self.config
         rng = _rng(c.seed, 5, i)
-        who = list(rng.choice(c.drawers_seen, c.sketches_per_instance, replace=False))
-        if self.split[i] == "test" and c.unseen_sketches_per_instance:
-            who += list(c.drawers_seen + rng.choice(c.drawers_unseen, c.unseen_sketches_per_instance,
-                                                    replace=False))
-        return [int(d) for d in who]
+        seen = [int(d) for d in rng.choice(c.drawers_seen, c.sketches_per_instance, replace=False)]
+        n = c.unseen_sketches_per_instance if self.split[i] == "test" else c.adaptation_sketches_per_instance
+        unseen = [int(c.drawers_seen + d) for d in rng.choice(c.drawers_unseen, n, replace=False)] if n else []
+        return {"seen": seen, "unseen": unseen, "all": seen + unseen}[who]
 
     def sketch(self, i: int, drawer: int, values=None, style=None, salt: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Drawer ``drawer`` sketches instance i: strokes (N, 3) float64 and per-stroke levels (S,) int8.
@@ -220,86 +290,96 @@ class StyleWorld:
     # -- the whole world ---------------------------------------------------------------------
     def generate(self) -> SBIRData:
         """Every sketch and photo of the world as SBIRData (no cache; see ``load``)."""
+        return self._assemble({**self._draw_part("base"), **self._draw_part("unseen")})
+
+    def _draw_part(self, part: str) -> dict[str, np.ndarray]:
+        """The arrays of one cache part: "base" (photos and seen drawers' sketches) or "unseen"."""
         c = self.config
         rows, strokes, levels = [], [], []
         for i, inst in enumerate(self.instance_ids):
-            for d in self.drawers_of(i):
+            for d in self.drawers_of(i, "seen" if part == "base" else "unseen"):
                 s, lv = self.sketch(i, d)
                 strokes.append(s)
                 levels.append(lv)
-                rows.append((f"{inst}-{self.drawer_ids[d]}", f"{inst}-{c.media[0]}", inst, self.category[i],
-                             self.drawer_ids[d], self.drawer_split[d], self.split[i]))
-        n_media = len(c.media)
-        arrays = np.empty((c.n_instances * n_media, c.photo_size, c.photo_size, 3), dtype=np.uint8)
-        prow = []
-        for i, inst in enumerate(self.instance_ids):
-            arrays[i * n_media:(i + 1) * n_media] = self.photos(i)
-            prow += [(f"{inst}-{m}", inst, self.category[i], self.split[i], m) for m in c.media]
-        sk = pd.DataFrame(rows, columns=["sketch_id", "photo_id", "instance", "category", "drawer",
-                                         "drawer_split", "split"])
-        ph = pd.DataFrame(prow, columns=["photo_id", "instance", "category", "split", "medium"])
-        return self._assemble(sk, ph, strokes, levels, arrays)
+                rows.append((i, d))
+        rows = np.array(rows, dtype=np.int64).reshape(-1, 2)
+        lengths = np.array([len(s) for s in strokes], dtype=np.int64)
+        nlev = np.array([len(v) for v in levels], dtype=np.int64)
+        out = {f"{part}_rows": rows,
+               f"{part}_xy": np.concatenate(strokes) if strokes else np.zeros((0, 3)),
+               f"{part}_offsets": np.concatenate([[0], np.cumsum(lengths)]),
+               f"{part}_levels": (np.concatenate(levels) if levels else np.zeros(0)).astype(np.int8),
+               f"{part}_level_offsets": np.concatenate([[0], np.cumsum(nlev)])}
+        if part == "base":
+            n_media = len(c.media)
+            arrays = np.empty((c.n_instances * n_media, c.photo_size, c.photo_size, 3), dtype=np.uint8)
+            for i in range(c.n_instances):
+                arrays[i * n_media:(i + 1) * n_media] = self.photos(i)
+            out["photos"] = arrays
+        return out
 
-    def _assemble(self, sk, ph, strokes, levels, arrays) -> SBIRData:
+    def _assemble(self, arrays: dict[str, np.ndarray]) -> SBIRData:
+        """SBIRData from the two parts' arrays (seen drawers' sketches first, then unseen ones)."""
         c = self.config
+        strokes, levels, rows = [], [], []
+        for part in ("base", "unseen"):
+            xy, off = arrays[f"{part}_xy"], arrays[f"{part}_offsets"]
+            lev, loff = arrays[f"{part}_levels"], arrays[f"{part}_level_offsets"]
+            strokes += [xy[a:b] for a, b in zip(off[:-1], off[1:])]
+            levels += [lev[a:b] for a, b in zip(loff[:-1], loff[1:])]
+            rows.append(arrays[f"{part}_rows"])
+        rows = np.concatenate(rows)
+        inst, drw = rows[:, 0], rows[:, 1]
+        ids = np.array(self.instance_ids, dtype=object)
+        cats = np.array(self.category, dtype=object)
+        split = np.array(self.split, dtype=object)
+        dids, dsplit = np.array(self.drawer_ids, dtype=object), np.array(self.drawer_split, dtype=object)
+        sk = pd.DataFrame({"sketch_id": [f"{a}-{b}" for a, b in zip(ids[inst], dids[drw])],
+                           "photo_id": [f"{a}-{c.media[0]}" for a in ids[inst]], "instance": ids[inst],
+                           "category": cats[inst], "drawer": dids[drw], "drawer_split": dsplit[drw],
+                           "split": split[inst]})
+        n_media = len(c.media)
+        ph = pd.DataFrame({"photo_id": [f"{a}-{m}" for a in self.instance_ids for m in c.media],
+                           "instance": np.repeat(ids, n_media), "category": np.repeat(cats, n_media),
+                           "split": np.repeat(split, n_media), "medium": list(c.media) * c.n_instances})
         unseen = set(c.unseen_categories)
+        family = dict(zip(self.instance_ids, self.family_ids))
         for df in (sk, ph):
             df["category_split"] = ["unseen" if k in unseen else "seen" for k in df["category"]]
+            df["family"] = [family[i] for i in df["instance"]]
+        sk["adaptation"] = (sk["drawer_split"] == "unseen") & (sk["split"] != "test")
         info = {"config": asdict(c), "fingerprint": c.key, "detail_levels": levels,
                 "detail_levels_by_id": dict(zip(sk["sketch_id"], levels)),
                 "attributes": self.attributes, "instances": list(self.instance_ids),
+                "families": list(self.family_ids),
                 "attribute_names": {k: [a.name for a in O.attributes(k)] for k in c.categories},
                 "styles": self.styles, "style_names": list(STYLE_NAMES), "drawer_ids": list(self.drawer_ids),
                 "drawer_split": list(self.drawer_split), "world": self}
-        return SBIRData("style_world", sk, ph, strokes=strokes, photo_arrays=arrays, info=info)
+        return SBIRData("style_world", sk, ph, strokes=strokes, photo_arrays=arrays["photos"], info=info)
 
 
-# -- cache: one npz, no pickle --------------------------------------------------------------------
+# -- cache: two verified npz files, no pickle ----------------------------------------------------
 
-_SK_COLS = SKETCH_COLUMNS  # the cache stores the shared columns; _assemble derives the world's own
-_PH_COLS = PHOTO_COLUMNS
-
-
-def _save(data: SBIRData, path) -> None:
-    lengths = np.array([len(s) for s in data.strokes], dtype=np.int64)
-    nlev = np.array([len(v) for v in data.info["detail_levels"]], dtype=np.int64)
-    arrays = {"xy": np.concatenate(data.strokes), "offsets": np.concatenate([[0], np.cumsum(lengths)]),
-              "levels": np.concatenate(data.info["detail_levels"]).astype(np.int8),
-              "level_offsets": np.concatenate([[0], np.cumsum(nlev)]), "photos": data.photo_arrays}
-    arrays.update({f"sk_{k}": data.sketches[k].to_numpy(dtype=str) for k in _SK_COLS})
-    arrays.update({f"ph_{k}": data.photos[k].to_numpy(dtype=str) for k in _PH_COLS})
-    tmp = f"{path}.{os.getpid()}.tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def _load(path, world: StyleWorld) -> SBIRData:
-    with np.load(path, allow_pickle=False) as z:
-        xy, off = z["xy"], z["offsets"]
-        lev, loff = z["levels"], z["level_offsets"]
-        strokes = [xy[a:b] for a, b in zip(off[:-1], off[1:])]
-        levels = [lev[a:b] for a, b in zip(loff[:-1], loff[1:])]
-        sk = pd.DataFrame({k: z[f"sk_{k}"].astype(object) for k in _SK_COLS})
-        ph = pd.DataFrame({k: z[f"ph_{k}"].astype(object) for k in _PH_COLS})
-        photos = z["photos"]
-    return world._assemble(sk, ph, strokes, levels, photos)
+def _part_expect(part: str, config: WorldConfig) -> dict[str, tuple]:
+    expect = {f"{part}_rows": ((None, 2), np.int64), f"{part}_xy": ((None, 3), np.float64),
+              f"{part}_offsets": ((None,), np.int64), f"{part}_levels": ((None,), np.int8),
+              f"{part}_level_offsets": ((None,), np.int64)}
+    if part == "base":
+        n = config.n_instances * len(config.media)
+        expect["photos"] = ((n, config.photo_size, config.photo_size, 3), np.uint8)
+    return expect
 
 
 def load(root=None, cache: bool = True, **options) -> SBIRData:
     """The style world for ``WorldConfig(**options)``; ``root`` is ignored (nothing is read from disk
-    except this world's own cache, ``cache_dir()/world-<hash>.npz``)."""
+    except this world's own verified cache files, ``cache_dir()/world-<key>-{base,unseen}.npz``)."""
     cfg = WorldConfig.from_options(**options)
     world = StyleWorld(cfg)
-    path = cache_dir() / f"world-{cfg.key}.npz"
-    if cache and path.exists():
-        try:
-            return _load(path, world)
-        except (OSError, ValueError, KeyError):
-            path.unlink(missing_ok=True)  # a damaged cache is regenerated, never trusted
-    data = world.generate()
-    if cache:
-        _save(data, path)
-    return data
+    arrays = {}
+    for part, key in (("base", cfg.base_key), ("unseen", cfg.key)):
+        path = cache_dir() / f"world-{key}-{part}.npz"
+        arrays.update(cached_arrays(path, lambda p=part: world._draw_part(p), _part_expect(part, cfg), cache))
+    return world._assemble(arrays)
 
 
 def drawer_styles(config: WorldConfig | None = None, **options) -> pd.DataFrame:
@@ -335,3 +415,31 @@ def detail_subset(strokes, levels, max_level: int) -> np.ndarray:
     if not keep:
         raise DataError(f"no stroke of level <= {max_level}")
     return S.join_strokes(keep)
+
+
+def adaptation_split(data: SBIRData) -> SBIRData:
+    """The unseen drawers' sketches of objects outside the test split (train and val objects)."""
+    if "adaptation" not in data.sketches:
+        raise DataError(f"{data.name}: no adaptation split (only the style world has one)")
+    return data.subset(data.sketches["adaptation"].to_numpy(dtype=bool))
+
+
+def support_set(data: SBIRData, drawer: str, k: int, seed: int = 0) -> np.ndarray:
+    """Rows of ``data.sketches`` of k sketches by ``drawer`` from the adaptation split, drawn with ``seed``.
+
+    Never a test object: these are the drawer's sketches of train and val objects. A clear error
+    when the drawer is unknown, not unseen, or has fewer than k such sketches.
+    """
+    sk = data.sketches
+    if "adaptation" not in sk:
+        raise DataError(f"{data.name}: no adaptation split (only the style world has one)")
+    if drawer not in set(sk["drawer"]):
+        raise DataError(f"{data.name}: unknown drawer {drawer!r}")
+    rows = np.flatnonzero(((sk["drawer"] == drawer) & sk["adaptation"]).to_numpy())
+    if len(rows) == 0:
+        raise DataError(f"{data.name}: drawer {drawer!r} has no sketches in the adaptation split "
+                        f"(only unseen drawers have one)")
+    if not 1 <= k <= len(rows):
+        raise DataError(f"{data.name}: support set of k={k} asked for drawer {drawer!r}, whose adaptation split "
+                        f"holds {len(rows)} sketches; k must lie in 1..{len(rows)}")
+    return np.sort(np.random.default_rng([seed, 11]).choice(rows, k, replace=False))

@@ -1,10 +1,13 @@
 """Simulated drawers: a persistent style vector and the act of tracing an object as strokes.
 
-A drawer's style is a latent vector z in R^10 (one coordinate per ``STYLE_DIMS``); each
+A drawer's style is a latent vector z in R^11 (one coordinate per ``STYLE_DIMS``); each
 coordinate maps through a logistic to an interpretable physical range (``style_params``).
-Seen drawers have z ~ N(0, spread^2 I); unseen drawers z ~ N(style_gap * u, spread^2 I) with u a
-fixed unit direction, so ``style_gap`` is the distance between the two distributions' means in
-latent units and ``style_gap = 0`` gives one distribution for everyone.
+Seen drawers have z ~ N(0, spread^2 I); unseen drawers z ~ N(style_gap * u + detail_gap * v,
+spread^2 I). u is a fixed unit direction over the dimensions of *how* a person draws (``HOW``:
+line weight, tremor, simplification, over-tracing, gaps, distortion, placement, order) and is
+zero on *how much* they draw (detail, size); v points towards less detail. So ``style_gap`` is
+the distance between the two distributions' means along how people draw, ``detail_gap`` along
+how much they draw, and both at 0 give one distribution for everyone.
 """
 
 from __future__ import annotations
@@ -16,30 +19,47 @@ from sbir_core.strokes import CANVAS
 
 # name, physical value at z = -inf and at z = +inf (logistic in between), meaning
 STYLE_DIMS: tuple[tuple[str, float, float, str], ...] = (
-    ("width", 0.0, 1.0, "heaviness: chance of a parallel second pass beside a stroke"),
-    ("tremor_amp", 0.0, 5.0, "tremor amplitude, canvas pixels"),
+    ("width", 0.0, 1.0, "heaviness: chance of a parallel second pass beside a stroke, and its distance"),
+    ("tremor_amp", 0.0, 8.0, "tremor amplitude, canvas pixels"),
     ("tremor_freq", 0.5, 6.0, "tremor waves per 100 pixels of stroke"),
     ("simplify", 0.0, 1.0, "simplification: fewer points, cut corners"),
-    ("overtrace", 0.0, 0.5, "chance a stroke is traced again"),
-    ("gaps", 0.0, 0.7, "chance a stroke is broken or left short"),
-    ("distortion", 0.0, 0.35, "proportion distortion (log-scale aspect and warp)"),
+    ("overtrace", 0.0, 0.6, "chance a stroke is traced again, and how far from the first pass"),
+    ("gaps", 0.0, 0.5, "chance a stroke is broken or left short"),
+    ("distortion", -0.35, 0.35, "the drawer's habit of proportion: log aspect bias (> 0 wider) and shear"),
     ("detail", 0.0, 1.0, "chance of drawing level-2 details (level 1 at 0.75 + detail / 4)"),
-    ("size", 0.45, 0.95, "drawing size as a fraction of the canvas"),
-    ("placement", 0.0, 40.0, "offset of the drawing from the centre, pixels"),
+    ("size", 0.7, 0.95, "drawing size as a fraction of the canvas"),
+    ("placement", 0.0, 15.0, "offset of the drawing from the centre, pixels"),
     ("order", 0.0, 2.0, "disorder of the coarse-to-fine drawing order"),
 )
 STYLE_NAMES = tuple(d[0] for d in STYLE_DIMS)
-# the sign of each dimension that makes a sketch harder to match (detail and size: less is harder)
-HARDER = np.array([1, 1, 1, 1, 1, 1, 1, -1, -1, 1, 1], dtype=np.float64)
 N_STYLE = len(STYLE_DIMS)
+# the dimensions of *how* a person draws; "detail" and "size" (how much, how big) are not among them
+CONTENT_DIMS = ("detail", "size")
+HOW = np.array([name not in CONTENT_DIMS for name in STYLE_NAMES])
+DETAIL = STYLE_NAMES.index("detail")
 
 
-def gap_direction(seed: int) -> np.ndarray:
-    """The fixed unit vector (N_STYLE,) along which unseen drawers are shifted (same for a seed)."""
-    rng = np.random.default_rng([seed, 7])
-    # random magnitudes, signs towards the harder hand: shakier, sparser, more distorted, less detail
-    u = (np.abs(rng.normal(size=N_STYLE)) + 0.5) * HARDER
+# how strongly ``style_gap`` moves each dimension of how people draw (before normalising): most on
+# the persistent habits that change a sketch's look but not what it shows (proportion habit, line
+# weight, over-tracing, tremor), less on what also loses content (broken strokes, simplification)
+GAP_WEIGHTS = {"width": 1.0, "tremor_amp": 0.7, "tremor_freq": 0.3, "simplify": 0.3, "overtrace": 1.0,
+               "gaps": 0.3, "distortion": 1.5, "placement": 0.3, "order": 0.3}
+
+
+def gap_direction(seed: int = 0) -> np.ndarray:
+    """The fixed unit vector u (N_STYLE,) of ``style_gap``: ``GAP_WEIGHTS`` on the ``HOW`` dimensions,
+    towards the messier hand (heavier, shakier, simpler, more over-traced, broken, distorted, off-centre,
+    out of order), exactly zero on detail and size. It does not depend on the world's seed (``seed`` is
+    accepted for callers that pass it), so a finding about the gap is not one direction's accident."""
+    u = np.array([GAP_WEIGHTS.get(name, 0.0) for name in STYLE_NAMES])
     return u / np.linalg.norm(u)
+
+
+def detail_direction() -> np.ndarray:
+    """The unit vector v (N_STYLE,) of ``detail_gap``: towards fewer level-1 and level-2 strokes."""
+    v = np.zeros(N_STYLE)
+    v[DETAIL] = -1.0
+    return v
 
 
 def sample_styles(n: int, rng: np.random.Generator, spread: float, shift: np.ndarray | None = None) -> np.ndarray:
@@ -91,14 +111,12 @@ def _tremor(pts: np.ndarray, amp: float, freq: float, rng: np.random.Generator) 
     return pts + off[:, None] * normal
 
 
-def _warp(points: np.ndarray, distortion: float, rng: np.random.Generator) -> np.ndarray:
-    """Proportion distortion of object-space points: random aspect change and a smooth bend."""
-    if distortion <= 0:
-        return points
-    sx, sy = np.exp(rng.normal(scale=distortion, size=2))
-    bend, taper = rng.normal(scale=distortion, size=2)
-    x, y = points[:, 0] * sx, points[:, 1] * sy
-    return np.column_stack([x * (1 + 0.5 * taper * y) + 0.3 * bend * y * y, y + 0.3 * bend * x * x * 0.5])
+def _warp(points: np.ndarray, bias: float, rng: np.random.Generator, noise: float = 0.04) -> np.ndarray:
+    """The drawer's proportion habit on object-space points: a persistent log-aspect ``bias`` (wider
+    when positive) with a shear of half of it, plus a little sketch-to-sketch ``noise``."""
+    a = bias + rng.normal(scale=noise)
+    x, y = points[:, 0] * np.exp(a / 2), points[:, 1] * np.exp(-a / 2)
+    return np.column_stack([x + 0.5 * bias * y, y])
 
 
 def draw(parts: list[Part], z: np.ndarray, rng: np.random.Generator,
@@ -123,7 +141,7 @@ def draw(parts: list[Part], z: np.ndarray, rng: np.random.Generator,
     lo, hi = warped.min(0), warped.max(0)
     extent = max(float((hi - lo).max()), 1e-6)
     scale = p["size"] * CANVAS / extent
-    angle = rng.normal(scale=0.04 + 0.1 * p["distortion"])
+    angle = rng.normal(scale=0.04)
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     shift = rng.normal(size=2)
     shift = p["placement"] * shift / (np.linalg.norm(shift) + 1e-9) * rng.uniform(0.5, 1.0)
@@ -153,12 +171,14 @@ def draw(parts: list[Part], z: np.ndarray, rng: np.random.Generator,
             strokes.append(drawn)
             levels.append(q.level)
             if rng.random() < p["overtrace"]:
-                again = _tremor(piece + rng.normal(scale=1.5, size=2), base_tremor + p["tremor_amp"],
-                                p["tremor_freq"], rng)
+                again = _tremor(piece + rng.normal(scale=1.5 + 6 * p["overtrace"], size=2),
+                                base_tremor + p["tremor_amp"], p["tremor_freq"], rng)
                 strokes.append(again[::-1] if rng.random() < 0.5 else again)
                 levels.append(q.level)
-            if rng.random() < p["width"] * 0.4:
-                strokes.append(drawn + rng.normal(scale=1.0, size=2) + 1.2)
+            if rng.random() < p["width"]:
+                angle = rng.uniform(0, 2 * np.pi)
+                offset = (1.5 + 5.0 * p["width"]) * np.array([np.cos(angle), np.sin(angle)])
+                strokes.append(drawn + offset)
                 levels.append(q.level)
     lengths = np.array([len(s) for s in strokes])
     xy = np.clip(np.vstack(strokes), 0.0, CANVAS - 1e-3)
