@@ -1,9 +1,10 @@
 """The training engine: one loop for every method, seeded, checkpointed, honest about model selection.
 
-``Trainer(model, train, val, tests, config).fit()`` runs ``config.steps`` optimiser steps. The model
-supplies ``batch_loss(view, batch_size, generator)`` (it draws its own batch from the training view
-with the trainer's generator), ``embed_query`` and ``embed_gallery``. Every ``eval_every`` steps the
-model is evaluated (Acc@K through ``sbir_core.metrics``) on the validation view and on each test view.
+``Trainer(method, train, val, tests, config).fit()`` runs ``config.steps`` steps. The trainer knows
+nothing of a method's internals (``sbir_core.models.base``): it draws each batch with the sampler the
+method names (``sbir_core.samplers``), lets the method take its step with the optimisers it
+configures, and every ``eval_every`` steps evaluates it (``sbir_core.evaluation``) on the validation
+view and on each test view.
 
 Model selection, two protocols, both recorded and labelled:
 * ``"val_selected"``: the test figures at the evaluation step with the best validation Acc@1
@@ -11,18 +12,26 @@ Model selection, two protocols, both recorded and labelled:
 * ``"best_on_test (paper protocol)"``: the best test Acc@1 over all evaluation steps (with the
   other Acc@K at that step), as every QMUL code base does (METHODS.md §0.4). Optimistic.
 
-Checkpoints are ``torch.save`` of plain containers (state dicts, tensors, numbers, strings) and are
-read with ``torch.load(weights_only=True)``, which cannot run code. They hold the model, the
-optimiser, the step, the sampling generator and the global RNG, the history and the best state, so a
-run resumed from one ends exactly as an uninterrupted run would (``tests/test_train.py``).
+Checkpoints know their experiment: each carries the run's identity (method, data digest, training
+config, seed, code) and its fingerprint, and a SHA-256 of its bytes in a JSON beside it. A run's
+checkpoints live in ``<checkpoint_dir>/<fingerprint>/`` (so a changed parameter starts a fresh run in
+its own folder, never resumes another's), the last two are kept, and resuming picks the newest one
+whose checksum and fingerprint hold: a damaged file is reported with its path and set aside
+(renamed ``*.corrupt``), and a checkpoint of another run is refused naming the fields that differ.
+Files are ``torch.save`` of plain containers read with ``weights_only=True``, which cannot run code;
+resuming gives exactly the uninterrupted run (``tests/test_train.py``).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import json
 import math
 import os
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -31,31 +40,35 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
-from torch import nn
 
 from sbir_core.data.views import RetrievalView
-from sbir_core.metrics import acc_at_k, pairwise_distances, true_match_rank
+from sbir_core.evaluation import evaluate
+from sbir_core.models.base import Method, NonFiniteLoss
 from sbir_core.repro import seed_everything
+from sbir_core.samplers import get_sampler
 
 PROTOCOL_VAL = "val_selected"
 PROTOCOL_TEST = "best_on_test (paper protocol)"
 OPTIMIZERS = ("adam", "adamw")
+CHECKPOINT_FORMAT = "sbir_core.train/2"
+KEEP_CHECKPOINTS = 2
 
 
 class TrainError(RuntimeError):
-    """A bad training configuration or a checkpoint that does not fit the run."""
+    """A bad training configuration, a checkpoint that does not fit the run, or a diverged run."""
 
 
 @dataclass
 class TrainConfig:
     """What the trainer does; loadable from YAML (``from_yaml``) or a dict (``from_dict``).
 
-    steps: optimiser steps. batch_size: anchors per step. lr, weight_decay: of the optimiser.
-    optimizer: "adam" | "adamw". eval_every: evaluate every N steps (and at the last step).
-    ks: the K of Acc@K; the first is the selection metric. seed: seeds the model's initialisation
-    and the batch generator. checkpoint_dir: where ``last.pt`` goes ("" / None: no checkpoints).
-    checkpoint_every: save every N steps (0: at every evaluation). progress: tqdm bar.
-    eval_batch: images per forward pass during evaluation. device: "cpu" (the ci scale) or e.g. "cuda".
+    steps: training steps. batch_size: the sampler's batch (anchors, or tasks for episode samplers).
+    lr, weight_decay: of the default optimiser. optimizer: "adam" | "adamw". eval_every: evaluate
+    every N steps (and at the last step). ks: the K of Acc@K; the first is the selection metric.
+    seed: seeds the method's initialisation and the batch generator. checkpoint_dir: where run
+    folders go ("" / None: no checkpoints). checkpoint_every: save every N steps (0: at every
+    evaluation). progress: tqdm bar. eval_batch: images per forward pass during evaluation.
+    device: "cpu" (the ci scale) or e.g. "cuda".
     """
 
     steps: int = 500
@@ -79,7 +92,7 @@ class TrainConfig:
         for name in ("steps", "batch_size", "eval_every", "eval_batch"):
             if int(getattr(self, name)) < 1:
                 raise TrainError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.checkpoint_every < 0 or self.lr <= 0 or not self.ks or min(self.ks) < 1:
+        if self.checkpoint_every < 0 or not self.lr > 0 or not math.isfinite(self.lr) or not self.ks or min(self.ks) < 1:
             raise TrainError(f"bad TrainConfig: checkpoint_every={self.checkpoint_every}, lr={self.lr}, ks={self.ks}")
         if self.checkpoint_dir == "":
             self.checkpoint_dir = None
@@ -105,39 +118,79 @@ class TrainConfig:
         d["ks"] = list(self.ks)
         return d
 
+    def identity(self) -> dict:
+        """The fields that determine a run's result (not where or how verbosely it is run)."""
+        return {k: v for k, v in self.to_dict().items()
+                if k not in ("checkpoint_dir", "checkpoint_every", "progress", "eval_batch")}
+
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
 
 
-# ---------------------------------------------------------------------- evaluation
+# ---------------------------------------------------------------------- identity of a run
 
-@torch.no_grad()
-def embed(fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, batch: int = 512) -> torch.Tensor:
-    """Embed (N, C, S, S) images in chunks: (N, D) float32."""
-    return torch.cat([fn(images[i:i + batch]) for i in range(0, len(images), batch)])
+def view_digest(view: RetrievalView | None) -> str | None:
+    """A hash of what a view feeds a method: its tensors, targets, grouping and query table ids."""
+    if view is None:
+        return None
+    h = hashlib.sha1()
+    for t in (view.queries, view.gallery, view.target):
+        a = t.detach().cpu().contiguous().numpy()
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    h.update(f"group={view.group}".encode())
+    for col in ("drawer", "category", "instance"):
+        if col in view.table:
+            h.update("\0".join(map(str, view.table[col])).encode())
+    if view.strokes is not None:
+        for s in view.strokes:
+            h.update(np.ascontiguousarray(s).tobytes())
+    return h.hexdigest()[:16]
 
 
-def evaluate(model: nn.Module, view: RetrievalView, ks: Iterable[int] = (1, 10), batch: int = 512) -> dict:
-    """Acc@K of ``model`` on ``view``: {"acc_at_K": float, ..., "ranks": (N,) int64}; model left in its mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        q = embed(model.embed_query, view.queries, batch)
-        g = embed(model.embed_gallery, view.gallery, batch)
-    finally:
-        model.train(was_training)
-    ranks = true_match_rank(pairwise_distances(q.cpu(), g.cpu()), view.target.cpu().numpy())
-    out = {f"acc_at_{k}": acc_at_k(ranks, k) for k in ks}
-    out["ranks"] = ranks
+def source_digest(modules: Iterable[str]) -> str:
+    """A hash of the source files of the given modules (a code change makes a new run)."""
+    import importlib
+
+    h = hashlib.sha1()
+    for name in sorted(set(modules)):
+        path = Path(importlib.import_module(name).__file__)
+        h.update(name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def run_identity(spec, train: RetrievalView, val: RetrievalView | None, tests: dict | None,
+                 config: TrainConfig) -> dict:
+    """Everything that determines a run: method spec, data digests, training config, seed, code."""
+    return {"method": spec.as_dict(), "train": view_digest(train), "val": view_digest(val),
+            "tests": {k: view_digest(v) for k, v in sorted((tests or {}).items())},
+            "config": config.identity(), "code": source_digest(spec.sources())}
+
+
+def fingerprint(identity: dict) -> str:
+    """The one fingerprint of a run, for checkpoints and for the store of trained states."""
+    return hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def differing_fields(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the fields where two identities differ."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += differing_fields(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k} ({va!r} != {vb!r})")
     return out
 
 
-def to_device(view: RetrievalView | None, device: torch.device) -> RetrievalView | None:
-    """The view with its tensors on ``device`` (the same object when they already are)."""
-    if view is None or view.queries.device == device:
-        return view
-    return dataclasses.replace(view, queries=view.queries.to(device), gallery=view.gallery.to(device),
-                               target=view.target.to(device))
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------- results
@@ -148,9 +201,10 @@ class RunResult:
 
     history: one row per evaluation: step, loss (mean since the last evaluation), and columns
         "<view>/acc_at_K" for "val" and each test view.
-    val_selected: {"step": int, "<test view>": {"acc_at_K": float}} (empty without a validation view).
+    val_selected: {"step": int, "<view>": {"acc_at_K": float}} (empty without a validation view).
     best_on_test: {"<test view>": {"step": int, "acc_at_K": float}}.
     best_state: the model's state dict at the val-selected step (the last step without validation).
+    fingerprint: the run's fingerprint (``run_identity``), "" when trained without one.
     """
 
     seed: int
@@ -158,150 +212,180 @@ class RunResult:
     val_selected: dict
     best_on_test: dict
     best_state: dict = field(repr=False, default_factory=dict)
+    fingerprint: str = ""
 
-    def rows(self, dataset: str, method: str) -> list[dict]:
-        """Tidy rows (keys of ``results.metric_rows``) of this seed, both protocols."""
-        out = []
-        for split, metrics in self.best_on_test.items():
-            for metric, value in metrics.items():
-                if metric != "step":
-                    out.append(dict(dataset=dataset, method=method, protocol=PROTOCOL_TEST, split=split,
-                                    metric=metric, value=value, seed=self.seed))
-        for split, metrics in self.val_selected.items():
-            if split == "step":
-                continue
-            for metric, value in metrics.items():
-                out.append(dict(dataset=dataset, method=method, protocol=PROTOCOL_VAL, split=split,
-                                metric=metric, value=value, seed=self.seed))
-        return out
+    @property
+    def protocol(self) -> str:
+        """How ``best_state`` was chosen: "val_selected", or "last_step" for a run without validation."""
+        return PROTOCOL_VAL if self.val_selected else "last_step"
 
+    def to_plain(self) -> dict:
+        """Plain containers for ``torch.save`` (loadable with ``weights_only=True``)."""
+        return {"seed": self.seed, "history": self.history.to_dict("list"), "history_columns": list(self.history),
+                "val_selected": self.val_selected, "best_on_test": self.best_on_test,
+                "best_state": self.best_state, "fingerprint": self.fingerprint}
 
-def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and two-sided Student-t confidence interval of the mean: (mean, low, high); NaN bounds for n < 2."""
-    from scipy import stats
-
-    x = np.asarray(values, dtype=float)
-    m = float(x.mean())
-    if len(x) < 2:
-        return m, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
-    return m, m - half, m + half
-
-
-def with_seed_summary(rows: list[dict]) -> list[dict]:
-    """Per-seed tidy rows followed by, at seed -1, each figure's mean over seeds ("acc_at_1") and its
-    95% t-interval ("acc_at_1_ci95_lo", "acc_at_1_ci95_hi"; left out for a single seed)."""
-    df = pd.DataFrame(rows)
-    out = list(rows)
-    for key, g in df.groupby(["dataset", "method", "protocol", "split", "metric"], sort=True):
-        m, lo, hi = mean_ci(g["value"])
-        for suffix, value in (("", m), ("_ci95_lo", lo), ("_ci95_hi", hi)):
-            if not (suffix and math.isnan(value)):
-                out.append(dict(zip(["dataset", "method", "protocol", "split"], key), metric=key[-1] + suffix,
-                                value=value, seed=-1))
-    return out
+    @classmethod
+    def from_plain(cls, d: dict) -> "RunResult":
+        hist = pd.DataFrame(d["history"], columns=d["history_columns"])
+        return cls(int(d["seed"]), hist, d["val_selected"], d["best_on_test"], d["best_state"], d["fingerprint"])
 
 
 @dataclass
 class MultiSeedResult:
-    """Runs of one setting over several seeds, with mean and 95% t-interval."""
+    """Runs of one setting over several seeds."""
 
     runs: list[RunResult]
-
-    def summary(self) -> pd.DataFrame:
-        """protocol, split, metric, n, mean, ci95_lo, ci95_hi, one row per figure."""
-        df = pd.DataFrame([r for run in self.runs for r in run.rows("", "")])
-        out = []
-        for (protocol, split, metric), g in df.groupby(["protocol", "split", "metric"], sort=True):
-            m, lo, hi = mean_ci(g["value"])
-            out.append(dict(protocol=protocol, split=split, metric=metric, n=len(g), mean=m, ci95_lo=lo, ci95_hi=hi))
-        return pd.DataFrame(out)
-
-    def rows(self, dataset: str, method: str) -> list[dict]:
-        """Per-seed rows plus, at seed -1, the mean ("acc_at_1") and its interval ("acc_at_1_ci95_lo/hi")."""
-        return with_seed_summary([r for run in self.runs for r in run.rows(dataset, method)])
 
     def histories(self) -> pd.DataFrame:
         """All seeds' histories stacked, with a ``seed`` column (for curves with seed bands)."""
         return pd.concat([r.history.assign(seed=r.seed) for r in self.runs], ignore_index=True)
 
+    def methods(self, spec) -> list[Method]:
+        """Each seed's selected model, rebuilt from ``spec`` with its ``best_state`` (in eval mode)."""
+        out = []
+        for run in self.runs:
+            m = spec.build()
+            m.load_state_dict(run.best_state)
+            out.append(m.eval())
+        return out
+
+    @property
+    def seeds(self) -> list[int]:
+        return [r.seed for r in self.runs]
+
 
 # ---------------------------------------------------------------------- the trainer
 
-class Trainer:
-    """Trains ``model`` on ``train`` with ``config``; evaluates on ``val`` and ``tests`` (name -> view).
+def to_device(view: RetrievalView | None, device: torch.device) -> RetrievalView | None:
+    """The view with its tensors on ``device`` (the same object when they already are)."""
+    if view is None or view.queries.device == device:
+        return view
+    return dataclasses.replace(view, queries=view.queries.to(device), gallery=view.gallery.to(device),
+                               target=view.target.to(device))
 
-    callbacks: called as ``cb(trainer, step, loss)`` after every optimiser step (``step`` counts
-    from 1); an exception raised there interrupts the run like a crash would.
+
+class Trainer:
+    """Trains ``method`` on ``train`` with ``config``; evaluates on ``val`` and ``tests`` (name -> view).
+
+    identity: what determines the run (``run_identity``); it names the checkpoint folder and is
+    checked on resume. callbacks: called as ``cb(trainer, step, loss)`` after every step (``step``
+    counts from 1); an exception raised there interrupts the run like a crash would.
     """
 
-    def __init__(self, model: nn.Module, train: RetrievalView, val: RetrievalView | None,
-                 tests: dict[str, RetrievalView] | None, config: TrainConfig,
+    def __init__(self, method: Method, train: RetrievalView, val: RetrievalView | None,
+                 tests: dict[str, RetrievalView] | None, config: TrainConfig, identity: dict | None = None,
                  callbacks: Iterable[Callable] = ()):
+        if not isinstance(method, Method):
+            raise TrainError(f"the trainer needs a sbir_core Method, got {type(method).__name__}")
         self.config = config
         self.device = torch.device(config.device)
-        self.model = model.to(self.device)
+        self.method = method.to(self.device)
         self.train_view = to_device(train, self.device)
         self.val = to_device(val, self.device)
         self.tests = {k: to_device(v, self.device) for k, v in (tests or {}).items()}
         self.callbacks = list(callbacks)
-        opt = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
-        self.optimizer = opt(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.sampler = get_sampler(method.sampler)
+        self.optimizers = method.configure_optimizers(config)
+        self.identity = identity or {"config": config.identity(), "method": type(method).__name__}
+        self.fingerprint = fingerprint(self.identity)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.history: list[dict] = []
         self.losses: list[float] = []
+        self.last_finite: tuple[int, float] | None = None
         self.best_state: dict = {}
         self.best_key: tuple = ()
 
     # -- checkpoints
 
     @property
-    def checkpoint_path(self) -> Path | None:
+    def run_dir(self) -> Path | None:
         d = self.config.checkpoint_dir
-        return None if d is None else Path(d) / "last.pt"
+        return None if d is None else Path(d) / self.fingerprint
 
-    def _identity(self) -> dict:
-        keep = ("steps", "batch_size", "lr", "optimizer", "weight_decay", "eval_every", "ks", "seed")
-        return {k: v for k, v in self.config.to_dict().items() if k in keep}
+    def _state(self) -> dict:
+        return {"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint, "step": self.step,
+                "model": self.method.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers],
+                "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "history": self.history, "losses": self.losses, "best_state": self.best_state,
+                "best_key": list(self.best_key)}
 
     def save_checkpoint(self) -> Path:
-        """Write ``last.pt`` atomically (plain containers only, loadable with ``weights_only=True``)."""
-        path = self.checkpoint_path
-        if path is None:
+        """Write ``step_<N>.pt`` and its ``.json`` (fingerprint, identity, SHA-256) atomically; keep the last two."""
+        folder = self.run_dir
+        if folder is None:
             raise TrainError("no checkpoint_dir in the TrainConfig")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        state = {
-            "format": "sbir_core.train/1",
-            "config": self._identity(),
-            "step": self.step,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "history": self.history,
-            "losses": self.losses,
-            "best_state": self.best_state,
-            "best_key": list(self.best_key),
-        }
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(state, tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"step_{self.step:08d}.pt"
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save(self._state(), tmp)
+        meta = {"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint, "identity": self.identity,
+                "step": self.step, "sha256": file_sha256(tmp)}
+        tmp_meta = path.with_name(f".{path.stem}.json.{os.getpid()}.tmp")
+        tmp_meta.write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
         os.replace(tmp, path)
+        os.replace(tmp_meta, path.with_suffix(".json"))
+        for old in self._checkpoints()[KEEP_CHECKPOINTS:]:
+            old.unlink(missing_ok=True)
+            old.with_suffix(".json").unlink(missing_ok=True)
         return path
 
+    def _checkpoints(self, folder: Path | None = None) -> list[Path]:
+        """The folder's checkpoints, newest first."""
+        folder = folder or self.run_dir
+        if folder is None or not folder.is_dir():
+            return []
+        found = [p for p in folder.glob("step_*.pt") if re.fullmatch(r"step_\d+\.pt", p.name)]
+        return sorted(found, reverse=True)
+
     def load_checkpoint(self, path: str | os.PathLike | None = None) -> bool:
-        """Restore everything from a checkpoint; False when there is none. Never runs code from the file."""
-        path = Path(path) if path is not None else self.checkpoint_path
-        if path is None or not path.exists():
-            return False
-        state = torch.load(path, map_location=self.device, weights_only=True)
-        if state.get("format") != "sbir_core.train/1":
-            raise TrainError(f"{path}: not a sbir_core.train checkpoint")
-        if state["config"] != self._identity():
-            raise TrainError(f"{path}: checkpoint of another configuration {state['config']}, "
-                             f"this run is {self._identity()}; remove it or use another checkpoint_dir")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        """Resume from ``path`` (a checkpoint or a run folder) or from this run's folder; False when none.
+
+        A damaged checkpoint (checksum, unreadable) is reported with its path and renamed ``*.corrupt``,
+        and the next older one is tried. A checkpoint of another run raises TrainError naming the
+        fields that differ. Never runs code from the file.
+        """
+        if path is not None and Path(path).is_file():
+            candidates = [Path(path)]
+        else:
+            candidates = self._checkpoints(Path(path) if path is not None else None)
+        for ckpt in candidates:
+            meta_path = ckpt.with_suffix(".json")
+            try:
+                meta = json.loads(meta_path.read_text())
+                if meta.get("format") != CHECKPOINT_FORMAT:
+                    raise ValueError(f"format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+            except (OSError, ValueError) as err:
+                self._set_aside(ckpt, f"its metadata {meta_path.name} is missing or unreadable ({err})")
+                continue
+            if meta["fingerprint"] != self.fingerprint:
+                diff = differing_fields(meta.get("identity", {}), self.identity)
+                raise TrainError(f"{ckpt}: checkpoint of another run (fingerprint {meta['fingerprint']}, this run "
+                                 f"{self.fingerprint}); differing fields: {', '.join(diff) or 'unknown'}. Remove it "
+                                 f"or use another checkpoint_dir")
+            if file_sha256(ckpt) != meta["sha256"]:
+                self._set_aside(ckpt, "its SHA-256 does not match the one recorded when it was written")
+                continue
+            try:
+                state = torch.load(ckpt, map_location=self.device, weights_only=True)
+            except Exception as err:  # noqa: BLE001 - any unreadable file is set aside, never trusted
+                self._set_aside(ckpt, f"torch.load failed ({type(err).__name__}: {err})")
+                continue
+            self._restore(state)
+            return True
+        return False
+
+    def _set_aside(self, ckpt: Path, why: str) -> None:
+        warnings.warn(f"checkpoint {ckpt} is damaged: {why}; set aside as {ckpt.name}.corrupt, trying an older one",
+                      RuntimeWarning, stacklevel=3)
+        ckpt.rename(ckpt.with_name(ckpt.name + ".corrupt"))
+        ckpt.with_suffix(".json").unlink(missing_ok=True)
+
+    def _restore(self, state: dict) -> None:
+        self.method.load_state_dict(state["model"])
+        for opt, sd in zip(self.optimizers, state["optimizers"], strict=True):
+            opt.load_state_dict(sd)
         torch.set_rng_state(state["torch_rng"].cpu())
         self.generator.set_state(state["generator"].cpu())
         self.step = int(state["step"])
@@ -309,7 +393,6 @@ class Trainer:
         self.losses = list(state["losses"])
         self.best_state = state["best_state"]
         self.best_key = tuple(state["best_key"])
-        return True
 
     # -- loop
 
@@ -320,42 +403,47 @@ class Trainer:
         self.losses = []
         views = ([("val", self.val)] if self.val is not None else []) + list(self.tests.items())
         for name, view in views:
-            res = evaluate(self.model, view, c.ks, c.eval_batch)
-            rec.update({f"{name}/acc_at_{k}": res[f"acc_at_{k}"] for k in c.ks})
+            res = evaluate(self.method, view, c.ks, c.eval_batch)
+            rec.update({f"{name}/{k}": v for k, v in res.metrics.items()})
         self.history.append(rec)
         if self.val is not None:
             # larger is better on every key; the negative step prefers the earliest of ties
             key = tuple(rec[f"val/acc_at_{k}"] for k in c.ks) + (-self.step,)
             if not self.best_key or key > self.best_key:
                 self.best_key = key
-                self.best_state = copy.deepcopy(self.model.state_dict())
+                self.best_state = copy.deepcopy(self.method.state_dict())
         return rec
 
     def fit(self, resume: bool = True) -> RunResult:
-        """Train to ``config.steps`` (continuing from ``last.pt`` when ``resume`` and it exists)."""
+        """Train to ``config.steps`` (continuing from this run's newest good checkpoint when ``resume``)."""
         from tqdm.auto import tqdm
 
         c = self.config
-        if resume:
+        if resume and self.run_dir is not None:
             self.load_checkpoint()
-        self.model.train()
+        self.method.train()
         every_ckpt = c.checkpoint_every or c.eval_every
-        bar = tqdm(total=c.steps, initial=self.step, disable=not c.progress, desc=f"seed {c.seed}",
-                   leave=False)
+        bar = tqdm(total=c.steps, initial=self.step, disable=not c.progress, desc=f"seed {c.seed}", leave=False)
         try:
             while self.step < c.steps:
-                loss = self.model.batch_loss(self.train_view, c.batch_size, self.generator)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
+                batch = self.sampler(self.train_view, c.batch_size, self.generator, **self.method.sampler_options)
+                try:
+                    value = self.method.train_step(batch, self.optimizers)
+                except NonFiniteLoss as err:
+                    last = (f"the last finite loss was {self.last_finite[1]:.6g} at step {self.last_finite[0]}"
+                            if self.last_finite else "no step had a finite loss")
+                    where = f"; checkpoints kept in {self.run_dir}" if self.run_dir else ""
+                    raise TrainError(f"training diverged at step {self.step + 1}: {err}; {last}{where}") from None
+                if not math.isfinite(value):
+                    raise TrainError(f"training diverged at step {self.step + 1}: loss {value}")
                 self.step += 1
-                value = float(loss.detach())
+                self.last_finite = (self.step, value)
                 self.losses.append(value)
                 bar.update(1)
                 if self.step % c.eval_every == 0 or self.step == c.steps:
                     rec = self.evaluate_now()
                     bar.set_postfix({k: round(v, 3) for k, v in rec.items() if k != "step"})
-                if self.checkpoint_path is not None and (self.step % every_ckpt == 0 or self.step == c.steps):
+                if self.run_dir is not None and (self.step % every_ckpt == 0 or self.step == c.steps):
                     self.save_checkpoint()
                 for cb in self.callbacks:
                     cb(self, self.step, value)
@@ -378,57 +466,33 @@ class Trainer:
             row = hist.loc[hist["step"] == step].iloc[0]
             val_selected = {"step": int(step), **{name: {f"acc_at_{k}": float(row[f"{name}/acc_at_{k}"]) for k in ks}
                                                   for name in ["val", *self.tests]}}
-        best = self.best_state or copy.deepcopy(self.model.state_dict())
-        return RunResult(self.config.seed, hist, val_selected, best_on_test, best)
+        best = self.best_state or copy.deepcopy(self.method.state_dict())
+        return RunResult(self.config.seed, hist, val_selected, best_on_test, best, self.fingerprint)
 
 
-def run_seeds(build_model: Callable[[], nn.Module], train: RetrievalView, val: RetrievalView | None,
-              tests: dict[str, RetrievalView], config: TrainConfig, seeds: Iterable[int],
-              models: list | None = None) -> MultiSeedResult:
-    """Train one fresh model per seed (initialised after ``seed_everything(seed)``) and collect the results.
+def train_run(spec, train: RetrievalView, val: RetrievalView | None, tests: dict | None, config: TrainConfig,
+              seed: int, store: bool = True) -> RunResult:
+    """One seed of ``spec`` trained with ``config`` (seed replaced): from the store of trained states
+    when it holds this exact run (``sbir_core.store``), else trained (resuming from a checkpoint when
+    ``config.checkpoint_dir`` holds one) and stored."""
+    from sbir_core import store as S
 
-    Checkpoints of seed s go to ``<checkpoint_dir>/seed_<s>``. ``models``, when given a list,
-    receives each trained model (at its last step).
-    """
-    runs = []
-    for seed in seeds:
-        seed_everything(seed)
-        model = build_model()
-        ckpt = None if config.checkpoint_dir is None else str(Path(config.checkpoint_dir) / f"seed_{seed}")
-        trainer = Trainer(model, train, val, tests, config.replace(seed=seed, checkpoint_dir=ckpt))
-        runs.append(trainer.fit())
-        if models is not None:
-            models.append(model)
-    return MultiSeedResult(runs)
-
-
-def evaluate_states(build_model: Callable[[], nn.Module], result: MultiSeedResult, views: dict[str, RetrievalView],
-                    ks: Iterable[int] = (1, 10), dataset: str = "", method: str = "",
-                    protocol: str = PROTOCOL_VAL) -> list[dict]:
-    """Evaluate each seed's val-selected weights (``RunResult.best_state``) on more views, without training.
-
-    Returns tidy rows (split = the view's key in ``views``), one per seed, view and Acc@K. A run
-    trained without a validation view kept its last step; its rows say so (protocol "last_step").
-    """
-    rows = []
-    for run in result.runs:
-        model = build_model()
-        model.load_state_dict(run.best_state)
-        label = protocol if run.val_selected else "last_step"
-        for name, view in views.items():  # on the CPU: evaluation only
-            res = evaluate(model, view, ks)
-            rows += [dict(dataset=dataset, method=method, protocol=label, split=name, metric=f"acc_at_{k}",
-                          value=res[f"acc_at_{k}"], seed=run.seed) for k in ks]
-    return rows
+    config = config.replace(seed=seed)
+    identity = run_identity(spec, train, val, tests, config)
+    key = fingerprint(identity)
+    if store:
+        hit = S.load(key, identity)
+        if hit is not None:
+            return hit
+    seed_everything(seed)
+    method = spec.build()
+    result = Trainer(method, train, val, tests, config, identity).fit()
+    if store:
+        S.save(key, identity, result)
+    return result
 
 
-@torch.no_grad()
-def top_k(model: nn.Module, view: RetrievalView, k: int = 5, queries=None) -> np.ndarray:
-    """Gallery rows of the ``k`` nearest items for each query (or the rows ``queries``): (Q, k) int64, nearest first."""
-    was_training = model.training
-    model.eval()
-    q = view.queries if queries is None else view.queries[torch.as_tensor(queries)]
-    dist = pairwise_distances(embed(model.embed_query, q).cpu(), embed(model.embed_gallery, view.gallery).cpu())
-    model.train(was_training)
-    # stable sort: among equal distances the lower gallery row comes first
-    return np.argsort(dist, axis=1, kind="stable")[:, :k]
+def train_seeds(spec, train: RetrievalView, val: RetrievalView | None, tests: dict | None, config: TrainConfig,
+                seeds: Iterable[int], store: bool = True) -> MultiSeedResult:
+    """``train_run`` for each seed: one fresh method per seed, initialised after ``seed_everything(seed)``."""
+    return MultiSeedResult([train_run(spec, train, val, tests, config, s, store) for s in seeds])

@@ -1,16 +1,19 @@
-"""The trainer: config from YAML, seeding, model selection, safe checkpoints, exact resume, seeds."""
+"""The trainer: config, seeding, model selection, checkpoints that know their run, exact resume, the store."""
 
-import math
+import json
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
 from sbir_core.data.views import fg_view
+from sbir_core.evaluation import evaluate
+from sbir_core.models.base import MethodSpec
 from sbir_core.models.triplet import build_triplet
 from sbir_core.repro import seed_everything
-from sbir_core.train import (PROTOCOL_TEST, PROTOCOL_VAL, TrainConfig, Trainer, TrainError, evaluate,
-                             mean_ci, run_seeds)
+from sbir_core.train import (PROTOCOL_VAL, RunResult, TrainConfig, Trainer, TrainError, fingerprint, run_identity,
+                             train_seeds)
 from test_views import tiny_data
 
 
@@ -29,14 +32,28 @@ def views(tmp_path_factory):
     return out
 
 
+@pytest.fixture(autouse=True)
+def _store(tmp_path, monkeypatch):
+    monkeypatch.setenv("SBIR_STORE", str(tmp_path / "store"))
+
+
+SPEC = MethodSpec("triplet_sn", {"encoder": "cnn", "width": 8, "depth": 2, "embed_dim": 16})
+
+
 def _model(seed=0):
     seed_everything(seed)
-    return build_triplet("cnn", width=8, depth=2, embed_dim=16)
+    return SPEC.build()
 
 
 def _config(**kw):
     base = dict(steps=20, batch_size=8, lr=3e-3, eval_every=5, progress=False, seed=0)
     return TrainConfig(**{**base, **kw})
+
+
+def _trainer(views, cfg, model=None, callbacks=(), tests=True):
+    tests = {"test": views["test"]} if tests else None
+    ident = run_identity(SPEC, views["train"], views["val"], tests, cfg)
+    return Trainer(model or _model(), views["train"], views["val"], tests, cfg, ident, callbacks)
 
 
 def test_config_from_yaml_and_dict(tmp_path):
@@ -48,32 +65,15 @@ def test_config_from_yaml_and_dict(tmp_path):
         TrainConfig.from_dict({"stepz": 3})
     with pytest.raises(TrainError, match="optimizer"):
         TrainConfig(optimizer="sgd")
-
-
-def test_evaluate_perfect_model_scores_one(views):
-    class Oracle(torch.nn.Module):
-        """Embeds a sketch as the one-hot of its true photo, and photo j as one-hot j."""
-
-        def __init__(self, view):
-            super().__init__()
-            self.view = view
-
-        def embed_query(self, x):
-            rows = [next(i for i in range(len(self.view)) if torch.equal(self.view.queries[i], s)) for s in x]
-            return torch.eye(len(self.view.gallery))[self.view.target[rows]]
-
-        def embed_gallery(self, x):
-            return torch.eye(len(x))
-
-    res = evaluate(Oracle(views["test"]), views["test"], ks=(1,))
-    assert res["acc_at_1"] == 1.0 and (res["ranks"] == 1).all()
+    with pytest.raises(TrainError, match="lr"):
+        TrainConfig(lr=float("nan"))
 
 
 def test_same_seed_same_run_and_both_protocols(views):
     runs = []
     for _ in range(2):
-        tr = Trainer(_model(), views["train"], views["val"], {"test": views["test"]}, _config())
-        runs.append((tr.fit(), tr.model.state_dict()))
+        tr = _trainer(views, _config())
+        runs.append((tr.fit(), tr.method.state_dict()))
     (r1, w1), (r2, w2) = runs
     assert r1.history.equals(r2.history)
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
@@ -85,18 +85,29 @@ def test_same_seed_same_run_and_both_protocols(views):
     best_val = h["val/acc_at_1"].max()
     assert h.loc[h["step"] == vs["step"], "val/acc_at_1"].item() == best_val
     assert vs["test"]["acc_at_1"] == h.loc[h["step"] == vs["step"], "test/acc_at_1"].item()
-    assert vs["test"]["acc_at_1"] <= r1.best_on_test["test"]["acc_at_1"]
-    rows = r1.rows("tiny", "triplet")
-    assert {r["protocol"] for r in rows} == {PROTOCOL_VAL, PROTOCOL_TEST}
-    assert {r["split"] for r in rows} == {"val", "test"}
+    assert r1.protocol == PROTOCOL_VAL
+
+
+def test_selection_picks_the_earliest_best_validation_step(views):
+    tr = _trainer(views, _config())
+    tr.fit()
+    h = tr.result().history
+    # rewrite the history so that steps 10 and 20 tie on val Acc@1 and Acc@10: the earlier one wins
+    tr.history = [dict(r, **{"val/acc_at_1": 0.5 if r["step"] in (10, 20) else 0.1, "val/acc_at_10": 0.9})
+                  for r in h.to_dict("records")]
+    tr.best_key = ()
+    for rec in tr.history:
+        key = (rec["val/acc_at_1"], rec["val/acc_at_10"], -rec["step"])
+        if not tr.best_key or key > tr.best_key:
+            tr.best_key = key
+    assert tr.result().val_selected["step"] == 10
 
 
 def test_training_beats_chance(views):
     # 8 training photos, tiny polygons: a trained model ranks the true photo well above chance (1/8)
     seed_everything(0)
     model = build_triplet("cnn", width=8, depth=2, embed_dim=16)
-    res = Trainer(model, views["train"], None, {"train": views["train"]},
-                  _config(steps=150, eval_every=150)).fit()
+    res = Trainer(model, views["train"], None, {"train": views["train"]}, _config(steps=150, eval_every=150)).fit()
     assert res.history["train/acc_at_1"].iloc[-1] > 2 / 8
 
 
@@ -112,91 +123,123 @@ def _crash_at(k):
 
 
 def test_kill_and_resume_equals_uninterrupted(views, tmp_path):
-    full = Trainer(_model(), views["train"], views["val"], {"test": views["test"]}, _config())
+    full = _trainer(views, _config())
     ref = full.fit()
     cfg = _config(checkpoint_dir=str(tmp_path / "ck"), checkpoint_every=4)
-    first = Trainer(_model(), views["train"], views["val"], {"test": views["test"]}, cfg, [_crash_at(11)])
+    first = _trainer(views, cfg, callbacks=[_crash_at(11)])
     with pytest.raises(Crash):
         first.fit()
     # a new process would start from a fresh model: initialise one with another seed to prove nothing leaks
     torch.manual_seed(123)
-    second = Trainer(_model(seed=99), views["train"], views["val"], {"test": views["test"]}, cfg)
+    second = _trainer(views, cfg, model=_model(seed=99))
     assert second.load_checkpoint() and second.step == 8
-    second = Trainer(_model(seed=99), views["train"], views["val"], {"test": views["test"]}, cfg)
+    second = _trainer(views, cfg, model=_model(seed=99))
     res = second.fit()
-    w_ref, w_res = full.model.state_dict(), second.model.state_dict()
+    w_ref, w_res = full.method.state_dict(), second.method.state_dict()
     assert all(torch.equal(w_ref[k], w_res[k]) for k in w_ref)
     assert res.history.equals(ref.history)
     assert res.val_selected == ref.val_selected and res.best_on_test == ref.best_on_test
     assert all(torch.equal(ref.best_state[k], res.best_state[k]) for k in ref.best_state)
 
 
-def test_checkpoint_is_plain_data_and_checks_its_config(views, tmp_path):
-    cfg = _config(steps=5, checkpoint_dir=str(tmp_path))
-    Trainer(_model(), views["train"], None, {"test": views["test"]}, cfg).fit()
-    state = torch.load(tmp_path / "last.pt", weights_only=True)  # refuses anything that could run code
-    assert state["step"] == 5 and "optimizer" in state and "generator" in state
-    other = Trainer(_model(), views["train"], None, {"test": views["test"]}, cfg.replace(lr=1e-2))
-    with pytest.raises(TrainError, match="another configuration"):
-        other.fit()
+def test_checkpoints_are_plain_data_in_their_runs_folder(views, tmp_path):
+    cfg = _config(steps=10, checkpoint_dir=str(tmp_path))
+    tr = _trainer(views, cfg)
+    tr.fit()
+    folder = tmp_path / tr.fingerprint
+    kept = sorted(p.name for p in folder.glob("step_*.pt"))
+    assert kept == ["step_00000005.pt", "step_00000010.pt"]
+    state = torch.load(folder / kept[-1], weights_only=True)  # refuses anything that could run code
+    assert state["step"] == 10 and state["fingerprint"] == tr.fingerprint
+    meta = json.loads((folder / "step_00000010.json").read_text())
+    assert meta["identity"]["config"]["lr"] == cfg.lr and len(meta["sha256"]) == 64
 
 
-def test_mean_ci_matches_the_t_interval():
-    m, lo, hi = mean_ci([0.2, 0.3, 0.4])
-    # t(0.975, 2) = 4.302653; sd = 0.1; half = 4.302653 * 0.1 / sqrt(3)
-    assert m == pytest.approx(0.3) and hi - m == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-6)
-    assert m - lo == pytest.approx(hi - m)
-    assert math.isnan(mean_ci([0.5])[1])
+def test_changed_parameters_start_fresh_in_another_folder(views, tmp_path):
+    """A chapter rerun in a used checkpoint folder with other parameters never resumes the old run."""
+    cfg = _config(steps=10, checkpoint_dir=str(tmp_path))
+    a = _trainer(views, cfg)
+    a.fit()
+    b = _trainer(views, cfg.replace(lr=1e-2))
+    assert b.run_dir != a.run_dir and not b.load_checkpoint()
+    assert b.fit().history["step"].tolist() == [5, 10]  # trained from step 0
 
 
-def test_run_seeds_rows(views):
-    res = run_seeds(lambda: build_triplet("cnn", width=4, depth=2, embed_dim=8), views["train"], views["val"],
-                    {"test": views["test"]}, _config(steps=5, eval_every=5), seeds=[0, 1, 2])
-    summ = res.summary()
-    row = summ[(summ.protocol == PROTOCOL_VAL) & (summ.split == "test") & (summ.metric == "acc_at_1")].iloc[0]
-    per_seed = [r.val_selected["test"]["acc_at_1"] for r in res.runs]
-    assert row.n == 3 and row["mean"] == pytest.approx(np.mean(per_seed))
-    rows = res.rows("tiny", "triplet")
-    from sbir_core.results import metric_rows
-
-    df = metric_rows("04_triplet_baseline", rows)
-    assert set(df["seed"]) == {-1, 0, 1, 2}
-    assert {"acc_at_1", "acc_at_1_ci95_lo", "acc_at_1_ci95_hi"} <= set(df["metric"])
-    assert len(res.histories()) == 3
+def test_resuming_another_runs_checkpoint_names_the_fields(views, tmp_path):
+    cfg = _config(steps=10, checkpoint_dir=str(tmp_path))
+    a = _trainer(views, cfg)
+    a.fit()
+    other = _trainer(views, cfg.replace(lr=1e-2, steps=12))
+    with pytest.raises(TrainError, match=r"another run.*config\.lr.*config\.steps"):
+        other.load_checkpoint(a.run_dir)
 
 
-def test_with_seed_summary_adds_mean_and_interval():
-    from sbir_core.train import with_seed_summary
+def test_a_damaged_checkpoint_is_reported_set_aside_and_the_older_one_used(views, tmp_path):
+    cfg = _config(steps=10, checkpoint_dir=str(tmp_path))
+    tr = _trainer(views, cfg)
+    tr.fit()
+    newest = tr.run_dir / "step_00000010.pt"
+    raw = bytearray(newest.read_bytes())
+    raw[len(raw) // 2: len(raw) // 2 + 16] = bytes(16)  # flip 16 bytes
+    newest.write_bytes(bytes(raw))
+    again = _trainer(views, cfg)
+    with pytest.warns(RuntimeWarning, match=r"step_00000010\.pt is damaged.*SHA-256"):
+        assert again.load_checkpoint()
+    assert again.step == 5 and (tr.run_dir / "step_00000010.pt.corrupt").exists()
+    # a truncated checkpoint is set aside too, naming its path
+    (tr.run_dir / "step_00000005.pt").write_bytes(b"PK\x03\x04")
+    third = _trainer(views, cfg)
+    with pytest.warns(RuntimeWarning, match=r"step_00000005\.pt is damaged"):
+        assert not third.load_checkpoint()
+    assert third.fit().history["step"].tolist() == [5, 10]
 
-    base = dict(dataset="d", method="m", protocol=PROTOCOL_VAL, split="s", metric="acc_at_1")
-    rows = with_seed_summary([dict(base, value=v, seed=i) for i, v in enumerate([0.2, 0.3, 0.4])])
-    summ = {r["metric"]: r["value"] for r in rows if r["seed"] == -1}
-    assert summ["acc_at_1"] == pytest.approx(0.3)
-    assert (summ["acc_at_1_ci95_lo"], summ["acc_at_1_ci95_hi"]) == pytest.approx(mean_ci([0.2, 0.3, 0.4])[1:])
-    single = with_seed_summary([dict(base, value=0.5, seed=0)])
-    assert [r["metric"] for r in single if r["seed"] == -1] == ["acc_at_1"]  # no interval from one seed
+
+def test_store_trains_once_and_reloads(views):
+    cfg = _config(steps=10)
+    tests = {"test": views["test"]}
+    first = train_seeds(SPEC, views["train"], views["val"], tests, cfg, [0, 1])
+    from sbir_core import store
+
+    assert len(store.entries()) == 2
+    again = train_seeds(SPEC, views["train"], views["val"], tests, cfg, [0, 1])
+    for a, b in zip(first.runs, again.runs):
+        assert a.fingerprint == b.fingerprint and a.history.equals(b.history)
+        assert all(torch.equal(a.best_state[k], b.best_state[k]) for k in a.best_state)
+    # a rebuilt method with the stored weights gives the recorded val-selected test figure
+    model = again.methods(SPEC)[0]
+    assert evaluate(model, views["test"], (1,)).metrics["acc_at_1"] == pytest.approx(
+        first.runs[0].val_selected["test"]["acc_at_1"])
+    # another config is another entry
+    train_seeds(SPEC, views["train"], views["val"], tests, cfg.replace(lr=1e-2), [0])
+    assert len(store.entries()) == 3
 
 
-def test_evaluate_states_and_top_k_use_the_selected_weights(views):
-    from sbir_core.train import evaluate_states, top_k
+def test_a_damaged_store_entry_is_retrained(views):
+    from sbir_core import store
 
-    build = lambda: build_triplet("cnn", width=4, depth=2, embed_dim=8)  # noqa: E731
-    res = run_seeds(build, views["train"], views["val"], {"test": views["test"]},
-                    _config(steps=10, eval_every=5), seeds=[0, 1])
-    rows = evaluate_states(build, res, {"test": views["test"]}, (1,), "tiny", "triplet")
-    for run, row in zip(res.runs, rows):
-        # re-evaluating the val-selected weights gives the recorded val-selected test figure
-        assert row["value"] == pytest.approx(run.val_selected["test"]["acc_at_1"])
-    model = build()
-    model.load_state_dict(res.runs[0].best_state)
-    near = top_k(model, views["test"], 2)
-    ranks = evaluate(model, views["test"], (1,))["ranks"]
-    assert near.shape == (len(views["test"]), 2)
-    target = views["test"].target.numpy()
-    # rank r (ties against) means at most r - 1 other items are as near: the target is in any top r
-    assert (near[ranks == 1, 0] == target[ranks == 1]).all()
-    assert ((near == target[:, None]).any(1)[ranks <= 2]).all()
-    assert (ranks <= 2).any()
+    cfg = _config(steps=5)
+    run = train_seeds(SPEC, views["train"], views["val"], None, cfg, [0]).runs[0]
+    path = store.root() / f"{run.fingerprint}.pt"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.warns(RuntimeWarning, match="unusable"):
+        again = train_seeds(SPEC, views["train"], views["val"], None, cfg, [0]).runs[0]
+    assert again.history.equals(run.history)
+
+
+def test_identity_follows_data_config_and_method(views):
+    cfg = _config()
+    base = fingerprint(run_identity(SPEC, views["train"], views["val"], None, cfg))
+    assert fingerprint(run_identity(SPEC, views["train"], views["val"], None, cfg.replace(progress=True))) == base
+    assert fingerprint(run_identity(SPEC, views["train"], views["val"], None, cfg.replace(seed=1))) != base
+    assert fingerprint(run_identity(SPEC, views["val"], views["val"], None, cfg)) != base
+    other = MethodSpec("triplet_sn", dict(SPEC.options, margin=0.3))
+    assert fingerprint(run_identity(other, views["train"], views["val"], None, cfg)) != base
+
+
+def test_run_result_round_trip(views):
+    res = _trainer(views, _config(steps=5)).fit()
+    back = RunResult.from_plain(res.to_plain())
+    assert back.history.equals(res.history) and back.val_selected == res.val_selected
 
 
 def test_bench_train_reports_rates(monkeypatch, capsys):
@@ -211,10 +254,9 @@ def test_bench_train_reports_rates(monkeypatch, capsys):
     assert r["images_per_s"] > 0 and r["gflops"] == pytest.approx(r["train_mflop_per_image"] * r["images_per_s"] / 1e3)
 
 
-def test_evaluate_states_labels_runs_without_validation(views):
-    from sbir_core.train import evaluate_states
-
-    build = lambda: build_triplet("cnn", width=4, depth=2, embed_dim=8)  # noqa: E731
-    res = run_seeds(build, views["train"], None, {"test": views["test"]}, _config(steps=4, eval_every=2), seeds=[0])
-    rows = evaluate_states(build, res, {"test": views["test"]}, (1,), "tiny", "triplet")
-    assert {r["protocol"] for r in rows} == {"last_step"}
+def test_no_validation_keeps_the_last_step(views):
+    res = Trainer(_model(), views["train"], None, {"test": views["test"]}, _config(steps=4, eval_every=2)).fit()
+    assert res.protocol == "last_step" and res.val_selected == {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_equal(len(res.history), 2)

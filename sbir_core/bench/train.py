@@ -27,6 +27,7 @@ from sbir_core.data.views import RetrievalView
 from sbir_core.models.encoders import CNNConfig, SmallCNN, flops_per_image
 from sbir_core.models.triplet import TripletSN
 from sbir_core.repro import set_threads
+from sbir_core.samplers import triplets
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5, rounds: int = 3) -> float:
@@ -69,7 +70,7 @@ def train_step_rate(config: CNNConfig, size: int, batch: int, steps: int = 20, w
         for i in range(steps + (warmup if rnd == 0 else 0)):
             if rnd == 0 and i == warmup or rnd == 1 and i == 0:
                 t = time.perf_counter()
-            loss = model.batch_loss(view, batch, gen)
+            loss = model.training_loss(triplets(view, batch, gen))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sbir_core.bench train", description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=48, help="input size in px (ci: 48)")
     ap.add_argument("--batch", type=int, default=32, help="anchors per step (ci: 32; 3x images)")
-    ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--embed-dim", type=int, default=64)
     ap.add_argument("--steps", type=int, default=20, help="timed steps per setting")
@@ -95,14 +96,14 @@ def main(argv=None) -> int:
     mm = matmul_gflops()
     print(f"fp32 matmul (2048^2, {torch.get_num_threads()} threads): {mm:.1f} GFLOP/s")
     base = dict(width=args.width, depth=args.depth, embed_dim=args.embed_dim)
-    settings = [("ci (double conv)", CNNConfig(**base, double_conv=True), args.batch, True)]
+    settings = [("ci (single conv)", CNNConfig(**base, double_conv=False), args.batch, True)]
     if not args.quick:
         settings += [
-            ("ci, NCHW memory", CNNConfig(**base, double_conv=True), args.batch, False),
-            ("ci, batch 8", CNNConfig(**base, double_conv=True), 8, True),
-            ("ci, batch 128", CNNConfig(**base, double_conv=True), 128, True),
-            ("single conv per block", CNNConfig(**base, double_conv=False), args.batch, True),
-            ("ci, 2x width", CNNConfig(**dict(base, width=2 * args.width), double_conv=True), args.batch, True),
+            ("ci, NCHW memory", CNNConfig(**base, double_conv=False), args.batch, False),
+            ("ci, batch 8", CNNConfig(**base, double_conv=False), 8, True),
+            ("ci, batch 128", CNNConfig(**base, double_conv=False), 128, True),
+            ("double conv per block", CNNConfig(**base, double_conv=True), args.batch, True),
+            ("ci, 2x width", CNNConfig(**dict(base, width=2 * args.width), double_conv=False), args.batch, True),
         ]
     rows = []
     for name, cfg, batch, cl in settings:

@@ -3,31 +3,33 @@
 One encoder is shared by sketches and photos. The loss is
     L = mean_b max(0, ||s_b - p+_b||_2 - ||s_b - p-_b||_2 + margin),  margin 0.2,
 on L2-normalised embeddings (PyTorch ``TripletMarginLoss``). The negative is the photo paired with a
-uniformly random other training sketch (``negatives="random"``, as the QMUL code) or, with
-``negatives="hard"``, the closest photo in the batch (random negatives and the other anchors'
-positives) that is not the anchor's own photo. One random horizontal flip (p = 0.5) is shared by
-sketch, positive and negative.
+uniformly random other training sketch of the anchor's category (``negatives="random"``: the QMUL
+rule, whose datasets hold one category each) or, with ``negatives="hard"``, the closest photo in the
+batch (random negatives and the other anchors' positives) that is not the anchor's own photo. One
+random horizontal flip (p = 0.5) is shared by sketch, positive and negative.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
-from sbir_core.data.views import RetrievalView
+from sbir_core.models.base import Method
 
 NEGATIVES = ("random", "hard")
 
 
-class TripletSN(nn.Module):
-    """Shared-encoder Siamese network trained with the triplet loss.
+class TripletSN(Method):
+    """Shared-encoder Siamese network trained with the triplet loss (sampler: "triplets").
 
     encoder: maps (B, C, S, S) images to (B, D) unit-norm embeddings (``models.encoders``).
     margin: triplet margin (0.2 in the QMUL code).
     negatives: "random" (the anchors' random negatives) or "hard" (hardest in the batch).
     flip: the shared horizontal flip augmentation.
     """
+
+    sampler = "triplets"
 
     def __init__(self, encoder: nn.Module, margin: float = 0.2, negatives: str = "random", flip: bool = True):
         super().__init__()
@@ -40,7 +42,7 @@ class TripletSN(nn.Module):
         self.negatives = negatives
         self.flip = flip
 
-    def embed_query(self, x: torch.Tensor) -> torch.Tensor:
+    def embed_query(self, x: torch.Tensor, style=None) -> torch.Tensor:
         """Sketches (B, C, S, S) -> (B, D) unit-norm embeddings."""
         return self.encoder(x)
 
@@ -48,11 +50,11 @@ class TripletSN(nn.Module):
         """Photos (B, C, S, S) -> (B, D); the same encoder (Siamese)."""
         return self.encoder(x)
 
-    def batch_loss(self, view: RetrievalView, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        """Draw a batch of triplets from ``view`` with ``generator`` and return the scalar loss."""
-        batch = view.sample_triplets(batch_size, generator)
-        if self.flip:
-            batch = shared_flip(batch, generator)
+    def training_loss(self, batch: dict) -> torch.Tensor:
+        """Triplet loss of a "triplets" batch (sketch, photo, neg (B, C, S, S); pos_idx, neg_idx (B,);
+        flip (B,) bool: the sampler's shared flip draw)."""
+        if self.flip and "flip" in batch:
+            batch = shared_flip(batch)
         return self.loss(batch)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -81,12 +83,11 @@ def hardest_negative_distance(anchors: torch.Tensor, candidates: torch.Tensor, a
     return d.masked_fill(same, float("inf")).amin(dim=1)
 
 
-def shared_flip(batch: dict[str, torch.Tensor], generator: torch.Generator, p: float = 0.5) -> dict:
-    """Flip sketch, photo and neg of each triplet horizontally together with probability ``p``."""
+def shared_flip(batch: dict[str, torch.Tensor], keys=("sketch", "photo", "neg")) -> dict:
+    """Flip the images of each triplet horizontally together where ``batch["flip"]`` (B,) is True."""
     out = dict(batch)
-    b = len(batch["sketch"])
-    mask = (torch.rand(b, generator=generator) < p).view(b, 1, 1, 1).to(batch["sketch"].device)
-    for key in ("sketch", "photo", "neg"):
+    mask = batch["flip"].view(-1, 1, 1, 1).to(batch["sketch"].device)
+    for key in keys:
         x = batch[key]
         out[key] = torch.where(mask, x.flip(-1), x).contiguous(memory_format=torch.channels_last)
     return out

@@ -1,0 +1,194 @@
+"""One entry point for both evaluation protocols: ``evaluate(method, view, ...)``.
+
+* **Fine-grained** (a ``RetrievalView``): the rank of each query's true photo among its candidates
+  (its category's gallery, or the whole gallery), ties against the method; Acc@K. For a pairwise
+  method (``Method.pairwise``) every (query, candidate) pair is scored by ``pair_distance``, or, with
+  ``shortlist=(base_method, M)``, only the base method's top M candidates of each query are
+  re-ranked (two-stage retrieval); ``pair_evaluations`` counts the pairs scored either way.
+* **Category-level** (a ``CategoryView``): per-query average precision over the whole gallery
+  (mAP@all), mAP@K with the min(R, K) denominator and P@K divided by K (``sbir_core.metrics``),
+  relevance by class or by class and medium.
+
+``adapt=(column, support_for)`` evaluates an adaptive method the way it is used: for each value of
+``column`` (a drawer, a category), ``method.adapt(support_for(value))`` gives a new adapted method
+that embeds that group's queries and the gallery; the base method is never changed, and no state
+passes from one group to the next.
+
+Every metric is computed by ``sbir_core.metrics``; this module only gathers embeddings and distances.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from sbir_core import metrics as M
+from sbir_core.data.views import CategoryView, RetrievalView
+
+CATEGORY_K = 200
+
+
+@dataclass
+class Evaluation:
+    """What one evaluation measured.
+
+    protocol: "fine_grained" or "category". metrics: name -> value (acc_at_K; or map_all,
+    map_at_200, prec_at_200). per_query: name -> (N,) array (rank; or ap_all, ap_at_200, p_at_200).
+    pair_evaluations: pairs scored by a pairwise method (None for embedding methods).
+    table: the queries' rows.
+    """
+
+    protocol: str
+    metrics: dict
+    per_query: dict
+    table: pd.DataFrame = field(repr=False)
+    pair_evaluations: int | None = None
+
+    def outcome(self, metric: str) -> np.ndarray:
+        """Per-query values whose mean is ``metric`` (for ``sbir_core.stats``): (N,) float64."""
+        if metric.startswith("acc_at_"):
+            return (self.per_query["rank"] <= int(metric.rsplit("_", 1)[1])).astype(np.float64)
+        key = {"map_all": "ap_all", f"map_at_{CATEGORY_K}": f"ap_at_{CATEGORY_K}",
+               f"prec_at_{CATEGORY_K}": f"p_at_{CATEGORY_K}"}.get(metric)
+        if key is None:
+            raise KeyError(f"no per-query values for {metric!r}")
+        return self.per_query[key]
+
+
+@torch.no_grad()
+def embed(fn: Callable, images: torch.Tensor, batch: int = 512, **kw) -> torch.Tensor:
+    """Embed (N, C, S, S) images in chunks with ``fn``: (N, D) (``kw`` entries are sliced alongside)."""
+    out = []
+    for i in range(0, len(images), batch):
+        out.append(fn(images[i:i + batch], **{k: (v[i:i + batch] if v is not None else None) for k, v in kw.items()}))
+    return torch.cat(out) if out else torch.empty(0)
+
+
+class _Eval:
+    """Puts a method in eval mode for the duration and restores its mode after."""
+
+    def __init__(self, method):
+        self.method, self.was = method, method.training
+
+    def __enter__(self):
+        self.method.eval()
+
+    def __exit__(self, *exc):
+        self.method.train(self.was)
+
+
+def evaluate(method, view, ks=(1, 10), batch: int = 512, shortlist: tuple | None = None,
+             adapt: tuple | None = None, device: str | torch.device | None = None) -> Evaluation:
+    """Evaluate ``method`` on a ``RetrievalView`` (fine-grained) or a ``CategoryView`` (category-level).
+
+    ks: the K of Acc@K (fine-grained). shortlist: (base_method, M) for two-stage retrieval with a
+    pairwise method. adapt: (column, support_for) for test-time adaptation (see the module docstring).
+    """
+    if isinstance(view, CategoryView):
+        return _evaluate_category(method, view, batch)
+    if not isinstance(view, RetrievalView):
+        raise TypeError(f"view must be a RetrievalView or a CategoryView, got {type(view).__name__}")
+    ks = tuple(int(k) for k in ks)
+    if adapt is not None:
+        return _evaluate_adapted(method, view, ks, batch, adapt)
+    with _Eval(method):
+        if getattr(method, "pairwise", False):
+            ranks, pairs = _pairwise_ranks(method, view, batch, shortlist)
+        else:
+            dist = distances(method, view.queries, view.gallery, batch)
+            ranks, pairs = M.true_match_rank(dist, view.target.numpy(), candidates=view.candidates()), None
+    return Evaluation("fine_grained", {f"acc_at_{k}": M.acc_at_k(ranks, k) for k in ks}, {"rank": ranks},
+                      view.table, pairs)
+
+
+def distances(method, queries, gallery, batch: int = 512, style=None) -> np.ndarray:
+    """(N, M) Euclidean distances between the method's query and gallery embeddings."""
+    kw = {"style": style} if style is not None else {}
+    q = embed(method.embed_query, queries, batch, **kw)
+    g = embed(method.embed_gallery, gallery, batch)
+    return M.pairwise_distances(q.cpu(), g.cpu())
+
+
+def _pairwise_ranks(method, view: RetrievalView, batch: int, shortlist) -> tuple[np.ndarray, int]:
+    """Ranks from pair distances over every candidate, or over a base method's top-M shortlist."""
+    n, m = len(view), len(view.gallery)
+    cand = view.candidates()
+    cand = np.ones((n, m), bool) if cand is None else cand
+    qf = embed(method.embed_query, view.queries, batch)
+    gf = embed(method.embed_gallery, view.gallery, batch)
+    if shortlist is None:
+        pairs = np.argwhere(cand)
+        dist = np.full((n, m), np.inf)
+        dist[pairs[:, 0], pairs[:, 1]] = _score_pairs(method, qf, gf, pairs, batch)
+        return M.true_match_rank(dist, view.target.numpy(), candidates=cand), len(pairs)
+    base, top = shortlist
+    if int(top) < 1:
+        raise ValueError(f"the shortlist size M must be >= 1, got {top}")
+    with _Eval(base):
+        base_dist = distances(base, view.queries, view.gallery, batch)
+    base_dist = np.where(cand, base_dist, np.inf)
+    base_rank = M.true_match_rank(base_dist, view.target.numpy(), candidates=cand)
+    order = np.argsort(base_dist, axis=1, kind="stable")
+    keep = np.minimum(int(top), cand.sum(1))
+    pairs = np.concatenate([np.stack([np.full(k, q), order[q, :k]], 1) for q, k in enumerate(keep)])
+    scores = _score_pairs(method, qf, gf, pairs, batch)
+    ranks = base_rank.copy()
+    start = 0
+    target = view.target.numpy()
+    for q, k in enumerate(keep):
+        items, s = order[q, :k], scores[start:start + k]
+        start += k
+        hit = np.flatnonzero(items == target[q])
+        if len(hit):  # the true photo was shortlisted: its rank among the re-scored items, ties against
+            ranks[q] = int((s <= s[hit[0]]).sum())
+        # else it stays behind the shortlist, where the base method put it (rank > M)
+    return ranks, len(pairs)
+
+
+@torch.no_grad()
+def _score_pairs(method, qf, gf, pairs: np.ndarray, batch: int) -> np.ndarray:
+    out = []
+    for i in range(0, len(pairs), batch):
+        p = torch.as_tensor(pairs[i:i + batch], dtype=torch.long)
+        out.append(method.pair_distance(method.select(qf, p[:, 0]), method.select(gf, p[:, 1])).detach().cpu())
+    return torch.cat(out).double().numpy() if out else np.zeros(0)
+
+
+def _evaluate_adapted(method, view: RetrievalView, ks, batch, adapt) -> Evaluation:
+    column, support_for = adapt
+    if column not in view.table:
+        raise KeyError(f"{view.name}: no column {column!r} to adapt by")
+    ranks = np.zeros(len(view), dtype=np.int64)
+    cand = view.candidates()
+    target = view.target.numpy()
+    for value, rows in view.table.groupby(column, sort=True).indices.items():
+        adapted = method.adapt(support_for(value))
+        if adapted is method:
+            raise RuntimeError(f"{type(method).__name__}.adapt returned the method itself; it must return a new one")
+        with _Eval(adapted):
+            dist = distances(adapted, view.queries[torch.as_tensor(rows)], view.gallery, batch)
+        ranks[rows] = M.true_match_rank(dist, target[rows], candidates=None if cand is None else cand[rows])
+    return Evaluation("fine_grained", {f"acc_at_{k}": M.acc_at_k(ranks, k) for k in ks}, {"rank": ranks},
+                      view.table)
+
+
+def _evaluate_category(method, view: CategoryView, batch: int) -> Evaluation:
+    with _Eval(method):
+        style = view.style if getattr(method, "styled", False) else None
+        dist = distances(method, view.queries, view.gallery, batch, style=style)
+    rel = view.relevant()
+    k = CATEGORY_K
+    per = {"ap_all": M.average_precision(dist, rel), f"ap_at_{k}": M.average_precision(dist, rel, k),
+           f"p_at_{k}": _per_query_precision(dist, rel, k)}
+    metrics = {"map_all": M.map_all(dist, rel), f"map_at_{k}": M.map_at_k(dist, rel, k),
+               f"prec_at_{k}": M.prec_at_k(dist, rel, k)}
+    return Evaluation("category", metrics, per, view.table)
+
+
+def _per_query_precision(dist, rel, k) -> np.ndarray:
+    """Per-query P@K (divided by K), computed by ``metrics.prec_at_k`` one query at a time."""
+    return np.array([M.prec_at_k(dist[i:i + 1], rel[i:i + 1], k) for i in range(len(dist))])
