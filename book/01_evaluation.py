@@ -55,10 +55,12 @@ N_TRIALS = 300  # simulated training runs per setting
 # %%
 import numpy as np
 import pandas as pd
-from sbir_core.nb import glue
+from sbir_core.chapter import Chapter
 
 from sbir_core import metrics as M
 from sbir_core import protocols as P
+
+ch = Chapter("01_evaluation", SCALE, globals())
 
 gallery = 20
 ranks_a = np.full(10, 2)
@@ -69,7 +71,7 @@ toy = pd.DataFrame({
     "Acc@10": [M.acc_at_k(r, 10) for r in (ranks_a, ranks_b)],
     "mean rank": [r.mean() for r in (ranks_a, ranks_b)],
 }).set_index("method")
-glue("c01_toy_b_acc1", toy.loc["B: first or last", "Acc@1"], display=False)
+ch.glue("toy_b_acc1", toy.loc["B: first or last", "Acc@1"], display=False)
 toy
 
 # %% [markdown]
@@ -111,8 +113,8 @@ plt.tight_layout()
 plt.show()
 
 at16 = ties[ties.bits == 16].set_index("ties")["Acc@1"]
-glue("c01_ties16_against", at16["against"], display=False)
-glue("c01_ties16_for", at16["for"], display=False)
+ch.glue("ties16_against", at16["against"], display=False)
+ch.glue("ties16_for", at16["for"], display=False)
 
 # %% [markdown]
 # At 16 bits the same ranking scores Acc@1 {glue:text}`c01_ties16_against:.1%` with ties
@@ -153,9 +155,9 @@ for i, v in enumerate(denoms["value"]):
     ax.text(v + 0.01, i, f"{v:.3f}", va="center")
 plt.tight_layout()
 plt.show()
-glue("c01_map_minrk", variants[f"mAP@{K_MAP} / min(R,K)"], display=False)
-glue("c01_map_retrieved", variants[f"mAP@{K_MAP} / retrieved"], display=False)
-glue("c01_map_r", variants[f"mAP@{K_MAP} / R"], display=False)
+ch.glue("map_minrk", variants[f"mAP@{K_MAP} / min(R,K)"], display=False)
+ch.glue("map_retrieved", variants[f"mAP@{K_MAP} / retrieved"], display=False)
+ch.glue("map_r", variants[f"mAP@{K_MAP} / R"], display=False)
 
 # %% [markdown]
 # The same ranking scores {glue:text}`c01_map_r:.3f`, {glue:text}`c01_map_minrk:.3f` or
@@ -211,10 +213,10 @@ plt.show()
 
 table = selection.pivot_table(index="checkpoints", columns="case", values="chosen on test") * 100
 most = selection[selection.checkpoints == max(CHECKPOINTS)].set_index("case")["chosen on test"]
-glue("c01_n_ckpt_max", max(CHECKPOINTS), display=False)
-glue("c01_opt_shoe_max", most["ShoeV2"] * 100, display=False)
-glue("c01_opt_chair_max", most["ChairV2"] * 100, display=False)
-glue("c01_val_bias_max", selection["chosen on validation"].abs().max() * 100, display=False)
+ch.glue("n_ckpt_max", max(CHECKPOINTS), display=False)
+ch.glue("opt_shoe_max", most["ShoeV2"] * 100, display=False)
+ch.glue("opt_chair_max", most["ChairV2"] * 100, display=False)
+ch.glue("val_bias_max", selection["chosen on validation"].abs().max() * 100, display=False)
 table.round(2)
 
 # %% [markdown]
@@ -231,21 +233,24 @@ table.round(2)
 # "best on test (paper protocol)".
 
 # %% tags=["remove-cell"]
-from sbir_core.results import chapter_params, metric_rows, save_results
+from sbir_core.chapter import setting
 
-rows = []
 for rec in ties.to_dict("records"):
     for metric in ("Acc@1", "Acc@10"):
-        rows.append({"dataset": "toy_hashed", "method": f"hash{rec['bits']}", "protocol": f"ties_{rec['ties']}",
-                     "split": "test", "metric": metric.lower().replace("@", "_at_"), "value": rec[metric]})
+        ch.add("toy_hashed", "hashing", metric.lower().replace("@", "_at_"), rec[metric], f"ties_{rec['ties']}",
+               setting(bits=rec["bits"]))
+names = {"mAP@all": ("map_all", ""), "mAP@all (VOC interpolated)": ("map_all", "interpolated=voc"),
+         f"mAP@{K_MAP} / min(R,K)": (f"map_at_{K_MAP}", "denominator=min_r_k"),
+         f"mAP@{K_MAP} / R": (f"map_at_{K_MAP}", "denominator=all_relevant"),
+         f"mAP@{K_MAP} / retrieved": (f"map_at_{K_MAP}", "denominator=retrieved"),
+         f"P@{K_MAP} / K": (f"prec_at_{K_MAP}", "denominator=k"),
+         f"P@{K_MAP} / min(R,K)": (f"prec_at_{K_MAP}", "denominator=min_r_k")}
 for name, value in variants.items():
-    rows.append({"dataset": "toy_category", "method": "gaussian_classes", "protocol": name, "split": "test",
-                 "metric": name.split(" ")[0].lower().replace("@", "_at_"), "value": value})
+    metric, how = names[name]
+    ch.add("toy_category", "gaussian_classes", metric, value, "", how)
 for rec in selection.to_dict("records"):
     for rule in ("chosen on test", "chosen on validation"):
-        rows.append({"dataset": rec["case"], "method": "simulated_selection",
-                     "protocol": rule.replace(" ", "_"), "split": f"checkpoints_{rec['checkpoints']}",
-                     "metric": "acc_at_1_optimism", "value": rec[rule]})
-metrics = metric_rows("01_evaluation", rows)
-save_results("01_evaluation", SCALE, metrics, chapter_params(globals()))
-metrics.shape
+        ch.add(rec["case"], "simulated_selection", "acc_at_1_optimism", rec[rule], rule.replace(" ", "_"),
+               setting(checkpoints=rec["checkpoints"]))
+ch.save()
+len(ch.rows)

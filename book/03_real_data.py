@@ -51,11 +51,12 @@ import os
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from sbir_core.nb import glue
+from sbir_core.chapter import Chapter
 
 from sbir_core.data import DataError, load_dataset
 from sbir_core.data.registry import check_layout
 
+ch = Chapter("03_real_data", SCALE, globals())
 rng = np.random.default_rng(SEED)
 options = {name: {"seed": SEED} for name in DATASETS}
 options.get("quickdraw", {}).update(max_per_class=QUICKDRAW_MAX_PER_CLASS)
@@ -78,9 +79,9 @@ for name in DATASETS:
         status.append({"dataset": name, "found": False, "where": str(path), "note": f"unreadable: {err}"})
 status = pd.DataFrame(status).set_index("dataset")
 missing = [n for n in DATASETS if n not in found]
-glue("c03_found", ", ".join(found) or "none", display=False)
-glue("c03_missing", ", ".join(missing) or "none", display=False)
-glue("c03_root", root or "(SBIR_DATA is not set)", display=False)
+ch.glue("found", ", ".join(found) or "none", display=False)
+ch.glue("missing", ", ".join(missing) or "none", display=False)
+ch.glue("root", root or "(SBIR_DATA is not set)", display=False)
 status
 
 # %% [markdown]
@@ -192,13 +193,13 @@ else:
 
 if "chairv2" in per_sketch:
     t = per_sketch["chairv2"]
-    glue("c03_chair_strokes_median", f"{t['strokes'].median():.0f}", display=False)
-    glue("c03_chair_points_median", f"{t['points'].median():.0f}", display=False)
-    glue("c03_chair_strokes_max", f"{t['strokes'].max():.0f}", display=False)
-    glue("c03_chair_at_max", f"{(t['strokes'] == t['strokes'].max()).mean():.0%}", display=False)
+    ch.glue("chair_strokes_median", f"{t['strokes'].median():.0f}", display=False)
+    ch.glue("chair_points_median", f"{t['points'].median():.0f}", display=False)
+    ch.glue("chair_strokes_max", f"{t['strokes'].max():.0f}", display=False)
+    ch.glue("chair_at_max", f"{(t['strokes'] == t['strokes'].max()).mean():.0%}", display=False)
 else:
-    for key in ("c03_chair_strokes_median", "c03_chair_points_median", "c03_chair_strokes_max", "c03_chair_at_max"):
-        glue(key, "n/a (ChairV2 not found)", display=False)
+    for key in ("chair_strokes_median", "chair_points_median", "chair_strokes_max", "chair_at_max"):
+        ch.glue(key, "n/a (ChairV2 not found)", display=False)
 
 # %% [markdown]
 # A ChairV2 sketch has a median of {glue:text}`c03_chair_strokes_median` strokes and
@@ -252,15 +253,15 @@ for name, (t, cols) in by_index.items():
 if not by_index:
     print("Neither shoes304 nor ChairV2 found: statistics by sketch index skipped.")
 
-for name, col, key in [("shoes304", "ink_extent", "c03_shoe_extent"), ("shoes304", "attribute_agreement", "c03_shoe_attr"),
-                       ("chairv2", "strokes", "c03_chair_strokes")]:
+for name, col, key in [("shoes304", "ink_extent", "shoe_extent"), ("shoes304", "attribute_agreement", "shoe_attr"),
+                       ("chairv2", "strokes", "chair_strokes")]:
     if name in by_index and col in by_index[name][0]:
         m = by_index[name][0].groupby("sketch_index")[col].mean()
-        glue(f"{key}_by_k", ", ".join(f"{m[k]:.3g}" for k in ("1", "2", "3") if k in m.index), display=False)
-        glue(f"{key}_p", f"{pvalues[name][col]:.2g}", display=False)
+        ch.glue(f"{key}_by_k", ", ".join(f"{m[k]:.3g}" for k in ("1", "2", "3") if k in m.index), display=False)
+        ch.glue(f"{key}_p", f"{pvalues[name][col]:.2g}", display=False)
     else:
-        glue(f"{key}_by_k", f"n/a ({name} not found)", display=False)
-        glue(f"{key}_p", "n/a", display=False)
+        ch.glue(f"{key}_by_k", f"n/a ({name} not found)", display=False)
+        ch.glue(f"{key}_p", "n/a", display=False)
 
 # %% [markdown]
 # For the shoes, the inked extent (longer side of the drawing as a share of the page) by
@@ -279,9 +280,6 @@ for name, col, key in [("shoes304", "ink_extent", "c03_shoe_extent"), ("shoes304
 # same object and partial-sketch studies.
 
 # %%
-from sbir_core import results
-from sbir_core.results import chapter_params, metric_rows, save_results
-
 # with no dataset found there is nothing to record, but the (empty) results file is still written
-metrics = metric_rows("03_real_data", rows) if rows else pd.DataFrame(columns=results.COLUMNS)
-save_results("03_real_data", SCALE, metrics, chapter_params(globals()))
+ch.rows = rows
+ch.save()

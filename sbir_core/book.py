@@ -1,10 +1,12 @@
 """The book's pipeline: ``python -m sbir_core.book run | check | build``.
 
-* ``run``: each ``book/NN_slug.py`` is read by jupytext in memory, executed by papermill with
-  ``paper_runs/configs/<scale>/NN_slug.yaml`` into ``book/NN_slug.ipynb``; the chapter's last cell
-  writes ``paper_runs/<scale>/NN_slug/``. Wall times go to ``paper_runs/<scale>/timings.csv``.
-  A failing chapter is reported with its failing cell and error; the others still run and
-  earlier results are kept.
+* ``run``: each chapter of ``_toc.yml`` (the one list of chapters), ``book/NN_slug.py``, is read by
+  jupytext in memory, executed by papermill with ``paper_runs/configs/<scale>/NN_slug.yaml`` into
+  ``book/NN_slug.ipynb``; the chapter's last cell writes ``paper_runs/<scale>/NN_slug/``. Wall times
+  go to ``paper_runs/<scale>/timings.csv``. A failing chapter is reported with its failing cell and
+  error; the others still run and earlier results are kept. A chapter whose source, parameters,
+  package source and data fingerprint are unchanged since its last successful run is skipped
+  (its ``stamp.json`` says so); ``--force`` runs it anyway.
 * ``check``: fresh ci metrics against ``paper_runs/ci/expected.csv`` (a tolerance per row).
 * ``build``: Jupyter Book 1 on the executed notebooks, ``-W -n --keep-going``, no execution.
 """
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
+import json
 import math
 import os
 import subprocess
@@ -20,15 +24,20 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
-from sbir_core.results import KEY, REPO_ROOT, RUNS, SCALES, load_metrics, numeric, results_root
+from sbir_core.paths import BOOK, CONFIGS, PACKAGE, REPO_ROOT, RUNS
+from sbir_core.results import KEY, SCALES, load_metrics, numeric, results_root
 
-BOOK = REPO_ROOT / "book"
-CONFIGS = RUNS / "configs"
 EXPECTED = RUNS / "ci" / "expected.csv"
 EXPECTED_COLUMNS = KEY + ["value", "tol", "requires", "note"]
+TOC = REPO_ROOT / "_toc.yml"
+# each chapter's time budget at the ci scale on 2 CPU cores, seconds (``python -m sbir_core.bench book``)
+BUDGETS = {"01_evaluation": 20, "02_style_world": 45, "03_real_data": 25, "04_triplet_baseline": 150,
+           "05_hierarchy": 90, "06_stylemeup": 90, "07_adaptive": 90, "08_with_style": 90, "09_playground": 30}
+BOOK_BUDGET = 600
 
 
 class ChapterFailed(RuntimeError):
@@ -36,8 +45,57 @@ class ChapterFailed(RuntimeError):
 
 
 def chapters() -> list[str]:
-    """Chapter names (``NN_slug``) in book order."""
-    return sorted(p.stem for p in BOOK.glob("[0-9][0-9]_*.py"))
+    """Chapter names (``NN_slug``) in book order: the ``book/NN_slug`` files of ``_toc.yml``."""
+    toc = yaml.safe_load(TOC.read_text())
+    names = [Path(entry["file"]).name for entry in toc.get("chapters", [])]
+    return [n for n in names if n[:2].isdigit() and (BOOK / f"{n}.py").exists()]
+
+
+def stamp(chapter: str, scale: str, params: dict) -> dict:
+    """What a chapter's results depend on: its source, parameters, the package source and the data."""
+    def digest(paths, base: Path) -> str:
+        h = hashlib.sha1()
+        for p in sorted(paths):
+            h.update(str(p.relative_to(base)).encode())
+            h.update(p.read_bytes())
+        return h.hexdigest()[:16]
+
+    return {"chapter": digest([BOOK / f"{chapter}.py"], BOOK), "scale": scale,
+            "params": hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16],
+            "package": digest(PACKAGE.rglob("*.py"), PACKAGE), "data": data_fingerprint()}
+
+
+def data_fingerprint() -> str:
+    """A hash of the data root's file list (relative names, sizes, modification times); "" without one."""
+    root = os.environ.get("SBIR_DATA")
+    if not root or not Path(root).is_dir():
+        return ""
+    h = hashlib.sha1(str(Path(root).resolve()).encode())
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            try:
+                st = os.stat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            h.update(f"{os.path.relpath(os.path.join(dirpath, name), root)}\0{st.st_size}\0{st.st_mtime_ns}\n"
+                     .encode("utf-8", "surrogateescape"))
+    return h.hexdigest()[:16]
+
+
+def _stamp_path(chapter: str, scale: str) -> Path:
+    return results_root() / scale / chapter / "stamp.json"
+
+
+def up_to_date(chapter: str, scale: str, params: dict) -> bool:
+    """Whether the chapter's last successful run had this very stamp and its notebook still exists."""
+    path = _stamp_path(chapter, scale)
+    if not path.exists() or not (BOOK / f"{chapter}.ipynb").exists():
+        return False
+    try:
+        return json.loads(path.read_text()) == stamp(chapter, scale, params)
+    except (OSError, ValueError):
+        return False
 
 
 def load_params(chapter: str, scale: str) -> dict:
@@ -151,8 +209,8 @@ def record_timing(scale: str, chapter: str, seconds: float, status: str) -> None
     os.replace(tmp, path)
 
 
-def run(scale: str = "ci", only: list[str] | None = None) -> int:
-    """Execute chapters in order; return the number that failed."""
+def run(scale: str = "ci", only: list[str] | None = None, force: bool = False) -> int:
+    """Execute chapters in order (skipping those up to date unless ``force``); return the number that failed."""
     names = chapters()
     if only:
         unknown = sorted(set(only) - set(names))
@@ -161,6 +219,16 @@ def run(scale: str = "ci", only: list[str] | None = None) -> int:
         names = [n for n in names if n in only]
     failures = []
     for name in names:
+        try:
+            params = load_params(name, scale)
+        except (FileNotFoundError, ValueError) as err:
+            failures.append(str(err))
+            print(f"[run] FAILED: {err}", flush=True)
+            continue
+        if not force and up_to_date(name, scale, params):
+            print(f"[run] {name} ({scale}) is up to date (source, parameters, package and data unchanged); "
+                  f"skipped, --force runs it", flush=True)
+            continue
         print(f"[run] {name} ({scale}) ...", flush=True)
         start = time.perf_counter()
         try:
@@ -172,6 +240,9 @@ def run(scale: str = "ci", only: list[str] | None = None) -> int:
             print(f"[run] FAILED after {seconds:.1f} s: {err}", flush=True)
             continue
         record_timing(scale, name, seconds, "ok")
+        path = _stamp_path(name, scale)
+        if path.parent.is_dir():  # the chapter saved its results: remember what they were made from
+            path.write_text(json.dumps(stamp(name, scale, params), indent=1, sort_keys=True))
         print(f"[run] {name} done in {seconds:.1f} s", flush=True)
     if failures:
         print(f"\n{len(failures)} chapter(s) failed; earlier results of those chapters are kept:")
@@ -239,17 +310,54 @@ def check(expected_path: Path = EXPECTED, scale: str = "ci") -> int:
     return 0
 
 
-def expect(chapter: str, tol: float, note: str, requires: str = "", scale: str = "ci",
+EXACT_TOL = 1e-6  # rows computed without training (counts, chance, statistics of fixed data)
+
+
+def derived_tolerances(fresh: pd.DataFrame) -> pd.DataFrame:
+    """Per-row tolerances from the chapter's own intervals, and the dataset each row needs.
+
+    A summary row with an interval (``metric`` beside ``metric_ci95_lo`` / ``_hi``) and its bounds get
+    the interval's half-width: a rerun elsewhere (another CPU, other bits) moves a number like another
+    seed and test sample would. Rows without an interval are computed without training and get
+    ``EXACT_TOL``. Per-seed rows (seed >= 0) are left out: the summaries check them. Rows of a real
+    dataset require it (``requires``).
+    """
+    from sbir_core.data.registry import LOADERS
+
+    df = fresh[fresh["seed"] < 0].copy()
+    base = df["metric"].str.replace(r"_ci95_(lo|hi)$", "", regex=True)
+    group = ["dataset", "method", "protocol", "setting", "split"]
+    bounds = df.assign(base=base).pivot_table(index=group + ["base"], columns="metric", values="value",
+                                              aggfunc="first")
+    half = {}
+    for key, row in bounds.iterrows():
+        lo, hi = row.get(f"{key[-1]}_ci95_lo"), row.get(f"{key[-1]}_ci95_hi")
+        if lo is not None and hi is not None and np.isfinite(lo) and np.isfinite(hi):
+            half[key] = max((hi - lo) / 2, EXACT_TOL)
+    df["tol"] = [half.get(tuple(r[g] for g in group) + (b,), EXACT_TOL) for (_, r), b in zip(df.iterrows(), base)]
+    real = set(LOADERS) - {"style_world"}
+    df["requires"] = [d if d in real else "" for d in df["dataset"]]
+    return df
+
+
+def expect(chapter: str, tol: float | None, note: str, requires: str = "", scale: str = "ci",
            path: Path = EXPECTED) -> int:
     """Record a chapter's fresh numbers as its expected values (replacing that chapter's rows).
 
-    For maintainers, after a deliberate change; the tolerance and its reason are stated per row.
+    For maintainers, after a deliberate change. ``tol`` None derives each row's tolerance from the
+    chapter's intervals (``derived_tolerances``); a number sets one tolerance for every row.
     """
     fresh = load_metrics(scale, chapter)
     if fresh.empty:
         print(f"[expect] no fresh metrics for {chapter}; run it first")
         return 1
-    rows = fresh.assign(tol=tol, requires=requires, note=note)[EXPECTED_COLUMNS]
+    if tol is None:
+        rows = derived_tolerances(fresh).assign(note=note)
+        if requires:
+            rows["requires"] = requires
+        rows = rows[EXPECTED_COLUMNS]
+    else:
+        rows = fresh.assign(tol=tol, requires=requires, note=note)[EXPECTED_COLUMNS]
     old = load_expected(path) if path.exists() else pd.DataFrame(columns=EXPECTED_COLUMNS)
     new = pd.concat([old[old["chapter"] != chapter], rows], ignore_index=True).sort_values(KEY)
     new.to_csv(path, index=False, float_format="%.10g", na_rep="nan")
@@ -278,18 +386,20 @@ def main(argv=None) -> int:
     p_run = sub.add_parser("run", help="execute chapters with papermill")
     p_run.add_argument("--scale", choices=SCALES, default="ci")
     p_run.add_argument("--only", nargs="+", metavar="CHAPTER", help="chapter names, e.g. 01_evaluation")
+    p_run.add_argument("--force", action="store_true", help="run chapters even when they are up to date")
     sub.add_parser("check", help="compare fresh ci metrics with paper_runs/ci/expected.csv")
     sub.add_parser("validate", help="dry run: every chapter has a config at every scale naming only its parameters")
     p_exp = sub.add_parser("expect", help="record a chapter's fresh ci numbers as expected (maintainers)")
     p_exp.add_argument("chapter")
-    p_exp.add_argument("--tol", type=float, required=True, help="absolute tolerance of every row")
+    p_exp.add_argument("--tol", type=float, default=None,
+                       help="absolute tolerance of every row (default: each row's from the chapter's intervals)")
     p_exp.add_argument("--note", required=True, help="why this tolerance")
     p_exp.add_argument("--requires", default="", help="dataset the rows need, if any")
     p_build = sub.add_parser("build", help="build the HTML book (no execution)")
     p_build.add_argument("--builder", default="html")
     args = parser.parse_args(argv)
     if args.command == "run":
-        return 1 if run(args.scale, args.only) else 0
+        return 1 if run(args.scale, args.only, args.force) else 0
     if args.command == "check":
         return check()
     if args.command == "validate":

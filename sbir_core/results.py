@@ -18,10 +18,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-RUNS = REPO_ROOT / "paper_runs"  # configs, reference numbers, expected ci numbers (committed)
+from sbir_core.paths import REPO_ROOT, RUNS
+
 SCALES = ("ci", "paper")
-KEY = ["chapter", "dataset", "method", "protocol", "split", "metric", "seed"]
+KEY = ["chapter", "dataset", "method", "protocol", "setting", "split", "metric", "seed"]
 COLUMNS = KEY[:-1] + ["value", "seed"]
 
 
@@ -40,12 +40,16 @@ def chapter_dir(chapter: str, scale: str = "ci") -> Path:
 def metric_rows(chapter: str, rows: list[dict]) -> pd.DataFrame:
     """Build a tidy metrics frame from dicts with the keys of ``COLUMNS`` (chapter filled in).
 
-    ``seed`` may be omitted (then -1: a number that does not belong to one seed, e.g. a mean).
+    ``seed`` may be omitted (then -1: a number that does not belong to one seed, e.g. a mean);
+    ``setting`` (the swept condition, "style_gap=2") may be omitted (then "").
     """
     df = pd.DataFrame(rows, columns=None if rows else COLUMNS)
     df["chapter"] = chapter
     if "seed" not in df:
         df["seed"] = -1
+    if "setting" not in df:
+        df["setting"] = ""
+    df["setting"] = df["setting"].fillna("").astype(str)
     df["seed"] = df["seed"].fillna(-1).astype(int)
     missing = [c for c in COLUMNS if c not in df]
     if missing:
@@ -55,13 +59,6 @@ def metric_rows(chapter: str, rows: list[dict]) -> pd.DataFrame:
     if dup.any():
         raise ValueError(f"duplicate metric keys:\n{df[dup].head()}")
     return df
-
-
-def chapter_params(namespace: dict) -> dict:
-    """The UPPER_CASE parameters of a chapter's namespace (plain values only), sorted by name."""
-    plain = (bool, int, float, str, list, tuple, dict, type(None))
-    return {k: namespace[k] for k in sorted(namespace)
-            if k.isupper() and not k.startswith("_") and isinstance(namespace[k], plain)}
 
 
 def environment() -> dict:

@@ -20,13 +20,13 @@ HEADER = textwrap.dedent("""\
 
 
 def expected_frame(value=0.5, tol=0.01, requires=""):
-    return pd.DataFrame([{"chapter": "99_x", "dataset": "d", "method": "m", "protocol": "p", "split": "test",
+    return pd.DataFrame([{"chapter": "99_x", "dataset": "d", "method": "m", "protocol": "p", "setting": "", "split": "test",
                           "metric": "acc_at_1", "seed": 0, "value": value, "tol": tol, "requires": requires,
                           "note": "test"}])
 
 
 def fresh_frame(value):
-    return R.metric_rows("99_x", [{"dataset": "d", "method": "m", "protocol": "p", "split": "test",
+    return R.metric_rows("99_x", [{"dataset": "d", "method": "m", "protocol": "p", "setting": "", "split": "test",
                                    "metric": "acc_at_1", "value": value, "seed": 0}])
 
 
@@ -60,12 +60,25 @@ def test_check_exit_code(tmp_path, monkeypatch, capsys):
 
 @pytest.fixture
 def sandbox(tmp_path, monkeypatch):
-    """A book folder and configs of our own, results in a temporary folder."""
+    """A book folder, a table of contents and configs of our own, results in a temporary folder.
+
+    The table of contents lists every ``book/NN_*.py`` of the sandbox at the time ``chapters()`` is called.
+    """
     (tmp_path / "book").mkdir()
     (tmp_path / "configs" / "ci").mkdir(parents=True)
     monkeypatch.setattr(book, "BOOK", tmp_path / "book")
     monkeypatch.setattr(book, "CONFIGS", tmp_path / "configs")
+    monkeypatch.setattr(book, "TOC", tmp_path / "_toc.yml")
     monkeypatch.setenv("SBIR_RESULTS", str(tmp_path / "runs"))
+    real = book.chapters
+
+    def chapters():
+        files = sorted(p.stem for p in (tmp_path / "book").glob("[0-9][0-9]_*.py"))
+        (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n"
+                                           + "".join(f"  - file: book/{f}\n" for f in files))
+        return real()
+
+    monkeypatch.setattr(book, "chapters", chapters)
     return tmp_path
 
 
@@ -135,6 +148,44 @@ def test_expect_records_rows_with_tolerance(tmp_path, monkeypatch):
 
 def test_every_chapter_has_valid_configs_at_both_scales():
     assert book.validate() == []
+
+
+def test_toc_and_run_agree_on_the_chapters():
+    """One list of chapters: _toc.yml names exactly the book/NN_*.py files, and each has a budget."""
+    import yaml
+
+    toc = [e["file"].split("/")[-1] for e in yaml.safe_load(book.TOC.read_text())["chapters"]]
+    files = sorted(p.stem for p in book.BOOK.glob("[0-9][0-9]_*.py"))
+    assert toc == files == book.chapters()
+    assert set(files) <= set(book.BUDGETS)
+
+
+def test_up_to_date_chapters_are_skipped_until_something_changes(sandbox, capsys, monkeypatch):
+    (sandbox / "book" / "98_ok.py").write_text(HEADER + textwrap.dedent("""\
+        # %% tags=["parameters"]
+        SCALE = "ci"
+        VALUE = 0.0
+        # %%
+        from sbir_core.results import metric_rows, save_results
+        save_results("98_ok", SCALE, metric_rows("98_ok", [dict(dataset="d", method="m", protocol="p",
+                     split="s", metric="x", value=VALUE)]), {"VALUE": VALUE})
+        """))
+    (sandbox / "configs" / "ci" / "98_ok.yaml").write_text("VALUE: 0.75\n")
+    monkeypatch.delenv("SBIR_DATA", raising=False)
+    assert book.run("ci") == 0
+    assert "done in" in capsys.readouterr().out
+    assert book.run("ci") == 0
+    assert "up to date" in capsys.readouterr().out
+    (sandbox / "configs" / "ci" / "98_ok.yaml").write_text("VALUE: 0.5\n")  # parameters changed
+    assert book.run("ci") == 0
+    assert "done in" in capsys.readouterr().out
+    assert book.run("ci", force=True) == 0  # --force runs it anyway
+    assert "done in" in capsys.readouterr().out
+    data = sandbox / "data"
+    data.mkdir()
+    monkeypatch.setenv("SBIR_DATA", str(data))  # the data changed (here: appeared)
+    assert book.run("ci") == 0
+    assert "done in" in capsys.readouterr().out
 
 
 def test_unknown_config_name_is_caught(sandbox, capsys):

@@ -7,7 +7,6 @@ import pytest
 import yaml
 
 from sbir_core import results as R
-from sbir_core.nb import glue
 
 
 @pytest.fixture
@@ -67,19 +66,9 @@ def test_failed_write_keeps_previous_results(results_dir, monkeypatch):
     assert 0.5 in R.load_metrics("ci", "99_x")["value"].tolist()
 
 
-def test_chapter_params_keeps_upper_case_plain_values():
-    ns = {"SEED": 1, "NAMES": ["a"], "lower": 2, "_PRIVATE": 3, "FUNC": print, "pd": pd}
-    assert R.chapter_params(ns) == {"NAMES": ["a"], "SEED": 1}
-
-
 def test_bad_scale_is_refused():
     with pytest.raises(ValueError, match="scale"):
         R.chapter_dir("01_x", "huge")
-
-
-def test_glue_checks_keys():
-    with pytest.raises(ValueError, match="c01_name"):
-        glue("acc", 1.0)
 
 
 def test_metric_rows_accepts_no_rows():

@@ -1,9 +1,10 @@
-"""Run one benchmark by name: ``python -m sbir_core.bench {world,data,train} [options]``."""
+"""Run one benchmark by name: ``python -m sbir_core.bench {world,data,train,book} [options]``."""
 
 import importlib
 import sys
 
-BENCHES = {"world": "sbir_core.bench.world", "data": "sbir_core.bench.data", "train": "sbir_core.bench.train"}
+BENCHES = {"world": "sbir_core.bench.world", "data": "sbir_core.bench.data", "train": "sbir_core.bench.train",
+           "book": "sbir_core.bench.book"}
 
 
 def main(argv=None) -> int:

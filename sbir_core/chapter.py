@@ -1,0 +1,234 @@
+"""What chapters import: setup, glue, a rows collector, intervals, figures, tables and saving.
+
+A chapter makes one ``Chapter`` after its parameters cell::
+
+    ch = Chapter("04_triplet_baseline", SCALE, globals())
+    ch.glue("acc1", 0.21)                   # glued as c04_acc1
+    ch.add(dataset="style_world", method="triplet_sn", metric="acc_at_1", value=0.21,
+           protocol="val_selected", setting="style_gap=2", split="test_unseen", seed=0)
+    ch.add_interval(iv, dataset=..., method=..., metric="acc_at_1", ...)
+    ch.save()                               # metrics.csv, params.yaml (the parameters cell only), env.json
+
+One vocabulary for the ``split`` column (``SPLITS``): "val", "test", and "test_seen" / "test_unseen"
+for the test objects drawn by seen and unseen drawers. A paired difference names its two arms with
+" - " in the method column (two methods on the same queries) or in the split column (one method on
+two query sets), and its metric is "diff_<metric>". The swept condition goes in ``setting``, as
+"name=value" (``style_gap=2``), never inside another column.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from sbir_core import stats as ST
+from sbir_core.results import COLUMNS, load_reference, metric_rows, save_results
+
+SPLITS = ("train", "val", "test", "test_seen", "test_unseen", "all")
+VERDICT_CODE = {"reproduced": 1.0, "inconclusive": 0.0, "not reproduced": -1.0}
+_KEY = re.compile(r"^[a-z0-9_]+$")
+
+
+def setup(seed: int = 0):
+    """The chapters' first cell: seeds, threads, determinism, plot style (``sbir_core.setup``)."""
+    from sbir_core.repro import setup as _setup
+
+    return _setup(seed)
+
+
+def setting(**values) -> str:
+    """The ``setting`` column for a swept condition: ``setting(style_gap=2)`` -> "style_gap=2"."""
+    return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(values.items()))
+
+
+class Chapter:
+    """A chapter's rows, glue and results; ``namespace`` is the notebook's ``globals()``."""
+
+    def __init__(self, name: str, scale: str, namespace: dict):
+        if not re.fullmatch(r"\d\d_[a-z0-9_]+", name):
+            raise ValueError(f"chapter names look like 04_triplet_baseline, got {name!r}")
+        self.name, self.scale, self.namespace = name, scale, namespace
+        self.prefix = f"c{name[:2]}_"
+        self.rows: list[dict] = []
+
+    # -- glue
+    def glue(self, key: str, value, display: bool = False):
+        """``myst_nb.glue`` under ``c<NN>_<key>``; NumPy scalars become Python numbers (NumPy 2 prints
+        ``np.float64(0.5)``, which the book's ``:.1%`` formatting cannot parse)."""
+        from myst_nb import glue as _glue
+
+        if not _KEY.match(key):
+            raise ValueError(f"glue key {key!r}: lower-case letters, digits and _ only (the c{self.name[:2]}_ "
+                             f"prefix is added)")
+        if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+            value = value.item()
+        return _glue(self.prefix + key, value, display=display)
+
+    def glue_interval(self, key: str, iv: ST.Interval) -> None:
+        """Glue an interval's estimate as ``key`` and its half-width, bounds as ``key_half``, ``_lo``, ``_hi``."""
+        self.glue(key, iv.estimate)
+        self.glue(f"{key}_half", iv.half)
+        self.glue(f"{key}_lo", iv.lo)
+        self.glue(f"{key}_hi", iv.hi)
+
+    # -- rows
+    def add(self, dataset: str, method: str, metric: str, value: float, protocol: str = "", setting: str = "",
+            split: str = "test", seed: int = -1) -> None:
+        """One tidy metric row (``results.COLUMNS``)."""
+        base = split.split(" - ")
+        if any(s not in SPLITS for s in base):
+            raise ValueError(f"split {split!r}: use {SPLITS} (or 'a - b' of two of them)")
+        self.rows.append(dict(dataset=dataset, method=method, protocol=protocol, setting=setting, split=split,
+                              metric=metric, value=float(value), seed=int(seed)))
+
+    def add_interval(self, iv: ST.Interval, dataset: str, method: str, metric: str, protocol: str = "",
+                     setting: str = "", split: str = "test") -> None:
+        """Three rows: the estimate as ``metric`` and its bounds as ``metric_ci95_lo`` / ``_ci95_hi`` (seed -1)."""
+        for suffix, value in (("", iv.estimate), ("_ci95_lo", iv.lo), ("_ci95_hi", iv.hi)):
+            self.add(dataset, method, metric + suffix, value, protocol, setting, split)
+
+    def add_claim(self, claim: str, iv: ST.Interval, direction: int, dataset: str, method: str, metric: str,
+                  protocol: str = "", split: str = "test") -> str:
+        """A claim's evidence: the measured difference with its interval and the verdict code
+        (1 reproduced, 0 inconclusive, -1 not reproduced), under ``setting="claim=<id>"``; returns the word."""
+        word = ST.verdict(iv, direction)
+        tag = f"claim={claim}"
+        self.add_interval(iv, dataset, method, metric, protocol, tag, split)
+        self.add(dataset, method, "verdict", VERDICT_CODE[word], protocol, tag, split)
+        return word
+
+    def frame(self) -> pd.DataFrame:
+        return metric_rows(self.name, self.rows)
+
+    def params(self) -> dict:
+        """The values of the chapter's parameters cell (and nothing else) from the namespace."""
+        from sbir_core.book import chapter_defaults
+
+        names = chapter_defaults(self.name)
+        return {k: self.namespace.get(k, v) for k, v in names.items()}
+
+    def save(self):
+        """Write ``paper_runs/<scale>/<chapter>/`` (metrics.csv, params.yaml, env.json); return the folder."""
+        return save_results(self.name, self.scale, self.frame(), self.params())
+
+
+# ---------------------------------------------------------------------- intervals from evaluations
+
+def outcomes(evaluations, metric: str) -> np.ndarray:
+    """(S, Q) per-seed, per-query outcomes of ``metric`` from one ``Evaluation`` per seed."""
+    return np.stack([ev.outcome(metric) for ev in evaluations])
+
+
+def clusters(table: pd.DataFrame, columns=("instance", "drawer")) -> dict:
+    """The cluster labels of the queries for ``stats``: the columns that exist and are not blank."""
+    return {c: table[c].to_numpy() for c in columns if c in table and (table[c] != "").any()}
+
+
+def interval_of(evaluations, metric: str, columns=("instance", "drawer"), **kw) -> ST.Interval:
+    """The interval of ``metric`` (a proportion, kept within [0, 1]) over seeds and test sample, from one
+    ``Evaluation`` per seed."""
+    return ST.interval(outcomes(evaluations, metric), clusters(evaluations[0].table, columns), bounds=(0.0, 1.0), **kw)
+
+
+def paired_of(evals_a, evals_b, metric: str, columns=("instance", "drawer"), same_queries: bool = True,
+              **kw) -> ST.Interval:
+    """The paired difference a - b of ``metric`` (two methods on the same queries, or one method on two
+    query sets of the same objects with ``same_queries=False``)."""
+    a, b = outcomes(evals_a, metric), outcomes(evals_b, metric)
+    if same_queries:
+        return ST.paired_difference(a, b, clusters(evals_a[0].table, columns), **kw)
+    return ST.paired_difference(a, b, clusters(evals_a[0].table, columns), clusters(evals_b[0].table, columns), **kw)
+
+
+def fmt(iv: ST.Interval, percent: bool = True, signed: bool = False) -> str:
+    """"12.3% [10.1, 14.5]" (points for a difference with ``signed``)."""
+    if percent:
+        sign = "+" if signed and iv.estimate > 0 else ""
+        return f"{sign}{100 * iv.estimate:.1f} [{100 * iv.lo:.1f}, {100 * iv.hi:.1f}]" + ("" if signed else " %")
+    return f"{iv.estimate:.3f} [{iv.lo:.3f}, {iv.hi:.3f}]"
+
+
+# ---------------------------------------------------------------------- figures and tables
+
+def retrieval_grid(view, method, rows, k: int = 5, title: str | None = None):
+    """A figure: each query of ``rows`` (sketch on the left) and its ``k`` nearest candidates, the true
+    photo outlined in green. Uses the method's own ranking over the query's candidates."""
+    import matplotlib.pyplot as plt
+    import torch
+
+    from sbir_core.evaluation import distances
+
+    rows = list(rows)
+    was = method.training
+    method.eval()
+    try:
+        dist = distances(method, view.queries[torch.as_tensor(rows)], view.gallery)
+    finally:
+        method.train(was)
+    cand = view.candidates()
+    if cand is not None:
+        dist = np.where(cand[rows], dist, np.inf)
+    nearest = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    fig, axes = plt.subplots(len(rows), k + 1, figsize=(1.25 * (k + 1), 1.3 * len(rows)), squeeze=False)
+    for r, (q, near) in enumerate(zip(rows, nearest)):
+        axes[r, 0].imshow(_image(view.queries[q]), cmap="gray", vmin=0, vmax=1)
+        for c, g in enumerate(near, start=1):
+            axes[r, c].imshow(_image(view.gallery[g]), cmap="gray", vmin=0, vmax=1)
+            if g == int(view.target[q]):
+                for side in axes[r, c].spines.values():
+                    side.set(color="tab:green", linewidth=4)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, 0].set_title("query", fontsize=9)
+    for c in range(1, k + 1):
+        axes[0, c].set_title(f"#{c}", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _image(t):
+    """A view tensor as something imshow draws: sketches (1, S, S) ink = 1 -> black on white; photos -> RGB."""
+    x = t.detach().cpu().numpy()
+    if x.shape[0] == 1:
+        return 1 - x[0]
+    return np.clip((x.transpose(1, 2, 0) + 1) / 2, 0, 1)
+
+
+def interval_table(rows: list[dict], index: list[str], columns: str = "metric", percent: bool = True) -> pd.DataFrame:
+    """A readable table "estimate [lo, hi]" from rows of (``index`` columns, ``columns``, estimate, lo, hi)."""
+    df = pd.DataFrame(rows)
+    scale = 100 if percent else 1
+    df["cell"] = [f"{scale * e:.1f} [{scale * lo:.1f}, {scale * hi:.1f}]" if percent else f"{e:.3f} [{lo:.3f}, {hi:.3f}]"
+                  for e, lo, hi in zip(df["estimate"], df["lo"], df["hi"])]
+    return df.pivot(index=index, columns=columns, values="cell")
+
+
+def published_vs_ours(reference: str, ours: pd.DataFrame, match: dict | None = None) -> pd.DataFrame:
+    """The published numbers of ``paper_runs/reference/<reference>.csv`` and ours, like beside like.
+
+    ours: rows with dataset, method, metric, value (a fraction), and ``backbone``/``protocol`` columns
+    if known; values are shown in percent as the papers print them. ``match`` renames our datasets to
+    the reference's (e.g. {"style_world": "style world (ours)"}). Real data and the style world are
+    kept apart: the published rows come first, then ours, each block sorted by dataset.
+    """
+    ref = load_reference(reference).copy()
+    ref["value"] = pd.to_numeric(ref["value"])
+    ref = ref.assign(who="published")
+    ours = ours.copy()
+    ours["value"] = 100 * ours["value"]
+    if match:
+        ours["dataset"] = ours["dataset"].replace(match)
+    ours = ours.assign(who="this book")
+    cols = ["who", "dataset", "method", "metric", "value", "protocol", "backbone", "source"]
+    both = pd.concat([ref.reindex(columns=cols), ours.reindex(columns=cols)], ignore_index=True).fillna("")
+    both["value"] = both["value"].map(lambda v: f"{float(v):.1f}" if v != "" else "")
+    return both.sort_values(["who", "dataset", "method", "metric"]).reset_index(drop=True)
+
+
+__all__ = ["COLUMNS", "Chapter", "SPLITS", "clusters", "fmt", "interval_of", "interval_table", "outcomes",
+           "paired_of", "published_vs_ours", "retrieval_grid", "setting", "setup"]

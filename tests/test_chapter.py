@@ -1,0 +1,73 @@
+"""The chapter toolkit: rows with one vocabulary, intervals and claims as rows, parameters-only saving."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from sbir_core import chapter as C
+from sbir_core.evaluation import Evaluation
+from sbir_core.stats import Interval
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    monkeypatch.setenv("SBIR_RESULTS", str(tmp_path))
+    return tmp_path
+
+
+def test_rows_use_the_split_vocabulary_and_a_setting_column(results):
+    ch = C.Chapter("04_triplet_baseline", "ci", {})
+    ch.add("style_world", "triplet_sn", "acc_at_1", 0.2, "val_selected", C.setting(style_gap=2.0), "test_unseen", 0)
+    ch.add("style_world", "triplet_sn", "diff_acc_at_1", 0.05, "val_selected", "", "test_seen - test_unseen")
+    with pytest.raises(ValueError, match="split"):
+        ch.add("style_world", "triplet_sn", "acc_at_1", 0.2, split="test_unseen_gap_2")
+    df = ch.frame()
+    assert df["setting"].tolist()[0] == "style_gap=2" or "style_gap=2" in df["setting"].tolist()
+    assert C.setting(style_gap=2.0, k=5) == "k=5,style_gap=2"
+
+
+def test_intervals_and_claims_become_rows(results):
+    ch = C.Chapter("04_triplet_baseline", "ci", {})
+    iv = Interval(0.05, 0.01, 0.09, 0.02, 0.01, 0.015, 10.0, 5, 300)
+    ch.add_interval(iv, "style_world", "triplet_sn", "acc_at_1", "val_selected", "", "test")
+    word = ch.add_claim("c04-style-costs", iv, -1, "style_world", "triplet_sn", "diff_acc_at_1", "val_selected",
+                        "test_unseen - test_seen")
+    assert word == "not reproduced"
+    df = ch.frame()
+    assert set(df["metric"]) >= {"acc_at_1", "acc_at_1_ci95_lo", "acc_at_1_ci95_hi", "verdict"}
+    assert df.loc[df["metric"] == "verdict", "value"].item() == -1.0
+    assert (df.loc[df["metric"] == "verdict", "setting"] == "claim=c04-style-costs").all()
+
+
+def test_save_records_only_the_parameters_cell(results):
+    from sbir_core.book import chapter_defaults
+
+    names = chapter_defaults("01_evaluation")
+    ns = {**names, "SEED": 7, "NOT_A_PARAMETER": 1, "ROWS": [1, 2, 3]}
+    ch = C.Chapter("01_evaluation", "ci", ns)
+    ch.add("toy", "m", "acc_at_1", 0.5)
+    folder = ch.save()
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    assert set(params) == set(names) and params["SEED"] == 7
+
+
+def test_glue_prefixes_and_checks_keys():
+    ch = C.Chapter("04_triplet_baseline", "ci", {})
+    with pytest.raises(ValueError, match="lower-case"):
+        ch.glue("Acc", 1.0)
+    with pytest.raises(ValueError, match="chapter names"):
+        C.Chapter("triplet", "ci", {})
+
+
+def test_interval_of_evaluations_uses_objects_and_drawers():
+    table = pd.DataFrame({"instance": np.repeat(np.arange(20), 3).astype(str), "drawer": ["a", "b", "c"] * 20})
+    rng = np.random.default_rng(0)
+    evals = [Evaluation("fine_grained", {}, {"rank": rng.integers(1, 6, 60)}, table) for _ in range(3)]
+    iv = C.interval_of(evals, "acc_at_1")
+    assert iv.n_seeds == 3 and iv.lo < iv.estimate < iv.hi
+    assert iv.estimate == pytest.approx(np.mean([(e.per_query["rank"] <= 1).mean() for e in evals]))
+    assert set(C.clusters(table)) == {"instance", "drawer"}
+    diff = C.paired_of(evals, evals, "acc_at_1")
+    assert diff.estimate == 0 and diff.se == 0
+    assert "[" in C.fmt(iv) and C.fmt(diff, signed=True).startswith("0.0")
