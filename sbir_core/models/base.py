@@ -115,6 +115,7 @@ def check_finite(loss: torch.Tensor) -> torch.Tensor:
 METHODS: dict[str, str] = {
     "triplet_sn": "sbir_core.models.triplet:build_triplet",
     "pixel_nn": "sbir_core.models.pixel_nn:PixelNN",
+    "stylemeup": "sbir_core.models.stylemeup:build_stylemeup",
 }
 
 

@@ -1,0 +1,220 @@
+"""StyleMeUp: shapes, the meta-gradient (ψ and θ_FT learn only with the second-order graph), which
+parameters learn, overfitting a tiny problem, determinism, FT and sampling off at evaluation, the
+style episodes, bad input, and the public code's bugs fixed."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sbir_core.data.base import DataError
+from sbir_core.data.views import RetrievalView
+from sbir_core.evaluation import evaluate
+from sbir_core.models.base import MethodError, NonFiniteLoss, build_method
+from sbir_core.models.stylemeup import FeatureTransform, rank_consistency, style_episodes
+from sbir_core.repro import seed_everything
+from sbir_core.train import TrainConfig, Trainer
+
+TINY = dict(size=16, width=4, depth=2, hidden=16, latent=8, k=3)
+
+
+def toy_view(n_items=8, drawers=4, size=16, seed=0) -> RetrievalView:
+    """Every photo drawn once by each of ``drawers`` drawers; a sketch is its photo's mean plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    gallery = torch.rand(n_items, 3, size, size, generator=g) * 2 - 1
+    target = torch.arange(n_items).repeat_interleave(drawers)
+    base = (gallery.mean(1, keepdim=True) + 1) / 2
+    queries = (base[target] + 0.2 * torch.rand(len(target), 1, size, size, generator=g)).clamp(0, 1)
+    table = pd.DataFrame({"instance": [f"i{t}" for t in target.tolist()], "category": "c",
+                          "drawer": [f"d{k % drawers}" for k in range(len(target))]})
+    gtable = pd.DataFrame({"instance": [f"i{i}" for i in range(n_items)], "category": "c", "medium": "photo"})
+    return RetrievalView("toy", queries, gallery, target, table, gtable, group="category")
+
+
+def one_step(method, seed=0, tasks=2):
+    view = toy_view()
+    batch = style_episodes(view, tasks, torch.Generator().manual_seed(seed), **method.sampler_options)
+    opts = method.configure_optimizers(TrainConfig(lr=1e-2))
+    return batch, opts, method.train_step(batch, opts)
+
+
+def test_shapes_and_unit_norm():
+    m = build_method("stylemeup", **TINY).eval()
+    s, p = torch.rand(5, 1, 16, 16), torch.rand(5, 3, 16, 16)
+    zs, zp = m.embed_query(s), m.embed_gallery(p)
+    assert zs.shape == (5, 8) and zp.shape == (5, 8)
+    assert torch.allclose(zs.norm(dim=1), torch.ones(5), atol=1e-5)
+    assert m.swap(s, s.flip(0)).shape == (5, 3, 16, 16)
+    sum_model = build_method("stylemeup", **TINY, fuse="sum")
+    assert sum_model.decoder.fc.in_features == 8 and m.decoder.fc.in_features == 16
+
+
+def test_meta_gradient_reaches_psi_and_ft_only_when_second_order():
+    torch.manual_seed(0)
+    m = build_method("stylemeup", **TINY)
+    psi0 = m.psi.detach().clone()
+    thetas0 = [p.detach().clone() for n, p in m.named_parameters() if ".theta_" in n]
+    assert len(thetas0) == 2  # one FT layer (after the one InstanceNorm of depth 2), γ and β
+    one_step(m)
+    assert m.psi.grad is not None and m.psi.grad.abs().sum() > 0
+    assert not torch.equal(m.psi.detach(), psi0)
+    for (n, p), p0 in zip([(n, p) for n, p in m.named_parameters() if ".theta_" in n], thetas0):
+        assert p.grad is not None and p.grad.abs().sum() > 0, n
+        assert not torch.equal(p.detach(), p0), n
+
+    # first order, as the public code: ψ and θ get no gradient and never move
+    torch.manual_seed(0)
+    fo = build_method("stylemeup", **TINY, first_order=True)
+    psi0 = fo.psi.detach().clone()
+    thetas0 = [p.detach().clone() for n, p in fo.named_parameters() if ".theta_" in n]
+    for seed in range(3):
+        one_step(fo, seed)
+    assert fo.psi.grad is None or fo.psi.grad.abs().sum() == 0
+    assert torch.equal(fo.psi.detach(), psi0)
+    for (n, p), p0 in zip([(n, p) for n, p in fo.named_parameters() if ".theta_" in n], thetas0):
+        assert torch.equal(p.detach(), p0), n
+    # ...while the model itself does learn
+    assert fo.encoder.inv.weight.grad.abs().sum() > 0
+
+
+def test_gradients_reach_exactly_the_parameters_that_learn():
+    torch.manual_seed(0)
+    m = build_method("stylemeup", **TINY)
+    one_step(m)
+    for n, p in m.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, n
+    # fixed FT: θ is not trained; no regulariser: no ψ; two optimisers -> one
+    fixed = build_method("stylemeup", **TINY, ft="fixed", regulariser=False)
+    assert fixed.psi is None
+    thetas0 = {n: p.detach().clone() for n, p in fixed.named_parameters() if ".theta_" in n}
+    _, opts, _ = one_step(fixed)
+    assert len(opts) == 1
+    for n, p in fixed.named_parameters():
+        if n in thetas0:
+            assert not p.requires_grad and torch.equal(p.detach(), thetas0[n]), n
+    # w/o FT: no FT layers at all
+    assert not build_method("stylemeup", **TINY, ft="none").ft_layers()
+    # vae=False (B-Meta-SN): only the triplet on z_inv, so the decoder and the style heads get no gradient
+    sn = build_method("stylemeup", **TINY, vae=False)
+    one_step(sn)
+    for n, p in sn.named_parameters():
+        if n.startswith(("decoder.", "encoder.mu.", "encoder.logvar.")):
+            assert p.grad is None or p.grad.abs().sum() == 0, n
+        elif n.startswith("encoder.") and ".theta_" not in n:
+            assert p.grad is not None and p.grad.abs().sum() > 0, n
+
+
+def test_gradients_do_not_accumulate_across_steps():
+    """Public code bug 2: zero_grad once per epoch. Here every outer step starts from zero gradients."""
+    torch.manual_seed(0)
+    m = build_method("stylemeup", **TINY)
+    for p in m.parameters():
+        p.grad = torch.full_like(p, 1e6)
+    one_step(m)
+    assert all(p.grad.abs().max() < 1e5 for p in m.parameters())
+
+
+def test_overfits_a_tiny_problem():
+    seed_everything(0)
+    view = toy_view()
+    m = build_method("stylemeup", **TINY, meta=False)
+    opts = m.configure_optimizers(TrainConfig(lr=3e-3))
+    g = torch.Generator().manual_seed(0)
+    batch = style_episodes(view, 2, g, k=3)
+    first = m.train_step(batch, opts)
+    for _ in range(60):
+        last = m.train_step(batch, opts)
+    assert last < 0.5 * first
+
+    seed_everything(0)
+    meta = build_method("stylemeup", **TINY)
+    opts = meta.configure_optimizers(TrainConfig(lr=3e-3))
+    first = meta.train_step(batch, opts)
+    for _ in range(30):
+        last = meta.train_step(batch, opts)
+    assert last < 0.7 * first
+
+
+def test_same_seed_same_weights():
+    def run():
+        seed_everything(3)
+        m = build_method("stylemeup", **TINY)
+        for s in range(2):
+            one_step(m, s)
+        return m.state_dict()
+    a, b = run(), run()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_random_parts_off_at_evaluation():
+    torch.manual_seed(0)
+    m = build_method("stylemeup", **TINY)
+    for layer in m.ft_layers():
+        layer.theta_gamma.data.fill_(3.0)  # a very noisy FT, were it on
+    x = torch.rand(4, 1, 16, 16)
+    m.train()
+    assert torch.equal(m.embed_query(x), m.embed_query(x))  # FT is off outside the inner step
+    with m.feature_transforms(True):
+        assert not torch.equal(m.embed_query(x), m.embed_query(x))
+    assert not any(layer.active for layer in m.ft_layers())
+    m.eval()
+    v1, v2 = m.codes(x)[1], m.codes(x)[1]
+    assert torch.equal(v1, v2)  # z_var is the mean at evaluation
+    assert isinstance(m.ft_layers()[0], FeatureTransform)
+
+
+def test_style_episodes_hold_out_a_drawer():
+    view = toy_view(n_items=8, drawers=4)
+    batch = style_episodes(view, 5, torch.Generator().manual_seed(1), k=3)
+    drawer = view.table["drawer"].to_numpy()
+    for task in batch["tasks"]:
+        h = task["held_out"]
+        s3 = task["idx"]
+        assert (drawer[s3.numpy()] == h).all()
+        # s1, s2: the same photo by two other drawers (recover rows by matching images)
+        for key in ("s1", "s2"):
+            rows = [int((view.queries == x).flatten(1).all(1).nonzero()[0]) for x in task[key]]
+            assert h not in drawer[rows]
+            assert torch.equal(view.target[rows], task["pos_idx"])
+        assert (task["neg_idx"] != task["pos_idx"]).all()  # negatives: other training photos only
+        assert task["s3"].shape == (3, 1, 16, 16) and task["photo"].shape == (3, 3, 16, 16)
+
+
+def test_bad_input_is_named():
+    two = toy_view(drawers=2)  # a photo then has only one other drawer: no s1, s2 pair
+    with pytest.raises(DataError, match="held-out drawer"):
+        style_episodes(two, 1, torch.Generator(), k=3)
+    with pytest.raises(DataError, match="held-out drawer"):
+        style_episodes(toy_view(n_items=2), 1, torch.Generator(), k=3)  # k above each drawer's sketches
+    with pytest.raises(MethodError):
+        build_method("stylemeup", ft="sometimes")
+    m = build_method("stylemeup", **TINY)
+    batch = style_episodes(toy_view(), 1, torch.Generator().manual_seed(0), k=3)
+    batch["tasks"][0]["photo"] = torch.full_like(batch["tasks"][0]["photo"], float("nan"))
+    with pytest.raises(NonFiniteLoss, match=batch["tasks"][0]["held_out"]):
+        m.train_step(batch, m.configure_optimizers(TrainConfig()))
+
+
+def test_trainer_stops_on_nan_with_the_step(tmp_path):
+    from sbir_core.train import TrainError
+
+    view = toy_view()
+    bad = RetrievalView("bad", view.queries, view.gallery * float("nan"), view.target, view.table,
+                        view.gallery_table, group="category")
+    m = build_method("stylemeup", **TINY)
+    with pytest.raises(TrainError, match="step 1"):
+        Trainer(m, bad, None, None, TrainConfig(steps=2, batch_size=1, progress=False)).fit()
+
+
+def test_trains_and_evaluates_through_the_one_trainer():
+    view = toy_view()
+    m = build_method("stylemeup", **TINY)
+    res = Trainer(m, view, view, None, TrainConfig(steps=2, batch_size=1, eval_every=1, progress=False)).fit()
+    assert len(res.history) == 2 and res.val_selected
+    assert 0 <= evaluate(m, view).metrics["acc_at_1"] <= 1
+
+
+def test_rank_consistency():
+    r = rank_consistency(np.array([1, 3, 2, 2, 5]), np.array([0, 0, 1, 1, 2]))
+    assert r["rank_avg"] == pytest.approx(13 / 5)
+    assert r["v_avg"] == pytest.approx((1.0 + 0.0) / 2)  # photo 2 has one sketch: left out
