@@ -45,6 +45,8 @@ def test_shapes_and_unit_norm():
     assert zs.shape == (5, 8) and zp.shape == (5, 8)
     assert torch.allclose(zs.norm(dim=1), torch.ones(5), atol=1e-5)
     assert m.swap(s, s.flip(0)).shape == (5, 3, 16, 16)
+    odd = build_method("stylemeup", **{**TINY, "size": 18}).eval()  # not a multiple of 2**depth: decoded to 18
+    assert odd.swap(torch.rand(2, 1, 18, 18), torch.rand(2, 1, 18, 18)).shape == (2, 3, 18, 18)
     sum_model = build_method("stylemeup", **TINY, fuse="sum")
     assert sum_model.decoder.fc.in_features == 8 and m.decoder.fc.in_features == 16
 

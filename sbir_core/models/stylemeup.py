@@ -119,11 +119,12 @@ class VAEEncoder(nn.Module):
 
 
 class VAEDecoder(nn.Module):
-    """(B, code) -> (B, 3, S, S) in [-1, 1]: Linear, reshape, ConvT 4x4 stride 2 + InstanceNorm + ReLU, Tanh."""
+    """(B, code) -> (B, 3, S, S) in [-1, 1]: Linear, reshape, ConvT 4x4 stride 2 + InstanceNorm + ReLU, Tanh
+    (resized to S when S is not a multiple of 2**depth)."""
 
-    def __init__(self, code: int, channels: int, map_size: int, width: int, depth: int):
+    def __init__(self, code: int, channels: int, map_size: int, width: int, depth: int, size: int):
         super().__init__()
-        self.channels, self.map_size = channels, map_size
+        self.channels, self.map_size, self.size = channels, map_size, size
         self.fc = nn.Linear(code, channels * map_size ** 2)
         layers: list[nn.Module] = []
         ch_in = channels
@@ -136,7 +137,10 @@ class VAEDecoder(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(self.fc(z).view(len(z), self.channels, self.map_size, self.map_size))
+        out = self.net(self.fc(z).view(len(z), self.channels, self.map_size, self.map_size))
+        if out.shape[-1] != self.size:  # a size that is not a multiple of 2**depth (e.g. 299)
+            out = F.interpolate(out, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return out
 
 
 def to_rgb(x: torch.Tensor) -> torch.Tensor:
@@ -174,7 +178,7 @@ class StyleMeUp(Method):
             raise MethodError(f"bad StyleMeUp options: inner_lr={inner_lr}, latent={latent}, k={k}")
         self.encoder = VAEEncoder(size, width, depth, hidden, latent, ft != "none", tuple(ft_init))
         self.decoder = VAEDecoder(2 * latent if fuse == "concat" else latent, self.encoder.channels,
-                                  self.encoder.map_size, width, depth)
+                                  self.encoder.map_size, width, depth, size)
         self.fuse, self.margin, self.self_rec = fuse, float(margin), bool(self_rec)
         self.meta, self.vae, self.ft, self.first_order = bool(meta), bool(vae), ft, bool(first_order)
         self.inner_lr, self.meta_lr, self.flip = float(inner_lr), meta_lr, bool(flip)
