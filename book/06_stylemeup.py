@@ -192,6 +192,7 @@ ch.glue("claim_beats", ch.add_claim("stylemeup_beats_triplet_unseen", headline[1
                                     "stylemeup - triplet_sn", "diff_acc_at_10", T.PROTOCOL_VAL, "test_unseen"))
 ch.glue("n_seeds", N_SEEDS)
 ch.glue("steps", STEPS)
+ch.glue("base_steps", BASE_STEPS)
 pd.DataFrame(rows).set_index("method")
 
 # %% [markdown]
@@ -201,7 +202,7 @@ pd.DataFrame(rows).set_index("method")
 # the paper's headline claim is **{glue:text}`c06_claim_beats`** at this scale. Read it with its
 # scale: StyleMeUp here trains {glue:text}`c06_n_seeds` seeds for {glue:text}`c06_steps` outer
 # steps, because the second-order inner loop is what the CPU budget can afford, while the
-# baseline had 800 ordinary steps; the ci scale tests that the method runs and is measured the
+# baseline had {glue:text}`c06_base_steps` ordinary steps; the ci scale tests that the method runs and is measured the
 # same way, not that it converges. The paper scale (`paper_runs/configs/paper/06_stylemeup.yaml`)
 # trains it as the paper does.
 #
@@ -269,9 +270,9 @@ plt.show()
 # %% [markdown]
 # ## Beside the paper
 #
-# The paper's numbers on ChairV2 and ShoeV2 (`paper_runs/reference/stylemeup.csv`, its Table of
-# FG-SBIR results) come from 256-pixel images, 200 epochs and 12 tasks per outer step; ours from
-# the style world at ci scale. They are printed together below, not compared. Not done here yet: the style-gap curve beside the
+# The paper's numbers on ChairV2 and ShoeV2 (`paper_runs/reference/stylemeup.csv`, its table of
+# FG-SBIR results) come from the full-size setting of `paper_runs/configs/paper/06_stylemeup.yaml`;
+# ours from the style world at ci scale. They are printed together below, not compared. Not done here yet: the style-gap curve beside the
 # control, the real-data sections (ChairV2 and shoes304 with the sketch index as a style proxy,
 # PACS–Sketchy) and the category-level numbers; they are listed as open in the chapter's issue.
 
