@@ -232,3 +232,25 @@ def published_vs_ours(reference: str, ours: pd.DataFrame, match: dict | None = N
 
 __all__ = ["COLUMNS", "Chapter", "SPLITS", "clusters", "fmt", "interval_of", "interval_table", "outcomes",
            "paired_of", "published_vs_ours", "retrieval_grid", "setting", "setup"]
+
+
+def note(text: str) -> None:
+    """A MyST ``{note}`` box in the rendered book (Markdown output; ``nb_render_markdown_format: myst``)."""
+    from IPython.display import Markdown, display
+
+    display(Markdown(f":::{{note}}\n{text}\n:::"))
+
+
+def prose(text: str) -> None:
+    """Prose made from results (a paragraph whose numbers exist only when its data does)."""
+    from IPython.display import Markdown, display
+
+    display(Markdown(text))
+
+
+def absent(what: str, datasets, how: str = "SBIR_DATA=/path/to/datasets make book") -> None:
+    """The one note a section whose data is absent shows: what it would show and how to enable it."""
+    names = ", ".join(f"`{d}`" for d in ([datasets] if isinstance(datasets, str) else datasets))
+    note(f"**Not run here: {names} not found.** With the data this section shows {what}. "
+         f"To enable it, point `SBIR_DATA` at the folder holding the datasets (README, *Real data*): "
+         f"`{how}`.")
