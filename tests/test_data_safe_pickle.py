@@ -99,10 +99,10 @@ def test_missing_file_is_a_data_error(tmp_path):
         safe_pickle.load(tmp_path / "nope")
 
 
-def test_huge_array_request_is_a_data_error():
-    class Huge:  # an allowed callable with an absurd shape: fails cleanly, never allocates
+def test_calling_ndarray_directly_is_refused():
+    class Huge:  # numpy.ndarray(shape, ...) could build an array over any memory: never called
         def __reduce__(self):
             return (np.ndarray, ((2**62,),))
 
-    with pytest.raises(DataError, match="too big|memory"):
+    with pytest.raises(UnsafePickleError, match="numpy.ndarray directly"):
         safe_pickle.loads(pickle.dumps(Huge()))
