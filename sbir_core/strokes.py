@@ -106,7 +106,12 @@ def from_quickdraw(drawing, canvas: float = CANVAS, margin: float = 0.1) -> np.n
     for i, stroke in enumerate(drawing):
         if not isinstance(stroke, (list, tuple)) or len(stroke) < 2:
             raise StrokeError(f"QuickDraw stroke {i} must be [[x...], [y...]], got {type(stroke).__name__}")
-        xs, ys = stroke[0], stroke[1]
+        try:  # flat lists of numbers only: nested lists would stack into a different drawing
+            xs, ys = np.asarray(stroke[0], dtype=np.float64), np.asarray(stroke[1], dtype=np.float64)
+        except (TypeError, ValueError, OverflowError) as err:
+            raise StrokeError(f"QuickDraw stroke {i}: coordinates must be numbers ({err})") from None
+        if xs.ndim != 1 or ys.ndim != 1:
+            raise StrokeError(f"QuickDraw stroke {i}: coordinates must be flat lists of numbers")
         if len(xs) != len(ys) or len(xs) == 0:
             raise StrokeError(f"QuickDraw stroke {i} has {len(xs)} x and {len(ys)} y values")
         parts.append(np.column_stack([xs, ys]))
