@@ -260,3 +260,36 @@ def test_no_validation_keeps_the_last_step(views):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         np.testing.assert_equal(len(res.history), 2)
+
+
+def test_chapter04_style_reruns_in_one_checkpoint_folder_keep_runs_and_datasets_apart(views, tmp_path):
+    """Chapter 4 with CHECKPOINT_DIR set: other MARGIN / STYLE_GAP start fresh, real data gets its own folder.
+
+    The old failure: a rerun with MARGIN 0.5 / STYLE_GAP 4 in a used folder resumed the 0.2 / 2 run and
+    wrote its metrics. Every run has its own fingerprint folder, whose checkpoints record that identity.
+    """
+    from sbir_core import benchmark as B
+
+    ck = tmp_path / "checkpoints" / "04_triplet_baseline"
+    cfg = _config(steps=6, eval_every=3, checkpoint_dir=str(ck))
+    small = dict(n_instances=96, drawers_seen=4, drawers_unseen=2, sketches_per_instance=2, photo_size=16,
+                 val_fraction=0.25)
+
+    def chapter(margin, gap):
+        v = B.style_views(B.world(gap, **small), 16)
+        spec = B.triplet_spec("cnn", {"width": 8, "depth": 2, "embed_dim": 16}, margin)
+        return train_seeds(spec, v.train, v.val, {"test": v.test_seen}, cfg, [0]).runs[0]
+
+    first = chapter(0.2, 2.0)
+    second = chapter(0.5, 4.0)
+    assert first.fingerprint != second.fingerprint
+    assert second.history["step"].tolist() == [3, 6]  # trained from step 0, not resumed
+    assert not second.history[["loss"]].equals(first.history[["loss"]])
+    real = train_seeds(SPEC, views["train"], views["val"], {"test": views["test"]}, cfg, [0]).runs[0]
+    folders = sorted(p.name for p in ck.iterdir())
+    assert folders == sorted({first.fingerprint, second.fingerprint, real.fingerprint})
+    for run in (first, second, real):
+        meta = json.loads(next((ck / run.fingerprint).glob("step_*.json")).read_text())
+        assert meta["fingerprint"] == run.fingerprint
+    assert json.loads(next((ck / first.fingerprint).glob("step_*.json")).read_text())["identity"]["method"] != \
+        json.loads(next((ck / second.fingerprint).glob("step_*.json")).read_text())["identity"]["method"]
