@@ -554,3 +554,19 @@ def test_probe_counts():
     """At least 15 kinds of broken or hostile input per loader (the note's table counts these)."""
     image = len(IMAGE_PROBES) + len(ENTRY_PROBES)
     assert image >= 15 and len(NDJSON_PROBES) >= 15 and len(_npz_kinds()) >= 15 and len(_qmul_kinds()) >= 15
+
+
+def test_quickdraw_folder_entries(tmp_path):
+    """QuickDraw files: a link out of the data folder refused, a non-UTF-8 class printable, two files of a class named."""
+    qd = tmp_path / "data" / "quickdraw"
+    write_ndjson(qd / "cat.ndjson", "cat", 3)
+    write_ndjson(tmp_path / "secret.ndjson", "dog", 3)
+    (qd / "dog.ndjson").symlink_to(tmp_path / "secret.ndjson")
+    write_ndjson(qd / os.fsdecode(b"\xffowl.ndjson"), "owl", 2)
+    d = load_dataset("quickdraw", tmp_path / "data", skip_bad=False)
+    assert set(d.sketches["category"]) == {"cat", "\\xffowl"}
+    assert any("dog.ndjson" in p and "refused" in p for p in d.info["ignored"])
+    write_ndjson(qd / "full_raw_cat.ndjson", "cat", 2)
+    for skip in (True, False):
+        with pytest.raises(DataError, match=r"duplicate class 'cat'.*cat\.ndjson.*full_raw_cat\.ndjson"):
+            load_dataset("quickdraw", tmp_path / "data", skip_bad=skip)
