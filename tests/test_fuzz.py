@@ -570,3 +570,42 @@ def test_quickdraw_folder_entries(tmp_path):
     for skip in (True, False):
         with pytest.raises(DataError, match=r"duplicate class 'cat'.*cat\.ndjson.*full_raw_cat\.ndjson"):
             load_dataset("quickdraw", tmp_path / "data", skip_bad=skip)
+
+
+# ------------------------------------------------------------------ the raster cache
+
+def _forge(path: Path, array: np.ndarray) -> None:
+    """Rewrite a cache file with another array and a valid checksum (what a buggy writer could leave)."""
+    from sbir_core.cache import save_arrays
+
+    save_arrays(path, {"array": array})
+
+
+CACHE_PROBES = {
+    "zero_bytes": lambda p: p.write_bytes(b""),
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+    "garbage": lambda p: p.write_bytes(b"\x00garbage" * 100),
+    "flipped_bytes": lambda p: p.write_bytes(bytes(b ^ 0xFF if 200 <= i < 216 else b
+                                                   for i, b in enumerate(p.read_bytes()))),
+    "wrong_shape": lambda p: _forge(p, np.ones((1, 16, 16), np.float32)),
+    "wrong_dtype": lambda p: _forge(p, np.ones((3, 16, 16), np.float64)),
+    "nan": lambda p: _forge(p, np.full((3, 16, 16), np.nan, np.float32)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CACHE_PROBES))
+def test_a_damaged_raster_cache_is_reported_and_recomputed(kind, tmp_path):
+    from sbir_core.cache import CacheWarning
+    from sbir_core.data.base import SBIRData, cache_dir
+
+    import pandas as pd
+
+    strokes = [np.array([[10.0 * i, 10, 0], [200, 100 + i, 1]]) for i in range(3)]
+    table = pd.DataFrame({"sketch_id": ["a", "b", "c"], "split": "train"})
+    want = SBIRData("x", table.copy(), pd.DataFrame(), strokes=strokes).sketch_images(16)
+    (path,) = cache_dir().glob("sketch-*.npz")
+    CACHE_PROBES[kind](path)
+    with pytest.warns(CacheWarning, match=path.name):
+        got = SBIRData("x", table.copy(), pd.DataFrame(), strokes=strokes).sketch_images(16)
+    assert np.array_equal(got, want)
+    assert np.array_equal(SBIRData("x", table.copy(), pd.DataFrame(), strokes=strokes).sketch_images(16), want)
