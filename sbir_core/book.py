@@ -23,6 +23,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,7 +32,8 @@ import pandas as pd
 import yaml
 
 from sbir_core.paths import BOOK, CONFIGS, PACKAGE, REPO_ROOT, RUNS
-from sbir_core.results import KEY, SCALES, load_metrics, numeric, results_root
+from sbir_core.results import (KEY, SCALES, ResultsError, load_metrics, locked, parse_columns, read_table,
+                               results_root)
 
 EXPECTED = RUNS / "ci" / "expected.csv"
 EXPECTED_COLUMNS = KEY + ["value", "tol", "trivial", "requires", "note"]
@@ -201,16 +203,33 @@ def _fold_injected_parameters(path: Path) -> None:
 
 
 def record_timing(scale: str, chapter: str, seconds: float, status: str) -> None:
-    """Upsert a chapter's wall time in ``paper_runs/<scale>/timings.csv`` (atomic replace)."""
+    """Upsert a chapter's wall time in ``paper_runs/<scale>/timings.csv`` (locked, atomic replace).
+
+    Two processes recording at once take turns (a lock beside the file) and write through unique
+    temporaries, so no row is lost. An unreadable old file is reported and replaced.
+    """
     path = results_root() / scale / "timings.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    old = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["chapter", "seconds", "status", "finished"])
-    row = pd.DataFrame([{"chapter": chapter, "seconds": round(seconds, 1), "status": status,
-                         "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}])
-    new = pd.concat([old[old["chapter"] != chapter], row], ignore_index=True).sort_values("chapter")
-    tmp = path.with_suffix(".tmp")
-    new.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    columns = ["chapter", "seconds", "status", "finished"]
+    with locked(path.with_name(".timings.lock")):
+        try:
+            old = read_table(path, dtype=str) if path.exists() else pd.DataFrame(columns=columns)
+            if [c for c in columns if c not in old]:
+                raise ResultsError(f"{path}: missing columns")
+        except ResultsError as err:
+            print(f"[run] {err}; starting a new timings file", flush=True)
+            old = pd.DataFrame(columns=columns)
+        row = pd.DataFrame([{"chapter": chapter, "seconds": round(seconds, 1), "status": status,
+                             "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}])
+        new = pd.concat([old[old["chapter"] != chapter][columns], row], ignore_index=True).sort_values("chapter")
+        fd, tmp = tempfile.mkstemp(prefix=".timings.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                new.to_csv(fh, index=False)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def run(scale: str = "ci", only: list[str] | None = None, force: bool = False) -> int:
@@ -255,15 +274,25 @@ def run(scale: str = "ci", only: list[str] | None = None, force: bool = False) -
     return len(failures)
 
 
-def load_expected(path: Path = EXPECTED) -> pd.DataFrame:
-    """The committed expected ci numbers, with tolerances."""
-    df = pd.read_csv(path, keep_default_na=False, dtype={"seed": int})
-    if "trivial" not in df:
+def load_expected(path: Path = EXPECTED, allow_empty: bool = False) -> pd.DataFrame:
+    """The committed expected ci numbers, with tolerances and trivial values.
+
+    Refused with a ResultsError naming the file (and line): an unreadable table, missing columns, no
+    rows (nothing would be compared), a value or tolerance that is not a number, a tolerance that
+    is negative, NaN or infinite, or a seed that is not a whole number.
+    """
+    df = read_table(path, keep_default_na=False, dtype=str)
+    if "trivial" not in df and "tol" in df:
         df.insert(df.columns.get_loc("tol") + 1, "trivial", "nan")
-    df = numeric(df, ["value", "tol", "trivial"]) if len(df) else df
     missing = [c for c in EXPECTED_COLUMNS if c not in df]
     if missing:
-        raise ValueError(f"{path}: missing columns {missing}")
+        raise ResultsError(f"{path}: missing columns {missing} (expected {EXPECTED_COLUMNS})")
+    if not len(df) and not allow_empty:
+        raise ResultsError(f"{path}: no rows: a check against it would compare nothing")
+    df = parse_columns(df, path, ["value", "tol", "trivial"], ["seed"])
+    for i, tol in enumerate(df["tol"]):
+        if not math.isfinite(tol) or tol < 0:
+            raise ResultsError(f"{path}, line {i + 2}: tolerance {tol} is not a finite non-negative number")
     return df
 
 
@@ -312,7 +341,11 @@ def check(expected_path: Path = EXPECTED, scale: str = "ci", require_data: bool 
     if not expected_path.exists():
         print(f"[check] no expected numbers at {expected_path}")
         return 1
-    table = compare(load_expected(expected_path), load_metrics(scale), _dataset_available)
+    try:
+        table = compare(load_expected(expected_path), load_metrics(scale), _dataset_available)
+    except ResultsError as err:
+        print(f"[check] {err}")
+        return 1
     counts = table["status"].value_counts().to_dict()
     print(f"[check] {len(table)} expected numbers: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     bad = table[table["status"].isin(["drift", "missing"])]
@@ -405,7 +438,7 @@ def expect(chapter: str, tol: float | None, note: str, requires: str = "", scale
         rows = rows[EXPECTED_COLUMNS]
     else:
         rows = fresh.assign(tol=tol, trivial=trivial_values(fresh), requires=requires, note=note)[EXPECTED_COLUMNS]
-    old = load_expected(path) if path.exists() else pd.DataFrame(columns=EXPECTED_COLUMNS)
+    old = load_expected(path, allow_empty=True) if path.exists() else pd.DataFrame(columns=EXPECTED_COLUMNS)
     new = pd.concat([old[old["chapter"] != chapter], rows], ignore_index=True).sort_values(KEY)
     new.to_csv(path, index=False, float_format="%.10g", na_rep="nan")
     print(f"[expect] {len(rows)} rows of {chapter} written to {path}")

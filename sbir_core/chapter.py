@@ -199,15 +199,6 @@ def _image(t):
     return np.clip((x.transpose(1, 2, 0) + 1) / 2, 0, 1)
 
 
-def interval_table(rows: list[dict], index: list[str], columns: str = "metric", percent: bool = True) -> pd.DataFrame:
-    """A readable table "estimate [lo, hi]" from rows of (``index`` columns, ``columns``, estimate, lo, hi)."""
-    df = pd.DataFrame(rows)
-    scale = 100 if percent else 1
-    df["cell"] = [f"{scale * e:.1f} [{scale * lo:.1f}, {scale * hi:.1f}]" if percent else f"{e:.3f} [{lo:.3f}, {hi:.3f}]"
-                  for e, lo, hi in zip(df["estimate"], df["lo"], df["hi"])]
-    return df.pivot(index=index, columns=columns, values="cell")
-
-
 def published_vs_ours(reference: str, ours: pd.DataFrame, match: dict | None = None) -> pd.DataFrame:
     """The published numbers of ``paper_runs/reference/<reference>.csv`` and ours, like beside like.
 
@@ -245,7 +236,7 @@ def published_vs_ours(reference: str, ours: pd.DataFrame, match: dict | None = N
     return table.set_index(index).rename(columns={"protocol": "selection"}).fillna("")
 
 
-__all__ = ["COLUMNS", "Chapter", "SPLITS", "clusters", "fmt", "interval_of", "interval_table", "outcomes",
+__all__ = ["COLUMNS", "Chapter", "SPLITS", "clusters", "fmt", "interval_of", "outcomes",
            "paired_of", "published_vs_ours", "retrieval_grid", "setting", "setup"]
 
 

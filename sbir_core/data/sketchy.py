@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sbir_core.data.base import DataError, SBIRData, find_dataset_dir
+from sbir_core.data.base import DataError, SBIRData, find_dataset_dir, safe_text
 from sbir_core.data.folders import _subdir, category_dataset, scan_classes
 
 LAYOUT = """  <root>/sketchy/256x256/sketch/tx_000000000000/<class>/<photo>-<n>.png
@@ -70,15 +70,16 @@ def load(root=None, augmentation: str = "tx_000000000000", extended: str | bool 
         photo_id "" and are counted in ``info["unpaired"]``.
     """
     folder, sk_dir, ph_dir = find(root, augmentation)
-    sk_class, stray = scan_classes(sk_dir)
+    sk_class, stray = scan_classes(sk_dir, folder)
     if not sk_class:
         raise DataError(f"sketchy: no class folders with images in {sk_dir}.\nExpected layout:\n{LAYOUT}")
-    ph_class, s = scan_classes(ph_dir)
+    ph_class, s = scan_classes(ph_dir, folder)
     stray += s
     photo_rows, photo_files = [], []
     for cls, fs in ph_class.items():
         for f in fs:
-            photo_rows.append({"photo_id": f"{cls}/{f.stem}", "instance": f"{cls}/{f.stem}", "category": cls,
+            photo_rows.append({"photo_id": f"{cls}/{safe_text(f.stem)}", "instance": f"{cls}/{safe_text(f.stem)}",
+                               "category": cls,
                                "medium": "photo", "extended": False})
             photo_files.append(f)
     ext_dir = _subdir(folder, EXTENDED)
@@ -86,11 +87,11 @@ def load(root=None, augmentation: str = "tx_000000000000", extended: str | bool 
         raise DataError(f"sketchy: extended=True but no {' or '.join(EXTENDED)} folder in {folder}.\n"
                         f"Expected layout:\n{LAYOUT}")
     if extended is not False and ext_dir is not None:
-        e_class, s = scan_classes(ext_dir)
+        e_class, s = scan_classes(ext_dir, folder)
         stray += s
         for cls, fs in e_class.items():
             for f in fs:
-                pid = f"ext/{cls}/{f.stem}"
+                pid = f"ext/{cls}/{safe_text(f.stem)}"
                 photo_rows.append({"photo_id": pid, "instance": pid, "category": cls, "medium": "photo",
                                    "extended": True})
                 photo_files.append(f)
@@ -98,13 +99,14 @@ def load(root=None, augmentation: str = "tx_000000000000", extended: str | bool 
     rows, files, unpaired = [], [], 0
     for cls, fs in sk_class.items():
         for f in fs:
-            photo = f.stem.rsplit("-", 1)[0] if "-" in f.stem else f.stem
+            stem = safe_text(f.stem)
+            photo = stem.rsplit("-", 1)[0] if "-" in stem else stem
             pid = f"{cls}/{photo}"
             if pid not in known:
                 unpaired += 1
                 pid = ""
-            rows.append({"sketch_id": f"{cls}/{f.stem}", "photo_id": pid,
-                         "instance": pid or f"{cls}/{f.stem}", "category": cls})
+            rows.append({"sketch_id": f"{cls}/{stem}", "photo_id": pid,
+                         "instance": pid or f"{cls}/{stem}", "category": cls})
             files.append(f)
     sketches = pd.DataFrame(rows)
     photos = pd.DataFrame(photo_rows, columns=["photo_id", "instance", "category", "medium", "extended"])
