@@ -416,12 +416,12 @@ def real_section(name, make_view, label, what):
         ch.glue(f"{name}_{metric}_chance", te.chance(k))
 
 
-real_section("pacs_sketchy", fg_view, "PACS-Sketchy (photos, 5+ drawers each)",
+real_section("pacs_sketchy", fg_view, "PACS-Sketchy",
              "the baseline on PACS's Sketchy sketches against their source photos: val-selected Acc@1 and "
              "Acc@10 within the category, beside chance and an untrained encoder, and its training curve")
-real_section("shoes304", fg_view, "shoes304 (photos)",
+real_section("shoes304", fg_view, "shoes304",
              "the baseline on the 304-shoe set (three sketches a photo), against chance and an untrained encoder")
-real_section("chairv2", sketch_view, "ChairV2 (sketch to sketch)",
+real_section("chairv2", sketch_view, "ChairV2, sketch to sketch",
              "the baseline retrieving another drawing of the same chair in ChairV2, against chance and an "
              "untrained encoder")
 pd.DataFrame(real_rows).set_index(["dataset", "metric"]) if real_rows else None
@@ -435,7 +435,7 @@ if real_curves:
             ax.plot(g[col].mean().index, g[col].mean(), "o-", ms=3, label=name_)
             ax.fill_between(g[col].mean().index, g[col].min(), g[col].max(), alpha=0.2)
         ax.axhline(chance1, color="grey", ls=":", lw=1, label="chance = category oracle")
-        ax.set(xlabel="step", ylabel="Acc@1 within category", title=label.split(" (")[0])
+        ax.set(xlabel="step", ylabel="Acc@1 within category", title=label.split(",")[0])
     axes[0][0].legend(fontsize=8)
     fig.suptitle("Real data: Acc@1 during training (mean over seeds, band: range)", fontsize=10)
     fig.tight_layout()
