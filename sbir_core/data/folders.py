@@ -140,11 +140,36 @@ def drop_bad(sketches, sketch_files, photos, photo_files, skip_bad: bool):
             photos[keep_p], [f for f, k in zip(photo_files or [], keep_p) if k], bad_s + bad_p)
 
 
+def keep_paired(sketches: pd.DataFrame, files: list, photos: pd.DataFrame, photo_files: list,
+                medium: str | None = "photo"):
+    """The instance-paired part of a set: sketches with a source photo, photos of ``medium`` with a sketch.
+
+    Sketchy's naming (``<photo id>-<k>``) pairs a sketch with its photo, in the release and in
+    PACS's sketch domain alike; this keeps what a fine-grained benchmark can use (galleries of
+    the photos of one category). Returns (sketches, files, photos, photo_files, counts dropped).
+    """
+    pmask = np.ones(len(photos), bool) if medium is None else (photos["medium"] == medium).to_numpy().copy()
+    pmask &= photos["photo_id"].isin(set(sketches["photo_id"])).to_numpy()
+    smask = sketches["photo_id"].isin(set(photos.loc[pmask, "photo_id"])).to_numpy() & \
+        (sketches["photo_id"] != "").to_numpy()
+    dropped = {"unpaired_sketches": int((~smask).sum()), "other_photos": int((~pmask).sum())}
+    return (sketches[smask].reset_index(drop=True), [f for f, k in zip(files, smask) if k],
+            photos[pmask].reset_index(drop=True), [f for f, k in zip(photo_files, pmask) if k], dropped)
+
+
 def category_dataset(name, sketches, files, photos, photo_files, info, unseen, fractions, val_fraction,
-                     seed, skip_bad) -> SBIRData:
-    """The common end of the category-level loaders: seeded splits, bad files dropped, fingerprint."""
+                     seed, skip_bad, paired_only: bool = False) -> SBIRData:
+    """The common end of the category-level loaders: seeded splits, bad files dropped, fingerprint.
+
+    ``paired_only`` keeps the instance-paired sketches and their photos first (``keep_paired``).
+    """
     unique_ids(sketches["sketch_id"], files, f"{name} sketch")
     unique_ids(photos["photo_id"], photo_files, f"{name} photo")
+    if paired_only:
+        sketches, files, photos, photo_files, info["paired_only"] = keep_paired(sketches, files, photos, photo_files)
+        if not len(sketches):
+            raise DataError(f"{name}: paired_only=True but no sketch is named <photo id>-<k> after a photo "
+                            f"of medium 'photo' in {info.get('root')}")
     info["split"] = assign_splits(sketches, photos, unseen, fractions, val_fraction, seed)
     sketches, files, photos, photo_files, info["skipped"] = drop_bad(sketches, files, photos, photo_files, skip_bad)
     info["fingerprint"] = files_fingerprint(files + photo_files)
@@ -191,13 +216,14 @@ def load_tuberlin(root=None, unseen=None, fractions=(0.7, 0.1, 0.2), val_fractio
 
 def load_domains(root=None, folder: str = "pacs", sketch_domain: str = "sketch", photo_domain: str = "photo",
                  unseen=None, fractions=(0.7, 0.1, 0.2), val_fraction: float = 0.1, seed: int = 0,
-                 skip_bad: bool = False) -> SBIRData:
+                 skip_bad: bool = False, paired_only: bool = False) -> SBIRData:
     """Domain folders ``<root>/<folder>/<domain>/<class>/*`` (PACS, or a BAM!-like media set).
 
     Sketches come from ``sketch_domain``; every other domain's images are photos with
     ``medium`` = the domain. A sketch named ``<photo>-<n>`` whose ``<photo>`` is a file of
     ``photo_domain`` in the same class is paired with it (PACS's Sketchy sketches); other sketches
-    are their own instance.
+    are their own instance. ``paired_only`` keeps only those pairs (sketches with their source photo,
+    photos of ``photo_domain`` with a sketch): an instance-paired fine-grained set.
     """
     layout = DOMAIN_LAYOUT.format(name=folder, sketch=sketch_domain)
     base = find_dataset_dir(root, [folder], folder, layout)
@@ -239,13 +265,23 @@ def load_domains(root=None, folder: str = "pacs", sketch_domain: str = "sketch",
     photos = pd.DataFrame(photo_rows, columns=["photo_id", "instance", "category", "medium"])
     info = {"root": str(base), "ignored": stray, "domains": sorted(domains),
             "paired_sketches": int((sketches["photo_id"] != "").sum())}
-    return category_dataset(folder.lower(), sketches, files, photos, photo_files, info, unseen, fractions,
-                            val_fraction, seed, skip_bad)
+    if paired_only and photo_domain != "photo":
+        photos.loc[photos["medium"] == photo_domain, "medium"] = "photo"  # keep_paired keeps medium "photo"
+    return category_dataset(folder.lower() + ("_paired" if paired_only else ""), sketches, files, photos,
+                            photo_files, info, unseen, fractions, val_fraction, seed, skip_bad, paired_only)
 
 
 def load_pacs(root=None, **options) -> SBIRData:
     """PACS: ``<root>/pacs/{photo,art_painting,cartoon,sketch}/<class>/*``; options as in ``load_domains``."""
     return load_domains(root, "pacs", **options)
+
+
+def load_pacs_sketchy(root=None, **options) -> SBIRData:
+    """PACS's Sketchy sketches with their exact source photos (dog, elephant, giraffe, guitar, horse):
+    an instance-paired fine-grained set, many drawers per photo. Options as in ``load_domains``."""
+    data = load_domains(root, "pacs", paired_only=True, **options)
+    data.name = "pacs_sketchy"
+    return data
 
 
 def check_tuberlin(root=None) -> Path:

@@ -54,13 +54,16 @@ def find(root=None, augmentation: str = "tx_000000000000") -> tuple[Path, Path, 
 
 
 def load(root=None, augmentation: str = "tx_000000000000", extended: str | bool = "auto", unseen=None,
-         fractions=(0.7, 0.1, 0.2), val_fraction: float = 0.1, seed: int = 0, skip_bad: bool = False) -> SBIRData:
+         fractions=(0.7, 0.1, 0.2), val_fraction: float = 0.1, seed: int = 0, skip_bad: bool = False,
+         paired_only: bool = False) -> SBIRData:
     """Load Sketchy: sketches paired with their photos, plus the extended photos when asked/present.
 
     Args:
         augmentation: the release variant folder (``tx_000000000000`` ...).
         extended: "auto" (add the extended photo set when present), True (require it), False.
         unseen: None (category-level), "yelamarthi21", a list of classes or a number drawn with ``seed``.
+        paired_only: keep only sketches with their source photo and those photos (no extended
+            photos): the instance-paired fine-grained set, as ``load_domains(paired_only=True)`` on PACS.
     Returns:
         SBIRData: sketch ``<class>/<photo>-<n>``, photo ``<class>/<photo>``; extended photos have
         ``medium`` "photo" and column ``extended`` True. Sketches whose photo is absent keep
@@ -109,8 +112,10 @@ def load(root=None, augmentation: str = "tx_000000000000", extended: str | bool 
     photos = pd.DataFrame(photo_rows, columns=["photo_id", "instance", "category", "medium", "extended"])
     info = {"root": str(folder), "augmentation": augmentation, "ignored": stray, "unpaired": unpaired,
             "extended_folder": str(ext_dir) if ext_dir is not None and extended is not False else None}
+    if paired_only:
+        photos["medium"] = photos["medium"].where(~photos["extended"], "extended_photo")
     return category_dataset("sketchy", sketches, files, photos, photo_files, info, unseen, fractions,
-                            val_fraction, seed, skip_bad)
+                            val_fraction, seed, skip_bad, paired_only)
 
 
 def check(root=None) -> Path:
