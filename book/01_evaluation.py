@@ -52,7 +52,7 @@ N_TRIALS = 300  # simulated training runs per setting
 # the right photo second; method *B* puts it first for half the sketches and last for the
 # rest.
 
-# %%
+# %% tags=["hide-input"]
 import numpy as np
 import pandas as pd
 from sbir_core.chapter import Chapter
@@ -88,7 +88,7 @@ toy
 # three ways: ties against the method (the QMUL evaluators), ties broken at random, and ties
 # for the method (what a sort that happens to list the true match first would give).
 
-# %%
+# %% tags=["hide-input"]
 rng = np.random.default_rng(SEED)
 tie_rows = []
 for bits in BITS:
@@ -133,7 +133,7 @@ ch.glue("ties16_for", at16["for"], display=False)
 # sizes from 40 to 900 gallery photos, like the uneven classes of Sketchy-ext and TU-Berlin-ext,
 # shows how far apart they land on one and the same ranking.
 
-# %%
+# %% tags=["hide-input"]
 dist, relevant = P.category_retrieval(CLASS_SIZES, QUERIES_PER_CLASS, separation=0.55, rng=rng)
 variants = {
     "mAP@all": M.map_all(dist, relevant),
@@ -178,7 +178,7 @@ ch.glue("map_r", variants[f"mAP@{K_MAP} / R"], display=False)
 # sketches, a 200-photo gallery, Acc@1 near 0.30) and ChairV2 (323 test sketches, a 100-photo
 # gallery, Acc@1 near 0.47).
 
-# %%
+# %% tags=["hide-input"]
 CASES = {"ShoeV2": (679, 0.30), "ChairV2": (323, 0.47)}
 sel_rows = []
 for case, (n_test, acc) in CASES.items():
@@ -199,7 +199,7 @@ ax.set_title("best-of-N on the test set overstates Acc@1")
 plt.tight_layout()
 plt.show()
 
-# %%
+# %% tags=["hide-input"]
 heat = np.array([[P.simulate_checkpoint_selection(n_ckpt, n_test, accuracy=0.30, n_trials=N_TRIALS,
                                                   rng=rng).optimism * 100
                   for n_ckpt in CHECKPOINTS] for n_test in TEST_SIZES])

@@ -61,6 +61,7 @@ import seaborn as sns
 from sbir_core import benchmark as B
 from sbir_core import strokes as S
 from sbir_core.chapter import Chapter, interval_of, setting
+from sbir_core.chapter import absent, prose
 from sbir_core.data import DataError, load_dataset
 from sbir_core.data.synthetic import MEDIA as ALL_MEDIA
 from sbir_core.data.synthetic import STYLE_DIMS, StyleWorld, WorldConfig, detail_levels, detail_subset, drawer_styles
@@ -391,9 +392,10 @@ chair_rows = np.flatnonzero((data.sketches["category"] == "chair").to_numpy())
 ours = S.stats_frame([data.strokes[r] for r in chair_rows])
 try:
     real = S.stats_frame(load_dataset("chairv2").strokes)
-except DataError as err:
+except DataError:
     real = None
-    print(f"ChairV2 not found, so the world's chairs are shown alone ({str(err).splitlines()[0]})")
+    absent("the world's chair strokes beside the real ChairV2 sketches, with the Kolmogorov-Smirnov distance "
+           "of each statistic; below, the world's chairs are shown alone", "chairv2")
 cols = ["strokes", "points_per_stroke", "stroke_length", "length", "extent", "gap"]
 fig, axes = plt.subplots(1, len(cols), figsize=(14, 2.6))
 for ax, col in zip(axes, cols):
@@ -412,12 +414,12 @@ if real is not None:
     for stat, row in compared.iterrows():
         ch.add("chairv2", "stroke_stats", f"ks_{stat}", row["ks"], "world_chairs_vs_real", "", "all")
     display(compared.style.format("{:.2f}"))
+    prose("The table gives the medians and KS distances. ChairV2 holds at most 15 strokes a sketch "
+          "(METHODS.md §0.1), hence its spike at 15, and its sketches were scaled by the dataset's makers to one "
+          "extent, while here size is a style dimension.")
 
 # %% [markdown]
-# Where ChairV2 is present, the table gives the medians and KS distances. ChairV2 holds at most
-# 15 strokes a sketch (METHODS.md §0.1), hence its spike at 15, and its sketches were scaled by
-# the dataset's makers to one extent, while here size is a style dimension. The real statistics
-# set the point spacing (7 canvas pixels before simplification), the ceilings on over-tracing
+# The real statistics set the point spacing (7 canvas pixels before simplification), the ceilings on over-tracing
 # and the heavy hand's second pass, closed outlines begun at any point and strokes drawn either
 # way round.
 #

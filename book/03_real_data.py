@@ -45,13 +45,11 @@ INK_MAX_SKETCHES = 4000  # image datasets: ink statistics on at most this many s
 # The registry knows each dataset's layout. A dataset counts as found when its layout check
 # passes under the data root and it loads without error; otherwise the reason is printed.
 
-# %%
-import os
-
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from sbir_core.chapter import Chapter
+from sbir_core.chapter import Chapter, absent, prose
 
 from sbir_core.data import DataError, load_dataset
 from sbir_core.data.registry import check_layout
@@ -61,33 +59,29 @@ rng = np.random.default_rng(SEED)
 options = {name: {"seed": SEED} for name in DATASETS}
 options.get("quickdraw", {}).update(max_per_class=QUICKDRAW_MAX_PER_CLASS)
 
-root = os.environ.get("SBIR_DATA", "")
 found, status = {}, []
 for name in DATASETS:
     try:
-        path = check_layout(name)
-    except DataError as err:
-        first = str(err).splitlines()[0]
-        print(f"{name}: not found, skipped. {first}")
-        status.append({"dataset": name, "found": False, "where": "", "note": first})
+        check_layout(name)
+    except DataError:
+        status.append({"dataset": name, "found": "no", "loaded as": ""})
         continue
     try:
         found[name] = load_dataset(name, **options[name])
-        status.append({"dataset": name, "found": True, "where": str(path), "note": repr(found[name])})
+        status.append({"dataset": name, "found": "yes", "loaded as": repr(found[name])})
     except DataError as err:
-        print(f"{name}: found at {path} but could not be loaded, skipped: {err}")
-        status.append({"dataset": name, "found": False, "where": str(path), "note": f"unreadable: {err}"})
+        status.append({"dataset": name, "found": "unreadable", "loaded as": str(err).splitlines()[0]})
 status = pd.DataFrame(status).set_index("dataset")
 missing = [n for n in DATASETS if n not in found]
-ch.glue("found", ", ".join(found) or "none", display=False)
-ch.glue("missing", ", ".join(missing) or "none", display=False)
-ch.glue("root", root or "(SBIR_DATA is not set)", display=False)
+if not found:
+    absent("counts per split, sample sketches with their photos, stroke and ink statistics and the "
+           "test of whether the sketch index k marks a drawer", DATASETS)
+else:
+    prose(f"Found: {', '.join(found)}. Not found (skipped below, without error): {', '.join(missing) or 'none'}.")
 status
 
 # %% [markdown]
-# Data root: {glue:text}`c03_root`. Found: {glue:text}`c03_found`. Not found (skipped
-# below, without error): {glue:text}`c03_missing`. A reader with the full datasets points
-# `SBIR_DATA` at a folder holding them in their release layouts (`ShoeV2/ShoeV2_Coordinate`
+# A reader with the full datasets points `SBIR_DATA` at a folder holding them in their release layouts (`ShoeV2/ShoeV2_Coordinate`
 # and `ShoeV2/photo/`, `sketchy/256x256/...`, `tuberlin/png/<class>/`, ...) and the same cells
 # run on them; `sbir_core.data.registry.check_layout(name)` prints the expected layout of any
 # dataset whose files are missing.
@@ -101,7 +95,7 @@ status
 # category-level sets get a seeded 70/10/20 split per class; the seed and the instance lists
 # are recorded in each dataset's `info`.
 
-# %%
+# %% tags=["hide-input"]
 rows = []
 count_tables = []
 for name, data in found.items():
@@ -113,7 +107,7 @@ for name, data in found.items():
                          "metric": f"n_{col}", "value": rec[col]})
     rows.append({"dataset": name, "method": "data", "protocol": "counts", "split": "all",
                  "metric": "n_categories", "value": data.sketches["category"].nunique()})
-counts_table = pd.concat(count_tables) if count_tables else pd.DataFrame()
+counts_table = pd.concat(count_tables) if count_tables else None
 counts_table
 
 # %% [markdown]
@@ -122,7 +116,7 @@ counts_table
 # Samples drawn at run time from the data present (figures from real data are never stored in
 # the repository). Where a sketch has a paired photo, the photo is shown beneath it.
 
-# %%
+# %% tags=["hide-input"]
 for name, data in found.items():
     pick = np.sort(rng.choice(len(data), min(GRID_SAMPLES, len(data)), replace=False))
     photo_rows = data.photo_index()[pick] if data.photo_files is not None else np.full(len(pick), -1)
@@ -152,7 +146,7 @@ for name, data in found.items():
 # Datasets stored as images have no strokes; for them we measure ink on the 64-pixel raster:
 # the mean darkness, the share of inked pixels and the inked extent as a fraction of the side.
 
-# %%
+# %% tags=["hide-input"]
 stroke_cols = ["strokes", "points", "points_per_stroke", "length", "extent"]
 ink_cols = ["ink", "ink_pixels", "ink_extent"]
 per_sketch, summaries = {}, []
@@ -171,10 +165,10 @@ for name, data in found.items():
                          "metric": f"{col}_{stat}", "value": value})
             summaries.append({"dataset": name, "statistic": f"{col} ({stat})", "value": value})
 summary = pd.DataFrame(summaries, columns=["dataset", "statistic", "value"]).pivot(
-    index="statistic", columns="dataset", values="value") if summaries else pd.DataFrame()
+    index="statistic", columns="dataset", values="value") if summaries else None
 summary
 
-# %%
+# %% tags=["hide-input"]
 stroke_sets = [n for n in found if found[n].strokes is not None]
 if stroke_sets:
     fig, axes = plt.subplots(1, 3, figsize=(11, 3))
@@ -188,42 +182,39 @@ if stroke_sets:
     axes[0].legend()
     plt.tight_layout()
     plt.show()
-else:
-    print("No stroke dataset found: stroke histograms skipped.")
+elif found:
+    absent("histograms of strokes, points and stroke length per sketch", ["chairv2", "shoev2", "quickdraw"])
 
 if "chairv2" in per_sketch:
     t = per_sketch["chairv2"]
-    ch.glue("chair_strokes_median", f"{t['strokes'].median():.0f}", display=False)
-    ch.glue("chair_points_median", f"{t['points'].median():.0f}", display=False)
-    ch.glue("chair_strokes_max", f"{t['strokes'].max():.0f}", display=False)
-    ch.glue("chair_at_max", f"{(t['strokes'] == t['strokes'].max()).mean():.0%}", display=False)
-else:
-    for key in ("chair_strokes_median", "chair_points_median", "chair_strokes_max", "chair_at_max"):
-        ch.glue(key, "n/a (ChairV2 not found)", display=False)
+    prose(f"A ChairV2 sketch has a median of {t['strokes'].median():.0f} strokes and {t['points'].median():.0f} "
+          f"points, and at most {t['strokes'].max():.0f} strokes; {(t['strokes'] == t['strokes'].max()).mean():.0%} "
+          "of the sketches have exactly that many, a pile-up at the maximum that suggests the published file keeps "
+          "only the first strokes of longer drawings. QuickDraw's doodles, made against a 20-second clock, have "
+          "fewer and longer strokes. These are the numbers the style world's drawers should resemble.")
 
 # %% [markdown]
-# A ChairV2 sketch has a median of {glue:text}`c03_chair_strokes_median` strokes and
-# {glue:text}`c03_chair_points_median` points, and at most {glue:text}`c03_chair_strokes_max`
-# strokes; {glue:text}`c03_chair_at_max` of the sketches have exactly that many, a pile-up at
-# the maximum that suggests the published file keeps only the first strokes of longer
-# drawings. QuickDraw's doodles, made against a 20-second clock, have fewer and longer
-# strokes. These are the numbers the style world's drawers should resemble.
-#
 # ## Statistics by sketch index: shoes304 and ChairV2
 #
 # Both fine-grained sets hold several sketches of each photo, numbered by a suffix *k*. Is *k*
 # a person, so that "all sketches with k = 1" share a style? The datasets do not say
 # (`../shared/data/README.md`). If *k* marked a drawer, or a fixed drawing session, statistics
-# would differ systematically by *k*; if *k* were an arbitrary number, they would not. We
-# compare *k* = 1, 2, 3 with a Kruskal–Wallis test per statistic (ranks, so no assumption on
-# the distributions). For the shoes we also have 13 part attributes per sketch and per photo:
-# their agreement measures how faithfully each sketch index draws the parts the photo has.
+# would differ systematically by *k*; if *k* were an arbitrary number, they would not. The
+# sketches k = 1, 2, 3 are of the **same photos**, so the test is blocked by photo: a Friedman
+# test (ranks within each photo, so a photo that is hard to draw does not count as a
+# difference between indices; `sbir_core.stats.friedman_by_block`), on the photos with all
+# three sketches. Several statistics are tested, so the p-values are adjusted for the number
+# of tests run with Holm's method (`sbir_core.stats.holm`), and a statistic differs by *k* only
+# when its adjusted p-value is below 0.05. For the shoes we also have 13 part attributes per
+# sketch and per photo: their agreement measures how faithfully each sketch index draws the
+# parts the photo has.
 
-# %%
+# %% tags=["hide-input"]
 from IPython.display import display
-from scipy.stats import kruskal
 
-by_index, pvalues = {}, {}
+from sbir_core.stats import friedman_by_block, holm
+
+by_index, tests = {}, []
 if "shoes304" in per_sketch:
     t = per_sketch["shoes304"].copy()
     data = found["shoes304"]
@@ -238,48 +229,47 @@ if "chairv2" in per_sketch:
     by_index["chairv2"] = (t, ["strokes", "points", "points_per_stroke", "length"])
 for name, (t, cols) in by_index.items():
     means = t.groupby("sketch_index")[cols].mean()
-    main = t[t["sketch_index"].isin(["1", "2", "3"])]
-    tests = {c: kruskal(*[g[c].to_numpy() for _, g in main.groupby("sketch_index")]).pvalue for c in cols}
-    pvalues[name] = tests
     for k, rec in means.iterrows():
         for col, value in rec.items():
             rows.append({"dataset": name, "method": "data", "protocol": f"sketch_index={k}", "split": "all",
                          "metric": f"{col}_mean", "value": float(value)})
-    for col, pv in tests.items():
-        rows.append({"dataset": name, "method": "kruskal_wallis", "protocol": "sketch_index_1_2_3",
-                     "split": "all", "metric": f"{col}_p", "value": float(pv)})
-    print(f"{name}: means by sketch index, and the Kruskal-Wallis p-value across k = 1, 2, 3")
-    display(pd.concat([means, pd.DataFrame([tests], index=["p (k=1,2,3)"])]).round(4))
-if not by_index:
-    print("Neither shoes304 nor ChairV2 found: statistics by sketch index skipped.")
-
-for name, col, key in [("shoes304", "ink_extent", "shoe_extent"), ("shoes304", "attribute_agreement", "shoe_attr"),
-                       ("chairv2", "strokes", "chair_strokes")]:
-    if name in by_index and col in by_index[name][0]:
-        m = by_index[name][0].groupby("sketch_index")[col].mean()
-        ch.glue(f"{key}_by_k", ", ".join(f"{m[k]:.3g}" for k in ("1", "2", "3") if k in m.index), display=False)
-        ch.glue(f"{key}_p", f"{pvalues[name][col]:.2g}", display=False)
-    else:
-        ch.glue(f"{key}_by_k", f"n/a ({name} not found)", display=False)
-        ch.glue(f"{key}_p", "n/a", display=False)
+    for col in cols:
+        res = friedman_by_block(t, col, "sketch_index", "instance", ["1", "2", "3"])
+        tests.append({"dataset": name, "statistic": col, "photos": res["n_blocks"],
+                      **{f"mean, k={k}": v for k, v in res["means"].items()},
+                      "Friedman chi2": res["statistic"], "p": res["p"]})
+if tests:
+    tests = pd.DataFrame(tests)
+    tests["p, Holm"] = holm(tests["p"])
+    for rec in tests.to_dict("records"):
+        for metric, key in (("chi2", "Friedman chi2"), ("p", "p"), ("p_holm", "p, Holm")):
+            rows.append({"dataset": rec["dataset"], "method": "friedman", "protocol": "sketch_index_1_2_3_by_photo",
+                         "split": "all", "metric": f"{rec['statistic']}_{metric}", "value": float(rec[key])})
+    display(tests.set_index(["dataset", "statistic"]).style.format(
+        {"p": "{:.2g}", "p, Holm": "{:.2g}", "Friedman chi2": "{:.1f}"}, precision=3))
+    lines = []
+    for rec in tests.to_dict("records"):
+        by_k = ", ".join(f"{rec[f'mean, k={k}']:.3g}" for k in ("1", "2", "3"))
+        verdict = "differs by k" if rec["p, Holm"] < 0.05 else "no difference by k shown"
+        lines.append(f"- {rec['dataset']}, {rec['statistic'].replace('_', ' ')}: {by_k} for k = 1, 2, 3 "
+                     f"(Holm-adjusted p = {rec['p, Holm']:.2g}, {len(tests)} tests): **{verdict}**.")
+    prose("Means by sketch index on the photos with all three sketches, and the verdicts:\n\n" + "\n".join(lines))
+else:
+    absent("whether the sketch index k of shoes304 and ChairV2 marks a drawer: statistics by k with a Friedman "
+           "test blocked by photo, Holm-adjusted", ["shoes304", "chairv2"])
 
 # %% [markdown]
-# For the shoes, the inked extent (longer side of the drawing as a share of the page) by
-# *k* = 1, 2, 3 is {glue:text}`c03_shoe_extent_by_k` (p = {glue:text}`c03_shoe_extent_p`),
-# while the agreement of the drawn parts with the photo is {glue:text}`c03_shoe_attr_by_k`
-# (p = {glue:text}`c03_shoe_attr_p`). For the chairs, the mean stroke count by *k* is
-# {glue:text}`c03_chair_strokes_by_k` (p = {glue:text}`c03_chair_strokes_p`).
-#
-# A small p-value says the sketch index is not arbitrary: sketches with the same *k* share
-# something, such as the drawer or the session, that shows in how large they are drawn, even
-# when they are equally faithful to the photo. A large p-value is what an arbitrary
-# numbering gives. Neither makes *k* a user id: the book treats a systematic difference as
-# a hint that *k* may group drawers (so a split that holds out one *k* is a rough proxy for
-# unseen users), and otherwise treats *k* as a plain sketch index. Style is measured on the
-# style world, where drawers are known; these sets serve retrieval across sketches of the
-# same object and partial-sketch studies.
+# A small adjusted p-value says the sketch index is not arbitrary: sketches with the same *k*
+# share something, such as the drawer or the session, that shows in how they are drawn, even
+# when they are equally faithful to the photo. A large one is what an arbitrary numbering
+# gives. Neither makes *k* a user id: the book treats a systematic difference as a hint that
+# *k* may group drawers (so a split that holds out one *k* is a rough proxy for unseen users),
+# and otherwise treats *k* as a plain sketch index. Style is measured on the style world,
+# where drawers are known; these sets serve retrieval across sketches of the same object and
+# partial-sketch studies.
 
-# %%
+# %% tags=["remove-cell"]
 # with no dataset found there is nothing to record, but the (empty) results file is still written
 ch.rows = rows
 ch.save()
+print(f"{len(rows)} metric rows saved")

@@ -7,7 +7,9 @@
   error; the others still run and earlier results are kept. A chapter whose source, parameters,
   package source and data fingerprint are unchanged since its last successful run is skipped
   (its ``stamp.json`` says so); ``--force`` runs it anyway.
-* ``check``: fresh ci metrics against ``paper_runs/ci/expected.csv`` (a tolerance per row).
+* ``check``: fresh ci metrics against ``paper_runs/ci/expected.csv`` (a tolerance per row; p-values
+  on a log10 scale). A row whose dataset is absent is "skipped"; ``--require-data`` makes that a
+  failure (CI, which has the data).
 * ``build``: Jupyter Book 1 on the executed notebooks, ``-W -n --keep-going``, no execution.
 """
 
@@ -21,6 +23,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,14 +32,17 @@ import pandas as pd
 import yaml
 
 from sbir_core.paths import BOOK, CONFIGS, PACKAGE, REPO_ROOT, RUNS
-from sbir_core.results import KEY, SCALES, load_metrics, numeric, results_root
+from sbir_core.results import (KEY, SCALES, ResultsError, load_metrics, locked, parse_columns, read_table,
+                               results_root)
 
 EXPECTED = RUNS / "ci" / "expected.csv"
-EXPECTED_COLUMNS = KEY + ["value", "tol", "requires", "note"]
+EXPECTED_COLUMNS = KEY + ["value", "tol", "trivial", "requires", "note"]
+# methods whose score needs no learning: a learnt row of the same place must beat them (``trivial``)
+TRIVIAL_METHODS = ("chance", "category_oracle", "untrained")
 TOC = REPO_ROOT / "_toc.yml"
 # each chapter's time budget at the ci scale on 2 CPU cores, seconds (``python -m sbir_core.bench book``)
-BUDGETS = {"01_evaluation": 20, "02_style_world": 45, "03_real_data": 25, "04_triplet_baseline": 150,
-           "05_hierarchy": 90, "06_stylemeup": 90, "07_adaptive": 90, "08_with_style": 90, "09_playground": 30}
+BUDGETS = {"01_evaluation": 20, "02_style_world": 45, "03_real_data": 25, "04_triplet_baseline": 180,
+           "05_hierarchy": 75, "06_stylemeup": 75, "07_adaptive": 75, "08_with_style": 75, "09_playground": 30}
 BOOK_BUDGET = 600
 
 
@@ -197,16 +203,33 @@ def _fold_injected_parameters(path: Path) -> None:
 
 
 def record_timing(scale: str, chapter: str, seconds: float, status: str) -> None:
-    """Upsert a chapter's wall time in ``paper_runs/<scale>/timings.csv`` (atomic replace)."""
+    """Upsert a chapter's wall time in ``paper_runs/<scale>/timings.csv`` (locked, atomic replace).
+
+    Two processes recording at once take turns (a lock beside the file) and write through unique
+    temporaries, so no row is lost. An unreadable old file is reported and replaced.
+    """
     path = results_root() / scale / "timings.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    old = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["chapter", "seconds", "status", "finished"])
-    row = pd.DataFrame([{"chapter": chapter, "seconds": round(seconds, 1), "status": status,
-                         "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}])
-    new = pd.concat([old[old["chapter"] != chapter], row], ignore_index=True).sort_values("chapter")
-    tmp = path.with_suffix(".tmp")
-    new.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    columns = ["chapter", "seconds", "status", "finished"]
+    with locked(path.with_name(".timings.lock")):
+        try:
+            old = read_table(path, dtype=str) if path.exists() else pd.DataFrame(columns=columns)
+            if [c for c in columns if c not in old]:
+                raise ResultsError(f"{path}: missing columns")
+        except ResultsError as err:
+            print(f"[run] {err}; starting a new timings file", flush=True)
+            old = pd.DataFrame(columns=columns)
+        row = pd.DataFrame([{"chapter": chapter, "seconds": round(seconds, 1), "status": status,
+                             "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}])
+        new = pd.concat([old[old["chapter"] != chapter][columns], row], ignore_index=True).sort_values("chapter")
+        fd, tmp = tempfile.mkstemp(prefix=".timings.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                new.to_csv(fh, index=False)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def run(scale: str = "ci", only: list[str] | None = None, force: bool = False) -> int:
@@ -251,20 +274,38 @@ def run(scale: str = "ci", only: list[str] | None = None, force: bool = False) -
     return len(failures)
 
 
-def load_expected(path: Path = EXPECTED) -> pd.DataFrame:
-    """The committed expected ci numbers, with tolerances."""
-    df = pd.read_csv(path, keep_default_na=False, dtype={"seed": int})
-    df = numeric(df, ["value", "tol"]) if len(df) else df
+def load_expected(path: Path = EXPECTED, allow_empty: bool = False) -> pd.DataFrame:
+    """The committed expected ci numbers, with tolerances and trivial values.
+
+    Refused with a ResultsError naming the file (and line): an unreadable table, missing columns, no
+    rows (nothing would be compared), a value or tolerance that is not a number, a tolerance that
+    is negative, NaN or infinite, or a seed that is not a whole number.
+    """
+    df = read_table(path, keep_default_na=False, dtype=str)
+    if "trivial" not in df and "tol" in df:
+        df.insert(df.columns.get_loc("tol") + 1, "trivial", "nan")
     missing = [c for c in EXPECTED_COLUMNS if c not in df]
     if missing:
-        raise ValueError(f"{path}: missing columns {missing}")
+        raise ResultsError(f"{path}: missing columns {missing} (expected {EXPECTED_COLUMNS})")
+    if not len(df) and not allow_empty:
+        raise ResultsError(f"{path}: no rows: a check against it would compare nothing")
+    df = parse_columns(df, path, ["value", "tol", "trivial"], ["seed"])
+    for i, tol in enumerate(df["tol"]):
+        if not math.isfinite(tol) or tol < 0:
+            raise ResultsError(f"{path}, line {i + 2}: tolerance {tol} is not a finite non-negative number")
     return df
+
+
+def is_p_value(metric: str) -> bool:
+    """p-values are compared on a log10 scale: "p < 0.001" must not pass for p = 5e-9."""
+    return metric.endswith("_p") or metric.endswith("_p_holm") or metric in ("p", "p_value")
 
 
 def compare(expected: pd.DataFrame, fresh: pd.DataFrame, available=None) -> pd.DataFrame:
     """Row-by-row comparison; ``status`` is ok, drift, missing or skipped (data not available).
 
-    ``available(name) -> bool`` says whether a dataset a row ``requires`` is present.
+    ``available(name) -> bool`` says whether a dataset a row ``requires`` is present. For p-values
+    (``is_p_value``) ``diff`` and ``tol`` are in log10 units.
     """
     fresh = fresh.drop_duplicates(KEY).set_index(KEY)["value"]
     rows = []
@@ -276,7 +317,10 @@ def compare(expected: pd.DataFrame, fresh: pd.DataFrame, available=None) -> pd.D
             status = "skipped" if need and available is not None and not available(need) else "missing"
             rows.append(dict(rec, fresh=float("nan"), diff=float("nan"), status=status))
             continue
-        diff = float(got) - float(rec["value"])
+        if is_p_value(str(rec["metric"])) and float(got) > 0 and float(rec["value"]) > 0:
+            diff = math.log10(float(got)) - math.log10(float(rec["value"]))
+        else:
+            diff = float(got) - float(rec["value"])
         bad = not math.isfinite(diff) and not (math.isnan(float(got)) and math.isnan(float(rec["value"])))
         status = "drift" if bad or abs(diff) > float(rec["tol"]) else "ok"
         rows.append(dict(rec, fresh=float(got), diff=diff, status=status))
@@ -289,12 +333,19 @@ def _dataset_available(name: str) -> bool:
     return available(name)
 
 
-def check(expected_path: Path = EXPECTED, scale: str = "ci") -> int:
-    """Print what drifted and return 1 on drift or a missing row, else 0."""
+def check(expected_path: Path = EXPECTED, scale: str = "ci", require_data: bool = False) -> int:
+    """Print what drifted and return 1 on drift or a missing row, else 0.
+
+    Rows whose dataset is absent are skipped and listed; with ``require_data`` a skipped row fails.
+    """
     if not expected_path.exists():
         print(f"[check] no expected numbers at {expected_path}")
         return 1
-    table = compare(load_expected(expected_path), load_metrics(scale), _dataset_available)
+    try:
+        table = compare(load_expected(expected_path), load_metrics(scale), _dataset_available)
+    except ResultsError as err:
+        print(f"[check] {err}")
+        return 1
     counts = table["status"].value_counts().to_dict()
     print(f"[check] {len(table)} expected numbers: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     bad = table[table["status"].isin(["drift", "missing"])]
@@ -302,7 +353,11 @@ def check(expected_path: Path = EXPECTED, scale: str = "ci") -> int:
     cols = ["chapter", "dataset", "method", "protocol", "split", "metric", "seed", "value", "fresh", "diff", "tol",
             "status"]
     if len(skipped):
-        print("[check] skipped (data not found):", ", ".join(sorted(set(skipped["requires"]))))
+        print(f"[check] {len(skipped)} rows skipped, data not found (SBIR_DATA={os.environ.get('SBIR_DATA', '')!r}):",
+              ", ".join(f"{k} ({v} rows)" for k, v in sorted(skipped["requires"].value_counts().items())))
+        if require_data:
+            print("[check] FAILED: --require-data and some rows were skipped; set SBIR_DATA to the datasets")
+            bad = pd.concat([bad, skipped])
     if len(bad):
         with pd.option_context("display.width", 200, "display.max_rows", 500, "display.max_colwidth", 30):
             print(bad[cols].to_string(index=False))
@@ -313,14 +368,38 @@ def check(expected_path: Path = EXPECTED, scale: str = "ci") -> int:
 EXACT_TOL = 1e-6  # rows computed without training (counts, chance, statistics of fixed data)
 
 
+def trivial_values(rows: pd.DataFrame) -> pd.Series:
+    """Each learnt score's trivial value: the best of chance, the category oracle and an untrained
+    encoder (``TRIVIAL_METHODS``) at the same dataset, setting, split and metric (NaN where none).
+
+    Only estimates of a retrieval metric get one (not interval bounds, differences or statistics).
+    A setting with no trivial row of its own takes the dataset's and split's (the style world's
+    galleries are the same at every gap). A row whose accepted interval contains its trivial value
+    checks nothing (``tests/test_expected.py``).
+    """
+    triv = rows[rows["method"].isin(TRIVIAL_METHODS)]
+    exact = triv.groupby(["chapter", "dataset", "setting", "split", "metric"])["value"].max().to_dict()
+    loose = triv.groupby(["chapter", "dataset", "split", "metric"])["value"].max().to_dict()
+    out = []
+    for r in rows.to_dict("records"):
+        metric = str(r["metric"])
+        if r["method"] in TRIVIAL_METHODS or "_ci95_" in metric or metric.startswith("diff_"):
+            out.append(float("nan"))
+            continue
+        key = (r["chapter"], r["dataset"], r["setting"], r["split"], metric)
+        out.append(exact.get(key, loose.get((r["chapter"], r["dataset"], r["split"], metric), float("nan"))))
+    return pd.Series(out, index=rows.index, dtype=float)
+
+
 def derived_tolerances(fresh: pd.DataFrame) -> pd.DataFrame:
     """Per-row tolerances from the chapter's own intervals, and the dataset each row needs.
 
     A summary row with an interval (``metric`` beside ``metric_ci95_lo`` / ``_hi``) and its bounds get
     the interval's half-width: a rerun elsewhere (another CPU, other bits) moves a number like another
     seed and test sample would. Rows without an interval are computed without training and get
-    ``EXACT_TOL``. Per-seed rows (seed >= 0) are left out: the summaries check them. Rows of a real
-    dataset require it (``requires``).
+    ``EXACT_TOL`` (p-values: ``EXACT_TOL`` in log10 units). Per-seed rows (seed >= 0) are left out:
+    the summaries check them. Rows of a real dataset require it (``requires``); learnt scores carry
+    their trivial value (``trivial_values``).
     """
     from sbir_core.data.registry import LOADERS
 
@@ -337,6 +416,7 @@ def derived_tolerances(fresh: pd.DataFrame) -> pd.DataFrame:
     df["tol"] = [half.get(tuple(r[g] for g in group) + (b,), EXACT_TOL) for (_, r), b in zip(df.iterrows(), base)]
     real = set(LOADERS) - {"style_world"}
     df["requires"] = [d if d in real else "" for d in df["dataset"]]
+    df["trivial"] = trivial_values(df)
     return df
 
 
@@ -357,8 +437,8 @@ def expect(chapter: str, tol: float | None, note: str, requires: str = "", scale
             rows["requires"] = requires
         rows = rows[EXPECTED_COLUMNS]
     else:
-        rows = fresh.assign(tol=tol, requires=requires, note=note)[EXPECTED_COLUMNS]
-    old = load_expected(path) if path.exists() else pd.DataFrame(columns=EXPECTED_COLUMNS)
+        rows = fresh.assign(tol=tol, trivial=trivial_values(fresh), requires=requires, note=note)[EXPECTED_COLUMNS]
+    old = load_expected(path, allow_empty=True) if path.exists() else pd.DataFrame(columns=EXPECTED_COLUMNS)
     new = pd.concat([old[old["chapter"] != chapter], rows], ignore_index=True).sort_values(KEY)
     new.to_csv(path, index=False, float_format="%.10g", na_rep="nan")
     print(f"[expect] {len(rows)} rows of {chapter} written to {path}")
@@ -387,7 +467,9 @@ def main(argv=None) -> int:
     p_run.add_argument("--scale", choices=SCALES, default="ci")
     p_run.add_argument("--only", nargs="+", metavar="CHAPTER", help="chapter names, e.g. 01_evaluation")
     p_run.add_argument("--force", action="store_true", help="run chapters even when they are up to date")
-    sub.add_parser("check", help="compare fresh ci metrics with paper_runs/ci/expected.csv")
+    p_check = sub.add_parser("check", help="compare fresh ci metrics with paper_runs/ci/expected.csv")
+    p_check.add_argument("--require-data", action="store_true",
+                         help="fail when a row is skipped because its dataset is absent (CI has the data)")
     sub.add_parser("validate", help="dry run: every chapter has a config at every scale naming only its parameters")
     p_exp = sub.add_parser("expect", help="record a chapter's fresh ci numbers as expected (maintainers)")
     p_exp.add_argument("chapter")
@@ -401,7 +483,7 @@ def main(argv=None) -> int:
     if args.command == "run":
         return 1 if run(args.scale, args.only, args.force) else 0
     if args.command == "check":
-        return check()
+        return check(require_data=args.require_data)
     if args.command == "validate":
         problems = validate()
         for p in problems:

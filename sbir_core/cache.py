@@ -72,7 +72,7 @@ def load_arrays(path: str | os.PathLike, expect: dict[str, tuple] | None = None)
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
+    except Exception as err:  # noqa: BLE001 - zlib.error, MemoryError, NotImplementedError... all mean "recompute"
         raise CacheCorrupt(f"unreadable ({type(err).__name__}: {err})") from err
     stored = arrays.pop(CHECKSUM, None)
     if stored is None:
@@ -113,8 +113,20 @@ def cached_arrays(path: str | os.PathLike, compute: Callable[[], dict[str, np.nd
 
 def cached_array(path: str | os.PathLike, compute: Callable[[], np.ndarray], shape: tuple | None = None,
                  dtype=None, use_cache: bool = True) -> np.ndarray:
-    """One verified array (see ``cached_arrays``); ``shape`` and ``dtype`` are checked on load."""
-    out = cached_arrays(path, lambda: {"array": compute()}, {"array": (shape, dtype)}, use_cache)
+    """One verified array (see ``cached_arrays``); ``shape`` and ``dtype`` are checked on load, and a float
+    array must be finite (a NaN raster is never stored or used)."""
+    def checked():
+        arr = compute()
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise ValueError(f"refusing to cache non-finite values at {path}")
+        return {"array": arr}
+
+    out = cached_arrays(path, checked, {"array": (shape, dtype)}, use_cache)
+    if use_cache and out["array"].dtype.kind == "f" and not np.isfinite(out["array"]).all():
+        warnings.warn(f"cache {path} is unusable (non-finite values); deleting and recomputing it", CacheWarning,
+                      stacklevel=2)
+        Path(path).unlink(missing_ok=True)
+        out = cached_arrays(path, checked, {"array": (shape, dtype)}, use_cache)
     return out["array"]
 
 

@@ -199,36 +199,64 @@ def _image(t):
     return np.clip((x.transpose(1, 2, 0) + 1) / 2, 0, 1)
 
 
-def interval_table(rows: list[dict], index: list[str], columns: str = "metric", percent: bool = True) -> pd.DataFrame:
-    """A readable table "estimate [lo, hi]" from rows of (``index`` columns, ``columns``, estimate, lo, hi)."""
-    df = pd.DataFrame(rows)
-    scale = 100 if percent else 1
-    df["cell"] = [f"{scale * e:.1f} [{scale * lo:.1f}, {scale * hi:.1f}]" if percent else f"{e:.3f} [{lo:.3f}, {hi:.3f}]"
-                  for e, lo, hi in zip(df["estimate"], df["lo"], df["hi"])]
-    return df.pivot(index=index, columns=columns, values="cell")
-
-
 def published_vs_ours(reference: str, ours: pd.DataFrame, match: dict | None = None) -> pd.DataFrame:
     """The published numbers of ``paper_runs/reference/<reference>.csv`` and ours, like beside like.
 
-    ours: rows with dataset, method, metric, value (a fraction), and ``backbone``/``protocol`` columns
-    if known; values are shown in percent as the papers print them. ``match`` renames our datasets to
-    the reference's (e.g. {"style_world": "style world (ours)"}). Real data and the style world are
-    kept apart: the published rows come first, then ours, each block sorted by dataset.
+    ours: rows with dataset, metric, value (a fraction) and optional ``kind`` ("real" or "style world"),
+    ``protocol`` and ``backbone``; values are shown in percent as the papers print them. ``match``
+    renames our datasets. One row per (kind, who, dataset), one column per metric (several published
+    figures for one number are all shown, "a / b"), then selection and backbone: real data first
+    (published, then this book), the style world apart at the end.
     """
     ref = load_reference(reference).copy()
     ref["value"] = pd.to_numeric(ref["value"])
-    ref = ref.assign(who="published")
+    ref = ref.assign(who="published", kind="real", protocol="best on test",
+                     backbone=ref["backbone"].str.split("(").str[0].str.strip().replace(
+                         "not stated in the table", "not stated"))
     ours = ours.copy()
     ours["value"] = 100 * ours["value"]
     if match:
         ours["dataset"] = ours["dataset"].replace(match)
     ours = ours.assign(who="this book")
-    cols = ["who", "dataset", "method", "metric", "value", "protocol", "backbone", "source"]
-    both = pd.concat([ref.reindex(columns=cols), ours.reindex(columns=cols)], ignore_index=True).fillna("")
-    both["value"] = both["value"].map(lambda v: f"{float(v):.1f}" if v != "" else "")
-    return both.sort_values(["who", "dataset", "method", "metric"]).reset_index(drop=True)
+    if "kind" not in ours:
+        ours["kind"] = "real"
+    both = pd.concat([ref, ours], ignore_index=True)
+    both["metric"] = both["metric"].replace({"acc_at_1": "Acc@1 (%)", "acc_at_10": "Acc@10 (%)"})
+    index = ["kind", "who", "dataset"]
+    # as printed: the papers' two decimals, ours to one
+    both["shown"] = [f"{v:.2f}" if w == "published" else f"{v:.1f}" for v, w in zip(both["value"], both["who"])]
+    values = both.groupby(index + ["metric"], sort=False)["shown"].agg(
+        lambda v: " / ".join(dict.fromkeys(v))).unstack("metric")
+    info = both.groupby(index, sort=False)[["protocol", "backbone"]].agg(lambda v: " / ".join(dict.fromkeys(v)))
+    table = values.join(info).reset_index()
+    order = {("real", "published"): 0, ("real", "this book"): 1}
+    table["_order"] = [order.get((k, w), 2) for k, w in zip(table["kind"], table["who"])]
+    table = table.sort_values(["_order", "dataset"]).drop(columns="_order")
+    table.columns.name = None
+    return table.set_index(index).rename(columns={"protocol": "selection"}).fillna("")
 
 
-__all__ = ["COLUMNS", "Chapter", "SPLITS", "clusters", "fmt", "interval_of", "interval_table", "outcomes",
+__all__ = ["COLUMNS", "Chapter", "SPLITS", "clusters", "fmt", "interval_of", "outcomes",
            "paired_of", "published_vs_ours", "retrieval_grid", "setting", "setup"]
+
+
+def note(text: str) -> None:
+    """A MyST ``{note}`` box in the rendered book (Markdown output; ``nb_render_markdown_format: myst``)."""
+    from IPython.display import Markdown, display
+
+    display(Markdown(f":::{{note}}\n{text}\n:::"))
+
+
+def prose(text: str) -> None:
+    """Prose made from results (a paragraph whose numbers exist only when its data does)."""
+    from IPython.display import Markdown, display
+
+    display(Markdown(text))
+
+
+def absent(what: str, datasets, how: str = "SBIR_DATA=/path/to/datasets make book") -> None:
+    """The one note a section whose data is absent shows: what it would show and how to enable it."""
+    names = ", ".join(f"`{d}`" for d in ([datasets] if isinstance(datasets, str) else datasets))
+    note(f"**Not run here: {names} not found.** With the data this section shows {what}. "
+         f"To enable it, point `SBIR_DATA` at the folder holding the datasets (README, *Real data*): "
+         f"`{how}`.")

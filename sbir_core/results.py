@@ -2,11 +2,16 @@
 
 Every number a chapter reports goes through ``save_results``; tables and the CI check read the
 files back. Writes are atomic: a folder is filled beside the old one and swapped in, so a
-failing run never leaves half-written results and never destroys the last good ones.
+failing run never leaves half-written results and never destroys the last good ones. Writers of
+one chapter take a lock (``.<chapter>.lock``), so two processes saving at once both succeed, the
+last one's files win whole. Temporary folders (``.<chapter>.*``, left by a killed run) are never
+read as results and are removed by the next save.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import platform
@@ -21,6 +26,31 @@ import yaml
 from sbir_core.paths import REPO_ROOT, RUNS
 
 SCALES = ("ci", "paper")
+
+
+class ResultsError(ValueError):
+    """A result, expected or timing file that cannot be read or is not valid; the message names the file."""
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    """An exclusive advisory lock on ``path`` (created if absent), held for the ``with`` block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def read_table(path: Path, **options) -> pd.DataFrame:
+    """``pd.read_csv`` whose every failure is a ResultsError naming the file (not a pandas traceback)."""
+    try:
+        return pd.read_csv(path, **options)
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,
+            OverflowError, MemoryError) as err:
+        raise ResultsError(f"{path}: not a readable table ({type(err).__name__}: {str(err)[:300]})") from err
 KEY = ["chapter", "dataset", "method", "protocol", "setting", "split", "metric", "seed"]
 COLUMNS = KEY[:-1] + ["value", "seed"]
 
@@ -89,29 +119,62 @@ def save_results(chapter: str, scale: str, metrics: pd.DataFrame, params: dict) 
     target = chapter_dir(chapter, scale)
     target.parent.mkdir(parents=True, exist_ok=True)
     metrics = metric_rows(chapter, metrics.to_dict("records")) if "chapter" not in metrics else metrics
-    tmp = Path(tempfile.mkdtemp(prefix=f".{chapter}.", dir=target.parent))
-    try:
-        metrics.sort_values(KEY).to_csv(tmp / "metrics.csv", index=False, float_format="%.10g", na_rep="nan")
-        (tmp / "params.yaml").write_text(yaml.safe_dump(_plain(params), sort_keys=True))
-        (tmp / "env.json").write_text(json.dumps(environment(), indent=2, sort_keys=True))
-        old = target.with_name(f".{chapter}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with locked(target.parent / f".{chapter}.lock"):
+        _clean_temporaries(target.parent, chapter)  # left by a killed save; no other save runs now
+        tmp = Path(tempfile.mkdtemp(prefix=f".{chapter}.", dir=target.parent))
+        try:
+            metrics.sort_values(KEY).to_csv(tmp / "metrics.csv", index=False, float_format="%.10g", na_rep="nan")
+            (tmp / "params.yaml").write_text(yaml.safe_dump(_plain(params), sort_keys=True))
+            (tmp / "env.json").write_text(json.dumps(environment(), indent=2, sort_keys=True))
+            old = target.with_name(f".{chapter}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            if target.exists():
+                os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
+def _clean_temporaries(folder: Path, chapter: str) -> None:
+    for p in folder.glob(f".{chapter}.*"):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def load_metrics(scale: str = "ci", chapter: str | None = None) -> pd.DataFrame:
-    """All metrics of a scale (or one chapter) as one frame; empty frame when none exist."""
+    """All metrics of a scale (or one chapter) as one frame; empty frame when none exist.
+
+    Only chapter folders are read: hidden temporaries (``.<chapter>.*``) never count as results.
+    A file that cannot be read, or lacks columns, is a ResultsError naming it.
+    """
     base = results_root() / scale
-    files = sorted(base.glob(f"{chapter or '*'}/metrics.csv")) if base.exists() else []
-    frames = [numeric(pd.read_csv(f, keep_default_na=False, dtype={"seed": int}), ["value"]) for f in files]
+    files = sorted(f for f in (base.glob(f"{chapter or '*'}/metrics.csv") if base.exists() else [])
+                   if not f.parent.name.startswith("."))
+    frames = []
+    for f in files:
+        df = read_table(f, keep_default_na=False, dtype=str)
+        missing = [c for c in COLUMNS if c not in df]
+        if missing:
+            raise ResultsError(f"{f}: missing columns {missing}")
+        frames.append(parse_columns(df, f, ["value"], ["seed"]))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+
+
+def parse_columns(df: pd.DataFrame, path: Path, floats: list[str], ints: list[str]) -> pd.DataFrame:
+    """Number columns of a table read as text; a ResultsError names the file, line and value that is not one."""
+    for col in floats + ints:
+        out = []
+        for i, v in enumerate(df[col]):
+            try:
+                out.append(float(v) if str(v) != "" else float("nan")) if col in floats else out.append(int(v))
+            except (TypeError, ValueError) as err:
+                raise ResultsError(f"{path}, line {i + 2}: column {col!r} holds {str(v)[:40]!r}, "
+                                   f"not a {'number' if col in floats else 'whole number'}") from err
+        df[col] = out
+    return df
 
 
 def numeric(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

@@ -206,3 +206,39 @@ def verdict(iv: Interval, direction: int = 1) -> str:
     if hi < 0:
         return "not reproduced"
     return "inconclusive"
+
+
+def friedman_by_block(table, value: str, treatment: str, block: str, levels) -> dict:
+    """Friedman test of ``value`` across ``levels`` of ``treatment``, blocked by ``block``.
+
+    For repeated measures: sketches k = 1, 2, 3 of the same photo are a block, so the photo's own
+    difficulty cancels. Only blocks holding every level exactly once are used.
+    Returns {"statistic", "p", "n_blocks", "means": {level: mean over the used blocks}}.
+    """
+    from scipy.stats import friedmanchisquare
+
+    levels = [str(v) for v in levels]
+    t = table[[block, treatment, value]].dropna().astype({treatment: str})
+    t = t[t[treatment].isin(levels)]
+    wide = t.pivot_table(index=block, columns=treatment, values=value, aggfunc=["first", "count"])
+    full = wide["count"].reindex(columns=levels).eq(1).all(axis=1)
+    cols = wide["first"].reindex(columns=levels)[full]
+    if len(cols) < 2:
+        raise ValueError(f"Friedman test of {value}: {len(cols)} complete blocks of {block} (need 2 or more)")
+    res = friedmanchisquare(*[cols[v].to_numpy(float) for v in levels])
+    return {"statistic": float(res.statistic), "p": float(res.pvalue), "n_blocks": int(len(cols)),
+            "means": {v: float(cols[v].mean()) for v in levels}}
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (controls the family-wise error rate).
+
+    Adjusted p_(i) = max over j <= i of min(1, (m - j + 1) p_(j)), in ascending order of p.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    order = np.argsort(p, kind="stable")
+    m = len(p)
+    adj = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adj
+    return out

@@ -17,6 +17,9 @@ CANVAS = 256.0
 _SUPERSAMPLE = 4
 
 
+MAX_COORD = 1e9  # no drawing (canvas 256, scans of a few thousand pixels) comes near; 1e308 overflows
+
+
 class StrokeError(ValueError):
     """A stroke array that is not a valid canonical sketch."""
 
@@ -38,6 +41,10 @@ def check_strokes(strokes) -> np.ndarray:
     if not np.isfinite(arr).all():
         bad = int(np.argwhere(~np.isfinite(arr))[0, 0])
         raise StrokeError(f"strokes hold NaN or infinite values (first at point {bad})")
+    if np.abs(arr[:, :2]).max() > MAX_COORD:
+        bad = int(np.argwhere(np.abs(arr[:, :2]) > MAX_COORD)[0, 0])
+        raise StrokeError(f"coordinates beyond +-{MAX_COORD:g} (first at point {bad}): not a drawing; "
+                          "larger values overflow when the sketch is scaled or rendered")
     pen = arr[:, 2]
     if not np.isin(pen, (0.0, 1.0)).all():
         raise StrokeError(f"pen flags must be 0 or 1, got {sorted(set(pen.tolist()) - {0.0, 1.0})[:5]}")
@@ -99,7 +106,12 @@ def from_quickdraw(drawing, canvas: float = CANVAS, margin: float = 0.1) -> np.n
     for i, stroke in enumerate(drawing):
         if not isinstance(stroke, (list, tuple)) or len(stroke) < 2:
             raise StrokeError(f"QuickDraw stroke {i} must be [[x...], [y...]], got {type(stroke).__name__}")
-        xs, ys = stroke[0], stroke[1]
+        try:  # flat lists of numbers only: nested lists would stack into a different drawing
+            xs, ys = np.asarray(stroke[0], dtype=np.float64), np.asarray(stroke[1], dtype=np.float64)
+        except (TypeError, ValueError, OverflowError) as err:
+            raise StrokeError(f"QuickDraw stroke {i}: coordinates must be numbers ({err})") from None
+        if xs.ndim != 1 or ys.ndim != 1:
+            raise StrokeError(f"QuickDraw stroke {i}: coordinates must be flat lists of numbers")
         if len(xs) != len(ys) or len(xs) == 0:
             raise StrokeError(f"QuickDraw stroke {i} has {len(xs)} x and {len(ys)} y values")
         parts.append(np.column_stack([xs, ys]))
@@ -115,7 +127,8 @@ def from_stroke3(stroke3, canvas: float = CANVAS, margin: float = 0.1) -> np.nda
     arr = np.asarray(stroke3, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[1] != 3:
         raise StrokeError(f"stroke-3 must have shape (N, 3) = (dx, dy, pen_lift), got {arr.shape}")
-    absolute = np.column_stack([np.cumsum(arr[:, :2], axis=0), arr[:, 2]])
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow becomes inf, refused by check_strokes
+        absolute = np.column_stack([np.cumsum(arr[:, :2], axis=0), arr[:, 2]])
     return normalise(absolute, canvas, margin)
 
 

@@ -250,10 +250,6 @@ class MultiSeedResult:
             out.append(m.eval())
         return out
 
-    @property
-    def seeds(self) -> list[int]:
-        return [r.seed for r in self.runs]
-
 
 # ---------------------------------------------------------------------- the trainer
 

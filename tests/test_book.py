@@ -214,3 +214,38 @@ def test_nan_survives_the_csv_round_trip(tmp_path, monkeypatch):
     assert book.check(path) == 0
     R.save_results("99_x", "ci", pd.concat([fresh_frame(0.3), fresh_frame(0.5).assign(metric="acc_at_10")]), {})
     assert book.check(path) == 1  # a number where NaN was expected is drift
+
+
+def test_require_data_turns_a_skipped_row_into_a_failure(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SBIR_RESULTS", str(tmp_path / "runs"))
+    monkeypatch.setenv("SBIR_DATA", str(tmp_path / "no_data_here"))
+    path = tmp_path / "expected.csv"
+    pd.concat([expected_frame(0.5, 0.01), expected_frame(0.5, 0.01, "shoes304").assign(metric="acc_at_10")]) \
+        .to_csv(path, index=False)
+    R.save_results("99_x", "ci", fresh_frame(0.505), {})
+    assert book.check(path) == 0  # the shoes304 row is skipped, and said so
+    assert "1 rows skipped" in capsys.readouterr().out
+    assert book.check(path, require_data=True) == 1
+    assert "--require-data" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fresh, status", [(5e-9, "ok"), (5.00000001e-9, "ok"), (1e-4, "drift"), (5e-8, "drift")])
+def test_p_values_are_compared_on_a_log_scale(fresh, status):
+    expected = expected_frame(5e-9, 1e-6).assign(metric="ink_extent_p")
+    fresh_rows = fresh_frame(fresh).assign(metric="ink_extent_p")
+    assert book.compare(expected, fresh_rows)["status"].tolist() == [status]
+
+
+def test_trivial_values_come_from_chance_oracle_and_untrained_rows():
+    rows = pd.DataFrame([
+        {"chapter": "c", "dataset": "d", "method": m, "protocol": "", "setting": "g=1", "split": "test",
+         "metric": "acc_at_1", "seed": -1, "value": v} for m, v in
+        (("chance", 0.1), ("category_oracle", 0.1), ("untrained", 0.15), ("triplet_sn", 0.4))]
+        + [{"chapter": "c", "dataset": "d", "method": "triplet_sn", "protocol": "", "setting": "g=2", "split": "test",
+            "metric": "acc_at_1", "seed": -1, "value": 0.3},
+           {"chapter": "c", "dataset": "d", "method": "triplet_sn", "protocol": "", "setting": "g=1", "split": "test",
+            "metric": "acc_at_1_ci95_lo", "seed": -1, "value": 0.3}])
+    triv = book.trivial_values(rows).tolist()
+    assert triv[:3] == [pytest.approx(float("nan"), nan_ok=True)] * 3  # the trivial rows themselves
+    assert triv[3] == 0.15 and triv[4] == 0.15  # the best trivial score; another gap takes the split's
+    assert triv[5] != triv[5]  # interval bounds have none

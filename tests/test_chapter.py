@@ -71,3 +71,19 @@ def test_interval_of_evaluations_uses_objects_and_drawers():
     diff = C.paired_of(evals, evals, "acc_at_1")
     assert diff.estimate == 0 and diff.se == 0
     assert "[" in C.fmt(iv) and C.fmt(diff, signed=True).startswith("0.0")
+
+
+def test_published_vs_ours_puts_like_beside_like():
+    import numpy as np
+
+    from sbir_core.chapter import published_vs_ours
+
+    ours = pd.DataFrame([{"dataset": d, "metric": m, "value": v} for d in ("style_world, seen drawers", "shoes304")
+                         for m, v in (("acc_at_1", 0.1), ("acc_at_10", 0.5))])
+    ours["kind"] = np.where(ours["dataset"].str.startswith("style"), "style world", "real")
+    table = published_vs_ours("triplet_sn", ours.assign(protocol="val-selected", backbone="cnn"))
+    assert list(table.columns) == ["Acc@1 (%)", "Acc@10 (%)", "selection", "backbone"]
+    assert list(table.index.get_level_values("kind")) == ["real"] * 3 + ["style world"]  # world rows apart, last
+    assert table.index.is_unique  # one row per dataset, metrics side by side
+    assert table.loc[("real", "this book", "shoes304"), "Acc@1 (%)"] == "10.0"
+    assert "45.65" in table.loc[("real", "published", "chairv2"), "Acc@1 (%)"]  # as the paper prints it

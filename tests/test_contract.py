@@ -243,6 +243,10 @@ def test_registry_and_spec():
     assert isinstance(m, Method) and m.sampler in SAMPLERS
     spec = MethodSpec("triplet_sn", {"width": 4})
     assert "sbir_core.models.triplet" in spec.sources() and "sbir_core.train" in spec.sources()
+    # the registry is listed nowhere: adding a method there must not change any other method's fingerprint
+    from sbir_core.models import registry
+
+    assert all(registry.__name__ not in MethodSpec(name).sources() for name in registry.METHODS)
     with pytest.raises(MethodError, match="JSON"):
         MethodSpec("triplet_sn", {"f": object()})
 

@@ -87,6 +87,30 @@ def test_pacs_domains_and_pairs(tmp_path):
     assert d.photo_images(8).shape == (14, 8, 8, 3)
 
 
+def test_pacs_sketchy_keeps_the_instance_pairs(tmp_path):
+    from sbir_core.data.views import fg_view
+
+    write_pacs(tmp_path)
+    d = load_dataset("pacs_sketchy", tmp_path, fractions=(0.0, 0.0, 1.0))
+    assert d.name == "pacs_sketchy"
+    # only the Sketchy sketches whose photo is present, and only the photos they were drawn from
+    assert sorted(d.sketches["sketch_id"].str.rsplit("/", n=1).str[-1]) == ["n0211_7-3"] * 2 + ["n0211_7-4"] * 2
+    assert sorted(d.photos["photo_id"]) == ["photo/dog/n0211_7", "photo/house/n0211_7"]
+    assert (d.photos["medium"] == "photo").all()
+    assert d.info["paired_only"] == {"unpaired_sketches": 4, "other_photos": 12}
+    v = fg_view(d, "test", size=8, group=None)  # each sketch's target is its own photo
+    assert len(v) == 4 and v.gallery_table["photo_id"].iloc[v.target.numpy()].tolist() == \
+        v.table["photo_id"].tolist()
+
+
+def test_paired_only_without_pairs_is_an_error(tmp_path):
+    for cls in ("dog",):
+        _img(tmp_path / "pacs" / "photo" / cls / "a.jpg", "RGB")
+        _img(tmp_path / "pacs" / "sketch" / cls / "5281.png")
+    with pytest.raises(DataError, match="paired_only"):
+        load_dataset("pacs_sketchy", tmp_path)
+
+
 def test_domains_need_the_sketch_domain(tmp_path):
     write_pacs(tmp_path)
     with pytest.raises(DataError, match=r"missing sketch domain folder .*drawing"):
@@ -137,6 +161,10 @@ def test_real_pacs(data_root):
     assert len(d) == 3929
     assert d.photos["medium"].value_counts().to_dict() == {"cartoon": 2344, "art_painting": 2048, "photo": 1670}
     assert d.info["paired_sketches"] == 2864  # ../shared/data/README.md
+    fg = load_dataset("pacs_sketchy", data_root)
+    assert len(fg) == 2864 and len(fg.photos) == fg.sketches["photo_id"].nunique()
+    assert sorted(fg.sketches["category"].unique()) == ["dog", "elephant", "giraffe", "guitar", "horse"]
+    assert fg.sketches.groupby("photo_id").size().min() >= 5  # many drawers per photo
 
 
 def test_real_tuberlin(data_root):

@@ -99,10 +99,45 @@ def test_missing_file_is_a_data_error(tmp_path):
         safe_pickle.load(tmp_path / "nope")
 
 
-def test_huge_array_request_is_a_data_error():
-    class Huge:  # an allowed callable with an absurd shape: fails cleanly, never allocates
+def test_calling_ndarray_directly_is_refused():
+    class Huge:  # numpy.ndarray(shape, ...) could build an array over any memory: never called
         def __reduce__(self):
             return (np.ndarray, ((2**62,),))
 
-    with pytest.raises(DataError, match="too big|memory"):
+    with pytest.raises(UnsafePickleError, match="numpy.ndarray directly"):
         safe_pickle.loads(pickle.dumps(Huge()))
+
+
+def _objects(items):
+    arr = np.empty(len(items), dtype=object)
+    for i, it in enumerate(items):
+        arr[i] = it
+    return arr
+
+
+def test_object_arrays_only_when_asked_and_checked():
+    good = pickle.dumps(_objects([np.zeros((2, 3), np.int16), np.ones((5, 3))]), protocol=3)
+    with pytest.raises(UnsafePickleError, match="object array"):
+        safe_pickle.loads(good)
+    out = safe_pickle.loads(good, object_items=(None, 3))
+    assert out.dtype == object and [a.shape for a in out] == [(2, 3), (5, 3)] and out[0].dtype == np.int16
+    with pytest.raises(UnsafePickleError, match=r"item 1: expected a numeric array of shape \(None, 3\)"):
+        safe_pickle.loads(pickle.dumps(_objects([np.zeros((2, 3)), np.zeros((2, 2))])), object_items=(None, 3))
+    with pytest.raises(UnsafePickleError, match="item 0"):
+        safe_pickle.loads(pickle.dumps(_objects(["text"])), object_items=(None, 3))
+
+
+def test_attribute_writes_are_refused():
+    class Build:
+        def __reduce__(self):
+            return (np.dtype, ("f8", False, True), {"names": ("a",)})
+
+    with pytest.raises(UnsafePickleError, match="dtype state"):
+        safe_pickle.loads(pickle.dumps(Build()))
+
+
+def test_big_endian_and_fortran_arrays_come_back_equal():
+    a = np.arange(12, dtype=">i4").reshape(3, 4)
+    f = np.asfortranarray(np.arange(6.0).reshape(2, 3))
+    out = safe_pickle.loads(pickle.dumps({"a": a, "f": f}, protocol=2))
+    assert np.array_equal(out["a"], a) and out["a"].dtype == np.int32 and np.array_equal(out["f"], f)

@@ -114,3 +114,19 @@ def test_real_sketchy(data_root):
     d = load_dataset("sketchy", data_root, unseen="yelamarthi21")
     assert d.sketches["category"].nunique() == 125
     assert len(d.info["split"]["seen_classes"]) == 104
+
+
+def test_paired_only_is_the_fine_grained_set(tmp_path):
+    """The official release pairs ``<photo>-<k>`` with ``<photo>`` as PACS's sketch domain does."""
+    from sbir_core.data.views import fg_view
+
+    write_sketchy(tmp_path)
+    folder = tmp_path / "sketchy" / "256x256" / "sketch" / AUG / "cow"
+    Image.new("L", (16, 16), 255).save(folder / "orphan-1.png")
+    d = load(tmp_path, paired_only=True, fractions=(0.0, 0.0, 1.0))
+    assert len(d) == 12 and len(d.photos) == 6 and not d.photos["extended"].any()
+    assert d.info["paired_only"] == {"unpaired_sketches": 1, "other_photos": 3}
+    v = fg_view(d, "test", size=8)
+    assert v.n_candidates().tolist() == [2] * 12  # galleries within the category: its 2 photos
+    assert (v.gallery_table["photo_id"].iloc[v.target.numpy()].to_numpy() == v.table["photo_id"].to_numpy()).all()
+    assert (v.table["sketch_id"].str.rsplit("-", n=1).str[0] == v.table["photo_id"]).all()

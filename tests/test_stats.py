@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
+from sbir_core import stats as ST
 from sbir_core.stats import Interval, interval, paired_difference, verdict
 
 
@@ -128,3 +129,30 @@ def test_bad_input_is_refused():
         interval(np.array([[np.nan, 1.0]]))
     with pytest.raises(ValueError, match="one label per query"):
         interval(np.ones((2, 5)), {"object": np.arange(4)})
+
+
+def test_holm_matches_the_step_down_rule():
+    p = [0.01, 0.04, 0.03, 0.005]
+    # sorted 0.005, 0.01, 0.03, 0.04 -> 4*0.005=0.02, 3*0.01=0.03, 2*0.03=0.06, 1*0.04 -> max(0.06, 0.04)
+    assert np.allclose(ST.holm(p), [0.03, 0.06, 0.06, 0.02])
+    assert np.allclose(ST.holm([0.5, 0.9]), [1.0, 1.0])
+
+
+def test_friedman_is_blocked_by_photo():
+    """A shift by level hidden under large between-photo differences: blocking finds it, and a
+    level with no effect gives no small p-value."""
+    import pandas as pd
+    from scipy.stats import kruskal
+
+    rng = np.random.default_rng(0)
+    photos = rng.normal(0, 10, 60)
+    rows = [{"photo": i, "k": k, "x": photos[i] + 0.5 * k + rng.normal(0, 0.3), "null": photos[i] + rng.normal()}
+            for i in range(60) for k in (1, 2, 3)]
+    rows.append({"photo": 99, "k": 1, "x": 0.0, "null": 0.0})  # an incomplete block is left out
+    t = pd.DataFrame(rows)
+    res = ST.friedman_by_block(t, "x", "k", "photo", ["1", "2", "3"])
+    assert res["n_blocks"] == 60 and res["p"] < 1e-10
+    assert res["means"]["3"] > res["means"]["1"]
+    unblocked = kruskal(*[g["x"] for _, g in t[t.photo < 99].groupby("k")]).pvalue
+    assert unblocked > 0.05  # the same data, tested without blocks, sees nothing
+    assert ST.friedman_by_block(t, "null", "k", "photo", [1, 2, 3])["p"] > 0.01

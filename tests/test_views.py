@@ -90,12 +90,17 @@ def test_sketches_without_their_photo_are_dropped_and_listed():
     assert sorted(view.dropped) == ["s0_0", "s0_1", "s0_2"] and len(view) == 7 * 3
 
 
-def test_within_category_gallery_chance_and_oracle():
-    data = tiny_data(n_instances=24)
-    cats = {f"i{i}": ("a" if i % 2 else "b") for i in range(24)}
+def two_categories(n_instances: int = 24) -> SBIRData:
+    """``tiny_data`` with odd and even instances in two categories, "a" and "b"."""
+    data = tiny_data(n_instances=n_instances)
+    cats = {f"i{i}": ("a" if i % 2 else "b") for i in range(n_instances)}
     data.sketches["category"] = data.sketches["instance"].map(cats)
     data.photos["category"] = data.photos["instance"].map(cats)
-    view = fg_view(data, "train", size=16)
+    return data
+
+
+def test_within_category_gallery_chance_and_oracle():
+    view = fg_view(two_categories(), "train", size=16)
     cand = view.candidates()
     assert cand.shape == (len(view), len(view.gallery))
     same = view.table["category"].to_numpy()[:, None] == view.gallery_table["category"].to_numpy()[None, :]
@@ -118,11 +123,7 @@ def test_a_category_with_one_gallery_item_is_refused():
 
 
 def test_within_category_negatives_stay_in_the_category():
-    data = tiny_data(n_instances=24)
-    cats = {f"i{i}": ("a" if i % 2 else "b") for i in range(24)}
-    data.sketches["category"] = data.sketches["instance"].map(cats)
-    data.photos["category"] = data.photos["instance"].map(cats)
-    view = fg_view(data, "train", size=16)
+    view = fg_view(two_categories(), "train", size=16)
     g = torch.Generator().manual_seed(0)
     idx = torch.arange(len(view)).repeat(50)
     b = view.triplets(idx, g)

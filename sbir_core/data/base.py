@@ -43,7 +43,51 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 class DataError(RuntimeError):
-    """A dataset that is absent, incomplete or malformed; the message says which file and why."""
+    """A dataset that is absent, incomplete or malformed; the message says which file and why.
+
+    File names that are not UTF-8 reach Python as surrogate escapes; the message shows their bytes
+    as ``\\xNN`` so that printing it cannot fail.
+    """
+
+    def __init__(self, message="", *args):
+        super().__init__(safe_text(message) if isinstance(message, str) else message, *args)
+
+
+def safe_text(text: str) -> str:
+    """``text`` with undecodable file-name bytes (surrogate escapes) shown as ``\\xNN``: printable, encodable."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # lone surrogates that are not escaped bytes
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+MAX_PIXELS = 64_000_000  # an image (after padding to a square) larger than this is not a sketch or photo
+
+
+def outside(path: Path, root: Path | None) -> bool:
+    """Whether ``path`` resolves (through symbolic links) to somewhere outside ``root``."""
+    if root is None:
+        return False
+    try:
+        real, base = Path(path).resolve(), Path(root).resolve()
+    except (OSError, RuntimeError):
+        return True
+    return real != base and base not in real.parents
+
+
+def unique_ids(ids, files, what: str) -> None:
+    """A DataError naming both files when two files would get the same id (e.g. a.png and a.jpg)."""
+    first: dict = {}
+    for i, f in zip(ids, files):
+        if i in first:
+            raise DataError(f"duplicate {what} id {i!r}: {first[i]} and {f} would both be {i!r}; "
+                            f"remove or rename one")
+        first[i] = f
 
 
 def cache_dir() -> Path:
@@ -173,8 +217,8 @@ class SBIRData:
 
     def report(self) -> pd.DataFrame:
         """What the loader left out: one row per skipped or ignored file (kind, path, reason)."""
-        rows = [{"kind": "skipped", "path": p, "reason": r} for p, r in self.skipped]
-        rows += [{"kind": "ignored", "path": p, "reason": "not a file of this layout"}
+        rows = [{"kind": "skipped", "path": safe_text(str(p)), "reason": safe_text(str(r))} for p, r in self.skipped]
+        rows += [{"kind": "ignored", "path": safe_text(p), "reason": "not a file of this layout"}
                  for p in self.info.get("ignored", [])]
         return pd.DataFrame(rows, columns=["kind", "path", "reason"])
 
@@ -242,15 +286,23 @@ def load_image(path: Path, size: int, mode: str) -> np.ndarray:
     """Load one image file as a (size, size[, 3]) uint8 array; a clear DataError names a bad file.
 
     A non-square image is padded with white to a square first (aspect ratio kept: product photos
-    sit on white). JPEGs are decoded at a reduced DCT scale when that still covers ``size``,
-    which makes loading large sketches about 10x faster.
+    sit on white); the padded size is checked before anything is allocated (``MAX_PIXELS``), so a
+    1 x 60000 strip cannot ask for gigabytes. 16-bit and float greyscale images are scaled to
+    8 bits (a plain convert would clip them to white). JPEGs are decoded at a reduced DCT scale
+    when that still covers ``size``, which makes loading large sketches about 10x faster.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as img:
+            w, h = img.size
+            if w < 1 or h < 1 or max(w, h) ** 2 > MAX_PIXELS:
+                raise DataError(f"cannot read image {path}: its size {w}x{h} padded to a square would be "
+                                f"{max(w, h) ** 2} pixels (more than {MAX_PIXELS}): not a sketch or photo")
             img.draft(mode, (size, size))
             img.load()
+            if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+                img = _to_8bit(img)
             if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
                 # transparent pixels are paper: composite on white, not on the black convert() gives
                 rgba = img.convert("RGBA")
@@ -263,8 +315,23 @@ def load_image(path: Path, size: int, mode: str) -> np.ndarray:
                 square.paste(img, ((side - w) // 2, (side - h) // 2))
                 img = square
             return np.asarray(img.resize((size, size), Image.BILINEAR))
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"cannot read image {path}: {err}") from err
+    except DataError:
+        raise
+    except Exception as err:  # noqa: BLE001 - Pillow raises many types (OSError, SyntaxError, struct.error,
+        # ZeroDivisionError, MemoryError, DecompressionBombError...) for malformed files: one clear error
+        raise DataError(f"cannot read image {path}: {type(err).__name__}: {err}") from err
+
+
+def _to_8bit(img):
+    """A 16-bit / 32-bit / float greyscale image as 8-bit "L", scaled by its type's range, not clipped."""
+    from PIL import Image
+
+    arr = np.asarray(img).astype(np.float64)
+    if img.mode.startswith("I;16") or (img.mode == "I" and arr.max(initial=0) > 255):
+        arr = arr / 257.0  # 16-bit range onto 8 bits
+    elif img.mode == "F" and arr.max(initial=0) <= 1.0:
+        arr = arr * 255.0
+    return Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8), "L")
 
 
 def stretch_ink(images: np.ndarray, min_ink: float = 0.05) -> np.ndarray:
@@ -329,15 +396,19 @@ def find_child(folder: Path, name: str, dataset: str, layout: str, want_dir: boo
     raise DataError(f"{dataset}: missing {kind} {folder / name}.\nExpected layout:\n{layout}")
 
 
-def list_images(folder: Path) -> tuple[list[Path], list[str]]:
+def list_images(folder: Path, root: Path | None = None) -> tuple[list[Path], list[str]]:
     """Image files directly in ``folder`` (sorted by name) and the stray entries beside them.
 
     Hidden files (``.DS_Store``, ``._x.png``), non-image files and sub-folders are strays:
-    counted, never loaded. Suffixes match without regard to case (``.JPEG`` too).
+    counted, never loaded. Suffixes match without regard to case (``.JPEG`` too). With ``root``
+    (the dataset folder), a symbolic link that leads outside it is refused: listed as a stray
+    with that reason, never read.
     """
     images, stray = [], []
     for f in sorted(folder.iterdir()):
-        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES:
+        if f.is_symlink() and outside(f, root):
+            stray.append(f"{f} (symbolic link out of the data folder {root}: refused)")
+        elif f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES:
             images.append(f)
         else:
             stray.append(str(f))
@@ -365,8 +436,8 @@ def files_fingerprint(files, base: Path | None = None) -> str:
     h = hashlib.sha1()
     for f in files:
         f = Path(f)
-        name = str(f.relative_to(base)) if base is not None else str(f)
-        h.update(f"{name}\0{file_digest(f)}\n".encode())
+        name = f.relative_to(base) if base is not None else f
+        h.update(os.fsencode(name) + f"\0{file_digest(f)}\n".encode())  # bytes: non-UTF-8 names too
     return h.hexdigest()[:16]
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from sbir_core.data.base import (DataError, SBIRData, check_images, files_fingerprint, find_dataset_dir,
-                                 list_images)
+                                 list_images, outside, safe_text, unique_ids)
 
 # Sketchy classes absent from ImageNet-1K: the unseen classes of Yelamarthi et al. (ECCV 2018),
 # as in Adaptive-FGSBIR Unseen_Class/dataset.py and ZSE-SBIR test_class_sketchy21.txt (METHODS.md §D).
@@ -100,15 +100,21 @@ def assign_splits(sketches: pd.DataFrame, photos: pd.DataFrame, unseen=None, fra
             "unseen_classes": unseen_list, "seen_classes": [c for c in classes if c not in unseen_list]}
 
 
-def scan_classes(folder: Path) -> tuple[dict[str, list[Path]], list[str]]:
-    """Image files per class sub-folder of ``folder`` and the stray entries (files beside the classes)."""
+def scan_classes(folder: Path, root: Path | None = None) -> tuple[dict[str, list[Path]], list[str]]:
+    """Image files per class sub-folder of ``folder`` and the stray entries (files beside the classes).
+
+    Class names are the folder names, with bytes that are not UTF-8 shown as ``\\xNN``. With
+    ``root``, symbolic links (folders or files) that lead outside it are refused and listed as strays.
+    """
     per_class, stray = {}, []
     for child in sorted(folder.iterdir()):
-        if child.is_dir() and not child.name.startswith("."):
-            files, s = list_images(child)
+        if child.is_symlink() and outside(child, root):
+            stray.append(f"{child} (symbolic link out of the data folder {root}: refused)")
+        elif child.is_dir() and not child.name.startswith("."):
+            files, s = list_images(child, root)
             stray += s
             if files:
-                per_class[child.name] = files
+                per_class[safe_text(child.name)] = files
         else:
             stray.append(str(child))
     return per_class, stray
@@ -134,9 +140,36 @@ def drop_bad(sketches, sketch_files, photos, photo_files, skip_bad: bool):
             photos[keep_p], [f for f, k in zip(photo_files or [], keep_p) if k], bad_s + bad_p)
 
 
+def keep_paired(sketches: pd.DataFrame, files: list, photos: pd.DataFrame, photo_files: list,
+                medium: str | None = "photo"):
+    """The instance-paired part of a set: sketches with a source photo, photos of ``medium`` with a sketch.
+
+    Sketchy's naming (``<photo id>-<k>``) pairs a sketch with its photo, in the release and in
+    PACS's sketch domain alike; this keeps what a fine-grained benchmark can use (galleries of
+    the photos of one category). Returns (sketches, files, photos, photo_files, counts dropped).
+    """
+    pmask = np.ones(len(photos), bool) if medium is None else (photos["medium"] == medium).to_numpy().copy()
+    pmask &= photos["photo_id"].isin(set(sketches["photo_id"])).to_numpy()
+    smask = sketches["photo_id"].isin(set(photos.loc[pmask, "photo_id"])).to_numpy() & \
+        (sketches["photo_id"] != "").to_numpy()
+    dropped = {"unpaired_sketches": int((~smask).sum()), "other_photos": int((~pmask).sum())}
+    return (sketches[smask].reset_index(drop=True), [f for f, k in zip(files, smask) if k],
+            photos[pmask].reset_index(drop=True), [f for f, k in zip(photo_files, pmask) if k], dropped)
+
+
 def category_dataset(name, sketches, files, photos, photo_files, info, unseen, fractions, val_fraction,
-                     seed, skip_bad) -> SBIRData:
-    """The common end of the category-level loaders: seeded splits, bad files dropped, fingerprint."""
+                     seed, skip_bad, paired_only: bool = False) -> SBIRData:
+    """The common end of the category-level loaders: seeded splits, bad files dropped, fingerprint.
+
+    ``paired_only`` keeps the instance-paired sketches and their photos first (``keep_paired``).
+    """
+    unique_ids(sketches["sketch_id"], files, f"{name} sketch")
+    unique_ids(photos["photo_id"], photo_files, f"{name} photo")
+    if paired_only:
+        sketches, files, photos, photo_files, info["paired_only"] = keep_paired(sketches, files, photos, photo_files)
+        if not len(sketches):
+            raise DataError(f"{name}: paired_only=True but no sketch is named <photo id>-<k> after a photo "
+                            f"of medium 'photo' in {info.get('root')}")
     info["split"] = assign_splits(sketches, photos, unseen, fractions, val_fraction, seed)
     sketches, files, photos, photo_files, info["skipped"] = drop_bad(sketches, files, photos, photo_files, skip_bad)
     info["fingerprint"] = files_fingerprint(files + photo_files)
@@ -155,23 +188,23 @@ def load_tuberlin(root=None, unseen=None, fractions=(0.7, 0.1, 0.2), val_fractio
     png = _subdir(folder, ["png"])
     if png is None:
         raise DataError(f"tuberlin: missing folder {folder / 'png'}.\nExpected layout:\n{TUBERLIN_LAYOUT}")
-    per_class, stray = scan_classes(png)
+    per_class, stray = scan_classes(png, folder)
     if not per_class:
         raise DataError(f"tuberlin: no class folders with images in {png}.\nExpected layout:\n{TUBERLIN_LAYOUT}")
     rows, files = [], []
     for cls, fs in per_class.items():
         for f in fs:
-            sid = f"{cls}/{f.stem}"
+            sid = f"{cls}/{safe_text(f.stem)}"
             rows.append({"sketch_id": sid, "photo_id": "", "instance": sid, "category": cls})
             files.append(f)
     photo_rows, photo_files = [], []
     pdir = _subdir(folder, ["photo", "photos", "images", "ImageResized", "EXTEND_image_tuberlin"])
     if pdir is not None:
-        p_class, s2 = scan_classes(pdir)
+        p_class, s2 = scan_classes(pdir, folder)
         stray += s2
         for cls, fs in p_class.items():
             for f in fs:
-                pid = f"{cls}/{f.stem}"
+                pid = f"{cls}/{safe_text(f.stem)}"
                 photo_rows.append({"photo_id": pid, "instance": pid, "category": cls, "medium": "photo"})
                 photo_files.append(f)
     sketches = pd.DataFrame(rows)
@@ -183,23 +216,25 @@ def load_tuberlin(root=None, unseen=None, fractions=(0.7, 0.1, 0.2), val_fractio
 
 def load_domains(root=None, folder: str = "pacs", sketch_domain: str = "sketch", photo_domain: str = "photo",
                  unseen=None, fractions=(0.7, 0.1, 0.2), val_fraction: float = 0.1, seed: int = 0,
-                 skip_bad: bool = False) -> SBIRData:
+                 skip_bad: bool = False, paired_only: bool = False) -> SBIRData:
     """Domain folders ``<root>/<folder>/<domain>/<class>/*`` (PACS, or a BAM!-like media set).
 
     Sketches come from ``sketch_domain``; every other domain's images are photos with
     ``medium`` = the domain. A sketch named ``<photo>-<n>`` whose ``<photo>`` is a file of
     ``photo_domain`` in the same class is paired with it (PACS's Sketchy sketches); other sketches
-    are their own instance.
+    are their own instance. ``paired_only`` keeps only those pairs (sketches with their source photo,
+    photos of ``photo_domain`` with a sketch): an instance-paired fine-grained set.
     """
     layout = DOMAIN_LAYOUT.format(name=folder, sketch=sketch_domain)
     base = find_dataset_dir(root, [folder], folder, layout)
-    domains = {c.name: c for c in sorted(base.iterdir()) if c.is_dir() and not c.name.startswith(".")}
-    stray = [str(c) for c in sorted(base.iterdir()) if not c.is_dir() or c.name.startswith(".")]
+    keep = lambda c: c.is_dir() and not c.name.startswith(".") and not (c.is_symlink() and outside(c, base))  # noqa: E731
+    domains = {safe_text(c.name): c for c in sorted(base.iterdir()) if keep(c)}
+    stray = [str(c) for c in sorted(base.iterdir()) if not keep(c)]
     sk_dir = next((d for n, d in domains.items() if n.lower() == sketch_domain.lower()), None)
     if sk_dir is None:
         raise DataError(f"{folder}: missing sketch domain folder {base / sketch_domain} "
                         f"(found: {sorted(domains) or 'nothing'}).\nExpected layout:\n{layout}")
-    sk_class, s = scan_classes(sk_dir)
+    sk_class, s = scan_classes(sk_dir, base)
     stray += s
     if not sk_class:
         raise DataError(f"{folder}: no class folders with images in {sk_dir}.\nExpected layout:\n{layout}")
@@ -208,34 +243,45 @@ def load_domains(root=None, folder: str = "pacs", sketch_domain: str = "sketch",
     for name, d in domains.items():
         if d == sk_dir:
             continue
-        p_class, s = scan_classes(d)
+        p_class, s = scan_classes(d, base)
         stray += s
         for cls, fs in p_class.items():
             for f in fs:
-                pid = f"{name}/{cls}/{f.stem}"
+                pid = f"{name}/{cls}/{safe_text(f.stem)}"
                 photo_rows.append({"photo_id": pid, "instance": pid, "category": cls, "medium": name})
                 photo_files.append(f)
                 if name.lower() == photo_domain.lower():
-                    photo_stems[(cls, f.stem)] = pid
+                    photo_stems[(cls, safe_text(f.stem))] = pid
     rows, files = [], []
     for cls, fs in sk_class.items():
         for f in fs:
-            sid = f"{sk_dir.name}/{cls}/{f.stem}"
-            pid = photo_stems.get((cls, f.stem.rsplit("-", 1)[0]), "") if "-" in f.stem else ""
+            stem = safe_text(f.stem)
+            sid = f"{safe_text(sk_dir.name)}/{cls}/{stem}"
+            pid = photo_stems.get((cls, stem.rsplit("-", 1)[0]), "") if "-" in stem else ""
             rows.append({"sketch_id": sid, "photo_id": pid, "instance": pid or sid, "category": cls,
-                         "medium": sk_dir.name})
+                         "medium": safe_text(sk_dir.name)})
             files.append(f)
     sketches = pd.DataFrame(rows)
     photos = pd.DataFrame(photo_rows, columns=["photo_id", "instance", "category", "medium"])
     info = {"root": str(base), "ignored": stray, "domains": sorted(domains),
             "paired_sketches": int((sketches["photo_id"] != "").sum())}
-    return category_dataset(folder.lower(), sketches, files, photos, photo_files, info, unseen, fractions,
-                            val_fraction, seed, skip_bad)
+    if paired_only and photo_domain != "photo":
+        photos.loc[photos["medium"] == photo_domain, "medium"] = "photo"  # keep_paired keeps medium "photo"
+    return category_dataset(folder.lower() + ("_paired" if paired_only else ""), sketches, files, photos,
+                            photo_files, info, unseen, fractions, val_fraction, seed, skip_bad, paired_only)
 
 
 def load_pacs(root=None, **options) -> SBIRData:
     """PACS: ``<root>/pacs/{photo,art_painting,cartoon,sketch}/<class>/*``; options as in ``load_domains``."""
     return load_domains(root, "pacs", **options)
+
+
+def load_pacs_sketchy(root=None, **options) -> SBIRData:
+    """PACS's Sketchy sketches with their exact source photos (dog, elephant, giraffe, guitar, horse):
+    an instance-paired fine-grained set, many drawers per photo. Options as in ``load_domains``."""
+    data = load_domains(root, "pacs", paired_only=True, **options)
+    data.name = "pacs_sketchy"
+    return data
 
 
 def check_tuberlin(root=None) -> Path:

@@ -21,7 +21,7 @@ import pandas as pd
 from sbir_core import strokes as S
 from sbir_core.data import safe_pickle
 from sbir_core.data.base import (DataError, SBIRData, check_images, files_fingerprint, find_child,
-                                 find_dataset_dir, list_images)
+                                 find_dataset_dir, list_images, unique_ids)
 
 # the suffix is usually a number (1, 2, 3, 10, 70...) but 3 ChairV2 keys end in a worker-like id
 KEY = re.compile(r"^/?(train|test)/(.+)_([^_/]+)$")
@@ -57,25 +57,37 @@ def parse_key(key) -> tuple[str, str, str]:
     return split, photo, k
 
 
-def read_coordinates(path: Path) -> dict[str, np.ndarray]:
-    """Read and validate a ``*_Coordinate`` file: key -> canonical (N, 3) float64 strokes."""
+def read_coordinates(path: Path, skip_bad: bool = False) -> dict[str, np.ndarray]:
+    """Read and validate a ``*_Coordinate`` file: key -> canonical (N, 3) float64 strokes.
+
+    A bad entry (malformed key, non-numeric or invalid strokes) raises a DataError naming the file
+    and key, or with ``skip_bad`` is left out and reported as a (place, reason) pair to the
+    caller (see ``load``): returns (sketches, skipped) then; an unreadable or hostile file always raises.
+    """
     raw = safe_pickle.load(path)
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected a pickled dict of sketches, got {type(raw).__name__}")
     if not raw:
         raise DataError(f"{path}: the coordinate dict is empty")
-    out = {}
+    out, skipped = {}, []
     for key, value in raw.items():
-        parse_key(key)
-        if not isinstance(value, np.ndarray) or value.dtype.kind not in "fiu":
-            raise DataError(f"{path}: key {key!r} holds a {type(value).__name__}"
-                            f"{'' if not isinstance(value, np.ndarray) else ' of ' + str(value.dtype)}, "
-                            f"expected a numeric (N, 3) array")
         try:
-            out[key] = S.check_strokes(value)
-        except S.StrokeError as err:
-            raise DataError(f"{path}: key {key!r}: {err}") from err
-    return out
+            parse_key(key)
+            if not isinstance(value, np.ndarray) or value.dtype.kind not in "fiu":
+                raise DataError(f"key {key!r} holds a {type(value).__name__}"
+                                f"{'' if not isinstance(value, np.ndarray) else ' of ' + str(value.dtype)}, "
+                                f"expected a numeric (N, 3) array")
+            try:
+                out[key] = S.check_strokes(value)
+            except S.StrokeError as err:
+                raise DataError(f"key {key!r}: {err}") from err
+        except DataError as err:
+            if not skip_bad:
+                raise DataError(f"{path}: {err}") from err
+            skipped.append((f"{path}[{str(key)[:100]!r}]", str(err)))
+    if not out:
+        raise DataError(f"{path}: no readable sketches ({len(skipped)} bad entries)")
+    return (out, skipped) if skip_bad else out
 
 
 def load(root=None, name: str = "ChairV2", photos: str | bool = "auto", val_fraction: float = 0.1,
@@ -97,7 +109,7 @@ def load(root=None, name: str = "ChairV2", photos: str | bool = "auto", val_frac
     coord = find(root, name)
     folder = coord.parent
     category = NAMES.get(name.lower(), (name, name.lower()))[1]
-    data = read_coordinates(coord)
+    data, bad_keys = read_coordinates(coord, True) if skip_bad else (read_coordinates(coord), [])
     keys = sorted(data)
     rows = []
     for key in keys:
@@ -128,7 +140,8 @@ def load(root=None, name: str = "ChairV2", photos: str | bool = "auto", val_frac
     photo_files = None
     photo_table = pd.DataFrame(columns=["photo_id", "instance", "category", "split", "medium"])
     if use_photos:
-        files, stray = list_images(photo_dir)
+        files, stray = list_images(photo_dir, folder)
+        unique_ids([f.stem for f in files], files, f"{name} photo")
         by_stem = {f.stem: f for f in files}
         used = sketches.drop_duplicates("instance")[["instance", "split"]]
         missing = [p for p in used["instance"] if p not in by_stem]
@@ -148,6 +161,8 @@ def load(root=None, name: str = "ChairV2", photos: str | bool = "auto", val_frac
         named = set(used["instance"])
         info["ignored"] = stray + [str(f) for f in files if f.stem not in named]
         stat_files += photo_files
+    if bad_keys:
+        info["skipped"] = bad_keys + info.get("skipped", [])
     info["fingerprint"] = files_fingerprint(stat_files)
     return SBIRData(name.lower(), sketches, photo_table, strokes=[data[k] for k in keys],
                     photo_files=photo_files, info=info)

@@ -23,7 +23,7 @@ import pandas as pd
 
 from sbir_core import strokes as S
 from sbir_core.data import safe_pickle
-from sbir_core.data.base import DataError, SBIRData, files_fingerprint, find_dataset_dir
+from sbir_core.data.base import DataError, SBIRData, files_fingerprint, find_dataset_dir, outside, safe_text
 from sbir_core.data.folders import assign_splits
 
 LAYOUT = """  <root>/quickdraw/<class>.ndjson    raw or simplified drawings, one JSON object a line
@@ -50,9 +50,15 @@ def find(root=None) -> tuple[Path, dict[str, Path], list[str]]:
     files: dict[str, Path] = {}
     stray = []
     for f in sorted(folder.iterdir()):
-        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in (".ndjson", ".npz"):
-            cls = class_name(f)
-            if cls not in files or f.suffix.lower() == ".ndjson":
+        if f.is_symlink() and outside(f, folder):
+            stray.append(f"{f} (symbolic link out of the data folder {folder}: refused)")
+        elif f.is_file() and not f.name.startswith(".") and f.suffix.lower() in (".ndjson", ".npz"):
+            cls = safe_text(class_name(f))
+            old = files.get(cls)
+            if old is not None and old.suffix.lower() == f.suffix.lower():
+                raise DataError(f"quickdraw: duplicate class {cls!r}: {old} and {f} both hold it; "
+                                "remove or rename one")
+            if old is None or f.suffix.lower() == ".ndjson":
                 files[cls] = f
         else:
             stray.append(str(f))
@@ -61,21 +67,41 @@ def find(root=None) -> tuple[Path, dict[str, Path], list[str]]:
     return folder, files, stray
 
 
+MAX_LINE = 16 << 20  # bytes; the largest raw QuickDraw drawing (with timings) is far below a megabyte
+
+
 def read_ndjson(path: Path, max_drawings: int | None = None, skip_bad: bool = False,
                 recognized_only: bool = False) -> tuple[list[dict], list[tuple[str, str]]]:
-    """Parse drawings from an ndjson file: (records with 'strokes' (N, 3) and metadata, skipped lines)."""
+    """Parse drawings from an ndjson file: (records with 'strokes' (N, 3) and metadata, skipped lines).
+
+    A bad line (not JSON, too long, nested too deeply, numbers too large, no valid drawing) raises a
+    DataError naming ``path:line``, or with ``skip_bad`` is listed in the skipped lines.
+    """
     out, skipped = [], []
     try:
-        fh = open(path, encoding="utf-8", errors="replace")  # bad bytes fail as bad JSON, by line
+        fh = open(path, "rb")
     except OSError as err:
         raise DataError(f"cannot read {path}: {err}") from err
     with fh:
-        for n, line in enumerate(fh, 1):
+        n = 0
+        while True:
+            try:
+                raw = fh.readline(MAX_LINE + 1)
+            except OSError as err:
+                raise DataError(f"cannot read {path} after line {n}: {err}") from err
+            if not raw:
+                break
+            n += 1
             if max_drawings is not None and len(out) >= max_drawings:
                 break
-            if not line.strip():
-                continue
             try:
+                if len(raw) > MAX_LINE:
+                    while raw and not raw.endswith(b"\n"):  # skip the rest of the over-long line
+                        raw = fh.readline(MAX_LINE)
+                    raise DataError(f"line longer than {MAX_LINE} bytes")
+                line = raw.decode("utf-8", errors="replace")  # bad bytes fail as bad JSON, by line
+                if not line.strip():
+                    continue
                 rec = _parse_line(line)
             except (DataError, S.StrokeError) as err:
                 if not skip_bad:
@@ -92,44 +118,76 @@ def read_ndjson(path: Path, max_drawings: int | None = None, skip_bad: bool = Fa
 def _parse_line(line: str) -> dict:
     try:
         obj = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except RecursionError as err:
+        raise DataError("JSON nested too deeply") from err
+    except ValueError as err:  # JSONDecodeError, and integers longer than Python's digit limit
         raise DataError(f"not a JSON object ({err.msg if hasattr(err, 'msg') else err})") from err
     if not isinstance(obj, dict) or "drawing" not in obj:
         raise DataError(f"expected an object with a 'drawing' field, got {type(obj).__name__}")
     drawing = obj["drawing"]
     try:
         strokes = S.from_quickdraw(drawing)
-    except (TypeError, ValueError) as err:  # StrokeError is a ValueError; nested junk raises TypeError
-        raise DataError(f"bad 'drawing': {err}") from err
-    return {"strokes": strokes, "key_id": str(obj.get("key_id", "")), "word": str(obj.get("word", "")),
-            "countrycode": str(obj.get("countrycode", "")), "recognized": obj.get("recognized")}
+    except (TypeError, ValueError, OverflowError, RecursionError, MemoryError) as err:
+        # StrokeError is a ValueError; nested junk raises TypeError, 400-digit integers OverflowError
+        raise DataError(f"bad 'drawing': {type(err).__name__}: {str(err)[:200]}") from err
+    return {"strokes": strokes, "key_id": _text(obj.get("key_id")), "word": _text(obj.get("word")),
+            "countrycode": _text(obj.get("countrycode")), "recognized": obj.get("recognized") if isinstance(obj.get("recognized"), bool) else None}
+
+
+def _text(value) -> str:
+    """A metadata field as short text; anything but a string or a number (nested junk) is ""."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return ""
+    return str(value)[:200]
+
+
+MAX_MEMBER = 2 << 30  # bytes an .npz member may unpack to (the largest sketch-rnn class is ~100 MB)
 
 
 def read_npz(path: Path) -> dict[str, list[np.ndarray]]:
-    """Read a sketch-rnn ``.npz``: member name -> list of (n, 3) stroke-3 arrays, without numpy pickles."""
+    """Read a sketch-rnn ``.npz``: member name -> list of (n, 3) stroke-3 arrays, without numpy pickles.
+
+    Every failure (not a zip, a bad or truncated member, a compression error, a header asking for
+    more memory than the member holds, an object array of anything but numeric (n, 3) arrays) is a
+    DataError naming the file and member; nothing in the file is executed.
+    """
     out = {}
     try:
         zf = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile) as err:
-        raise DataError(f"cannot read {path}: not a valid .npz ({err})") from err
+    except Exception as err:  # noqa: BLE001 - BadZipFile, OSError, ValueError, EOFError... for a malformed zip
+        raise DataError(f"cannot read {path}: not a valid .npz ({type(err).__name__}: {err})") from err
     with zf:
-        for member in zf.namelist():
+        for info in zf.infolist():
+            member = info.filename
             name = member[:-4] if member.endswith(".npy") else member
+            if info.file_size > MAX_MEMBER:
+                raise DataError(f"{path}[{member}]: unpacks to {info.file_size} bytes, more than {MAX_MEMBER}")
             try:
-                with zf.open(member) as f:
+                with zf.open(info) as f:
                     version = np.lib.format.read_magic(f)
                     reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                               else np.lib.format.read_array_header_2_0)
-                    _, _, dtype = reader(f)
+                    shape, fortran, dtype = reader(f)
                     if dtype.hasobject:
-                        arr = safe_pickle.loads(f.read(), f"{path}[{member}]", encoding="latin1")
+                        if dtype != np.dtype(object):
+                            raise DataError(f"{path}[{member}]: structured dtype {dtype} with objects")
+                        try:
+                            arr = safe_pickle.loads(f.read(), f"{path}[{member}]", encoding="latin1",
+                                                    object_items=(None, 3))
+                        except safe_pickle.UnsafePickleError as err:
+                            raise safe_pickle.UnsafePickleError(
+                                f"{err} (a sketch-rnn member holds numeric (n, 3) stroke-3 arrays only)") from None
                     else:
+                        need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                        if need > info.file_size:
+                            raise DataError(f"{path}[{member}]: the header asks for {shape} {dtype} "
+                                            f"({need} bytes), the member holds {info.file_size}")
                         f.seek(0)
                         arr = np.lib.format.read_array(f, allow_pickle=False)
             except DataError:
                 raise
-            except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
-                raise DataError(f"cannot read {path}[{member}]: {err}") from err
+            except Exception as err:  # noqa: BLE001 - zlib.error, TypeError, MemoryError, ValueError, EOFError...
+                raise DataError(f"cannot read {path}[{member}]: {type(err).__name__}: {err}") from err
             if not isinstance(arr, np.ndarray):
                 raise DataError(f"{path}[{member}]: expected an array of sketches, got {type(arr).__name__}")
             items = list(arr) if arr.dtype.hasobject or arr.ndim == 3 else [arr]
@@ -166,7 +224,13 @@ def load(root=None, classes=None, max_per_class: int | None = None, recognized_o
     rows, strokes, skipped = [], [], []
     for cls, path in sorted(files.items()):
         if path.suffix.lower() == ".ndjson":
-            recs, bad = read_ndjson(path, max_per_class, skip_bad, recognized_only)
+            try:
+                recs, bad = read_ndjson(path, max_per_class, skip_bad, recognized_only)
+            except DataError as err:  # the file itself is unreadable
+                if not skip_bad:
+                    raise
+                skipped.append((str(path), str(err)))
+                continue
             skipped += bad
             for r in recs:
                 sid = f"{cls}/{r['key_id'] or r['line']}"
@@ -176,7 +240,14 @@ def load(root=None, classes=None, max_per_class: int | None = None, recognized_o
                 strokes.append(r["strokes"])
         else:
             n = 0
-            for member, items in read_npz(path).items():
+            try:
+                members = read_npz(path)
+            except DataError as err:
+                if not skip_bad:
+                    raise
+                skipped.append((str(path), str(err)))
+                continue
+            for member, items in members.items():
                 for i, item in enumerate(items):
                     if max_per_class is not None and n >= max_per_class:
                         break

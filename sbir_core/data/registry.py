@@ -19,6 +19,7 @@ LOADERS: dict[str, str] = {
     "tuberlin": "sbir_core.data.folders:load_tuberlin",
     "pacs": "sbir_core.data.folders:load_pacs",
     "domains": "sbir_core.data.folders:load_domains",
+    "pacs_sketchy": "sbir_core.data.folders:load_pacs_sketchy",
     "quickdraw": "sbir_core.data.quickdraw:load",
 }
 
@@ -32,6 +33,7 @@ LAYOUT_CHECKS: dict[str, str] = {
     "tuberlin": "sbir_core.data.folders:check_tuberlin",
     "pacs": "sbir_core.data.folders:check_pacs",
     "domains": "sbir_core.data.folders:check_pacs",  # its default folder is pacs/
+    "pacs_sketchy": "sbir_core.data.folders:check_pacs",
     "quickdraw": "sbir_core.data.quickdraw:check",
 }
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from sbir_core.data.base import (DataError, SBIRData, files_fingerprint, find_child,
-                                 find_dataset_dir, list_images)
+                                 find_dataset_dir, list_images, unique_ids)
 from sbir_core.data.folders import drop_bad
 
 LAYOUT = """  <root>/shoes304/photo/NNN.jpg               product photos (NNN = photo number)
@@ -90,12 +90,15 @@ def load(root=None, fractions=(0.7, 0.1, 0.2), seed: int = 0, attributes: str | 
     folder = find(root)
     photo_dir = find_child(folder, "photo", "shoes304", LAYOUT, want_dir=True)
     sketch_dir = find_child(folder, "sketch", "shoes304", LAYOUT, want_dir=True)
-    photo_files, stray_p = list_images(photo_dir)
-    sketch_files, stray_s = list_images(sketch_dir)
+    photo_files, stray_p = list_images(photo_dir, folder)
+    sketch_files, stray_s = list_images(sketch_dir, folder)
     ignored = stray_p + stray_s
     photos = {}
     for f in photo_files:
-        if f.stem.isdigit():
+        if f.stem.isdigit() and f.stem.isascii():
+            if f.stem in photos:
+                raise DataError(f"shoes304: duplicate photo id {f.stem!r}: {photos[f.stem]} and {f}; "
+                                "remove or rename one")
             photos[f.stem] = f
         else:
             ignored.append(str(f))
@@ -103,7 +106,7 @@ def load(root=None, fractions=(0.7, 0.1, 0.2), seed: int = 0, attributes: str | 
         raise DataError(f"shoes304: no photos named NNN.jpg in {photo_dir}.\nExpected layout:\n{LAYOUT}")
     rows, files = [], []
     for f in sketch_files:
-        m = SKETCH_NAME.match(f.stem)
+        m = SKETCH_NAME.match(f.stem) if f.stem.isascii() else None
         if m is None:
             ignored.append(str(f))
             continue
@@ -116,6 +119,7 @@ def load(root=None, fractions=(0.7, 0.1, 0.2), seed: int = 0, attributes: str | 
         files.append(f)
     if not rows:
         raise DataError(f"shoes304: no sketches named NNN-K.jpg in {sketch_dir}.\nExpected layout:\n{LAYOUT}")
+    unique_ids([r["sketch_id"] for r in rows], files, "shoes304 sketch")
     order = sorted(range(len(rows)), key=lambda i: (int(rows[i]["photo_id"]), int(rows[i]["sketch_index"])))
     sketches = pd.DataFrame([rows[i] for i in order])
     files = [files[i] for i in order]

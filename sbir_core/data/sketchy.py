@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sbir_core.data.base import DataError, SBIRData, find_dataset_dir
+from sbir_core.data.base import DataError, SBIRData, find_dataset_dir, safe_text
 from sbir_core.data.folders import _subdir, category_dataset, scan_classes
 
 LAYOUT = """  <root>/sketchy/256x256/sketch/tx_000000000000/<class>/<photo>-<n>.png
@@ -54,28 +54,32 @@ def find(root=None, augmentation: str = "tx_000000000000") -> tuple[Path, Path, 
 
 
 def load(root=None, augmentation: str = "tx_000000000000", extended: str | bool = "auto", unseen=None,
-         fractions=(0.7, 0.1, 0.2), val_fraction: float = 0.1, seed: int = 0, skip_bad: bool = False) -> SBIRData:
+         fractions=(0.7, 0.1, 0.2), val_fraction: float = 0.1, seed: int = 0, skip_bad: bool = False,
+         paired_only: bool = False) -> SBIRData:
     """Load Sketchy: sketches paired with their photos, plus the extended photos when asked/present.
 
     Args:
         augmentation: the release variant folder (``tx_000000000000`` ...).
         extended: "auto" (add the extended photo set when present), True (require it), False.
         unseen: None (category-level), "yelamarthi21", a list of classes or a number drawn with ``seed``.
+        paired_only: keep only sketches with their source photo and those photos (no extended
+            photos): the instance-paired fine-grained set, as ``load_domains(paired_only=True)`` on PACS.
     Returns:
         SBIRData: sketch ``<class>/<photo>-<n>``, photo ``<class>/<photo>``; extended photos have
         ``medium`` "photo" and column ``extended`` True. Sketches whose photo is absent keep
         photo_id "" and are counted in ``info["unpaired"]``.
     """
     folder, sk_dir, ph_dir = find(root, augmentation)
-    sk_class, stray = scan_classes(sk_dir)
+    sk_class, stray = scan_classes(sk_dir, folder)
     if not sk_class:
         raise DataError(f"sketchy: no class folders with images in {sk_dir}.\nExpected layout:\n{LAYOUT}")
-    ph_class, s = scan_classes(ph_dir)
+    ph_class, s = scan_classes(ph_dir, folder)
     stray += s
     photo_rows, photo_files = [], []
     for cls, fs in ph_class.items():
         for f in fs:
-            photo_rows.append({"photo_id": f"{cls}/{f.stem}", "instance": f"{cls}/{f.stem}", "category": cls,
+            photo_rows.append({"photo_id": f"{cls}/{safe_text(f.stem)}", "instance": f"{cls}/{safe_text(f.stem)}",
+                               "category": cls,
                                "medium": "photo", "extended": False})
             photo_files.append(f)
     ext_dir = _subdir(folder, EXTENDED)
@@ -83,11 +87,11 @@ def load(root=None, augmentation: str = "tx_000000000000", extended: str | bool 
         raise DataError(f"sketchy: extended=True but no {' or '.join(EXTENDED)} folder in {folder}.\n"
                         f"Expected layout:\n{LAYOUT}")
     if extended is not False and ext_dir is not None:
-        e_class, s = scan_classes(ext_dir)
+        e_class, s = scan_classes(ext_dir, folder)
         stray += s
         for cls, fs in e_class.items():
             for f in fs:
-                pid = f"ext/{cls}/{f.stem}"
+                pid = f"ext/{cls}/{safe_text(f.stem)}"
                 photo_rows.append({"photo_id": pid, "instance": pid, "category": cls, "medium": "photo",
                                    "extended": True})
                 photo_files.append(f)
@@ -95,20 +99,23 @@ def load(root=None, augmentation: str = "tx_000000000000", extended: str | bool 
     rows, files, unpaired = [], [], 0
     for cls, fs in sk_class.items():
         for f in fs:
-            photo = f.stem.rsplit("-", 1)[0] if "-" in f.stem else f.stem
+            stem = safe_text(f.stem)
+            photo = stem.rsplit("-", 1)[0] if "-" in stem else stem
             pid = f"{cls}/{photo}"
             if pid not in known:
                 unpaired += 1
                 pid = ""
-            rows.append({"sketch_id": f"{cls}/{f.stem}", "photo_id": pid,
-                         "instance": pid or f"{cls}/{f.stem}", "category": cls})
+            rows.append({"sketch_id": f"{cls}/{stem}", "photo_id": pid,
+                         "instance": pid or f"{cls}/{stem}", "category": cls})
             files.append(f)
     sketches = pd.DataFrame(rows)
     photos = pd.DataFrame(photo_rows, columns=["photo_id", "instance", "category", "medium", "extended"])
     info = {"root": str(folder), "augmentation": augmentation, "ignored": stray, "unpaired": unpaired,
             "extended_folder": str(ext_dir) if ext_dir is not None and extended is not False else None}
+    if paired_only:
+        photos["medium"] = photos["medium"].where(~photos["extended"], "extended_photo")
     return category_dataset("sketchy", sketches, files, photos, photo_files, info, unseen, fractions,
-                            val_fraction, seed, skip_bad)
+                            val_fraction, seed, skip_bad, paired_only)
 
 
 def check(root=None) -> Path:

@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from sbir_core.models.registry import METHODS
+
 
 class MethodError(RuntimeError):
     """A method that does not fulfil the contract, or a bad method option."""
@@ -111,12 +113,7 @@ def check_finite(loss: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------------- registry
 
-# name -> "module:builder"; each builder takes the method's options and returns a Method.
-METHODS: dict[str, str] = {
-    "triplet_sn": "sbir_core.models.triplet:build_triplet",
-    "pixel_nn": "sbir_core.models.pixel_nn:PixelNN",
-    "stylemeup": "sbir_core.models.stylemeup:build_stylemeup",
-}
+# name -> "module:builder", in sbir_core.models.registry (outside the fingerprinted sources, see there)
 
 
 def register(name: str, target: str) -> None:
