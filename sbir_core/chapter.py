@@ -199,16 +199,22 @@ def _image(t):
     return np.clip((x.transpose(1, 2, 0) + 1) / 2, 0, 1)
 
 
-def published_vs_ours(reference: str, ours: pd.DataFrame, match: dict | None = None) -> pd.DataFrame:
+def published_vs_ours(reference: str, ours: pd.DataFrame, match: dict | None = None,
+                      method: str | None = None) -> pd.DataFrame:
     """The published numbers of ``paper_runs/reference/<reference>.csv`` and ours, like beside like.
 
     ours: rows with dataset, metric, value (a fraction) and optional ``kind`` ("real" or "style world"),
     ``protocol`` and ``backbone``; values are shown in percent as the papers print them. ``match``
-    renames our datasets. One row per (kind, who, dataset), one column per metric (several published
+    renames our datasets. ``method`` keeps that method's published rows only (a reference file that
+    holds a paper's baselines too). One row per (kind, who, dataset), one column per metric (several published
     figures for one number are all shown, "a / b"), then selection and backbone: real data first
     (published, then this book), the style world apart at the end.
     """
     ref = load_reference(reference).copy()
+    if method is not None:
+        if method not in set(ref["method"]):
+            raise KeyError(f"{reference}: no published rows of method {method!r} (has {sorted(set(ref['method']))})")
+        ref = ref[ref["method"] == method]
     ref["value"] = pd.to_numeric(ref["value"])
     ref = ref.assign(who="published", kind="real", protocol="best on test",
                      backbone=ref["backbone"].str.split("(").str[0].str.strip().replace(

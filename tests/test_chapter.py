@@ -87,3 +87,17 @@ def test_published_vs_ours_puts_like_beside_like():
     assert table.index.is_unique  # one row per dataset, metrics side by side
     assert table.loc[("real", "this book", "shoes304"), "Acc@1 (%)"] == "10.0"
     assert "45.65" in table.loc[("real", "published", "chairv2"), "Acc@1 (%)"]  # as the paper prints it
+
+
+def test_published_vs_ours_keeps_one_method_of_a_paper_table():
+    """A reference file with a paper's baselines: ``method`` shows that method's numbers only."""
+    from sbir_core.chapter import published_vs_ours
+
+    ours = pd.DataFrame([{"dataset": "style world", "metric": "acc_at_1", "value": 0.1, "kind": "style world",
+                          "protocol": "val-selected", "backbone": "vae"}])
+    everything = published_vs_ours("stylemeup", ours)
+    one = published_vs_ours("stylemeup", ours, method="StyleMeUp")
+    assert " / " in everything.loc[("real", "published", "chairv2"), "Acc@1 (%)"]  # the baselines mixed in
+    assert one.loc[("real", "published", "chairv2"), "Acc@1 (%)"] == "62.86"
+    with pytest.raises(KeyError, match="no published rows"):
+        published_vs_ours("stylemeup", ours, method="nonexistent")

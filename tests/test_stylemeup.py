@@ -220,3 +220,27 @@ def test_rank_consistency():
     r = rank_consistency(np.array([1, 3, 2, 2, 5]), np.array([0, 0, 1, 1, 2]))
     assert r["rank_avg"] == pytest.approx(13 / 5)
     assert r["v_avg"] == pytest.approx((1.0 + 0.0) / 2)  # photo 2 has one sketch: left out
+    assert r["photos"].tolist() == [0, 1] and r["per_photo"].tolist() == [1.0, 0.0]
+
+
+def test_disjoint_outer_photos_judge_other_photos_than_the_inner_step():
+    """``outer_photos="disjoint"``: the outer loss sees only the task's second half of photos; the inner step
+    only the first half. Changing the first half's held-out sketches (s3) leaves the outer loss unchanged."""
+    torch.manual_seed(0)
+    m = build_method("stylemeup", **{**TINY, "k": 4}, outer_photos="disjoint", flip=False, ft="none")
+    m.eval()  # no sampled style codes, so the loss is a function of the inputs alone
+    batch = style_episodes(toy_view(), 1, torch.Generator().manual_seed(0), **m.sampler_options)
+    task = batch["tasks"][0]
+    other = dict(task, s3=task["s3"].clone())
+    other["s3"][:2] = torch.rand_like(other["s3"][:2])
+    assert torch.allclose(m.outer_loss(task), m.outer_loss(other))
+    changed = dict(task, s3=task["s3"].clone())
+    changed["s3"][2:] = torch.rand_like(changed["s3"][2:])
+    assert not torch.allclose(m.outer_loss(task), m.outer_loss(changed))
+    same = build_method("stylemeup", **{**TINY, "k": 4}, flip=False, ft="none").eval()
+    same.load_state_dict(m.state_dict())
+    assert not torch.allclose(same.outer_loss(task), same.outer_loss(other))  # the code's task: same photos
+    with pytest.raises(MethodError, match="k must be >= 2"):
+        build_method("stylemeup", **{**TINY, "k": 1}, outer_photos="disjoint")
+    with pytest.raises(MethodError, match="outer_photos"):
+        build_method("stylemeup", **TINY, outer_photos="sideways")

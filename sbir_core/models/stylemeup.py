@@ -53,6 +53,7 @@ from sbir_core.samplers import register_sampler
 
 FT_MODES = ("learned", "fixed", "none")
 FUSE = ("concat", "sum")
+OUTER_PHOTOS = ("same", "disjoint")
 IMAGE_KEYS = ("s1", "s2", "s3", "photo", "neg")
 
 
@@ -168,12 +169,16 @@ class StyleMeUp(Method):
                  fuse: str = "concat", margin: float = 0.2, self_rec: bool = True, meta: bool = True,
                  vae: bool = True, ft: str = "learned", ft_init=(0.3, 0.5), regulariser: bool = True,
                  first_order: bool = False, inner_lr: float = 0.005, meta_lr: float | None = None, k: int = 8,
-                 flip: bool = True):
+                 flip: bool = True, outer_photos: str = "same"):
         super().__init__()
         if ft not in FT_MODES:
             raise MethodError(f"ft must be one of {FT_MODES}, got {ft!r}")
         if fuse not in FUSE:
             raise MethodError(f"fuse must be one of {FUSE}, got {fuse!r}")
+        if outer_photos not in OUTER_PHOTOS:
+            raise MethodError(f"outer_photos must be one of {OUTER_PHOTOS}, got {outer_photos!r}")
+        if outer_photos == "disjoint" and k < 2:
+            raise MethodError("outer_photos='disjoint' splits a task's k photos in two halves: k must be >= 2")
         if not inner_lr > 0 or latent < 1 or k < 1:
             raise MethodError(f"bad StyleMeUp options: inner_lr={inner_lr}, latent={latent}, k={k}")
         self.encoder = VAEEncoder(size, width, depth, hidden, latent, ft != "none", tuple(ft_init))
@@ -182,6 +187,7 @@ class StyleMeUp(Method):
         self.fuse, self.margin, self.self_rec = fuse, float(margin), bool(self_rec)
         self.meta, self.vae, self.ft, self.first_order = bool(meta), bool(vae), ft, bool(first_order)
         self.inner_lr, self.meta_lr, self.flip = float(inner_lr), meta_lr, bool(flip)
+        self.outer_photos = outer_photos
         self.use_reg = bool(regulariser) and self.meta
         # ψ: one weight per entry of [W_inv | b_inv], U(0, 1) as in the public code
         self.psi = nn.Parameter(torch.rand(latent, hidden + 1)) if self.use_reg else None
@@ -305,6 +311,11 @@ class StyleMeUp(Method):
                 loss = functional_call(self, {**params, **fixed}, (task, ("s1", "s2"), self.use_reg))
             return loss, loss
 
+        if self.outer_photos == "disjoint":  # inner step on the first half of the photos, outer loss on the rest
+            half = len(task["s1"]) // 2
+            task, outer_task = split_task(task, half)
+        else:
+            outer_task = task
         grads, inner_value = grad(inner, has_aux=True)(omega)
         if not torch.isfinite(inner_value.detach()):
             raise NonFiniteLoss(f"inner loss {float(inner_value.detach())} in the {where}")
@@ -312,7 +323,7 @@ class StyleMeUp(Method):
             grads = {n: g.detach() for n, g in grads.items()}
         adapted = {n: p - self.inner_lr * grads[n] for n, p in omega.items()}
         with self.feature_transforms(False):
-            outer = functional_call(self, {**adapted, **fixed}, (task, ("s2", "s3"), False))
+            outer = functional_call(self, {**adapted, **fixed}, (outer_task, ("s2", "s3"), False))
         if not torch.isfinite(outer.detach()):
             raise NonFiniteLoss(f"outer loss {float(outer.detach())} in the {where}")
         return outer
@@ -332,6 +343,15 @@ class StyleMeUp(Method):
         for opt in optimizers:
             opt.step()
         return total
+
+
+def split_task(task: dict, half: int) -> tuple[dict, dict]:
+    """A task's photo rows [:half] and [half:] as two tasks (the per-row tensors split, the rest shared)."""
+    first, second = dict(task), dict(task)
+    for key, value in task.items():
+        if torch.is_tensor(value) and value.dim() >= 1 and len(value) == len(task["s1"]):
+            first[key], second[key] = value[:half], value[half:]
+    return first, second
 
 
 def shared_flip(task: dict) -> dict:
@@ -405,14 +425,16 @@ def style_episodes(view: RetrievalView, batch_size: int, generator: torch.Genera
 def rank_consistency(ranks: np.ndarray, photo: np.ndarray) -> dict:
     """The slides' consistency metric: ranks (N,) of each query's true photo, photo (N,) its photo id.
 
-    Returns rank_avg (mean rank) and v_avg: the mean over photos with >= 2 sketches of the variance
-    (population, ddof=0) of their sketches' ranks. Lower v_avg: a photo is found equally well by all drawers.
+    Returns rank_avg (mean rank), v_avg: the mean over photos with >= 2 sketches of the variance
+    (population, ddof=0) of their sketches' ranks (lower: a photo is found equally well by all
+    drawers), and those photos (``photos``, sorted) with their variances (``per_photo``), for intervals.
     """
     ranks = np.asarray(ranks, dtype=float)
     photo = np.asarray(photo)
-    v = [ranks[photo == p].var() for p in np.unique(photo) if (photo == p).sum() >= 2]
+    photos = np.array([p for p in np.unique(photo) if (photo == p).sum() >= 2])
+    v = np.array([ranks[photo == p].var() for p in photos], dtype=float)
     return {"rank_avg": float(ranks.mean()) if len(ranks) else math.nan,
-            "v_avg": float(np.mean(v)) if v else math.nan}
+            "v_avg": float(v.mean()) if len(v) else math.nan, "photos": photos, "per_photo": v}
 
 
 def build_stylemeup(**options) -> StyleMeUp:
