@@ -2,6 +2,8 @@
 parameters learn, overfitting a tiny problem, determinism, FT and sampling off at evaluation, the
 style episodes, bad input, and the public code's bugs fixed."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -244,3 +246,23 @@ def test_disjoint_outer_photos_judge_other_photos_than_the_inner_step():
         build_method("stylemeup", **{**TINY, "k": 1}, outer_photos="disjoint")
     with pytest.raises(MethodError, match="outer_photos"):
         build_method("stylemeup", **TINY, outer_photos="sideways")
+
+
+def test_index_as_drawer_takes_the_sketch_index_as_the_style_proxy():
+    """Real sets name no drawer: the sketch index (a sketch_index column, or a -<k>/_<k> id suffix) stands in,
+    and the style episodes run on it; ids without an index get a DataError that names them."""
+    from sbir_core.models.stylemeup import index_as_drawer
+
+    view = toy_view()
+    by_suffix = dataclasses.replace(view, table=view.table.assign(
+        sketch_id=[f"photo/dog/n{r.instance}-{int(r.drawer[1:]) + 1}" for r in view.table.itertuples()]))
+    out = index_as_drawer(by_suffix)
+    assert out.table["drawer"].tolist() == [f"index {int(d[1:]) + 1}" for d in view.table["drawer"]]
+    assert out.queries is view.queries and view.table["drawer"].iloc[0] == "d0"  # the input view is untouched
+    by_column = dataclasses.replace(view, table=view.table.assign(sketch_index=[d[1:] for d in view.table["drawer"]],
+                                                                  sketch_id="x"))
+    assert index_as_drawer(by_column).table["drawer"].nunique() == 4
+    batch = style_episodes(out, 2, torch.Generator().manual_seed(0), k=3)
+    assert all(t["held_out"].startswith("index ") for t in batch["tasks"])
+    with pytest.raises(DataError, match="no sketch index"):
+        index_as_drawer(dataclasses.replace(view, table=view.table.assign(sketch_id="plain")))

@@ -37,6 +37,7 @@ Ablations by option: ``ft="learned" | "fixed" | "none"``, ``regulariser``, ``fir
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from contextlib import contextmanager
 
@@ -420,6 +421,24 @@ def style_episodes(view: RetrievalView, batch_size: int, generator: torch.Genera
                       "photo": view.gallery[pos], "neg": view.gallery[neg], "pos_idx": pos, "neg_idx": neg,
                       "idx": s3, "flip": torch.rand(k, generator=generator) < 0.5, "held_out": h})
     return {"tasks": tasks}
+
+
+def index_as_drawer(view: RetrievalView) -> RetrievalView:
+    """The view with each sketch's *index* as its ``drawer``: the paper's "style" proxy on real sets whose
+    sketches carry no drawer id (ChairV2/ShoeV2/shoes304 ``sketch_index``, PACS-Sketchy/Sketchy
+    ``<photo id>-<k>``). A proxy, not a person: the same index is drawn by different people on different
+    photos. Raises DataError when neither a ``sketch_index`` column nor a ``-<k>``/``_<k>`` suffix exists."""
+    table = view.table.copy()
+    if "sketch_index" in table and (table["sketch_index"].astype(str) != "").all():
+        index = table["sketch_index"].astype(str)
+    else:
+        index = table["sketch_id"].astype(str).str.extract(r"[-_](\d+)$")[0]
+        if index.isna().any():
+            bad = table.loc[index.isna(), "sketch_id"].head(3).tolist()
+            raise DataError(f"{view.name}: no sketch index to stand for a drawer (no sketch_index column, and "
+                            f"sketch ids such as {bad} do not end in -<k> or _<k>)")
+    table["drawer"] = "index " + index.str.lstrip("0").replace("", "0")
+    return dataclasses.replace(view, table=table)
 
 
 def rank_consistency(ranks: np.ndarray, photo: np.ndarray) -> dict:
