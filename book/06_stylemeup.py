@@ -428,18 +428,18 @@ prose(text)
 # with an interval over seeds and photos.
 
 # %% tags=["hide-input"]
-photo = views.test_unseen.target.numpy()
-photo_ids = views.test_unseen.table["instance"].to_numpy()
+def rank_variances(evals_by_method, view):
+    """Each method's (S, P) variances of each photo's rank over its sketches (photos with two or more),
+    and the photos' clusters (their instance) for the intervals."""
+    photo = view.target.numpy()
+    photos = rank_consistency(np.zeros(len(photo)), photo)["photos"]
+    instance = view.table["instance"].to_numpy()
+    var = {name: np.stack([rank_consistency(ev.per_query["rank"], photo)["per_photo"] for ev in evs])
+           for name, evs in evals_by_method.items()}
+    return var, {"instance": np.array([instance[photo == p][0] for p in photos])}
 
 
-def per_photo_variance(evaluations):
-    """(S, P): each seed's variance of each photo's rank over its unseen-drawer sketches."""
-    return np.stack([rank_consistency(ev.per_query["rank"], photo)["per_photo"] for ev in evaluations])
-
-
-photos = rank_consistency(evals["full"]["test_unseen"][0].per_query["rank"], photo)["photos"]
-photo_clusters = {"instance": np.array([photo_ids[photo == p][0] for p in photos])}
-var = {name: per_photo_variance(evals[name]["test_unseen"]) for name in evals}
+var, photo_clusters = rank_variances({name: evals[name]["test_unseen"] for name in evals}, views.test_unseen)
 cons = []
 for name in evals:
     iv = ST.interval(var[name], photo_clusters, bounds=(0.0, np.inf))
@@ -591,12 +591,7 @@ for name in REAL_DATASETS:
         row["chance"] = f"{100 * te.chance(k):.1f} %"
         row["untrained VAE"] = f"{100 * ev_untrained.metrics[metric]:.1f} %"
         real_rows.append(row)
-    photo_r = te.target.numpy()
-    photos_r = rank_consistency(ev["stylemeup"][0].per_query["rank"], photo_r)["photos"]
-    inst_r = te.table["instance"].to_numpy()
-    clusters_r = {"instance": np.array([inst_r[photo_r == p][0] for p in photos_r])}
-    var_r = {who: np.stack([rank_consistency(e.per_query["rank"], photo_r)["per_photo"] for e in evs])
-             for who, evs in ev.items()}
+    var_r, clusters_r = rank_variances(ev, te)
     cons_r = ST.paired_difference(var_r["stylemeup"], var_r["triplet_sn"], clusters_r)
     ch.add_interval(cons_r, name, "stylemeup - triplet_sn", "diff_rank_v_avg", T.PROTOCOL_VAL, "", "test")
     real_rows.append({"dataset": name, "metric": "rank variance V_avg (lower: drawer matters less)",

@@ -31,8 +31,12 @@ Fixed relative to the public code: FT layers exist; ψ is trained (second order)
 self-reconstruction term is used; the latent size defaults to 64 (the paper's best); gradients are
 zeroed every outer step; negatives come from the training gallery only (never test photos).
 Ablations by option: ``ft="learned" | "fixed" | "none"``, ``regulariser``, ``first_order``,
-``latent``; baselines: ``meta=False`` (B-Cross-Modal: the VAE trained without the inner loop) and
-``vae=False`` (only the triplet on z_inv: with ``meta=True``, B-Meta-SN).
+``latent``; baselines: ``meta=False`` (B-Cross-Modal: the VAE trained without the inner loop),
+``vae=False`` (only the triplet on z_inv: with ``meta=True``, B-Meta-SN; with ``meta=False``,
+B-Basic-SN). ``outer_photos="disjoint"`` (ours, not the paper's) takes the outer loss on the other
+half of the task's photos, so that the inner step cannot fit the photos it is judged on.
+
+Real sets name no drawer: ``index_as_drawer`` makes the sketch index the episodes' style proxy.
 """
 
 from __future__ import annotations
