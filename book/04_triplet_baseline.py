@@ -77,8 +77,8 @@ import pandas as pd
 
 from sbir_core import benchmark as B
 from sbir_core import train as T
-from sbir_core.chapter import (Chapter, fmt, interval_of, paired_of, prose, published_vs_ours, retrieval_grid,
-                               setting)
+from sbir_core.chapter import (Chapter, fmt, gap_curve_figure, interval_of, paired_of, prose, published_vs_ours,
+                               retrieval_grid, setting)
 from sbir_core.evaluation import evaluate
 from sbir_core.models.base import build_method
 
@@ -308,18 +308,8 @@ for gap in STYLE_GAPS:
                             T.PROTOCOL_VAL, setting(style_gap=gap), "test_unseen")
 curve = pd.DataFrame(curve)
 seen_iv = interval_of(evals["test_seen"], "acc_at_10")
-fig, ax = plt.subplots(figsize=(6.5, 3.8))
-ax.axhline(seen_iv.estimate, color="k", lw=1.2, label="seen drawers")
-ax.axhspan(seen_iv.lo, seen_iv.hi, color="k", alpha=0.08)
-for who, grp in curve.groupby("who", sort=False):
-    ax.plot(grp["gap"], grp["estimate"], "o-", label=who)
-    ax.fill_between(grp["gap"], grp["lo"], grp["hi"], alpha=0.2)
-ax.axhline(views.test_seen.chance(10), color="grey", ls=":", lw=1, label="chance = category oracle")
-ax.set(xlabel="style_gap of the unseen drawers", ylabel="Acc@10 within category (val-selected)",
-       title="Triplet-SN against a control trained on the unseen style (95% CI)")
-ax.legend(fontsize=8)
-fig.tight_layout()
-plt.show()
+gap_curve_figure(curve, views.test_seen.chance(10), "Triplet-SN against a control trained on the unseen style (95% CI)",
+                 seen=seen_iv)
 at = curve.set_index(["who", "gap"])["estimate"]
 ch.glue("curve_gap_max", max(STYLE_GAPS))
 ch.glue("curve_unseen_max", at[("unseen drawers", max(STYLE_GAPS))])

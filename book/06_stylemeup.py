@@ -34,7 +34,7 @@
 # this and the other bugs). Our implementation (`sbir_core.models.stylemeup`) uses `torch.func`
 # for the inner step, so the meta-gradient is second-order; `first_order=True` reproduces the
 # public code and is one of the ablations below. The episode is the paper's: one photo drawn in
-# several styles (the style world has every training object drawn by four seen drawers), so the
+# several styles (the style world has every training object drawn by several seen drawers), so the
 # cross-style swap loss has two sketches of the same object to swap between.
 
 # %% tags=["remove-cell"]
@@ -93,7 +93,7 @@ from sbir_core import benchmark as B
 from sbir_core import stats as ST
 from sbir_core import train as T
 from sbir_core.chapter import (Chapter, absent, clusters, fmt, interval_of, note, outcomes, paired_of, prose,
-                               published_vs_ours, retrieval_grid, setting)
+                               gap_curve_figure, published_vs_ours, retrieval_grid, setting)
 from sbir_core.data.views import category_view
 from sbir_core.evaluation import CATEGORY_K, evaluate
 from sbir_core.models.base import MethodSpec
@@ -169,7 +169,8 @@ del probe, probe_opts
 runs, models = {}, {}
 for name in ["full", *ABLATIONS]:
     spec = smu_spec(**VARIANTS[name][1])
-    runs[name] = T.train_seeds(spec, views.train, views.val, views.tests, config, seeds if name == "full" else abl_seeds)
+    run_seeds = seeds if name == "full" else abl_seeds
+    runs[name] = T.train_seeds(spec, views.train, views.val, views.tests, config, run_seeds)
     models[name] = runs[name].methods(spec)
 base_spec = B.triplet_spec(ENCODER, ENCODER_OPTIONS, MARGIN)
 base_runs = B.baseline(views, base_spec, base_config, list(range(SEED, SEED + N_BASE_SEEDS)))
@@ -364,16 +365,7 @@ for gap in STYLE_GAPS:
                 ch.add("style_world", mid(who), "acc_at_10", e.metrics["acc_at_10"], T.PROTOCOL_VAL,
                        setting(style_gap=gap), "test_unseen", s_)
 curve = pd.DataFrame(curve)
-fig, ax = plt.subplots(figsize=(6.5, 3.8))
-for who, grp in curve.groupby("who", sort=False):
-    ax.plot(grp["gap"], grp["estimate"], "o-", label=who)
-    ax.fill_between(grp["gap"], grp["lo"], grp["hi"], alpha=0.2)
-ax.axhline(views.test_seen.chance(10), color="grey", ls=":", lw=1, label="chance = category oracle")
-ax.set(xlabel="style_gap of the unseen drawers", ylabel="Acc@10 within category (val-selected)",
-       title="unseen drawers: StyleMeUp, Triplet-SN and the control (95% CI)")
-ax.legend(fontsize=8)
-fig.tight_layout()
-plt.show()
+gap_curve_figure(curve, views.test_seen.chance(10), "unseen drawers: StyleMeUp, Triplet-SN and the control (95% CI)")
 
 # gain(gap) = StyleMeUp - Triplet-SN; does it grow from the smallest to the largest gap? The unseen
 # drawers draw the same objects at every gap, so the queries pair up by (instance, drawer, sketch)
@@ -489,7 +481,8 @@ for ax, (title, x) in zip(axes, pics.items()):
     ax.axis("off")
 fig.tight_layout()
 plt.show()
-retrieval_grid(views.test_unseen, m, rows_, k=5, title="the two sketches' nearest photos by z_inv (true photo outlined)")
+retrieval_grid(views.test_unseen, m, rows_, k=5,
+               title="the two sketches' nearest photos by z_inv (true photo outlined)")
 
 # %% [markdown]
 # ## Category level
@@ -497,9 +490,8 @@ retrieval_grid(views.test_unseen, m, rows_, k=5, title="the two sketches' neares
 # The paper also reports category-level retrieval (mAP@all and P@200 on Sketchy-ext and
 # TU-Berlin-ext). The style world's version: the unseen drawers' test sketches against every test
 # photo of every category, a photo relevant when it shows the sketch's category; the same models,
-# no retraining. A model trained for fine-grained retrieval need not be good at this, and the
-# world's photos of one category share their colours and shape, so expect high numbers for any
-# model that separates categories at all.
+# no retraining. A model trained for fine-grained retrieval need not be good at this; the untrained
+# VAE's row is the floor.
 
 # %% tags=["hide-input"]
 cat_view = category_view(views.data, {"split": "test", "drawer_split": "unseen"}, {"split": "test"},
@@ -539,11 +531,11 @@ pd.DataFrame(cat_rows).set_index("method")
 # Real FG-SBIR sets name no drawer. The paper's code takes the sketch *index* of a photo (its
 # first, second, third sketch) as the "style" of an episode; we do the same and say so: it is a
 # proxy, since on different photos one index is drawn by different people. On PACS–Sketchy every
-# photo has five or more sketches by different people (chapter 3), so the episode's held-out
+# photo has several sketches by different people (chapter 3 counts them), so the episode's held-out
 # "style" is one index and its sketches come from many hands. Triplet-SN is chapter 4's run on the
 # same views, loaded from the store; both are val-selected, on the same test queries. With PACS
 # present, the same two models also rank PACS's other sketches (those outside PACS–Sketchy, never
-# seen in training) against its photos of the same five classes: category-level mAP@all and P@200.
+# seen in training) against its photos of the same classes: category-level mAP@all and P@200.
 
 # %% tags=["hide-input"]
 from sbir_core.data.base import DataError

@@ -152,6 +152,26 @@ def fmt(iv: ST.Interval, percent: bool = True, signed: bool = False) -> str:
 
 # ---------------------------------------------------------------------- figures and tables
 
+def gap_curve_figure(curve: pd.DataFrame, chance: float, title: str, seen: ST.Interval | None = None):
+    """The style-gap curve: Acc@10 (``estimate``, ``lo``, ``hi``) against ``gap``, one line and band per
+    ``who`` in order of appearance, chance as a dotted line, and the seen drawers' interval as a band."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    if seen is not None:
+        ax.axhline(seen.estimate, color="k", lw=1.2, label="seen drawers")
+        ax.axhspan(seen.lo, seen.hi, color="k", alpha=0.08)
+    for who, grp in curve.groupby("who", sort=False):
+        ax.plot(grp["gap"], grp["estimate"], "o-", label=who)
+        ax.fill_between(grp["gap"], grp["lo"], grp["hi"], alpha=0.2)
+    ax.axhline(chance, color="grey", ls=":", lw=1, label="chance = category oracle")
+    ax.set(xlabel="style_gap of the unseen drawers", ylabel="Acc@10 within category (val-selected)", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    plt.show()
+    return fig
+
+
 def retrieval_grid(view, method, rows, k: int = 5, title: str | None = None):
     """A figure: each query of ``rows`` (sketch on the left) and its ``k`` nearest candidates, the true
     photo outlined in green. Uses the method's own ranking over the query's candidates."""
@@ -242,7 +262,7 @@ def published_vs_ours(reference: str, ours: pd.DataFrame, match: dict | None = N
     return table.set_index(index).rename(columns={"protocol": "selection"}).fillna("")
 
 
-__all__ = ["COLUMNS", "Chapter", "SPLITS", "clusters", "fmt", "interval_of", "outcomes",
+__all__ = ["COLUMNS", "Chapter", "SPLITS", "clusters", "fmt", "gap_curve_figure", "interval_of", "outcomes",
            "paired_of", "published_vs_ours", "retrieval_grid", "setting", "setup"]
 
 

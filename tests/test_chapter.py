@@ -101,3 +101,22 @@ def test_published_vs_ours_keeps_one_method_of_a_paper_table():
     assert one.loc[("real", "published", "chairv2"), "Acc@1 (%)"] == "62.86"
     with pytest.raises(KeyError, match="no published rows"):
         published_vs_ours("stylemeup", ours, method="nonexistent")
+
+
+def test_gap_curve_figure_draws_one_line_per_model_and_the_seen_band():
+    import matplotlib
+
+    matplotlib.use("agg")
+    from sbir_core.chapter import gap_curve_figure
+    from sbir_core.stats import Interval
+
+    levels = (("baseline", 0.5), ("control", 0.6))
+    curve = pd.DataFrame([{"gap": g, "who": w, "estimate": e, "lo": e - 0.05, "hi": e + 0.05}
+                          for w, base in levels for g, e in ((0, base), (3, base - 0.1))])
+    seen = Interval(0.55, 0.5, 0.6, se=0.025, se_seeds=0.0, se_sample=0.025, df=float("inf"), n_seeds=1, n_queries=10)
+    ax = gap_curve_figure(curve, 0.2, "t", seen=seen).axes[0]
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels == ["seen drawers", "baseline", "control", "chance = category oracle"]
+    assert list(ax.get_lines()[1].get_ydata()) == [0.5, 0.4]
+    no_seen = gap_curve_figure(curve, 0.2, "t").axes[0]
+    assert "seen drawers" not in [line.get_label() for line in no_seen.get_lines()]
