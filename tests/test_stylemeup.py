@@ -266,3 +266,24 @@ def test_index_as_drawer_takes_the_sketch_index_as_the_style_proxy():
     assert all(t["held_out"].startswith("index ") for t in batch["tasks"])
     with pytest.raises(DataError, match="no sketch index"):
         index_as_drawer(dataclasses.replace(view, table=view.table.assign(sketch_id="plain")))
+
+
+def test_dry_run_on_chairv2_in_the_official_layout(tmp_path):
+    """The chapter's real-data path on a ChairV2 fixture in the official layout (``<name>_Coordinate`` pickle
+    and photo folders): sketch index as the style, style episodes, two outer steps, evaluation on test."""
+    from test_data_qmul import write_qmul
+
+    from sbir_core.data.qmul import load
+    from sbir_core.data.views import fg_view
+    from sbir_core.models.stylemeup import index_as_drawer
+
+    write_qmul(tmp_path / "data")
+    data = load(tmp_path / "data", "ChairV2", val_fraction=0.2, seed=0)
+    train, test = (fg_view(data, s, 16, 1.0) for s in ("train", "test"))
+    train = index_as_drawer(train.within(None))
+    assert sorted(set(train.table["drawer"])) == ["index 1", "index 2", "index 3"]
+    m = build_method("stylemeup", **TINY)
+    res = Trainer(m, train, None, {"test": test}, TrainConfig(steps=2, batch_size=1, eval_every=1,
+                                                                progress=False)).fit()
+    assert len(res.history) == 2 and torch.isfinite(torch.tensor(res.history["loss"].to_numpy())).all()
+    assert 0 <= evaluate(m, test).metrics["acc_at_10"] <= 1
