@@ -1,0 +1,264 @@
+"""The playground as a page: serve it with voila, drive it in Chromium, record what it shows.
+
+``python -m sbir_core.browser serve [--port 8866]`` (what ``make app`` runs) serves
+``book/playground_app.py`` as a standalone page with no code visible. ``record(...)`` opens that
+page in headless Chromium through Playwright, draws a world sketch with real mouse events, one
+stroke at a time, and after each stroke takes a screenshot and reads the target's rank from the
+page: the browser tests assert on it, and the playground chapter shows the frames.
+
+Chromium is Debian's (``/usr/bin/chromium``, or ``$SBIR_CHROMIUM``); Playwright's own browser
+download is not reachable here and is never used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import webbrowser
+from pathlib import Path
+from urllib.parse import urlencode
+
+import numpy as np
+
+from sbir_core.paths import BOOK
+
+APP = BOOK / "playground_app.py"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+class BrowserError(RuntimeError):
+    """No Chromium, no Playwright, or a page that did not do what it should."""
+
+
+def chromium_path() -> str | None:
+    """The system Chromium: ``$SBIR_CHROMIUM``, else ``chromium`` / ``chromium-browser`` on the PATH."""
+    env = os.environ.get("SBIR_CHROMIUM")
+    if env:
+        return env if Path(env).exists() else None
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def app_notebook(folder: Path) -> Path:
+    """``book/playground_app.py`` as a notebook in ``folder`` (voila serves notebooks)."""
+    import jupytext
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "playground_app.ipynb"
+    jupytext.write(jupytext.read(APP), path)
+    return path
+
+
+@contextlib.contextmanager
+def serve(port: int | None = None, timeout: float = 60.0, quiet: bool = True):
+    """Serve the playground with voila on 127.0.0.1; yields its URL; stops the server on exit."""
+    from sbir_core.data.base import cache_dir
+
+    port = port or _free_port()
+    nb = app_notebook(cache_dir() / "app")
+    log = open(nb.with_suffix(".log"), "w") if quiet else None
+    cmd = [sys.executable, "-m", "voila", str(nb), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
+           "--VoilaConfiguration.show_tracebacks=False"]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT if quiet else None, cwd=nb.parent)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise BrowserError(f"voila exited with {proc.returncode}; see {nb.with_suffix('.log')}")
+            try:
+                urllib.request.urlopen(url + "api", timeout=2)
+                break
+            except urllib.error.HTTPError:  # any answer means the server is up
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise BrowserError(f"voila did not answer on {url} within {timeout:.0f} s") from None
+                time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if log:
+            log.close()
+
+
+@contextlib.contextmanager
+def browser_page(width: int = 1100, height: int = 1000):
+    """A Playwright page in headless system Chromium (BrowserError when either is missing)."""
+    exe = chromium_path()
+    if exe is None:
+        raise BrowserError("no Chromium: install Debian's chromium (apt-get install chromium) or set SBIR_CHROMIUM")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as err:
+        raise BrowserError("the browser tests need playwright (pip install playwright; never 'playwright install': "
+                           "it uses the system Chromium)") from err
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.errors = errors
+            yield page
+        finally:
+            browser.close()
+
+
+PAD = ".sbir-pad"
+
+
+def open_app(page, url: str, timeout: float = 120.0, **options) -> None:
+    """Go to the app (``options`` become its URL query) and wait until the pad and the results are there."""
+    query = urlencode({k: v for k, v in options.items() if v is not None})
+    page.goto(url + ("?" + query if query else ""), timeout=timeout * 1000)
+    page.wait_for_selector(f"{PAD} canvas, canvas{PAD}", timeout=timeout * 1000)
+    page.wait_for_selector(".sbir-rank", timeout=timeout * 1000)
+
+
+def pad_box(page) -> dict:
+    el = page.query_selector(f"canvas{PAD}") or page.query_selector(f"{PAD} canvas")
+    box = el.bounding_box()
+    if box is None:
+        raise BrowserError("the sketch pad is not visible")
+    return box
+
+
+def draw_stroke(page, points: np.ndarray, box: dict, canvas: float = 256.0) -> None:
+    """One stroke with real mouse events: press at its first point, move through the rest, release."""
+    sx, sy = box["width"] / canvas, box["height"] / canvas
+    xy = [(box["x"] + float(x) * sx, box["y"] + float(y) * sy) for x, y in np.asarray(points)[:, :2]]
+    page.mouse.move(*xy[0])
+    page.mouse.down()
+    for p in xy[1:]:
+        page.mouse.move(*p)
+    page.mouse.up()
+
+
+def dispatch_stroke(page, points: np.ndarray, canvas: float = 256.0) -> None:
+    """One stroke as DOM mouse events dispatched on the pad in one go. Chromium delivers real input
+    (``draw_stroke``) once per frame, 16.7 ms an event, so 10,000 points would take three minutes;
+    dispatched events reach the same listeners of the canvas without waiting for frames."""
+    page.eval_on_selector(
+        f"canvas{PAD}, {PAD} canvas",
+        """(el, a) => { const r = el.getBoundingClientRect(), sx = r.width / a.canvas, sy = r.height / a.canvas;
+                        const ev = (type, p) => el.dispatchEvent(new MouseEvent(type, {bubbles: true,
+                            clientX: r.left + p[0] * sx, clientY: r.top + p[1] * sy, buttons: type === 'mouseup' ? 0 : 1}));
+                        ev('mousedown', a.pts[0]); for (const p of a.pts.slice(1)) ev('mousemove', p);
+                        ev('mouseup', a.pts[a.pts.length - 1]); }""",
+        {"pts": np.asarray(points)[:, :2].tolist(), "canvas": canvas})
+
+
+def strokes_seen(page) -> int:
+    """How many strokes the pad's Python side has counted (its status line)."""
+    text = page.inner_text(".sbir-pad-status")
+    return int(text.split()[0])
+
+
+def wait_for_strokes(page, n: int, timeout: float = 30.0) -> None:
+    """Wait until the kernel has seen ``n`` strokes and the page shows the results of the last one."""
+    page.wait_for_function(
+        """n => { const s = document.querySelector('.sbir-pad-status');
+                  const d = document.querySelector('.sbir-done [data-strokes]');
+                  return s && parseInt(s.innerText) === n && d && d.dataset.strokes === String(n); }""",
+        arg=n, timeout=timeout * 1000)
+
+
+def page_state(page) -> dict:
+    """What the page shows: the target's rank (None when not shown), the top labels, the message."""
+    rank_el = page.query_selector(".sbir-target-rank")
+    return {"rank": int(rank_el.get_attribute("data-rank")) if rank_el else None,
+            "top": [t.strip() for t in page.eval_on_selector_all(".sbir-hit", "els => els.map(e => e.innerText)")],
+            "message": page.inner_text(".sbir-message").strip(),
+            "errors": list(page.errors)}
+
+
+def record(out: Path, url: str | None = None, method: str = "04_triplet_baseline", category: str = "shoe",
+           target: int = 0, page=None) -> dict:
+    """Draw world sketch ``target`` of ``category`` in the app stroke by stroke, screenshot each result.
+
+    Writes ``out/frame_NN.png`` (the page after stroke NN) and ``out/frames.json``; returns that record:
+    the sketch id, and per stroke the rank of its photo shown in the page and the top labels.
+    """
+    from sbir_core import playground as P
+    from sbir_core import strokes as SK
+
+    choice = next(c for c in P.methods() if c.recipe.chapter == method)
+    engine = P.load(choice)
+    gallery = P.world_gallery(engine.views, category)
+    tgt = gallery.targets[target % len(gallery.targets)]
+    parts = SK.split_strokes(tgt.strokes)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("frame_*.png"):
+        old.unlink()
+    with contextlib.ExitStack() as stack:
+        if url is None:
+            url = stack.enter_context(serve())
+        if page is None:
+            page = stack.enter_context(browser_page())
+        open_app(page, url, method=method, gallery=f"world:{category}", target=target)
+        box = pad_box(page)
+        frames = []
+        for n, part in enumerate(parts, 1):
+            draw_stroke(page, part, box)
+            wait_for_strokes(page, n)
+            state = page_state(page)
+            shot = out / f"frame_{n:02d}.png"
+            page.screenshot(path=str(shot), full_page=True)
+            offline = engine.query(SK.join_strokes(parts[:n]), gallery, 10, tgt.index).target_rank
+            frames.append({"stroke": n, "rank": state["rank"], "offline_rank": offline, "top": state["top"],
+                           "message": state["message"], "file": shot.name})
+    rec = {"method": method, "key": choice.key, "category": category, "sketch_id": tgt.sketch_id,
+           "gallery": len(gallery), "strokes": len(parts), "frames": frames}
+    (out / "frames.json").write_text(json.dumps(rec, indent=1))
+    return rec
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sbir_core.browser", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve", help="serve the playground app (make app)")
+    s.add_argument("--port", type=int, default=8866)
+    s.add_argument("--no-browser", action="store_true")
+    r = sub.add_parser("record", help="draw a world sketch in the app and save the frames")
+    r.add_argument("out", type=Path)
+    r.add_argument("--target", type=int, default=0)
+    r.add_argument("--category", default="shoe")
+    args = ap.parse_args(argv)
+    if args.cmd == "serve":
+        with serve(args.port, quiet=False) as url:
+            print(f"the playground is at {url} (Ctrl-C stops it)", flush=True)
+            if not args.no_browser:
+                webbrowser.open(url)
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(3600)
+        return 0
+    rec = record(args.out, category=args.category, target=args.target)
+    for f in rec["frames"]:
+        print(f"stroke {f['stroke']:>2}: rank {f['rank']} (offline {f['offline_rank']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,383 @@
+"""The playground's engine: trained methods from the store, galleries, and queries from drawn strokes.
+
+The widgets (``sbir_core.widgets``) are only its face; everything they do is here and tested
+without a browser:
+
+* ``methods(scale)``: the trained methods a reader can query, one per method chapter of the book
+  (``RECIPES``; a method whose chapter does not exist yet is simply absent). Each is rebuilt from
+  that chapter's own parameters (``paper_runs/configs/<scale>/``), so its store key is the very run
+  the chapter trained; ``Choice.stored`` says whether the store holds it, ``load(choice, train=True)``
+  trains it at that scale (with a progress bar) when it does not.
+* galleries: a style-world category (the test photos, exactly the evaluator's gallery), the PACS
+  photos (when ``SBIR_DATA`` has PACS), or a folder of the reader's own images (unreadable or huge
+  files are skipped and listed).
+* ``Engine``: strokes -> the package's one rasteriser -> the method's query encoder -> the nearest
+  gallery items (``sbir_core.search``), with the gallery's embeddings computed once per (trained
+  model, gallery) and cached under the model's store key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sbir_core import strokes as SK
+from sbir_core.data.base import DataError, list_images, load_image
+from sbir_core.data.views import photo_tensor, sketch_tensor
+
+MAX_POINTS = 20_000  # a drawing longer than this is cut (a 10,000-point scribble still fits)
+MAX_GALLERY = 5_000  # images read from one folder at most (the rest are listed as skipped)
+
+
+class PlaygroundError(RuntimeError):
+    """Something the playground cannot do, said in words a reader can act on."""
+
+
+# ---------------------------------------------------------------------- trained methods
+
+_VIEWS: dict = {}
+
+
+def _views(p: dict):
+    """The style benchmark's views of a chapter's world, made once per process for all chapters sharing it."""
+    from sbir_core import benchmark as B
+
+    key = repr((p["STYLE_GAP"], sorted(p["WORLD"].items()), p["IMAGE_SIZE"], p["LINE_WIDTH"]))
+    if key not in _VIEWS:
+        _VIEWS[key] = B.style_views(B.world(p["STYLE_GAP"], **p["WORLD"]), p["IMAGE_SIZE"], p["LINE_WIDTH"])
+    return _VIEWS[key]
+
+
+def _triplet_setup(p: dict):
+    """Chapter 4's Triplet-SN, seed ``SEED``: (spec, views, config), as the chapter builds them."""
+    from sbir_core import benchmark as B
+    from sbir_core.train import TrainConfig
+
+    views = _views(p)
+    spec = B.triplet_spec(p["ENCODER"], p["ENCODER_OPTIONS"], p["MARGIN"], p["NEGATIVES"], p["FLIP"])
+    config = TrainConfig(steps=p["STEPS"], batch_size=p["BATCH_SIZE"], lr=p["LR"], optimizer=p["OPTIMIZER"],
+                         eval_every=p["EVAL_EVERY"], ks=(1, 10), device=p["DEVICE"])
+    return spec, views, config
+
+
+def _stylemeup_setup(p: dict):
+    """Chapter 6's full StyleMeUp, seed ``SEED`` (its ``smu_spec()`` and ``config``)."""
+    from sbir_core.models.base import MethodSpec
+    from sbir_core.train import TrainConfig
+
+    views = _views(p)
+    spec = MethodSpec("stylemeup", {"size": p["IMAGE_SIZE"], **p["SMU_OPTIONS"], "margin": p["MARGIN"],
+                                    "inner_lr": p["INNER_LR"], "meta_lr": p["META_LR"]})
+    config = TrainConfig(steps=p["STEPS"], batch_size=p["BATCH_SIZE"], lr=p["LR"], eval_every=p["EVAL_EVERY"],
+                         ks=(1, 10), device=p["DEVICE"])
+    return spec, views, config
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to rebuild a chapter's main trained model from the chapter's parameters."""
+
+    chapter: str
+    label: str
+    setup: Callable  # params -> (MethodSpec, StyleViews, TrainConfig)
+
+
+RECIPES = (Recipe("04_triplet_baseline", "Triplet-SN (chapter 4)", _triplet_setup),
+           Recipe("06_stylemeup", "StyleMeUp (chapter 6)", _stylemeup_setup))
+
+
+@dataclass
+class Choice:
+    """One queryable method: its recipe, the chapter's parameters, the run's store key and whether it is stored."""
+
+    recipe: Recipe
+    scale: str
+    params: dict
+    key: str
+    identity: dict = field(repr=False)
+    stored: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.recipe.label + ("" if self.stored else " — not trained yet")
+
+
+_SETUPS: dict = {}
+
+
+def _setup(recipe: Recipe, scale: str):
+    """(params, spec, views, config with the chapter's seed), computed once per process."""
+    from sbir_core.book import load_params
+
+    if (recipe.chapter, scale) not in _SETUPS:
+        params = load_params(recipe.chapter, scale)
+        spec, views, config = recipe.setup(params)
+        _SETUPS[recipe.chapter, scale] = (params, spec, views, config.replace(seed=int(params["SEED"])))
+    return _SETUPS[recipe.chapter, scale]
+
+
+def methods(scale: str = "ci") -> list[Choice]:
+    """The methods whose chapter exists in the book, each with its store key and whether it is stored."""
+    from sbir_core import store as S
+    from sbir_core.book import chapters
+    from sbir_core.train import fingerprint, run_identity
+
+    present = set(chapters())
+    out = []
+    for recipe in RECIPES:
+        if recipe.chapter not in present:
+            continue
+        params, spec, views, config = _setup(recipe, scale)
+        identity = run_identity(spec, views.train, views.val, views.tests, config)
+        key = fingerprint(identity)
+        out.append(Choice(recipe, scale, params, key, identity, (S.root() / f"{key}.pt").exists()))
+    return out
+
+
+def load(choice: Choice, train: bool = False, progress: bool = True) -> "Engine":
+    """The trained model of ``choice`` from the store; trained first (at its scale) when ``train``,
+    else a PlaygroundError saying which chapter makes it."""
+    from sbir_core import store as S
+    from sbir_core.train import train_run
+
+    params, spec, views, config = _setup(choice.recipe, choice.scale)
+    result = S.load(choice.key, choice.identity)
+    if result is None:
+        if not train:
+            raise PlaygroundError(
+                f"{choice.recipe.label} is not trained at the {choice.scale} scale yet: run its chapter "
+                f"(python -m sbir_core.book run --only {choice.recipe.chapter}) or train it here")
+        result = train_run(spec, views.train, views.val, views.tests, config.replace(progress=progress), config.seed)
+        choice.stored = True
+    method = spec.build()
+    method.load_state_dict(result.best_state)
+    return Engine(method.eval(), choice.key, int(params["IMAGE_SIZE"]), float(params["LINE_WIDTH"]),
+                  choice.recipe.label, views)
+
+
+# ---------------------------------------------------------------------- galleries
+
+@dataclass
+class Target:
+    """A world sketch to copy: its strokes and the gallery row of its photo."""
+
+    sketch_id: str
+    strokes: np.ndarray
+    index: int
+
+
+@dataclass
+class Gallery:
+    """Images to search: (M, S, S, 3) uint8 at the model's input size, a label each, what was skipped."""
+
+    name: str
+    images: np.ndarray
+    labels: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.images.ndim != 4 or self.images.shape[-1] != 3 or len(self.images) != len(self.labels):
+            raise PlaygroundError(f"gallery {self.name}: {self.images.shape} images for {len(self.labels)} labels")
+        if len(self.images) == 0:
+            raise PlaygroundError(f"gallery {self.name} has no image to search"
+                                  + (f" ({len(self.skipped)} files skipped)" if self.skipped else ""))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def digest(self) -> str:
+        h = hashlib.sha1(self.images.tobytes())
+        h.update("\0".join(self.labels).encode())
+        return h.hexdigest()[:16]
+
+    @property
+    def message(self) -> str:
+        """What a reader should know about this gallery ("" when nothing)."""
+        parts = []
+        if len(self) == 1:
+            parts.append("this gallery holds one image: every drawing ranks it first")
+        if self.skipped:
+            parts.append(f"{len(self.skipped)} file(s) skipped: " + "; ".join(
+                f"{Path(p).name} ({why})" for p, why in self.skipped[:5]) + (" ..." if len(self.skipped) > 5 else ""))
+        return ". ".join(parts)
+
+
+def world_categories(views) -> list[str]:
+    """The style world's categories of the test gallery, sorted."""
+    return sorted(views.test_seen.gallery_table["category"].unique())
+
+
+def world_gallery(views, category: str, drawers: str = "seen") -> Gallery:
+    """The test photos of one world category (each query's gallery in the evaluator), with the test
+    sketches of that category by ``drawers`` ("seen" | "unseen") as targets to copy."""
+    view = views.test_seen if drawers == "seen" else views.test_unseen
+    gal = view.gallery_table
+    rows = np.flatnonzero((gal["category"] == category).to_numpy())
+    if len(rows) == 0:
+        raise PlaygroundError(f"no test photos of category {category!r}; categories: {world_categories(views)}")
+    images = ((view.gallery[rows].permute(0, 2, 3, 1).numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
+    where = {int(r): i for i, r in enumerate(rows)}
+    targets = [Target(str(view.table["sketch_id"].iloc[q]), view.strokes[q], where[int(view.target[q])])
+               for q in np.flatnonzero((view.table["category"] == category).to_numpy())]
+    return Gallery(f"world: {category}", images, gal["instance"].iloc[rows].astype(str).tolist(), [], targets)
+
+
+def folder_gallery(folder, size: int, name: str | None = None, limit: int = MAX_GALLERY) -> Gallery:
+    """Every image file in ``folder`` and its sub-folders (label: the sub-folder, else the file name);
+    unreadable and huge files are skipped and listed, never fatal."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise PlaygroundError(f"{folder} is not a folder")
+    files: list[Path] = []
+    for sub in sorted([folder, *[p for p in folder.rglob("*") if p.is_dir() and not p.name.startswith(".")]]):
+        files += list_images(sub, folder)[0]
+    skipped = [(str(f), f"over the {limit}-image limit") for f in files[limit:]]
+    images, labels = [], []
+    for f in files[:limit]:
+        try:
+            images.append(load_image(f, size, "RGB"))
+        except DataError as err:
+            skipped.append((str(f), str(err.__cause__ or err).split(": ", 1)[-1]))
+            continue
+        labels.append(f.parent.name if f.parent != folder else f.stem)
+    if not images:
+        raise PlaygroundError(f"no readable image in {folder}" + (f" ({len(skipped)} skipped: "
+                              + "; ".join(f"{Path(p).name}: {w}" for p, w in skipped[:3]) + ")" if skipped else ""))
+    return Gallery(name or f"folder: {folder.name}", np.stack(images), labels, skipped)
+
+
+def pacs_gallery(size: int) -> Gallery:
+    """The PACS photo domain (7 classes), from ``SBIR_DATA``; a PlaygroundError when PACS is absent."""
+    from sbir_core.data.registry import check_layout
+
+    try:
+        base = check_layout("pacs")
+    except DataError as err:
+        raise PlaygroundError(f"the PACS photos are not available: {err}") from None
+    return folder_gallery(base / "photo", size, "PACS photos")
+
+
+# ---------------------------------------------------------------------- queries
+
+@dataclass
+class Hits:
+    """The top-k of one query: gallery rows, squared distances, and the target's rank (1-based) if known."""
+
+    index: np.ndarray
+    distance: np.ndarray
+    target_rank: int | None = None
+
+
+def clean_strokes(points) -> tuple[np.ndarray | None, str]:
+    """A drawing as the canonical (N, 3) sketch, clipped to the canvas and cut at ``MAX_POINTS``;
+    None for an empty drawing. Returns (strokes, message) where message says what was changed."""
+    if points is None or len(points) == 0:
+        return None, "nothing drawn yet"
+    arr = np.asarray(points, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise PlaygroundError(f"a drawing is an (N, 3) array of x, y, pen; got shape {arr.shape}")
+    notes = []
+    finite = np.isfinite(arr).all(1)
+    if not finite.all():
+        arr = arr[finite]
+        notes.append(f"{int((~finite).sum())} non-finite point(s) dropped")
+        if len(arr) == 0:
+            return None, "; ".join(notes)
+    if len(arr) > MAX_POINTS:
+        arr = arr[:MAX_POINTS].copy()
+        notes.append(f"the drawing has more than {MAX_POINTS} points: only the first {MAX_POINTS} are used")
+    out = (arr[:, :2] < 0) | (arr[:, :2] > SK.CANVAS)
+    if out.any():
+        arr = arr.copy()
+        arr[:, :2] = arr[:, :2].clip(0, SK.CANVAS)
+        notes.append(f"{int(out.any(1).sum())} point(s) outside the canvas were moved to its edge")
+    arr[-1, 2] = 1.0
+    return SK.check_strokes(arr), "; ".join(notes)
+
+
+class Engine:
+    """A trained method ready to answer drawn queries against galleries."""
+
+    def __init__(self, method, key: str, size: int, line_width: float, label: str = "", views=None):
+        if getattr(method, "pairwise", False):
+            raise PlaygroundError(f"{label or type(method).__name__} scores (sketch, photo) pairs; the playground "
+                                  f"searches precomputed embeddings and does not support it yet")
+        self.method, self.key, self.size, self.line_width, self.label, self.views = \
+            method.eval(), key, size, line_width, label, views
+        self._cache: dict[str, object] = {}
+
+    def raster(self, strokes) -> np.ndarray:
+        """(S, S) float32 image of a drawing, with the package's one rasteriser."""
+        return SK.rasterise(strokes, self.size, self.line_width)
+
+    @torch.inference_mode()
+    def encode(self, strokes) -> np.ndarray:
+        """A drawing -> its (D,) query embedding."""
+        return self.method.embed_query(sketch_tensor(self.raster(strokes)[None])).numpy()[0]
+
+    def gallery_search(self, gallery: Gallery):
+        """The gallery's embeddings, computed once per (model, gallery) and cached under the store key."""
+        from sbir_core.search import GallerySearch, cached_gallery_embeddings
+
+        key = f"{self.key}_{gallery.digest}"
+        if key not in self._cache:
+            if gallery.images.shape[1] != self.size:
+                raise PlaygroundError(f"gallery {gallery.name} is at {gallery.images.shape[1]} px; "
+                                      f"{self.label} takes {self.size} px")
+
+            @torch.inference_mode()
+            def compute():
+                x = photo_tensor(gallery.images)
+                return torch.cat([self.method.embed_gallery(x[i:i + 256]) for i in range(0, len(x), 256)]).numpy()
+
+            self._cache[key] = GallerySearch(cached_gallery_embeddings(key, compute))
+        return self._cache[key]
+
+    def query(self, strokes, gallery: Gallery, k: int = 10, target: int | None = None) -> Hits:
+        """Top-``k`` of a drawing in ``gallery``; with ``target`` (a gallery row) also that row's rank."""
+        return self._search(self.encode(strokes)[None], gallery, k, target)
+
+    @torch.inference_mode()
+    def query_image(self, image: np.ndarray, gallery: Gallery, k: int = 10, target: int | None = None) -> Hits:
+        """Top-``k`` of a sketch image (S, S) in [0, 1] (e.g. a decoded one)."""
+        return self._search(self.method.embed_query(sketch_tensor(np.asarray(image)[None])).numpy(), gallery, k,
+                            target)
+
+    def _search(self, q: np.ndarray, gallery: Gallery, k: int, target: int | None) -> Hits:
+        index = self.gallery_search(gallery)
+        dist, idx = index.search(q, k)
+        rank = None
+        if target is not None:
+            from sbir_core.metrics import true_match_rank
+
+            emb = np.asarray(index.embeddings, dtype=np.float32)
+            d = ((emb - q) ** 2).sum(1)[None]  # (1, M): ranked as the evaluator ranks
+            rank = int(true_match_rank(d, np.array([target]))[0])
+        return Hits(np.asarray(idx[0]), np.asarray(dist[0]), rank)
+
+    @torch.inference_mode()
+    def swap_style(self, strokes, style_strokes, amount: float = 1.0) -> np.ndarray:
+        """StyleMeUp: decode the drawing's invariant code with its style code moved ``amount`` (0..1) of
+        the way to the style code of ``style_strokes``; (S, S) image in [0, 1]."""
+        m = self.method
+        if not hasattr(m, "swap"):
+            raise PlaygroundError(f"{self.label} has no style code to swap (StyleMeUp has)")
+        if not 0.0 <= amount <= 1.0:
+            raise PlaygroundError(f"amount must be in [0, 1], got {amount}")
+        x = sketch_tensor(np.stack([self.raster(strokes), self.raster(style_strokes)]))
+        inv, var, _, _ = m.codes(x)
+        mixed = (1.0 - amount) * var[:1] + amount * var[1:]
+        out = m.decoder(m.fused(inv[:1], mixed))[0]  # (3, S, S) in [-1, 1], ink = 1 (to_rgb's convention)
+        return (1.0 - (out.mean(0) + 1.0) / 2.0).clamp(0, 1).numpy()  # back to a raster: black ink on white
+
+    def early_ranks(self, strokes, gallery: Gallery, target: int) -> list[int]:
+        """The target's rank after each stroke of a drawing (early retrieval)."""
+        parts = SK.split_strokes(strokes)
+        return [self.query(SK.join_strokes(parts[:n]), gallery, 1, target).target_rank for n in range(1, len(parts) + 1)]

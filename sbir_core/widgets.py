@@ -1,0 +1,481 @@
+"""The sketch playground's widgets (ipywidgets + ipycanvas): draw, retrieve, swap styles.
+
+* ``SketchPad``: draw with a mouse, a pen (browsers deliver pen input as mouse events) or a finger
+  (touch events); undo, clear, line width. It records each point with its time and gives the
+  canonical (N, 3) stroke array (``sbir_core.strokes``) that the package's one rasteriser draws.
+* ``Explorer``: a trained method from the store (``sbir_core.playground.methods``), a gallery (a
+  style-world category, the PACS photos, a folder of your own images) and the top-k photos with
+  their distances, updated when each stroke ends; with a world sketch shown to copy, the rank of
+  its photo after every stroke (early retrieval).
+* ``StyleSwap`` (StyleMeUp): move your drawing's style code towards another drawer's and watch
+  the decoded sketch and its results.
+* ``Playground``: all of them on one page; ``book/playground_app.py`` serves it with voila
+  (``make app``).
+
+Nothing here raises into the page: every failure becomes a message in the widget (the
+``.sbir-message`` element), so the app keeps working.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+import traceback
+from urllib.parse import parse_qs
+
+import ipywidgets as W
+import numpy as np
+from ipycanvas import Canvas, hold_canvas
+
+from sbir_core import playground as P
+from sbir_core import strokes as SK
+
+log = logging.getLogger(__name__)
+FLUSH_S = 0.03  # draw the stroke in progress at most this often (seconds): see SketchPad._flush
+
+
+def png(image: np.ndarray, scale: int = 1) -> bytes:
+    """(H, W) float in [0, 1] or (H, W, 3) uint8 -> PNG bytes, enlarged ``scale`` times (nearest)."""
+    from PIL import Image
+
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
+    img = Image.fromarray(arr)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _reset_canvas_manager() -> None:
+    """Voila runs the notebook before the browser connects, and ipycanvas's one-off "switch canvas"
+    command sent then is lost (TOOLCHAIN.md §4): forget the current canvas so that the next command
+    switches again. A private API of ipycanvas 0.14; harmless where the bug does not occur."""
+    try:
+        from ipycanvas import canvas as _c
+
+        _c._CANVAS_MANAGER._current_canvas = None
+    except (ImportError, AttributeError):  # another ipycanvas: nothing to work around
+        pass
+
+
+class SketchPad:
+    """A drawing canvas recording strokes with timing. ``widget`` is what to display.
+
+    size: the canvas side in screen pixels; points are stored on the canonical 256 canvas.
+    """
+
+    def __init__(self, size: int = 256, line_width: int = 3):
+        self.size = size
+        self.scale = SK.CANVAS / size
+        self.canvas = Canvas(width=size, height=size, layout=W.Layout(width=f"{size}px", height=f"{size}px",
+                                                                       border="1px solid #888"))
+        self.canvas.add_class("sbir-pad")
+        self.line = W.IntSlider(value=line_width, min=1, max=12, description="line width",
+                                style={"description_width": "initial"}, layout=W.Layout(width="220px"))
+        self.undo_button = W.Button(description="undo", icon="undo", layout=W.Layout(width="80px"))
+        self.clear_button = W.Button(description="clear", icon="trash", layout=W.Layout(width="80px"))
+        self.status = W.HTML()
+        self.status.add_class("sbir-pad-status")
+        self.parts: list[list[tuple[float, float, float]]] = []  # strokes of (x, y, ms) on the 256 canvas
+        self._drawing = False
+        self._drawn, self._flushed = 0, 0.0  # points of the current stroke already drawn; when
+        self._t0: float | None = None
+        self._listeners = []
+        c = self.canvas
+        c.on_mouse_down(self._down)
+        c.on_mouse_move(self._move)
+        c.on_mouse_up(self._up)
+        c.on_mouse_out(self._up)
+        c.on_touch_start(lambda touches: self._down(*touches[0]))
+        c.on_touch_move(lambda touches: self._move(*touches[0]))
+        c.on_touch_end(lambda touches: self._up(*(touches[0] if touches else (0, 0))))
+        c.on_touch_cancel(lambda touches: self._up(0, 0))
+        self.undo_button.on_click(lambda _: self.undo())
+        self.clear_button.on_click(lambda _: self.clear())
+        self.widget = W.VBox([self.canvas, W.HBox([self.undo_button, self.clear_button, self.line]), self.status])
+        self._say()
+
+    # -- what was drawn
+    @property
+    def n_points(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    def points(self) -> np.ndarray:
+        """(N, 3) x, y, pen (1 on each stroke's last point) on the 256 canvas, unchecked; (0, 3) when empty."""
+        if not self.parts:
+            return np.zeros((0, 3))
+        return np.concatenate([np.column_stack([np.asarray(p)[:, :2], np.eye(1, len(p), len(p) - 1)[0]])
+                               for p in self.parts])
+
+    def times(self) -> np.ndarray:
+        """(N,) milliseconds since the first point, aligned with ``points()``."""
+        return np.array([t for p in self.parts for _, _, t in p], dtype=np.float64)
+
+    def strokes(self) -> tuple[np.ndarray | None, str]:
+        """The canonical sketch (clipped to the canvas; None when empty) and a note on what was changed."""
+        return P.clean_strokes(self.points())
+
+    def raster(self, size: int = 64, line_width: float = 1.5) -> np.ndarray | None:
+        s, _ = self.strokes()
+        return None if s is None else SK.rasterise(s, size, line_width)
+
+    def on_stroke_end(self, callback) -> None:
+        """Call ``callback(pad)`` after each stroke, undo and clear."""
+        self._listeners.append(callback)
+
+    # -- editing
+    def undo(self) -> None:
+        if self.parts:
+            self.parts.pop()
+        self.redraw()
+        self._changed()
+
+    def clear(self) -> None:
+        self.parts.clear()
+        self._t0 = None
+        self.redraw()
+        self._changed()
+
+    def load(self, strokes) -> None:
+        """Show a canonical sketch on the pad as if drawn (no timing: every point at 0 ms)."""
+        self.parts = [[(float(x), float(y), 0.0) for x, y in part] for part in SK.split_strokes(SK.check_strokes(strokes))]
+        self.redraw()
+        self._changed()
+
+    def redraw(self) -> None:
+        with hold_canvas():
+            self.canvas.clear()
+            self._pen()
+            for part in self.parts:
+                pts = [(x / self.scale, y / self.scale) for x, y, _ in part]
+                if len(pts) == 1:
+                    self.canvas.fill_circle(*pts[0], self.line.value / 2)
+                else:
+                    self.canvas.stroke_lines(pts)
+
+    # -- events
+    def _pen(self) -> None:
+        c = self.canvas
+        c.stroke_style = c.fill_style = "black"
+        c.line_width = self.line.value
+        c.line_cap = c.line_join = "round"
+
+    def _now(self) -> float:
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
+            return 0.0
+        return (time.perf_counter() - self._t0) * 1000.0
+
+    def _down(self, x, y) -> None:
+        _reset_canvas_manager()
+        self._pen()
+        self._drawing = True
+        self.parts.append([(x * self.scale, y * self.scale, self._now())])
+        self._drawn, self._flushed = 1, time.perf_counter()
+
+    def _move(self, x, y) -> None:
+        if not self._drawing:
+            return
+        self.parts[-1].append((x * self.scale, y * self.scale, self._now()))
+        if time.perf_counter() - self._flushed > FLUSH_S:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Draw the points of the current stroke not drawn yet, as one command. Sending one command
+        per mouse move would exceed the server's IOPub message rate on a fast scribble, and the
+        server then drops messages, the widgets' updates among them."""
+        part = self.parts[-1]
+        new = part[self._drawn - 1:]
+        if len(new) >= 2:
+            self.canvas.stroke_lines([(px / self.scale, py / self.scale) for px, py, _ in new])
+        self._drawn = len(part)
+        self._flushed = time.perf_counter()
+
+    def _up(self, x, y) -> None:
+        if not self._drawing:
+            return
+        self._drawing = False
+        if len(self.parts[-1]) == 1:
+            px, py = self.parts[-1][0][0] / self.scale, self.parts[-1][0][1] / self.scale
+            self.canvas.fill_circle(px, py, self.line.value / 2)
+        else:
+            self._flush()
+        self._changed()
+
+    def _say(self) -> None:
+        n = len(self.parts)
+        self.status.value = f"{n} stroke{'s' * (n != 1)}, {self.n_points} points"
+
+    def _changed(self) -> None:
+        self._say()
+        for cb in self._listeners:
+            try:
+                cb(self)
+            except Exception:  # noqa: BLE001 - a listener's error must not break drawing
+                log.exception("stroke listener failed")
+
+
+class Explorer:
+    """Retrieval as you draw: method, gallery, the top-k, the copied target's rank stroke by stroke.
+
+    scale: which scale's trained models to offer ("ci": what the book's CI trains).
+    options: initial choices, e.g. from the app's URL: ``method`` (a chapter name), ``gallery``
+    ("world:<category>", "pacs" or a folder path), ``target`` (index of the world sketch to copy).
+    """
+
+    def __init__(self, pad: SketchPad | None = None, scale: str = "ci", k: int = 10, options: dict | None = None):
+        options = options or {}
+        self.pad = pad or SketchPad()
+        self.k = k
+        self.engine: P.Engine | None = None
+        self.gallery: P.Gallery | None = None
+        self.target: P.Target | None = None
+        self.history: list[int] = []
+        self.message = W.HTML()
+        self.message.add_class("sbir-message")
+        self.rank = W.HTML()
+        self.rank.add_class("sbir-rank")
+        self.done = W.HTML()  # an invisible mark of the drawing last handled, for the browser tests
+        self.done.add_class("sbir-done")
+        self.choices = P.methods(scale)
+        self.method = W.Dropdown(options=[(c.label, i) for i, c in enumerate(self.choices)],
+                                 description="method", layout=W.Layout(width="360px"))
+        self.train_button = W.Button(description=f"train it here ({scale} scale)", button_style="warning",
+                                     layout=W.Layout(display="none", width="220px"))
+        self.train_output = W.Output()
+        self.source = W.Dropdown(description="gallery", layout=W.Layout(width="360px"))
+        self.folder = W.Text(placeholder="a folder of your own images", layout=W.Layout(display="none", width="360px"))
+        self.folder_button = W.Button(description="load folder", layout=W.Layout(display="none"))
+        self.target_image = W.Image(format="png", width=96, height=96)
+        self.next_target = W.Button(description="another sketch to copy", layout=W.Layout(width="200px"))
+        self.show_target = W.Button(description="put it on the pad", layout=W.Layout(width="200px"))
+        self.cells = [W.VBox([W.Image(format="png", width=80, height=80), W.HTML()]) for _ in range(k)]
+        self.grid = W.GridBox(self.cells, layout=W.Layout(grid_template_columns="repeat(5, 96px)", grid_gap="4px"))
+        self.grid.add_class("sbir-results")
+        self.widget = W.VBox([
+            W.HBox([self.method, self.train_button]), self.train_output,
+            W.HBox([self.source, self.folder, self.folder_button]),
+            W.HBox([self.pad.widget, W.VBox([W.HTML("<b>a world sketch to copy</b>"), self.target_image,
+                                             self.next_target, self.show_target, self.rank])]),
+            self.message, W.HTML(f"<b>top {k}</b>"), self.grid, self.done])
+        self.method.observe(lambda ch: self._guard(self._pick_method), names="value")
+        self.source.observe(lambda ch: self._guard(self._pick_gallery), names="value")
+        self.train_button.on_click(lambda _: self._guard(self._train))
+        self.folder_button.on_click(lambda _: self._guard(self._load_folder))
+        self.next_target.on_click(lambda _: self._guard(self._step_target))
+        self.show_target.on_click(lambda _: self._guard(lambda: self.pad.load(self.target.strokes)))
+        self.pad.on_stroke_end(lambda _: self._guard(self.update, mark=True))
+        self._target_index = int(options.get("target", 0))
+        self._guard(lambda: self._start(options))
+
+    # -- plumbing
+    def _guard(self, fn, mark: bool = False) -> None:
+        """Run ``fn``; any failure becomes a message in the page, never a traceback. With ``mark``, say
+        afterwards (in ``.sbir-done``) how many strokes the page now answers for."""
+        try:
+            fn()
+        except P.PlaygroundError as err:
+            self.message.value = f"⚠ {err}"
+        except Exception as err:  # noqa: BLE001 - the page must stay usable whatever happened
+            log.error("playground error:\n%s", traceback.format_exc())
+            self.message.value = f"⚠ something went wrong: {type(err).__name__}: {err}"
+        finally:
+            if mark:
+                self.done.value = (f"<span data-strokes='{len(self.pad.parts)}' data-points='{self.pad.n_points}'>"
+                                   f"</span>")
+
+    def _start(self, options: dict) -> None:
+        if not self.choices:
+            raise P.PlaygroundError("no method chapter of the book exists yet: nothing to query")
+        wanted = options.get("method")
+        pick = next((i for i, c in enumerate(self.choices) if c.recipe.chapter == wanted), None)
+        if pick is None:
+            pick = next((i for i, c in enumerate(self.choices) if c.stored), 0)
+        self._initial_gallery = options.get("gallery")
+        if self.method.value == pick:
+            self._pick_method()
+        else:
+            self.method.value = pick
+
+    def _pick_method(self) -> None:
+        choice = self.choices[self.method.value]
+        self.engine = None
+        self._clear_results()
+        if not choice.stored:
+            self.train_button.layout.display = ""
+            raise P.PlaygroundError(f"{choice.recipe.label} is not trained at the {choice.scale} scale yet. Press "
+                                    f"'train it here', or run its chapter: python -m sbir_core.book run --only "
+                                    f"{choice.recipe.chapter}")
+        self.train_button.layout.display = "none"
+        self.engine = P.load(choice)
+        self.message.value = ""
+        self._offer_galleries()
+
+    def _train(self) -> None:
+        choice = self.choices[self.method.value]
+        self.message.value = f"training {choice.recipe.label} at the {choice.scale} scale ..."
+        self.train_button.disabled = True
+        try:
+            with self.train_output:
+                self.engine = P.load(choice, train=True, progress=True)
+        finally:
+            self.train_button.disabled = False
+        self.method.options = [(c.label, i) for i, c in enumerate(self.choices)]
+        self.train_button.layout.display = "none"
+        self.message.value = ""
+        self._offer_galleries()
+
+    def _offer_galleries(self) -> None:
+        options = [(f"style world: {c}", f"world:{c}") for c in P.world_categories(self.engine.views)]
+        from sbir_core.data.registry import available
+
+        if available("pacs"):
+            options.append(("PACS photos", "pacs"))
+        options.append(("a folder of your own images ...", "folder"))
+        initial = self._initial_gallery
+        self._initial_gallery = None
+        old = self.source.value
+        self.source.options = options
+        values = [v for _, v in options]
+        if initial and initial not in values and initial != "folder":
+            self.folder.value = initial
+            initial = "folder"
+        value = initial if initial in values else (old if old in values else values[0])
+        if self.source.value == value:
+            self._pick_gallery()
+        else:
+            self.source.value = value
+
+    def _pick_gallery(self) -> None:
+        value = self.source.value
+        folder = value == "folder"
+        self.folder.layout.display = self.folder_button.layout.display = "" if folder else "none"
+        if self.engine is None or value is None:
+            return
+        if folder:
+            if self.folder.value.strip():
+                self._load_folder()
+            return
+        if value == "pacs":
+            self._set_gallery(P.pacs_gallery(self.engine.size))
+        else:
+            self._set_gallery(P.world_gallery(self.engine.views, value.split(":", 1)[1]))
+
+    def _load_folder(self) -> None:
+        self._set_gallery(P.folder_gallery(self.folder.value.strip(), self.engine.size))
+
+    def _set_gallery(self, gallery: P.Gallery) -> None:
+        self.gallery = gallery
+        self.engine.gallery_search(gallery)  # embed now, not on the first stroke
+        self.message.value = gallery.message
+        self._set_target(self._target_index)
+        self.update()
+
+    def _step_target(self) -> None:
+        self._set_target(self._target_index + 1)
+        self.update()
+
+    def _set_target(self, i: int) -> None:
+        targets = self.gallery.targets if self.gallery else []
+        self.history = []
+        if not targets:
+            self.target = None
+            self.target_image.value = png(np.ones((32, 32)), 3)
+            self.rank.value = "<i>no sketch to copy in this gallery</i>"
+            return
+        self._target_index = i % len(targets)
+        self.target = targets[self._target_index]
+        self.target_image.value = png(SK.rasterise(self.target.strokes, 96, 2.0))
+        self.rank.value = f"copy it: its photo's rank appears here after each stroke ({self.target.sketch_id})"
+
+    # -- retrieval
+    def _clear_results(self) -> None:
+        for cell in self.cells:
+            cell.children[0].value = b""
+            cell.children[1].value = ""
+
+    def update(self) -> None:
+        """Search with the pad's drawing and show the results (after each stroke)."""
+        if self.engine is None or self.gallery is None:
+            return
+        strokes, note = self.pad.strokes()
+        if strokes is None:
+            self._clear_results()
+            self._set_target(self._target_index)  # the rank trail starts again
+            notes = [n for n in (self.gallery.message, "" if "nothing" in note else note) if n]
+            self.message.value = ("⚠ " + "; ".join(notes) + ". " if notes else "") + "draw on the canvas to search"
+            return
+        target = self.target.index if self.target is not None else None
+        hits = self.engine.query(strokes, self.gallery, self.k, target)
+        for cell, (i, d) in zip(self.cells, zip(hits.index, hits.distance)):
+            hit = self.target is not None and i == self.target.index
+            cell.children[0].value = png(self.gallery.images[i], max(1, 80 // self.gallery.images.shape[1]))
+            cell.children[1].value = (f"<span class='sbir-hit' style='color:{'green' if hit else 'black'}'>"
+                                      f"{'✔ ' if hit else ''}{self.gallery.labels[i]}<br>d²={d:.3f}</span>")
+        for cell in self.cells[len(hits.index):]:
+            cell.children[0].value, cell.children[1].value = b"", ""
+        notes = [n for n in (note, self.gallery.message) if n]
+        self.message.value = ("⚠ " + "; ".join(notes)) if notes else ""
+        if hits.target_rank is not None:
+            self.history.append(hits.target_rank)
+            trail = " → ".join(map(str, self.history[-12:]))
+            self.rank.value = (f"<span class='sbir-target-rank' data-rank='{hits.target_rank}'>target rank "
+                               f"<b>{hits.target_rank}</b> of {len(self.gallery)}</span><br>by stroke: {trail}")
+
+
+class StyleSwap:
+    """StyleMeUp only: decode your drawing with its style code moved towards another drawer's."""
+
+    def __init__(self, explorer: Explorer):
+        self.explorer = explorer
+        self.amount = W.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.1, description="towards the other style",
+                                    style={"description_width": "initial"}, continuous_update=False)
+        self.source = W.IntSlider(value=0, min=0, max=50, description="other drawer's sketch",
+                                  style={"description_width": "initial"}, continuous_update=False)
+        self.images = W.HBox([W.Image(format="png", width=96, height=96) for _ in range(3)])
+        self.message = W.HTML()
+        self.message.add_class("sbir-message")
+        self.widget = W.VBox([W.HTML("<b>style swap</b> (StyleMeUp): your drawing, the other style, the decoding"),
+                              self.source, self.amount, self.images, self.message])
+        for w in (self.amount, self.source):
+            w.observe(lambda ch: self.explorer._guard(self.update), names="value")
+        explorer.pad.on_stroke_end(lambda _: self.explorer._guard(self.update))
+
+    def update(self) -> None:
+        engine, gallery = self.explorer.engine, self.explorer.gallery
+        if engine is None or not hasattr(engine.method, "swap"):
+            self.message.value = "choose StyleMeUp to swap styles"
+            return
+        strokes, _ = self.explorer.pad.strokes()
+        if strokes is None or gallery is None or not gallery.targets:
+            self.message.value = "draw something (in a style-world gallery) to swap its style"
+            return
+        other = gallery.targets[self.source.value % len(gallery.targets)]
+        decoded = engine.swap_style(strokes, other.strokes, self.amount.value)
+        hits = engine.query_image(decoded, gallery, 5)
+        for img, pic in zip(self.images.children, (engine.raster(strokes), engine.raster(other.strokes), decoded)):
+            img.value = png(pic, 3)
+        self.message.value = "the decoding's top 5: " + ", ".join(gallery.labels[i] for i in hits.index)
+
+
+class Playground:
+    """The whole page: the explorer, and the style swap when a StyleMeUp model is trained."""
+
+    def __init__(self, scale: str = "ci", options: dict | None = None):
+        self.explorer = Explorer(scale=scale, options=options)
+        self.swap = StyleSwap(self.explorer)
+        self.personalise = W.HTML("<i>personalise (adapt to your own drawings) arrives with the Adaptive FG-SBIR "
+                                  "chapter</i>")
+        self.widget = W.Tab([self.explorer.widget, self.swap.widget, self.personalise])
+        for i, title in enumerate(("draw and retrieve", "style swap", "personalise")):
+            self.widget.set_title(i, title)
+
+    @classmethod
+    def from_query_string(cls, query: str | None, scale: str = "ci") -> "Playground":
+        """A playground set up from a URL query (``?method=04_triplet_baseline&gallery=world:shoe&target=3``)."""
+        options = {k: v[-1] for k, v in parse_qs(query or "").items()}
+        return cls(scale=options.pop("scale", scale), options=options)

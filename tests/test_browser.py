@@ -1,0 +1,109 @@
+"""Browser tests of the playground app: voila serves ``book/playground_app.py``, Playwright drives
+Debian's Chromium with real mouse events (``sbir_core.browser``).
+
+They need chapter 4's trained Triplet-SN (seed ``SEED`` of its ci parameters): the fixture takes it
+from the store, or trains it as the playground's "train it here" does, under the same key, so the
+chapter later loads it instead of training it again. Without Chromium or Playwright the tests
+skip, except where ``SBIR_REQUIRE_BROWSER=1`` (CI), where that is a failure.
+
+The recorded frames go to ``<cache>/playground/frames``, where the playground chapter finds them.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from sbir_core import browser as BR
+from sbir_core import playground as P
+from sbir_core import strokes as SK
+from sbir_core.data.base import cache_dir
+
+REQUIRED = os.environ.get("SBIR_REQUIRE_BROWSER") == "1"
+
+
+def _missing() -> str | None:
+    if BR.chromium_path() is None:
+        return "no Chromium (apt-get install chromium, or set SBIR_CHROMIUM)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed"
+    return None
+
+
+@pytest.fixture(scope="module")
+def engine():
+    why = _missing()
+    if why:
+        if REQUIRED:
+            pytest.fail(f"SBIR_REQUIRE_BROWSER=1 but {why}")
+        pytest.skip(why)
+    choice = next(c for c in P.methods("ci") if c.recipe.chapter == "04_triplet_baseline")
+    return P.load(choice, train=True, progress=False)
+
+
+@pytest.fixture(scope="module")
+def page(engine):
+    with BR.serve() as url, BR.browser_page() as page:
+        page.app_url = url
+        yield page
+
+
+def copy_target(engine, category: str = "shoe") -> int:
+    """A world sketch that the evaluator ranks first from its own raster (its index among the targets)."""
+    g = P.world_gallery(engine.views, category)
+    for i, t in enumerate(g.targets):
+        if engine.query(t.strokes, g, 1, t.index).target_rank == 1:
+            return i
+    pytest.fail(f"the trained model ranks no {category} sketch's photo first: is it trained?")
+
+
+def test_drawn_copy_of_a_world_sketch_finds_its_photo(engine, page):
+    """Stroke by stroke, the grid fills and updates; the finished copy's photo is in the top 10.
+
+    The copy is drawn with real mouse events through the canvas, so its points are the browser's
+    (whole or fractional pixels), not the dataset's: the page's rank is compared with the evaluator's
+    rank of the same sketch, and the frames keep both."""
+    target = copy_target(engine)
+    out = cache_dir() / "playground" / "frames"
+    rec = BR.record(out, url=page.app_url, target=target, page=page)
+    frames = rec["frames"]
+    assert len(frames) == rec["strokes"] >= 2
+    assert all(len(f["top"]) == 10 for f in frames), [len(f["top"]) for f in frames]
+    assert frames[-1]["offline_rank"] == 1
+    assert frames[-1]["rank"] <= 10, frames
+    assert not page.errors, page.errors
+    assert json.loads((out / "frames.json").read_text())["sketch_id"] == rec["sketch_id"]
+    assert all((out / f["file"]).stat().st_size > 10_000 for f in frames)
+
+
+def test_bad_drawings_leave_the_app_working(engine, page):
+    BR.open_app(page, page.app_url, method="04_triplet_baseline", gallery="world:mug")
+    box = BR.pad_box(page)
+    assert BR.page_state(page)["top"] == []  # nothing drawn: an empty grid
+    # a one-point drawing: a click
+    BR.draw_stroke(page, np.array([[128.0, 128.0]]), box)
+    BR.wait_for_strokes(page, 1)
+    state = BR.page_state(page)
+    assert len(state["top"]) == 10 and "Traceback" not in page.content()
+    # an empty drawing: clear
+    page.get_by_role("button", name="clear").click()
+    BR.wait_for_strokes(page, 0)
+    state = BR.page_state(page)
+    assert state["top"] == [] and "draw on the canvas" in state["message"]
+    # a 10,000-point scribble (dispatched: real input arrives one event per frame, see dispatch_stroke)
+    rng = np.random.default_rng(0)
+    scribble = np.cumsum(rng.normal(0, 6, (10_000, 2)), 0) % 250 + 3
+    BR.dispatch_stroke(page, scribble)
+    BR.wait_for_strokes(page, 1, timeout=180)
+    state = BR.page_state(page)
+    assert len(state["top"]) == 10, state
+    assert page.inner_text(".sbir-pad-status").startswith("1 stroke, 10000 points")
+    # a stroke that leaves the canvas: it ends at the edge, and the app answers it
+    BR.draw_stroke(page, np.array([[200.0, 128.0], [250.0, 128.0], [330.0, 128.0], [400.0, 140.0]]), box)
+    BR.wait_for_strokes(page, 2)
+    assert len(BR.page_state(page)["top"]) == 10
+    assert not page.errors, page.errors
+    assert "Traceback" not in page.content()

@@ -1,0 +1,244 @@
+"""The playground's engine and widgets, without a browser: queries agree with the evaluator,
+galleries load what they can and list the rest, and bad drawings leave the widgets working."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sbir_core import playground as P
+from sbir_core import strokes as SK
+from sbir_core.book import load_params
+from sbir_core.evaluation import evaluate
+from sbir_core.models.base import build_method
+
+
+@pytest.fixture(scope="module")
+def views():
+    return P._views(load_params("04_triplet_baseline", "ci"))
+
+
+@pytest.fixture(scope="module")
+def engine(views):
+    """A small Triplet-SN trained a little: an untrained encoder puts all items about 1e-6 apart, where
+    float rounding alone could reorder them."""
+    from sbir_core.models.base import MethodSpec
+    from sbir_core.train import TrainConfig, train_run
+
+    spec = MethodSpec("triplet_sn", {"encoder": "cnn", "width": 8, "depth": 3, "embed_dim": 32})
+    run = train_run(spec, views.train, None, None, TrainConfig(steps=40, eval_every=40, progress=False), 0,
+                    store=False)
+    m = spec.build()
+    m.load_state_dict(run.best_state)
+    return P.Engine(m, "test_small_triplet", 32, 1.5, "small Triplet-SN", views)
+
+
+@pytest.fixture()
+def fresh_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SBIR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SBIR_STORE", str(tmp_path / "store"))
+    return tmp_path
+
+
+# ---------------------------------------------------------------------- drawings
+
+def test_clean_strokes_empty_and_ok():
+    assert P.clean_strokes(np.zeros((0, 3)))[0] is None
+    assert P.clean_strokes(None)[0] is None
+    s, note = P.clean_strokes([[10, 10, 0], [20, 20, 1]])
+    assert note == "" and s.shape == (2, 3) and s[-1, 2] == 1
+
+
+def test_clean_strokes_clips_outside_points_and_says_so():
+    s, note = P.clean_strokes([[-30, 10, 0], [300, 500, 0], [20, 20, 0]])
+    assert s[:, :2].min() >= 0 and s[:, :2].max() <= SK.CANVAS
+    assert "2 point(s) outside the canvas" in note
+    assert s[-1, 2] == 1  # the last point ends a stroke even if the pen flag was missing
+
+
+def test_clean_strokes_cuts_long_drawings_and_drops_non_finite():
+    pts = np.column_stack([np.random.default_rng(0).uniform(0, 256, (P.MAX_POINTS + 50, 2)),
+                           np.zeros(P.MAX_POINTS + 50)])
+    s, note = P.clean_strokes(pts)
+    assert len(s) == P.MAX_POINTS and "only the first" in note
+    s, note = P.clean_strokes([[np.nan, 1, 0], [5, 5, 1]])
+    assert len(s) == 1 and "non-finite" in note
+    assert P.clean_strokes([[np.inf, 1, 1]])[0] is None
+    with pytest.raises(P.PlaygroundError, match=r"\(N, 3\)"):
+        P.clean_strokes(np.zeros((4, 2)))
+
+
+# ---------------------------------------------------------------------- queries agree with the evaluator
+
+def test_world_gallery_is_the_evaluators_gallery(views):
+    g = P.world_gallery(views, "shoe")
+    view = views.test_seen
+    rows = np.flatnonzero((view.gallery_table["category"] == "shoe").to_numpy())
+    back = torch.from_numpy(g.images.astype(np.float32) / 127.5 - 1).permute(0, 3, 1, 2)
+    assert torch.allclose(back, view.gallery[rows], atol=1 / 127.5)
+    for t in g.targets[:20]:
+        row = view.table.index[view.table["sketch_id"] == t.sketch_id][0]
+        assert g.labels[t.index] == view.table["instance"].iloc[row]
+    with pytest.raises(P.PlaygroundError, match="categories"):
+        P.world_gallery(views, "spaceship")
+
+
+def test_query_ranks_equal_the_evaluators(engine, views, fresh_cache):
+    """A world sketch's strokes through the playground get exactly the rank the evaluator gives its raster."""
+    g = P.world_gallery(views, "mug")
+    view = views.test_seen
+    ev = evaluate(engine.method, view)
+    ranks = dict(zip(view.table["sketch_id"], ev.per_query["rank"]))
+    for t in g.targets[:25]:
+        assert engine.query(t.strokes, g, 10, t.index).target_rank == ranks[t.sketch_id]
+
+
+def test_top_k_is_brute_force_and_early_ranks_end_at_the_full_rank(engine, views, fresh_cache):
+    g = P.world_gallery(views, "lamp")
+    t = g.targets[3]
+    hits = engine.query(t.strokes, g, 10, t.index)
+    with torch.no_grad():
+        emb = engine.method.embed_gallery(torch.from_numpy(g.images.astype(np.float32) / 127.5 - 1)
+                                          .permute(0, 3, 1, 2)).numpy()
+    d = ((emb - engine.encode(t.strokes)) ** 2).sum(1)
+    # the 10 nearest by brute force, up to float rounding (an untrained encoder puts items 1e-6 apart)
+    tol = 1e-6 * max(1.0, float(d.max()))
+    assert np.allclose(hits.distance, d[hits.index], atol=tol) and np.allclose(hits.distance, np.sort(d)[:10], atol=tol)
+    assert len(set(hits.index)) == 10 and (d[hits.index] <= np.sort(d)[9] + tol).all()
+    early = engine.early_ranks(t.strokes, g, t.index)
+    assert len(early) == SK.n_strokes(t.strokes) and early[-1] == hits.target_rank
+
+
+def test_gallery_embeddings_are_computed_once_per_model_and_gallery(views, fresh_cache):
+    torch.manual_seed(1)
+    m = build_method("triplet_sn", encoder="cnn", width=8, depth=3, embed_dim=32)
+    calls = []
+    original = m.embed_gallery
+    m.embed_gallery = lambda x: calls.append(len(x)) or original(x)
+    g = P.world_gallery(views, "car")
+    P.Engine(m, "k1", 32, 1.5, views=views).gallery_search(g)
+    P.Engine(m, "k1", 32, 1.5, views=views).gallery_search(g)  # a new engine: from the disk cache
+    assert sum(calls) == len(g)
+    P.Engine(m, "k2", 32, 1.5, views=views).gallery_search(g)  # another model key: computed again
+    assert sum(calls) == 2 * len(g)
+
+
+def test_pairwise_methods_are_refused():
+    m = build_method("triplet_sn", encoder="cnn", width=8, depth=3, embed_dim=32)
+    m.pairwise = True
+    with pytest.raises(P.PlaygroundError, match="pairs"):
+        P.Engine(m, "k", 32, 1.5)
+
+
+def test_style_swap(views):
+    torch.manual_seed(0)
+    m = build_method("stylemeup", size=32, width=8, depth=3, hidden=32, latent=16).eval()
+    e = P.Engine(m, "smu", 32, 1.5, views=views)
+    a, b = views.test_seen.strokes[0], views.test_seen.strokes[5]
+    own = e.swap_style(a, b, 0.0)
+    assert own.shape == (32, 32) and own.min() >= 0 and own.max() <= 1
+    with torch.no_grad():  # amount 0 is the drawing decoded with its own style: the model's swap(a, a)
+        x = P.sketch_tensor(e.raster(a)[None])
+        ref = (1 - (m.swap(x, x)[0].mean(0) + 1) / 2).numpy()
+    assert np.allclose(own, ref, atol=1e-5)
+    assert not np.allclose(e.swap_style(a, b, 1.0), own)
+    assert len(e.query_image(own, P.world_gallery(views, "shoe"), 5).index) == 5
+    with pytest.raises(P.PlaygroundError, match="amount"):
+        e.swap_style(a, b, 2.0)
+    tsn = P.Engine(build_method("triplet_sn", encoder="cnn", width=8, depth=3, embed_dim=32), "t", 32, 1.5)
+    with pytest.raises(P.PlaygroundError, match="style code"):
+        tsn.swap_style(a, b)
+
+
+# ---------------------------------------------------------------------- galleries from folders
+
+def _png(path, size=(40, 30), colour=(200, 10, 10)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+
+
+def test_folder_gallery_skips_and_lists_bad_files(tmp_path):
+    _png(tmp_path / "cats" / "a.png")
+    _png(tmp_path / "dogs" / "b.png", colour=(0, 0, 255))
+    (tmp_path / "dogs" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    huge = Image.new("1", (9000, 9000))  # 81 Mpx after padding: over MAX_PIXELS, refused before decoding
+    huge.save(tmp_path / "huge.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    g = P.folder_gallery(tmp_path, 32)
+    assert g.images.shape == (2, 32, 32, 3) and sorted(g.labels) == ["cats", "dogs"]
+    skipped = {p.split("/")[-1] for p, _ in g.skipped}
+    assert skipped == {"broken.jpg", "huge.png"}
+    assert "2 file(s) skipped" in g.message and "huge.png" in g.message
+
+
+def test_folder_gallery_of_one_image_and_of_none(tmp_path):
+    _png(tmp_path / "one" / "x.png")
+    g = P.folder_gallery(tmp_path / "one", 32)
+    assert len(g) == 1 and "one image" in g.message
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "y.png").write_bytes(b"garbage")
+    with pytest.raises(P.PlaygroundError, match="no readable image.*1 skipped"):
+        P.folder_gallery(tmp_path / "bad", 32)
+    with pytest.raises(P.PlaygroundError, match="not a folder"):
+        P.folder_gallery(tmp_path / "missing", 32)
+
+
+def test_folder_gallery_limit(tmp_path):
+    for i in range(4):
+        _png(tmp_path / f"{i}.png")
+    g = P.folder_gallery(tmp_path, 16, limit=3)
+    assert len(g) == 3 and len(g.skipped) == 1 and "limit" in g.skipped[0][1]
+
+
+def test_one_image_gallery_query(engine, tmp_path, fresh_cache):
+    _png(tmp_path / "x.png")
+    g = P.folder_gallery(tmp_path, 32)
+    hits = engine.query(engine.views.test_seen.strokes[0], g, 10, 0)
+    assert list(hits.index) == [0] and hits.target_rank == 1
+
+
+def test_pacs_gallery_absent_says_so(monkeypatch, tmp_path):
+    monkeypatch.setenv("SBIR_DATA", str(tmp_path))
+    with pytest.raises(P.PlaygroundError, match="PACS photos are not available"):
+        P.pacs_gallery(32)
+
+
+def test_pacs_gallery(data_root):
+    if not (data_root / "pacs").is_dir():
+        pytest.skip("PACS is not in the data root")
+    g = P.pacs_gallery(16)
+    assert len(g) > 100 and set(g.labels) >= {"dog", "house"} and g.images.shape[1:] == (16, 16, 3)
+
+
+# ---------------------------------------------------------------------- methods from the store
+
+def test_methods_follow_the_books_chapters(monkeypatch, fresh_cache):
+    monkeypatch.setattr("sbir_core.book.chapters", lambda: ["01_evaluation", "04_triplet_baseline"])
+    choices = P.methods("ci")
+    assert [c.recipe.chapter for c in choices] == ["04_triplet_baseline"]  # no chapter 6: no StyleMeUp
+    assert not choices[0].stored
+    with pytest.raises(P.PlaygroundError, match="--only 04_triplet_baseline"):
+        P.load(choices[0])
+
+
+def test_the_recipe_key_is_the_chapters_run(monkeypatch, fresh_cache):
+    """Trained through the playground with the chapter's parameters, the run lands under the key that
+    ``methods`` computes, so the chapter and the playground share one stored model."""
+    params = load_params("04_triplet_baseline", "ci") | {"STEPS": 2, "EVAL_EVERY": 2}
+    monkeypatch.setattr("sbir_core.book.load_params", lambda chapter, scale: params)
+    monkeypatch.setattr("sbir_core.book.chapters", lambda: ["04_triplet_baseline"])
+    monkeypatch.setattr(P, "_SETUPS", {})
+    choice = P.methods("ci")[0]
+    engine = P.load(choice, train=True, progress=False)
+    assert choice.stored and P.methods("ci")[0].stored
+    from sbir_core import benchmark as B
+    from sbir_core.train import TrainConfig, train_run
+
+    v = P._views(params)  # the chapter's own calls give the same key: loaded, not trained again
+    spec = B.triplet_spec(params["ENCODER"], params["ENCODER_OPTIONS"], params["MARGIN"], params["NEGATIVES"],
+                          params["FLIP"])
+    cfg = TrainConfig(steps=2, batch_size=params["BATCH_SIZE"], lr=params["LR"], optimizer=params["OPTIMIZER"],
+                      eval_every=2, ks=(1, 10), progress=False, device="cpu")
+    run = train_run(spec, v.train, v.val, v.tests, cfg, params["SEED"])
+    assert run.fingerprint == choice.key
+    assert all(torch.equal(a, b) for a, b in zip(run.best_state.values(), engine.method.state_dict().values()))

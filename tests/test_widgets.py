@@ -1,0 +1,176 @@
+"""The widgets' Python side without a browser: canvas events are fed as the front end sends them
+(``Canvas._handle_frontend_event``), and what the widgets show is read from their values."""
+
+import numpy as np
+import pytest
+
+from sbir_core import playground as P
+from sbir_core import widgets as WG
+
+
+def send(canvas, event, x=0.0, y=0.0):
+    if event.startswith("touch"):
+        canvas._handle_frontend_event(None, {"event": event, "touches": [{"x": x, "y": y}]}, [])
+    else:
+        canvas._handle_frontend_event(None, {"event": event, "x": x, "y": y}, [])
+
+
+def stroke(pad, points, kind="mouse"):
+    down, move, up = (("mouse_down", "mouse_move", "mouse_up") if kind == "mouse"
+                      else ("touch_start", "touch_move", "touch_end"))
+    send(pad.canvas, down, *points[0])
+    for p in points[1:]:
+        send(pad.canvas, move, *p)
+    send(pad.canvas, up, *points[-1])
+
+
+def test_pad_records_strokes_with_pen_flags_and_times():
+    pad = WG.SketchPad()
+    seen = []
+    pad.on_stroke_end(lambda p: seen.append(len(p.parts)))
+    stroke(pad, [(10, 10), (20, 12), (30, 15)])
+    stroke(pad, [(50, 50), (60, 70)], kind="touch")
+    send(pad.canvas, "mouse_move", 99, 99)  # moving without the button down draws nothing
+    pts = pad.points()
+    assert pts.shape == (5, 3) and list(pts[:, 2]) == [0, 0, 1, 0, 1]
+    assert np.allclose(pts[:, :2], [(10, 10), (20, 12), (30, 15), (50, 50), (60, 70)])
+    t = pad.times()
+    assert t.shape == (5,) and t[0] == 0 and (np.diff(t) >= 0).all()
+    assert seen == [1, 2] and pad.status.value.startswith("2 strokes, 5 points")
+    s, note = pad.strokes()
+    assert s.shape == (5, 3) and note == ""
+    img = pad.raster(32)
+    assert img.shape == (32, 32) and img.min() < 0.5  # ink where the strokes are
+
+
+def test_pad_scales_a_smaller_canvas_to_the_256_grid():
+    pad = WG.SketchPad(size=128)
+    stroke(pad, [(10, 10), (64, 64)])
+    assert np.allclose(pad.points()[:, :2], [(20, 20), (128, 128)])
+
+
+def test_pad_undo_clear_load_and_mouse_out():
+    pad = WG.SketchPad()
+    stroke(pad, [(10, 10), (20, 20)])
+    send(pad.canvas, "mouse_down", 30, 30)
+    send(pad.canvas, "mouse_move", 40, 40)
+    send(pad.canvas, "mouse_out", 300, 40)  # leaving the canvas ends the stroke
+    assert len(pad.parts) == 2 and not pad._drawing
+    pad.undo()
+    assert len(pad.parts) == 1
+    pad.clear()
+    assert pad.strokes()[0] is None and pad.n_points == 0
+    pad.undo()  # undo on an empty pad is harmless
+    sketch = np.array([[5, 5, 0], [9, 9, 1], [20, 20, 1]], float)
+    pad.load(sketch)
+    assert np.allclose(pad.points(), sketch)
+
+
+def test_pad_one_point_and_long_scribble():
+    pad = WG.SketchPad()
+    send(pad.canvas, "mouse_down", 100, 100)
+    send(pad.canvas, "mouse_up", 100, 100)
+    s, _ = pad.strokes()
+    assert s.shape == (1, 3) and pad.raster(32).min() < 1  # a dot is drawn, not lost
+    pad.clear()
+    rng = np.random.default_rng(0)
+    stroke(pad, [tuple(p) for p in rng.uniform(0, 256, (10_000, 2))])
+    s, note = pad.strokes()
+    assert s.shape == (10_000, 3) and note == ""
+
+
+def test_a_failing_listener_does_not_break_drawing():
+    pad = WG.SketchPad()
+    pad.on_stroke_end(lambda p: 1 / 0)
+    stroke(pad, [(1, 1), (2, 2)])
+    assert len(pad.parts) == 1
+
+
+# ---------------------------------------------------------------------- the explorer with a stand-in store
+
+@pytest.fixture(scope="module")
+def small_engine():
+    """A small Triplet-SN trained a little on the ci world."""
+    from sbir_core.book import load_params
+    from sbir_core.models.base import MethodSpec
+    from sbir_core.train import TrainConfig, train_run
+
+    views = P._views(load_params("04_triplet_baseline", "ci"))
+    spec = MethodSpec("triplet_sn", {"encoder": "cnn", "width": 8, "depth": 3, "embed_dim": 32})
+    run = train_run(spec, views.train, None, None, TrainConfig(steps=40, eval_every=40, progress=False), 0,
+                    store=False)
+    m = spec.build()
+    m.load_state_dict(run.best_state)
+    return P.Engine(m, "widget_test", 32, 1.5, "small Triplet-SN", views)
+
+
+@pytest.fixture()
+def explorer_env(small_engine, monkeypatch, tmp_path):
+    """The explorer's store as if it held chapter 4's run (the small engine) and not chapter 6's."""
+    engine = small_engine
+    monkeypatch.setenv("SBIR_CACHE", str(tmp_path / "cache"))
+    stored = P.Choice(P.RECIPES[0], "ci", {}, "widget_test", {}, True)
+    missing = P.Choice(P.RECIPES[1], "ci", {}, "not_there", {}, False)
+    monkeypatch.setattr(P, "methods", lambda scale="ci": [stored, missing])
+    monkeypatch.setattr(P, "load", lambda choice, train=False, progress=True: engine)
+    return engine
+
+
+def test_explorer_updates_results_and_target_rank_after_each_stroke(explorer_env):
+    ex = WG.Explorer(options={"gallery": "world:shoe", "target": "2"})
+    assert ex.gallery.name == "world: shoe" and ex.target is ex.gallery.targets[2]
+    parts = __import__("sbir_core.strokes", fromlist=["x"]).split_strokes(ex.target.strokes)
+    for n, part in enumerate(parts[:3], 1):
+        stroke(ex.pad, [tuple(p) for p in part])
+        assert len(ex.history) == n
+        assert f"data-strokes='{n}'" in ex.done.value
+    shown = [c.children[1].value for c in ex.cells]
+    assert all("d²=" in v for v in shown)
+    assert ex.cells[0].children[0].value[:4] == b"\x89PNG"
+    assert f"data-rank='{ex.history[-1]}'" in ex.rank.value
+    expected = explorer_env.query(ex.pad.strokes()[0], ex.gallery, 10, ex.target.index)
+    assert ex.history[-1] == expected.target_rank
+    assert ex.gallery.labels[expected.index[0]] in shown[0]
+
+
+def test_explorer_empty_drawing_and_errors_become_messages(explorer_env, monkeypatch):
+    ex = WG.Explorer(options={"gallery": "world:bag"})
+    stroke(ex.pad, [(10, 10), (40, 40)])
+    ex.pad.clear()
+    assert "draw on the canvas" in ex.message.value and all(c.children[1].value == "" for c in ex.cells)
+    monkeypatch.setattr(explorer_env, "query", lambda *a, **k: (_ for _ in ()).throw(ValueError("boom")))
+    stroke(ex.pad, [(10, 10), (40, 40)])  # no exception escapes; the page says what happened
+    assert "ValueError: boom" in ex.message.value and "data-strokes='1'" in ex.done.value
+
+
+def test_explorer_offers_training_for_a_missing_model(explorer_env):
+    ex = WG.Explorer()
+    ex.method.value = 1  # the stand-in "not stored" StyleMeUp
+    assert ex.train_button.layout.display == "" and "--only 06_stylemeup" in ex.message.value
+    assert ex.engine is None
+    stroke(ex.pad, [(10, 10), (40, 40)])  # drawing without a model is harmless
+    ex.method.value = 0
+    assert ex.train_button.layout.display == "none" and ex.engine is explorer_env
+
+
+def test_explorer_folder_gallery_and_style_swap_message(explorer_env, tmp_path):
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (20, 20), (255, 0, 0)).save(tmp_path / "imgs" / "only.png")
+    (tmp_path / "imgs" / "bad.jpg").write_bytes(b"nope")
+    pg = WG.Playground(options={"gallery": str(tmp_path / "imgs")})
+    ex = pg.explorer
+    assert ex.source.value == "folder" and len(ex.gallery) == 1
+    assert "one image" in ex.message.value and "bad.jpg" in ex.message.value
+    stroke(ex.pad, [(10, 10), (40, 40)])
+    assert "only" in ex.cells[0].children[1].value and "no sketch to copy" in ex.rank.value
+    assert "StyleMeUp" in pg.swap.message.value  # a Triplet-SN has no style code to swap
+
+
+def test_the_apps_url_query_picks_method_gallery_and_target(explorer_env):
+    pg = WG.Playground.from_query_string("method=04_triplet_baseline&gallery=world:lamp&target=3")
+    ex = pg.explorer
+    assert ex.method.value == 0 and ex.gallery.name == "world: lamp" and ex.target is ex.gallery.targets[3]
+    pg = WG.Playground.from_query_string("method=06_stylemeup")
+    assert pg.explorer.method.value == 1 and "not trained" in pg.explorer.message.value
