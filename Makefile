@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SCALE ?= ci
 
-.PHONY: book test unit chapters check build lab bench clean
+.PHONY: book test unit chapters check build lab app bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ build: $(STAMP)
 
 lab: $(STAMP)
 	cd book && ../$(VENV)/bin/jupyter lab
+
+# the sketch playground as a page (voila, no code shown) at http://127.0.0.1:$(PORT)/; Ctrl-C stops it
+PORT ?= 8866
+app: $(STAMP)
+	$(PY) -m sbir_core.browser serve --port $(PORT)
 
 clean:
 	rm -rf _build book/*.ipynb .cache

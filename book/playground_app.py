@@ -18,6 +18,7 @@
 # (voila, no code shown); the same widgets run in any notebook (`sbir_core.widgets`).
 
 # %%
+import json
 import os
 
 from sbir_core.repro import setup
@@ -26,5 +27,7 @@ setup(seed=0, plots=False)
 from sbir_core.widgets import Playground  # noqa: E402
 
 # the URL's query (?method=04_triplet_baseline&gallery=world:shoe&target=3) sets the first choices
-app = Playground.from_query_string(os.environ.get("QUERY_STRING", ""), scale=os.environ.get("SBIR_SCALE", "ci"))
+# SBIR_PLAYGROUND_OVERRIDES: chapter parameters other than the configs' (e.g. {"SEED": 1}), set by the server
+app = Playground.from_query_string(os.environ.get("QUERY_STRING", ""), scale=os.environ.get("SBIR_SCALE", "ci"),
+                                   overrides=json.loads(os.environ.get("SBIR_PLAYGROUND_OVERRIDES") or "{}"))
 app.widget

@@ -65,8 +65,10 @@ def app_notebook(folder: Path) -> Path:
 
 
 @contextlib.contextmanager
-def serve(port: int | None = None, timeout: float = 60.0, quiet: bool = True):
-    """Serve the playground with voila on 127.0.0.1; yields its URL; stops the server on exit."""
+def serve(port: int | None = None, timeout: float = 60.0, quiet: bool = True, overrides: dict | None = None):
+    """Serve the playground with voila on 127.0.0.1; yields its URL; stops the server on exit.
+
+    overrides: chapter parameters for the app's methods other than the configs' (``playground.methods``)."""
     from sbir_core.data.base import cache_dir
 
     port = port or _free_port()
@@ -74,7 +76,8 @@ def serve(port: int | None = None, timeout: float = 60.0, quiet: bool = True):
     log = open(nb.with_suffix(".log"), "w") if quiet else None
     cmd = [sys.executable, "-m", "voila", str(nb), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
            "--VoilaConfiguration.show_tracebacks=False"]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT if quiet else None, cwd=nb.parent)
+    env = os.environ | {"SBIR_PLAYGROUND_OVERRIDES": json.dumps(overrides or {})}
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT if quiet else None, cwd=nb.parent, env=env)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + timeout
@@ -193,7 +196,7 @@ def page_state(page) -> dict:
 
 
 def record(out: Path, url: str | None = None, method: str = "04_triplet_baseline", category: str = "shoe",
-           target: int = 0, page=None) -> dict:
+           target: int = 0, page=None, overrides: dict | None = None) -> dict:
     """Draw world sketch ``target`` of ``category`` in the app stroke by stroke, screenshot each result.
 
     Writes ``out/frame_NN.png`` (the page after stroke NN) and ``out/frames.json``; returns that record:
@@ -202,7 +205,7 @@ def record(out: Path, url: str | None = None, method: str = "04_triplet_baseline
     from sbir_core import playground as P
     from sbir_core import strokes as SK
 
-    choice = next(c for c in P.methods() if c.recipe.chapter == method)
+    choice = P.choice(method, **(overrides or {}))
     engine = P.load(choice)
     gallery = P.world_gallery(engine.views, category)
     tgt = gallery.targets[target % len(gallery.targets)]
@@ -213,7 +216,7 @@ def record(out: Path, url: str | None = None, method: str = "04_triplet_baseline
         old.unlink()
     with contextlib.ExitStack() as stack:
         if url is None:
-            url = stack.enter_context(serve())
+            url = stack.enter_context(serve(overrides=overrides))
         if page is None:
             page = stack.enter_context(browser_page())
         open_app(page, url, method=method, gallery=f"world:{category}", target=target)
@@ -224,7 +227,7 @@ def record(out: Path, url: str | None = None, method: str = "04_triplet_baseline
             wait_for_strokes(page, n)
             state = page_state(page)
             shot = out / f"frame_{n:02d}.png"
-            page.screenshot(path=str(shot), full_page=True)
+            page.locator(".sbir-explorer").screenshot(path=str(shot))
             offline = engine.query(SK.join_strokes(parts[:n]), gallery, 10, tgt.index).target_rank
             frames.append({"stroke": n, "rank": state["rank"], "offline_rank": offline, "top": state["top"],
                            "message": state["message"], "file": shot.name})

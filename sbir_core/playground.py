@@ -101,6 +101,7 @@ class Choice:
     key: str
     identity: dict = field(repr=False)
     stored: bool = False
+    overrides: dict = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -110,19 +111,23 @@ class Choice:
 _SETUPS: dict = {}
 
 
-def _setup(recipe: Recipe, scale: str):
+def _setup(recipe: Recipe, scale: str, overrides: dict | None = None):
     """(params, spec, views, config with the chapter's seed), computed once per process."""
     from sbir_core.book import load_params
 
-    if (recipe.chapter, scale) not in _SETUPS:
-        params = load_params(recipe.chapter, scale)
+    key = (recipe.chapter, scale, repr(sorted((overrides or {}).items())))
+    if key not in _SETUPS:
+        params = load_params(recipe.chapter, scale) | (overrides or {})
         spec, views, config = recipe.setup(params)
-        _SETUPS[recipe.chapter, scale] = (params, spec, views, config.replace(seed=int(params["SEED"])))
-    return _SETUPS[recipe.chapter, scale]
+        _SETUPS[key] = (params, spec, views, config.replace(seed=int(params["SEED"])))
+    return _SETUPS[key]
 
 
-def methods(scale: str = "ci") -> list[Choice]:
-    """The methods whose chapter exists in the book, each with its store key and whether it is stored."""
+def methods(scale: str = "ci", **overrides) -> list[Choice]:
+    """The methods whose chapter exists in the book, each with its store key and whether it is stored.
+
+    overrides: chapter parameters to change, e.g. ``SEED=1`` or ``WORLD={"seed": 1}`` (a re-run of the
+    book with other seeds finds its own models)."""
     from sbir_core import store as S
     from sbir_core.book import chapters
     from sbir_core.train import fingerprint, run_identity
@@ -132,11 +137,20 @@ def methods(scale: str = "ci") -> list[Choice]:
     for recipe in RECIPES:
         if recipe.chapter not in present:
             continue
-        params, spec, views, config = _setup(recipe, scale)
+        params, spec, views, config = _setup(recipe, scale, overrides)
         identity = run_identity(spec, views.train, views.val, views.tests, config)
         key = fingerprint(identity)
-        out.append(Choice(recipe, scale, params, key, identity, (S.root() / f"{key}.pt").exists()))
+        out.append(Choice(recipe, scale, params, key, identity, (S.root() / f"{key}.pt").exists(), overrides))
     return out
+
+
+def choice(chapter: str, scale: str = "ci", **overrides) -> Choice:
+    """The queryable method of one chapter (a PlaygroundError when the book has no such chapter)."""
+    for c in methods(scale, **overrides):
+        if c.recipe.chapter == chapter:
+            return c
+    raise PlaygroundError(f"no playground method for chapter {chapter!r}; the book has: "
+                          f"{[c.recipe.chapter for c in methods(scale, **overrides)]}")
 
 
 def load(choice: Choice, train: bool = False, progress: bool = True) -> "Engine":
@@ -145,7 +159,7 @@ def load(choice: Choice, train: bool = False, progress: bool = True) -> "Engine"
     from sbir_core import store as S
     from sbir_core.train import train_run
 
-    params, spec, views, config = _setup(choice.recipe, choice.scale)
+    params, spec, views, config = _setup(choice.recipe, choice.scale, choice.overrides)
     result = S.load(choice.key, choice.identity)
     if result is None:
         if not train:
@@ -376,6 +390,14 @@ class Engine:
         mixed = (1.0 - amount) * var[:1] + amount * var[1:]
         out = m.decoder(m.fused(inv[:1], mixed))[0]  # (3, S, S) in [-1, 1], ink = 1 (to_rgb's convention)
         return (1.0 - (out.mean(0) + 1.0) / 2.0).clamp(0, 1).numpy()  # back to a raster: black ink on white
+
+    def first_ranked_target(self, gallery: Gallery) -> int | None:
+        """The first of the gallery's sketches to copy whose photo this model ranks first (its index
+        among ``gallery.targets``), or None: a copy that should be found if the page works."""
+        for i, t in enumerate(gallery.targets):
+            if self.query(t.strokes, gallery, 1, t.index).target_rank == 1:
+                return i
+        return None
 
     def early_ranks(self, strokes, gallery: Gallery, target: int) -> list[int]:
         """The target's rank after each stroke of a drawing (early retrieval)."""

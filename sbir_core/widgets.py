@@ -225,9 +225,11 @@ class Explorer:
     scale: which scale's trained models to offer ("ci": what the book's CI trains).
     options: initial choices, e.g. from the app's URL: ``method`` (a chapter name), ``gallery``
     ("world:<category>", "pacs" or a folder path), ``target`` (index of the world sketch to copy).
+    overrides: chapter parameters that differ from the scale's configs (``playground.methods``).
     """
 
-    def __init__(self, pad: SketchPad | None = None, scale: str = "ci", k: int = 10, options: dict | None = None):
+    def __init__(self, pad: SketchPad | None = None, scale: str = "ci", k: int = 10, options: dict | None = None,
+                 overrides: dict | None = None):
         options = options or {}
         self.pad = pad or SketchPad()
         self.k = k
@@ -241,7 +243,7 @@ class Explorer:
         self.rank.add_class("sbir-rank")
         self.done = W.HTML()  # an invisible mark of the drawing last handled, for the browser tests
         self.done.add_class("sbir-done")
-        self.choices = P.methods(scale)
+        self.choices = P.methods(scale, **(overrides or {}))
         self.method = W.Dropdown(options=[(c.label, i) for i, c in enumerate(self.choices)],
                                  description="method", layout=W.Layout(width="360px"))
         self.train_button = W.Button(description=f"train it here ({scale} scale)", button_style="warning",
@@ -262,6 +264,7 @@ class Explorer:
             W.HBox([self.pad.widget, W.VBox([W.HTML("<b>a world sketch to copy</b>"), self.target_image,
                                              self.next_target, self.show_target, self.rank])]),
             self.message, W.HTML(f"<b>top {k}</b>"), self.grid, self.done])
+        self.widget.add_class("sbir-explorer")
         self.method.observe(lambda ch: self._guard(self._pick_method), names="value")
         self.source.observe(lambda ch: self._guard(self._pick_gallery), names="value")
         self.train_button.on_click(lambda _: self._guard(self._train))
@@ -465,8 +468,8 @@ class StyleSwap:
 class Playground:
     """The whole page: the explorer, and the style swap when a StyleMeUp model is trained."""
 
-    def __init__(self, scale: str = "ci", options: dict | None = None):
-        self.explorer = Explorer(scale=scale, options=options)
+    def __init__(self, scale: str = "ci", options: dict | None = None, overrides: dict | None = None):
+        self.explorer = Explorer(scale=scale, options=options, overrides=overrides)
         self.swap = StyleSwap(self.explorer)
         self.personalise = W.HTML("<i>personalise (adapt to your own drawings) arrives with the Adaptive FG-SBIR "
                                   "chapter</i>")
@@ -475,7 +478,7 @@ class Playground:
             self.widget.set_title(i, title)
 
     @classmethod
-    def from_query_string(cls, query: str | None, scale: str = "ci") -> "Playground":
+    def from_query_string(cls, query: str | None, scale: str = "ci", overrides: dict | None = None) -> "Playground":
         """A playground set up from a URL query (``?method=04_triplet_baseline&gallery=world:shoe&target=3``)."""
         options = {k: v[-1] for k, v in parse_qs(query or "").items()}
-        return cls(scale=options.pop("scale", scale), options=options)
+        return cls(scale=options.pop("scale", scale), options=options, overrides=overrides)

@@ -40,8 +40,7 @@ def engine():
         if REQUIRED:
             pytest.fail(f"SBIR_REQUIRE_BROWSER=1 but {why}")
         pytest.skip(why)
-    choice = next(c for c in P.methods("ci") if c.recipe.chapter == "04_triplet_baseline")
-    return P.load(choice, train=True, progress=False)
+    return P.load(P.choice("04_triplet_baseline", "ci"), train=True, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +52,10 @@ def page(engine):
 
 def copy_target(engine, category: str = "shoe") -> int:
     """A world sketch that the evaluator ranks first from its own raster (its index among the targets)."""
-    g = P.world_gallery(engine.views, category)
-    for i, t in enumerate(g.targets):
-        if engine.query(t.strokes, g, 1, t.index).target_rank == 1:
-            return i
-    pytest.fail(f"the trained model ranks no {category} sketch's photo first: is it trained?")
+    i = engine.first_ranked_target(P.world_gallery(engine.views, category))
+    if i is None:
+        pytest.fail(f"the trained model ranks no {category} sketch's photo first: is it trained?")
+    return i
 
 
 def test_drawn_copy_of_a_world_sketch_finds_its_photo(engine, page):
@@ -76,7 +74,7 @@ def test_drawn_copy_of_a_world_sketch_finds_its_photo(engine, page):
     assert frames[-1]["rank"] <= 10, frames
     assert not page.errors, page.errors
     assert json.loads((out / "frames.json").read_text())["sketch_id"] == rec["sketch_id"]
-    assert all((out / f["file"]).stat().st_size > 10_000 for f in frames)
+    assert all((out / f["file"]).stat().st_size > 5_000 for f in frames)
 
 
 def test_bad_drawings_leave_the_app_working(engine, page):

@@ -111,7 +111,7 @@ def explorer_env(small_engine, monkeypatch, tmp_path):
     monkeypatch.setenv("SBIR_CACHE", str(tmp_path / "cache"))
     stored = P.Choice(P.RECIPES[0], "ci", {}, "widget_test", {}, True)
     missing = P.Choice(P.RECIPES[1], "ci", {}, "not_there", {}, False)
-    monkeypatch.setattr(P, "methods", lambda scale="ci": [stored, missing])
+    monkeypatch.setattr(P, "methods", lambda scale="ci", **overrides: [stored, missing])
     monkeypatch.setattr(P, "load", lambda choice, train=False, progress=True: engine)
     return engine
 
