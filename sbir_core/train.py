@@ -20,6 +20,10 @@ whose checksum and fingerprint hold: a damaged file is reported with its path an
 (renamed ``*.corrupt``), and a checkpoint of another run is refused naming the fields that differ.
 Files are ``torch.save`` of plain containers read with ``weights_only=True``, which cannot run code;
 resuming gives exactly the uninterrupted run (``tests/test_train.py``).
+
+Data-parallel (``torchrun``, ``sbir_core.distributed``): every process draws the same global batch and
+trains on its shard, gradients averaged; rank 0 evaluates, checkpoints and stores. A checkpoint holds
+the global state, so a run resumes with any number of processes.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import pandas as pd
 import torch
 import yaml
 
+from sbir_core import distributed as D
 from sbir_core.data.views import RetrievalView
 from sbir_core.evaluation import evaluate
 from sbir_core.models.base import Method, NonFiniteLoss
@@ -286,6 +291,8 @@ class Trainer:
         self.identity = identity or {"config": config.identity(), "method": type(method).__name__}
         self.fingerprint = fingerprint(self.identity)
         self.generator = torch.Generator().manual_seed(config.seed)
+        self.dist = D.context()  # this process's rank among the data-parallel processes (0 of 1 without)
+        self.saved = 0  # checkpoints this process wrote
         self.step = 0
         self.history: list[dict] = []
         self.losses: list[float] = []
@@ -322,6 +329,7 @@ class Trainer:
         tmp_meta.write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
         os.replace(tmp, path)
         os.replace(tmp_meta, path.with_suffix(".json"))
+        self.saved += 1
         for old in self._checkpoints()[KEEP_CHECKPOINTS:]:
             old.unlink(missing_ok=True)
             old.with_suffix(".json").unlink(missing_ok=True)
@@ -372,6 +380,18 @@ class Trainer:
             return True
         return False
 
+    def resume(self) -> bool:
+        """Load this run's newest good checkpoint, if any (every rank of a data-parallel run reads the same
+        one, after rank 0, which alone sets damaged ones aside); True when one was loaded."""
+        if self.run_dir is None:
+            return False
+        if not self.dist.main:
+            D.barrier()
+        found = self.load_checkpoint()
+        if self.dist.main:
+            D.barrier()
+        return found
+
     def _set_aside(self, ckpt: Path, why: str) -> None:
         warnings.warn(f"checkpoint {ckpt} is damaged: {why}; set aside as {ckpt.name}.corrupt, trying an older one",
                       RuntimeWarning, stacklevel=3)
@@ -415,16 +435,21 @@ class Trainer:
         from tqdm.auto import tqdm
 
         c = self.config
-        if resume and self.run_dir is not None:
-            self.load_checkpoint()
+        ctx = self.dist
+        if resume:
+            self.resume()
         self.method.train()
         every_ckpt = c.checkpoint_every or c.eval_every
-        bar = tqdm(total=c.steps, initial=self.step, disable=not c.progress, desc=f"seed {c.seed}", leave=False)
+        bar = tqdm(total=c.steps, initial=self.step, disable=not c.progress or not ctx.main, desc=f"seed {c.seed}",
+                   leave=False)
         try:
             while self.step < c.steps:
+                # every rank draws the same global batch (one generator, seeded alike) and keeps its shard
                 batch = self.sampler(self.train_view, c.batch_size, self.generator, **self.method.sampler_options)
+                if ctx.active:
+                    batch = self.method.shard_batch(batch, ctx.rank, ctx.world)
                 try:
-                    value = self.method.train_step(batch, self.optimizers)
+                    value = D.mean_value(self.method.train_step(batch, self.optimizers))
                 except NonFiniteLoss as err:
                     last = (f"the last finite loss was {self.last_finite[1]:.6g} at step {self.last_finite[0]}"
                             if self.last_finite else "no step had a finite loss")
@@ -436,10 +461,10 @@ class Trainer:
                 self.last_finite = (self.step, value)
                 self.losses.append(value)
                 bar.update(1)
-                if self.step % c.eval_every == 0 or self.step == c.steps:
-                    rec = self.evaluate_now()
+                if ctx.main and (self.step % c.eval_every == 0 or self.step == c.steps):
+                    rec = self.evaluate_now()  # rank 0 only: the others go on to the next all-reduce and wait
                     bar.set_postfix({k: round(v, 3) for k, v in rec.items() if k != "step"})
-                if self.run_dir is not None and (self.step % every_ckpt == 0 or self.step == c.steps):
+                if ctx.main and self.run_dir is not None and (self.step % every_ckpt == 0 or self.step == c.steps):
                     self.save_checkpoint()
                 for cb in self.callbacks:
                     cb(self, self.step, value)
@@ -452,7 +477,7 @@ class Trainer:
         hist = pd.DataFrame(self.history)
         ks = self.config.ks
         best_on_test, val_selected = {}, {}
-        for name in self.tests:
+        for name in self.tests if len(hist) else ():  # ranks other than 0 of a data-parallel run evaluate nothing
             col = f"{name}/acc_at_{ks[0]}"
             # idxmax returns the first maximum: the earliest step among ties
             row = hist.loc[hist[col].idxmax()]
@@ -483,7 +508,7 @@ def train_run(spec, train: RetrievalView, val: RetrievalView | None, tests: dict
     seed_everything(seed)
     method = spec.build()
     result = Trainer(method, train, val, tests, config, identity).fit()
-    if store:
+    if store and D.context().main:  # in a data-parallel run, rank 0 stores (the others evaluated nothing)
         S.save(key, identity, result)
     return result
 

@@ -10,6 +10,10 @@ FLOPs count only convolutions and linear layers (``models.encoders.layer_macs``)
 issue 5 is >= 50 % of the matmul rate at the ``ci`` setting (the first row: the encoder and input
 size of ``book/04_triplet_baseline.py`` at the ci scale).
 
+With ``--processes 1,2``: the same step data-parallel (``sbir_core.distributed``, torchrun, gloo), the
+global batch sharded over P processes that share the cores: images/s, and efficiency against P times
+one process with the same threads each.
+
 On a shared 2-core machine any other process running OpenMP threads at the same time slows both
 by up to ten times (threads spin at barriers); run it on a quiet machine and read the matmul
 figure printed beside the rates: both are measured in the same run, before and after.
@@ -80,6 +84,63 @@ def train_step_rate(config: CNNConfig, size: int, batch: int, steps: int = 20, w
     return {"images_per_s": images, "gflops": flops * images / 1e9, "train_mflop_per_image": flops / 1e6}
 
 
+def ddp_worker(size: int, batch: int, config: CNNConfig, steps: int, threads: int, warmup: int = 3) -> dict | None:
+    """One process of a data-parallel run (under ``torchrun``, or alone): the trainer's step on its shard
+    of the global ``batch``, gradients averaged; rank 0 returns the global images/s."""
+    from sbir_core import distributed as D
+
+    ctx = D.init_from_env()
+    set_threads(threads)
+    torch.manual_seed(0)
+    model = TripletSN(SmallCNN(config).to(memory_format=torch.channels_last))
+    view = _view(max(4 * batch, 256), size, True)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    gen = torch.Generator().manual_seed(0)  # the same on every rank: the same global batches
+    for i in range(warmup + steps):
+        if i == warmup:
+            D.barrier()
+            t = time.perf_counter()
+        part = triplets(view, batch, gen)
+        if ctx.active:
+            part = D.shard(part, ctx.rank, ctx.world)
+        model.train_step(part, [opt])
+    D.barrier()
+    seconds = (time.perf_counter() - t) / steps
+    D.shutdown()
+    if not ctx.main:
+        return None
+    return {"processes": ctx.world, "threads": threads, "images_per_s": 3 * batch / seconds}
+
+
+def scaling(processes: list[int], size: int, batch: int, config: CNNConfig, steps: int, cores: int) -> pd.DataFrame:
+    """Images/s of the same global batch with 1 process on every core, and with P processes (torchrun)
+    sharing the cores; efficiency against 1 process with the same threads per process."""
+    import json
+    import subprocess
+    import sys
+
+    def run(p: int, threads: int) -> dict:
+        cmd = [sys.executable, "-m", "sbir_core.bench", "train", "--ddp-worker", "--size", str(size), "--batch",
+               str(batch), "--width", str(config.width), "--depth", str(config.depth), "--embed-dim",
+               str(config.embed_dim), "--steps", str(steps), "--threads", str(threads)]
+        if p > 1:
+            cmd[1:3] = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={p}", "-m", "sbir_core.bench"]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+        if out.returncode:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    rows = []
+    for p in processes:
+        threads = max(1, cores // p)
+        r = run(p, threads)
+        one = run(1, threads) if p > 1 else r  # one process with the threads each of the P processes has
+        rows.append({"processes": p, "threads each": threads, "images/s": r["images_per_s"],
+                     "1 process, same threads": one["images_per_s"],
+                     "efficiency": r["images_per_s"] / (p * one["images_per_s"])})
+    return pd.DataFrame(rows)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sbir_core.bench train", description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=48, help="input size in px (ci: 48)")
@@ -90,12 +151,29 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=20, help="timed steps per setting")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="only the ci setting")
+    ap.add_argument("--processes", default=None,
+                    help="e.g. 1,2: data-parallel scaling with torchrun (gloo) instead of the settings table")
+    ap.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    base = dict(width=args.width, depth=args.depth, embed_dim=args.embed_dim)
+    if args.ddp_worker:
+        r = ddp_worker(args.size, args.batch, CNNConfig(**base, double_conv=False), args.steps, args.threads)
+        if r is not None:
+            import json
+
+            print(json.dumps(r), flush=True)
+        return 0
+    if args.processes:
+        procs = [int(p) for p in args.processes.split(",")]
+        table = scaling(procs, args.size, args.batch, CNNConfig(**base, double_conv=False), args.steps, args.threads)
+        print(f"data-parallel scaling, ci Triplet-SN step, global batch {args.batch}, {args.size} px, "
+              f"{args.threads} cores, gloo:")
+        print(table.round(3).to_string(index=False))
+        return 0
     set_threads(args.threads)
 
     mm = matmul_gflops()
     print(f"fp32 matmul (2048^2, {torch.get_num_threads()} threads): {mm:.1f} GFLOP/s")
-    base = dict(width=args.width, depth=args.depth, embed_dim=args.embed_dim)
     settings = [("ci (single conv)", CNNConfig(**base, double_conv=False), args.batch, True)]
     if not args.quick:
         settings += [

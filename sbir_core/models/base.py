@@ -20,6 +20,8 @@ It **may** provide (the trainer and evaluator look for these, and use defaults o
   a sketch depends on the photo it is compared with; ``embed_query`` / ``embed_gallery`` then return
   per-item features (selected with ``select``), and the evaluator scores (query, photo) pairs, all of
   them or a shortlist made by another method;
+* ``shard_batch(batch, rank, world)``: this process's part of a global batch in data-parallel training
+  (default ``sbir_core.distributed.shard``: a contiguous slice of every per-item tensor and list);
 * ``adapt(support) -> Method``: test-time adaptation on a support batch (the "triplets" sampler's
   keys); it returns a *new* adapted method and never changes ``self``;
 * ``styled = True``: ``embed_query(x, style=exemplars)`` takes (N, K, C, S, S) style exemplar
@@ -78,15 +80,30 @@ class Method(nn.Module):
         return [opt(params, lr=config.lr, weight_decay=config.weight_decay)]
 
     def train_step(self, batch: dict, optimizers: list[torch.optim.Optimizer]) -> float:
-        """Zero, back-propagate ``training_loss(batch)``, step every optimiser; return the loss."""
+        """Zero, back-propagate ``training_loss(batch)``, average the gradients over the processes of a
+        data-parallel run (``sync_gradients``), step every optimiser; return the loss."""
         loss = self.training_loss(batch)
         check_finite(loss)
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         loss.backward()
+        self.sync_gradients()
         for opt in optimizers:
             opt.step()
         return float(loss.detach())
+
+    def sync_gradients(self) -> None:
+        """Average every gradient over the processes of a data-parallel run (a no-op in one process).
+        A ``train_step`` of its own must call it between its backward passes and its optimiser steps."""
+        from sbir_core.distributed import average_gradients
+
+        average_gradients(self.parameters())
+
+    def shard_batch(self, batch: dict, rank: int, world: int) -> dict:
+        """This process's part of a global batch (``sbir_core.distributed.shard``)."""
+        from sbir_core.distributed import shard
+
+        return shard(batch, rank, world)
 
     def select(self, feats, idx: torch.Tensor):
         """Rows ``idx`` of features returned by ``embed_query`` / ``embed_gallery`` (pairwise methods)."""

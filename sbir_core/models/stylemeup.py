@@ -345,6 +345,7 @@ class StyleMeUp(Method):
             loss = self.outer_loss(shared_flip(task) if self.flip else task) / len(tasks)
             loss.backward()  # per task: the second-order graph of one task at a time
             total += float(loss.detach())
+        self.sync_gradients()  # data-parallel: the meta-gradient averaged over the processes' tasks
         for opt in optimizers:
             opt.step()
         return total

@@ -1,0 +1,222 @@
+"""Data-parallel training on the CPU: shards, the gradient all-reduce, and ``torchrun`` runs of the ci
+Triplet-SN (2 processes, gloo) against one process at the same global batch.
+
+The equality check, and why its tolerance is zero: two ranks each back-propagate their half of the
+global batch and the all-reduce averages the gradients, (g0 + g1) / 2. One process that does the
+same arithmetic in one place (``sharded_step``: each half's loss, halved, back-propagated into the
+same gradient buffers, g0 / 2 + g1 / 2) gives bitwise the same numbers, because halving is exact in
+floating point and a sum of two numbers does not depend on their order. So the 2-process run must
+equal that single-process run **exactly** (one thread per process, so that no kernel splits its
+sums differently). The plain single-process step (one backward over the whole batch) sums the
+per-example gradients in another order; its difference from the 2-process run is reduction order
+alone, reported and bounded below by what one such difference does over the run.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from sbir_core import distributed as D
+from sbir_core import playground as P
+from sbir_core.repro import seed_everything, set_threads
+from sbir_core.samplers import get_sampler
+from sbir_core.train import Trainer, run_identity
+
+STEPS, EVAL_EVERY = 200, 100
+OVERRIDES = {"STEPS": STEPS, "EVAL_EVERY": EVAL_EVERY}
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return P._setup(P.RECIPES[0], "ci", OVERRIDES)  # chapter 4's Triplet-SN, 200 steps
+
+
+# ---------------------------------------------------------------------- shards
+
+def test_shards_cover_the_global_batch(setup):
+    _, _, views, _ = setup
+    batch = get_sampler("triplets")(views.train, 32, torch.Generator().manual_seed(0))
+    parts = [D.shard(batch, r, 4) for r in range(4)]
+    for key in ("sketch", "photo", "neg", "pos_idx", "neg_idx", "idx", "flip"):
+        assert torch.equal(torch.cat([p[key] for p in parts]), batch[key]), key
+    joined = [s for p in parts for s in p["strokes"]]
+    assert len(joined) == 32 and all(a is b for a, b in zip(joined, batch["strokes"]))
+    with pytest.raises(D.DistributedError, match="multiple of 3"):
+        D.shard(batch, 0, 3)
+
+
+def test_shards_of_episodes_and_unknown_batches():
+    batch = {"tasks": [{"i": i} for i in range(6)], "k": 5}
+    parts = [D.shard(batch, r, 2) for r in range(2)]
+    assert [t["i"] for p in parts for t in p["tasks"]] == list(range(6)) and parts[1]["k"] == 5
+    with pytest.raises(D.DistributedError, match="batch size"):
+        D.shard({"x": torch.zeros(4)}, 0, 2)
+
+
+def test_single_process_is_a_no_op():
+    assert D.context() == D.Context(0, 1)
+    p = torch.nn.Parameter(torch.ones(2))
+    p.grad = torch.full((2,), 3.0)
+    D.average_gradients([p])
+    assert p.grad.tolist() == [3.0, 3.0] and D.mean_value(2.5) == 2.5
+
+
+def _worker(rank, world, path, out):
+    dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=world)
+    a = torch.nn.Parameter(torch.zeros(3))
+    b = torch.nn.Parameter(torch.zeros(2, 2))
+    a.grad = torch.full((3,), float(rank + 1))
+    b.grad = torch.full((2, 2), 10.0 * rank)
+    D.average_gradients([a, b])
+    res = {"a": a.grad.tolist(), "b": b.grad.tolist(), "loss": D.mean_value(float(rank))}
+    c = torch.nn.Parameter(torch.zeros(2))  # a gradient on rank 0 only: both ranks must refuse
+    if rank == 0:
+        c.grad = torch.ones(2)
+    try:
+        D.average_gradients([a, c])
+        res["mismatch"] = "no error"
+    except D.DistributedError as err:
+        res["mismatch"] = str(err)
+    Path(out, f"{rank}.json").write_text(json.dumps(res))
+    dist.destroy_process_group()
+
+
+def test_gradients_are_averaged_over_processes(tmp_path):
+    mp.spawn(_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2)
+    for rank in range(2):
+        res = json.loads((tmp_path / f"{rank}.json").read_text())
+        assert res["a"] == [1.5] * 3 and res["b"] == [[5.0, 5.0]] * 2 and res["loss"] == 0.5
+        assert "differ in size" in res["mismatch"]
+
+
+# ---------------------------------------------------------------------- torchrun on the CPU
+
+def torchrun(tmp: Path, name: str, procs: int, *extra, check: bool = True) -> tuple[subprocess.CompletedProcess, dict]:
+    out = tmp / f"{name}.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}",
+           "-m", "sbir_core.train_cli"] if procs > 1 else [sys.executable, "-m", "sbir_core.train_cli"]
+    cmd += ["--chapter", "04_triplet_baseline", "--set", f"STEPS={STEPS}", "--set", f"EVAL_EVERY={EVAL_EVERY}",
+            "--threads", "1", "--no-store", "--out", str(out), "--state", str(tmp / f"{name}.pt"), *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    if check and proc.returncode:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc, (json.loads(out.read_text()) if out.exists() and not proc.returncode else {})
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ddp")
+    proc, summary = torchrun(tmp, "two", 2, "--checkpoint-dir", str(tmp / "ckpt_two"))
+    return tmp, proc, summary
+
+
+def _history(summary) -> list[dict]:
+    return summary["history"]
+
+
+def single_process(setup, sharded: bool):
+    """The run in this process, one thread; with ``sharded``, each step as two half-batch gradients averaged."""
+    params, spec, views, config = setup
+    config = config.replace(progress=False)
+    threads = torch.get_num_threads()
+    set_threads(1)
+    try:
+        seed_everything(config.seed)
+        m = spec.build()
+        if sharded:
+            def sharded_step(batch, optimizers):
+                for opt in optimizers:
+                    opt.zero_grad(set_to_none=True)
+                losses = []
+                for r in range(2):
+                    loss = m.training_loss(D.shard(batch, r, 2))
+                    (loss / 2).backward()
+                    losses.append(float(loss.detach()))
+                for opt in optimizers:
+                    opt.step()
+                return sum(losses) / 2
+            m.train_step = sharded_step
+        identity = run_identity(spec, views.train, views.val, views.tests, config)
+        return Trainer(m, views.train, views.val, views.tests, config, identity).fit()
+    finally:
+        set_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def sharded(setup):
+    return single_process(setup, sharded=True)
+
+
+def test_two_processes_equal_the_same_arithmetic_in_one(sharded, two):
+    tmp, proc, summary = two
+    assert summary["world"] == 2 and summary["steps"] == STEPS
+    ref = sharded
+    ours = torch.load(tmp / "two.pt", weights_only=True)
+    for name, t in ref.best_state.items():
+        assert torch.equal(t, ours[name]), f"{name}: max |diff| {float((t - ours[name]).abs().max())}"
+    theirs = _history(summary)
+    assert [r["step"] for r in theirs] == ref.history["step"].tolist()
+    for rec, (_, row) in zip(theirs, ref.history.iterrows()):
+        for col, value in rec.items():
+            assert value == row[col], (col, value, row[col])
+
+
+def test_checkpoints_are_written_by_rank_zero_only(two):
+    tmp, proc, _ = two
+    counts = dict(re.findall(r"\[rank (\d)\] checkpoints written: (\d+)", proc.stderr + proc.stdout))
+    assert counts == {"0": str(STEPS // EVAL_EVERY), "1": "0"}, proc.stderr[-2000:]
+    runs = list((tmp / "ckpt_two").iterdir())
+    assert len(runs) == 1 and len(list(runs[0].glob("step_*.pt"))) == 2
+
+
+def test_one_process_differs_by_reduction_order_only(setup, sharded, two):
+    """The plain step sums per-example gradients in another order, and over 200 steps that moves the
+    trained model a little. The 2-process run is the sharded run (test above), so its difference from
+    the plain run is that reordering alone. Tolerance: the book's for a rerun on other hardware (a
+    row's 95% interval half-width, ``book.derived_tolerances``), here the binomial half-width over the
+    view's queries, which leaves out the spread over drawers and objects and is narrower still; at
+    least one query."""
+    _, _, summary = two
+    _, _, views, _ = setup
+    plain = single_process(setup, sharded=False)
+    sizes = {"val": len(views.val), **{k: len(v) for k, v in views.tests.items()}}
+    cols = [c for c in plain.history.columns if "/acc_at_" in c]
+    for i, rec in enumerate(_history(summary)):
+        for c in cols:
+            p, n = float(plain.history[c].iloc[i]), sizes[c.split("/")[0]]
+            tol = max(1.96 * np.sqrt(p * (1 - p) / n), 1 / n)
+            gap = abs(rec[c] - p)
+            assert gap == pytest.approx(abs(sharded.history[c].iloc[i] - p), abs=1e-12)  # reordering alone
+            print(f"step {rec['step']} {c}: 2 processes {rec[c]:.4f}, 1 process {p:.4f}, |diff| {gap:.4f} "
+                  f"<= {tol:.4f}")
+            assert gap <= tol, (rec["step"], c, gap, tol)
+
+
+def test_a_killed_rank_ends_the_job_and_the_same_command_resumes(setup, two, tmp_path):
+    tmp, _, summary = two
+    ckpt = tmp_path / "ckpt"
+    proc, _ = torchrun(tmp_path, "killed", 2, "--checkpoint-dir", str(ckpt), "--fail-at", "1:150", check=False)
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert "SIGKILL" in text or "exitcode  : -9" in text, text[-3000:]
+    saved = shutil.copytree(ckpt, tmp_path / "ckpt_one")  # for the 1-process resume below
+    _, resumed = torchrun(tmp_path, "resumed", 2, "--checkpoint-dir", str(ckpt))
+    assert resumed["resumed_from_step"] == EVAL_EVERY
+    assert _history(resumed) == _history(summary)  # exactly the uninterrupted 2-process run
+    ours, ref = torch.load(tmp_path / "resumed.pt", weights_only=True), torch.load(tmp / "two.pt", weights_only=True)
+    assert all(torch.equal(ours[k], ref[k]) for k in ref)
+    # the same checkpoint resumed by one process: the global batches are the same, the sums' order is not
+    _, one = torchrun(tmp_path, "one", 1, "--checkpoint-dir", str(saved))
+    assert one["resumed_from_step"] == EVAL_EVERY and one["world"] == 1
+    assert [r["step"] for r in _history(one)] == [r["step"] for r in _history(summary)]
+    assert _history(one)[0] == _history(summary)[0]  # the evaluation before the kill came from the checkpoint
