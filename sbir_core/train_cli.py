@@ -16,6 +16,7 @@ command resumes an interrupted run, with the same or another number of processes
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -98,7 +99,11 @@ def main(argv=None) -> int:
         trainer.resume()
         start = trainer.step
         result = trainer.fit(resume=False)
-        print(f"[rank {ctx.rank}] checkpoints written: {trainer.saved}", file=sys.stderr, flush=True)
+        # every rank holds the whole model: the same digest on every rank shows the gradients were averaged
+        digest = hashlib.sha1(b"".join(t.detach().cpu().contiguous().numpy().tobytes()
+                                       for t in trainer.method.state_dict().values())).hexdigest()[:16]
+        print(f"[rank {ctx.rank}] checkpoints written: {trainer.saved}; final parameters {digest}", file=sys.stderr,
+              flush=True)
         if ctx.main and not args.no_store:
             S.save(key, identity, result)
     seconds = time.perf_counter() - t0

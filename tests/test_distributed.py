@@ -173,8 +173,9 @@ def test_two_processes_equal_the_same_arithmetic_in_one(sharded, two):
 
 def test_checkpoints_are_written_by_rank_zero_only(two):
     tmp, proc, _ = two
-    counts = dict(re.findall(r"\[rank (\d)\] checkpoints written: (\d+)", proc.stderr + proc.stdout))
-    assert counts == {"0": str(STEPS // EVAL_EVERY), "1": "0"}, proc.stderr[-2000:]
+    found = re.findall(r"\[rank (\d)\] checkpoints written: (\d+); final parameters (\w+)", proc.stderr + proc.stdout)
+    assert {r: n for r, n, _ in found} == {"0": str(STEPS // EVAL_EVERY), "1": "0"}, proc.stderr[-2000:]
+    assert len({d for _, _, d in found}) == 1  # both ranks end with the same parameters
     runs = list((tmp / "ckpt_two").iterdir())
     assert len(runs) == 1 and len(list(runs[0].glob("step_*.pt"))) == 2
 
@@ -220,3 +221,18 @@ def test_a_killed_rank_ends_the_job_and_the_same_command_resumes(setup, two, tmp
     assert one["resumed_from_step"] == EVAL_EVERY and one["world"] == 1
     assert [r["step"] for r in _history(one)] == [r["step"] for r in _history(summary)]
     assert _history(one)[0] == _history(summary)[0]  # the evaluation before the kill came from the checkpoint
+
+
+def test_stylemeup_averages_its_meta_gradient(tmp_path):
+    """StyleMeUp's own train_step (second-order inner loop) under 2 processes: one task per rank, the
+    meta-gradient averaged, so both ranks end with the same parameters. (Not compared with one
+    process bit for bit: its VAE draws its noise per process.)"""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
+           "sbir_core.train_cli", "--chapter", "06_stylemeup", "--set", "STEPS=3", "--set", "EVAL_EVERY=3",
+           "--set", "BATCH_SIZE=2", "--threads", "1", "--no-store", "--out", str(tmp_path / "s.json")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = re.findall(r"\[rank (\d)\] checkpoints written: \d+; final parameters (\w+)", proc.stderr)
+    assert len(found) == 2 and found[0][1] == found[1][1], found
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["world"] == 2 and summary["history"][-1]["step"] == 3
