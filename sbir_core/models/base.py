@@ -115,6 +115,7 @@ def check_finite(loss: torch.Tensor) -> torch.Tensor:
 METHODS: dict[str, str] = {
     "triplet_sn": "sbir_core.models.triplet:build_triplet",
     "pixel_nn": "sbir_core.models.pixel_nn:PixelNN",
+    "with_style": "sbir_core.models.with_style:build_with_style",
 }
 
 
