@@ -189,3 +189,33 @@ def test_bad_input_is_refused_clearly():
         styled_triplets(one_medium, 4, torch.Generator().manual_seed(0))
     with pytest.raises(MethodError, match="n_media"):
         build_method("with_style", **{**OPTS, "n_media": 1})
+
+
+def test_linear_probe_finds_a_signal_and_not_a_missing_one():
+    from sbir_core.models.with_style import linear_probe
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(3, size=400)
+    x = torch.as_tensor(rng.normal(size=(400, 5)) + 3.0 * np.eye(3, 5)[y], dtype=torch.float32)
+    assert linear_probe(x[:200], y[:200], x[200:], y[200:]).mean() > 0.9
+    noise = torch.as_tensor(rng.normal(size=(400, 5)), dtype=torch.float32)
+    assert linear_probe(noise[:200], y[:200], noise[200:], y[200:]).mean() < 0.5  # chance is 1/3
+
+
+def test_styled_queries_on_a_tiny_world():
+    from sbir_core.data.registry import load_dataset
+    from sbir_core.models.with_style import styled_queries, styled_train_view
+
+    d = load_dataset("style_world", n_instances=48, media=["photo", "oil", "comic"], photo_size=16)
+    v = styled_queries(d, {"split": "test"}, {"split": "test"}, {"split": "train"}, size=16, k=2)
+    assert v.style.shape == (len(v), 2, 3, 16, 16) and len(v) == 3 * (d.sketches["split"] == "test").sum()
+    rel = v.relevant()
+    gt = v.gallery_table
+    i = 5
+    assert rel[i].sum() == ((gt["category"] == v.table["category"][i]) & (gt["medium"] == v.table["want_medium"][i])).sum()
+    with pytest.raises(DataError, match="no gallery item"):
+        styled_queries(d, {"split": "test"}, {"split": "test"}, {"split": "train"}, size=16, want_media=["vector"])
+    tv = styled_train_view(d, "train", 16)
+    assert set(tv.gallery_table["medium"]) == {"photo", "oil", "comic"}
+    with pytest.raises(DataError, match="missing"):
+        styled_train_view(d, "train", 16, media=["photo", "vector"])

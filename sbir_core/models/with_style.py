@@ -51,14 +51,18 @@ class WithStyle(Method):
     embed_dim: size of the fused embedding. margin: of all three triplet losses.
     pretrain_steps: steps of medium classification alone before the decorrelated style triplets.
     ce_weight: weight of the classification loss after pre-training.
+    train_exemplars: style exemplars per query in the fusion triplets (the sampler's ``exemplars``).
     """
 
     sampler = "styled_triplets"
     styled = True
 
     def __init__(self, structure: nn.Module, style: nn.Module, n_media: int, embed_dim: int = 64,
-                 margin: float = 0.2, pretrain_steps: int = 200, ce_weight: float = 0.5):
+                 margin: float = 0.2, pretrain_steps: int = 200, ce_weight: float = 0.5, train_exemplars: int = 2):
         super().__init__()
+        if train_exemplars < 1:
+            raise MethodError(f"train_exemplars must be >= 1, got {train_exemplars}")
+        self.sampler_options = {"exemplars": int(train_exemplars)}
         if n_media < 2:
             raise MethodError(f"the style network classifies media: n_media must be >= 2, got {n_media}")
         if margin < 0 or pretrain_steps < 0 or ce_weight < 0:
@@ -157,12 +161,13 @@ class WithStyle(Method):
 
 
 def build_with_style(encoder: str = "cnn", n_media: int = 8, embed_dim: int = 64, margin: float = 0.2,
-                     pretrain_steps: int = 200, ce_weight: float = 0.5, **encoder_options) -> WithStyle:
+                     pretrain_steps: int = 200, ce_weight: float = 0.5, train_exemplars: int = 2,
+                     **encoder_options) -> WithStyle:
     """A ``WithStyle`` with two registry encoders of the same options (``models.encoders``)."""
     from sbir_core.models.encoders import build_encoder
 
     return WithStyle(build_encoder(encoder, **encoder_options), build_encoder(encoder, **encoder_options),
-                     n_media, embed_dim, margin, pretrain_steps, ce_weight)
+                     n_media, embed_dim, margin, pretrain_steps, ce_weight, train_exemplars)
 
 
 # ---------------------------------------------------------------------- data for training
@@ -170,10 +175,10 @@ def build_with_style(encoder: str = "cnn", n_media: int = 8, embed_dim: int = 64
 def styled_train_view(data: SBIRData, split: str = "train", size: int = 32, line_width: float = 1.5,
                       media=None, where: dict | None = None) -> RetrievalView:
     """Sketches of ``split`` (filtered by ``where``) as queries; the gallery is every image of the split's
-    photos in ``media`` (None: all the data has), with ``category`` and ``medium``. A query's target is
+    photos in ``media`` (None: all the data has) of the queries' classes, with ``category`` and ``medium``. A query's target is
     its own object's image in the first medium (the view needs one; the styled losses use classes)."""
     sk, ph = data.sketches, data.photos
-    keep = (sk["split"] == split).to_numpy()
+    keep = (sk["split"] == split).to_numpy().copy()
     for col, value in (where or {}).items():
         keep &= sk[col].isin([value] if isinstance(value, (str, bool, int)) else list(value)).to_numpy()
     have = sorted(set(ph["medium"])) if "medium" in ph else []
@@ -181,8 +186,9 @@ def styled_train_view(data: SBIRData, split: str = "train", size: int = 32, line
     missing = sorted(set(media) - set(have))
     if missing:
         raise DataError(f"{data.name}: media {missing} are missing (the data has {have})")
-    g_rows = np.flatnonzero(((ph["split"] == split) & ph["medium"].isin(media)).to_numpy())
     q_rows = np.flatnonzero(keep)
+    cats = set(sk["category"].iloc[q_rows])  # the gallery holds the queries' classes only
+    g_rows = np.flatnonzero(((ph["split"] == split) & ph["medium"].isin(media) & ph["category"].isin(cats)).to_numpy())
     if len(q_rows) == 0 or len(g_rows) == 0:
         raise DataError(f"{data.name}: {len(q_rows)} sketches and {len(g_rows)} images in split {split!r}")
     gtab = ph.iloc[g_rows].reset_index(drop=True)
@@ -289,3 +295,47 @@ def attach_style(view, pool: torch.Tensor, pool_media, k: int = 3, seed: int = 0
     rows = torch.stack([_pick({m: np.flatnonzero(pool_media == m) for m in set(want)}, want, g) for _ in range(k)], 1)
     view.style = pool[rows.flatten()].view(len(want), k, *pool.shape[1:])
     return view.style
+
+
+def styled_queries(data: SBIRData, sketches: dict, photos: dict, pool: dict, size: int = 32,
+                   line_width: float = 1.5, k: int = 3, seed: int = 0, want_media=None, name: str | None = None):
+    """A category-level view with relevance by class and medium (``views.category_view``) whose queries
+    carry ``k`` style exemplars of the wanted medium, drawn from the photos matching ``pool`` (other
+    objects than the gallery's): a ``CategoryView`` with ``style`` (N, k, C, S, S) set."""
+    from sbir_core.data.views import category_view
+
+    view = category_view(data, sketches, photos, size, line_width, relevance="category_medium",
+                         want_media=want_media, name=name)
+    ph = data.photos
+    keep = np.ones(len(ph), bool)
+    for col, value in (pool or {}).items():
+        keep &= ph[col].isin([value] if isinstance(value, (str, bool, int)) else list(value)).to_numpy()
+    rows = np.flatnonzero(keep)
+    if len(rows) == 0:
+        raise DataError(f"{data.name}: no exemplar images match {pool}")
+    attach_style(view, photo_tensor(data.photo_images(size)[rows]), ph["medium"].to_numpy()[rows], k, seed)
+    return view
+
+
+def linear_probe(train_x: torch.Tensor, train_y, test_x: torch.Tensor, test_y, steps: int = 300,
+                 weight_decay: float = 1e-3, seed: int = 0) -> np.ndarray:
+    """Multinomial logistic regression fitted on (train_x (N, D), train_y (N,) labels), applied to test_x:
+    (M,) float64, 1 where the predicted label equals test_y. Features are standardised on train_x."""
+    labels = sorted(set(train_y) | set(test_y))
+    code = {c: i for i, c in enumerate(labels)}
+    ytr = torch.as_tensor([code[c] for c in train_y])
+    yte = np.array([code[c] for c in test_y])
+    mu, sd = train_x.mean(0), train_x.std(0) + 1e-6
+    xtr, xte = (train_x - mu) / sd, (test_x - mu) / sd
+    g = torch.Generator().manual_seed(seed)
+    w = (0.01 * torch.randn(xtr.shape[1], len(labels), generator=g)).requires_grad_()
+    b = torch.zeros(len(labels), requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=0.05)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = F.cross_entropy(xtr @ w + b, ytr) + weight_decay * (w ** 2).sum()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        pred = (xte @ w + b).argmax(1).numpy()
+    return (pred == yte).astype(np.float64)
