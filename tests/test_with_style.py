@@ -219,3 +219,18 @@ def test_styled_queries_on_a_tiny_world():
     assert set(tv.gallery_table["medium"]) == {"photo", "oil", "comic"}
     with pytest.raises(DataError, match="missing"):
         styled_train_view(d, "train", 16, media=["photo", "vector"])
+    # sketches of one dataset asking for images of another (QuickDraw -> PACS), here the world twice
+    from sbir_core.models.with_style import cross_styled_queries
+
+    test_sk = d.sketches[d.sketches["split"] == "test"]
+    classes = sorted(set(test_sk["category"]) & set(d.photos[d.photos["split"] == "test"]["category"]))[:2]
+    x = cross_styled_queries(d, d, classes, size=16, k=2, max_per_class=3)
+    n = test_sk[test_sk["category"].isin(classes)].groupby("category").head(3).shape[0]
+    assert len(x) == 3 * n and x.style.shape[1] == 2 and set(x.table["category"]) == set(classes)
+    assert set(x.gallery_table["category"]) == set(classes)
+    with pytest.raises(DataError, match="no .* images"):
+        cross_styled_queries(d, d, classes + ["not_a_class"], size=16)
+    with pytest.raises(DataError, match="no classes"):
+        cross_styled_queries(d, d, [], size=16)
+    with pytest.raises(DataError, match="no gallery item"):
+        cross_styled_queries(d, d, classes, size=16, want_media=["vector"])

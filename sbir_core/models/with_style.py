@@ -339,3 +339,46 @@ def linear_probe(train_x: torch.Tensor, train_y, test_x: torch.Tensor, test_y, s
     with torch.no_grad():
         pred = (xte @ w + b).argmax(1).numpy()
     return (pred == yte).astype(np.float64)
+
+
+def cross_styled_queries(sketch_data: SBIRData, photo_data: SBIRData, classes, size: int = 32,
+                         line_width: float = 1.5, k: int = 3, seed: int = 0, sketch_split: str = "test",
+                         gallery_split: str = "test", pool_split: str = "train", want_media=None,
+                         max_per_class: int | None = None):
+    """Sketches of one dataset (QuickDraw) asking for images of another (PACS, medium = domain) of the
+    given ``classes``: a ``CategoryView`` with relevance by class and medium and ``k`` exemplars per
+    query from ``pool_split``. A class without sketches or without images is an error naming it; a
+    wanted medium absent from the gallery is an error naming the media present."""
+    from sbir_core.data.views import CategoryView
+
+    classes = list(classes)
+    if not classes:
+        raise DataError("cross_styled_queries: no classes")
+    sk, ph = sketch_data.sketches, photo_data.photos
+    no_sketch = [c for c in classes if not (sk["category"] == c).any()]
+    no_photo = [c for c in classes if not (ph["category"] == c).any()]
+    if no_sketch or no_photo:
+        raise DataError(f"classes {no_sketch} have no {sketch_data.name} sketches; classes {no_photo} have no "
+                        f"{photo_data.name} images ({photo_data.name} classes: {sorted(set(ph['category']))})")
+    q = sk[(sk["split"] == sketch_split) & sk["category"].isin(classes)]
+    if max_per_class is not None:
+        q = q.groupby("category").head(max_per_class)
+    g_mask = ((ph["split"] == gallery_split) & ph["category"].isin(classes)).to_numpy()
+    p_mask = ((ph["split"] == pool_split) & ph["category"].isin(classes)).to_numpy()
+    if len(q) == 0 or not g_mask.any() or not p_mask.any():
+        raise DataError(f"{len(q)} {sketch_data.name} sketches in split {sketch_split!r}, {g_mask.sum()} gallery and "
+                        f"{p_mask.sum()} exemplar images of {photo_data.name} for classes {classes}")
+    q_rows = q.index.to_numpy() if q.index.equals(pd.RangeIndex(len(q))) else np.flatnonzero(sk.index.isin(q.index))
+    gtab = ph[g_mask].reset_index(drop=True)
+    media = sorted(set(gtab["medium"])) if want_media is None else list(want_media)
+    absent = sorted(set(media) - set(gtab["medium"]))
+    if absent:
+        raise DataError(f"{photo_data.name}: wanted media {absent} have no gallery item (media present: "
+                        f"{sorted(set(gtab['medium']))})")
+    table = pd.concat([sk.iloc[q_rows].reset_index(drop=True).assign(want_medium=m) for m in media], ignore_index=True)
+    queries = sketch_tensor(sketch_data.sketch_images(size, line_width)[q_rows]).repeat(len(media), 1, 1, 1)
+    images = photo_data.photo_images(size)
+    view = CategoryView(f"{sketch_data.name}->{photo_data.name}", queries.contiguous(memory_format=torch.channels_last),
+                        photo_tensor(images[g_mask]), table, gtab, "category_medium")
+    attach_style(view, photo_tensor(images[p_mask]), ph["medium"].to_numpy()[p_mask], k, seed)
+    return view
