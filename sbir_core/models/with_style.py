@@ -173,10 +173,11 @@ def build_with_style(encoder: str = "cnn", n_media: int = 8, embed_dim: int = 64
 # ---------------------------------------------------------------------- data for training
 
 def styled_train_view(data: SBIRData, split: str = "train", size: int = 32, line_width: float = 1.5,
-                      media=None, where: dict | None = None) -> RetrievalView:
+                      media=None, where: dict | None = None, paired: bool = True) -> RetrievalView:
     """Sketches of ``split`` (filtered by ``where``) as queries; the gallery is every image of the split's
     photos in ``media`` (None: all the data has) of the queries' classes, with ``category`` and ``medium``. A query's target is
-    its own object's image in the first medium (the view needs one; the styled losses use classes)."""
+    its own object's image in the first medium (the view needs one; the styled losses use classes), or with
+    ``paired=False`` (sketches drawn from no particular image, e.g. PACS) the first image of its class there."""
     sk, ph = data.sketches, data.photos
     keep = (sk["split"] == split).to_numpy().copy()
     for col, value in (where or {}).items():
@@ -192,8 +193,12 @@ def styled_train_view(data: SBIRData, split: str = "train", size: int = 32, line
     if len(q_rows) == 0 or len(g_rows) == 0:
         raise DataError(f"{data.name}: {len(q_rows)} sketches and {len(g_rows)} images in split {split!r}")
     gtab = ph.iloc[g_rows].reset_index(drop=True)
-    first = {inst: i for i, (inst, m) in enumerate(zip(gtab["instance"], gtab["medium"])) if m == media[0]}
-    inst = sk["instance"].iloc[q_rows].to_numpy()
+    key = "instance" if paired else "category"
+    first = {}
+    for i, (value, m) in enumerate(zip(gtab[key], gtab["medium"])):
+        if m == media[0]:
+            first.setdefault(value, i)
+    inst = sk[key].iloc[q_rows].to_numpy()
     ok = np.array([i in first for i in inst])
     q_rows, inst = q_rows[ok], inst[ok]
     target = torch.as_tensor([first[i] for i in inst], dtype=torch.long)
@@ -342,13 +347,14 @@ def linear_probe(train_x: torch.Tensor, train_y, test_x: torch.Tensor, test_y, s
 
 
 def cross_styled_queries(sketch_data: SBIRData, photo_data: SBIRData, classes, size: int = 32,
-                         line_width: float = 1.5, k: int = 3, seed: int = 0, sketch_split: str = "test",
+                         line_width: float = 1.5, k: int = 3, seed: int = 0, sketch_split: str | None = "test",
                          gallery_split: str = "test", pool_split: str = "train", want_media=None,
                          max_per_class: int | None = None):
     """Sketches of one dataset (QuickDraw) asking for images of another (PACS, medium = domain) of the
     given ``classes``: a ``CategoryView`` with relevance by class and medium and ``k`` exemplars per
     query from ``pool_split``. A class without sketches or without images is an error naming it; a
-    wanted medium absent from the gallery is an error naming the media present."""
+    wanted medium absent from the gallery is an error naming the media present. ``sketch_split=None``: every
+    sketch (the query dataset is not trained on)."""
     from sbir_core.data.views import CategoryView
 
     classes = list(classes)
@@ -360,7 +366,7 @@ def cross_styled_queries(sketch_data: SBIRData, photo_data: SBIRData, classes, s
     if no_sketch or no_photo:
         raise DataError(f"classes {no_sketch} have no {sketch_data.name} sketches; classes {no_photo} have no "
                         f"{photo_data.name} images ({photo_data.name} classes: {sorted(set(ph['category']))})")
-    q = sk[(sk["split"] == sketch_split) & sk["category"].isin(classes)]
+    q = sk[((sk["split"] == sketch_split) if sketch_split else True) & sk["category"].isin(classes)]
     if max_per_class is not None:
         q = q.groupby("category").head(max_per_class)
     g_mask = ((ph["split"] == gallery_split) & ph["category"].isin(classes)).to_numpy()
