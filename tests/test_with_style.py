@@ -217,6 +217,11 @@ def test_styled_queries_on_a_tiny_world():
         styled_queries(d, {"split": "test"}, {"split": "test"}, {"split": "train"}, size=16, want_media=["vector"])
     tv = styled_train_view(d, "train", 16)
     assert set(tv.gallery_table["medium"]) == {"photo", "oil", "comic"}
+    gt = tv.gallery_table.iloc[tv.target.numpy()]
+    assert (gt["instance"].to_numpy() == tv.table["instance"].to_numpy()).all() and (gt["medium"] == "photo").all()
+    un = styled_train_view(d, "train", 16, paired=False)  # sketches of no particular image: a class's first image
+    gu = un.gallery_table.iloc[un.target.numpy()]
+    assert (gu["category"].to_numpy() == un.table["category"].to_numpy()).all() and len(un) == len(tv)
     with pytest.raises(DataError, match="missing"):
         styled_train_view(d, "train", 16, media=["photo", "vector"])
     # sketches of one dataset asking for images of another (QuickDraw -> PACS), here the world twice
