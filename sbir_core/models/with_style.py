@@ -182,11 +182,11 @@ def styled_train_view(data: SBIRData, split: str = "train", size: int = 32, line
     keep = (sk["split"] == split).to_numpy().copy()
     for col, value in (where or {}).items():
         keep &= sk[col].isin([value] if isinstance(value, (str, bool, int)) else list(value)).to_numpy()
-    have = sorted(set(ph["medium"])) if "medium" in ph else []
+    have = list(dict.fromkeys(ph["medium"])) if "medium" in ph else []  # the data's order: its first medium first
     media = list(dict.fromkeys(media or have))
     missing = sorted(set(media) - set(have))
     if missing:
-        raise DataError(f"{data.name}: media {missing} are missing (the data has {have})")
+        raise DataError(f"{data.name}: media {missing} are missing (the data has {sorted(have)})")
     q_rows = np.flatnonzero(keep)
     cats = set(sk["category"].iloc[q_rows])  # the gallery holds the queries' classes only
     g_rows = np.flatnonzero(((ph["split"] == split) & ph["medium"].isin(media) & ph["category"].isin(cats)).to_numpy())
