@@ -9,4 +9,5 @@ METHODS: dict[str, str] = {
     "triplet_sn": "sbir_core.models.triplet:build_triplet",
     "pixel_nn": "sbir_core.models.pixel_nn:PixelNN",
     "stylemeup": "sbir_core.models.stylemeup:build_stylemeup",
+    "with_style": "sbir_core.models.with_style:build_with_style",
 }
