@@ -481,6 +481,15 @@ if available("pacs") and available("quickdraw"):
                     setting(relevance="category_medium", minus="sketch only"), "test")
     ch.glue_interval("real_vs_sketch", real_diff)
     display(pd.DataFrame(real_rows).set_index(["query", "method"]))
+    # the project's layout: classes as rows, the wanted medium as columns (fused sketch + style search)
+    real_ap = np.mean([e.outcome("map_all") for e in real_fused], axis=0)
+    real_grid = (pd.DataFrame({"class": real_fused[0].table["category"], "medium": real_fused[0].table["want_medium"],
+                               "ap": real_ap}).pivot_table(index="class", columns="medium", values="ap",
+                                                           aggfunc="mean")[real_media])
+    real_grid.loc["all classes"] = real_grid.mean()
+    real_grid["all media"] = real_grid.mean(axis=1)
+    display(real_grid.style.format("{:.2f}").background_gradient(cmap="Greens", vmin=0, vmax=1)
+            .set_caption("QuickDraw sketch + PACS style exemplars, fused search: mAP per class x wanted medium"))
 else:
     ch.glue("real_vs_sketch", float("nan"))
     print("PACS or QuickDraw is absent (set SBIR_DATA): the real-data section is skipped.")
