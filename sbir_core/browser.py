@@ -157,18 +157,37 @@ def draw_stroke(page, points: np.ndarray, box: dict, canvas: float = 256.0) -> N
     page.mouse.up()
 
 
-def dispatch_stroke(page, points: np.ndarray, canvas: float = 256.0) -> None:
-    """One stroke as DOM mouse events dispatched on the pad in one go. Chromium delivers real input
-    (``draw_stroke``) once per frame, 16.7 ms an event, so 10,000 points would take three minutes;
-    dispatched events reach the same listeners of the canvas without waiting for frames."""
-    page.eval_on_selector(
-        f"canvas{PAD}, {PAD} canvas",
-        """(el, a) => { const r = el.getBoundingClientRect(), sx = r.width / a.canvas, sy = r.height / a.canvas;
-                        const ev = (type, p) => el.dispatchEvent(new MouseEvent(type, {bubbles: true,
-                            clientX: r.left + p[0] * sx, clientY: r.top + p[1] * sy, buttons: type === 'mouseup' ? 0 : 1}));
-                        ev('mousedown', a.pts[0]); for (const p of a.pts.slice(1)) ev('mousemove', p);
-                        ev('mouseup', a.pts[a.pts.length - 1]); }""",
-        {"pts": np.asarray(points)[:, :2].tolist(), "canvas": canvas})
+def dispatch_stroke(page, points: np.ndarray, canvas: float = 256.0, chunk: int = 500, timeout: float = 120.0) -> None:
+    """One stroke as DOM mouse events dispatched on the pad, ``chunk`` at a time. Chromium delivers real
+    input (``draw_stroke``) once per frame, 16.7 ms an event, so 10,000 points would take three
+    minutes. Dispatched events reach the same listeners at once, but a burst of thousands overflows the
+    queues between page and kernel and some are lost (the release among them), which real input never
+    does; so each chunk waits until the kernel has recorded the previous one (the pad's status, updated
+    every ``widgets.FLUSH_POINTS`` points)."""
+    from sbir_core.widgets import FLUSH_POINTS
+
+    pts = np.asarray(points)[:, :2].tolist()
+    before = points_seen(page)
+    send = """(el, a) => { const r = el.getBoundingClientRect(), sx = r.width / a.canvas, sy = r.height / a.canvas;
+                 for (const [type, p] of a.events) el.dispatchEvent(new MouseEvent(type, {bubbles: true,
+                     clientX: r.left + p[0] * sx, clientY: r.top + p[1] * sy, buttons: type === 'mouseup' ? 0 : 1})); }"""
+    sel = f"canvas{PAD}, {PAD} canvas"
+    for start in range(0, len(pts), chunk):
+        events = [("mousedown" if start + i == 0 else "mousemove", p) for i, p in enumerate(pts[start:start + chunk])]
+        page.eval_on_selector(sel, send, {"events": events, "canvas": canvas})
+        sent = before + min(start + chunk, len(pts))
+        page.wait_for_function(
+            """n => { const m = /([0-9]+) points/.exec(document.querySelector('.sbir-pad-status').innerText);
+                      return m && parseInt(m[1]) >= n; }""", arg=sent - FLUSH_POINTS, timeout=timeout * 1000)
+    page.eval_on_selector(sel, send, {"events": [("mouseup", pts[-1])], "canvas": canvas})
+
+
+def points_seen(page) -> int:
+    """How many points the pad's Python side has recorded, as its status line says."""
+    import re
+
+    m = re.search(r"(\d+) points", page.inner_text(".sbir-pad-status"))
+    return int(m.group(1)) if m else 0
 
 
 def strokes_seen(page) -> int:

@@ -33,6 +33,7 @@ from sbir_core import strokes as SK
 
 log = logging.getLogger(__name__)
 FLUSH_S = 0.03  # draw the stroke in progress at most this often (seconds): see SketchPad._flush
+FLUSH_POINTS = 64  # ... or after this many new points
 
 
 def png(image: np.ndarray, scale: int = 1) -> bytes:
@@ -181,7 +182,7 @@ class SketchPad:
         if not self._drawing:
             return
         self.parts[-1].append((x * self.scale, y * self.scale, self._now()))
-        if time.perf_counter() - self._flushed > FLUSH_S:
+        if time.perf_counter() - self._flushed > FLUSH_S or len(self.parts[-1]) - self._drawn >= FLUSH_POINTS:
             self._flush()
 
     def _flush(self) -> None:
@@ -194,6 +195,7 @@ class SketchPad:
             self.canvas.stroke_lines([(px / self.scale, py / self.scale) for px, py, _ in new])
         self._drawn = len(part)
         self._flushed = time.perf_counter()
+        self._say(drawing=True)
 
     def _up(self, x, y) -> None:
         if not self._drawing:
@@ -206,9 +208,9 @@ class SketchPad:
             self._flush()
         self._changed()
 
-    def _say(self) -> None:
+    def _say(self, drawing: bool = False) -> None:
         n = len(self.parts)
-        self.status.value = f"{n} stroke{'s' * (n != 1)}, {self.n_points} points"
+        self.status.value = f"{n} stroke{'s' * (n != 1)}, {self.n_points} points" + (" (drawing)" if drawing else "")
 
     def _changed(self) -> None:
         self._say()

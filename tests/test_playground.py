@@ -19,18 +19,8 @@ def views():
 
 
 @pytest.fixture(scope="module")
-def engine(views):
-    """A small Triplet-SN trained a little: an untrained encoder puts all items about 1e-6 apart, where
-    float rounding alone could reorder them."""
-    from sbir_core.models.base import MethodSpec
-    from sbir_core.train import TrainConfig, train_run
-
-    spec = MethodSpec("triplet_sn", {"encoder": "cnn", "width": 8, "depth": 3, "embed_dim": 32})
-    run = train_run(spec, views.train, None, None, TrainConfig(steps=40, eval_every=40, progress=False), 0,
-                    store=False)
-    m = spec.build()
-    m.load_state_dict(run.best_state)
-    return P.Engine(m, "test_small_triplet", 32, 1.5, "small Triplet-SN", views)
+def engine(small_triplet_engine):
+    return small_triplet_engine
 
 
 @pytest.fixture()

@@ -88,26 +88,10 @@ def test_a_failing_listener_does_not_break_drawing():
 
 # ---------------------------------------------------------------------- the explorer with a stand-in store
 
-@pytest.fixture(scope="module")
-def small_engine():
-    """A small Triplet-SN trained a little on the ci world."""
-    from sbir_core.book import load_params
-    from sbir_core.models.base import MethodSpec
-    from sbir_core.train import TrainConfig, train_run
-
-    views = P._views(load_params("04_triplet_baseline", "ci"))
-    spec = MethodSpec("triplet_sn", {"encoder": "cnn", "width": 8, "depth": 3, "embed_dim": 32})
-    run = train_run(spec, views.train, None, None, TrainConfig(steps=40, eval_every=40, progress=False), 0,
-                    store=False)
-    m = spec.build()
-    m.load_state_dict(run.best_state)
-    return P.Engine(m, "widget_test", 32, 1.5, "small Triplet-SN", views)
-
-
 @pytest.fixture()
-def explorer_env(small_engine, monkeypatch, tmp_path):
+def explorer_env(small_triplet_engine, monkeypatch, tmp_path):
     """The explorer's store as if it held chapter 4's run (the small engine) and not chapter 6's."""
-    engine = small_engine
+    engine = small_triplet_engine
     monkeypatch.setenv("SBIR_CACHE", str(tmp_path / "cache"))
     stored = P.Choice(P.RECIPES[0], "ci", {}, "widget_test", {}, True)
     missing = P.Choice(P.RECIPES[1], "ci", {}, "not_there", {}, False)
