@@ -11,9 +11,10 @@ shards' mean losses the mean loss of the batch).
 Why not the ``DistributedDataParallel`` wrapper: DDP reduces gradients only through its own
 ``forward``, and the method contract (``sbir_core.models.base``) computes a loss with
 ``training_loss(batch)`` or a whole ``train_step`` with inner loops (StyleMeUp's meta-gradient), not
-with ``forward``. The same all-reduce, called by the method after its backward pass, serves both; the
-models here are small enough that overlapping communication with the backward pass (DDP's buckets)
-buys nothing measurable on CPUs (``python -m sbir_core.bench train --processes 1,2``).
+with ``forward``. The same all-reduce, called by the method after its backward pass, serves both. What
+this gives up is DDP's overlap of communication with the backward pass (its gradient buckets); that
+cost has not been measured on GPUs here (``python -m sbir_core.bench train --processes 1,2`` measures
+the CPU scaling of this scheme only).
 
 Backends: ``gloo`` on CPUs, ``nccl`` when the config's device is CUDA. Rank 0 evaluates, writes
 checkpoints, stores trained states and results; every rank reads a checkpoint to resume, so a run
