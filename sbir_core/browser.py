@@ -190,12 +190,6 @@ def points_seen(page) -> int:
     return int(m.group(1)) if m else 0
 
 
-def strokes_seen(page) -> int:
-    """How many strokes the pad's Python side has counted (its status line)."""
-    text = page.inner_text(".sbir-pad-status")
-    return int(text.split()[0])
-
-
 def wait_for_strokes(page, n: int, timeout: float = 30.0) -> None:
     """Wait until the kernel has seen ``n`` strokes and the page shows the results of the last one."""
     page.wait_for_function(
