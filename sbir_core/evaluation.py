@@ -118,7 +118,11 @@ def _pairwise_ranks(method, view: RetrievalView, batch: int, shortlist) -> tuple
     n, m = len(view), len(view.gallery)
     cand = view.candidates()
     cand = np.ones((n, m), bool) if cand is None else cand
-    qf = embed(method.embed_query, view.queries, batch)
+    # a method whose nodes come from strokes (``needs_strokes``) gets the queries' strokes too
+    kw = {"strokes": view.strokes} if getattr(method, "needs_strokes", False) else {}
+    if kw and view.strokes is None:
+        raise ValueError(f"{type(method).__name__} needs the queries' strokes; view {view.name} has none")
+    qf = embed(method.embed_query, view.queries, batch, **kw)
     gf = embed(method.embed_gallery, view.gallery, batch)
     if shortlist is None:
         pairs = np.argwhere(cand)
