@@ -82,12 +82,17 @@ class _Eval:
 
 
 def evaluate(method, view, ks=(1, 10), batch: int = 512, shortlist: tuple | None = None,
-             adapt: tuple | None = None, device: str | torch.device | None = None) -> Evaluation:
+             adapt: tuple | None = None, device: str | torch.device | None = None,
+             features: tuple | None = None) -> Evaluation:
     """Evaluate ``method`` on a ``RetrievalView`` (fine-grained) or a ``CategoryView`` (category-level).
 
     ks: the K of Acc@K (fine-grained). shortlist: (base_method, M) for two-stage retrieval with a
     pairwise method. adapt: (column, support_for) for test-time adaptation (see the module docstring).
+    features: (query, gallery) features of a pairwise method computed once beforehand (the nodes of a
+    frozen backbone), used instead of ``embed_query`` / ``embed_gallery``.
     """
+    if features is not None and not getattr(method, "pairwise", False):
+        raise ValueError("features=... is for pairwise methods (precomputed per-item features)")
     if isinstance(view, CategoryView):
         return _evaluate_category(method, view, batch)
     if not isinstance(view, RetrievalView):
@@ -97,7 +102,7 @@ def evaluate(method, view, ks=(1, 10), batch: int = 512, shortlist: tuple | None
         return _evaluate_adapted(method, view, ks, batch, adapt)
     with _Eval(method):
         if getattr(method, "pairwise", False):
-            ranks, pairs = _pairwise_ranks(method, view, batch, shortlist)
+            ranks, pairs = _pairwise_ranks(method, view, batch, shortlist, features)
         else:
             dist = distances(method, view.queries, view.gallery, batch)
             ranks, pairs = M.true_match_rank(dist, view.target.numpy(), candidates=view.candidates()), None
@@ -113,17 +118,22 @@ def distances(method, queries, gallery, batch: int = 512, style=None) -> np.ndar
     return M.pairwise_distances(q.cpu(), g.cpu())
 
 
-def _pairwise_ranks(method, view: RetrievalView, batch: int, shortlist) -> tuple[np.ndarray, int]:
+def _pairwise_ranks(method, view: RetrievalView, batch: int, shortlist, features=None) -> tuple[np.ndarray, int]:
     """Ranks from pair distances over every candidate, or over a base method's top-M shortlist."""
     n, m = len(view), len(view.gallery)
     cand = view.candidates()
     cand = np.ones((n, m), bool) if cand is None else cand
-    # a method whose nodes come from strokes (``needs_strokes``) gets the queries' strokes too
-    kw = {"strokes": view.strokes} if getattr(method, "needs_strokes", False) else {}
-    if kw and view.strokes is None:
-        raise ValueError(f"{type(method).__name__} needs the queries' strokes; view {view.name} has none")
-    qf = embed(method.embed_query, view.queries, batch, **kw)
-    gf = embed(method.embed_gallery, view.gallery, batch)
+    if features is not None:
+        qf, gf = features
+        if len(qf) != n or len(gf) != m:
+            raise ValueError(f"features for {len(qf)} queries and {len(gf)} gallery items; {view.name} has {n} and {m}")
+    else:
+        # a method whose nodes come from strokes (``needs_strokes``) gets the queries' strokes too
+        kw = {"strokes": view.strokes} if getattr(method, "needs_strokes", False) else {}
+        if kw and view.strokes is None:
+            raise ValueError(f"{type(method).__name__} needs the queries' strokes; view {view.name} has none")
+        qf = embed(method.embed_query, view.queries, batch, **kw)
+        gf = embed(method.embed_gallery, view.gallery, batch)
     if shortlist is None:
         pairs = np.argwhere(cand)
         dist = np.full((n, m), np.inf)

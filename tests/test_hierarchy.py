@@ -164,7 +164,7 @@ def test_shapes_and_one_node_left(variant):
     one_stroke = S.join_strokes([np.array([[20.0, 20], [200, 200]])])
     q = m.embed_query(view.queries[:2], strokes=[view.strokes[0], one_stroke])
     g = m.embed_gallery(view.gallery)
-    assert q.shape == (2, 6, m.d + 1) and g.shape == (3, 6, m.d + 1)
+    assert q.shape == (2, 6, m.channels + 1) and g.shape == (3, 6, m.channels + 1)
     assert q[0, :, -1].sum() == 4 and q[1, :, -1].sum() == 1
     s, p = m.head(q[[0, 1, 0]], g)
     assert s.shape == p.shape == (3, m.d)
@@ -177,9 +177,7 @@ def test_the_hierarchy_runs_to_one_node_per_branch():
     view = toy_view(2)
     m = build_method("hierarchy", variant="proposed", max_nodes=8).eval()
     q, g = m.embed_query(view.queries, strokes=view.strokes), m.embed_gallery(view.gallery)
-    d = m.d
-    s, sm = q[..., :d], q[..., d] > 0.5
-    p, pm = g[..., :d], g[..., d] > 0.5
+    (s, sm), (p, pm) = m.project(q), m.project(g)
     levels = 0
     while ((sm.sum(1) > 1) | (pm.sum(1) > 1)).any():
         s, p = m.co_s(s, sm, p, pm), m.co_p(p, pm, s, sm)
@@ -187,7 +185,7 @@ def test_the_hierarchy_runs_to_one_node_per_branch():
         p, pm = m.fuse_p(p, pm)
         levels += 1
     assert (sm.sum(1) == 1).all() and (pm.sum(1) == 1).all()
-    assert levels == max(int(q[..., d].sum(1).max()), int(g[..., d].sum(1).max())) - 1
+    assert levels == max(int(q[..., -1].sum(1).max()), int(g[..., -1].sum(1).max())) - 1
     es, ep = m.head(q, g)
     assert torch.allclose(es, (s * sm[..., None]).sum(1), atol=1e-5)
     assert not torch.allclose(es.norm(dim=1), torch.ones(2))  # not L2-normalised (commit e68e780)
@@ -289,3 +287,100 @@ def test_a_view_without_strokes_is_refused():
     view.strokes = None
     with pytest.raises(ValueError, match="strokes"):
         evaluate(build_method("hierarchy"), view)
+
+
+# ---------------------------------------------------------------------- the ci design: a frozen encoder
+
+
+def _encoder(seed=0):
+    torch.manual_seed(seed)
+    return build_method("triplet_sn", encoder="cnn", width=8, depth=4, embed_dim=16, double_conv=False).encoder
+
+
+def test_on_encoder_nodes_are_the_encoders_region_embeddings_and_only_the_head_learns():
+    view = toy_view(6)
+    enc = _encoder()
+    m = H.on_encoder(enc, "proposed", max_nodes=6, d=16, d_h=8)
+    # the encoder is copied, not shared, and frozen
+    assert all(not p.requires_grad for p in m.backbone.parameters()) and all(not p.requires_grad for p in m.trunk.parameters())
+    assert all(p.requires_grad for p in enc.parameters())
+    q, g = H.cache_nodes(m, view)
+    assert q.shape == (6, 6, enc.embed_dim + 1) and g.shape[0] == 6
+    # a node is a unit vector (the encoder's L2-normalised embedding of its region)
+    real = g[..., -1] > 0.5
+    assert torch.allclose(g[..., :-1][real].norm(dim=1), torch.ones(int(real.sum())), atol=1e-5)
+    # the full-image node (first photo node) is the encoder's own embedding of the photo, up to RoI
+    # align's bilinear resampling, when the RoI output is as large as the map (roi_size = map side)
+    full = H.on_encoder(enc, "b_siamese", split=2, roi_size=SIZE // 4, max_nodes=6, d=16)
+    gf = H.cache_nodes(full, view)[1]
+    with torch.no_grad():
+        cos = (gf[:, 0, :-1] * enc(view.gallery)).sum(1)
+    assert (cos > 0.99).all()
+    m.train()
+    loss = m.triplet_loss(q[:3], g[:3], g[3:6] * 1.0)
+    loss = loss + 10.0 * m.pair_distance(q[:3], g[:3]).mean()  # keeps every part in the graph
+    loss.backward()
+    learnt = {n.split(".")[0] for n, p in m.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert learnt == {"node", "co_s", "co_p", "fuse_s", "fuse_p"}
+
+
+def test_evaluate_on_cached_nodes_equals_evaluate_on_images():
+    view = toy_view(8)
+    m = H.on_encoder(_encoder(), "proposed", max_nodes=6, d=16, d_h=8).eval()
+    feats = H.cache_nodes(m, view)
+    a, b = evaluate(m, view, ks=(1, 3)), evaluate(m, view, ks=(1, 3), features=feats)
+    assert np.array_equal(a.per_query["rank"], b.per_query["rank"]) and a.pair_evaluations == b.pair_evaluations
+    with pytest.raises(ValueError, match="features"):
+        evaluate(m, view, features=(feats[0][:3], feats[1]))
+
+
+def _fit_heads(variant, steps=200):
+    view = toy_view(8, seed=3)
+    torch.manual_seed(1)
+    enc = build_method("triplet_sn", encoder="cnn", width=16, depth=4, embed_dim=32, double_conv=False).encoder
+    torch.manual_seed(0)
+    m = H.on_encoder(enc, variant, max_nodes=6, d=32, d_h=16)
+    feats = H.cache_nodes(m, view)
+    before = evaluate(m, view, ks=(1,), features=feats).metrics["acc_at_1"]
+    start = {k: v.clone() for k, v in m.state_dict().items()}
+    hist = H.train_heads(m, view, feats, view, feats, steps=steps, batch_size=8, lr=3e-3, seed=0, eval_every=40)
+    after = evaluate(m, view, ks=(1,), features=H.cache_nodes(m, view)).metrics["acc_at_1"]
+    return m, start, before, after, hist
+
+
+def test_train_heads_overfits_a_tiny_problem_on_frozen_nodes():
+    m, start, before, after, hist = _fit_heads("b_siamese")
+    assert after == hist["val/acc_at_1"].max() and after > before and after >= 0.75
+    # the frozen encoder did not move; the head did
+    assert all(torch.equal(start[k], v) for k, v in m.state_dict().items() if k.startswith(("backbone", "trunk")))
+    assert not torch.equal(start["node.weight"], m.node.weight)
+
+
+def test_train_heads_is_seeded_and_ends_in_eval_mode():
+    a, *_ = _fit_heads("proposed", steps=40)
+    b, *_ = _fit_heads("proposed", steps=40)
+    assert not a.training and a.generator is None  # random parts (Gumbel) off once trained
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_restroke_redraws_the_queries_with_fewer_strokes():
+    view = toy_view(4)
+    first = [S.truncate(s, 0.25) for s in view.strokes]
+    v = H.restroke(view, first)
+    assert v.queries.shape == view.queries.shape and torch.equal(v.gallery, view.gallery)
+    assert all(S.n_strokes(s) == 1 for s in v.strokes)
+    assert v.queries.sum() < view.queries.sum()
+    same = H.restroke(view, view.strokes)
+    assert torch.allclose(same.queries, view.queries)
+    with pytest.raises(ValueError):
+        H.restroke(view, first[:2])
+
+
+def test_merge_trace_merges_down_to_one_node():
+    view = toy_view(2)
+    m = H.on_encoder(_encoder(), "proposed", max_nodes=6, d=16, d_h=8)
+    q, g = H.cache_nodes(m, view)
+    tr = H.merge_trace(m, q[0], g[0])
+    assert len(tr["sketch_merges"]) == tr["n_sketch"] - 1 and len(tr["photo_merges"]) == tr["n_photo"] - 1
+    assert tr["attention"].shape == (tr["n_sketch"], tr["n_photo"])
+    assert np.allclose(tr["attention"].sum(1), 1, atol=1e-5)

@@ -298,8 +298,15 @@ class HierarchySBIR(Method):
     """Cross-modal hierarchical FG-SBIR (see the module docstring); sampler "triplets" with strokes.
 
     backbone: a conv stack (``encoders.SmallCNN.features`` at the ci scale) of stride ``stride``.
+    channels: the size of a node's raw feature (the backbone's channels, or the trunk's output).
+    trunk: None (a node is its RoI-aligned map max-pooled) or a module (K, C, r, r) -> (K, channels)
+        run on each RoI-aligned crop (the rest of a trained encoder, ``on_encoder``).
+    frozen: backbone and trunk are not trained (their node features can be computed once).
     d: node size; d_h: attention size; max_nodes: nodes per sketch and per photo (K).
     coattn, fusion, fusion_variant: the variant (``VARIANTS``); margin: of the squared triplet.
+
+    ``embed_query`` / ``embed_gallery`` return the raw node features (N, K, channels + 1), mask last;
+    the head projects them to ``d`` (``node``) and runs co-attention and fusion per pair.
     """
 
     sampler = "triplets"
@@ -309,7 +316,8 @@ class HierarchySBIR(Method):
     def __init__(self, backbone: nn.Module, channels: int, stride: int, d: int = 64, d_h: int = 32,
                  max_nodes: int = 16, coattn: str = "slide", fusion: str = "hierarchy",
                  fusion_variant: str = "slide", margin: float = 0.2, flip: bool = True, roi_size: int = 3,
-                 line_pad: float = 1.0):
+                 line_pad: float = 1.0, trunk: nn.Module | None = None, frozen: bool = False,
+                 sketch_full_node: bool = False):
         super().__init__()
         for name, value, allowed in (("coattn", coattn, COATTN), ("fusion", fusion, FUSION),
                                      ("fusion_variant", fusion_variant, FUSION_VARIANTS)):
@@ -318,6 +326,13 @@ class HierarchySBIR(Method):
         if max_nodes < 1:
             raise ValueError(f"max_nodes must be >= 1, got {max_nodes}")
         self.backbone = backbone
+        self.trunk = trunk
+        self.frozen = bool(frozen)
+        if frozen:
+            for p in list(backbone.parameters()) + (list(trunk.parameters()) if trunk is not None else []):
+                p.requires_grad_(False)
+        self.channels = int(channels)
+        self.sketch_full_node = bool(sketch_full_node)
         self.stride, self.d, self.max_nodes = stride, d, int(max_nodes)
         self.coattn_kind, self.fusion_kind = coattn, fusion
         self.margin, self.flip, self.roi_size, self.line_pad = float(margin), flip, int(roi_size), float(line_pad)
@@ -332,24 +347,32 @@ class HierarchySBIR(Method):
 
     # -- nodes
     def _nodes(self, x: torch.Tensor, boxes: list) -> torch.Tensor:
-        """Images (B, C, S, S) and per-image boxes (k_i, 4) -> padded nodes (B, K, d + 1), mask last."""
+        """Images (B, C, S, S) and per-image boxes (k_i, 4) -> padded raw node features
+        (B, K, channels + 1), mask last."""
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        fmap = self.backbone(x.contiguous())
-        counts = [len(b) for b in boxes]
-        flat = torch.as_tensor(np.concatenate(boxes), dtype=fmap.dtype, device=fmap.device)
-        idx = torch.repeat_interleave(torch.arange(len(boxes), device=fmap.device),
-                                      torch.as_tensor(counts, device=fmap.device))
-        pooled = roi_align(fmap, flat, idx, 1.0 / self.stride, self.roi_size).amax(dim=(2, 3))
-        feats = self.node(pooled)
-        out = feats.new_zeros(len(boxes), self.max_nodes, self.d + 1)
-        slot = torch.cat([torch.arange(c, device=fmap.device) for c in counts])
-        out[idx, slot, :self.d] = feats
-        out[idx, slot, self.d] = 1.0
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            fmap = self.backbone(x.contiguous())
+            counts = [len(b) for b in boxes]
+            flat = torch.as_tensor(np.concatenate(boxes), dtype=fmap.dtype, device=fmap.device)
+            idx = torch.repeat_interleave(torch.arange(len(boxes), device=fmap.device),
+                                          torch.as_tensor(counts, device=fmap.device))
+            crops = roi_align(fmap, flat, idx, 1.0 / self.stride, self.roi_size)
+            feats = crops.amax(dim=(2, 3)) if self.trunk is None else self.trunk(crops)
+        c = self.channels
+        out = feats.new_zeros(len(boxes), self.max_nodes, c + 1)
+        slot = torch.cat([torch.arange(n, device=fmap.device) for n in counts])
+        out[idx, slot, :c] = feats
+        out[idx, slot, c] = 1.0
         return out
 
     def sketch_boxes(self, strokes, size: int, flip=None) -> list[np.ndarray]:
-        boxes = [stroke_node_boxes(s, size, self.max_nodes, self.line_pad) for s in strokes]
+        if self.sketch_full_node:  # the whole sketch first, as the whole photo leads its proposals
+            full = np.array([[0.0, 0.0, size, size]], np.float32)
+            boxes = [np.vstack([full, stroke_node_boxes(s, size, self.max_nodes - 1, self.line_pad)])
+                     if self.max_nodes > 1 else full for s in strokes]
+        else:
+            boxes = [stroke_node_boxes(s, size, self.max_nodes, self.line_pad) for s in strokes]
         return _flip_each(boxes, size, flip)
 
     def photo_boxes(self, x: torch.Tensor, flip=None) -> list[np.ndarray]:
@@ -357,20 +380,24 @@ class HierarchySBIR(Method):
         return _flip_each(boxes, x.shape[-1], flip)
 
     def embed_query(self, x: torch.Tensor, style=None, strokes=None) -> torch.Tensor:
-        """Sketches (B, C, S, S) and their strokes (B arrays) -> nodes (B, K, d + 1), mask last."""
+        """Sketches (B, C, S, S) and their strokes (B arrays) -> raw nodes (B, K, channels + 1), mask last."""
         if strokes is None:
             raise ValueError("HierarchySBIR needs the sketches' strokes (a view with strokes)")
         return self._nodes(x, self.sketch_boxes(strokes, x.shape[-1]))
 
     def embed_gallery(self, x: torch.Tensor) -> torch.Tensor:
-        """Photos (B, 3, S, S) -> nodes (B, K, d + 1) on their selective-search boxes, mask last."""
+        """Photos (B, 3, S, S) -> raw nodes (B, K, channels + 1) on their selective-search boxes, mask last."""
         return self._nodes(x, self.photo_boxes(x))
 
     # -- head
+    def project(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw padded nodes (P, K, channels + 1) -> projected nodes (P, K, d) and their mask (P, K) bool."""
+        c = self.channels
+        return self.node(nodes[..., :c]), nodes[..., c] > 0.5
+
     def head(self, q: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Aligned pairs of padded nodes (P, K, d + 1) -> the pair's sketch and photo vectors (P, d)."""
-        s, sm = q[..., :self.d], q[..., self.d] > 0.5
-        p, pm = g[..., :self.d], g[..., self.d] > 0.5
+        """Aligned pairs of raw padded nodes (P, K, channels + 1) -> the pair's sketch and photo vectors (P, d)."""
+        (s, sm), (p, pm) = self.project(q), self.project(g)
         if self.fusion_kind == "maxpool":
             if self.coattn_kind != "none":
                 s, p = self.co_s(s, sm, p, pm), self.co_p(p, pm, s, sm)
@@ -407,9 +434,12 @@ class HierarchySBIR(Method):
         q = self._nodes(sk, sb)
         g = self._nodes(torch.cat([ph, ng]), pb + nb)
         b = len(q)
-        d_pos = self.pair_distance(q, g[:b])
-        d_neg = self.pair_distance(q, g[b:])
-        return F.relu(self.margin + d_pos - d_neg).mean()
+        return self.triplet_loss(q, g[:b], g[b:])
+
+    def triplet_loss(self, q: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """The paper's squared-distance triplet loss of raw nodes (B, K, channels + 1) of anchors,
+        positives and negatives: mean max(0, margin + |S+ - P+|^2 - |S- - P-|^2)."""
+        return F.relu(self.margin + self.pair_distance(q, pos) - self.pair_distance(q, neg)).mean()
 
 
 def _flip_each(boxes: list, size: float, flip) -> list:
@@ -432,3 +462,176 @@ def build_hierarchy(variant: str = "proposed", width: int = 16, depth: int = 2, 
     channels = width * min(2 ** (depth - 1), 8)
     return HierarchySBIR(cnn.features, channels, 2 ** depth, d, d_h, max_nodes, margin=margin, flip=flip,
                          roi_size=roi_size, **opts)
+
+
+# ---------------------------------------------------------------------- the ci design: a frozen encoder's nodes
+
+
+class EncoderTail(nn.Module):
+    """The rest of a ``SmallCNN`` run on RoI-aligned crops: (K, C, r, r) -> its conv blocks, global max
+    pool, its head and L2 norm -> (K, embed_dim), so that a node is the encoder's embedding of its region."""
+
+    def __init__(self, blocks: nn.Module, head: nn.Linear):
+        super().__init__()
+        self.blocks, self.head = blocks, head
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(self.blocks(crops).amax(dim=(2, 3))), dim=1)
+
+
+def on_encoder(encoder: nn.Module, variant: str = "proposed", split: int = 2, roi_size: int = 8, d: int = 64,
+               d_h: int = 32, max_nodes: int = 8, margin: float = 0.2, sketch_full_node: bool = True,
+               identity_init: bool = True, **overrides) -> HierarchySBIR:
+    """A ``HierarchySBIR`` on a trained, frozen ``SmallCNN`` (e.g. Triplet-SN's ``encoder``, deep-copied):
+    its first ``split`` blocks give the feature map (stride 2^split), each node's RoI-aligned crop
+    (``roi_size`` square) runs through the remaining blocks and the head (``EncoderTail``). Only the
+    head of the hierarchy learns (node projection, co-attention, fusion): ``train_heads``."""
+    import copy
+
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+    enc = copy.deepcopy(encoder)
+    if enc.config.double_conv:
+        raise ValueError("on_encoder expects single-conv blocks (two layers per block)")
+    if not 1 <= split < enc.config.depth:
+        raise ValueError(f"split must lie in [1, {enc.config.depth - 1}], got {split}")
+    layers = list(enc.features)
+    backbone, rest = nn.Sequential(*layers[:2 * split]), nn.Sequential(*layers[2 * split:])
+    opts = {"fusion_variant": "slide", **VARIANTS[variant], **overrides}
+    m = HierarchySBIR(backbone, enc.embed_dim, 2 ** split, d, d_h, max_nodes, margin=margin, flip=False,
+                      roi_size=roi_size, trunk=EncoderTail(rest, enc.head), frozen=True,
+                      sketch_full_node=sketch_full_node, **opts)
+    if identity_init and d == enc.embed_dim:  # start from the encoder's own embedding space
+        with torch.no_grad():
+            m.node.weight.copy_(torch.eye(d))
+            m.node.bias.zero_()
+    return m
+
+
+@torch.no_grad()
+def cache_nodes(method: HierarchySBIR, view, batch: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """A frozen method's raw nodes of a view's queries and gallery, computed once:
+    ((N, K, channels + 1), (M, K, channels + 1)), for ``train_heads`` and ``evaluate(features=...)``."""
+    from sbir_core.evaluation import embed
+
+    if not method.frozen:
+        raise ValueError("cache_nodes needs a frozen backbone (on_encoder): trained nodes change every step")
+    was = method.training
+    method.eval()
+    try:
+        q = embed(method.embed_query, view.queries, batch, strokes=view.strokes)
+        g = embed(method.embed_gallery, view.gallery, batch)
+    finally:
+        method.train(was)
+    return q, g
+
+
+def train_heads(method: HierarchySBIR, train, train_nodes, val=None, val_nodes=None, steps: int = 200,
+                batch_size: int = 32, lr: float = 1e-3, seed: int = 0, eval_every: int = 100,
+                ks=(1, 10)):
+    """Train the head of a frozen method on cached nodes with the paper's triplet loss; batches are
+    ``train``'s triplet rule (a random other query's photo as the negative), Gumbel noise from a
+    generator seeded by ``seed``. With ``val``, evaluate every ``eval_every`` steps and at the end and
+    keep the state of the best val Acc@ks[0] (earliest on ties). Returns the history DataFrame
+    (step, loss, val/acc_at_K) with ``attrs["selected_step"]``."""
+    import pandas as pd
+
+    from sbir_core.evaluation import evaluate
+
+    if not method.frozen:
+        raise ValueError("train_heads trains the head of a frozen method (on_encoder)")
+    qn, gn = train_nodes
+    gen = torch.Generator().manual_seed(seed)
+    method.generator = torch.Generator().manual_seed(seed + 1)
+    params = [p for p in method.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    target = train.target
+    rows, best, best_state, best_step = [], -1.0, None, 0
+    losses = []
+    method.train()
+    for step in range(1, steps + 1):
+        idx = torch.randperm(len(train), generator=gen)[:batch_size]
+        neg = target[train.other_queries(idx, gen)]
+        loss = method.triplet_loss(qn[idx], gn[target[idx]], gn[neg])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        method.sync_gradients()
+        opt.step()
+        losses.append(float(loss.detach()))
+        if val is not None and (step % eval_every == 0 or step == steps):
+            ev = evaluate(method, val, ks=ks, features=val_nodes)
+            row = {"step": step, "loss": float(np.mean(losses[-eval_every:])),
+                   **{f"val/{k}": v for k, v in ev.metrics.items()}}
+            rows.append(row)
+            score = row[f"val/acc_at_{ks[0]}"]
+            if score > best:
+                best, best_step = score, step
+                best_state = {k: v.detach().clone() for k, v in method.state_dict().items()}
+            method.train()
+    if val is None:
+        rows.append({"step": steps, "loss": float(np.mean(losses[-eval_every:]))})
+        best_step = steps
+    else:
+        method.load_state_dict(best_state)
+    method.generator = None
+    method.eval()
+    hist = pd.DataFrame(rows)
+    hist.attrs["selected_step"] = best_step
+    return hist
+
+
+# ---------------------------------------------------------------------- sketches with fewer strokes
+
+
+def restroke(view, strokes: list, line_width: float = 1.5):
+    """The same retrieval problem with each query redrawn from ``strokes`` (one array per query, e.g.
+    ``synthetic.detail_subset`` or ``strokes.truncate``) at the view's size: a new ``RetrievalView``."""
+    from sbir_core.data.views import RetrievalView, sketch_tensor
+
+    if len(strokes) != len(view):
+        raise ValueError(f"{len(strokes)} stroke arrays for {len(view)} queries")
+    size = view.queries.shape[-1]
+    queries = sketch_tensor(S.rasterise_many(strokes, size, line_width))
+    if view.queries.shape[1] != 1:
+        queries = queries.expand(-1, view.queries.shape[1], -1, -1)
+    return RetrievalView(view.name, queries, view.gallery, view.target, view.table, view.gallery_table, view.group,
+                         list(strokes), view.dropped)
+
+
+@torch.no_grad()
+def merge_trace(method: HierarchySBIR, q: torch.Tensor, g: torch.Tensor) -> dict:
+    """What the head does with one pair of raw nodes (K, channels + 1) at test (no noise): the first
+    level's sketch-to-photo attention (ks, kp) (None without cross-modal co-attention) and, per level,
+    the slots each branch merged ([(a, b), ...]; the merged node stays in slot a). For the figure."""
+    was = method.training
+    method.eval()
+    try:
+        (s, sm), (p, pm) = method.project(q[None]), method.project(g[None])
+        out = {"attention": None, "sketch_merges": [], "photo_merges": [],
+               "n_sketch": int(sm.sum()), "n_photo": int(pm.sum())}
+        if method.coattn_kind in ("slide", "code"):
+            co = method.co_s
+            a = co.w_x(s) @ co.w_y(p).transpose(1, 2) / math.sqrt(co.d_h)
+            out["attention"] = _masked_softmax(a, pm[:, None, :])[0, :out["n_sketch"], :out["n_photo"]].numpy()
+        if method.fusion_kind != "hierarchy":
+            return out
+        for _ in range(method.max_nodes - 1):
+            if not bool((sm.sum(1) > 1).any() | (pm.sum(1) > 1).any()):
+                break
+            if method.coattn_kind != "none":
+                s, p = method.co_s(s, sm, p, pm), method.co_p(p, pm, s, sm)
+            for key, fuse, x, m in (("sketch_merges", method.fuse_s, s, sm), ("photo_merges", method.fuse_p, p, pm)):
+                gone = m.clone()
+                new, m2 = fuse(x, m)
+                dropped = (gone & ~m2)[0].nonzero().flatten().tolist()
+                if dropped:
+                    changed = ((new - x).abs().sum(-1)[0] > 0) & m2[0]
+                    kept = changed.nonzero().flatten().tolist()
+                    out[key].append((kept[0] if kept else -1, dropped[0]))
+                if key == "sketch_merges":
+                    s, sm = new, m2
+                else:
+                    p, pm = new, m2
+        return out
+    finally:
+        method.train(was)
