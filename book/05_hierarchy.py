@@ -538,7 +538,7 @@ pub.round(1).rename_axis("Acc@1 (%)")
 # tests found the same weakness end to end: the full hierarchy does not overfit six toy pairs
 # (`tests/test_hierarchy.py`, a strict expected failure), while the rows without node fusion
 # do. A longer run with a larger learning rate, outside this chapter's budget (`STEPS`, `LR`),
-# saw the fusion rows' training loss sit at the margin for the first hundred or so steps and
+# saw the fusion rows' training loss sit at the margin for a while and
 # then fall, and their test Acc@10 leave chance: they look like slow starters rather than
 # non-learners, which the paper configuration (end to end, far longer) is there to settle. No real-data rows: the table under *Real sketches*
 # says, from the data found, which sets lack strokes or paired photos.
