@@ -128,10 +128,9 @@ def _pairwise_ranks(method, view: RetrievalView, batch: int, shortlist, features
         if len(qf) != n or len(gf) != m:
             raise ValueError(f"features for {len(qf)} queries and {len(gf)} gallery items; {view.name} has {n} and {m}")
     else:
-        # a method whose nodes come from strokes (``needs_strokes``) gets the queries' strokes too
+        # a method whose nodes come from strokes (``needs_strokes``) gets the queries' strokes when the view has
+        # them (None otherwise: the method decides what stands in for them)
         kw = {"strokes": view.strokes} if getattr(method, "needs_strokes", False) else {}
-        if kw and view.strokes is None:
-            raise ValueError(f"{type(method).__name__} needs the queries' strokes; view {view.name} has none")
         qf = embed(method.embed_query, view.queries, batch, **kw)
         gf = embed(method.embed_gallery, view.gallery, batch)
     if shortlist is None:

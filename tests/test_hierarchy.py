@@ -282,11 +282,36 @@ def test_two_stage_scores_fewer_pairs_and_a_gallery_of_one():
     assert ev.metrics["acc_at_1"] == 1.0 and ev.pair_evaluations == 2
 
 
-def test_a_view_without_strokes_is_refused():
+def test_ink_pieces_are_the_nodes_of_a_sketch_without_strokes():
+    ink = np.zeros((16, 16), np.float32)
+    ink[2:4, 3:9] = 1  # a 2 x 6 bar: the largest piece
+    ink[10, 12] = 1  # a dot
+    ink[11, 13] = 1  # touches the dot diagonally: one 8-connected piece
+    boxes = H.ink_node_boxes(ink, max_nodes=4)
+    np.testing.assert_allclose(boxes, [[3, 2, 9, 4], [12, 10, 14, 12]])
+    # every ink pixel lies in a box, and the box of each piece holds only that piece's ink
+    ys, xs = np.nonzero(ink)
+    inside = ((xs[:, None] >= boxes[:, 0]) & (xs[:, None] < boxes[:, 2])
+              & (ys[:, None] >= boxes[:, 1]) & (ys[:, None] < boxes[:, 3]))
+    assert inside.any(1).all()
+    # more pieces than nodes: the rest join the last box; no ink: the whole image
+    many = np.zeros((16, 16), np.float32)
+    many[::4, ::4] = 1
+    b = H.ink_node_boxes(many, max_nodes=3)
+    # 16 one-pixel pieces of equal area keep their raster order: the first two, then one box round the other 14
+    np.testing.assert_allclose(b, [[0, 0, 1, 1], [4, 0, 5, 1], [0, 0, 13, 13]])
+    np.testing.assert_allclose(H.ink_node_boxes(np.zeros((8, 8)), 3), [[0, 0, 8, 8]])
+
+
+def test_a_view_without_strokes_uses_ink_pieces():
     view = toy_view(3)
+    m = build_method("hierarchy", max_nodes=6).eval()
+    with_strokes = evaluate(m, view, ks=(1,))
     view.strokes = None
-    with pytest.raises(ValueError, match="strokes"):
-        evaluate(build_method("hierarchy"), view)
+    without = evaluate(m, view, ks=(1,))  # runs: the nodes are the pieces of ink
+    assert without.pair_evaluations == with_strokes.pair_evaluations
+    q = m.embed_query(view.queries)
+    assert q.shape[0] == 3 and (q[..., -1].sum(1) >= 1).all()
 
 
 # ---------------------------------------------------------------------- the ci design: a frozen encoder

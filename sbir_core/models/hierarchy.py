@@ -96,6 +96,29 @@ def stroke_node_boxes(strokes, size: int, max_nodes: int, pad: float = 1.0) -> n
     return clip_boxes(boxes, size)
 
 
+def ink_node_boxes(ink, max_nodes: int, threshold: float = 0.5) -> np.ndarray:
+    """Nodes of a sketch known only as an image (no strokes, e.g. PACS-Sketchy): one box per connected
+    piece of ink (8-connected, ``ink`` (S, S) with ink = 1), the largest pieces first, as a stand-in for
+    strokes (a piece may hold several strokes that touch). Pieces beyond ``max_nodes`` join the last
+    node's box; no ink gives the whole image. (min(n, max_nodes), 4) float32, clipped like strokes."""
+    from scipy import ndimage
+
+    ink = np.asarray(ink, dtype=np.float32)
+    size = ink.shape[-1]
+    labels, n = ndimage.label(ink > threshold, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return clip_boxes(np.array([[0.0, 0.0, size, size]]), size)
+    areas = ndimage.sum_labels(np.ones_like(ink), labels, index=np.arange(1, n + 1))
+    slices = ndimage.find_objects(labels)
+    order = np.argsort(-areas, kind="stable")
+    boxes = np.array([[slices[i][1].start, slices[i][0].start, slices[i][1].stop, slices[i][0].stop] for i in order],
+                     dtype=np.float64)
+    if len(boxes) > max_nodes:
+        tail = boxes[max_nodes - 1:]
+        boxes = np.vstack([boxes[:max_nodes - 1], [[*tail[:, :2].min(0), *tail[:, 2:].max(0)]]])
+    return clip_boxes(boxes, size)  # pixel extents [start, stop) already hold the ink's width
+
+
 def selective_search(image: np.ndarray, top: int = 16, min_side: float = 2.0) -> np.ndarray:
     """Region proposals of an (H, W, 3) uint8 image: the full image first, then up to ``top - 1``
     distinct selective-search boxes (fast mode) of at least ``min_side`` pixels: (k, 4) float32,
@@ -311,7 +334,7 @@ class HierarchySBIR(Method):
 
     sampler = "triplets"
     pairwise = True
-    needs_strokes = True
+    needs_strokes = True  # given the queries' strokes when a view has them (else pieces of ink are its nodes)
 
     def __init__(self, backbone: nn.Module, channels: int, stride: int, d: int = 64, d_h: int = 32,
                  max_nodes: int = 16, coattn: str = "slide", fusion: str = "hierarchy",
@@ -366,13 +389,20 @@ class HierarchySBIR(Method):
         out[idx, slot, c] = 1.0
         return out
 
-    def sketch_boxes(self, strokes, size: int, flip=None) -> list[np.ndarray]:
+    def sketch_boxes(self, strokes, size: int, flip=None, images=None) -> list[np.ndarray]:
+        """Per-sketch node boxes: one per stroke, or (``strokes`` None, ``images`` (B, C, S, S) with ink = 1
+        given) one per connected piece of ink (``ink_node_boxes``), for sets that have no strokes."""
+        if strokes is None:
+            if images is None:
+                raise ValueError("HierarchySBIR needs the sketches' strokes or their images for its nodes")
+            k = self.max_nodes - 1 if self.sketch_full_node else self.max_nodes
+            boxes = [ink_node_boxes(im[0].cpu().numpy(), max(k, 1)) for im in images]
+        else:
+            k = self.max_nodes - 1 if self.sketch_full_node else self.max_nodes
+            boxes = [stroke_node_boxes(s, size, max(k, 1), self.line_pad) for s in strokes]
         if self.sketch_full_node:  # the whole sketch first, as the whole photo leads its proposals
             full = np.array([[0.0, 0.0, size, size]], np.float32)
-            boxes = [np.vstack([full, stroke_node_boxes(s, size, self.max_nodes - 1, self.line_pad)])
-                     if self.max_nodes > 1 else full for s in strokes]
-        else:
-            boxes = [stroke_node_boxes(s, size, self.max_nodes, self.line_pad) for s in strokes]
+            boxes = [np.vstack([full, b]) if self.max_nodes > 1 else full for b in boxes]
         return _flip_each(boxes, size, flip)
 
     def photo_boxes(self, x: torch.Tensor, flip=None) -> list[np.ndarray]:
@@ -380,10 +410,9 @@ class HierarchySBIR(Method):
         return _flip_each(boxes, x.shape[-1], flip)
 
     def embed_query(self, x: torch.Tensor, style=None, strokes=None) -> torch.Tensor:
-        """Sketches (B, C, S, S) and their strokes (B arrays) -> raw nodes (B, K, channels + 1), mask last."""
-        if strokes is None:
-            raise ValueError("HierarchySBIR needs the sketches' strokes (a view with strokes)")
-        return self._nodes(x, self.sketch_boxes(strokes, x.shape[-1]))
+        """Sketches (B, C, S, S) and their strokes (B arrays; None: pieces of ink stand for strokes) -> raw
+        nodes (B, K, channels + 1), mask last."""
+        return self._nodes(x, self.sketch_boxes(strokes, x.shape[-1], images=None if strokes is not None else x))
 
     def embed_gallery(self, x: torch.Tensor) -> torch.Tensor:
         """Photos (B, 3, S, S) -> raw nodes (B, K, channels + 1) on their selective-search boxes, mask last."""
