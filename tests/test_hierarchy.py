@@ -409,3 +409,14 @@ def test_merge_trace_merges_down_to_one_node():
     assert len(tr["sketch_merges"]) == tr["n_sketch"] - 1 and len(tr["photo_merges"]) == tr["n_photo"] - 1
     assert tr["attention"].shape == (tr["n_sketch"], tr["n_photo"])
     assert np.allclose(tr["attention"].sum(1), 1, atol=1e-5)
+
+
+def test_first_strokes_of_a_view_with_strokes_run_on_cached_nodes():
+    """The chapter's first-strokes study on a real set with strokes and photos: truncate, redraw, cache, rank."""
+    view = toy_view(6)
+    m = H.on_encoder(_encoder(), "proposed", max_nodes=4).eval()
+    for frac in (0.25, 0.5):
+        fv = H.restroke(view, [S.truncate(s, frac) for s in view.strokes])
+        assert [len(S.split_strokes(s)) for s in fv.strokes] == [1 if frac == 0.25 else 2] * 6
+        ev = evaluate(m, fv, ks=(1, 3), features=H.cache_nodes(m, fv))
+        assert ev.pair_evaluations == 36 and 0 <= ev.metrics["acc_at_3"] <= 1
