@@ -119,6 +119,26 @@ def ink_node_boxes(ink, max_nodes: int, threshold: float = 0.5) -> np.ndarray:
     return clip_boxes(boxes, size)  # pixel extents [start, stop) already hold the ink's width
 
 
+def _seed_c_rand(seed: int) -> None:
+    """OpenCV ranks selective search's regions by level x C ``rand()`` (``selectivesearchsegmentation.cpp``),
+    so its order of proposals, and the top ``k`` taken here, change from call to call unless the C library's
+    generator is seeded. Seeded before every image: the same photo gets the same boxes in every run."""
+    import ctypes
+    import ctypes.util
+
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL(None)  # the process's own C library (Linux, macOS): the one OpenCV calls
+            _LIBC.srand
+        except (OSError, AttributeError):
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or ctypes.util.find_library("msvcrt"))
+    _LIBC.srand(ctypes.c_uint(seed))
+
+
+_LIBC = None
+
+
 def selective_search(image: np.ndarray, top: int = 16, min_side: float = 2.0) -> np.ndarray:
     """Region proposals of an (H, W, 3) uint8 image: the full image first, then up to ``top - 1``
     distinct selective-search boxes (fast mode) of at least ``min_side`` pixels: (k, 4) float32,
@@ -133,6 +153,7 @@ def selective_search(image: np.ndarray, top: int = 16, min_side: float = 2.0) ->
         ss.setBaseImage(np.ascontiguousarray(image[..., ::-1]))  # OpenCV wants BGR
         ss.switchToSelectiveSearchFast()
         seen = {tuple(boxes[0])}
+        _seed_c_rand(0)
         for x, y, bw, bh in ss.process():
             box = (float(x), float(y), float(x + bw), float(y + bh))
             if bw < min_side or bh < min_side or box in seen:
@@ -157,7 +178,7 @@ def photo_node_boxes(images: torch.Tensor, top: int = 16, use_cache: bool = True
     out = []
     u8 = ((images.detach().float().cpu().permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
     for img in u8:
-        key = content_hash(img, "ss-fast", top)
+        key = content_hash(img, "ss-fast-srand0", top)  # proposals since C rand() is seeded
         boxes = _PROPOSALS.get(key) if use_cache else None
         if boxes is None:
             boxes = cached_arrays(cache_dir() / "proposals" / f"ss-{key}.npz",
