@@ -10,4 +10,5 @@ METHODS: dict[str, str] = {
     "pixel_nn": "sbir_core.models.pixel_nn:PixelNN",
     "stylemeup": "sbir_core.models.stylemeup:build_stylemeup",
     "with_style": "sbir_core.models.with_style:build_with_style",
+    "adaptive_fgsbir": "sbir_core.models.adaptive:build_adaptive",
 }
