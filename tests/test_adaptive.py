@@ -293,3 +293,59 @@ def test_adaptation_never_changes_the_stored_base_model(tmp_path, monkeypatch):
     again = train_run(spec, view, None, None, cfg, seed=0)  # loaded from the store, not retrained
     assert all(torch.equal(first.best_state[k], again.best_state[k]) for k in first.best_state)
     assert all(torch.equal(first.best_state[k], v) for k, v in m.state_dict().items())
+
+
+def _stored_triplet(tmp_path, monkeypatch, view):
+    """A Triplet-SN run (SmallCNN of SMALL's sizes) trained 2 steps into a temporary store: its key."""
+    monkeypatch.setenv("SBIR_STORE", str(tmp_path))
+    spec = MethodSpec("triplet_sn", {"encoder": "cnn", **SMALL, "double_conv": False})
+    run = train_run(spec, view, None, None, TrainConfig(steps=2, batch_size=4, eval_every=2, progress=False), seed=0)
+    base = spec.build()
+    base.load_state_dict(run.best_state)
+    return run.fingerprint, base.eval()
+
+
+def test_f_and_m_from_a_stored_baseline_start_as_that_baseline(tmp_path, monkeypatch):
+    view = image_view()
+    key, base = _stored_triplet(tmp_path, monkeypatch, view)
+    m = A.AdaptiveFGSBIR(**SMALL, base=key, freeze_trunk=True).eval()
+    x = view.queries[:6]
+    # the attention starts at a = 1/2 (h * 2a = h): F+M is the stored Triplet-SN exactly
+    assert torch.allclose(m.embed_query(x), base.embed_query(x), atol=1e-6)
+    assert torch.allclose(m.embed_gallery(view.gallery), base.embed_gallery(view.gallery), atol=1e-6)
+    with pytest.raises(MethodError, match="no stored run"):
+        A.AdaptiveFGSBIR(**SMALL, base="0" * 20)
+    with pytest.raises(MethodError, match="does not fit"):
+        A.AdaptiveFGSBIR(width=4, depth=2, embed_dim=16, base=key)
+
+
+def test_frozen_trunk_learns_nothing_and_maml_adapts_only_what_trains(tmp_path, monkeypatch):
+    view = image_view()
+    key, _ = _stored_triplet(tmp_path, monkeypatch, view)
+    m = A.AdaptiveFGSBIR(**SMALL, inner="all", base=key, freeze_trunk=True, k_support=2, k_query=2, flip=False)
+    grads = _grads(m, m.training_loss(batch_of(m, view)))
+    assert not any(grads[n] for n in grads if n.startswith("encoder.features."))
+    assert grads["head.weight"] and grads["encoder.attend.weight"] and grads["margin_net.0.weight"] is False
+    assert set(m._adapted_names()) == {"encoder.attend.weight", "encoder.attend.bias", "head.weight", "head.bias"}
+
+
+def test_trunk_view_gives_the_same_retrieval_as_images_and_needs_a_frozen_trunk(tmp_path, monkeypatch):
+    view = image_view()
+    key, _ = _stored_triplet(tmp_path, monkeypatch, view)
+    torch.manual_seed(1)
+    m = A.AdaptiveFGSBIR(**SMALL, inner="margin", base=key, freeze_trunk=True, k_support=2, k_query=2)
+    with torch.no_grad():  # an attention that is not the identity, so that the check means something
+        m.encoder.attend.weight.normal_()
+    fv = A.trunk_view(view, m)
+    assert fv.queries.shape[1] == m.encoder.dim and fv.name.endswith("@trunk")
+    assert torch.allclose(m.embed_query(fv.queries), m.embed_query(view.queries), atol=1e-5)
+
+    def support_for(v):
+        return lambda drawer: v.triplets(torch.as_tensor(np.flatnonzero(v.table["drawer"] == drawer)[:3]),
+                                         torch.Generator().manual_seed(0))
+
+    on_images = evaluate(m, view, ks=(1,), adapt=("drawer", support_for(view)))
+    on_trunk = evaluate(m, fv, ks=(1,), adapt=("drawer", support_for(fv)))
+    assert np.array_equal(on_images.per_query["rank"], on_trunk.per_query["rank"])
+    with pytest.raises(MethodError, match="frozen trunk"):
+        A.trunk_view(view, A.AdaptiveFGSBIR(**SMALL))

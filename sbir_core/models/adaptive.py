@@ -113,13 +113,19 @@ def grad_reverse(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
 
 
 class AttentionCNN(nn.Module):
-    """F: conv blocks as ``encoders.SmallCNN`` and a spatial attention map (1x1 conv, sigmoid) that
-    re-weights the last feature map residually, h * (1 + a), before global max pooling.
+    """F: conv blocks as ``encoders.SmallCNN`` (the trunk) and a spatial attention map a (1x1 conv,
+    sigmoid) that re-weights the trunk's last feature map, h * 2a, before global max pooling. The
+    attention conv starts at zero, so a = 1/2 and F starts as the plain trunk with max pooling: F
+    initialised from a stored Triplet-SN is that model exactly until the attention learns.
 
-    (B, 1 or 3, S, S) -> (B, C) float32 (not normalised); ``attention(x)`` -> (B, S', S') in (0, 1).
+    Input: images (B, 1 or 3, S, S), or the trunk's own feature maps (B, C, S', S') precomputed once
+    (``trunk_view``: the ci scale, where the trunk is frozen). Output: (B, C) float32, not normalised;
+    ``attention(x)`` -> (B, S', S') in (0, 1). freeze_trunk: the trunk is not trained (and runs without
+    autograd).
     """
 
-    def __init__(self, width: int = 16, depth: int = 4, double_conv: bool = False, in_channels: int = 3):
+    def __init__(self, width: int = 16, depth: int = 4, double_conv: bool = False, in_channels: int = 3,
+                 freeze_trunk: bool = False):
         super().__init__()
         layers: list[nn.Module] = []
         ch_in = in_channels
@@ -131,17 +137,31 @@ class AttentionCNN(nn.Module):
             ch_in = ch
         self.features = nn.Sequential(*layers)
         self.attend = nn.Conv2d(ch_in, 1, 1)
+        nn.init.zeros_(self.attend.weight)
+        nn.init.zeros_(self.attend.bias)
         self.in_channels = in_channels
         self.dim = ch_in
+        self.freeze_trunk = bool(freeze_trunk)
+        if self.freeze_trunk:
+            self.features.requires_grad_(False)
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk's feature maps (B, C, S', S') of images, or ``x`` itself when it already is one."""
+        if x.ndim == 4 and x.shape[1] == self.dim and self.dim not in (1, self.in_channels):
+            return x
+        x = _three_channels(x, self.in_channels)
+        if self.freeze_trunk:
+            with torch.no_grad():
+                return self.features(x)
+        return self.features(x)
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(_three_channels(x, self.in_channels))
-        return torch.sigmoid(self.attend(h))[:, 0]
+        return torch.sigmoid(self.attend(self.trunk(x)))[:, 0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(_three_channels(x, self.in_channels))
+        h = self.trunk(x)
         a = torch.sigmoid(self.attend(h))
-        return (h * (1 + a)).amax(dim=(2, 3))
+        return (h * (2 * a)).amax(dim=(2, 3))
 
 
 def soft_triplet(d_pos: torch.Tensor, d_neg: torch.Tensor, margin, temperature: float) -> torch.Tensor:
@@ -171,6 +191,9 @@ class AdaptiveFGSBIR(Method):
     classes: the training class names (L_C's classes and L_S's word embeddings; category level).
     reg: weights {"d", "c", "s", "ud"} of the regularisers (0 switches one off: the ablation).
     inner_lr, inner_steps: the adaptation step size and count (1 step, as the poster finds best).
+    base: the store key of a trained Triplet-SN run (``SmallCNN`` encoder of the same width, depth and
+    embed_dim) whose trunk and head initialise F and M (the poster starts from a trained baseline);
+    None: random initialisation. freeze_trunk: F's conv trunk is not trained (the ci scale).
     margin: the outer (and fixed inner) triplet margin. max_margin: the predicted margin's range.
     """
 
@@ -180,7 +203,7 @@ class AdaptiveFGSBIR(Method):
                  level: str = "user", inner: str = "margin", classes: list | None = None, reg: dict | None = None,
                  inner_lr: float = 0.5, inner_steps: int = 1, margin: float = 0.2, max_margin: float = 1.0,
                  inner_temperature: float = 0.05, k_support: int = 5, k_query: int = 5, flip: bool = True,
-                 word_embedding: np.ndarray | None = None):
+                 word_embedding: np.ndarray | None = None, base: str | None = None, freeze_trunk: bool = False):
         super().__init__()
         if level not in LEVELS:
             raise MethodError(f"level must be one of {LEVELS}, got {level!r}")
@@ -205,9 +228,12 @@ class AdaptiveFGSBIR(Method):
         self.flip = flip
         self.sampler_options = {"level": level, "k_support": int(k_support), "k_query": int(k_query),
                                 "classes": self.classes}
-        self.encoder = AttentionCNN(width, depth, double_conv)
+        self.encoder = AttentionCNN(width, depth, double_conv, freeze_trunk=freeze_trunk)
         c = self.encoder.dim
         self.head = nn.Linear(c, embed_dim)
+        self.base = base
+        if base is not None:
+            self.load_base(base)
         self.margin_net = nn.Sequential(nn.Linear(2 * c, 32), nn.ReLU(), nn.Linear(32, 1))
         self.discriminator = nn.Linear(c, 1)
         self.classifier = nn.Linear(c, max(len(self.classes), 1))
@@ -218,6 +244,22 @@ class AdaptiveFGSBIR(Method):
                              dtype=torch.float32)
         self.register_buffer("word_embedding", we, persistent=False)
         self.last_margin: float | None = None  # the margin of the last adaptation (adapt() sets it)
+
+    def load_base(self, key: str) -> None:
+        """Copy a stored Triplet-SN run's encoder trunk and head into F and M (``sbir_core.store``)."""
+        from sbir_core import store
+
+        run = store.load(key)
+        if run is None:
+            raise MethodError(f"no stored run {key!r} to initialise F and M from (train chapter 4's baseline first)")
+        state = run.best_state
+        trunk = {k[len("encoder.features."):]: v for k, v in state.items() if k.startswith("encoder.features.")}
+        head = {k[len("encoder.head."):]: v for k, v in state.items() if k.startswith("encoder.head.")}
+        try:
+            self.encoder.features.load_state_dict(trunk)
+            self.head.load_state_dict(head)
+        except RuntimeError as err:
+            raise MethodError(f"stored run {key} does not fit this F/M (width, depth, embed_dim): {err}") from err
 
     # -- embeddings
     def embed_query(self, x: torch.Tensor, style=None) -> torch.Tensor:
@@ -231,8 +273,8 @@ class AdaptiveFGSBIR(Method):
     # -- the inner loop
     def _adapted_names(self) -> list[str]:
         """Names of the parameters the inner loop adapts: M only, or every layer of F and M (MAML)."""
-        if self.inner in ("all", "sign"):
-            return [n for n, _ in self.named_parameters() if n.startswith(("encoder.", "head."))]
+        if self.inner in ("all", "sign"):  # every trainable layer of F and M (a frozen trunk stays as it is)
+            return [n for n, p in self.named_parameters() if n.startswith(("encoder.", "head.")) and p.requires_grad]
         return ["head.weight", "head.bias"]
 
     def predict_margin(self, feats: dict) -> torch.Tensor:
@@ -314,7 +356,8 @@ class AdaptiveFGSBIR(Method):
     def task_loss(self, task: dict) -> tuple[torch.Tensor, dict]:
         """Outer loss of one task {support, query}: the adapted query triplet loss plus the regularisers."""
         support, query = task["support"], task["query"]
-        if self.flip and "flip" in support:
+        if self.flip and "flip" in support and support["sketch"].shape[1] != self.encoder.dim:
+            # images only: a flipped trunk feature map is not the features of a flipped image
             support, query = shared_flip(support), shared_flip(query)
         fast, mu = self.adapted_params(support)
         params = {**dict(self.named_parameters()), **fast}
@@ -396,8 +439,8 @@ class FineTuned(Method):
 
     def __init__(self, base: Method, steps: int = 5, lr: float = 0.05, margin: float = 0.2):
         super().__init__()
-        if not hasattr(getattr(base, "encoder", None), "head"):
-            raise MethodError(f"{type(base).__name__} has no encoder.head to fine-tune")
+        if _last_linear(base) is None:
+            raise MethodError(f"{type(base).__name__} has no head (or encoder.head) to fine-tune")
         self.base, self.steps, self.lr, self.margin = base, int(steps), float(lr), float(margin)
 
     def embed_query(self, x, style=None):
@@ -412,7 +455,7 @@ class FineTuned(Method):
     def adapt(self, support: dict) -> "FineTuned":
         check_support(support)
         new = copy.deepcopy(self)
-        head = new.base.encoder.head
+        head = _last_linear(new.base)
         opt = torch.optim.SGD(head.parameters(), lr=self.lr)
         with torch.enable_grad():
             for _ in range(self.steps):
@@ -425,7 +468,30 @@ class FineTuned(Method):
         return new
 
 
+def _last_linear(method: Method) -> nn.Linear | None:
+    """The layer fine-tuning adapts: M (``head``) of this module's method, or a SmallCNN's ``encoder.head``."""
+    for head in (getattr(method, "head", None), getattr(getattr(method, "encoder", None), "head", None)):
+        if isinstance(head, nn.Linear):
+            return head
+    return None
+
+
 # ---------------------------------------------------------------------- supports and personalisation
+
+def trunk_view(view: RetrievalView, method: "AdaptiveFGSBIR", batch: int = 512) -> RetrievalView:
+    """``view`` with its sketches and photos replaced by F's trunk feature maps (N, C, S', S'), computed
+    once: with a frozen trunk, training and adapting M (and F's attention) on it is matrix work."""
+    import dataclasses
+
+    from sbir_core.evaluation import embed
+
+    if not method.encoder.freeze_trunk:
+        raise MethodError("trunk_view needs a frozen trunk (freeze_trunk=True): a trained trunk changes its features")
+    method.eval()
+    q = embed(method.encoder.trunk, view.queries, batch)
+    g = embed(method.encoder.trunk, view.gallery, batch)
+    return dataclasses.replace(view, name=f"{view.name}@trunk", queries=q, gallery=g, strokes=None)
+
 
 def adaptation_view(data, size: int = 32, line_width: float = 1.5) -> RetrievalView:
     """The unseen drawers' adaptation split (their sketches of train and val objects, never of a test
