@@ -185,7 +185,8 @@ ch.glue("train_seconds", t_train)
 #   The paper config sets `FREEZE_TRUNK: false`: $F$ trains on images and MAML adapts every conv layer.
 # - **Few outer steps**: {glue:text}`c07_meta_steps` outer steps of {glue:text}`c07_tasks` drawers each,
 #   {glue:text}`c07_n_seeds` seeds per meta-learner (each from another stored baseline seed), the
-#   ablation with one seed. Training all of them took {glue:text}`c07_train_seconds:.1f` s here.
+#   ablation with one seed. Training (or loading from the store) the table's meta-learners took
+#   {glue:text}`c07_train_seconds:.1f` s here.
 # - **No flip augmentation** at ci: a flipped feature map is not the features of a flipped image.
 #
 # ## The k-shot table
@@ -346,14 +347,18 @@ fig.tight_layout()
 plt.show()
 ch.glue("mu_lo", margins["predicted"].min())
 ch.glue("mu_hi", margins["predicted"].max())
-ch.glue("tied", int((margins["spread"] == 0).sum()))
-ch.glue("n_drawers", len(margins))
+tied = int((margins["spread"] == 0).sum())
+text = (f"The predicted margins run from {margins['predicted'].min():.3f} to {margins['predicted'].max():.3f}; the "
+        f"best fixed margins of the grid from {margins['best fixed'].min():g} to {margins['best fixed'].max():g}. ")
+if tied:
+    text += (f"For {tied} of the {len(margins)} drawers every margin of the grid gives the same Acc@1: there is no "
+             f"best margin to predict for them. ")
+if margins["predicted"].max() - margins["predicted"].min() < 0.05:
+    text += ("The predictor has hardly moved from its start (a sigmoid at zero gives half of `max_margin`): after "
+             f"{META_STEPS} outer steps it predicts nearly one margin for every drawer.")
+prose(text)
 
 # %% [markdown]
-# The predicted margins run from {glue:text}`c07_mu_lo:.3f` to {glue:text}`c07_mu_hi:.3f`. For
-# {glue:text}`c07_tied` of the {glue:text}`c07_n_drawers` drawers every margin of the grid gives the
-# same Acc@1, so there is no best margin to predict: one inner step on $M$ moves few queries' ranks here.
-#
 # ## Who gains: distance from the seen styles
 #
 # The world knows each drawer's latent style; the distance of an unseen drawer's style to the
