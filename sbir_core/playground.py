@@ -443,6 +443,34 @@ class Engine:
         out = m.decoder(m.fused(inv[:1], mixed))[0]  # (3, S, S) in [-1, 1], ink = 1 (to_rgb's convention)
         return (1.0 - (out.mean(0) + 1.0) / 2.0).clamp(0, 1).numpy()  # back to a raster: black ink on white
 
+    def personalise(self, drawings, gallery: Gallery, rows) -> "Engine":
+        """A new engine whose method is adapted to one person from their drawings (k >= 2 stroke arrays) of
+        the gallery items ``rows`` (k indices, at least two different photos): ``adaptive.personalise``,
+        each drawing taking the next drawing's photo as its negative. This engine is unchanged; the new
+        one's gallery embeddings are computed anew (its key names the drawings)."""
+        from sbir_core.models.adaptive import personalise
+
+        if not getattr(self.method, "adaptive", False):
+            raise PlaygroundError(f"{self.label or type(self.method).__name__} does not adapt to a person "
+                                  f"(Adaptive FG-SBIR, chapter 7, does)")
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if len(drawings) != len(rows):
+            raise PlaygroundError(f"{len(drawings)} drawings for {len(rows)} gallery items: one photo per drawing")
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(gallery)):
+            raise PlaygroundError(f"gallery rows must be in [0, {len(gallery)}), got {rows.tolist()}")
+        if len(rows) < 2 or len(set(rows.tolist())) < 2:
+            raise PlaygroundError("personalising needs at least 2 drawings of different photos (each drawing's "
+                                  "negative is another drawing's photo)")
+        sketches = sketch_tensor(np.stack([self.raster(s) for s in drawings]))
+        photos = photo_tensor(gallery.images[rows])
+        try:
+            adapted = personalise(self.method, sketches, photos)
+        except DataError as err:
+            raise PlaygroundError(str(err)) from err
+        digest = hashlib.sha256(sketches.numpy().tobytes() + photos.numpy().tobytes()).hexdigest()[:12]
+        return Engine(adapted, f"{self.key}_personal_{digest}", self.size, self.line_width,
+                      f"{self.label}, personalised", self.views)
+
     def first_ranked_target(self, gallery: Gallery) -> int | None:
         """The first of the gallery's sketches to copy whose photo this model ranks first (its index
         among ``gallery.targets``), or None: a copy that should be found if the page works."""

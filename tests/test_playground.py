@@ -269,3 +269,28 @@ def test_the_adaptive_recipe_needs_chapter_4_and_its_key_is_the_chapters_run(mon
     run = train_run(MethodSpec("adaptive_fgsbir", opts), A.trunk_view(v.train, start), A.trunk_view(v.val, start),
                     None, cfg, p7["SEED"])
     assert run.fingerprint == choice.key
+
+
+def test_personalise_gives_a_new_engine_and_leaves_the_old_one(views, engine, fresh_cache):
+    from sbir_core.models.adaptive import AdaptiveFGSBIR
+
+    torch.manual_seed(0)
+    method = AdaptiveFGSBIR(width=4, depth=2, embed_dim=8, inner="margin", inner_lr=5.0)
+    eng = P.Engine(method, "adaptive_test", engine.size, engine.line_width, "adaptive", views)
+    g = P.world_gallery(views, "shoe", "unseen")
+    targets = g.targets[:3]
+    drawings, rows = [t.strokes for t in targets], [t.index for t in targets]
+    before = {k: v.clone() for k, v in method.state_dict().items()}
+    q_before = eng.encode(drawings[0])
+    mine = eng.personalise(drawings, g, rows)
+    assert mine is not eng and mine.method is not method and mine.key != eng.key
+    assert all(torch.equal(before[k], v) for k, v in method.state_dict().items())  # the base is unchanged
+    assert np.array_equal(eng.encode(drawings[0]), q_before)
+    assert not np.allclose(mine.encode(drawings[0]), q_before)  # the adapted head embeds differently
+    assert mine.query(drawings[0], g, 3, rows[0]).target_rank >= 1
+    with pytest.raises(P.PlaygroundError, match="different photos"):
+        eng.personalise(drawings[:2], g, [rows[0], rows[0]])
+    with pytest.raises(P.PlaygroundError, match="one photo per drawing"):
+        eng.personalise(drawings, g, rows[:2])
+    with pytest.raises(P.PlaygroundError, match="does not adapt"):
+        engine.personalise(drawings, g, rows)
