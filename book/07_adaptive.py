@@ -87,6 +87,7 @@ MARGIN_GRID = [0.05, 0.2, 0.5, 0.9]  # fixed inner margins tried per drawer for 
 SUPPORT_SEED = 0  # which k support sketches each drawer gives
 PROGRESS = False  # tqdm progress bars
 DEVICE = "cpu"  # cpu | cuda
+THREADS = 1  # torch CPU threads (0: torch's default): the ci work is small matrices, faster on one thread, far faster when the 2 cores are shared
 
 # %% tags=["hide-input"]
 import time
@@ -104,6 +105,10 @@ from sbir_core.evaluation import evaluate
 from sbir_core.models import adaptive as A
 from sbir_core.models.base import MethodSpec
 
+import torch
+
+if THREADS:
+    torch.set_num_threads(THREADS)
 t_start = time.perf_counter()
 ch = Chapter("07_adaptive", SCALE, globals())
 data = B.world(STYLE_GAP, **WORLD)
@@ -451,7 +456,9 @@ note("**Not run yet:** the category level on the style world's unseen categories
 #
 # `sbir_core.models.adaptive.personalise(model, sketches, photos)` adapts a model to one person
 # from their k sketches of objects whose photos are given (each sketch takes another sketch's
-# photo as its negative); it returns the adapted model and leaves the given one unchanged.
+# photo as its negative); it returns the adapted model and leaves the given one unchanged. The
+# playground's *personalise* tab (chapter 9) calls it on the reader's own copies of style-world
+# sketches and then searches with the adapted model.
 
 # %% tags=["hide-input"]
 ch.glue("seconds", time.perf_counter() - t_start)
