@@ -349,3 +349,15 @@ def test_trunk_view_gives_the_same_retrieval_as_images_and_needs_a_frozen_trunk(
     assert np.array_equal(on_images.per_query["rank"], on_trunk.per_query["rank"])
     with pytest.raises(MethodError, match="frozen trunk"):
         A.trunk_view(view, A.AdaptiveFGSBIR(**SMALL))
+
+
+def test_category_supports_come_from_the_category_and_refuse_big_k():
+    view = image_view(n_items=8, per_item=4, categories=2)
+    sf = A.support_for_category(view, 3, seed=0)
+    s = sf("c1")
+    assert len(s["sketch"]) == 3 and set(view.table["category"].iloc[s["idx"].numpy()]) == {"c1"}
+    assert torch.equal(sf("c1")["idx"], s["idx"])  # seeded: the same support every time
+    with pytest.raises(DataError, match="has 16"):
+        A.support_for_category(view, 17)("c0")
+    with pytest.raises(DataError, match="no support"):
+        sf("c9")

@@ -523,6 +523,40 @@ def support_for_drawer(data, view: RetrievalView, k: int, seed: int = 0):
     return support_for
 
 
+def category_views(data, size: int = 32, line_width: float = 1.5) -> dict[str, RetrievalView]:
+    """The category level on the style world (seen drawers only, so that the shift is the category's):
+    "train" / "val": sketches of the seen categories' train / val objects (meta-training, validation);
+    "support": the unseen categories' train objects (where a new category's k support sketches come
+    from); "test": the unseen categories' test objects. All ranked within the category."""
+    from sbir_core.data.views import fg_view
+
+    def view(split, categories):
+        return fg_view(data, split, size, line_width, group="category",
+                       where={"drawer_split": "seen", "category_split": categories})
+
+    return {"train": view("train", "seen"), "val": view("val", "seen"), "support": view("train", "unseen"),
+            "test": view("test", "unseen")}
+
+
+def support_for_category(view: RetrievalView, k: int, seed: int = 0):
+    """``support_for(category)`` for ``evaluate(..., adapt=("category", support_for))``: k sketches of the
+    category drawn at random (seeded by category and seed) from ``view`` (``category_views(...)["support"]``:
+    never a test object) as triplets whose negatives are other photos of that category."""
+    cats = view.table["category"].astype(str).to_numpy()
+
+    def support_for(category: str) -> dict:
+        rows = np.flatnonzero(cats == str(category))
+        if len(rows) == 0:
+            raise DataError(f"category {category!r} has no support sketches in {view.name}")
+        if k < 1 or k > len(rows):
+            raise DataError(f"k={k} support sketches asked of category {category!r}, which has {len(rows)}")
+        gen = torch.Generator().manual_seed(int(hashlib.sha256(f"{category}/{seed}".encode()).hexdigest()[:8], 16))
+        pick = rows[torch.randperm(len(rows), generator=gen)[:k].numpy()]
+        return view.triplets(torch.as_tensor(pick, dtype=torch.long), gen)
+
+    return support_for
+
+
 def style_distance(data) -> pd.Series:
     """Each unseen drawer's distance from the seen styles: the Euclidean distance of its latent style
     vector (``data.info["styles"]``) to the nearest seen drawer's, indexed by drawer id."""
