@@ -528,6 +528,30 @@ note("**Not run yet:** the category level on QuickDraw classes with PACS photos,
      "chapter: not measured, not claimed.")
 
 # %% [markdown]
+# ## Beside the paper
+#
+# The poster's numbers (ShoeV2 user level, Sketchy category level; `paper_runs/reference/adaptive_fgsbir.csv`)
+# and ours from the style world at ci scale are printed together, not compared: other data, other
+# backbone, other scale. Then the poster's adaptation table itself (Acc@K in percent, k in the note).
+
+# %% tags=["hide-input"]
+from sbir_core.chapter import published_vs_ours
+from sbir_core.results import load_reference
+
+ours = pd.DataFrame([{"dataset": f"style world, unseen drawers, k={k}", "metric": m,
+                      "value": ivs[(("ours", k), m)].estimate} for k in SHOTS for m in ("acc_at_1", "acc_at_5")]
+                    + [{"dataset": f"style world, unseen categories, k={k}", "metric": m,
+                        "value": interval_of(cevals[("ours", k)], m).estimate} for k in SHOTS
+                       for m in ("acc_at_1", "acc_at_5")])
+ours = ours.assign(kind="style world", protocol="val-selected",
+                   backbone=f"chapter 4's CNN, {IMAGE_SIZE} px{', trunk frozen' if FREEZE_TRUNK else ''}")
+display(published_vs_ours("adaptive_fgsbir", ours, method="ours"))
+paper = load_reference("adaptive_fgsbir").assign(value=lambda d: pd.to_numeric(d["value"]),
+                                                 k=lambda d: d["note"].str.extract(r"k=(\d+)")[0].fillna("-"))
+paper.pivot_table(index="method", columns=["dataset", "metric", "k"], values="value", aggfunc="first",
+                  sort=False).round(1).fillna("")
+
+# %% [markdown]
 # ## Personalise
 #
 # `sbir_core.models.adaptive.personalise(model, sketches, photos)` adapts a model to one person
