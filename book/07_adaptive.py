@@ -149,12 +149,17 @@ def inputs(i, v=views, av=adapt_view):
 feeds = [inputs(i) for i in range(N_SEEDS)]
 
 
+histories = {}  # inner mode -> the runs' histories (the training curves)
+
+
 def meta_models(inner, reg=REG, n=N_SEEDS):
     """The meta-learner trained on the seen drawers' episodes, one per seed (from the store when it holds it)."""
     out = []
     for i in range(n):
         spec = spec_of(i, inner, reg)
         run = T.train_run(spec, feeds[i]["train"], feeds[i]["val"], None, meta_config, seeds[i])
+        if reg == REG:
+            histories.setdefault(inner, []).append(run.history.assign(seed=seeds[i]))
         model = spec.build()
         model.load_state_dict(run.best_state)
         out.append(model.eval())
@@ -175,6 +180,25 @@ ch.glue("n_seeds", N_SEEDS)
 ch.glue("meta_steps", META_STEPS)
 ch.glue("tasks", TASKS)
 ch.glue("train_seconds", t_train)
+
+# %% [markdown]
+# ## Training
+#
+# The outer loss and the validation Acc@1 (seen drawers' val sketches, not adapted) of each
+# meta-learner; the checkpoint kept is the one validation selects.
+
+# %% tags=["hide-input"]
+fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+for (name, inner) in INNER.items():
+    hist = pd.concat(histories[inner])
+    for ax, col in zip(axes, ("loss", "val/acc_at_1")):
+        mean = hist.groupby("step")[col].mean()
+        ax.plot(mean.index, mean.values, "o-", label=name)
+axes[0].set(xlabel="outer step", ylabel="outer loss (mean over seeds)")
+axes[1].set(xlabel="outer step", ylabel="val Acc@1 (not adapted)")
+axes[1].legend(fontsize=8)
+fig.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## What the ci scale simplifies
