@@ -78,6 +78,53 @@ def _stylemeup_setup(p: dict):
     return spec, views, config
 
 
+@dataclass
+class _MetaViews:
+    """What a chapter-7 meta-learner was trained on (train / val: the frozen trunk's features at ci, no test
+    views attached: ``tests`` None, as the chapter trains it) and the style benchmark's test views (galleries)."""
+
+    train: object
+    val: object
+    test_seen: object
+    test_unseen: object
+    tests: None = None
+
+
+def _adaptive_setup(p: dict):
+    """Chapter 7's meta-learner "ours", seed ``SEED``, as the chapter builds it: F and M from chapter 4's
+    stored Triplet-SN of seed ``SEED`` (a PlaygroundError while that is not stored), trained on the frozen
+    trunk's features at ci (``FREEZE_TRUNK``)."""
+    from sbir_core import benchmark as B
+    from sbir_core import store as S
+    from sbir_core.models import adaptive as A
+    from sbir_core.models.base import MethodSpec
+    from sbir_core.train import TrainConfig, fingerprint, run_identity
+
+    views = _views(p)
+    base_spec = B.triplet_spec(p["ENCODER"], p["ENCODER_OPTIONS"], p["MARGIN"])
+    base_config = TrainConfig(steps=p["STEPS"], batch_size=p["BATCH_SIZE"], lr=p["LR"], optimizer=p["OPTIMIZER"],
+                              eval_every=p["EVAL_EVERY"], ks=(1, 10), device=p["DEVICE"], seed=int(p["SEED"]))
+    base_key = fingerprint(run_identity(base_spec, views.train, views.val, views.tests, base_config))
+    if not (S.root() / f"{base_key}.pt").exists():
+        raise PlaygroundError("Adaptive FG-SBIR starts from chapter 4's Triplet-SN, which is not trained at this scale "
+                              "yet: run chapter 4 (python -m sbir_core.book run --only 04_triplet_baseline)")
+    f_options = {k: p["ENCODER_OPTIONS"][k] for k in ("width", "depth", "embed_dim", "double_conv")}
+
+    def spec(inner):
+        return MethodSpec("adaptive_fgsbir", {**f_options, "level": "user", "inner": inner, "reg": dict(p["REG"]),
+                                              "inner_lr": p["INNER_LR"], "margin": p["MARGIN"],
+                                              "k_support": p["K_SUPPORT"], "k_query": p["K_QUERY"], "base": base_key,
+                                              "freeze_trunk": p["FREEZE_TRUNK"], "flip": not p["FREEZE_TRUNK"]})
+
+    train, val = views.train, views.val
+    if p["FREEZE_TRUNK"]:
+        start = spec("none").build()
+        train, val = A.trunk_view(train, start), A.trunk_view(val, start)
+    config = TrainConfig(steps=p["META_STEPS"], batch_size=p["TASKS"], lr=p["META_LR"], optimizer=p["OPTIMIZER"],
+                         eval_every=p["META_EVAL_EVERY"], ks=(1, 5), device=p["DEVICE"])
+    return spec(p["INNER"]["ours"]), _MetaViews(train, val, views.test_seen, views.test_unseen), config
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How to rebuild a chapter's main trained model from the chapter's parameters."""
@@ -88,7 +135,8 @@ class Recipe:
 
 
 RECIPES = (Recipe("04_triplet_baseline", "Triplet-SN (chapter 4)", _triplet_setup),
-           Recipe("06_stylemeup", "StyleMeUp (chapter 6)", _stylemeup_setup))
+           Recipe("06_stylemeup", "StyleMeUp (chapter 6)", _stylemeup_setup),
+           Recipe("07_adaptive", "Adaptive FG-SBIR (chapter 7)", _adaptive_setup))
 
 
 @dataclass
@@ -124,7 +172,8 @@ def _setup(recipe: Recipe, scale: str, overrides: dict | None = None):
 
 
 def methods(scale: str = "ci", **overrides) -> list[Choice]:
-    """The methods whose chapter exists in the book, each with its store key and whether it is stored.
+    """The methods whose chapter exists in the book, each with its store key and whether it is stored
+    (a method that starts from another chapter's model appears once that model is stored).
 
     overrides: chapter parameters to change, e.g. ``SEED=1`` or ``WORLD={"seed": 1}`` (a re-run of the
     book with other seeds finds its own models)."""
@@ -137,7 +186,10 @@ def methods(scale: str = "ci", **overrides) -> list[Choice]:
     for recipe in RECIPES:
         if recipe.chapter not in present:
             continue
-        params, spec, views, config = _setup(recipe, scale, overrides)
+        try:
+            params, spec, views, config = _setup(recipe, scale, overrides)
+        except PlaygroundError:  # it needs another chapter's model first (chapter 7: chapter 4's): absent
+            continue
         identity = run_identity(spec, views.train, views.val, views.tests, config)
         key = fingerprint(identity)
         out.append(Choice(recipe, scale, params, key, identity, (S.root() / f"{key}.pt").exists(), overrides))
@@ -390,6 +442,34 @@ class Engine:
         mixed = (1.0 - amount) * var[:1] + amount * var[1:]
         out = m.decoder(m.fused(inv[:1], mixed))[0]  # (3, S, S) in [-1, 1], ink = 1 (to_rgb's convention)
         return (1.0 - (out.mean(0) + 1.0) / 2.0).clamp(0, 1).numpy()  # back to a raster: black ink on white
+
+    def personalise(self, drawings, gallery: Gallery, rows) -> "Engine":
+        """A new engine whose method is adapted to one person from their drawings (k >= 2 stroke arrays) of
+        the gallery items ``rows`` (k indices, at least two different photos): ``adaptive.personalise``,
+        each drawing taking the next drawing's photo as its negative. This engine is unchanged; the new
+        one's gallery embeddings are computed anew (its key names the drawings)."""
+        from sbir_core.models.adaptive import personalise
+
+        if not getattr(self.method, "adaptive", False):
+            raise PlaygroundError(f"{self.label or type(self.method).__name__} does not adapt to a person "
+                                  f"(Adaptive FG-SBIR, chapter 7, does)")
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if len(drawings) != len(rows):
+            raise PlaygroundError(f"{len(drawings)} drawings for {len(rows)} gallery items: one photo per drawing")
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(gallery)):
+            raise PlaygroundError(f"gallery rows must be in [0, {len(gallery)}), got {rows.tolist()}")
+        if len(rows) < 2 or len(set(rows.tolist())) < 2:
+            raise PlaygroundError("personalising needs at least 2 drawings of different photos (each drawing's "
+                                  "negative is another drawing's photo)")
+        sketches = sketch_tensor(np.stack([self.raster(s) for s in drawings]))
+        photos = photo_tensor(gallery.images[rows])
+        try:
+            adapted = personalise(self.method, sketches, photos)
+        except DataError as err:
+            raise PlaygroundError(str(err)) from err
+        digest = hashlib.sha256(sketches.numpy().tobytes() + photos.numpy().tobytes()).hexdigest()[:12]
+        return Engine(adapted, f"{self.key}_personal_{digest}", self.size, self.line_width,
+                      f"{self.label}, personalised", self.views)
 
     def first_ranked_target(self, gallery: Gallery) -> int | None:
         """The first of the gallery's sketches to copy whose photo this model ranks first (its index

@@ -467,15 +467,91 @@ class StyleSwap:
         self.message.value = "the decoding's top 5: " + ", ".join(gallery.labels[i] for i in hits.index)
 
 
+class Personalise:
+    """Adapt the explorer's model to your own drawings (Adaptive FG-SBIR, chapter 7): copy a sketch of the
+    style-world gallery on the pad, keep it, repeat for two or more different photos, then adapt; the
+    explorer then searches with the adapted model (``Engine.personalise``) until you forget the drawings."""
+
+    def __init__(self, explorer: Explorer):
+        self.explorer = explorer
+        self.drawings: list = []
+        self.rows: list[int] = []
+        self.gallery = None
+        self.base = self.adapted = None  # the engine adapted from, and the adapted one
+        self.keep = W.Button(description="keep this drawing")
+        self.adapt = W.Button(description="adapt to my drawings", button_style="success")
+        self.forget = W.Button(description="forget them")
+        self.count = W.HTML()
+        self.message = W.HTML()
+        self.message.add_class("sbir-message")
+        self.widget = W.VBox([W.HTML("<b>personalise</b> (Adaptive FG-SBIR): copy a few sketches your way on the "
+                                     "pad, keep each one, then adapt the model to them"),
+                              W.HBox([self.keep, self.adapt, self.forget]), self.count, self.message])
+        self.keep.on_click(lambda _: self._run(self._keep))
+        self.adapt.on_click(lambda _: self._run(self._adapt))
+        self.forget.on_click(lambda _: self._run(self._forget))
+        self._show()
+
+    def _run(self, fn) -> None:
+        """``fn``; a PlaygroundError becomes this tab's message (the explorer's guard handles the rest)."""
+        try:
+            fn()
+        except P.PlaygroundError as err:
+            self.message.value = f"⚠ {err}"
+            return
+        finally:
+            self._show()
+
+    def _show(self) -> None:
+        state = "adapted" if self.adapted is not None and self.explorer.engine is self.adapted else "not adapted"
+        self.count.value = f"{len(self.drawings)} drawing(s) kept; the explorer's model is {state}"
+
+    def _keep(self) -> None:
+        ex = self.explorer
+        if ex.engine is None or ex.gallery is None:
+            raise P.PlaygroundError("choose a method and a style-world gallery first")
+        if not getattr(ex.engine.method, "adaptive", False):
+            raise P.PlaygroundError("choose Adaptive FG-SBIR (chapter 7) to personalise")
+        if ex.target is None:
+            raise P.PlaygroundError("personalising needs sketches to copy: choose a style-world gallery")
+        strokes, _ = ex.pad.strokes()
+        if strokes is None:
+            raise P.PlaygroundError("draw the sketch to copy on the pad first")
+        if self.gallery is not None and self.gallery is not ex.gallery:  # rows of another gallery mean nothing here
+            self.drawings, self.rows = [], []
+        self.gallery = ex.gallery
+        self.drawings.append(np.asarray(strokes).copy())
+        self.rows.append(int(ex.target.index))
+        self.message.value = "kept: press 'another sketch to copy' in the explorer for the next one"
+
+    def _adapt(self) -> None:
+        ex = self.explorer
+        if ex.engine is None or self.gallery is None:
+            raise P.PlaygroundError("keep at least two drawings of different photos first")
+        base = self.base if ex.engine is self.adapted and self.base is not None else ex.engine
+        self.adapted = base.personalise(self.drawings, self.gallery, self.rows)
+        self.base, ex.engine = base, self.adapted
+        self.message.value = f"adapted to your {len(self.drawings)} drawings: the explorer now searches with it"
+        ex._guard(ex.update)
+
+    def _forget(self) -> None:
+        ex = self.explorer
+        if self.adapted is not None and ex.engine is self.adapted:
+            ex.engine = self.base
+        self.drawings, self.rows, self.gallery, self.base, self.adapted = [], [], None, None, None
+        self.message.value = "forgotten: the explorer searches with the trained model again"
+        ex._guard(ex.update)
+
+
 class Playground:
-    """The whole page: the explorer, and the style swap when a StyleMeUp model is trained."""
+    """The whole page: the explorer, the style swap when a StyleMeUp model is trained, and personalise when an
+    Adaptive FG-SBIR model is."""
 
     def __init__(self, scale: str = "ci", options: dict | None = None, overrides: dict | None = None):
         self.explorer = Explorer(scale=scale, options=options, overrides=overrides)
         self.swap = StyleSwap(self.explorer)
-        self.personalise = W.HTML("<i>personalise (adapt to your own drawings) arrives with the Adaptive FG-SBIR "
-                                  "chapter</i>")
-        self.widget = W.Tab([self.explorer.widget, self.swap.widget, self.personalise])
+        self.personalise = Personalise(self.explorer)
+        self.widget = W.Tab([self.explorer.widget, self.swap.widget, self.personalise.widget])
         for i, title in enumerate(("draw and retrieve", "style swap", "personalise")):
             self.widget.set_title(i, title)
 

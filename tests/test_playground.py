@@ -232,3 +232,65 @@ def test_the_recipe_key_is_the_chapters_run(monkeypatch, fresh_cache):
     run = train_run(spec, v.train, v.val, v.tests, cfg, params["SEED"])
     assert run.fingerprint == choice.key
     assert all(torch.equal(a, b) for a, b in zip(run.best_state.values(), engine.method.state_dict().values()))
+
+
+def test_the_adaptive_recipe_needs_chapter_4_and_its_key_is_the_chapters_run(monkeypatch, fresh_cache):
+    """Chapter 7's meta-learner appears once chapter 4's Triplet-SN is stored, and trained through the
+    playground it lands under the key of the chapter's own run (``spec_of(0, "margin")`` in the chapter)."""
+    p4 = load_params("04_triplet_baseline", "ci") | {"STEPS": 2, "EVAL_EVERY": 2}
+    p7 = load_params("07_adaptive", "ci") | {"STEPS": 2, "EVAL_EVERY": 2, "META_STEPS": 2, "META_EVAL_EVERY": 2}
+    monkeypatch.setattr("sbir_core.book.load_params", lambda chapter, scale: p7 if chapter == "07_adaptive" else p4)
+    monkeypatch.setattr("sbir_core.book.chapters", lambda: ["04_triplet_baseline", "07_adaptive"])
+    monkeypatch.setattr(P, "_SETUPS", {})
+    assert [c.recipe.chapter for c in P.methods("ci")] == ["04_triplet_baseline"]  # no base model yet
+    P.load(P.choice("04_triplet_baseline"), train=True, progress=False)
+    choice = P.choice("07_adaptive")
+    assert not choice.stored
+    engine = P.load(choice, train=True, progress=False)
+    assert choice.stored and engine.method.embed_query(torch.rand(2, 1, 32, 32)).shape == (2, 64)
+
+    from sbir_core import benchmark as B
+    from sbir_core.models import adaptive as A
+    from sbir_core.models.base import MethodSpec
+    from sbir_core.train import TrainConfig, train_run
+
+    v = P._views(p7)  # the chapter's own calls
+    base_cfg = TrainConfig(steps=2, batch_size=p7["BATCH_SIZE"], lr=p7["LR"], optimizer=p7["OPTIMIZER"], eval_every=2,
+                           ks=(1, 10), progress=False, device="cpu")
+    base_spec = B.triplet_spec(p7["ENCODER"], p7["ENCODER_OPTIONS"], p7["MARGIN"])
+    key = B.baseline(v, base_spec, base_cfg, [p7["SEED"]]).runs[0].fingerprint
+    f = {k: p7["ENCODER_OPTIONS"][k] for k in ("width", "depth", "embed_dim", "double_conv")}
+    opts = {**f, "level": "user", "inner": "margin", "reg": dict(p7["REG"]), "inner_lr": p7["INNER_LR"],
+            "margin": p7["MARGIN"], "k_support": p7["K_SUPPORT"], "k_query": p7["K_QUERY"], "base": key,
+            "freeze_trunk": True, "flip": False}
+    start = MethodSpec("adaptive_fgsbir", {**opts, "inner": "none"}).build()
+    cfg = TrainConfig(steps=2, batch_size=p7["TASKS"], lr=p7["META_LR"], optimizer=p7["OPTIMIZER"], eval_every=2,
+                      ks=(1, 5), progress=False, device="cpu")
+    run = train_run(MethodSpec("adaptive_fgsbir", opts), A.trunk_view(v.train, start), A.trunk_view(v.val, start),
+                    None, cfg, p7["SEED"])
+    assert run.fingerprint == choice.key
+
+
+def test_personalise_gives_a_new_engine_and_leaves_the_old_one(views, engine, fresh_cache):
+    from sbir_core.models.adaptive import AdaptiveFGSBIR
+
+    torch.manual_seed(0)
+    method = AdaptiveFGSBIR(width=4, depth=2, embed_dim=8, inner="margin", inner_lr=5.0)
+    eng = P.Engine(method, "adaptive_test", engine.size, engine.line_width, "adaptive", views)
+    g = P.world_gallery(views, "shoe", "unseen")
+    targets = g.targets[:3]
+    drawings, rows = [t.strokes for t in targets], [t.index for t in targets]
+    before = {k: v.clone() for k, v in method.state_dict().items()}
+    q_before = eng.encode(drawings[0])
+    mine = eng.personalise(drawings, g, rows)
+    assert mine is not eng and mine.method is not method and mine.key != eng.key
+    assert all(torch.equal(before[k], v) for k, v in method.state_dict().items())  # the base is unchanged
+    assert np.array_equal(eng.encode(drawings[0]), q_before)
+    assert not np.allclose(mine.encode(drawings[0]), q_before)  # the adapted head embeds differently
+    assert mine.query(drawings[0], g, 3, rows[0]).target_rank >= 1
+    with pytest.raises(P.PlaygroundError, match="different photos"):
+        eng.personalise(drawings[:2], g, [rows[0], rows[0]])
+    with pytest.raises(P.PlaygroundError, match="one photo per drawing"):
+        eng.personalise(drawings, g, rows[:2])
+    with pytest.raises(P.PlaygroundError, match="does not adapt"):
+        engine.personalise(drawings, g, rows)

@@ -158,3 +158,37 @@ def test_the_apps_url_query_picks_method_gallery_and_target(explorer_env):
     assert ex.method.value == 0 and ex.gallery.name == "world: lamp" and ex.target is ex.gallery.targets[3]
     pg = WG.Playground.from_query_string("method=06_stylemeup")
     assert pg.explorer.method.value == 1 and "not trained" in pg.explorer.message.value
+
+
+def test_personalise_tab_adapts_the_explorers_model_and_forgets(explorer_env, monkeypatch):
+    import torch
+
+    from sbir_core.models.adaptive import AdaptiveFGSBIR
+
+    pg = WG.Playground(options={"gallery": "world:shoe"})  # the stand-in Triplet-SN does not adapt
+    pg.explorer.pad.load(pg.explorer.target.strokes)
+    pg.personalise.keep.click()
+    assert "choose Adaptive FG-SBIR" in pg.personalise.message.value and pg.personalise.drawings == []
+
+    torch.manual_seed(0)
+    eng = P.Engine(AdaptiveFGSBIR(width=4, depth=2, embed_dim=8, inner_lr=5.0), "adaptive_widget_test",
+                   explorer_env.size, explorer_env.line_width, "adaptive", explorer_env.views)
+    monkeypatch.setattr(P, "load", lambda choice, train=False, progress=True: eng)
+    pg = WG.Playground(options={"gallery": "world:shoe"})
+    ex, tab = pg.explorer, pg.personalise
+    tab.keep.click()
+    assert "draw the sketch" in tab.message.value
+    tab.adapt.click()
+    assert "keep at least two" in tab.message.value and ex.engine is eng
+    for _ in range(2):
+        ex.pad.load(ex.target.strokes)
+        tab.keep.click()
+        first = ex.target.index
+        while ex.target.index == first:  # the next sketch to copy of another photo
+            ex.next_target.click()
+    assert len(tab.drawings) == 2 and tab.rows[0] != tab.rows[1]
+    tab.adapt.click()
+    assert ex.engine is tab.adapted and ex.engine is not eng and "is adapted" in tab.count.value
+    assert "adapted to your 2 drawings" in tab.message.value
+    tab.forget.click()
+    assert ex.engine is eng and tab.drawings == [] and "not adapted" in tab.count.value

@@ -11,4 +11,5 @@ METHODS: dict[str, str] = {
     "stylemeup": "sbir_core.models.stylemeup:build_stylemeup",
     "with_style": "sbir_core.models.with_style:build_with_style",
     "hierarchy": "sbir_core.models.hierarchy:build_hierarchy",
+    "adaptive_fgsbir": "sbir_core.models.adaptive:build_adaptive",
 }

