@@ -361,3 +361,69 @@ def test_category_supports_come_from_the_category_and_refuse_big_k():
         A.support_for_category(view, 17)("c0")
     with pytest.raises(DataError, match="no support"):
         sf("c9")
+
+
+def _class_table(counts):
+    return pd.DataFrame({"category": [c for c, n in counts.items() for _ in range(n)],
+                         "sketch_id": [f"s{i}" for i in range(sum(counts.values()))]})
+
+
+def test_support_pool_is_fixed_disjoint_and_refuses_a_class_without_queries():
+    table = _class_table({"a": 6, "b": 4})
+    pool, queries = A.support_pool(table, 3, seed=0)
+    again, q2 = A.support_pool(table, 3, seed=0)
+    assert all(np.array_equal(pool[c], again[c]) for c in pool) and np.array_equal(queries, q2)
+    used = np.concatenate([pool["a"], pool["b"]])
+    assert len(set(used) & set(queries)) == 0 and len(used) + len(queries) == len(table)
+    assert set(table["category"].iloc[pool["a"]]) == {"a"} and len(queries) == 4
+    other, _ = A.support_pool(table, 3, seed=1)
+    assert any(not np.array_equal(pool[c], other[c]) for c in pool)
+    with pytest.raises(DataError, match="none left"):
+        A.support_pool(table, 4)
+
+
+def test_class_supports_take_negatives_from_other_classes_and_refuse_bad_k():
+    sketches = torch.rand(10, 1, 8, 8)
+    photos = torch.rand(6, 3, 8, 8)
+    cls = np.array(["a", "a", "a", "b", "b", "c"])
+    pool = {"a": np.array([0, 1, 2]), "b": np.array([3, 4, 5])}
+    sf = A.support_for_class(sketches, pool, photos, cls, 2, seed=0)
+    s = sf("a")
+    assert torch.equal(s["sketch"], sketches[:2])
+    assert set(cls[s["pos_idx"].numpy()]) == {"a"} and "a" not in set(cls[s["neg_idx"].numpy()])
+    assert torch.equal(s["photo"], photos[s["pos_idx"]]) and torch.equal(s["neg"], photos[s["neg_idx"]])
+    with pytest.raises(DataError, match="k=4"):
+        A.support_for_class(sketches, pool, photos, cls, 4)("a")
+    with pytest.raises(DataError, match="no support sketches"):
+        sf("z")
+    with pytest.raises(DataError, match="another class"):
+        A.support_for_class(sketches, pool, photos[:3], cls[:3], 2)("a")
+
+
+def test_category_adapted_evaluation_matches_evaluate_and_leaves_the_base_alone(words):
+    from sbir_core.data.views import CategoryView
+
+    g = torch.Generator().manual_seed(0)
+    gallery = torch.rand(12, 3, 8, 8, generator=g)
+    gtable = pd.DataFrame({"category": [f"c{i % 3}" for i in range(12)], "medium": "photo"})
+    queries = torch.rand(9, 1, 8, 8, generator=g)
+    table = pd.DataFrame({"category": [f"c{i % 3}" for i in range(9)], "sketch_id": [f"q{i}" for i in range(9)]})
+    view = CategoryView("toy/category", queries, gallery, table, gtable)
+    m = build("margin", "category", words).eval()
+    plain, ours = evaluate(m, view), A.evaluate_category_adapted(m, view)
+    for key in plain.metrics:
+        assert ours.metrics[key] == pytest.approx(plain.metrics[key])
+    assert np.allclose(ours.outcome("map_all"), plain.outcome("map_all"))
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    sk = torch.rand(6, 1, 8, 8, generator=g)
+    pool = {c: np.array([2 * i, 2 * i + 1]) for i, c in enumerate(["c0", "c1", "c2"])}
+    sf = A.support_for_class(sk, pool, gallery, gtable["category"].to_numpy(), 2)
+    adapted = A.evaluate_category_adapted(m, view, sf)
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    assert adapted.outcome("map_all").shape == (9,)
+    import dataclasses
+    rows = np.flatnonzero(table["category"] == "c1")  # each class's queries ranked by the model adapted to it
+    sub = dataclasses.replace(view, queries=queries[torch.as_tensor(rows)], table=table.iloc[rows])
+    one = evaluate(m.adapt(sf("c1")), sub)
+    assert np.allclose(adapted.outcome("map_all")[rows], one.outcome("map_all"))
+    assert m.adapt(sf("c1")).head.weight.ne(m.head.weight).any()

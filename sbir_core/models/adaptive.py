@@ -596,3 +596,87 @@ def personalise(method: Method, sketches: torch.Tensor, photos: torch.Tensor,
             raise DataError(f"negatives must have the photos' shape {tuple(photos.shape)}, got {tuple(negatives.shape)}")
         neg = pos + k
     return method.adapt({"sketch": sketches, "photo": photos, "neg": negatives, "pos_idx": pos, "neg_idx": neg})
+
+
+# ---------------------------------------------------------------------- category level on real data
+
+def support_pool(table: pd.DataFrame, n: int, seed: int = 0, column: str = "category") -> tuple[dict, np.ndarray]:
+    """Split a class-labelled query table into support pools and queries, by a rule fixed in advance.
+
+    For each value of ``column`` the rows are shuffled (seeded by the value and ``seed``); the first
+    ``n`` form that class's support pool (k-shot supports take its first k, so they are nested) and
+    the rest are its queries, the same for every k. Returns ({class: (n,) row indices}, (Q,) sorted
+    query row indices). A class with at most ``n`` rows (no query left) is a DataError.
+    """
+    if n < 1:
+        raise DataError(f"a support pool needs n >= 1 sketches per class, got {n}")
+    pool, queries = {}, []
+    for value, rows in table.groupby(column, sort=True).indices.items():
+        if len(rows) <= n:
+            raise DataError(f"class {value!r} has {len(rows)} sketches: none left as a query after a support pool of {n}")
+        gen = torch.Generator().manual_seed(int(hashlib.sha256(f"{value}/{seed}".encode()).hexdigest()[:8], 16))
+        order = np.asarray(rows)[torch.randperm(len(rows), generator=gen).numpy()]
+        pool[str(value)] = order[:n]
+        queries.append(order[n:])
+    return pool, np.sort(np.concatenate(queries))
+
+
+def support_for_class(sketches: torch.Tensor, pool: dict, photos: torch.Tensor, photo_classes, k: int, seed: int = 0):
+    """``support_for(category)`` for ``evaluate_category_adapted``: the class's first k pool sketches
+    (``support_pool``), each with a random photo of its class as the positive and a random photo of
+    another class as the negative (category-level triplets: the negatives must come from other classes).
+
+    sketches: (N, ...) the rows the pool indexes; photos: (P, ...) the support photos (never the
+    gallery's); photo_classes: (P,) their class names.
+    """
+    cls = np.asarray([str(c) for c in photo_classes])
+
+    def support_for(category: str) -> dict:
+        category = str(category)
+        rows = pool.get(category)
+        if rows is None or len(rows) == 0:
+            raise DataError(f"class {category!r} has no support sketches")
+        if k < 1 or k > len(rows):
+            raise DataError(f"k={k} support sketches asked of class {category!r}, whose pool has {len(rows)}")
+        same, other = np.flatnonzero(cls == category), np.flatnonzero(cls != category)
+        if len(same) == 0:
+            raise DataError(f"class {category!r} has no support photo to be a positive")
+        if len(other) == 0:
+            raise DataError(f"a category-level support of class {category!r} needs photos of another class as "
+                            "negatives; every support photo is of this one class")
+        gen = torch.Generator().manual_seed(int(hashlib.sha256(f"{category}/{seed}/photos".encode()).hexdigest()[:8], 16))
+        pos = same[torch.randint(len(same), (k,), generator=gen).numpy()]
+        neg = other[torch.randint(len(other), (k,), generator=gen).numpy()]
+        idx = torch.as_tensor(rows[:k], dtype=torch.long)
+        return {"sketch": sketches[idx], "photo": photos[torch.as_tensor(pos)], "neg": photos[torch.as_tensor(neg)],
+                "pos_idx": torch.as_tensor(pos), "neg_idx": torch.as_tensor(neg), "idx": idx}
+
+    return support_for
+
+
+def evaluate_category_adapted(method: Method, view, support_for=None, column: str = "category", batch: int = 512):
+    """Category-level retrieval (``evaluate`` on a ``CategoryView``) after adapting per class: the
+    queries of each value of ``column`` are ranked against the whole gallery by
+    ``method.adapt(support_for(value))``, a fresh copy (support_for None: by ``method`` itself).
+    Returns an ``Evaluation`` ("category") whose per-query values are in the view's query order and
+    whose metrics are their means."""
+    import dataclasses
+
+    from sbir_core.evaluation import Evaluation, evaluate
+
+    n = len(view.table)
+    per: dict[str, np.ndarray] = {}
+    for value, rows in view.table.groupby(column, sort=True).indices.items():
+        model = method if support_for is None else method.adapt(support_for(value))
+        if support_for is not None and model is method:
+            raise RuntimeError(f"{type(method).__name__}.adapt returned the method itself; it must return a new one")
+        r = torch.as_tensor(rows, dtype=torch.long)
+        sub = dataclasses.replace(view, name=f"{view.name}/{value}", queries=view.queries[r],
+                                  table=view.table.iloc[rows], style=None if view.style is None else view.style[r])
+        ev = evaluate(model, sub)
+        for key, values in ev.per_query.items():
+            per.setdefault(key, np.zeros(n))[rows] = values
+    name = lambda key: ("map_all" if key == "ap_all" else "map_at_" + key[6:] if key.startswith("ap_at_")  # noqa: E731
+                        else "prec_at_" + key[5:] if key.startswith("p_at_") else key)
+    metrics = {name(key): float(np.nanmean(v)) for key, v in per.items()}
+    return Evaluation("category", metrics, per, view.table)
