@@ -42,7 +42,7 @@
 # sketch is ranked among.
 #
 # **What the ci scale simplifies.** The paper trains the backbone and the head end to end
-# (`END_TO_END = True`, the paper configuration). At the ci scale (40 s for the whole chapter
+# (`END_TO_END = True`, the paper configuration). At the ci scale (45 s for the whole chapter
 # on 2 cores) the backbone is chapter 4's trained Triplet-SN encoder, loaded from the store of
 # trained models and **frozen**: its first two blocks give an 8 × 8 map, each node's RoI-aligned
 # 8 × 8 crop runs through its last two blocks and its head, so a node is the encoder's
