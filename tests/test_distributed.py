@@ -8,8 +8,8 @@ same gradient buffers, g0 / 2 + g1 / 2) gives bitwise the same numbers, because 
 floating point and a sum of two numbers does not depend on their order. So the 2-process run must
 equal that single-process run **exactly** (one thread per process, so that no kernel splits its
 sums differently). The plain single-process step (one backward over the whole batch) sums the
-per-example gradients in another order; its difference from the 2-process run is reduction order
-alone, reported and bounded below by what one such difference does over the run.
+per-example gradients in another order: its gradients equal the sharded step's to float32 rounding
+(checked), and what that rounding does over a whole run is reported.
 """
 
 import json
@@ -180,27 +180,55 @@ def test_checkpoints_are_written_by_rank_zero_only(two):
     assert len(runs) == 1 and len(list(runs[0].glob("step_*.pt"))) == 2
 
 
+def _grads(m) -> list[torch.Tensor]:
+    out = [p.grad.clone() for p in m.parameters() if p.grad is not None]
+    m.zero_grad(set_to_none=True)
+    return out
+
+
 def test_one_process_differs_by_reduction_order_only(setup, sharded, two):
-    """The plain step sums per-example gradients in another order, and over 200 steps that moves the
-    trained model a little. The 2-process run is the sharded run (test above), so its difference from
-    the plain run is that reordering alone. Tolerance: the book's for a rerun on other hardware (a
-    row's 95% interval half-width, ``book.derived_tolerances``), here the binomial half-width over the
-    view's queries, which leaves out the spread over drawers and objects and is narrower still; at
-    least one query."""
+    """The plain step back-propagates the whole batch's loss at once; the 2-process run is the sharded step
+    (test above: bit for bit), each half's loss halved. Their gradients are the same sums in another order,
+    so they agree to float32 rounding, at the start and after training; a wrong average (a sum, or one shard
+    alone) is off by the gradient's own size. Over 200 steps such rounding moves the model as another seed
+    would (the trajectory is chaotic), so the runs' metrics are printed, not bounded: a fixed tolerance on
+    them held on one CPU and failed on another (a 1-query gap over the binomial half-width), which is noise,
+    not a defect of the all-reduce."""
+    _, spec, views, config = setup
+    threads = torch.get_num_threads()
+    set_threads(1)
+    try:
+        seed_everything(config.seed)
+        m = spec.build()
+        for state in (None, sharded.best_state):  # the initial weights, then the trained ones
+            if state is not None:
+                m.load_state_dict(state)
+            batch = get_sampler(m.sampler)(views.train, config.batch_size, torch.Generator().manual_seed(1),
+                                           **m.sampler_options)
+            m.training_loss(batch).backward()
+            plain = _grads(m)
+            for r in range(2):
+                (m.training_loss(D.shard(batch, r, 2)) / 2).backward()
+            halves = _grads(m)
+            m.training_loss(D.shard(batch, 0, 2)).backward()
+            one_shard = _grads(m)
+            scale = max(float(g.abs().max()) for g in plain)
+            gap = max(float((a - b).abs().max()) for a, b in zip(plain, halves))
+            wrong = max(float((a - b).abs().max()) for a, b in zip(plain, one_shard))
+            print(f"{'trained' if state else 'initial'}: max |grad| {scale:.3e}, plain vs 2 shards {gap:.3e}, "
+                  f"plain vs 1 shard {wrong:.3e}")
+            assert gap <= 1e-4 * scale, (gap, scale)  # seen here: 3e-6 of the scale
+            assert wrong >= 1e-2 * scale, (wrong, scale)
+    finally:
+        set_threads(threads)
     _, _, summary = two
-    _, _, views, _ = setup
-    plain = single_process(setup, sharded=False)
-    sizes = {"val": len(views.val), **{k: len(v) for k, v in views.tests.items()}}
-    cols = [c for c in plain.history.columns if "/acc_at_" in c]
+    plain_run = single_process(setup, sharded=False)
+    cols = [c for c in plain_run.history.columns if "/acc_at_" in c]
     for i, rec in enumerate(_history(summary)):
         for c in cols:
-            p, n = float(plain.history[c].iloc[i]), sizes[c.split("/")[0]]
-            tol = max(1.96 * np.sqrt(p * (1 - p) / n), 1 / n)
-            gap = abs(rec[c] - p)
-            assert gap == pytest.approx(abs(sharded.history[c].iloc[i] - p), abs=1e-12)  # reordering alone
-            print(f"step {rec['step']} {c}: 2 processes {rec[c]:.4f}, 1 process {p:.4f}, |diff| {gap:.4f} "
-                  f"<= {tol:.4f}")
-            assert gap <= tol, (rec["step"], c, gap, tol)
+            p = float(plain_run.history[c].iloc[i])
+            assert abs(rec[c] - p) == pytest.approx(abs(sharded.history[c].iloc[i] - p), abs=1e-12)  # 2 procs = sharded
+            print(f"step {rec['step']} {c}: 2 processes {rec[c]:.4f}, 1 process {p:.4f}, |diff| {abs(rec[c] - p):.4f}")
 
 
 def test_a_killed_rank_ends_the_job_and_the_same_command_resumes(setup, two, tmp_path):
