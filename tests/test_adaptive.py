@@ -427,3 +427,48 @@ def test_category_adapted_evaluation_matches_evaluate_and_leaves_the_base_alone(
     one = evaluate(m.adapt(sf("c1")), sub)
     assert np.allclose(adapted.outcome("map_all")[rows], one.outcome("map_all"))
     assert m.adapt(sf("c1")).head.weight.ne(m.head.weight).any()
+
+
+def test_sketchy_zero_shot_split_gives_support_and_query_objects_and_adapts(tmp_path, monkeypatch, words):
+    """The category level on a real zero-shot set (the poster's Sketchy protocol), on a fixture in the official
+    layout: each unseen class's objects split once into support and queries, never sharing a photo; the views
+    rank within the class, the supports come from the class's support objects, and adapting per class runs."""
+    from test_data_sketchy import write_sketchy
+
+    from sbir_core.data import load_dataset
+    from sbir_core.data.folders import YELAMARTHI_21
+
+    monkeypatch.setenv("SBIR_CACHE", str(tmp_path / "cache"))
+    write_sketchy(tmp_path, classes=("airplane", "apple", *YELAMARTHI_21), photos_per_class=4, sketches_per_photo=2,
+                  extended=False)
+    data = load_dataset("sketchy", tmp_path, unseen="yelamarthi21", paired_only=True, seed=0,
+                        val_fraction=0.5)
+    with pytest.raises(DataError, match="hold_out_support"):
+        A.category_views(data, 8)  # every unseen object is a test object: no support split yet
+    held = A.hold_out_support(data, 0.5, seed=0)
+    assert (data.sketches.loc[data.sketches["category_split"] == "unseen", "split"] == "test").all()  # unchanged
+    assert held.fingerprint != data.fingerprint
+    again = A.hold_out_support(data, 0.5, seed=0)
+    assert again.sketches["split"].tolist() == held.sketches["split"].tolist()  # a fixed rule
+    views = A.category_views(held, 8)
+    assert set(views["train"].table["category"]) | set(views["val"].table["category"]) <= {"airplane", "apple"}
+    for v in ("support", "test"):
+        assert set(views[v].table["category"]) == set(YELAMARTHI_21)
+    sup, test = set(views["support"].table["instance"]), set(views["test"].table["instance"])
+    assert sup and test and not sup & test
+    assert not set(views["support"].gallery_table["instance"]) & set(views["test"].gallery_table["instance"])
+    assert len(set(views["test"].table["instance"])) == 2 * 21  # half of each class's 4 photos are queries
+    s = A.support_for_category(views["support"], 2, 0)("bat")
+    assert set(views["support"].table["instance"].iloc[s["idx"].numpy()]) <= sup
+    m = build("margin", "category", words).eval()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    ev = evaluate(m, views["test"], ks=(1, 5), adapt=("category", A.support_for_category(views["support"], 2, 0)))
+    assert len(ev.outcome("acc_at_1")) == len(views["test"]) and 0 <= ev.metrics["acc_at_1"] <= 1
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    with pytest.raises(DataError, match="fraction"):
+        A.hold_out_support(data, 1.0)
+    one = load_dataset("sketchy", tmp_path, unseen=None, paired_only=True, seed=0)
+    with pytest.raises(DataError, match="no unseen class"):
+        A.hold_out_support(one)
+    with pytest.raises(DataError, match="seen and unseen"):
+        A.category_views(one, 8)

@@ -524,18 +524,64 @@ def support_for_drawer(data, view: RetrievalView, k: int, seed: int = 0):
 
 
 def category_views(data, size: int = 32, line_width: float = 1.5) -> dict[str, RetrievalView]:
-    """The category level on the style world (seen drawers only, so that the shift is the category's):
+    """The category level (the style world, or a zero-shot real set after ``hold_out_support``):
     "train" / "val": sketches of the seen categories' train / val objects (meta-training, validation);
     "support": the unseen categories' train objects (where a new category's k support sketches come
-    from); "test": the unseen categories' test objects. All ranked within the category."""
+    from); "test": the unseen categories' test objects. All ranked within the category. Where the data
+    knows its drawers (the style world), only the seen drawers' sketches, so that the shift is the
+    category's."""
     from sbir_core.data.views import fg_view
+
+    cats = data.sketches["category_split"]
+    if not (cats == "unseen").any() or not (cats == "seen").any():
+        raise DataError(f"{data.name}: the category level needs seen and unseen categories (category_split: "
+                        f"{sorted(set(cats))}); load a real set with unseen=..., e.g. sketchy's 'yelamarthi21'")
+    if not ((cats == "unseen") & (data.sketches["split"] == "train")).any():
+        raise DataError(f"{data.name}: the unseen categories have no train objects to take support sketches from "
+                        "(a zero-shot loader puts them all in test): split them first with hold_out_support(data)")
+    drawers = {"drawer_split": "seen"} if (data.sketches["drawer_split"] == "seen").any() else {}
 
     def view(split, categories):
         return fg_view(data, split, size, line_width, group="category",
-                       where={"drawer_split": "seen", "category_split": categories})
+                       where={**drawers, "category_split": categories})
 
     return {"train": view("train", "seen"), "val": view("val", "seen"), "support": view("train", "unseen"),
             "test": view("test", "unseen")}
+
+
+def hold_out_support(data, fraction: float = 0.5, seed: int = 0):
+    """The support split of a zero-shot real set, by a rule fixed before any result.
+
+    A loader's zero-shot split (e.g. ``load_dataset("sketchy", unseen="yelamarthi21", paired_only=True)``)
+    puts every instance of an unseen class in "test". The poster's protocol takes a new class's k
+    support sketches from its *train* split and queries its test sketches, so here each unseen class's
+    instances (a photo and its sketches) are shuffled (seeded by the class and ``seed``) and the first
+    ``fraction`` of them (at least one, and at least one left) become "train": never a query's photo.
+    Seen classes keep their splits. Returns a new SBIRData; ``data`` is unchanged.
+    """
+    import dataclasses
+
+    if not 0 < fraction < 1:
+        raise DataError(f"hold_out_support: fraction must lie in (0, 1), got {fraction}")
+    sketches, photos = data.sketches.copy(), data.photos.copy()
+    unseen = sorted(set(sketches.loc[sketches["category_split"] == "unseen", "category"].astype(str)))
+    if not unseen:
+        raise DataError(f"{data.name}: no unseen class to hold support out of; load it with unseen=..., "
+                        "e.g. sketchy's 'yelamarthi21'")
+    support = set()
+    for cls in unseen:
+        inst = sorted(set(sketches.loc[sketches["category"].astype(str) == cls, "instance"]))
+        if len(inst) < 2:
+            raise DataError(f"{data.name}: unseen class {cls!r} has {len(inst)} instance(s); it needs one for the "
+                            "support split and one for the queries")
+        gen = torch.Generator().manual_seed(int(hashlib.sha256(f"{cls}/{seed}".encode()).hexdigest()[:8], 16))
+        order = [inst[i] for i in torch.randperm(len(inst), generator=gen).tolist()]
+        support.update(order[:min(max(1, round(fraction * len(inst))), len(inst) - 1)])
+    for table in (sketches, photos):
+        held = (table["category_split"] == "unseen") & table["instance"].isin(support)
+        table.loc[held, "split"] = "train"
+    info = dict(data.info, support_fraction=fraction, support_seed=seed)
+    return dataclasses.replace(data, sketches=sketches, photos=photos, info=info)
 
 
 def support_for_category(view: RetrievalView, k: int, seed: int = 0):
