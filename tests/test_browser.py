@@ -105,3 +105,27 @@ def test_bad_drawings_leave_the_app_working(engine, page):
     assert len(BR.page_state(page)["top"]) == 10
     assert not page.errors, page.errors
     assert "Traceback" not in page.content()
+
+
+def test_record_leaves_a_running_event_loop_for_a_worker_thread(monkeypatch, tmp_path):
+    """A notebook kernel runs an asyncio loop, where Playwright's sync API refuses to start (chapter 9 after
+    `make book` on a fresh clone failed so): record() then works from a thread without one."""
+    import asyncio
+
+    seen = {}
+
+    def choice(*args, **kwargs):
+        try:
+            seen["loop"] = asyncio.get_running_loop()
+        except RuntimeError:
+            seen["loop"] = None
+        raise RuntimeError("stopped after the check")
+
+    monkeypatch.setattr(P, "choice", choice)
+
+    async def in_a_loop():
+        return BR.record(tmp_path)
+
+    with pytest.raises(RuntimeError, match="stopped after the check"):
+        asyncio.run(in_a_loop())
+    assert "loop" in seen and seen["loop"] is None
