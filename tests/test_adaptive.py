@@ -472,3 +472,23 @@ def test_sketchy_zero_shot_split_gives_support_and_query_objects_and_adapts(tmp_
         A.hold_out_support(one)
     with pytest.raises(DataError, match="seen and unseen"):
         A.category_views(one, 8)
+
+
+def test_a_support_never_takes_its_positive_as_its_negative():
+    """Training triplets follow QMUL's rule (another query's photo, sometimes the anchor's own); a support set
+    must not: a one-sketch support whose negative is its positive leaves nothing to adapt to (and was refused)."""
+    view = image_view(n_items=4, per_item=6, categories=2)  # 6 sketches a photo: QMUL's rule often repeats it
+    gen = torch.Generator().manual_seed(0)
+    qmul = view.triplets(torch.arange(len(view)), gen)
+    assert (qmul["neg_idx"] == qmul["pos_idx"]).any()  # the training rule can pick the positive
+    for seed in range(20):
+        s = A.support_triplets(view, torch.arange(len(view)), torch.Generator().manual_seed(seed))
+        assert (s["neg_idx"] != s["pos_idx"]).all()
+        assert (view.gallery_group[s["neg_idx"]] == view.gallery_group[s["pos_idx"]]).all()  # same category
+        assert torch.equal(s["neg"], view.gallery[s["neg_idx"]])
+    for k1 in range(8):  # every one-sketch support of every category adapts
+        A.check_support(A.support_for_category(view, 1, seed=k1)("c0"))
+    lonely = RetrievalView("one photo", torch.rand(2, 1, 8, 8), torch.rand(1, 3, 8, 8), torch.zeros(2, dtype=torch.long),
+                           pd.DataFrame({"sketch_id": ["a", "b"]}), pd.DataFrame({"instance": ["i0"]}), group=None)
+    with pytest.raises(DataError, match="no other photo"):
+        A.support_triplets(lonely, torch.tensor([0]), gen)

@@ -502,6 +502,25 @@ def adaptation_view(data, size: int = 32, line_width: float = 1.5) -> RetrievalV
                    where={"drawer_split": "unseen", "adaptation": True})
 
 
+def support_triplets(view: RetrievalView, idx: torch.Tensor, generator: torch.Generator) -> dict:
+    """Support triplets of the anchors ``idx`` (B,): the positive is the paired photo, the negative a uniformly
+    random *other* photo of the anchor's group (``view.group``; the whole gallery without one). Unlike training
+    batches (``RetrievalView.triplets``, QMUL's rule: another query's photo, which can be the anchor's own), a
+    support never gets its positive as its negative: with k = 1 that would leave nothing to adapt to."""
+    batch = view.pairs(idx)
+    pos = batch["pos_idx"]
+    groups = view.gallery_group if view.group is not None else torch.zeros(len(view.gallery), dtype=torch.long)
+    neg = torch.empty_like(pos)
+    for i, p in enumerate(pos.tolist()):
+        others = torch.nonzero((groups == groups[p]) & (torch.arange(len(groups)) != p)).flatten()
+        if len(others) == 0:
+            raise DataError(f"{view.name}: the support photo {p} has no other photo in its {view.group or 'gallery'} "
+                            "to be a negative")
+        neg[i] = others[torch.randint(len(others), (1,), generator=generator)]
+    batch.update(neg=view.gallery[neg], neg_idx=neg)
+    return batch
+
+
 def support_for_drawer(data, view: RetrievalView, k: int, seed: int = 0):
     """``support_for(drawer)`` for ``evaluate(..., adapt=("drawer", support_for))``: the drawer's k
     support sketches (``synthetic.support_set``) as triplets of ``view`` (``adaptation_view``), whose
@@ -518,7 +537,7 @@ def support_for_drawer(data, view: RetrievalView, k: int, seed: int = 0):
             raise DataError(f"support sketches {missing[:3]} are not in the adaptation view {view.name}")
         idx = torch.as_tensor([row_of[s] for s in ids], dtype=torch.long)
         gen = torch.Generator().manual_seed(int(hashlib.sha256(f"{drawer}/{seed}".encode()).hexdigest()[:8], 16))
-        return view.triplets(idx, gen)
+        return support_triplets(view, idx, gen)
 
     return support_for
 
@@ -598,7 +617,7 @@ def support_for_category(view: RetrievalView, k: int, seed: int = 0):
             raise DataError(f"k={k} support sketches asked of category {category!r}, which has {len(rows)}")
         gen = torch.Generator().manual_seed(int(hashlib.sha256(f"{category}/{seed}".encode()).hexdigest()[:8], 16))
         pick = rows[torch.randperm(len(rows), generator=gen)[:k].numpy()]
-        return view.triplets(torch.as_tensor(pick, dtype=torch.long), gen)
+        return support_triplets(view, torch.as_tensor(pick, dtype=torch.long), gen)
 
     return support_for
 
