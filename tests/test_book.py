@@ -249,3 +249,20 @@ def test_trivial_values_come_from_chance_oracle_and_untrained_rows():
     assert triv[:3] == [pytest.approx(float("nan"), nan_ok=True)] * 3  # the trivial rows themselves
     assert triv[3] == 0.15 and triv[4] == 0.15  # the best trivial score; another gap takes the split's
     assert triv[5] != triv[5]  # interval bounds have none
+
+
+def test_derived_tolerances_half_width_for_estimates_whole_width_for_bounds():
+    """An estimate may move by its interval's half-width on a rerun elsewhere; a bound by the whole width (it moves
+    with the estimate and with the half-width); a row without an interval was computed without training."""
+    def row(method, metric, value, seed=-1):
+        return {"chapter": "c", "dataset": "style_world", "method": method, "protocol": "", "setting": "",
+                "split": "test", "metric": metric, "seed": seed, "value": value}
+
+    fresh = pd.DataFrame([row("m", "acc_at_1", 0.40), row("m", "acc_at_1_ci95_lo", 0.30),
+                          row("m", "acc_at_1_ci95_hi", 0.50), row("chance", "acc_at_1", 0.1),
+                          row("m", "acc_at_1", 0.42, seed=0)])
+    tol = book.derived_tolerances(fresh).set_index(["method", "metric"])["tol"]
+    assert len(tol) == 4  # per-seed rows are not checked
+    assert tol[("m", "acc_at_1")] == pytest.approx(0.10)
+    assert tol[("m", "acc_at_1_ci95_lo")] == pytest.approx(0.20) and tol[("m", "acc_at_1_ci95_hi")] == pytest.approx(0.20)
+    assert tol[("chance", "acc_at_1")] == book.EXACT_TOL
