@@ -69,8 +69,8 @@ INNER_LR = 0.005  # alpha of the inner step (the code's fast lr)
 STEPS = 160  # outer steps per seed (each: BATCH_SIZE tasks, one inner step each)
 BATCH_SIZE = 2  # tasks per outer step (the code: 12 tasks of one photo)
 EVAL_EVERY = 40  # evaluate on validation every N outer steps
-ABLATIONS = ["first_order", "no_ft", "no_reg", "basic_sn", "cross_modal", "meta_sn"]  # of VARIANTS below
-REAL_DATASETS = ["pacs_sketchy"]  # real FG sets, the sketch index as the style proxy (shoes304, chairv2: paper scale)
+ABLATIONS = ["first_order", "no_ft", "fixed_ft", "no_reg", "latent128", "basic_sn", "cross_modal", "meta_sn"]  # of VARIANTS below
+REAL_DATASETS = ["pacs_sketchy", "shoes304", "chairv2"]  # real FG sets with paired photos, the sketch index as the style proxy
 REAL_STEPS = 300  # outer steps of StyleMeUp per seed on each real dataset
 REAL_SEEDS = 1  # StyleMeUp seeds on each real dataset
 REAL_EVAL_EVERY = 60  # evaluate on validation every N outer steps on real data
@@ -291,9 +291,10 @@ prose(text)
 # Each variant as the full model minus the variant, on the same unseen-drawer queries (Acc@10).
 # The paper claims every part costs accuracy when removed; its baselines B-Basic-SN (the same
 # encoder with only the triplet loss), B-Cross-Modal (the VAE trained without meta-learning) and
-# B-Meta-SN (meta-learning without the VAE) should trail it. Fixed FT and latent 128 run at the
-# paper scale only (`paper_runs/configs/paper/06_stylemeup.yaml`): the ci budget affords the
-# variants listed in `ABLATIONS`.
+# B-Meta-SN (meta-learning without the VAE) should trail it. *Fixed FT* keeps the FT layers but
+# freezes their θ at the start (no meta-learning of the style simulation); *latent 128* is the
+# released code's latent size against the paper's best, 64 (the full model). The variants run are
+# those listed in `ABLATIONS`, one seed each at this scale.
 
 # %% tags=["hide-input"]
 abl = []
@@ -435,7 +436,11 @@ var, photo_clusters = rank_variances({name: evals[name]["test_unseen"] for name 
 cons = []
 for name in evals:
     iv = ST.interval(var[name], photo_clusters, bounds=(0.0, np.inf))
-    ch.add_interval(iv, "style_world", mid(name), "rank_v_avg", T.PROTOCOL_VAL, tag, "test_unseen")
+    if len(var[name]) > 1:  # an interval over seeds and photos: checked
+        ch.add_interval(iv, "style_world", mid(name), "rank_v_avg", T.PROTOCOL_VAL, tag, "test_unseen")
+    else:  # one seed: its interval spans the photos only, not what a rerun does (kept per seed, not checked)
+        ch.add("style_world", mid(name), "rank_v_avg", iv.estimate, T.PROTOCOL_VAL, tag, "test_unseen",
+               models_seeds[name][0])
     cons.append({"method": labels[name], "V_avg": fmt(iv, percent=False),
                  "mean rank": float(np.mean([ev.per_query["rank"].mean() for ev in evals[name]["test_unseen"]]))})
 cons_iv = ST.paired_difference(var["full"], var["triplet_sn"], photo_clusters)
@@ -625,16 +630,13 @@ for name in REAL_DATASETS:
                                 "level=category", "test")
                 crow["StyleMeUp - Triplet-SN (points)"] = f"{cd.estimate:+.3f} [{cd.lo:.3f}, {cd.hi:.3f}]"
                 real_rows.append(crow)
-    if not real_verdict:  # the first real set found carries the claim
-        d1 = paired_of(ev["stylemeup"], ev["triplet_sn"], "acc_at_1", columns=("instance",))
-        word = ch.add_claim("stylemeup_beats_triplet_real", d1, +1, name, "stylemeup - triplet_sn", "diff_acc_at_1",
-                            T.PROTOCOL_VAL, "test")
-        real_verdict = (f"On {name}, StyleMeUp minus Triplet-SN is {100 * d1.estimate:.1f} points of Acc@1 "
-                        f"[{100 * d1.lo:.1f}, {100 * d1.hi:.1f}]: the paper's claim that it beats Triplet-SN on "
-                        f"real fine-grained sets is **{word}** here, with StyleMeUp at {REAL_STEPS} outer steps of a "
-                        f"small VAE against chapter 4's {BASE_REAL_STEPS} steps of its encoder. Its rank variance "
-                        f"across a photo's sketches minus Triplet-SN's is {cons_r.estimate:+.2f} "
-                        f"[{cons_r.lo:.2f}, {cons_r.hi:.2f}].")
+    d1 = paired_of(ev["stylemeup"], ev["triplet_sn"], "acc_at_1", columns=("instance",))  # every real set is evidence
+    word = ch.add_claim("stylemeup_beats_triplet_real", d1, +1, name, "stylemeup - triplet_sn", "diff_acc_at_1",
+                        T.PROTOCOL_VAL, "test")
+    real_verdict += (f"On {name}, StyleMeUp minus Triplet-SN is {100 * d1.estimate:.1f} points of Acc@1 "
+                     f"[{100 * d1.lo:.1f}, {100 * d1.hi:.1f}]: the paper's claim that it beats Triplet-SN on real "
+                     f"fine-grained sets is **{word}** there; its rank variance across a photo's sketches minus "
+                     f"Triplet-SN's is {cons_r.estimate:+.2f} [{cons_r.lo:.2f}, {cons_r.hi:.2f}]. ")
 if real_curves:
     fig, ax = plt.subplots(figsize=(6, 3.2))
     for name, h in real_curves.items():
@@ -648,7 +650,8 @@ pd.DataFrame(real_rows).set_index(["dataset", "metric"]).fillna("") if real_rows
 
 # %% tags=["hide-input"]
 if real_verdict:
-    prose(real_verdict)
+    prose(real_verdict + f"StyleMeUp trained {REAL_STEPS} outer steps of a small VAE on each set, against chapter 4's "
+          f"{BASE_REAL_STEPS} steps of its encoder.")
 if cat_words:
     prose("At the category level on PACS, mAP@all minus the untrained VAE's: " + "; ".join(cat_words) + ". Both "
           "models were trained to tell one object from another of its class, not classes apart, and the category "
@@ -664,8 +667,7 @@ if cat_words:
 # paper's own table of its baselines and ablations (Acc@K in percent), the pattern the sections
 # above test: StyleMeUp first, B-Meta-SN and B-Cross-Modal next, Triplet-SN last.
 #
-# Not done at the ci scale (the budget affords one real set and the variants above): shoes304,
-# ChairV2 and ShoeV2 (`REAL_DATASETS` of the paper scale), fixed FT and latent 128.
+# ShoeV2 runs at the paper scale only (`REAL_DATASETS` there), where `SBIR_DATA` holds it.
 
 # %% tags=["hide-input"]
 ours = pd.DataFrame([{"dataset": f"style world, {split.split('_')[1]} drawers", "metric": f"acc_at_{k}",
