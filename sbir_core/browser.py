@@ -215,17 +215,18 @@ def record(out: Path, url: str | None = None, method: str = "04_triplet_baseline
     """Draw world sketch ``target`` of ``category`` in the app stroke by stroke, screenshot each result.
 
     Writes ``out/frame_NN.png`` (the page after stroke NN) and ``out/frames.json``; returns that record:
-    the sketch id, and per stroke the rank of its photo shown in the page and the top labels. Called
-    where an event loop runs (a notebook's kernel), it records from a worker thread: Playwright's sync
-    API refuses to run inside a running loop.
+    the sketch id, and per stroke the rank of its photo shown in the page and the top labels. Without a
+    ``page``, called where an event loop runs (a notebook's kernel), it records from a worker thread:
+    Playwright's sync API refuses to start inside a running loop. A given page stays on its own thread.
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            return pool.submit(record, out, url, method, category, target, page, overrides).result()
+    if page is None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                return pool.submit(record, out, url, method, category, target, None, overrides).result()
     from sbir_core import playground as P
     from sbir_core import strokes as SK
 
