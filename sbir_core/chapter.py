@@ -23,11 +23,12 @@ import re
 import numpy as np
 import pandas as pd
 
+from sbir_core import claims as CL
 from sbir_core import stats as ST
+from sbir_core.claims import arm
 from sbir_core.results import COLUMNS, load_reference, metric_rows, save_results
 
 SPLITS = ("train", "val", "test", "test_seen", "test_unseen", "all")
-VERDICT_CODE = {"reproduced": 1.0, "inconclusive": 0.0, "not reproduced": -1.0}
 _KEY = re.compile(r"^[a-z0-9_]+$")
 
 
@@ -89,15 +90,18 @@ class Chapter:
         for suffix, value in (("", iv.estimate), ("_ci95_lo", iv.lo), ("_ci95_hi", iv.hi)):
             self.add(dataset, method, metric + suffix, value, protocol, setting, split)
 
-    def add_claim(self, claim: str, iv: ST.Interval, direction: int, dataset: str, method: str, metric: str,
-                  protocol: str = "", split: str = "test") -> str:
-        """A claim's evidence: the measured difference with its interval and the verdict code
-        (1 reproduced, 0 inconclusive, -1 not reproduced), under ``setting="claim=<id>"``; returns the word."""
-        word = ST.verdict(iv, direction)
-        tag = f"claim={claim}"
-        self.add_interval(iv, dataset, method, metric, protocol, tag, split)
-        self.add(dataset, method, "verdict", VERDICT_CODE[word], protocol, tag, split)
-        return word
+    def claim(self, claim_id: str, effect, reference: ST.Arm, dataset: str, method: str, split: str,
+              protocol: str = "", where: str = "", other: dict | None = None, metric: str | None = None) -> CL.Evidence:
+        """A claim's evidence (``claims.assess``: the raw and relative effect with intervals, the paper's
+        relative effect, the minimum detectable effect, the outcome code and whether it is fragile) as
+        rows under ``setting`` "claim=<id>" (then ``where``, e.g. "k=5", the setting the paper's effect
+        is looked up at; ``metric`` only where the protocol lacks the claim's own). Returns the
+        ``Evidence`` (``.outcome``, ``.text()``)."""
+        ev = CL.assess(claim_id, effect, reference, where, other, metric)
+        tag = ",".join([f"claim={claim_id}"] + ([where] if where else []) + ([f"metric={metric}"] if metric else []))
+        for r in CL.evidence_rows(ev):
+            self.add(dataset, method, r["metric"], r["value"], protocol, tag, split)
+        return ev
 
     def frame(self) -> pd.DataFrame:
         return metric_rows(self.name, self.rows)
@@ -262,7 +266,7 @@ def published_vs_ours(reference: str, ours: pd.DataFrame, match: dict | None = N
     return table.set_index(index).rename(columns={"protocol": "selection"}).fillna("")
 
 
-__all__ = ["COLUMNS", "Chapter", "SPLITS", "clusters", "fmt", "gap_curve_figure", "interval_of", "outcomes",
+__all__ = ["COLUMNS", "Chapter", "SPLITS", "arm", "clusters", "fmt", "gap_curve_figure", "interval_of", "outcomes",
            "paired_of", "published_vs_ours", "retrieval_grid", "setting", "setup"]
 
 

@@ -19,18 +19,44 @@ the same seeds and the same test objects (possibly different queries of them, e.
 drawers): shared clusters get the same bootstrap weights in both arms, so what the two arms share
 cancels. Coverage is checked by simulation in ``tests/test_stats.py`` (about 95% over many
 simulated experiments with a known true value).
+
+**Effects in units that travel.** A paper measures its effect on its scale (ShoeV2, a VGG-16, Acc@1
+28.7 -> 36.5), we on ours; raw points do not transfer. Every claim is therefore also stated as a
+*relative effect*: the difference divided by the reference arm's margin over its trivial value,
+
+    relative = direction x (A - B) / (B - floor),
+
+where B is the arm the claim compares against and its floor is the highest of chance, the untrained
+model and the pixel nearest neighbour where those were measured (the paper's floor is chance, which
+is all it reports). StyleMeUp's ShoeV2 headline is (36.47 - 28.71) / (28.71 - 0.5) = 0.275: a gain
+of 27.5% of the baseline's margin over chance. ``ratio`` gives its interval by linearising the ratio
+(the delta method on per-query influence values), with the same two sources of variance as every
+other interval. ``outcome`` turns that interval into one of five words:
+
+* **not testable**: an arm's own interval reaches its floor (two models that have not learnt are no
+  evidence about a method), or the two arms rank every query alike (the switched part cannot act);
+* **reproduced**: the interval excludes 0 on the claimed side;
+* **contradicted**: it excludes 0 on the other side;
+* **smaller than claimed**: it holds 0 and excludes the paper's relative effect;
+* **undecided**: it holds both.
+
+``mde`` is the smallest relative effect the design detects with 80% power (two-sided 5% test):
+(t_0.975 + t_0.80) standard errors.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-VERDICTS = ("reproduced", "not reproduced", "inconclusive")
+OUTCOMES = ("reproduced", "contradicted", "smaller than claimed", "undecided", "not testable")
+# the outcome as a number in a metrics file (checked exactly by ``book check``)
+OUTCOME_CODE = {"reproduced": 2.0, "smaller than claimed": 1.0, "undecided": 0.0, "contradicted": -1.0,
+                "not testable": -2.0}
 
 
 @dataclass(frozen=True)
@@ -116,33 +142,6 @@ def _bootstrap_means(arms, clusters, n_boot: int, rng: np.random.Generator) -> n
     return out
 
 
-def _seed_part(per_seed_arms) -> tuple[float, float]:
-    """Variance of the mean over seeds and its Welch-Satterthwaite df, summed over independent arms."""
-    parts = [(float(np.var(x, ddof=1) / len(x)), len(x) - 1) for x in per_seed_arms if len(x) > 1]
-    var = sum(v for v, _ in parts)
-    denom = sum(v ** 2 / d for v, d in parts)
-    return var, (var ** 2 / denom if denom > 0 else math.inf)
-
-
-def _combine(estimate, per_seed, boot, n_queries, level, independent_arms=None, bounds=None) -> Interval:
-    n_seeds = len(per_seed) if independent_arms is None else min(len(a) for a in independent_arms)
-    boot = boot[np.isfinite(boot)]  # a replicate that drew no query of an arm has no mean
-    var_sample = float(boot.var(ddof=1)) if len(boot) > 1 else 0.0
-    var_seeds, df_seeds = _seed_part([per_seed] if independent_arms is None else independent_arms)
-    var = var_seeds + var_sample
-    se = math.sqrt(var)
-    if var_seeds > 0 and math.isfinite(df_seeds):
-        df = var ** 2 / (var_seeds ** 2 / df_seeds)
-    else:
-        df = math.inf
-    q = st.t.ppf(0.5 + level / 2, df) if math.isfinite(df) else st.norm.ppf(0.5 + level / 2)
-    lo, hi = float(estimate - q * se), float(estimate + q * se)
-    if bounds is not None:  # a proportion's interval stays within what the proportion can be
-        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
-    return Interval(float(estimate), lo, hi, se, math.sqrt(var_seeds), math.sqrt(var_sample), float(df), n_seeds,
-                    n_queries, level)
-
-
 def interval(outcomes, clusters: dict | None = None, level: float = 0.95, n_boot: int = 2000,
              seed: int = 0, bounds: tuple[float, float] | None = None) -> Interval:
     """Mean of per-query outcomes over seeds and queries, with an interval for seeds and test sample.
@@ -155,10 +154,13 @@ def interval(outcomes, clusters: dict | None = None, level: float = 0.95, n_boot
         bounds: the range the mean can take (e.g. (0, 1) for a proportion); the interval is clipped to it.
     """
     y = _as_2d(outcomes)
-    clusters = clusters or {"query": np.arange(y.shape[1])}
-    boot = _bootstrap_means([y.mean(0)], {k: [v] for k, v in clusters.items()}, n_boot,
-                            np.random.default_rng(seed))[:, 0]
-    return _combine(y.mean(), y.mean(1), boot, y.shape[1], level, bounds=bounds)
+    arm = Arm(y, clusters or {"query": np.arange(y.shape[1])}, _seeds(y))
+    return contrast([(arm, 1.0)], level, n_boot, seed, bounds)
+
+
+def _seeds(y: np.ndarray) -> tuple:
+    """The seeds of a (S, Q) array of outcomes: 0..S-1, or none for one seed (no seed part)."""
+    return tuple(range(y.shape[0])) if y.shape[0] > 1 else ()
 
 
 def paired_difference(a, b, clusters_a: dict | None = None, clusters_b: dict | None = None,
@@ -176,36 +178,223 @@ def paired_difference(a, b, clusters_a: dict | None = None, clusters_b: dict | N
             method against another), pass ``clusters_a`` only and the difference is taken per query.
     """
     a, b = _as_2d(a), _as_2d(b)
-    rng = np.random.default_rng(seed)
-    paired_seeds = a.shape[0] == b.shape[0]
-    if clusters_b is None and a.shape == b.shape:
-        return interval(a - b, clusters_a, level, n_boot, seed)
-    if clusters_b is None and a.shape[1] == b.shape[1]:  # same queries, unpaired seeds
-        clusters_b = clusters_a
-    clusters_a = clusters_a or {"query": np.arange(a.shape[1])}
-    clusters_b = clusters_b or {"query": np.arange(a.shape[1], a.shape[1] + b.shape[1])}
+    if clusters_b is None and a.shape[1] == b.shape[1]:  # the same queries
+        clusters_a = clusters_b = clusters_a or {"query": np.arange(a.shape[1])}
+        n_queries = a.shape[1]
+    else:
+        clusters_a = clusters_a or {"query": np.arange(a.shape[1])}
+        clusters_b = clusters_b or {"query": np.arange(a.shape[1], a.shape[1] + b.shape[1])}
+        n_queries = a.shape[1] + b.shape[1]
     if set(clusters_a) != set(clusters_b):
         raise ValueError(f"both arms need the same cluster names, got {sorted(clusters_a)} and {sorted(clusters_b)}")
-    boot = _bootstrap_means([a.mean(0), b.mean(0)], {k: [clusters_a[k], clusters_b[k]] for k in clusters_a},
-                            n_boot, rng)
-    diff = boot[:, 0] - boot[:, 1]
-    if paired_seeds:
-        return _combine(a.mean() - b.mean(), a.mean(1) - b.mean(1), diff, a.shape[1] + b.shape[1], level)
-    return _combine(a.mean() - b.mean(), None, diff, a.shape[1] + b.shape[1], level, [a.mean(1), b.mean(1)])
+    # equal numbers of seeds are paired seed by seed; otherwise the arms' seed variances add
+    iv = contrast([(Arm(a, clusters_a, _seeds(a)), 1.0), (Arm(b, clusters_b, _seeds(b)), -1.0)], level, n_boot, seed)
+    return replace(iv, n_queries=n_queries)
 
 
-def verdict(iv: Interval, direction: int = 1) -> str:
-    """One word for a claim that the difference is positive (``direction`` 1) or negative (-1):
-    "reproduced" when the interval lies wholly on the claimed side of zero, "not reproduced" when it
-    lies wholly on the other side, "inconclusive" when it contains zero."""
-    if direction not in (1, -1):
-        raise ValueError(f"direction must be 1 or -1, got {direction}")
-    lo, hi = (iv.lo, iv.hi) if direction == 1 else (-iv.hi, -iv.lo)
-    if lo > 0:
+@dataclass(frozen=True, eq=False)
+class Arm:
+    """One model's per-query outcomes on one query set: a term of a contrast.
+
+    values: (S, Q) per training seed and query (float); clusters: name -> (Q,) labels of what the
+    queries were sampled by (every arm of one contrast names the same clusters; equal labels are the
+    same cluster); seeds: the training seeds, one per row. Arms with equal ``seeds`` (two or more) are
+    paired seed by seed; ``()`` marks an arm without training chance (chance, a parameter-free
+    matcher, one fixed untrained draw). ``seed_var`` = (variance of one seed's mean, its degrees of
+    freedom), a pilot's, for an arm trained with one seed: its seed variance cannot be estimated from
+    itself. ``floors``: name -> Arm of the trivial values the arm must beat (chance, the untrained
+    model, the pixel nearest neighbour on the same queries), for ``sbir_core.claims``.
+    """
+
+    values: np.ndarray
+    clusters: dict
+    seeds: tuple = ()
+    seed_var: tuple | None = None
+    name: str = ""
+    floors: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        v = _as_2d(self.values)
+        object.__setattr__(self, "values", v)
+        for k, lab in self.clusters.items():
+            if len(lab) != v.shape[1]:
+                raise ValueError(f"arm {self.name!r}: cluster labels {k!r} must give one label per query "
+                                 f"({len(lab)} for {v.shape[1]} queries)")
+        if self.seeds and len(self.seeds) != v.shape[0]:
+            raise ValueError(f"arm {self.name!r}: {v.shape[0]} rows of outcomes for seeds {self.seeds}")
+
+    @property
+    def mean(self) -> float:
+        return float(self.values.mean())
+
+    def constant(self, value: float, name: str = "") -> "Arm":
+        """An arm of ``value`` for every query of this one (chance), without training chance."""
+        return Arm(np.full((1, self.values.shape[1]), float(value)), self.clusters, (), None, name)
+
+    def floor(self, higher_is_better: bool = True) -> tuple[str, "Arm | None"]:
+        """The binding floor: the best of the arm's trivial values, as (name, Arm); ("", None) without."""
+        if not self.floors:
+            return "", None
+        pick = max if higher_is_better else min
+        name = pick(self.floors, key=lambda k: self.floors[k].mean)
+        return name, self.floors[name]
+
+    def own_interval(self, level: float = 0.95, n_boot: int = 2000, seed: int = 0, bounds=None) -> Interval:
+        """The arm's own mean with its interval (its seed part from ``seed_var`` when it has one seed)."""
+        return contrast([(self, 1.0)], level, n_boot, seed, bounds)
+
+
+def contrast(terms, level: float = 0.95, n_boot: int = 2000, seed: int = 0, bounds=None) -> Interval:
+    """sum_i c_i mean(arm_i) with an interval for seeds and test sample; ``terms`` = [(Arm, c_i), ...].
+
+    The sample part resamples the clusters of all arms at once (a cluster shared by two arms gets the
+    same weight in both, so what they share cancels); the seed part adds, over each group of arms
+    trained on the same seeds, the variance of the group's per-seed contrast, and for a one-seed arm
+    with a pilot ``seed_var`` c_i^2 times it. An arm appearing twice has its coefficients summed.
+    """
+    coefs: dict[int, float] = {}
+    arms: dict[int, Arm] = {}
+    for arm, c in terms:
+        arms[id(arm)] = arm
+        coefs[id(arm)] = coefs.get(id(arm), 0.0) + float(c)
+    keys = list(arms)
+    names = list(arms[keys[0]].clusters)  # in the first arm's order: the bootstrap draws follow it
+    if any(set(arms[k].clusters) != set(names) for k in keys):
+        raise ValueError(f"every arm of a contrast needs the same cluster names, got "
+                         f"{[sorted(arms[k].clusters) for k in keys]}")
+    c = np.array([coefs[k] for k in keys])
+    estimate = float(sum(ci * arms[k].mean for ci, k in zip(c, keys)))
+    if names:
+        clusters = {n: [arms[k].clusters[n] for k in keys] for n in names}
+    else:  # independent queries: each arm's queries are its own
+        offsets = np.cumsum([0] + [arms[k].values.shape[1] for k in keys])
+        clusters = {"query": [np.arange(offsets[i], offsets[i + 1]) for i in range(len(keys))]}
+    boot = _bootstrap_means([arms[k].values.mean(0) for k in keys], clusters, n_boot,
+                            np.random.default_rng(seed)) @ c
+    boot = boot[np.isfinite(boot)]  # a replicate that drew no query of an arm has no mean
+    var_sample = float(boot.var(ddof=1)) if len(boot) > 1 else 0.0
+    parts, groups = [], {}
+    for ci, k in zip(c, keys):
+        arm = arms[k]
+        if len(arm.seeds) > 1:
+            groups.setdefault(arm.seeds, []).append((ci, arm))
+        elif arm.seed_var is not None and ci != 0:
+            parts.append((ci ** 2 * float(arm.seed_var[0]), float(arm.seed_var[1])))
+    for members in groups.values():
+        per_seed = sum(ci * arm.values.mean(1) for ci, arm in members)
+        parts.append((float(np.var(per_seed, ddof=1) / len(per_seed)), len(per_seed) - 1))
+    var_seeds = sum(v for v, _ in parts)
+    denom = sum(v ** 2 / d for v, d in parts if d > 0)
+    var = var_seeds + var_sample
+    df = var ** 2 / denom if var_seeds > 0 and denom > 0 else math.inf
+    se = math.sqrt(var)
+    q = st.t.ppf(0.5 + level / 2, df) if math.isfinite(df) else st.norm.ppf(0.5 + level / 2)
+    lo, hi = estimate - q * se, estimate + q * se
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    learnt = [len(arms[k].seeds) for k, ci in zip(keys, c) if ci != 0 and arms[k].seeds]
+    n_queries = int(sum(arms[k].values.shape[1] for k, ci in zip(keys, c) if ci != 0))
+    return Interval(estimate, float(lo), float(hi), se, math.sqrt(var_seeds), math.sqrt(var_sample), float(df),
+                    min(learnt) if learnt else 1, n_queries, level)
+
+
+def ratio(numerator, denominator, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> Interval:
+    """N / D for two contrasts of the same arms, N = sum c_i mean(arm_i), D = sum d_j mean(arm_j), with
+    an interval from the linearised ratio: (N - r D) / D has the same resampling and seed parts as
+    any contrast, and its interval, shifted by r = N / D, is the ratio's (the delta method).
+
+    D must be positive (a reference arm above its floor); the interval is not reliable when D is
+    small against its own error, which is what ``outcome``'s "not testable" catches first.
+    """
+    num = sum(c * a.mean for a, c in numerator)
+    den = sum(d * a.mean for a, d in denominator)
+    if not den > 0:
+        raise ValueError(f"ratio: the denominator must be positive, got {den:.4g}")
+    r = num / den
+    lin = contrast([(a, c / den) for a, c in numerator] + [(a, -r * d / den) for a, d in denominator],
+                   level, n_boot, seed)
+    return Interval(float(r), float(r + lin.lo - lin.estimate), float(r + lin.hi - lin.estimate), lin.se,
+                    lin.se_seeds, lin.se_sample, lin.df, lin.n_seeds, lin.n_queries, level)
+
+
+def mde(iv: Interval, power: float = 0.8) -> float:
+    """The smallest true effect a two-sided test at the interval's level detects with ``power``:
+    (t_{1 - alpha/2} + t_{power}) standard errors (normal quantiles when df is infinite)."""
+    return float(_power_factor(iv.df, iv.level, power) * iv.se)
+
+
+def _power_factor(df: float, level: float, power: float) -> float:
+    dist = st.t(df) if math.isfinite(df) else st.norm()
+    return float(dist.ppf(0.5 + level / 2) + dist.ppf(power))
+
+
+def ratio_mde(numerator, denominator, power: float = 0.8, level: float = 0.95, n_boot: int = 2000,
+              seed: int = 0) -> float:
+    """The smallest true ratio N / D detected with ``power``, with the ratio's standard error taken at
+    that ratio: a ratio's error grows with it (the denominator's own error counts r times), so the
+    standard error at zero effect would promise more power than the design has.
+
+    The linearised variance V(r) = V0 - 2 r C + r^2 V_D is quadratic in the ratio r (for fixed
+    bootstrap draws), so three contrasts (r = 0, 1, -1) give it exactly; r = k sqrt(V(r)), with k the
+    two quantiles of ``mde``, is then a quadratic equation. Returns inf when it has no positive root:
+    the denominator is so uncertain that no effect, however large, is found with that power.
+    """
+    den = sum(d * a.mean for a, d in denominator)
+    if not den > 0:
+        raise ValueError(f"ratio_mde: the denominator must be positive, got {den:.4g}")
+
+    def lin(r):
+        return contrast([(a, c / den) for a, c in numerator] + [(a, -r * d / den) for a, d in denominator],
+                        level, n_boot, seed)
+
+    v0, v1, vm = (lin(r).se ** 2 for r in (0.0, 1.0, -1.0))
+    vd, cov = (v1 + vm) / 2 - v0, (vm - v1) / 4
+    r, df = 0.0, lin(0.0).df
+    for _ in range(2):  # the quantiles depend on the degrees of freedom at the solution
+        k2 = _power_factor(df, level, power) ** 2
+        a_, b_, c_ = 1 - k2 * vd, 2 * k2 * cov, -k2 * v0
+        if a_ <= 0:
+            return math.inf
+        r = (-b_ + math.sqrt(max(b_ * b_ - 4 * a_ * c_, 0.0))) / (2 * a_)
+        df = lin(r).df
+    return float(r)
+
+
+def p_value(iv: Interval, null: float = 0.0) -> float:
+    """Two-sided p-value of ``null`` for the interval's estimate and standard error (t with its df)."""
+    if iv.se == 0:
+        return 0.0 if iv.estimate != null else 1.0
+    dist = st.t(iv.df) if math.isfinite(iv.df) else st.norm()
+    return float(2 * dist.sf(abs(iv.estimate - null) / iv.se))
+
+
+def outcome(rel: Interval, paper: float = math.nan, testable: bool = True, kind: str = "difference") -> str:
+    """One of ``OUTCOMES`` for a relative effect whose claimed side is positive.
+
+    kind "difference": the five rules of the module docstring (with no published size, a result that
+    holds 0 is "undecided"). kind "level": the claim is a level (``rel`` the measured normalised
+    level, ``paper`` the claimed one): reproduced when the interval lies at or above it, smaller than
+    claimed when below, undecided when it holds it. kind "null": the claim is "no effect"
+    (independence): contradicted when the interval excludes 0, else undecided (no finite sample
+    proves a zero effect).
+    """
+    if not testable:
+        return "not testable"
+    if kind == "level":
+        if not math.isfinite(paper):
+            raise ValueError("a level claim needs the claimed level")
+        return "reproduced" if rel.lo >= paper else "smaller than claimed" if rel.hi < paper else "undecided"
+    if kind == "null":
+        return "contradicted" if rel.excludes(0.0) else "undecided"
+    if kind != "difference":
+        raise ValueError(f"kind must be difference, level or null, got {kind!r}")
+    if rel.lo > 0:
         return "reproduced"
-    if hi < 0:
-        return "not reproduced"
-    return "inconclusive"
+    if rel.hi < 0:
+        return "contradicted"
+    if math.isfinite(paper) and rel.hi < paper:
+        return "smaller than claimed"
+    return "undecided"
 
 
 def friedman_by_block(table, value: str, treatment: str, block: str, levels) -> dict:

@@ -28,16 +28,30 @@ def test_rows_use_the_split_vocabulary_and_a_setting_column(results):
 
 
 def test_intervals_and_claims_become_rows(results):
-    ch = C.Chapter("04_triplet_baseline", "ci", {})
+    import numpy as np
+
+    from sbir_core.stats import Arm
+
+    ch = C.Chapter("06_stylemeup", "ci", {})
     iv = Interval(0.05, 0.01, 0.09, 0.02, 0.01, 0.015, 10.0, 5, 300)
     ch.add_interval(iv, "style_world", "triplet_sn", "acc_at_1", "val_selected", "", "test")
-    word = ch.add_claim("c04-style-costs", iv, -1, "style_world", "triplet_sn", "diff_acc_at_1", "val_selected",
-                        "test_unseen - test_seen")
-    assert word == "not reproduced"
+    rng = np.random.default_rng(0)
+    cl = {"instance": np.arange(300) // 3}
+    a = Arm((rng.random((2, 300)) < 0.5).astype(float), cl, (0, 1), name="StyleMeUp")
+    b = Arm((rng.random((3, 300)) < 0.3).astype(float), cl, (0, 1, 2), name="Triplet-SN")
+    for x in (a, b):
+        x.floors["chance"] = x.constant(0.02)
+    ev = ch.claim("stylemeup_beats_triplet_unseen", [(a, 1.0), (b, -1.0)], b, "style_world", "stylemeup - triplet_sn",
+                  "test_unseen", "val_selected")
+    assert ev.outcome == "reproduced" and ev.rel.lo > 0
+    assert ev.paper_rel == pytest.approx((36.47 - 28.71) / (28.71 - 0.5))  # ShoeV2, the smaller of the two
     df = ch.frame()
-    assert set(df["metric"]) >= {"acc_at_1", "acc_at_1_ci95_lo", "acc_at_1_ci95_hi", "verdict"}
-    assert df.loc[df["metric"] == "verdict", "value"].item() == -1.0
-    assert (df.loc[df["metric"] == "verdict", "setting"] == "claim=c04-style-costs").all()
+    rows = df[df["setting"] == "claim=stylemeup_beats_triplet_unseen"].set_index("metric")["value"]
+    assert {"diff_acc_at_1", "diff_acc_at_1_ci95_lo", "rel_effect", "rel_effect_ci95_hi", "paper_rel_effect",
+            "mde_rel", "outcome", "fragile", "floor"} <= set(rows.index)
+    assert rows["outcome"] == 2.0 and rows["rel_effect"] == pytest.approx(ev.rel.estimate)
+    with pytest.raises(C.CL.ClaimError, match="not in"):
+        ch.claim("no_such_claim", [(a, 1.0), (b, -1.0)], b, "style_world", "x", "test")
 
 
 def test_save_records_only_the_parameters_cell(results):

@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import norm
 
 from sbir_core import stats as ST
-from sbir_core.stats import Interval, interval, paired_difference, verdict
+from sbir_core.stats import Arm, Interval, contrast, interval, outcome, paired_difference, ratio
 
 
 def simulate(rng, n_obj=60, n_drw=20, per_obj=3, n_seeds=5, mu=0.0, sd_obj=0.8, sd_drw=0.6, sd_seed=0.25,
@@ -114,14 +114,57 @@ def test_unpaired_seeds_add_their_seed_variances():
     assert iv.se_seeds ** 2 == pytest.approx(np.var([1, 0, 1], ddof=1) / 3 + np.var([0, 1], ddof=1) / 2)
 
 
-def test_verdicts_come_from_the_interval():
+def test_outcomes_come_from_the_interval_and_the_papers_effect():
     iv = lambda lo, hi: Interval((lo + hi) / 2, lo, hi, 0, 0, 0, 4, 5, 100)  # noqa: E731
-    assert verdict(iv(0.01, 0.05)) == "reproduced"
-    assert verdict(iv(-0.05, -0.01)) == "not reproduced"
-    assert verdict(iv(-0.01, 0.05)) == "inconclusive"
-    assert verdict(iv(-0.05, -0.01), direction=-1) == "reproduced"
+    assert outcome(iv(0.01, 0.05), paper=0.3) == "reproduced"
+    assert outcome(iv(-0.05, -0.01), paper=0.3) == "contradicted"
+    assert outcome(iv(-0.05, 0.1), paper=0.3) == "smaller than claimed"
+    assert outcome(iv(-0.05, 0.4), paper=0.3) == "undecided"
+    assert outcome(iv(-0.05, 0.1)) == "undecided"  # no published size: nothing to exclude
+    assert outcome(iv(0.01, 0.05), paper=0.3, testable=False) == "not testable"
+    assert outcome(iv(0.5, 0.7), paper=0.5, kind="level") == "reproduced"
+    assert outcome(iv(0.3, 0.45), paper=0.5, kind="level") == "smaller than claimed"
+    assert outcome(iv(0.3, 0.6), paper=0.5, kind="level") == "undecided"
+    assert outcome(iv(0.01, 0.05), kind="null") == "contradicted"
+    assert outcome(iv(-0.01, 0.05), kind="null") == "undecided"
     with pytest.raises(ValueError):
-        verdict(iv(0, 1), direction=0)
+        outcome(iv(0, 1), kind="other")
+
+
+def test_contrast_is_the_paired_difference_and_the_interval():
+    rng = np.random.default_rng(4)
+    y, clusters, _ = simulate(rng)
+    z, _, _ = simulate(rng)
+    a, b = Arm(y, clusters, tuple(range(5))), Arm(z, clusters, tuple(range(5)))
+    iv = contrast([(a, 1.0), (b, -1.0)])
+    ref = paired_difference(y, z, clusters)
+    assert iv.estimate == pytest.approx(ref.estimate) and iv.se == pytest.approx(ref.se)
+    assert contrast([(a, 1.0)]).se == pytest.approx(interval(y, clusters).se)
+    assert contrast([(a, 2.0), (a, -1.0)]).se == pytest.approx(interval(y, clusters).se)  # coefficients add
+
+
+def test_a_one_seed_arm_takes_a_pilots_seed_variance():
+    y = np.zeros((1, 10))
+    plain = contrast([(Arm(y, {"object": np.arange(10)}, (0,)), 1.0)])
+    pilot = contrast([(Arm(y, {"object": np.arange(10)}, (0,), seed_var=(0.01, 3)), 1.0)])
+    assert plain.se == 0 and pilot.se == pytest.approx(0.1) and pilot.df == pytest.approx(3)
+
+
+def test_ratio_interval_covers_a_known_relative_effect():
+    """(A - B) / (B - chance) with A and B on the same queries: the delta-method interval covers the
+    true ratio about 95% of the time."""
+    rng = np.random.default_rng(5)
+    pa, pb, chance, hits, n_sim = 0.45, 0.30, 0.05, 0, 300
+    true = (pa - pb) / (pb - chance)
+    for k in range(n_sim):
+        shared = rng.normal(0, 0.5, 400)  # query difficulty both arms share
+        ya = (rng.normal(norm.ppf(pa) * math.sqrt(1.25), 1, (3, 400)) + shared > 0).astype(float)
+        yb = (rng.normal(norm.ppf(pb) * math.sqrt(1.25), 1, (3, 400)) + shared > 0).astype(float)
+        cl = {"query": np.arange(400)}
+        a, b = Arm(ya, cl, (0, 1, 2)), Arm(yb, cl, (0, 1, 2))
+        r = ratio([(a, 1.0), (b, -1.0)], [(b, 1.0), (b.constant(chance), -1.0)], n_boot=300, seed=k)
+        hits += r.contains(true)
+    assert 0.91 <= hits / n_sim <= 0.99, hits / n_sim
 
 
 def test_bad_input_is_refused():
@@ -156,3 +199,95 @@ def test_friedman_is_blocked_by_photo():
     unblocked = kruskal(*[g["x"] for _, g in t[t.photo < 99].groupby("k")]).pvalue
     assert unblocked > 0.05  # the same data, tested without blocks, sees nothing
     assert ST.friedman_by_block(t, "null", "k", "photo", [1, 2, 3])["p"] > 0.01
+
+
+def _comparison(rng, rel_true, p_b=0.30, chance=0.05, n_q=400, n_seeds=3, sd_seed=0.03, n_boot=200, seed=0,
+                paper=math.nan):
+    """One simulated claim: arm A's accuracy is B's plus ``rel_true`` times B's margin over chance, on
+    the same queries (shared difficulty) and seeds; returns its ``claims.judge`` evidence."""
+    from sbir_core.claims import judge
+
+    p_a = p_b + rel_true * (p_b - chance)
+    shared = rng.normal(0, 0.5, n_q)
+    cl = {"query": np.arange(n_q)}
+
+    def draw(p):
+        mu = norm.ppf(p) * math.sqrt(1.25) + rng.normal(0, sd_seed, (n_seeds, 1))
+        return (rng.normal(mu, 1, (n_seeds, n_q)) + shared > 0).astype(float)
+
+    seeds = tuple(range(n_seeds))
+    b = Arm(draw(p_b), cl, seeds, name="B")
+    a = Arm(draw(p_a), cl, seeds, name="A")
+    for x in (a, b):
+        x.floors["chance"] = x.constant(chance, "chance")
+    return judge([(a, 1.0), (b, -1.0)], b, paper=paper, n_boot=n_boot, seed=seed)
+
+
+def _theory(rel, half, sd, paper):
+    """Each outcome's probability when the relative effect's estimate is N(rel, sd) and its interval
+    reaches ``half`` either side of it (the 95% level's half-width; averaged over the simulations')."""
+    half = np.asarray(half)
+    rep = norm.cdf((rel - half) / sd)
+    contra = norm.cdf((-half - rel) / sd)
+    smaller = np.clip(norm.cdf((paper - half - rel) / sd) - contra, 0, 1)
+    return {"reproduced": float(rep.mean()), "contradicted": float(contra.mean()),
+            "smaller than claimed": float(smaller.mean()), "undecided": float((1 - rep - contra - smaller).mean())}
+
+
+def test_verdict_rule_rates_under_null_paper_effect_and_half():
+    """Simulated comparisons with known true relative effects, the paper's effect set to the design's
+    minimum detectable effect (80% power): the rate of each outcome is what the intervals' 95% level
+    says (normal theory with the estimates' spread over the simulations and each interval's
+    half-width), within 4 binomial standard errors of the number of simulations; and under the
+    paper's effect the design reproduces the claim at least 80% of the time, the power it states."""
+    from collections import Counter
+
+    rng = np.random.default_rng(11)
+    pilot = [_comparison(rng, 0.0, seed=k) for k in range(30)]
+    paper = float(np.mean([e.mde_rel for e in pilot]))  # the design has 80% power for the paper's effect
+    n_sim, table, failures = 200, {}, []
+    for label, rel_true in (("null", 0.0), ("paper's effect", paper), ("half of it", paper / 2)):
+        evs = [_comparison(rng, rel_true, paper=paper, seed=k) for k in range(n_sim)]
+        sd = float(np.std([e.rel.estimate for e in evs], ddof=1))
+        seen = Counter(e.outcome for e in evs)
+        theory = _theory(rel_true, [e.rel.hi - e.rel.estimate for e in evs], sd, paper)
+        for word, p in theory.items():
+            rate = seen.get(word, 0) / n_sim
+            tol = 4 * math.sqrt(max(p * (1 - p), 1 / n_sim) / n_sim)
+            table[(label, word)] = (rate, p, tol)
+            if abs(rate - p) > tol:
+                failures.append((label, word, rate, p, tol))
+    print(f"\npaper's relative effect = design MDE = {paper:.3f}")
+    for (label, word), (rate, p, tol) in table.items():
+        print(f"{label:>15} {word:>22}: {rate:.3f} (theory {p:.3f} +- {tol:.3f})")
+    assert not failures, failures
+    rate = table[("paper's effect", "reproduced")][0]
+    assert rate >= 0.8 - 4 * math.sqrt(0.8 * 0.2 / n_sim), rate  # at least the power the MDE states
+
+
+def test_a_reference_at_its_floor_is_not_testable():
+    """Two arms at chance: 'not testable' except when sampling lifts both intervals above chance."""
+    rng = np.random.default_rng(12)
+    evs = [_comparison(rng, 0.0, p_b=0.05, chance=0.05, seed=k) for k in range(100)]
+    share = sum(e.outcome == "not testable" for e in evs) / len(evs)
+    assert share >= 0.975 - 4 * math.sqrt(0.975 * 0.025 / 100), share
+    assert all(e.reason for e in evs if e.outcome == "not testable")
+
+
+def test_arms_that_rank_alike_are_not_testable_and_one_seed_arms_are_refused():
+    from sbir_core.claims import ClaimError, judge
+
+    cl = {"query": np.arange(50)}
+    y = (np.arange(50)[None, :].repeat(2, 0) % 3 == 0).astype(float)
+    a, b = Arm(y, cl, (0, 1), name="A"), Arm(y.copy(), cl, (0, 1), name="B")
+    for x in (a, b):
+        x.floors["chance"] = x.constant(0.01)
+    ev = judge([(a, 1.0), (b, -1.0)], b, paper=0.2)
+    assert ev.outcome == "not testable" and "alike" in ev.reason
+    one = Arm(y[:1], cl, (0,), name="one seed")
+    one.floors["chance"] = one.constant(0.01)
+    with pytest.raises(ClaimError, match="one seed"):
+        judge([(one, 1.0), (b, -1.0)], b)
+    piloted = Arm(y[:1], cl, (0,), seed_var=(1e-4, 1), name="piloted")
+    piloted.floors["chance"] = piloted.constant(0.01)
+    assert judge([(piloted, 1.0), (b, -1.0)], b).rel.se_seeds > 0

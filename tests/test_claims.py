@@ -1,0 +1,95 @@
+"""Claims, the papers' effects, and the evidence the chapters record: files that hold together, the
+unit of the relative effect, and a claims chapter that agrees with the chapters' own outcomes."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sbir_core import book
+from sbir_core import chapter as C
+from sbir_core import claims as CL
+from sbir_core.stats import OUTCOME_CODE, Arm
+
+
+def test_claims_file_names_chapters_of_the_book_and_known_kinds():
+    table = CL.load_claims()
+    assert set(table["chapter"]) <= set(book.chapters())
+    assert set(table["kind"]) <= set(CL.KINDS)
+    assert set(table["direction"]) <= {1, -1}
+
+
+def test_paper_effect_is_the_difference_over_the_reference_arms_margin_over_chance():
+    pe = CL.paper_effects()
+    shoe = pe[(pe["claim_id"] == "stylemeup_beats_triplet_unseen") & (pe["dataset"] == "shoev2")]
+    assert shoe["relative"].item() == pytest.approx((36.47 - 28.71) / (28.71 - 0.5))
+    chair = pe[(pe["claim_id"] == "stylemeup_beats_triplet_unseen") & (pe["dataset"] == "chairv2")]
+    assert CL.paper_effect("stylemeup_beats_triplet_unseen") == pytest.approx(min(shoe["relative"].item(),
+                                                                                 chair["relative"].item()))
+    # per setting: k = 5 takes the k = 5 rows only; a claim the paper gives no size has none
+    assert CL.paper_effect("c07_beats_anil", "k=5") == pytest.approx((38.3 - 35.7) / (35.7 - 0.5))
+    assert math.isnan(CL.paper_effect("stylemeup_gain_grows_with_gap"))
+    level = pe[pe["claim_id"] == "with_style_sketch_only_high"]["relative"].item()
+    assert level == pytest.approx((81 - 20) / (100 - 20))
+
+
+def _evidence_rows(tmp_path, monkeypatch):
+    """A results folder with two chapters' evidence, built through ``Chapter.claim``; returns the expected counts."""
+    monkeypatch.setenv("SBIR_RESULTS", str(tmp_path))
+    rng = np.random.default_rng(0)
+    cl = {"instance": np.arange(200) // 2}
+
+    def pair(pa, pb, seeds=(0, 1)):
+        a = Arm((rng.random((len(seeds), 200)) < pa).astype(float), cl, seeds, name="A")
+        b = Arm((rng.random((len(seeds), 200)) < pb).astype(float), cl, seeds, name="B")
+        for x in (a, b):
+            x.floors["chance"] = x.constant(0.02)
+        return [(a, 1), (b, -1)], b
+
+    words = []
+    ch6 = C.Chapter("06_stylemeup", "ci", {})
+    for claim_id, (pa, pb) in {"stylemeup_beats_triplet_unseen": (0.6, 0.2), "stylemeup_ablation_no_ft": (0.3, 0.3),
+                               "stylemeup_ablation_no_reg": (0.02, 0.02)}.items():
+        effect, ref = pair(pa, pb)
+        words.append(ch6.claim(claim_id, effect, ref, "style_world", "a - b", "test_unseen").outcome)
+    ch6.save()
+    ch7 = C.Chapter("07_adaptive", "ci", {})
+    for k in (1, 5):
+        effect, ref = pair(0.2, 0.5)
+        words.append(ch7.claim("c07_beats_anil", effect, ref, "style_world", "ours - ANIL", "test_unseen",
+                               where=C.setting(k=k)).outcome)
+    ch7.save()
+    return words
+
+
+def test_evidence_table_reads_back_every_outcome(tmp_path, monkeypatch):
+    from sbir_core.results import load_metrics
+
+    words = _evidence_rows(tmp_path, monkeypatch)
+    table = CL.evidence_table(load_metrics("ci"))
+    assert sorted(table["outcome"]) == sorted(words)
+    assert set(words) >= {"reproduced", "contradicted", "not testable"}
+    assert set(table.loc[table["claim_id"] == "c07_beats_anil", "setting"]) == {"k=1", "k=5"}
+    assert table["p"].notna().sum() >= 4
+
+
+def test_claims_chapter_agrees_with_the_chapters_outcomes(tmp_path, monkeypatch):
+    """The claims chapter, executed on a results folder of known outcomes, glues exactly their counts."""
+    import nbformat
+
+    words = _evidence_rows(tmp_path, monkeypatch)
+    out = tmp_path / "10_claims.ipynb"
+    book.execute("10_claims", "ci", output=out)
+    glued = {}
+    for cell in nbformat.read(out, as_version=4).cells:
+        for o in cell.get("outputs", []):
+            name = o.get("metadata", {}).get("scrapbook", {}).get("name")
+            if name:
+                glued[name] = o["data"].get("application/papermill.record/text/plain")
+    for word in OUTCOME_CODE:
+        key = f"c10_world_{word.replace(' ', '_')}"
+        assert int(glued[key]) == words.count(word), (key, glued[key], words)
+    assert int(glued["c10_n_world"]) == len(words)
+    metrics = pd.read_csv(tmp_path / "ci" / "10_claims" / "metrics.csv")
+    assert metrics.set_index("metric")["value"]["n_reproduced"] == words.count("reproduced")
