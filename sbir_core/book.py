@@ -42,7 +42,10 @@ TRIVIAL_METHODS = ("chance", "category_oracle", "untrained")
 TOC = REPO_ROOT / "_toc.yml"
 # each chapter's time budget at the ci scale on 2 CPU cores, seconds (``python -m sbir_core.bench book``)
 BUDGETS = {"01_evaluation": 20, "02_style_world": 45, "03_real_data": 25, "04_triplet_baseline": 180,
-           "05_hierarchy": 45, "06_stylemeup": 360, "07_adaptive": 40, "08_with_style": 100, "09_playground": 30}
+           "05_hierarchy": 45, "06_stylemeup": 360, "07_adaptive": 40, "08_with_style": 100, "09_playground": 30,
+           "10_claims": 30}
+# chapters that read the other chapters' results: their stamp holds those results, so they rerun when one changes
+READS_RESULTS = ("10_claims",)
 BOOK_BUDGET = 600
 
 
@@ -66,9 +69,14 @@ def stamp(chapter: str, scale: str, params: dict) -> dict:
             h.update(p.read_bytes())
         return h.hexdigest()[:16]
 
-    return {"chapter": digest([BOOK / f"{chapter}.py"], BOOK), "scale": scale,
-            "params": hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16],
-            "package": digest(PACKAGE.rglob("*.py"), PACKAGE), "data": data_fingerprint()}
+    out = {"chapter": digest([BOOK / f"{chapter}.py"], BOOK), "scale": scale,
+           "params": hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16],
+           "package": digest(PACKAGE.rglob("*.py"), PACKAGE), "data": data_fingerprint(),
+           "reference": digest((RUNS / "reference").glob("*.csv"), RUNS)}
+    if chapter in READS_RESULTS:
+        root = results_root() / scale
+        out["results"] = digest([p for p in root.glob("*/metrics.csv") if p.parent.name != chapter], root)
+    return out
 
 
 def data_fingerprint() -> str:
@@ -321,7 +329,9 @@ def compare(expected: pd.DataFrame, fresh: pd.DataFrame, available=None) -> pd.D
             diff = math.log10(float(got)) - math.log10(float(rec["value"]))
         else:
             diff = float(got) - float(rec["value"])
-        bad = not math.isfinite(diff) and not (math.isnan(float(got)) and math.isnan(float(rec["value"])))
+        same = float(got) == float(rec["value"]) or (math.isnan(float(got)) and math.isnan(float(rec["value"])))
+        diff = 0.0 if same else diff  # equal infinities (an effect no design detects) and NaN agree
+        bad = not math.isfinite(diff)
         status = "drift" if bad or abs(diff) > float(rec["tol"]) else "ok"
         rows.append(dict(rec, fresh=float(got), diff=diff, status=status))
     return pd.DataFrame(rows, columns=EXPECTED_COLUMNS + ["fresh", "diff", "status"])
@@ -400,8 +410,10 @@ def derived_tolerances(fresh: pd.DataFrame) -> pd.DataFrame:
     sample would. Its bounds get the interval's whole width: a bound moves with the estimate *and* with
     the half-width, which a 2- or 3-seed interval estimates no better than to its own size. (Measured on
     a second CPU, every chapter rerun cold: 3 of 260 estimates and 37 of 530 bounds moved by more than
-    the half-width.) Rows without an interval are computed without training and get
-    ``EXACT_TOL`` (p-values: ``EXACT_TOL`` in log10 units). Per-seed rows (seed >= 0) are left out:
+    the half-width.) A claim's minimum detectable effect (``mde_rel``, a multiple of a standard error)
+    gets its own size, as a bound gets its interval's width. Rows without an interval are computed
+    without training and get ``EXACT_TOL`` (p-values: ``EXACT_TOL`` in log10 units); so does a claim's
+    outcome, checked exactly. Per-seed rows (seed >= 0) are left out:
     the summaries check them. Rows of a real dataset require it (``requires``); learnt scores carry
     their trivial value (``trivial_values``).
     """
@@ -420,6 +432,9 @@ def derived_tolerances(fresh: pd.DataFrame) -> pd.DataFrame:
     tols = []
     for (_, r), b, bound in zip(df.iterrows(), base, (base != df["metric"]).to_numpy()):
         h = half.get(tuple(r[g] for g in group) + (b,))
+        if r["metric"] == "mde_rel":  # a multiple of the standard error: as uncertain as an interval's width
+            tols.append(float(r["value"]) if np.isfinite(r["value"]) else EXACT_TOL)
+            continue
         tols.append(EXACT_TOL if h is None else 2 * h if bound else h)
     df["tol"] = tols
     real = set(LOADERS) - {"style_world"}

@@ -266,3 +266,27 @@ def test_derived_tolerances_half_width_for_estimates_whole_width_for_bounds():
     assert tol[("m", "acc_at_1")] == pytest.approx(0.10)
     assert tol[("m", "acc_at_1_ci95_lo")] == pytest.approx(0.20) and tol[("m", "acc_at_1_ci95_hi")] == pytest.approx(0.20)
     assert tol[("chance", "acc_at_1")] == book.EXACT_TOL
+
+
+def test_intro_lists_every_chapter_of_the_toc():
+    """The introduction's chapter table names each chapter of ``_toc.yml`` once, in book order."""
+    import re
+
+    from sbir_core.paths import BOOK
+
+    listed = re.findall(r"^\| \{doc\}`([0-9]{2}_[a-z0-9_]+)`", (BOOK / "intro.md").read_text(), flags=re.M)
+    assert listed == book.chapters()
+
+
+def test_intro_claims_glue_what_the_claims_chapter_glues():
+    """Every ``10_claims.ipynb::c10_*`` key the introduction reads is glued by the claims chapter."""
+    import re
+
+    from sbir_core.paths import BOOK
+
+    wanted = set(re.findall(r"10_claims\.ipynb::(c10_[a-z0-9_]+)", (BOOK / "intro.md").read_text()))
+    source = (BOOK / "10_claims.py").read_text()
+    glued = {f"c10_{k}" for k in re.findall(r'ch\.glue\(f?"([a-z0-9_]+)"', source)}
+    glued |= {f"c10_world_{w.replace(' ', '_')}" for w in ("reproduced", "contradicted", "smaller than claimed",
+                                                          "undecided", "not testable")}
+    assert wanted and wanted <= glued, wanted - glued
