@@ -46,7 +46,7 @@ setup(seed=0)
 SCALE = "ci"  # which results folder to write: ci | paper
 SEED = 0  # base seed: the runs use seeds SEED, SEED+1, ...
 N_SEEDS = 2  # training seeds of StyleMeUp (the full model)
-N_ABLATION_SEEDS = 1  # training seeds of each ablation and baseline variant
+N_ABLATION_SEEDS = 1  # training seeds of each ablation and baseline variant (one: the full model's seed variance stands in)
 N_BASE_SEEDS = 5  # Triplet-SN seeds (chapter 4's runs, loaded from the store)
 N_CONTROL_SEEDS = 3  # chapter 4's control seeds at STYLE_GAP (loaded from the store)
 N_CURVE_SEEDS = 2  # chapter 4's control seeds at the other gaps of the curve (loaded from the store)
@@ -72,7 +72,7 @@ EVAL_EVERY = 40  # evaluate on validation every N outer steps
 ABLATIONS = ["first_order", "no_ft", "fixed_ft", "no_reg", "latent128", "basic_sn", "cross_modal", "meta_sn"]  # of VARIANTS below
 REAL_DATASETS = ["pacs_sketchy", "shoes304", "chairv2"]  # real FG sets with paired photos, the sketch index as the style proxy
 REAL_STEPS = 300  # outer steps of StyleMeUp per seed on each real dataset
-REAL_SEEDS = 1  # StyleMeUp seeds on each real dataset
+REAL_SEEDS = 2  # StyleMeUp seeds on each real dataset (two or more: a claim's interval holds training chance)
 REAL_EVAL_EVERY = 60  # evaluate on validation every N outer steps on real data
 BASE_REAL_STEPS = 1000  # chapter 4's real-data steps (to find its stored Triplet-SN runs)
 BASE_REAL_SEEDS = 3  # chapter 4's real-data seeds
@@ -92,11 +92,12 @@ import torch
 from sbir_core import benchmark as B
 from sbir_core import stats as ST
 from sbir_core import train as T
-from sbir_core.chapter import (Chapter, absent, clusters, fmt, interval_of, note, outcomes, paired_of, prose,
-                               gap_curve_figure, published_vs_ours, retrieval_grid, setting)
+from sbir_core.chapter import (Chapter, absent, arm, fmt, interval_of, note, paired_of, prose, gap_curve_figure,
+                               published_vs_ours, retrieval_grid, setting)
+from sbir_core.claims import pilot
 from sbir_core.data.views import category_view
 from sbir_core.evaluation import CATEGORY_K, evaluate
-from sbir_core.models.base import MethodSpec
+from sbir_core.models.base import MethodSpec, build_method
 from sbir_core.results import load_reference
 from sbir_core.models.stylemeup import rank_consistency
 from sbir_core.samplers import get_sampler
@@ -211,6 +212,8 @@ ch.glue("selected_steps", ", ".join(map(str, selected)))
 evals = {name: {split: [evaluate(m, view) for m in ms] for split, view in views.tests.items()}
          for name, ms in models.items()}
 untrained_evals = {split: [evaluate(untrained, view)] for split, view in views.tests.items()}
+pixel = build_method("pixel_nn", size=IMAGE_SIZE)  # no parameters: what pixels alone find (chapter 4)
+pixel_evals = {split: [evaluate(pixel, view)] for split, view in views.tests.items()}
 labels = {"triplet_sn": "Triplet-SN (chapter 4)", **{k: v[0] for k, v in VARIANTS.items()}}
 tag = setting(style_gap=STYLE_GAP)
 CHECKED = ("full", "triplet_sn")  # methods whose Acc@10 is recorded as an interval and checked against chance
@@ -223,12 +226,13 @@ for split, view in views.tests.items():
         ch.add("style_world", "category_oracle", f"acc_at_{k}", view.category_oracle(k), "", tag, split)
         ch.add("style_world", "untrained", f"acc_at_{k}", untrained_evals[split][0].metrics[f"acc_at_{k}"], "", tag,
                split)
+        ch.add("style_world", "pixel_nn", f"acc_at_{k}", pixel_evals[split][0].metrics[f"acc_at_{k}"], "", tag, split)
 for name in evals:
     row = {"method": labels[name], "seeds": len(models[name])}
     for split in ("test_seen", "test_unseen"):
         for k in (1, 10):
             iv = interval_of(evals[name][split], f"acc_at_{k}")
-            if name in CHECKED and k == 10:  # checked as an interval (see the note below the table)
+            if name in CHECKED:  # checked as an interval (see the note below the table)
                 ch.add_interval(iv, "style_world", mid(name), f"acc_at_{k}", T.PROTOCOL_VAL, tag, split)
             for s_, ev in zip(models_seeds[name], evals[name][split]):  # every value, per seed
                 ch.add("style_world", mid(name), f"acc_at_{k}", ev.metrics[f"acc_at_{k}"], T.PROTOCOL_VAL, tag, split,
@@ -238,43 +242,57 @@ for name in evals:
 rows.append({"method": "chance = category oracle", "seeds": 0,
              **{f"{s.split('_')[1]} Acc@{k}": f"{100 * views.tests[s].chance(k):.1f} %"
                 for s in ("test_seen", "test_unseen") for k in (1, 10)}})
-rows.append({"method": "untrained VAE", "seeds": 0,
-             **{f"{s.split('_')[1]} Acc@{k}": f"{100 * untrained_evals[s][0].metrics[f'acc_at_{k}']:.1f} %"
-                for s in ("test_seen", "test_unseen") for k in (1, 10)}})
-headline = {k: paired_of(evals["full"]["test_unseen"], evals["triplet_sn"]["test_unseen"], f"acc_at_{k}")
-            for k in (1, 10)}
-for k, iv in headline.items():
-    ch.add_interval(iv, "style_world", "stylemeup - triplet_sn", f"diff_acc_at_{k}", T.PROTOCOL_VAL, tag, "test_unseen")
-    ch.glue(f"gain{k}", iv.estimate * 100)
-    ch.glue(f"gain{k}_lo", iv.lo * 100)
-    ch.glue(f"gain{k}_hi", iv.hi * 100)
-claim_beats = ch.add_claim("stylemeup_beats_triplet_unseen", headline[10], +1, "style_world", "stylemeup - triplet_sn",
-                           "diff_acc_at_10", T.PROTOCOL_VAL, "test_unseen")
-ch.glue("claim_beats", claim_beats)
+for label, evs in (("untrained VAE", untrained_evals), ("pixel NN (no training)", pixel_evals)):
+    rows.append({"method": label, "seeds": 0, **{f"{s.split('_')[1]} Acc@{k}": f"{100 * evs[s][0].metrics[f'acc_at_{k}']:.1f} %"
+                                                 for s in ("test_seen", "test_unseen") for k in (1, 10)}})
+
+
+def floors(split, metric, evs_untrained=None, evs_pixel=None, view=None):
+    """What a model that learnt nothing scores on these queries: chance, the untrained VAE, pixel matching."""
+    k = int(metric.rsplit("_", 1)[1])
+    view = views.tests[split] if view is None else view
+    return {"chance": view.chance(k), "untrained VAE": arm((evs_untrained or untrained_evals[split]), metric),
+            "pixel NN": arm((evs_pixel or pixel_evals[split]), metric)}
+
+
+def arm_of(name, split, metric, evs=None, **kw):
+    """One method's arm of a claim: its evaluations per seed, with the floors it must clear."""
+    evs = evals[name][split] if evs is None else evs
+    return arm(evs, metric, models_seeds[name][:len(evs)], name=labels[name], floors=floors(split, metric), **kw)
+
+
+head = {m: (arm_of("full", "test_unseen", m), arm_of("triplet_sn", "test_unseen", m)) for m in ("acc_at_1", "acc_at_10")}
+beats = ch.claim("stylemeup_beats_triplet_unseen", [(head["acc_at_1"][0], 1), (head["acc_at_1"][1], -1)],
+                 head["acc_at_1"][1], "style_world", "stylemeup - triplet_sn", "test_unseen", T.PROTOCOL_VAL,
+                 other={"acc_at_10": [(head["acc_at_10"][0], 1), (head["acc_at_10"][1], -1)]})
+ch.glue("claim_beats", beats.outcome)
+ch.glue("beats_text", beats.text())
 ch.glue("n_seeds", N_SEEDS)
 ch.glue("steps", STEPS)
 ch.glue("base_steps", BASE_STEPS)
 pd.DataFrame(rows).set_index("method")
 
 # %% [markdown]
-# On the unseen drawers, StyleMeUp minus Triplet-SN is **{glue:text}`c06_gain10:.1f` points of
-# Acc@10** [{glue:text}`c06_gain10_lo:.1f`, {glue:text}`c06_gain10_hi:.1f`] and
-# {glue:text}`c06_gain1:.1f` points of Acc@1 [{glue:text}`c06_gain1_lo:.1f`, {glue:text}`c06_gain1_hi:.1f`]:
-# the paper's headline claim is **{glue:text}`c06_claim_beats`** at this scale.
+# On the unseen drawers, StyleMeUp minus Triplet-SN in Acc@1, the paper's metric, is
+# {glue:text}`c06_beats_text` at this scale. The relative effect divides the difference by
+# Triplet-SN's margin over its floor (the best of chance, the untrained VAE and pixel matching), the
+# unit in which the paper's ShoeV2 gain is 0.28 (chapter 10 and `sbir_core.stats`); "detectable" is
+# the smallest relative effect this design finds with 80% power. Acc@10, shown beside it in the
+# results file, does not decide.
 
 # %% tags=["hide-input"]
 learnt = [(name, split, k) for name in evals if name != "triplet_sn" for split in views.tests for k in (1, 10)]
-trivial = {(split, k): max(views.tests[split].chance(k), untrained_evals[split][0].metrics[f"acc_at_{k}"])
-           for split in views.tests for k in (1, 10)}
+trivial = {(split, k): max(views.tests[split].chance(k), untrained_evals[split][0].metrics[f"acc_at_{k}"],
+                           pixel_evals[split][0].metrics[f"acc_at_{k}"]) for split in views.tests for k in (1, 10)}
 near = [f"{labels[n]} ({sp.split('_')[1]}, Acc@{k})" for n, sp, k in learnt
         if interval_of(evals[n][sp], f"acc_at_{k}").lo <= trivial[(sp, k)]]
 text = (f"{len(learnt) - len(near)} of the {len(learnt)} StyleMeUp numbers above (variants, seen and unseen, Acc@1 "
-        f"and Acc@10) have their whole interval above both chance and the untrained VAE. ")
+        f"and Acc@10) have their whole interval above chance, the untrained VAE and pixel matching. ")
 if near:
-    text += "These reach down to chance or the untrained VAE: " + "; ".join(near) + ". "
-text += ("The results file checks StyleMeUp's and Triplet-SN's Acc@10 as intervals, each variant through its "
+    text += "These reach down to one of those floors: " + "; ".join(near) + ". "
+text += ("The results file checks StyleMeUp's and Triplet-SN's accuracies as intervals, each variant through its "
          "paired difference from the full model (below), and keeps every other number per seed. ")
-if claim_beats == "reproduced":
+if beats.outcome == "reproduced":
     text += (f"StyleMeUp finds the unseen drawers' photos more often than the baseline, although it trained "
              f"{STEPS} outer steps of a smaller network against the baseline's {BASE_STEPS} steps.")
 else:
@@ -288,7 +306,8 @@ prose(text)
 # %% [markdown]
 # ## Ablations and the paper's baselines
 #
-# Each variant as the full model minus the variant, on the same unseen-drawer queries (Acc@10).
+# Each variant as the full model minus the variant, on the same unseen-drawer queries (Acc@1, the
+# paper's metric).
 # The paper claims every part costs accuracy when removed; its baselines B-Basic-SN (the same
 # encoder with only the triplet loss), B-Cross-Modal (the VAE trained without meta-learning) and
 # B-Meta-SN (meta-learning without the VAE) should trail it. *Fixed FT* keeps the FT layers but
@@ -299,42 +318,41 @@ prose(text)
 # %% tags=["hide-input"]
 abl = []
 paper_claims = set(load_reference("claims")["claim_id"])
+full_arm = head["acc_at_1"][0]
 for name in ABLATIONS:
-    iv = paired_of(evals["full"]["test_unseen"], evals[name]["test_unseen"], "acc_at_10")
+    variant = arm_of(name, "test_unseen", "acc_at_1", seed_var=pilot(full_arm) if len(models[name]) == 1 else None)
     if f"stylemeup_ablation_{name}" in paper_claims:
-        word = ch.add_claim(f"stylemeup_ablation_{name}", iv, +1, "style_world", f"stylemeup - {mid(name)}",
-                            "diff_acc_at_10", T.PROTOCOL_VAL, "test_unseen")
+        ev = ch.claim(f"stylemeup_ablation_{name}", [(full_arm, 1), (variant, -1)], variant, "style_world",
+                      f"stylemeup - {mid(name)}", "test_unseen", T.PROTOCOL_VAL)
+        word = ev.outcome
+        shown = ev.text()
     else:  # our variant, not one of the paper's ablations: measured, no claim
-        ch.add_interval(iv, "style_world", f"stylemeup - {mid(name)}", "diff_acc_at_10", T.PROTOCOL_VAL, tag,
+        iv = paired_of(evals["full"]["test_unseen"], evals[name]["test_unseen"], "acc_at_1")
+        ch.add_interval(iv, "style_world", f"stylemeup - {mid(name)}", "diff_acc_at_1", T.PROTOCOL_VAL, tag,
                         "test_unseen")
-        word = "(not a paper claim) " + ST.verdict(iv, +1)
-    abl.append({"variant": labels[name], "full minus variant, unseen Acc@10 (points)": fmt(iv, signed=True),
+        word, shown = "(not a paper claim)", fmt(iv, signed=True) + " points"
+    abl.append({"variant": labels[name], "full minus variant, unseen Acc@1": shown,
                 "claim: the full model is better": word})
 abl = pd.DataFrame(abl)
 claimed = abl[~abl["claim: the full model is better"].str.startswith("(")] if len(abl) else abl
 counts = claimed["claim: the full model is better"].value_counts() if len(claimed) else pd.Series(dtype=int)
 ch.glue("abl_reproduced", int(counts.get("reproduced", 0)))
-ch.glue("abl_inconclusive", int(counts.get("inconclusive", 0)))
-ch.glue("abl_not", int(counts.get("not reproduced", 0)))
+ch.glue("abl_decided", int(sum(counts.get(w, 0) for w in ("reproduced", "contradicted", "smaller than claimed"))))
 ch.glue("abl_n", len(claimed))
 abl.set_index("variant") if len(abl) else "no ablations at this scale"
 
 # %% [markdown]
-# Of the paper's {glue:text}`c06_abl_n` ablations and baselines run here, the full model is better
-# than {glue:text}`c06_abl_reproduced`, not told apart from {glue:text}`c06_abl_inconclusive`, and
-# worse than {glue:text}`c06_abl_not`.
+# Of the paper's {glue:text}`c06_abl_n` ablations and baselines run here, the full model is
+# shown better than {glue:text}`c06_abl_reproduced`, and {glue:text}`c06_abl_decided` are decided
+# either way (reproduced, contradicted, or smaller than the paper's effect). Each variant trained one
+# seed; its interval borrows the full model's seed variance (a pilot of the same design, stated), so
+# that a one-seed arm does not pass for a noiseless one.
 
 # %% tags=["hide-input"]
 if len(abl):
-    told = claimed[claimed["claim: the full model is better"] != "inconclusive"]["variant"].tolist()
-    if not told:
-        prose("At this scale none of the paper's ablations and baselines is told apart from the full model: each of "
-              "their intervals contains zero. "
-              "The meta-learned parts (FT layers, regulariser, the second-order gradient) change the unseen-drawer "
-              "accuracy by less than the seeds and the test sample can resolve, so the paper's claim that each "
-              "part matters is not shown here (nor refuted).")
-    else:
-        prose("Told apart from the full model: " + "; ".join(told) + ". The other intervals contain zero.")
+    by = claimed.groupby("claim: the full model is better")["variant"].apply(list).to_dict()
+    prose("; ".join(f"**{word}**: {', '.join(v)}" for word, v in by.items()) + ". An undecided row holds both zero "
+          "and the paper's effect: this scale cannot tell; *smaller than claimed* excludes the paper's effect.")
 
 # %% [markdown]
 # ## The style-gap curve
@@ -355,8 +373,8 @@ for gap in STYLE_GAPS:
                  "triplet_sn": evals["triplet_sn"]["test_unseen"] if gap == STYLE_GAP else
                  [evaluate(m, gv.test_unseen) for m in models["triplet_sn"]],
                  "control": [evaluate(m, gv.test_unseen) for m in ctrl]}
-    unseen_out[gap] = {n: outcomes(e, "acc_at_10") for n, e in gap_evals.items()}
-    unseen_out[gap]["table"] = gv.test_unseen.table
+    unseen_out[gap] = dict(gap_evals, table=gv.test_unseen.table, view=gv.test_unseen,
+                           untrained=[evaluate(untrained, gv.test_unseen)], pixel=[evaluate(pixel, gv.test_unseen)])
     for who, ev in gap_evals.items():
         iv = interval_of(ev, "acc_at_10")
         curve.append({"gap": gap, "who": labels.get(who, "control, trained on their style"),
@@ -376,25 +394,33 @@ same_rows = unseen_out[lo_gap]["table"][key].reset_index(drop=True).equals(
     unseen_out[hi_gap]["table"][key].reset_index(drop=True))
 if not same_rows:
     raise AssertionError("the unseen drawers' queries differ between gaps: the gain cannot be paired")
-grow = ST.paired_difference(unseen_out[hi_gap]["full"] - unseen_out[lo_gap]["full"],
-                            unseen_out[hi_gap]["triplet_sn"] - unseen_out[lo_gap]["triplet_sn"],
-                            clusters(views.test_unseen.table))
-ch.add_interval(grow, "style_world", "stylemeup - triplet_sn", "diff_gain_growth_acc_at_10", T.PROTOCOL_VAL,
-                setting(style_gap=f"{lo_gap}->{hi_gap}"), "test_unseen")
-ch.glue("grow", grow.estimate * 100)
-ch.glue("grow_lo", grow.lo * 100)
-ch.glue("grow_hi", grow.hi * 100)
+
+
+def gap_arm(name, gap, metric):
+    u = unseen_out[gap]
+    return arm(u[name], metric, models_seeds[name][:len(u[name])], name=f"{labels[name]} at gap {gap:g}",
+               floors=floors("test_unseen", metric, u["untrained"], u["pixel"], u["view"]))
+
+
+def growth(metric):
+    """StyleMeUp's gain over Triplet-SN at the largest gap minus at the smallest (a difference of differences)."""
+    a_hi, b_hi = gap_arm("full", hi_gap, metric), gap_arm("triplet_sn", hi_gap, metric)
+    a_lo, b_lo = gap_arm("full", lo_gap, metric), gap_arm("triplet_sn", lo_gap, metric)
+    return [(a_hi, 1), (b_hi, -1), (a_lo, -1), (b_lo, 1)], b_hi
+
+
+grow_terms, grow_ref = growth("acc_at_1")
+grow = ch.claim("stylemeup_gain_grows_with_gap", grow_terms, grow_ref, "style_world", "stylemeup - triplet_sn",
+                "test_unseen", T.PROTOCOL_VAL, other={"acc_at_10": growth("acc_at_10")[0]})
+ch.glue("grow_text", grow.text())
 ch.glue("lo_gap", lo_gap)
 ch.glue("hi_gap", hi_gap)
-ch.glue("claim_grow", ch.add_claim("stylemeup_gain_grows_with_gap", grow, +1, "style_world", "stylemeup - triplet_sn",
-                                   "diff_gain_growth_acc_at_10", T.PROTOCOL_VAL, "test_unseen"))
 
 # %% [markdown]
 # From gap {glue:text}`c06_lo_gap` to gap {glue:text}`c06_hi_gap`, StyleMeUp's gain over
-# Triplet-SN changes by {glue:text}`c06_grow:.1f` points of Acc@10 [{glue:text}`c06_grow_lo:.1f`,
-# {glue:text}`c06_grow_hi:.1f`] (a difference of paired differences on the same unseen sketches'
-# objects and drawers): the claim that the gain grows with the style gap is
-# **{glue:text}`c06_claim_grow`**.
+# Triplet-SN in Acc@1 changes by {glue:text}`c06_grow_text` (a difference of paired differences on
+# the same unseen sketches' objects and drawers, relative to Triplet-SN's margin at the largest gap;
+# the paper states this claim without a size, so "smaller than claimed" cannot be reached).
 
 # %% tags=["hide-input"]
 at = curve.set_index(["who", "gap"])["estimate"]
@@ -443,19 +469,33 @@ for name in evals:
                models_seeds[name][0])
     cons.append({"method": labels[name], "V_avg": fmt(iv, percent=False),
                  "mean rank": float(np.mean([ev.per_query["rank"].mean() for ev in evals[name]["test_unseen"]]))})
-cons_iv = ST.paired_difference(var["full"], var["triplet_sn"], photo_clusters)
-ch.add_interval(cons_iv, "style_world", "stylemeup - triplet_sn", "diff_rank_v_avg", T.PROTOCOL_VAL, tag, "test_unseen")
-ch.glue("cons", cons_iv.estimate)
-ch.glue("cons_lo", cons_iv.lo)
-ch.glue("cons_hi", cons_iv.hi)
-ch.glue("claim_cons", ch.add_claim("stylemeup_rank_consistency", cons_iv, -1, "style_world", "stylemeup - triplet_sn",
-                                   "diff_rank_v_avg", T.PROTOCOL_VAL, "test_unseen"))
+untrained_var, _ = rank_variances({"untrained": untrained_evals["test_unseen"]}, views.test_unseen)
+
+
+def var_arm(name):
+    """A method's per-photo rank variances as an arm, with a random ranking's and the untrained VAE's as floors."""
+    a = ST.Arm(var[name], photo_clusters, tuple(models_seeds[name]), name=labels[name])
+    a.floors["random ranking"] = ST.Arm(random_var[None, :], photo_clusters, name="random ranking")
+    a.floors["untrained VAE"] = ST.Arm(untrained_var["untrained"], photo_clusters, name="untrained VAE")
+    return a
+
+
+# a random ranking puts a photo at a uniform rank among the n photos of its category: the expected
+# population variance of k such ranks is (k - 1) / k (n^2 - 1) / 12
+photo = views.test_unseen.target.numpy()
+n_cand = views.test_unseen.n_candidates()
+random_var = np.array([((photo == p).sum() - 1) / (photo == p).sum() * (n_cand[photo == p][0] ** 2 - 1) / 12
+                       for p in rank_consistency(np.zeros(len(photo)), photo)["photos"]])
+tsn_var = var_arm("triplet_sn")
+cons_ev = ch.claim("stylemeup_rank_consistency", [(var_arm("full"), 1), (tsn_var, -1)], tsn_var, "style_world",
+                   "stylemeup - triplet_sn", "test_unseen", T.PROTOCOL_VAL)
+ch.glue("cons_text", cons_ev.text(points=False))
 pd.DataFrame(cons).set_index("method").round(2)
 
 # %% [markdown]
-# StyleMeUp's $V_{avg}$ minus Triplet-SN's is {glue:text}`c06_cons:.2f`
-# [{glue:text}`c06_cons_lo:.2f`, {glue:text}`c06_cons_hi:.2f`] (squared ranks): the claim that
-# StyleMeUp ranks a photo more consistently across drawers is **{glue:text}`c06_claim_cons`**.
+# StyleMeUp's $V_{avg}$ minus Triplet-SN's (squared ranks) is {glue:text}`c06_cons_text`: that is
+# the claim that StyleMeUp ranks a photo more consistently across drawers. Its relative effect is
+# the fall in $V_{avg}$ divided by Triplet-SN's margin below a random ranking's.
 # A lower variance is only worth having with a good mean rank: a model that ranks every photo
 # last is perfectly consistent, so read $V_{avg}$ beside the mean rank.
 #
@@ -573,6 +613,7 @@ for name in REAL_DATASETS:
           "triplet_sn": [evaluate(m, te) for m in tsn.methods(base_spec)]}
     seed_everything(SEED)
     ev_untrained = evaluate(smu_spec().build().eval(), te)
+    ev_pixel = evaluate(pixel, te)
     real_curves[name] = smu.histories()
     for k in (1, 10):
         metric = f"acc_at_{k}"
@@ -636,13 +677,22 @@ for name in REAL_DATASETS:
                                 "level=category", "test")
                 crow["StyleMeUp - Triplet-SN (points)"] = f"{cd.estimate:+.3f} [{cd.lo:.3f}, {cd.hi:.3f}]"
                 real_rows.append(crow)
-    d1 = paired_of(ev["stylemeup"], ev["triplet_sn"], "acc_at_1", columns=("instance",))  # every real set is evidence
-    word = ch.add_claim("stylemeup_beats_triplet_real", d1, +1, name, "stylemeup - triplet_sn", "diff_acc_at_1",
-                        T.PROTOCOL_VAL, "test")
-    real_verdict += (f"On {name}, StyleMeUp minus Triplet-SN is {100 * d1.estimate:.1f} points of Acc@1 "
-                     f"[{100 * d1.lo:.1f}, {100 * d1.hi:.1f}]: the paper's claim that it beats Triplet-SN on real "
-                     f"fine-grained sets is **{word}** there; its rank variance across a photo's sketches minus "
-                     f"Triplet-SN's is {cons_r.estimate:+.2f} [{cons_r.lo:.2f}, {cons_r.hi:.2f}]. ")
+    real_seeds = {"stylemeup": range(SEED, SEED + REAL_SEEDS), "triplet_sn": range(SEED, SEED + BASE_REAL_SEEDS)}
+
+    def real_arm(who, metric):
+        k = int(metric.rsplit("_", 1)[1])
+        return arm(ev[who], metric, real_seeds[who], ("instance",), labels[who] if who == "triplet_sn" else "StyleMeUp",
+                   {"chance": te.chance(k), "untrained VAE": arm([ev_untrained], metric, columns=("instance",)),
+                    "pixel NN": arm([ev_pixel], metric, columns=("instance",))})
+
+    r1 = {who: real_arm(who, "acc_at_1") for who in ev}
+    r10 = {who: real_arm(who, "acc_at_10") for who in ev}
+    evidence = ch.claim("stylemeup_beats_triplet_real", [(r1["stylemeup"], 1), (r1["triplet_sn"], -1)],
+                        r1["triplet_sn"], name, "stylemeup - triplet_sn", "test", T.PROTOCOL_VAL,
+                        other={"acc_at_10": [(r10["stylemeup"], 1), (r10["triplet_sn"], -1)]})
+    real_verdict += (f"On {name}, StyleMeUp minus Triplet-SN in Acc@1 is {evidence.text()}: that is the paper's claim "
+                     f"that it beats Triplet-SN on real fine-grained sets; its rank variance across a photo's sketches "
+                     f"minus Triplet-SN's is {cons_r.estimate:+.2f} [{cons_r.lo:.2f}, {cons_r.hi:.2f}]. ")
 if real_curves:
     fig, ax = plt.subplots(figsize=(6, 3.2))
     for name, h in real_curves.items():
