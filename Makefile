@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SCALE ?= ci
 
-.PHONY: book test unit chapters check build lab app bench clean
+.PHONY: book test unit lint chapters check build lab app bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,8 @@ book: $(STAMP)
 
 # REQUIRE_DATA=1: a real-data row skipped for want of its dataset fails the check (what CI runs)
 test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q tests
 	$(PY) -m sbir_core.book run --scale ci
 	$(PY) -m sbir_core.book check $(if $(REQUIRE_DATA),--require-data)
@@ -28,6 +30,10 @@ test: $(STAMP)
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 chapters: $(STAMP)
 	$(PY) -m sbir_core.book run --scale $(SCALE) $(if $(ONLY),--only $(ONLY))

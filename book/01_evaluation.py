@@ -55,22 +55,24 @@ N_TRIALS = 300  # simulated training runs per setting
 # %% tags=["hide-input"]
 import numpy as np
 import pandas as pd
-from sbir_core.chapter import Chapter
 
 from sbir_core import metrics as M
 from sbir_core import protocols as P
+from sbir_core.chapter import Chapter
 
 ch = Chapter("01_evaluation", SCALE, globals())
 
 gallery = 20
 ranks_a = np.full(10, 2)
 ranks_b = np.array([1] * 5 + [gallery] * 5)
-toy = pd.DataFrame({
-    "method": ["A: always second", "B: first or last"],
-    "Acc@1": [M.acc_at_k(r, 1) for r in (ranks_a, ranks_b)],
-    "Acc@10": [M.acc_at_k(r, 10) for r in (ranks_a, ranks_b)],
-    "mean rank": [r.mean() for r in (ranks_a, ranks_b)],
-}).set_index("method")
+toy = pd.DataFrame(
+    {
+        "method": ["A: always second", "B: first or last"],
+        "Acc@1": [M.acc_at_k(r, 1) for r in (ranks_a, ranks_b)],
+        "Acc@10": [M.acc_at_k(r, 10) for r in (ranks_a, ranks_b)],
+        "mean rank": [r.mean() for r in (ranks_a, ranks_b)],
+    }
+).set_index("method")
 ch.glue("toy_b_acc1", toy.loc["B: first or last", "Acc@1"], display=False)
 toy
 
@@ -95,8 +97,7 @@ for bits in BITS:
     dist, true_idx = P.hashed_retrieval(N_QUERIES, N_GALLERY, dim=32, bits=bits, noise=0.6, rng=rng)
     for rule in ("against", "random", "for"):
         ranks = M.true_match_rank(dist, true_idx, ties=rule, rng=rng)
-        tie_rows.append({"bits": bits, "ties": rule, "Acc@1": M.acc_at_k(ranks, 1),
-                         "Acc@10": M.acc_at_k(ranks, 10)})
+        tie_rows.append({"bits": bits, "ties": rule, "Acc@1": M.acc_at_k(ranks, 1), "Acc@10": M.acc_at_k(ranks, 10)})
 ties = pd.DataFrame(tie_rows)
 
 import matplotlib.pyplot as plt
@@ -184,14 +185,14 @@ sel_rows = []
 for case, (n_test, acc) in CASES.items():
     for n_ckpt in CHECKPOINTS:
         res = P.simulate_checkpoint_selection(n_ckpt, n_test, accuracy=acc, n_trials=N_TRIALS, rng=rng)
-        sel_rows.append({"case": case, "checkpoints": n_ckpt, "chosen on test": res.optimism,
-                         "chosen on validation": res.val_bias})
+        sel_rows.append(
+            {"case": case, "checkpoints": n_ckpt, "chosen on test": res.optimism, "chosen on validation": res.val_bias}
+        )
 selection = pd.DataFrame(sel_rows)
 long = selection.melt(["case", "checkpoints"], var_name="selection", value_name="optimism")
 
 fig, ax = plt.subplots(figsize=(8, 4))
-sns.lineplot(data=long, x="checkpoints", y=long["optimism"] * 100, hue="case", style="selection",
-             markers=True, ax=ax)
+sns.lineplot(data=long, x="checkpoints", y=long["optimism"] * 100, hue="case", style="selection", markers=True, ax=ax)
 ax.set_xscale("log")
 ax.set_ylabel("reported minus true Acc@1 (points)")
 ax.axhline(0, color="grey", lw=0.8)
@@ -200,12 +201,24 @@ plt.tight_layout()
 plt.show()
 
 # %% tags=["hide-input"]
-heat = np.array([[P.simulate_checkpoint_selection(n_ckpt, n_test, accuracy=0.30, n_trials=N_TRIALS,
-                                                  rng=rng).optimism * 100
-                  for n_ckpt in CHECKPOINTS] for n_test in TEST_SIZES])
+heat = np.array(
+    [
+        [
+            P.simulate_checkpoint_selection(n_ckpt, n_test, accuracy=0.30, n_trials=N_TRIALS, rng=rng).optimism * 100
+            for n_ckpt in CHECKPOINTS
+        ]
+        for n_test in TEST_SIZES
+    ]
+)
 fig, ax = plt.subplots(figsize=(7, 3.6))
-sns.heatmap(pd.DataFrame(heat, index=TEST_SIZES, columns=CHECKPOINTS), annot=True, fmt=".1f",
-            cmap="rocket_r", cbar_kws={"label": "optimism (points)"}, ax=ax)
+sns.heatmap(
+    pd.DataFrame(heat, index=TEST_SIZES, columns=CHECKPOINTS),
+    annot=True,
+    fmt=".1f",
+    cmap="rocket_r",
+    cbar_kws={"label": "optimism (points)"},
+    ax=ax,
+)
 ax.set_xlabel("checkpoints evaluated on test")
 ax.set_ylabel("test queries")
 plt.tight_layout()
@@ -237,20 +250,35 @@ from sbir_core.chapter import setting
 
 for rec in ties.to_dict("records"):
     for metric in ("Acc@1", "Acc@10"):
-        ch.add("toy_hashed", "hashing", metric.lower().replace("@", "_at_"), rec[metric], f"ties_{rec['ties']}",
-               setting(bits=rec["bits"]))
-names = {"mAP@all": ("map_all", ""), "mAP@all (VOC interpolated)": ("map_all", "interpolated=voc"),
-         f"mAP@{K_MAP} / min(R,K)": (f"map_at_{K_MAP}", "denominator=min_r_k"),
-         f"mAP@{K_MAP} / R": (f"map_at_{K_MAP}", "denominator=all_relevant"),
-         f"mAP@{K_MAP} / retrieved": (f"map_at_{K_MAP}", "denominator=retrieved"),
-         f"P@{K_MAP} / K": (f"prec_at_{K_MAP}", "denominator=k"),
-         f"P@{K_MAP} / min(R,K)": (f"prec_at_{K_MAP}", "denominator=min_r_k")}
+        ch.add(
+            "toy_hashed",
+            "hashing",
+            metric.lower().replace("@", "_at_"),
+            rec[metric],
+            f"ties_{rec['ties']}",
+            setting(bits=rec["bits"]),
+        )
+names = {
+    "mAP@all": ("map_all", ""),
+    "mAP@all (VOC interpolated)": ("map_all", "interpolated=voc"),
+    f"mAP@{K_MAP} / min(R,K)": (f"map_at_{K_MAP}", "denominator=min_r_k"),
+    f"mAP@{K_MAP} / R": (f"map_at_{K_MAP}", "denominator=all_relevant"),
+    f"mAP@{K_MAP} / retrieved": (f"map_at_{K_MAP}", "denominator=retrieved"),
+    f"P@{K_MAP} / K": (f"prec_at_{K_MAP}", "denominator=k"),
+    f"P@{K_MAP} / min(R,K)": (f"prec_at_{K_MAP}", "denominator=min_r_k"),
+}
 for name, value in variants.items():
     metric, how = names[name]
     ch.add("toy_category", "gaussian_classes", metric, value, "", how)
 for rec in selection.to_dict("records"):
     for rule in ("chosen on test", "chosen on validation"):
-        ch.add(rec["case"], "simulated_selection", "acc_at_1_optimism", rec[rule], rule.replace(" ", "_"),
-               setting(checkpoints=rec["checkpoints"]))
+        ch.add(
+            rec["case"],
+            "simulated_selection",
+            "acc_at_1_optimism",
+            rec[rule],
+            rule.replace(" ", "_"),
+            setting(checkpoints=rec["checkpoints"]),
+        )
 ch.save()
 len(ch.rows)

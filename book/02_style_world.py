@@ -60,8 +60,7 @@ import seaborn as sns
 
 from sbir_core import benchmark as B
 from sbir_core import strokes as S
-from sbir_core.chapter import Chapter, interval_of, setting
-from sbir_core.chapter import absent, prose
+from sbir_core.chapter import Chapter, absent, interval_of, prose, setting
 from sbir_core.data import DataError, load_dataset
 from sbir_core.data.synthetic import MEDIA as ALL_MEDIA
 from sbir_core.data.synthetic import STYLE_DIMS, StyleWorld, WorldConfig, detail_levels, detail_subset, drawer_styles
@@ -89,9 +88,17 @@ pd.Series({k: str(v) for k, v in data.info["config"].items()}, name="value").to_
 # silhouette, 1 the main parts, 2 the details.
 
 # %% tags=["hide-input"]
-counts = pd.DataFrame([{"category": c, "attributes": len(O.attributes(c)),
-                        "discrete": sum(a.discrete for a in O.attributes(c)),
-                        "names": ", ".join(a.name for a in O.attributes(c))} for c in O.CATEGORIES])
+counts = pd.DataFrame(
+    [
+        {
+            "category": c,
+            "attributes": len(O.attributes(c)),
+            "discrete": sum(a.discrete for a in O.attributes(c)),
+            "names": ", ".join(a.name for a in O.attributes(c)),
+        }
+        for c in O.CATEGORIES
+    ]
+)
 ch.glue("n_categories", len(counts))
 ch.glue("min_attributes", int(counts["attributes"].min()))
 fig, axes = plt.subplots(2, 8, figsize=(13, 3.6))
@@ -160,8 +167,12 @@ plt.show()
 
 # %% tags=["hide-input"]
 u = W.gap_direction()
-pd.DataFrame([{"dimension": n, "from": lo, "to": hi, "style_gap direction u": round(float(u[k]), 2),
-               "meaning": m} for k, (n, lo, hi, m) in enumerate(STYLE_DIMS)]).set_index("dimension")
+pd.DataFrame(
+    [
+        {"dimension": n, "from": lo, "to": hi, "style_gap direction u": round(float(u[k]), 2), "meaning": m}
+        for k, (n, lo, hi, m) in enumerate(STYLE_DIMS)
+    ]
+).set_index("dimension")
 
 # %% [markdown]
 # The canonical stroke format has no line width, so a heavy hand shows the way it does on
@@ -170,8 +181,9 @@ pd.DataFrame([{"dimension": n, "from": lo, "to": hi, "style_gap direction u": ro
 
 # %% tags=["hide-input"]
 i0 = FIG_INSTANCE
-dials = [("style_gap", g, dict(style_gap=g, detail_gap=0.0)) for g in STYLE_GAPS] + \
-        [("detail_gap", h, dict(style_gap=0.0, detail_gap=h)) for h in DETAIL_GAPS[1:]]
+dials = [("style_gap", g, dict(style_gap=g, detail_gap=0.0)) for g in STYLE_GAPS] + [
+    ("detail_gap", h, dict(style_gap=0.0, detail_gap=h)) for h in DETAIL_GAPS[1:]
+]
 drawers = [cfg.drawers_seen + k for k in range(4)]
 fig, axes = plt.subplots(len(dials), len(drawers) + 1, figsize=(1.9 * (len(drawers) + 1), 1.9 * len(dials)))
 for r, (dial, value, opts) in enumerate(dials):
@@ -199,10 +211,22 @@ for g in STYLE_GAPS:
     df = drawer_styles(WorldConfig(**{**cfg.__dict__, "style_gap": g}))
     for name, lo, hi, _ in STYLE_DIMS:
         df[name] = (df[name] - lo) / (hi - lo)
-    frames.append(df.melt(id_vars=["drawer", "drawer_split"], var_name="dimension", value_name="value")
-                  .assign(style_gap=g))
-grid = sns.catplot(pd.concat(frames, ignore_index=True), x="value", y="dimension", hue="drawer_split",
-                   col="style_gap", kind="point", errorbar="sd", linestyle="none", dodge=0.4, height=3.6, aspect=0.75)
+    frames.append(
+        df.melt(id_vars=["drawer", "drawer_split"], var_name="dimension", value_name="value").assign(style_gap=g)
+    )
+grid = sns.catplot(
+    pd.concat(frames, ignore_index=True),
+    x="value",
+    y="dimension",
+    hue="drawer_split",
+    col="style_gap",
+    kind="point",
+    errorbar="sd",
+    linestyle="none",
+    dodge=0.4,
+    height=3.6,
+    aspect=0.75,
+)
 grid.set_axis_labels("value (fraction of range)", "")
 plt.show()
 
@@ -219,8 +243,9 @@ rows = [r for r in range(len(data)) if len(set(levels[r])) == 3][:4]
 fig, axes = plt.subplots(len(rows), 3, figsize=(5.4, 1.9 * len(rows)))
 for r, row in enumerate(rows):
     for lv, name in enumerate(["coarse", "coarse++", "full"]):
-        axes[r, lv].imshow(S.rasterise(detail_subset(data.strokes[row], levels[row], lv), FIG_SIZE, 1.5),
-                           cmap="gray", vmin=0, vmax=1)
+        axes[r, lv].imshow(
+            S.rasterise(detail_subset(data.strokes[row], levels[row], lv), FIG_SIZE, 1.5), cmap="gray", vmin=0, vmax=1
+        )
         axes[r, lv].set_axis_off()
         if r == 0:
             axes[r, lv].set_title(name)
@@ -259,10 +284,17 @@ plt.show()
 
 # %% tags=["hide-input"]
 sk = data.sketches
-table = (sk.assign(role=np.where(sk["adaptation"], "adaptation", ""))
-         .groupby(["split", "drawer_split", "role"])
-         .agg(sketches=("sketch_id", "size"), objects=("instance", "nunique"), families=("family", "nunique"),
-              drawers=("drawer", "nunique")).reset_index())
+table = (
+    sk.assign(role=np.where(sk["adaptation"], "adaptation", ""))
+    .groupby(["split", "drawer_split", "role"])
+    .agg(
+        sketches=("sketch_id", "size"),
+        objects=("instance", "nunique"),
+        families=("family", "nunique"),
+        drawers=("drawer", "nunique"),
+    )
+    .reset_index()
+)
 table["split"] = pd.Categorical(table["split"], ["train", "val", "test"])
 table = table.sort_values(["split", "drawer_split"]).set_index(["split", "drawer_split", "role"])
 for (split, ds, role), r in table.iterrows():
@@ -287,15 +319,29 @@ table
 # %% tags=["hide-input"]
 views = B.style_views(data, IMAGE_SIZE, LINE_WIDTH)
 test = views.test_seen
-bench = pd.DataFrame([{"gallery": name, "photos per query": f"{v.n_candidates().mean():.0f}",
-                       **{f"chance Acc@{k}": f"{v.chance(k):.1%}" for k in (1, 10)},
-                       **{f"category oracle Acc@{k}": f"{v.category_oracle(k):.1%}" for k in (1, 10)}}
-                      for name, v in (("within category (the benchmark)", test), ("mixed categories", test.within(None)))])
+bench = pd.DataFrame(
+    [
+        {
+            "gallery": name,
+            "photos per query": f"{v.n_candidates().mean():.0f}",
+            **{f"chance Acc@{k}": f"{v.chance(k):.1%}" for k in (1, 10)},
+            **{f"category oracle Acc@{k}": f"{v.category_oracle(k):.1%}" for k in (1, 10)},
+        }
+        for name, v in (("within category (the benchmark)", test), ("mixed categories", test.within(None)))
+    ]
+)
 for name, v in (("within_category", test), ("mixed", test.within(None))):
     for k in (1, 10):
         ch.add("style_world", "chance", f"acc_at_{k}", v.chance(k), "", setting(gallery=name), "test_seen")
-        ch.add("style_world", "category_oracle", f"acc_at_{k}", v.category_oracle(k), "", setting(gallery=name),
-               "test_seen")
+        ch.add(
+            "style_world",
+            "category_oracle",
+            f"acc_at_{k}",
+            v.category_oracle(k),
+            "",
+            setting(gallery=name),
+            "test_seen",
+        )
 ch.glue("oracle10_mixed", test.within(None).category_oracle(10))
 ch.glue("chance10", test.chance(10))
 bench.set_index("gallery")
@@ -317,16 +363,18 @@ bench.set_index("gallery")
 pixel = PixelNN(NN_SIZE, NN_BLUR)
 results, recorded = [], set()
 seen_iv = interval_of([evaluate(pixel, test)], "acc_at_10")
-for dial, value, opts in [("style_gap", g, dict(style_gap=g, detail_gap=0.0)) for g in STYLE_GAPS] + \
-        [("detail_gap", h, dict(style_gap=0.0, detail_gap=h)) for h in DETAIL_GAPS]:
+for dial, value, opts in [("style_gap", g, dict(style_gap=g, detail_gap=0.0)) for g in STYLE_GAPS] + [
+    ("detail_gap", h, dict(style_gap=0.0, detail_gap=h)) for h in DETAIL_GAPS
+]:
     v = B.style_views(B.world(**{**WORLD, **opts}), IMAGE_SIZE, LINE_WIDTH).test_unseen
     for k in (1, 10):
         iv = interval_of([evaluate(pixel, v, ks=(k,))], f"acc_at_{k}")
         if (setting(**opts), k) not in recorded:  # both dials at 0 are the same world
             ch.add_interval(iv, "style_world", "pixel_nn", f"acc_at_{k}", "", setting(**opts), "test_unseen")
             recorded.add((setting(**opts), k))
-        results.append({"dial": dial, "value": value, "metric": f"Acc@{k}", "estimate": iv.estimate, "lo": iv.lo,
-                        "hi": iv.hi})
+        results.append(
+            {"dial": dial, "value": value, "metric": f"Acc@{k}", "estimate": iv.estimate, "lo": iv.lo, "hi": iv.hi}
+        )
 for k in (1, 10):
     iv = interval_of([evaluate(pixel, test, ks=(k,))], f"acc_at_{k}")
     ch.add_interval(iv, "style_world", "pixel_nn", f"acc_at_{k}", "", "", "test_seen")
@@ -394,17 +442,33 @@ try:
     real = S.stats_frame(load_dataset("chairv2").strokes)
 except DataError:
     real = None
-    absent("the world's chair strokes beside the real ChairV2 sketches, with the Kolmogorov-Smirnov distance "
-           "of each statistic; below, the world's chairs are shown alone", "chairv2")
+    absent(
+        "the world's chair strokes beside the real ChairV2 sketches, with the Kolmogorov-Smirnov distance "
+        "of each statistic; below, the world's chairs are shown alone",
+        "chairv2",
+    )
 cols = ["strokes", "points_per_stroke", "stroke_length", "length", "extent", "gap"]
 fig, axes = plt.subplots(1, len(cols), figsize=(14, 2.6))
 for ax, col in zip(axes, cols):
-    both = pd.concat([ours[[col]].assign(source="style world"),
-                      *([real[[col]].assign(source="ChairV2")] if real is not None else [])])
+    both = pd.concat(
+        [
+            ours[[col]].assign(source="style world"),
+            *([real[[col]].assign(source="ChairV2")] if real is not None else []),
+        ]
+    )
     top = np.percentile(both[col], 99)  # long tails would squeeze the bulk into one bin
-    sns.histplot(both[both[col] <= top], x=col, hue="source", stat="density", common_norm=False,
-                 element="step", discrete=col == "strokes", bins="auto" if col == "strokes" else 30, ax=ax,
-                 legend=ax is axes[-1])
+    sns.histplot(
+        both[both[col] <= top],
+        x=col,
+        hue="source",
+        stat="density",
+        common_norm=False,
+        element="step",
+        discrete=col == "strokes",
+        bins="auto" if col == "strokes" else 30,
+        ax=ax,
+        legend=ax is axes[-1],
+    )
     ax.locator_params(axis="x", nbins=3)
 sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1))
 fig.tight_layout()
@@ -414,9 +478,11 @@ if real is not None:
     for stat, row in compared.iterrows():
         ch.add("chairv2", "stroke_stats", f"ks_{stat}", row["ks"], "world_chairs_vs_real", "", "all")
     display(compared.style.format("{:.2f}"))
-    prose("The table gives the medians and KS distances. ChairV2 holds at most 15 strokes a sketch "
-          "(METHODS.md §0.1), hence its spike at 15, and its sketches were scaled by the dataset's makers to one "
-          "extent, while here size is a style dimension.")
+    prose(
+        "The table gives the medians and KS distances. ChairV2 holds at most 15 strokes a sketch "
+        "(METHODS.md §0.1), hence its spike at 15, and its sketches were scaled by the dataset's makers to one "
+        "extent, while here size is a style dimension."
+    )
 
 # %% [markdown]
 # The real statistics set the point spacing (7 canvas pixels before simplification), the ceilings on over-tracing

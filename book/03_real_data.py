@@ -49,8 +49,8 @@ INK_MAX_SKETCHES = 4000  # image datasets: ink statistics on at most this many s
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from sbir_core.chapter import Chapter, absent, prose
 
+from sbir_core.chapter import Chapter, absent, prose
 from sbir_core.data import DataError, load_dataset
 from sbir_core.data.registry import check_layout
 
@@ -74,8 +74,11 @@ for name in DATASETS:
 status = pd.DataFrame(status).set_index("dataset")
 missing = [n for n in DATASETS if n not in found]
 if not found:
-    absent("counts per split, sample sketches with their photos, stroke and ink statistics and the "
-           "test of whether the sketch index k marks a drawer", DATASETS)
+    absent(
+        "counts per split, sample sketches with their photos, stroke and ink statistics and the "
+        "test of whether the sketch index k marks a drawer",
+        DATASETS,
+    )
 else:
     prose(f"Found: {', '.join(found)}. Not found (skipped below, without error): {', '.join(missing) or 'none'}.")
 status
@@ -103,10 +106,26 @@ for name, data in found.items():
     count_tables.append(counts.assign(dataset=name).reset_index().set_index(["dataset", "split"]))
     for split, rec in counts.iterrows():
         for col in ("sketches", "photos", "instances"):
-            rows.append({"dataset": name, "method": "data", "protocol": "counts", "split": split,
-                         "metric": f"n_{col}", "value": rec[col]})
-    rows.append({"dataset": name, "method": "data", "protocol": "counts", "split": "all",
-                 "metric": "n_categories", "value": data.sketches["category"].nunique()})
+            rows.append(
+                {
+                    "dataset": name,
+                    "method": "data",
+                    "protocol": "counts",
+                    "split": split,
+                    "metric": f"n_{col}",
+                    "value": rec[col],
+                }
+            )
+    rows.append(
+        {
+            "dataset": name,
+            "method": "data",
+            "protocol": "counts",
+            "split": "all",
+            "metric": "n_categories",
+            "value": data.sketches["category"].nunique(),
+        }
+    )
 counts_table = pd.concat(count_tables) if count_tables else None
 counts_table
 
@@ -121,8 +140,9 @@ for name, data in found.items():
     pick = np.sort(rng.choice(len(data), min(GRID_SAMPLES, len(data)), replace=False))
     photo_rows = data.photo_index()[pick] if data.photo_files is not None else np.full(len(pick), -1)
     has_photos = (photo_rows >= 0).any()
-    fig, axes = plt.subplots(1 + has_photos, len(pick), figsize=(1.3 * len(pick), 1.5 * (1 + has_photos)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1 + has_photos, len(pick), figsize=(1.3 * len(pick), 1.5 * (1 + has_photos)), squeeze=False
+    )
     for col, (i, j) in enumerate(zip(pick, photo_rows)):
         axes[0, col].imshow(data.sketch_image(i, IMAGE_SIZE, LINE_WIDTH), cmap="gray", vmin=0, vmax=1)
         axes[0, col].set_title(str(data.sketches.at[i, "category"])[:12], fontsize=8)
@@ -130,8 +150,7 @@ for name, data in found.items():
             axes[1, col].imshow(data.photo_image(j, IMAGE_SIZE))
     for ax in axes.ravel():
         ax.set_axis_off()
-    fig.suptitle(f"{name}: {GRID_SAMPLES} random sketches" + (" and their photos" if has_photos else ""),
-                 fontsize=10)
+    fig.suptitle(f"{name}: {GRID_SAMPLES} random sketches" + (" and their photos" if has_photos else ""), fontsize=10)
     plt.show()
 
 # %% [markdown]
@@ -154,18 +173,34 @@ for name, data in found.items():
     if data.strokes is not None:
         table, cols, proto = data.stroke_stats(), stroke_cols, "stroke_stats"
     else:
-        sample = data if len(data) <= INK_MAX_SKETCHES else \
-            data.subset(np.sort(rng.choice(len(data), INK_MAX_SKETCHES, replace=False)))
+        sample = (
+            data
+            if len(data) <= INK_MAX_SKETCHES
+            else data.subset(np.sort(rng.choice(len(data), INK_MAX_SKETCHES, replace=False)))
+        )
         table, cols, proto = sample.ink_stats(IMAGE_SIZE, LINE_WIDTH), ink_cols, "ink_stats"
     per_sketch[name] = table
     for col in cols:
         for stat in ("mean", "median"):
             value = float(getattr(table[col], stat)())
-            rows.append({"dataset": name, "method": "data", "protocol": proto, "split": "all",
-                         "metric": f"{col}_{stat}", "value": value})
+            rows.append(
+                {
+                    "dataset": name,
+                    "method": "data",
+                    "protocol": proto,
+                    "split": "all",
+                    "metric": f"{col}_{stat}",
+                    "value": value,
+                }
+            )
             summaries.append({"dataset": name, "statistic": f"{col} ({stat})", "value": value})
-summary = pd.DataFrame(summaries, columns=["dataset", "statistic", "value"]).pivot(
-    index="statistic", columns="dataset", values="value") if summaries else None
+summary = (
+    pd.DataFrame(summaries, columns=["dataset", "statistic", "value"]).pivot(
+        index="statistic", columns="dataset", values="value"
+    )
+    if summaries
+    else None
+)
 summary
 
 # %% tags=["hide-input"]
@@ -187,11 +222,13 @@ elif found:
 
 if "chairv2" in per_sketch:
     t = per_sketch["chairv2"]
-    prose(f"A ChairV2 sketch has a median of {t['strokes'].median():.0f} strokes and {t['points'].median():.0f} "
-          f"points, and at most {t['strokes'].max():.0f} strokes; {(t['strokes'] == t['strokes'].max()).mean():.0%} "
-          "of the sketches have exactly that many, a pile-up at the maximum that suggests the published file keeps "
-          "only the first strokes of longer drawings. QuickDraw's doodles, made against a 20-second clock, have "
-          "fewer and longer strokes. These are the numbers the style world's drawers should resemble.")
+    prose(
+        f"A ChairV2 sketch has a median of {t['strokes'].median():.0f} strokes and {t['points'].median():.0f} "
+        f"points, and at most {t['strokes'].max():.0f} strokes; {(t['strokes'] == t['strokes'].max()).mean():.0%} "
+        "of the sketches have exactly that many, a pile-up at the maximum that suggests the published file keeps "
+        "only the first strokes of longer drawings. QuickDraw's doodles, made against a 20-second clock, have "
+        "fewer and longer strokes. These are the numbers the style world's drawers should resemble."
+    )
 
 # %% [markdown]
 # ## Statistics by sketch index: shoes304 and ChairV2
@@ -231,32 +268,63 @@ for name, (t, cols) in by_index.items():
     means = t.groupby("sketch_index")[cols].mean()
     for k, rec in means.iterrows():
         for col, value in rec.items():
-            rows.append({"dataset": name, "method": "data", "protocol": f"sketch_index={k}", "split": "all",
-                         "metric": f"{col}_mean", "value": float(value)})
+            rows.append(
+                {
+                    "dataset": name,
+                    "method": "data",
+                    "protocol": f"sketch_index={k}",
+                    "split": "all",
+                    "metric": f"{col}_mean",
+                    "value": float(value),
+                }
+            )
     for col in cols:
         res = friedman_by_block(t, col, "sketch_index", "instance", ["1", "2", "3"])
-        tests.append({"dataset": name, "statistic": col, "photos": res["n_blocks"],
-                      **{f"mean, k={k}": v for k, v in res["means"].items()},
-                      "Friedman chi2": res["statistic"], "p": res["p"]})
+        tests.append(
+            {
+                "dataset": name,
+                "statistic": col,
+                "photos": res["n_blocks"],
+                **{f"mean, k={k}": v for k, v in res["means"].items()},
+                "Friedman chi2": res["statistic"],
+                "p": res["p"],
+            }
+        )
 if tests:
     tests = pd.DataFrame(tests)
     tests["p, Holm"] = holm(tests["p"])
     for rec in tests.to_dict("records"):
         for metric, key in (("chi2", "Friedman chi2"), ("p", "p"), ("p_holm", "p, Holm")):
-            rows.append({"dataset": rec["dataset"], "method": "friedman", "protocol": "sketch_index_1_2_3_by_photo",
-                         "split": "all", "metric": f"{rec['statistic']}_{metric}", "value": float(rec[key])})
-    display(tests.set_index(["dataset", "statistic"]).style.format(
-        {"p": "{:.2g}", "p, Holm": "{:.2g}", "Friedman chi2": "{:.1f}"}, precision=3))
+            rows.append(
+                {
+                    "dataset": rec["dataset"],
+                    "method": "friedman",
+                    "protocol": "sketch_index_1_2_3_by_photo",
+                    "split": "all",
+                    "metric": f"{rec['statistic']}_{metric}",
+                    "value": float(rec[key]),
+                }
+            )
+    display(
+        tests.set_index(["dataset", "statistic"]).style.format(
+            {"p": "{:.2g}", "p, Holm": "{:.2g}", "Friedman chi2": "{:.1f}"}, precision=3
+        )
+    )
     lines = []
     for rec in tests.to_dict("records"):
         by_k = ", ".join(f"{rec[f'mean, k={k}']:.3g}" for k in ("1", "2", "3"))
         verdict = "differs by k" if rec["p, Holm"] < 0.05 else "no difference by k shown"
-        lines.append(f"- {rec['dataset']}, {rec['statistic'].replace('_', ' ')}: {by_k} for k = 1, 2, 3 "
-                     f"(Holm-adjusted p = {rec['p, Holm']:.2g}, {len(tests)} tests): **{verdict}**.")
+        lines.append(
+            f"- {rec['dataset']}, {rec['statistic'].replace('_', ' ')}: {by_k} for k = 1, 2, 3 "
+            f"(Holm-adjusted p = {rec['p, Holm']:.2g}, {len(tests)} tests): **{verdict}**."
+        )
     prose("Means by sketch index on the photos with all three sketches, and the verdicts:\n\n" + "\n".join(lines))
 else:
-    absent("whether the sketch index k of shoes304 and ChairV2 marks a drawer: statistics by k with a Friedman "
-           "test blocked by photo, Holm-adjusted", ["shoes304", "chairv2"])
+    absent(
+        "whether the sketch index k of shoes304 and ChairV2 marks a drawer: statistics by k with a Friedman "
+        "test blocked by photo, Holm-adjusted",
+        ["shoes304", "chairv2"],
+    )
 
 # %% [markdown]
 # A small adjusted p-value says the sketch index is not arbitrary: sketches with the same *k*

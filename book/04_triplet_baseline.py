@@ -77,16 +77,34 @@ import pandas as pd
 
 from sbir_core import benchmark as B
 from sbir_core import train as T
-from sbir_core.chapter import (Chapter, fmt, gap_curve_figure, interval_of, paired_of, prose, published_vs_ours,
-                               retrieval_grid, setting)
+from sbir_core.chapter import (
+    Chapter,
+    fmt,
+    gap_curve_figure,
+    interval_of,
+    paired_of,
+    prose,
+    published_vs_ours,
+    retrieval_grid,
+    setting,
+)
 from sbir_core.evaluation import evaluate
 from sbir_core.models.base import build_method
 
 t_start = time.perf_counter()
 ch = Chapter("04_triplet_baseline", SCALE, globals())
 seeds = list(range(SEED, SEED + N_SEEDS))
-config = T.TrainConfig(steps=STEPS, batch_size=BATCH_SIZE, lr=LR, optimizer=OPTIMIZER, eval_every=EVAL_EVERY,
-                       ks=(1, 10), checkpoint_dir=CHECKPOINT_DIR or None, progress=PROGRESS, device=DEVICE)
+config = T.TrainConfig(
+    steps=STEPS,
+    batch_size=BATCH_SIZE,
+    lr=LR,
+    optimizer=OPTIMIZER,
+    eval_every=EVAL_EVERY,
+    ks=(1, 10),
+    checkpoint_dir=CHECKPOINT_DIR or None,
+    progress=PROGRESS,
+    device=DEVICE,
+)
 spec = B.triplet_spec(ENCODER, ENCODER_OPTIONS, MARGIN, NEGATIVES, FLIP)
 views = B.style_views(B.world(STYLE_GAP, **WORLD), IMAGE_SIZE, LINE_WIDTH)
 
@@ -102,17 +120,42 @@ views = B.style_views(B.world(STYLE_GAP, **WORLD), IMAGE_SIZE, LINE_WIDTH)
 
 # %% tags=["hide-input"]
 v = views
-counts = pd.DataFrame({
-    "sketches": [len(v.train), len(v.val), len(v.test_seen), len(v.test_unseen), len(v.control_train)],
-    "objects": [v.train.table["instance"].nunique(), v.val.table["instance"].nunique(),
-                v.test_seen.table["instance"].nunique(), v.test_unseen.table["instance"].nunique(),
-                v.control_train.table["instance"].nunique()],
-    "drawers": [v.train.table["drawer"].nunique(), v.val.table["drawer"].nunique(), v.test_seen.table["drawer"].nunique(),
-                v.test_unseen.table["drawer"].nunique(), v.control_train.table["drawer"].nunique()],
-    "photos per query's gallery": [np.nan, v.val.n_candidates().mean(), v.test_seen.n_candidates().mean(),
-                                   v.test_unseen.n_candidates().mean(), np.nan]},
-    index=pd.Index(["train: seen drawers", "val: seen drawers", "test: seen drawers", "test: unseen drawers",
-                    "adaptation split: unseen drawers, train objects"], name="view"))
+counts = pd.DataFrame(
+    {
+        "sketches": [len(v.train), len(v.val), len(v.test_seen), len(v.test_unseen), len(v.control_train)],
+        "objects": [
+            v.train.table["instance"].nunique(),
+            v.val.table["instance"].nunique(),
+            v.test_seen.table["instance"].nunique(),
+            v.test_unseen.table["instance"].nunique(),
+            v.control_train.table["instance"].nunique(),
+        ],
+        "drawers": [
+            v.train.table["drawer"].nunique(),
+            v.val.table["drawer"].nunique(),
+            v.test_seen.table["drawer"].nunique(),
+            v.test_unseen.table["drawer"].nunique(),
+            v.control_train.table["drawer"].nunique(),
+        ],
+        "photos per query's gallery": [
+            np.nan,
+            v.val.n_candidates().mean(),
+            v.test_seen.n_candidates().mean(),
+            v.test_unseen.n_candidates().mean(),
+            np.nan,
+        ],
+    },
+    index=pd.Index(
+        [
+            "train: seen drawers",
+            "val: seen drawers",
+            "test: seen drawers",
+            "test: unseen drawers",
+            "adaptation split: unseen drawers, train objects",
+        ],
+        name="view",
+    ),
+)
 ch.glue("gallery", float(v.test_seen.n_candidates().mean()))
 for k in (1, 10):
     ch.glue(f"chance{k}", v.test_seen.chance(k))
@@ -142,8 +185,11 @@ g = hist.groupby("step")
 axes[0].plot(g["loss"].mean().index, g["loss"].mean(), color="k")
 axes[0].fill_between(g["loss"].mean().index, g["loss"].min(), g["loss"].max(), alpha=0.2, color="k")
 axes[0].set(xlabel="step", ylabel="triplet loss", title="training loss (band: range over seeds)")
-for col, label in (("val/acc_at_10", "val, seen drawers"), ("test_seen/acc_at_10", "test, seen drawers"),
-                   ("test_unseen/acc_at_10", "test, unseen drawers")):
+for col, label in (
+    ("val/acc_at_10", "val, seen drawers"),
+    ("test_seen/acc_at_10", "test, seen drawers"),
+    ("test_unseen/acc_at_10", "test, unseen drawers"),
+):
     axes[1].plot(g[col].mean().index, g[col].mean(), "o-", label=label)
     axes[1].fill_between(g[col].mean().index, g[col].min(), g[col].max(), alpha=0.2)
 axes[1].axhline(v.test_seen.chance(10), color="grey", ls=":", lw=1, label="chance = category oracle")
@@ -153,8 +199,10 @@ fig.tight_layout()
 plt.show()
 selected = [r.val_selected["step"] for r in runs.runs]
 ch.glue("selected_steps", ", ".join(map(str, selected)))
-ch.glue("last_vs_best", float(np.mean([r.history["val/acc_at_10"].iloc[-1] - r.history["val/acc_at_10"].max()
-                                        for r in runs.runs])))
+ch.glue(
+    "last_vs_best",
+    float(np.mean([r.history["val/acc_at_10"].iloc[-1] - r.history["val/acc_at_10"].max() for r in runs.runs])),
+)
 
 # %% [markdown]
 # The validation accuracy chose steps {glue:text}`c04_selected_steps` of the seeds' runs. The
@@ -175,32 +223,70 @@ for name, label in (("test_seen", "seen drawers"), ("test_unseen", "unseen drawe
         iv = interval_of(evals[name], metric)
         ch.add_interval(iv, "style_world", "triplet_sn", metric, T.PROTOCOL_VAL, setting(style_gap=STYLE_GAP), name)
         for run in runs.runs:
-            ch.add("style_world", "triplet_sn", metric, run.best_on_test[name][metric], T.PROTOCOL_TEST,
-                   setting(style_gap=STYLE_GAP), name, run.seed)
+            ch.add(
+                "style_world",
+                "triplet_sn",
+                metric,
+                run.best_on_test[name][metric],
+                T.PROTOCOL_TEST,
+                setting(style_gap=STYLE_GAP),
+                name,
+                run.seed,
+            )
         best = float(np.mean([r.best_on_test[name][metric] for r in runs.runs]))
         chance = views.tests[name].chance(k)
         ch.add("style_world", "chance", metric, chance, "", setting(style_gap=STYLE_GAP), name)
-        ch.add("style_world", "category_oracle", metric, views.tests[name].category_oracle(k), "",
-               setting(style_gap=STYLE_GAP), name)
+        ch.add(
+            "style_world",
+            "category_oracle",
+            metric,
+            views.tests[name].category_oracle(k),
+            "",
+            setting(style_gap=STYLE_GAP),
+            name,
+        )
         ch.glue(f"acc{k}_{name.split('_')[1]}", iv.estimate)
         ch.glue(f"acc{k}_{name.split('_')[1]}_half", iv.half)
         p_iv = interval_of(pixel_evals[name], metric)
         vs_pixel = paired_of(evals[name], pixel_evals[name], metric)
         ch.add_interval(p_iv, "style_world", "pixel_nn", metric, "", setting(style_gap=STYLE_GAP), name)
-        ch.add_interval(vs_pixel, "style_world", "triplet_sn - pixel_nn", f"diff_{metric}", T.PROTOCOL_VAL,
-                        setting(style_gap=STYLE_GAP), name)
-        verdict = ("beats it" if vs_pixel.lo > 0 else "is beaten by it" if vs_pixel.hi < 0 else
-                   "is not told apart from it")
-        pixel_lines.append(f"- {label}, Acc@{k}: pixel matching {fmt(p_iv)}; the baseline minus it "
-                           f"{fmt(vs_pixel, signed=True)} points: the baseline **{verdict}**.")
-        table.append({"drawers": label, "metric": f"Acc@{k}", "Triplet-SN (val-selected)": fmt(iv),
-                      "best on test (paper protocol)": f"{100 * best:.1f} %",
-                      "pixel NN (no training)": fmt(p_iv),
-                      "chance = category oracle": f"{100 * chance:.1f} %"})
+        ch.add_interval(
+            vs_pixel,
+            "style_world",
+            "triplet_sn - pixel_nn",
+            f"diff_{metric}",
+            T.PROTOCOL_VAL,
+            setting(style_gap=STYLE_GAP),
+            name,
+        )
+        verdict = (
+            "beats it" if vs_pixel.lo > 0 else "is beaten by it" if vs_pixel.hi < 0 else "is not told apart from it"
+        )
+        pixel_lines.append(
+            f"- {label}, Acc@{k}: pixel matching {fmt(p_iv)}; the baseline minus it "
+            f"{fmt(vs_pixel, signed=True)} points: the baseline **{verdict}**."
+        )
+        table.append(
+            {
+                "drawers": label,
+                "metric": f"Acc@{k}",
+                "Triplet-SN (val-selected)": fmt(iv),
+                "best on test (paper protocol)": f"{100 * best:.1f} %",
+                "pixel NN (no training)": fmt(p_iv),
+                "chance = category oracle": f"{100 * chance:.1f} %",
+            }
+        )
 drop = {k: paired_of(evals["test_seen"], evals["test_unseen"], f"acc_at_{k}", same_queries=False) for k in (1, 10)}
 for k, iv in drop.items():
-    ch.add_interval(iv, "style_world", "triplet_sn", f"diff_acc_at_{k}", T.PROTOCOL_VAL, setting(style_gap=STYLE_GAP),
-                    "test_seen - test_unseen")
+    ch.add_interval(
+        iv,
+        "style_world",
+        "triplet_sn",
+        f"diff_acc_at_{k}",
+        T.PROTOCOL_VAL,
+        setting(style_gap=STYLE_GAP),
+        "test_seen - test_unseen",
+    )
     ch.glue(f"drop{k}", iv.estimate * 100)
     ch.glue(f"drop{k}_lo", iv.lo * 100)
     ch.glue(f"drop{k}_hi", iv.hi * 100)
@@ -227,12 +313,18 @@ pd.DataFrame(table).set_index(["drawers", "metric"])
 
 # %% tags=["hide-input"]
 below = [line for line in pixel_lines if "the baseline **beats it**" not in line]
-prose("\n".join(pixel_lines) + "\n\n" + (
-    f"In {len(below)} of {len(pixel_lines)} rows the baseline does not beat pixel matching: there the ci-scale "
-    "encoder has not learnt more than where the ink lies. The style world draws sketches and photos from "
-    "one geometry, so pixels carry much of the answer, and the methods of the following chapters are "
-    "read against this floor as well as against chance." if below else
-    "The trained encoder beats pixel matching in every row."))
+prose(
+    "\n".join(pixel_lines)
+    + "\n\n"
+    + (
+        f"In {len(below)} of {len(pixel_lines)} rows the baseline does not beat pixel matching: there the ci-scale "
+        "encoder has not learnt more than where the ink lies. The style world draws sketches and photos from "
+        "one geometry, so pixels carry much of the answer, and the methods of the following chapters are "
+        "read against this floor as well as against chance."
+        if below
+        else "The trained encoder beats pixel matching in every row."
+    )
+)
 
 # %% [markdown]
 # ## What a model trained on their style recovers
@@ -257,12 +349,18 @@ for k in (1, 10):
     tag = setting(style_gap=STYLE_GAP)
     ch.add_interval(c_iv, "style_world", "control", metric, T.PROTOCOL_VAL, tag, "test_unseen")
     ch.add_interval(learnt, "style_world", "control - triplet_sn", f"diff_{metric}", T.PROTOCOL_VAL, tag, "test_unseen")
-    ch.add_interval(lost, "style_world", "triplet_sn - control", f"diff_{metric}", T.PROTOCOL_VAL, tag,
-                    "test_seen - test_unseen")
-    parts.append({"metric": f"Acc@{k}", "control on unseen drawers": fmt(c_iv),
-                  "drop: seen - unseen (baseline)": fmt(drop[k], signed=True),
-                  "style not learnt: control - baseline": fmt(learnt, signed=True),
-                  "content lost: seen - control": fmt(lost, signed=True)})
+    ch.add_interval(
+        lost, "style_world", "triplet_sn - control", f"diff_{metric}", T.PROTOCOL_VAL, tag, "test_seen - test_unseen"
+    )
+    parts.append(
+        {
+            "metric": f"Acc@{k}",
+            "control on unseen drawers": fmt(c_iv),
+            "drop: seen - unseen (baseline)": fmt(drop[k], signed=True),
+            "style not learnt: control - baseline": fmt(learnt, signed=True),
+            "content lost: seen - control": fmt(lost, signed=True),
+        }
+    )
     if k == 10:
         ch.glue("control10", c_iv.estimate)
         ch.glue("learnt10", learnt.estimate * 100)
@@ -298,18 +396,31 @@ for gap in STYLE_GAPS:
     gap_views[gap] = gv
     base = [evaluate(m, gv.test_unseen) for m in models]
     n_ctrl = N_CONTROL_SEEDS if gap == STYLE_GAP else N_CURVE_SEEDS
-    ctrl = control_evals if gap == STYLE_GAP else [
-        evaluate(m, gv.test_unseen) for m in B.control(gv, spec, config, range(SEED, SEED + n_ctrl)).methods(spec)]
+    ctrl = (
+        control_evals
+        if gap == STYLE_GAP
+        else [
+            evaluate(m, gv.test_unseen) for m in B.control(gv, spec, config, range(SEED, SEED + n_ctrl)).methods(spec)
+        ]
+    )
     for who, ev in (("unseen drawers", base), ("control, trained on their style", ctrl)):
         iv = interval_of(ev, "acc_at_10")
         curve.append({"gap": gap, "who": who, "estimate": iv.estimate, "lo": iv.lo, "hi": iv.hi})
         if gap != STYLE_GAP:  # the default gap's rows are recorded above
-            ch.add_interval(iv, "style_world", "triplet_sn" if who.startswith("unseen") else "control", "acc_at_10",
-                            T.PROTOCOL_VAL, setting(style_gap=gap), "test_unseen")
+            ch.add_interval(
+                iv,
+                "style_world",
+                "triplet_sn" if who.startswith("unseen") else "control",
+                "acc_at_10",
+                T.PROTOCOL_VAL,
+                setting(style_gap=gap),
+                "test_unseen",
+            )
 curve = pd.DataFrame(curve)
 seen_iv = interval_of(evals["test_seen"], "acc_at_10")
-gap_curve_figure(curve, views.test_seen.chance(10), "Triplet-SN against a control trained on the unseen style (95% CI)",
-                 seen=seen_iv)
+gap_curve_figure(
+    curve, views.test_seen.chance(10), "Triplet-SN against a control trained on the unseen style (95% CI)", seen=seen_iv
+)
 at = curve.set_index(["who", "gap"])["estimate"]
 ch.glue("curve_gap_max", max(STYLE_GAPS))
 ch.glue("curve_unseen_max", at[("unseen drawers", max(STYLE_GAPS))])
@@ -336,8 +447,15 @@ for dg in DETAIL_GAPS:
     dv = B.style_views(B.world(0.0, dg, **WORLD), IMAGE_SIZE, LINE_WIDTH)
     iv = interval_of([evaluate(m, dv.test_unseen) for m in models], "acc_at_10")
     detail.append({"detail_gap": dg, "estimate": iv.estimate, "lo": iv.lo, "hi": iv.hi})
-    ch.add_interval(iv, "style_world", "triplet_sn", "acc_at_10", T.PROTOCOL_VAL, setting(style_gap=0.0, detail_gap=dg),
-                    "test_unseen")
+    ch.add_interval(
+        iv,
+        "style_world",
+        "triplet_sn",
+        "acc_at_10",
+        T.PROTOCOL_VAL,
+        setting(style_gap=0.0, detail_gap=dg),
+        "test_unseen",
+    )
 detail = pd.DataFrame(detail)
 fig, ax = plt.subplots(figsize=(6.5, 3.4))
 ax.axhline(seen_iv.estimate, color="k", lw=1.2, label="seen drawers")
@@ -426,35 +544,58 @@ def real_section(name, make_view, label, what):
         for run in res.runs:
             ch.add(name, "triplet_sn", metric, run.best_on_test["test"][metric], T.PROTOCOL_TEST, "", "test", run.seed)
         best = float(np.mean([r.best_on_test["test"][metric] for r in res.runs]))
-        real_rows.append({"dataset": label, "metric": f"Acc@{k}", "Triplet-SN (val-selected)": fmt(iv),
-                          "best on test (paper protocol)": f"{100 * best:.1f} %",
-                          "untrained encoder": fmt(u_iv), "chance = category oracle": f"{100 * te.chance(k):.1f} %",
-                          "photos per gallery": f"{te.n_candidates().mean():.0f}", "queries": len(te)})
+        real_rows.append(
+            {
+                "dataset": label,
+                "metric": f"Acc@{k}",
+                "Triplet-SN (val-selected)": fmt(iv),
+                "best on test (paper protocol)": f"{100 * best:.1f} %",
+                "untrained encoder": fmt(u_iv),
+                "chance = category oracle": f"{100 * te.chance(k):.1f} %",
+                "photos per gallery": f"{te.n_candidates().mean():.0f}",
+                "queries": len(te),
+            }
+        )
         floor = max(te.chance(k), te.category_oracle(k), u_iv.estimate)
-        real_verdicts.append(f"- **{label}**, Acc@{k}: {fmt(iv)} against chance {te.chance(k):.1%} and an untrained "
-                             f"encoder {u_iv.estimate:.1%}; " + ("the whole interval lies above both."
-                                                                  if iv.lo > floor else
-                                                                  "**the interval reaches down to them**: at this "
-                                                                  "scale the run does not show it learnt the task."))
+        real_verdicts.append(
+            f"- **{label}**, Acc@{k}: {fmt(iv)} against chance {te.chance(k):.1%} and an untrained "
+            f"encoder {u_iv.estimate:.1%}; "
+            + (
+                "the whole interval lies above both."
+                if iv.lo > floor
+                else "**the interval reaches down to them**: at this scale the run does not show it learnt the task."
+            )
+        )
         ch.glue(f"{name}_{metric}", iv.estimate)
         ch.glue(f"{name}_{metric}_lo", iv.lo)
         ch.glue(f"{name}_{metric}_chance", te.chance(k))
 
 
-real_section("pacs_sketchy", fg_view, "PACS-Sketchy",
-             "the baseline on PACS's Sketchy sketches against their source photos: val-selected Acc@1 and "
-             "Acc@10 within the category, beside chance and an untrained encoder, and its training curve")
-real_section("shoes304", fg_view, "shoes304",
-             "the baseline on the 304-shoe set (three sketches a photo), against chance and an untrained encoder")
-real_section("chairv2", sketch_view, "ChairV2, sketch to sketch",
-             "the baseline retrieving another drawing of the same chair in ChairV2, against chance and an "
-             "untrained encoder")
+real_section(
+    "pacs_sketchy",
+    fg_view,
+    "PACS-Sketchy",
+    "the baseline on PACS's Sketchy sketches against their source photos: val-selected Acc@1 and "
+    "Acc@10 within the category, beside chance and an untrained encoder, and its training curve",
+)
+real_section(
+    "shoes304",
+    fg_view,
+    "shoes304",
+    "the baseline on the 304-shoe set (three sketches a photo), against chance and an untrained encoder",
+)
+real_section(
+    "chairv2",
+    sketch_view,
+    "ChairV2, sketch to sketch",
+    "the baseline retrieving another drawing of the same chair in ChairV2, against chance and an untrained encoder",
+)
 pd.DataFrame(real_rows).set_index(["dataset", "metric"]) if real_rows else None
 
 # %% tags=["hide-input"]
 if real_curves:
     fig, axes = plt.subplots(1, len(real_curves), figsize=(3.6 * len(real_curves), 3.2), squeeze=False)
-    for ax, (label, (h, chance1, sel)) in zip(axes[0], real_curves.items()):
+    for ax, (label, (h, chance1, _)) in zip(axes[0], real_curves.items()):
         g = h.groupby("step")
         for col, name_ in (("val/acc_at_1", "validation"), ("test/acc_at_1", "test")):
             ax.plot(g[col].mean().index, g[col].mean(), "o-", ms=3, label=name_)
@@ -466,18 +607,22 @@ if real_curves:
     fig.tight_layout()
     plt.show()
     lines = []
-    for label, (h, chance1, sel) in real_curves.items():
+    for label, (h, _, sel) in real_curves.items():
         g = h.groupby("step")["val/acc_at_1"].mean()
         half = g[g.index <= g.index.max() / 2].iloc[-1]
-        lines.append(f"- **{label}**: validation chose steps {', '.join(map(str, sel))} of "
-                     f"{len(g)} evaluations; mean validation Acc@1 went from {half:.1%} at step "
-                     f"{g[g.index <= g.index.max() / 2].index[-1]} to {g.iloc[-1]:.1%} at step {g.index[-1]} "
-                     f"(best {g.max():.1%}).")
+        lines.append(
+            f"- **{label}**: validation chose steps {', '.join(map(str, sel))} of "
+            f"{len(g)} evaluations; mean validation Acc@1 went from {half:.1%} at step "
+            f"{g[g.index <= g.index.max() / 2].index[-1]} to {g.iloc[-1]:.1%} at step {g.index[-1]} "
+            f"(best {g.max():.1%})."
+        )
     prose("Val-selected, with 95% intervals over seeds and test objects:\n\n" + "\n".join(real_verdicts))
-    prose("How far from convergence the ci runs are, read from the curves:\n\n" + "\n".join(lines) + "\n\n"
-          "A curve still rising over the second half of training means the ci run stops short of convergence "
-          "and the numbers above are those of a short run; a flat one means more steps of this small encoder "
-          "would not change them much.")
+    prose(
+        "How far from convergence the ci runs are, read from the curves:\n\n" + "\n".join(lines) + "\n\n"
+        "A curve still rising over the second half of training means the ci run stops short of convergence "
+        "and the numbers above are those of a short run; a flat one means more steps of this small encoder "
+        "would not change them much."
+    )
 
 # %% [markdown]
 # ## Beside the published numbers
@@ -487,14 +632,25 @@ if real_curves:
 # where papers print different figures for one number, all are shown.
 
 # %% tags=["hide-input"]
-ours = pd.DataFrame([r for r in ch.rows if r["method"] == "triplet_sn" and r["protocol"] == T.PROTOCOL_VAL
-                     and r["metric"] in ("acc_at_1", "acc_at_10") and r["seed"] == -1
-                     and r["setting"] in ("", setting(style_gap=STYLE_GAP))
-                     and r["split"] in ("test", "test_seen", "test_unseen")])
-ours = ours.assign(dataset=ours["dataset"].replace({"chairv2": "chairv2, sketch to sketch"})
-                   + ours["split"].map({"test": "", "test_seen": ", seen drawers", "test_unseen": ", unseen drawers"}),
-                   kind=np.where(ours["dataset"] == "style_world", "style world", "real"),
-                   protocol="val-selected", backbone=f"{ENCODER}, from scratch, {IMAGE_SIZE} px")
+ours = pd.DataFrame(
+    [
+        r
+        for r in ch.rows
+        if r["method"] == "triplet_sn"
+        and r["protocol"] == T.PROTOCOL_VAL
+        and r["metric"] in ("acc_at_1", "acc_at_10")
+        and r["seed"] == -1
+        and r["setting"] in ("", setting(style_gap=STYLE_GAP))
+        and r["split"] in ("test", "test_seen", "test_unseen")
+    ]
+)
+ours = ours.assign(
+    dataset=ours["dataset"].replace({"chairv2": "chairv2, sketch to sketch"})
+    + ours["split"].map({"test": "", "test_seen": ", seen drawers", "test_unseen": ", unseen drawers"}),
+    kind=np.where(ours["dataset"] == "style_world", "style world", "real"),
+    protocol="val-selected",
+    backbone=f"{ENCODER}, from scratch, {IMAGE_SIZE} px",
+)
 published_vs_ours("triplet_sn", ours)
 
 # %% [markdown]

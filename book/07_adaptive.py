@@ -62,7 +62,12 @@ STYLE_GAPS = [0.0, 3.0, 6.0]  # gaps of the style-gap curve (the same trained mo
 IMAGE_SIZE = 32  # input side in pixels (chapter 4)
 LINE_WIDTH = 1.5  # sketch line width at IMAGE_SIZE, pixels (chapter 4)
 ENCODER = "cnn"  # the baseline's encoder (chapter 4)
-ENCODER_OPTIONS = {"width": 16, "depth": 4, "embed_dim": 64, "double_conv": False}  # the baseline's encoder options (chapter 4): also F's trunk and M
+ENCODER_OPTIONS = {
+    "width": 16,
+    "depth": 4,
+    "embed_dim": 64,
+    "double_conv": False,
+}  # the baseline's encoder options (chapter 4): also F's trunk and M
 MARGIN = 0.2  # triplet margin (the baseline's; the outer loss and ANIL's / MAML's fixed inner margin)
 STEPS = 800  # the baseline's steps (chapter 4; loaded from the store)
 BATCH_SIZE = 32  # the baseline's batch (chapter 4)
@@ -79,18 +84,33 @@ META_EVAL_EVERY = 20  # validation every N outer steps (the val-selected checkpo
 INNER_LR = 0.5  # inner step size alpha
 REG = {"d": 0.1, "ud": 0.1}  # weights of L_D and L_ud (user level)
 CATEGORY_REG = {"d": 0.1, "c": 0.1, "s": 0.1}  # weights of L_D, L_C and L_S (category level)
-BASELINE_REG = {"d": 0.0, "ud": 0.0}  # ANIL, MAML, sign-MAML: the poster's adaptation baselines, without ours' regularisers
+BASELINE_REG = {
+    "d": 0.0,
+    "ud": 0.0,
+}  # ANIL, MAML, sign-MAML: the poster's adaptation baselines, without ours' regularisers
 BASELINE_CATEGORY_REG = {"d": 0.0, "c": 0.0, "s": 0.0}  # the category-level ANIL, likewise
 SHOTS = [1, 5, 10]  # k of the k-shot evaluation
-INNER = {"ours": "margin", "ANIL": "head", "MAML": "all", "sign-MAML": "sign"}  # meta-learners: table name -> inner mode
+INNER = {
+    "ours": "margin",
+    "ANIL": "head",
+    "MAML": "all",
+    "sign-MAML": "sign",
+}  # meta-learners: table name -> inner mode
 ABLATE = {"without L_D": {"d": 0.0, "ud": 0.1}, "without L_ud": {"d": 0.1, "ud": 0.0}}  # ablation rows: REG values
-CATEGORY_ABLATE = {"without L_C": {"d": 0.1, "c": 0.0, "s": 0.1}, "without L_S": {"d": 0.1, "c": 0.1, "s": 0.0}}  # category-level ablation rows: CATEGORY_REG values
-REAL_MAX_PER_CLASS = 200  # QuickDraw: read at most the first N drawings of each class file (the fixed query-sampling rule)
+CATEGORY_ABLATE = {
+    "without L_C": {"d": 0.1, "c": 0.0, "s": 0.1},
+    "without L_S": {"d": 0.1, "c": 0.1, "s": 0.0},
+}  # category-level ablation rows: CATEGORY_REG values
+REAL_MAX_PER_CLASS = (
+    200  # QuickDraw: read at most the first N drawings of each class file (the fixed query-sampling rule)
+)
 FT_STEPS = 5  # fine-tuning baseline: SGD steps on the baseline's head M
 FT_LR = 0.05  # fine-tuning baseline: SGD learning rate
 MARGIN_GRID = [0.05, 0.2, 0.5, 0.9]  # fixed inner margins tried per drawer for the margin figure
 SUPPORT_SEED = 0  # which k support sketches each drawer gives
-SKETCHY_SUPPORT_FRACTION = 0.5  # Sketchy's unseen classes: the share of each class's objects held out for supports (the rest are queries)
+SKETCHY_SUPPORT_FRACTION = (
+    0.5  # Sketchy's unseen classes: the share of each class's objects held out for supports (the rest are queries)
+)
 PROGRESS = False  # tqdm progress bars
 DEVICE = "cpu"  # cpu | cuda
 THREADS = 1  # torch CPU threads (0: torch's default): the ci work is small matrices, faster on one thread, far faster when the 2 cores are shared
@@ -98,21 +118,33 @@ THREADS = 1  # torch CPU threads (0: torch's default): the ci work is small matr
 # %% tags=["hide-input"]
 import time
 
-from IPython.display import display
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import torch
+from IPython.display import display
 
 from sbir_core import benchmark as B
 from sbir_core import stats as ST
 from sbir_core import train as T
-from sbir_core.chapter import Chapter, absent, arm, clusters, fmt, interval_of, note, outcomes, paired_of, prose, setting
+from sbir_core.chapter import (
+    Chapter,
+    absent,
+    arm,
+    clusters,
+    fmt,
+    interval_of,
+    note,
+    outcomes,
+    paired_of,
+    prose,
+    setting,
+)
 from sbir_core.claims import pilot
+from sbir_core.data import support as SP
 from sbir_core.evaluation import evaluate
 from sbir_core.models import adaptive as A
 from sbir_core.models.base import MethodSpec, build_method
-
-import torch
 
 if THREADS:
     torch.set_num_threads(THREADS)
@@ -120,15 +152,31 @@ t_start = time.perf_counter()
 ch = Chapter("07_adaptive", SCALE, globals())
 data = B.world(STYLE_GAP, **WORLD)
 views = B.style_views(data, IMAGE_SIZE, LINE_WIDTH)
-adapt_view = A.adaptation_view(data, IMAGE_SIZE, LINE_WIDTH)
-base_config = T.TrainConfig(steps=STEPS, batch_size=BATCH_SIZE, lr=LR, optimizer=OPTIMIZER, eval_every=EVAL_EVERY,
-                            ks=(1, 10), progress=PROGRESS, device=DEVICE)
+adapt_view = SP.adaptation_view(data, IMAGE_SIZE, LINE_WIDTH)
+base_config = T.TrainConfig(
+    steps=STEPS,
+    batch_size=BATCH_SIZE,
+    lr=LR,
+    optimizer=OPTIMIZER,
+    eval_every=EVAL_EVERY,
+    ks=(1, 10),
+    progress=PROGRESS,
+    device=DEVICE,
+)
 base_spec = B.triplet_spec(ENCODER, ENCODER_OPTIONS, MARGIN)
 base_runs = B.baseline(views, base_spec, base_config, range(SEED, SEED + N_BASE_SEEDS))
 baseline = base_runs.methods(base_spec)[:N_SEEDS]  # the seeds the meta-learners start from (paired rows)
 base_keys = [run.fingerprint for run in base_runs.runs]
-meta_config = T.TrainConfig(steps=META_STEPS, batch_size=TASKS, lr=META_LR, optimizer=OPTIMIZER,
-                            eval_every=META_EVAL_EVERY, ks=(1, 5), progress=PROGRESS, device=DEVICE)
+meta_config = T.TrainConfig(
+    steps=META_STEPS,
+    batch_size=TASKS,
+    lr=META_LR,
+    optimizer=OPTIMIZER,
+    eval_every=META_EVAL_EVERY,
+    ks=(1, 5),
+    progress=PROGRESS,
+    device=DEVICE,
+)
 seeds = list(range(SEED, SEED + N_SEEDS))
 F_OPTIONS = {k: ENCODER_OPTIONS[k] for k in ("width", "depth", "embed_dim", "double_conv")}
 test = views.test_unseen
@@ -137,10 +185,22 @@ tag = setting(style_gap=STYLE_GAP)
 
 def spec_of(i, inner="none", reg=REG):
     """Meta-learner i: F and M from the baseline's seed SEED+i."""
-    return MethodSpec("adaptive_fgsbir", {**F_OPTIONS, "level": "user", "inner": inner, "reg": dict(reg),
-                                          "inner_lr": INNER_LR, "margin": MARGIN, "k_support": K_SUPPORT,
-                                          "k_query": K_QUERY, "base": base_keys[i], "freeze_trunk": FREEZE_TRUNK,
-                                          "flip": not FREEZE_TRUNK})
+    return MethodSpec(
+        "adaptive_fgsbir",
+        {
+            **F_OPTIONS,
+            "level": "user",
+            "inner": inner,
+            "reg": dict(reg),
+            "inner_lr": INNER_LR,
+            "margin": MARGIN,
+            "k_support": K_SUPPORT,
+            "k_query": K_QUERY,
+            "base": base_keys[i],
+            "freeze_trunk": FREEZE_TRUNK,
+            "flip": not FREEZE_TRUNK,
+        },
+    )
 
 
 def inputs(i, v=views, av=adapt_view):
@@ -176,13 +236,16 @@ def meta_models(inner, reg=REG, n=N_SEEDS, curves=False):
 def run_eval(models, k, fd=None, d=data):
     """Each model adapted to each unseen drawer on its k support sketches, then ranking that drawer's queries."""
     fd = feeds if fd is None else fd
-    return [evaluate(m, f["test"], ks=(1, 5), adapt=("drawer", A.support_for_drawer(d, f["adapt"], k, SUPPORT_SEED)))
-            for m, f in zip(models, fd)]
+    return [
+        evaluate(m, f["test"], ks=(1, 5), adapt=("drawer", SP.support_for_drawer(d, f["adapt"], k, SUPPORT_SEED)))
+        for m, f in zip(models, fd)
+    ]
 
 
 t0 = time.perf_counter()
-learners = {name: meta_models(inner, REG if name == "ours" else BASELINE_REG, curves=True)
-            for name, inner in INNER.items()}
+learners = {
+    name: meta_models(inner, REG if name == "ours" else BASELINE_REG, curves=True) for name, inner in INNER.items()
+}
 t_train = time.perf_counter() - t0
 ch.glue("n_seeds", N_SEEDS)
 ch.glue("meta_steps", META_STEPS)
@@ -197,7 +260,7 @@ ch.glue("train_seconds", t_train)
 
 # %% tags=["hide-input"]
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-for (name, inner) in INNER.items():
+for name, inner in INNER.items():
     hist = pd.concat(histories[inner])
     for ax, col in zip(axes, ("loss", "val/acc_at_1")):
         mean = hist.groupby("step")[col].mean()
@@ -274,10 +337,17 @@ for (name, k), ev in evals.items():
             row[f"Acc@1 − {ref}"] = fmt(d, signed=True)
             ch.add_interval(d, "style_world", f"{name} - {ref}", "diff_acc_at_1", T.PROTOCOL_VAL, where, "test_unseen")
     rows.append(row)
-rows.append({"method": "chance", "k": 0, "Acc@1": f"{100 * test.chance(1):.1f} %",
-             "Acc@5": f"{100 * test.chance(5):.1f} %"})
-rows.append({"method": "pixel NN (no training)", "k": 0, "Acc@1": fmt(interval_of(pixel_evals, "acc_at_1")),
-             "Acc@5": fmt(interval_of(pixel_evals, "acc_at_5"))})
+rows.append(
+    {"method": "chance", "k": 0, "Acc@1": f"{100 * test.chance(1):.1f} %", "Acc@5": f"{100 * test.chance(5):.1f} %"}
+)
+rows.append(
+    {
+        "method": "pixel NN (no training)",
+        "k": 0,
+        "Acc@1": fmt(interval_of(pixel_evals, "acc_at_1")),
+        "Acc@5": fmt(interval_of(pixel_evals, "acc_at_5")),
+    }
+)
 table = pd.DataFrame(rows).set_index(["method", "k"]).fillna("")
 for k in SHOTS:
     ch.glue(f"ours{k}", ivs[(("ours", k), "acc_at_1")].estimate)
@@ -293,12 +363,18 @@ table
 
 # %% tags=["hide-input"]
 trivial = {m: max(test.chance(int(m[-1])), pixel_evals[0].metrics[m]) for m in ("acc_at_1", "acc_at_5")}
-near = [f"{name} (k={k}, {m.replace('acc_at_', 'Acc@')})" for (name, k), m in ivs if ivs[((name, k), m)].lo <= trivial[m]]
-text = (f"{sum(2 for _ in evals) - len(near)} of the {2 * len(evals)} numbers of the table have their whole "
-        f"interval above chance and pixel matching. ")
+near = [
+    f"{name} (k={k}, {m.replace('acc_at_', 'Acc@')})" for (name, k), m in ivs if ivs[((name, k), m)].lo <= trivial[m]
+]
+text = (
+    f"{sum(2 for _ in evals) - len(near)} of the {2 * len(evals)} numbers of the table have their whole "
+    f"interval above chance and pixel matching. "
+)
 text += ("These reach down to one of them: " + "; ".join(near) + ". ") if near else ""
-text += ("The results file checks the accuracies of no adaptation, ours, fine-tuning and ANIL as intervals, every "
-         "other method through its paired differences, and keeps the rest per seed.")
+text += (
+    "The results file checks the accuracies of no adaptation, ours, fine-tuning and ANIL as intervals, every "
+    "other method through its paired differences, and keeps the rest per seed."
+)
 prose(text)
 
 # %% [markdown]
@@ -310,34 +386,63 @@ prose(text)
 def kshot_arm(name, k, metric="acc_at_1", evs=None, **kw):
     """One k-shot row's arm: its seeds' evaluations with the floors it must clear (chance, pixel matching)."""
     evs = evals[(name, k)] if evs is None else evs
-    return arm(evs, metric, seeds[:len(evs)], name=f"{name} (k={k})",
-               floors={"chance": test.chance(int(metric[-1])), "pixel NN": arm(pixel_evals, metric)}, **kw)
+    return arm(
+        evs,
+        metric,
+        seeds[: len(evs)],
+        name=f"{name} (k={k})",
+        floors={"chance": test.chance(int(metric[-1])), "pixel NN": arm(pixel_evals, metric)},
+        **kw,
+    )
 
 
 verdicts = []
 for k in SHOTS:
     for ref in ("fine-tuning", "ANIL"):
         ours, base = kshot_arm("ours", k), kshot_arm(ref, k)
-        ev = ch.claim(f"c07_beats_{'finetune' if ref == 'fine-tuning' else 'anil'}", [(ours, 1), (base, -1)], base,
-                      "style_world", f"ours - {ref}", "test_unseen", T.PROTOCOL_VAL, setting(k=k),
-                      other={"acc_at_5": [(kshot_arm("ours", k, "acc_at_5"), 1), (kshot_arm(ref, k, "acc_at_5"), -1)]})
+        ev = ch.claim(
+            f"c07_beats_{'finetune' if ref == 'fine-tuning' else 'anil'}",
+            [(ours, 1), (base, -1)],
+            base,
+            "style_world",
+            f"ours - {ref}",
+            "test_unseen",
+            T.PROTOCOL_VAL,
+            setting(k=k),
+            other={"acc_at_5": [(kshot_arm("ours", k, "acc_at_5"), 1), (kshot_arm(ref, k, "acc_at_5"), -1)]},
+        )
         verdicts.append({"claim": f"ours beats {ref}", "k": k, "Acc@1 (deciding)": ev.text(), "verdict": ev.outcome})
 lo_k, hi_k = min(SHOTS), max(SHOTS)
-gain = ch.claim("c07_gain_grows_with_k", [(kshot_arm("ours", hi_k), 1), (kshot_arm("ours", lo_k), -1)],
-                kshot_arm("ours", lo_k), "style_world", "ours", "test_unseen", T.PROTOCOL_VAL,
-                setting(k=f"{hi_k}-{lo_k}"))
-verdicts.append({"claim": "the gain grows with k", "k": f"{hi_k} vs {lo_k}", "Acc@1 (deciding)": gain.text(),
-                 "verdict": gain.outcome})
+gain = ch.claim(
+    "c07_gain_grows_with_k",
+    [(kshot_arm("ours", hi_k), 1), (kshot_arm("ours", lo_k), -1)],
+    kshot_arm("ours", lo_k),
+    "style_world",
+    "ours",
+    "test_unseen",
+    T.PROTOCOL_VAL,
+    setting(k=f"{hi_k}-{lo_k}"),
+)
+verdicts.append(
+    {
+        "claim": "the gain grows with k",
+        "k": f"{hi_k} vs {lo_k}",
+        "Acc@1 (deciding)": gain.text(),
+        "verdict": gain.outcome,
+    }
+)
 claims_table = pd.DataFrame(verdicts).set_index(["claim", "k"])
 claims_table
 
 # %% tags=["hide-input"]
 counts = claims_table["verdict"].value_counts()
-prose(f"Of these {len(claims_table)} comparisons: " + ", ".join(f"{n} {w}" for w, n in counts.items()) + ". "
-      "Each is decided on the relative effect (the difference over the compared arm's margin above its floor) against "
-      "the poster's own relative effect at that k (the smaller of ShoeV2 and Sketchy where both report it). The "
-      f"poster's gains come from meta-training a VGG-16 for thousands of steps; here {N_SEEDS} seeds of a frozen trunk "
-      f"trained {META_STEPS} outer steps start from the baseline, and *undecided* means this design cannot tell.")
+prose(
+    f"Of these {len(claims_table)} comparisons: " + ", ".join(f"{n} {w}" for w, n in counts.items()) + ". "
+    "Each is decided on the relative effect (the difference over the compared arm's margin above its floor) against "
+    "the poster's own relative effect at that k (the smaller of ShoeV2 and Sketchy where both report it). The "
+    f"poster's gains come from meta-training a VGG-16 for thousands of steps; here {N_SEEDS} seeds of a frozen trunk "
+    f"trained {META_STEPS} outer steps start from the baseline, and *undecided* means this design cannot tell."
+)
 
 # %% [markdown]
 # ## Ablation of the regularisers
@@ -356,21 +461,47 @@ for label, reg in ABLATE.items():
     ev = run_eval(meta_models("margin", reg, N_ABLATION_SEEDS), k_abl)
     variant = kshot_arm(f"ours {label}", k_abl, evs=ev, seed_var=ours_pilot)
     claim = {"without L_D": "c07_reg_d_helps", "without L_ud": "c07_reg_ud_helps"}[label]
-    e_ = ch.claim(claim, [(full_abl, 1), (variant, -1)], variant, "style_world", f"ours - ours {label}", "test_unseen",
-                  T.PROTOCOL_VAL, setting(k=k_abl))
+    e_ = ch.claim(
+        claim,
+        [(full_abl, 1), (variant, -1)],
+        variant,
+        "style_world",
+        f"ours - ours {label}",
+        "test_unseen",
+        T.PROTOCOL_VAL,
+        setting(k=k_abl),
+    )
     for s_, e in zip(seeds, ev):
-        ch.add("style_world", f"ours {label}", "acc_at_1", e.metrics["acc_at_1"], T.PROTOCOL_VAL,
-               setting(style_gap=STYLE_GAP, k=k_abl), "test_unseen", s_)
-    abl_rows.append({"variant": label, "Acc@1": fmt(interval_of(ev, "acc_at_1")), "full − variant": e_.text(),
-                     "verdict": e_.outcome})
+        ch.add(
+            "style_world",
+            f"ours {label}",
+            "acc_at_1",
+            e.metrics["acc_at_1"],
+            T.PROTOCOL_VAL,
+            setting(style_gap=STYLE_GAP, k=k_abl),
+            "test_unseen",
+            s_,
+        )
+    abl_rows.append(
+        {
+            "variant": label,
+            "Acc@1": fmt(interval_of(ev, "acc_at_1")),
+            "full − variant": e_.text(),
+            "verdict": e_.outcome,
+        }
+    )
 display(pd.DataFrame(abl_rows).set_index("variant"))
 attn = max(float(m.encoder.attend.weight.abs().max()) for m in learners["ours"])
-start_gap = max(float((m.head.weight - spec_of(i).build().head.weight).abs().max()) for i, m in enumerate(learners["ours"]))
-prose(f"At this scale the regularisers reach little: $L_D$ and $L_{{ud}}$ act on $F$'s features, and with the trunk "
-      f"frozen only the attention map learns from them; its largest weight is {attn:.4f} after {META_STEPS} outer steps "
-      f"(zero at the start, where the attention is the identity), and $M$ moved at most {start_gap:.4f} from the "
-      f"baseline's head. Where every query kept its rank the outcome is *not testable*: the switched part cannot act "
-      f"on what the evaluation sees at this scale. The paper config trains $F$.")
+start_gap = max(
+    float((m.head.weight - spec_of(i).build().head.weight).abs().max()) for i, m in enumerate(learners["ours"])
+)
+prose(
+    f"At this scale the regularisers reach little: $L_D$ and $L_{{ud}}$ act on $F$'s features, and with the trunk "
+    f"frozen only the attention map learns from them; its largest weight is {attn:.4f} after {META_STEPS} outer steps "
+    f"(zero at the start, where the attention is the identity), and $M$ moved at most {start_gap:.4f} from the "
+    f"baseline's head. Where every query kept its rank the outcome is *not testable*: the switched part cannot act "
+    f"on what the evaluation sees at this scale. The paper config trains $F$."
+)
 
 # %% [markdown]
 # ## Predicted margins against the best fixed margin
@@ -381,36 +512,53 @@ prose(f"At this scale the regularisers reach little: $L_D$ and $L_{{ud}}$ act on
 
 # %% tags=["hide-input"]
 model, feed = learners["ours"][0], feeds[0]
-sf = A.support_for_drawer(data, feed["adapt"], k_abl, SUPPORT_SEED)
+sf = SP.support_for_drawer(data, feed["adapt"], k_abl, SUPPORT_SEED)
 mrows = []
 for drawer in sorted(feed["test"].table["drawer"].unique()):
     sub = feed["test"].subset(feed["test"].table["drawer"] == drawer)
     support = sf(drawer)
     scores = {mu: evaluate(model.adapt(support, margin=mu), sub, ks=(1,)).metrics["acc_at_1"] for mu in MARGIN_GRID}
     best = max(scores, key=lambda mu: (scores[mu], -mu))
-    mrows.append({"drawer": drawer, "predicted": model.adapt(support).last_margin, "best fixed": best,
-                  "spread": max(scores.values()) - min(scores.values())})
+    mrows.append(
+        {
+            "drawer": drawer,
+            "predicted": model.adapt(support).last_margin,
+            "best fixed": best,
+            "spread": max(scores.values()) - min(scores.values()),
+        }
+    )
 margins = pd.DataFrame(mrows)
 fig, ax = plt.subplots(figsize=(6, 3.2))
 x = np.arange(len(margins))
 ax.bar(x - 0.2, margins["predicted"], 0.4, label="predicted μ")
 ax.bar(x + 0.2, margins["best fixed"], 0.4, label="best fixed μ (grid)")
-ax.set(xticks=x, xticklabels=margins["drawer"], xlabel="unseen drawer", ylabel="inner margin μ",
-       title="Per-drawer margins (first seed, k = 5)")
+ax.set(
+    xticks=x,
+    xticklabels=margins["drawer"],
+    xlabel="unseen drawer",
+    ylabel="inner margin μ",
+    title="Per-drawer margins (first seed, k = 5)",
+)
 ax.legend(fontsize=8)
 fig.tight_layout()
 plt.show()
 ch.glue("mu_lo", margins["predicted"].min())
 ch.glue("mu_hi", margins["predicted"].max())
 tied = int((margins["spread"] == 0).sum())
-text = (f"The predicted margins run from {margins['predicted'].min():.3f} to {margins['predicted'].max():.3f}; the "
-        f"best fixed margins of the grid from {margins['best fixed'].min():g} to {margins['best fixed'].max():g}. ")
+text = (
+    f"The predicted margins run from {margins['predicted'].min():.3f} to {margins['predicted'].max():.3f}; the "
+    f"best fixed margins of the grid from {margins['best fixed'].min():g} to {margins['best fixed'].max():g}. "
+)
 if tied:
-    text += (f"For {tied} of the {len(margins)} drawers every margin of the grid gives the same Acc@1: there is no "
-             f"best margin to predict for them. ")
+    text += (
+        f"For {tied} of the {len(margins)} drawers every margin of the grid gives the same Acc@1: there is no "
+        f"best margin to predict for them. "
+    )
 if margins["predicted"].max() - margins["predicted"].min() < 0.05:
-    text += ("The predictor has hardly moved from its start (a sigmoid at zero gives half of `max_margin`): after "
-             f"{META_STEPS} outer steps it predicts nearly one margin for every drawer.")
+    text += (
+        "The predictor has hardly moved from its start (a sigmoid at zero gives half of `max_margin`): after "
+        f"{META_STEPS} outer steps it predicts nearly one margin for every drawer."
+    )
 prose(text)
 
 # %% [markdown]
@@ -421,7 +569,7 @@ prose(text)
 # minus ours not adapted, k = 5, Acc@1, mean over seeds) on the y axis.
 
 # %% tags=["hide-input"]
-dist = A.style_distance(data)
+dist = SP.style_distance(data)
 gain_q = outcomes(evals[("ours", k_abl)], "acc_at_1") - outcomes(evals[("ours, not adapted", 0)], "acc_at_1")
 drawers = test.table["drawer"].to_numpy()
 per = pd.DataFrame({"drawer": drawers, "gain": gain_q.mean(0)}).groupby("drawer")["gain"].mean()
@@ -439,12 +587,23 @@ def half_arm(key, mask, label):
     return a
 
 
-halves = {h: (half_arm(("ours", k_abl), m, f"ours adapted ({h} drawers)"),
-              half_arm(("ours, not adapted", 0), m, f"ours not adapted ({h} drawers)")) for h, m in (("far", far),
-                                                                                                  ("near", ~far))}
-far_ev = ch.claim("c07_far_drawers_gain_most", [(halves["far"][0], 1), (halves["far"][1], -1), (halves["near"][0], -1),
-                                                (halves["near"][1], 1)], halves["far"][1], "style_world",
-                  "ours adapted - not adapted", "test_unseen", T.PROTOCOL_VAL, setting(drawers="far-near", k=k_abl))
+halves = {
+    h: (
+        half_arm(("ours", k_abl), m, f"ours adapted ({h} drawers)"),
+        half_arm(("ours, not adapted", 0), m, f"ours not adapted ({h} drawers)"),
+    )
+    for h, m in (("far", far), ("near", ~far))
+}
+far_ev = ch.claim(
+    "c07_far_drawers_gain_most",
+    [(halves["far"][0], 1), (halves["far"][1], -1), (halves["near"][0], -1), (halves["near"][1], 1)],
+    halves["far"][1],
+    "style_world",
+    "ours adapted - not adapted",
+    "test_unseen",
+    T.PROTOCOL_VAL,
+    setting(drawers="far-near", k=k_abl),
+)
 fig, ax = plt.subplots(figsize=(5.5, 3.2))
 ax.scatter(per["distance"], per["gain"] * 100)
 ax.axhline(0, color="grey", lw=1)
@@ -468,7 +627,7 @@ curve = []
 for gap in STYLE_GAPS:
     gdata = data if gap == STYLE_GAP else B.world(gap, **WORLD)
     gviews = views if gap == STYLE_GAP else B.style_views(gdata, IMAGE_SIZE, LINE_WIDTH)
-    gav = adapt_view if gap == STYLE_GAP else A.adaptation_view(gdata, IMAGE_SIZE, LINE_WIDTH)
+    gav = adapt_view if gap == STYLE_GAP else SP.adaptation_view(gdata, IMAGE_SIZE, LINE_WIDTH)
     gfeeds = feeds if gap == STYLE_GAP else [inputs(i, gviews, gav) for i in range(N_SEEDS)]
     plain = [evaluate(m, f["test"], ks=(1, 5)) for m, f in zip(learners["ours"], gfeeds)]
     adapted = run_eval(learners["ours"], k_abl, gfeeds, gdata)
@@ -476,11 +635,26 @@ for gap in STYLE_GAPS:
         iv = interval_of(ev, "acc_at_1")
         curve.append({"gap": gap, "who": who, "estimate": iv.estimate, "lo": iv.lo, "hi": iv.hi})
         for s_, e in zip(seeds, ev):
-            ch.add("style_world", f"ours, {who}", "acc_at_1", e.metrics["acc_at_1"], T.PROTOCOL_VAL,
-                   setting(style_gap=gap), "test_unseen", s_)
+            ch.add(
+                "style_world",
+                f"ours, {who}",
+                "acc_at_1",
+                e.metrics["acc_at_1"],
+                T.PROTOCOL_VAL,
+                setting(style_gap=gap),
+                "test_unseen",
+                s_,
+            )
     d = paired_of(adapted, plain, "acc_at_1")
-    ch.add_interval(d, "style_world", f"ours adapted k={k_abl} - not adapted", "diff_acc_at_1", T.PROTOCOL_VAL,
-                    setting(style_gap=gap), "test_unseen")
+    ch.add_interval(
+        d,
+        "style_world",
+        f"ours adapted k={k_abl} - not adapted",
+        "diff_acc_at_1",
+        T.PROTOCOL_VAL,
+        setting(style_gap=gap),
+        "test_unseen",
+    )
     curve.append({"gap": gap, "who": "difference", "estimate": d.estimate, "lo": d.lo, "hi": d.hi})
 curve = pd.DataFrame(curve)
 fig, ax = plt.subplots(figsize=(6, 3.4))
@@ -493,8 +667,13 @@ ax.legend(fontsize=8)
 fig.tight_layout()
 plt.show()
 diffs = curve[curve["who"] == "difference"]
-prose("Adapted minus not adapted, Acc@1 points: " + "; ".join(
-    f"gap {r.gap:g}: {100 * r.estimate:+.1f} [{100 * r.lo:.1f}, {100 * r.hi:.1f}]" for r in diffs.itertuples()) + ".")
+prose(
+    "Adapted minus not adapted, Acc@1 points: "
+    + "; ".join(
+        f"gap {r.gap:g}: {100 * r.estimate:+.1f} [{100 * r.lo:.1f}, {100 * r.hi:.1f}]" for r in diffs.itertuples()
+    )
+    + "."
+)
 
 # %% [markdown]
 # ## Category level: a new category from k sketches
@@ -511,7 +690,7 @@ prose("Adapted minus not adapted, Acc@1 points: " + "; ".join(
 # differences only (a rule fixed before the run).
 
 # %% tags=["hide-input"]
-cviews = A.category_views(data, IMAGE_SIZE, LINE_WIDTH)
+cviews = SP.category_views(data, IMAGE_SIZE, LINE_WIDTH)
 seen_classes = sorted(cviews["train"].table["category"].astype(str).unique())
 
 
@@ -519,10 +698,23 @@ def cat_spec(i, inner="margin", reg=CATEGORY_REG, classes=None):
     """The category-level meta-learner i: F and M from the baseline's seed SEED+i; L_C and L_S over ``classes``
     (default: the style world's seen categories)."""
     classes = seen_classes if classes is None else classes
-    return MethodSpec("adaptive_fgsbir", {**F_OPTIONS, "level": "category", "inner": inner, "classes": classes,
-                                          "reg": dict(reg), "inner_lr": INNER_LR, "margin": MARGIN,
-                                          "k_support": K_SUPPORT, "k_query": K_QUERY, "base": base_keys[i],
-                                          "freeze_trunk": FREEZE_TRUNK, "flip": not FREEZE_TRUNK})
+    return MethodSpec(
+        "adaptive_fgsbir",
+        {
+            **F_OPTIONS,
+            "level": "category",
+            "inner": inner,
+            "classes": classes,
+            "reg": dict(reg),
+            "inner_lr": INNER_LR,
+            "margin": MARGIN,
+            "k_support": K_SUPPORT,
+            "k_query": K_QUERY,
+            "base": base_keys[i],
+            "freeze_trunk": FREEZE_TRUNK,
+            "flip": not FREEZE_TRUNK,
+        },
+    )
 
 
 def cat_inputs(i, named=None):
@@ -557,8 +749,10 @@ ch.glue("cat_train_seconds", time.perf_counter() - t0)
 
 def cat_eval(models, k, fd=None):
     """Each model adapted to each unseen category on k sketches of its support objects, then ranking its queries."""
-    return [evaluate(m, f["test"], ks=(1, 5), adapt=("category", A.support_for_category(f["support"], k, SUPPORT_SEED)))
-            for m, f in zip(models, cfeeds if fd is None else fd)]
+    return [
+        evaluate(m, f["test"], ks=(1, 5), adapt=("category", SP.support_for_category(f["support"], k, SUPPORT_SEED)))
+        for m, f in zip(models, cfeeds if fd is None else fd)
+    ]
 
 
 def category_table(cev, dataset, view, split, refs):
@@ -580,22 +774,30 @@ def category_table(cev, dataset, view, split, refs):
                 row[f"Acc@1 − {ref}"] = fmt(d, signed=True)
                 ch.add_interval(d, dataset, f"ours - {ref}", "diff_acc_at_1", T.PROTOCOL_VAL, where, split)
         out.append(row)
-    out.append({"method": "chance", "k": 0, "Acc@1": f"{100 * view.chance(1):.1f} %",
-                "Acc@5": f"{100 * view.chance(5):.1f} %"})
+    out.append(
+        {"method": "chance", "k": 0, "Acc@1": f"{100 * view.chance(1):.1f} %", "Acc@5": f"{100 * view.chance(5):.1f} %"}
+    )
     return pd.DataFrame(out).set_index(["method", "k"]).fillna("")
 
 
 ctest = cviews["test"]
 cevals = {("no adaptation", 0): [evaluate(m, ctest, ks=(1, 5)) for m in baseline]}
 for k in SHOTS:
-    cevals[("fine-tuning", k)] = cat_eval([A.FineTuned(spec_of(i).build(), FT_STEPS, FT_LR, MARGIN)
-                                           for i in range(N_SEEDS)], k)
+    cevals[("fine-tuning", k)] = cat_eval(
+        [A.FineTuned(spec_of(i).build(), FT_STEPS, FT_LR, MARGIN) for i in range(N_SEEDS)], k
+    )
     cevals[("ours", k)] = cat_eval(cat_models, k)
 display(category_table(cevals, "style_world", ctest, "test_seen", ("no adaptation", "fine-tuning")))
 cnear = [f"{name} (k={k})" for (name, k), ev in cevals.items() if interval_of(ev, "acc_at_1").lo <= ctest.chance(1)]
-prose(f"Unseen categories {', '.join(sorted(ctest.table['category'].astype(str).unique()))}; "
-      f"{len(ctest)} queries. " + ("Acc@1 reaches down to chance for: " + "; ".join(cnear) + "." if cnear else
-                                  "Every Acc@1 interval lies above chance."))
+prose(
+    f"Unseen categories {', '.join(sorted(ctest.table['category'].astype(str).unique()))}; "
+    f"{len(ctest)} queries. "
+    + (
+        "Acc@1 reaches down to chance for: " + "; ".join(cnear) + "."
+        if cnear
+        else "Every Acc@1 interval lies above chance."
+    )
+)
 
 # %% [markdown]
 # ### Ablation of $L_C$ and $L_S$
@@ -610,8 +812,14 @@ cpixel = [evaluate(pixel, ctest, ks=(1, 5))]
 
 def cat_arm(evs, label, **kw):
     """A category-level arm with chance and pixel matching on the unseen categories' queries as floors."""
-    return arm(evs, "acc_at_1", seeds[:len(evs)], name=label,
-               floors={"chance": ctest.chance(1), "pixel NN": arm(cpixel, "acc_at_1")}, **kw)
+    return arm(
+        evs,
+        "acc_at_1",
+        seeds[: len(evs)],
+        name=label,
+        floors={"chance": ctest.chance(1), "pixel NN": arm(cpixel, "acc_at_1")},
+        **kw,
+    )
 
 
 cabl_rows = []
@@ -621,16 +829,40 @@ for label, reg in CATEGORY_ABLATE.items():
     ev = cat_eval(cat_meta("margin", reg, N_ABLATION_SEEDS), k_abl)
     variant = cat_arm(ev, f"ours {label}", seed_var=cpilot)
     claim = {"without L_C": "c07_reg_c_helps", "without L_S": "c07_reg_s_helps"}[label]
-    e_ = ch.claim(claim, [(cfull, 1), (variant, -1)], variant, "style_world", f"ours - ours {label}", "test_seen",
-                  T.PROTOCOL_VAL, setting(k=k_abl, level="category"))
+    e_ = ch.claim(
+        claim,
+        [(cfull, 1), (variant, -1)],
+        variant,
+        "style_world",
+        f"ours - ours {label}",
+        "test_seen",
+        T.PROTOCOL_VAL,
+        setting(k=k_abl, level="category"),
+    )
     for s_, e in zip(seeds, ev):
-        ch.add("style_world", f"ours {label}", "acc_at_1", e.metrics["acc_at_1"], T.PROTOCOL_VAL,
-               setting(level="category", k=k_abl), "test_seen", s_)
-    cabl_rows.append({"variant": label, "Acc@1": fmt(interval_of(ev, "acc_at_1")), "full − variant": e_.text(),
-                      "verdict": e_.outcome})
+        ch.add(
+            "style_world",
+            f"ours {label}",
+            "acc_at_1",
+            e.metrics["acc_at_1"],
+            T.PROTOCOL_VAL,
+            setting(level="category", k=k_abl),
+            "test_seen",
+            s_,
+        )
+    cabl_rows.append(
+        {
+            "variant": label,
+            "Acc@1": fmt(interval_of(ev, "acc_at_1")),
+            "full − variant": e_.text(),
+            "verdict": e_.outcome,
+        }
+    )
 display(pd.DataFrame(cabl_rows).set_index("variant"))
-prose("As at the user level, with $F$'s trunk frozen the regularising heads reach $M$ only through the attention "
-      "map; where no query changes its rank the outcome says so (*not testable*); the paper config trains $F$.")
+prose(
+    "As at the user level, with $F$'s trunk frozen the regularising heads reach $M$ only through the attention "
+    "map; where no query changes its rank the outcome says so (*not testable*); the paper config trains $F$."
+)
 
 # %% [markdown]
 # ## Real data: the category level on QuickDraw sketches and PACS photos
@@ -658,13 +890,16 @@ if available("quickdraw") and available("pacs"):
 
     t0 = time.perf_counter()
     pacs = load_dataset("pacs", seed=SEED)
-    real_classes = sorted(set(pacs.photos.loc[pacs.photos["medium"] == "photo", "category"].astype(str))
-                          & set(find_quickdraw()[1]))
+    real_classes = sorted(
+        set(pacs.photos.loc[pacs.photos["medium"] == "photo", "category"].astype(str)) & set(find_quickdraw()[1])
+    )
     if len(real_classes) < 2:
-        raise DataError(f"QuickDraw and PACS share {len(real_classes)} classes ({real_classes}): the category level "
-                        "needs two or more (negatives come from the other classes)")
+        raise DataError(
+            f"QuickDraw and PACS share {len(real_classes)} classes ({real_classes}): the category level "
+            "needs two or more (negatives come from the other classes)"
+        )
     qd = load_dataset("quickdraw", classes=real_classes, max_per_class=REAL_MAX_PER_CLASS)
-    pool, qrows = A.support_pool(qd.sketches, max(SHOTS), SUPPORT_SEED)
+    pool, qrows = SP.support_pool(qd.sketches, max(SHOTS), SUPPORT_SEED)
     photo = (pacs.photos["medium"] == "photo") & pacs.photos["category"].astype(str).isin(real_classes)
     gal_rows = np.flatnonzero(photo & (pacs.photos["split"] == "test"))
     sup_rows = np.flatnonzero(photo & (pacs.photos["split"] == "train"))
@@ -676,25 +911,40 @@ if available("quickdraw") and available("pacs"):
         start = spec_of(i).build().eval()  # the stored Triplet-SN as F and M (attention at the identity)
         feat = (lambda x: embed(start.encoder.trunk, x)) if FREEZE_TRUNK else (lambda x: x)
         fq, fs, fg = feat(q_img), feat(p_img[torch.as_tensor(sup_rows)]), feat(p_img[torch.as_tensor(gal_rows)])
-        rview = CategoryView("quickdraw->pacs/category", fq[torch.as_tensor(qrows)], fg, qd.sketches.iloc[qrows],
-                             pacs.photos.iloc[gal_rows])
-        real_evals.setdefault(("no adaptation", 0), []).append(A.evaluate_category_adapted(start, rview))
+        rview = CategoryView(
+            "quickdraw->pacs/category",
+            fq[torch.as_tensor(qrows)],
+            fg,
+            qd.sketches.iloc[qrows],
+            pacs.photos.iloc[gal_rows],
+        )
+        real_evals.setdefault(("no adaptation", 0), []).append(evaluate(start, rview))
         sup_cls = pacs.photos["category"].iloc[sup_rows].to_numpy()
         for k in SHOTS:
-            sf = A.support_for_class(fq, pool, fs, sup_cls, k, SUPPORT_SEED)
-            for name, m in (("fine-tuning", A.FineTuned(spec_of(i).build(), FT_STEPS, FT_LR, MARGIN)),
-                            ("ANIL", anil_cat[i]), ("ours", cat_models[i])):
-                real_evals.setdefault((name, k), []).append(A.evaluate_category_adapted(m, rview, sf))
+            sf = SP.support_for_class(fq, pool, fs, sup_cls, k, SUPPORT_SEED)
+            for name, m in (
+                ("fine-tuning", A.FineTuned(spec_of(i).build(), FT_STEPS, FT_LR, MARGIN)),
+                ("ANIL", anil_cat[i]),
+                ("ours", cat_models[i]),
+            ):
+                real_evals.setdefault((name, k), []).append(evaluate(m, rview, adapt=("category", sf)))
     rel = rview.relevant()
     real_chance = float((rel.sum(1) / rel.shape[1]).mean())
     ch.add("pacs_quickdraw", "chance", "map_all", real_chance, "", "level=category", "test")
-    pview = CategoryView("quickdraw->pacs/category, pixels", q_img[torch.as_tensor(qrows)],
-                         p_img[torch.as_tensor(gal_rows)], qd.sketches.iloc[qrows], pacs.photos.iloc[gal_rows])
+    pview = CategoryView(
+        "quickdraw->pacs/category, pixels",
+        q_img[torch.as_tensor(qrows)],
+        p_img[torch.as_tensor(gal_rows)],
+        qd.sketches.iloc[qrows],
+        pacs.photos.iloc[gal_rows],
+    )
     r_pixel = [evaluate(pixel, pview)]
     ch.add("pacs_quickdraw", "pixel_nn", "map_all", r_pixel[0].metrics["map_all"], "", "level=category", "test")
     q_cat = {"category": real_evals[("no adaptation", 0)][0].table["category"].to_numpy()}
-    r_floors = {"chance": ST.Arm((rel.sum(1) / rel.shape[1])[None, :], q_cat, name="chance"),
-                "pixel NN": arm(r_pixel, "map_all", columns=("category",))}
+    r_floors = {
+        "chance": ST.Arm((rel.sum(1) / rel.shape[1])[None, :], q_cat, name="chance"),
+        "pixel NN": arm(r_pixel, "map_all", columns=("category",)),
+    }
     RMETRICS = (("map_all", "mAP@all"), ("prec_at_200", "P@200"))
     rrows = []
     for (name, k), ev in real_evals.items():
@@ -708,7 +958,9 @@ if available("quickdraw") and available("pacs"):
             for ref in ("no adaptation", "ANIL"):
                 if ref == name or (ref == "ANIL" and name != "ours"):
                     continue
-                d = paired_of(ev, real_evals[(ref, 0 if ref == "no adaptation" else k)], "map_all", columns=("category",))
+                d = paired_of(
+                    ev, real_evals[(ref, 0 if ref == "no adaptation" else k)], "map_all", columns=("category",)
+                )
                 row[f"mAP − {ref}"] = f"{d.estimate:+.3f} [{d.lo:.3f}, {d.hi:.3f}]"
                 ch.add_interval(d, "pacs_quickdraw", f"{name} - {ref}", "diff_map_all", T.PROTOCOL_VAL, where, "test")
         rrows.append(row)
@@ -719,28 +971,49 @@ if available("quickdraw") and available("pacs"):
         r_ours = arm(real_evals[("ours", k)], "map_all", seeds, ("category",), f"ours (k={k})", r_floors)
         for ref in ("fine-tuning", "ANIL"):
             r_ref = arm(real_evals[(ref, k)], "map_all", seeds, ("category",), f"{ref} (k={k})", r_floors)
-            e_ = ch.claim(f"c07_beats_{'finetune' if ref == 'fine-tuning' else 'anil'}", [(r_ours, 1), (r_ref, -1)],
-                          r_ref, "pacs_quickdraw", f"ours - {ref}", "test", T.PROTOCOL_VAL,
-                          setting(k=k, level="category"), metric="map_all")
+            e_ = ch.claim(
+                f"c07_beats_{'finetune' if ref == 'fine-tuning' else 'anil'}",
+                [(r_ours, 1), (r_ref, -1)],
+                r_ref,
+                "pacs_quickdraw",
+                f"ours - {ref}",
+                "test",
+                T.PROTOCOL_VAL,
+                setting(k=k, level="category"),
+                metric="map_all",
+            )
             r_claims.append({"claim": f"ours beats {ref}", "k": k, "mAP@all (deciding here)": e_.text(points=False)})
     display(pd.DataFrame(r_claims).set_index(["claim", "k"]))
-    rnear = [f"{n} (k={k})" for (n, k), ev in real_evals.items()
-             if interval_of(ev, "map_all", columns=("category",)).lo <= max(real_chance, r_pixel[0].metrics["map_all"])]
-    rd = {k: paired_of(real_evals[("ours", k)], real_evals[("no adaptation", 0)], "map_all", columns=("category",))
-          for k in SHOTS}
-    prose(f"Classes {', '.join(real_classes)}: {len(qrows)} QuickDraw queries, {len(gal_rows)} PACS test photos, "
-          f"{len(sup_rows)} PACS training photos for the supports. Ours minus no adaptation, mAP@all: "
-          + "; ".join(f"k={k}: {d.estimate:+.3f} [{d.lo:.3f}, {d.hi:.3f}]" for k, d in rd.items())
-          + ". " + ("mAP@all reaches down to chance or pixel matching for: " + "; ".join(rnear) + ". " if rnear else
-                    "Every mAP@all interval lies above chance and pixel matching. ")
-          + f"P@200 is bounded by the gallery: a class has about {rel.sum(1).mean():.0f} relevant photos of "
-          f"{rel.shape[1]}, so a perfect ranking gives P@200 = {(np.minimum(rel.sum(1), 200) / 200).mean():.3f}. "
-          + "The checked numbers are the paired differences and the claims; the rest is kept per seed. "
-          "The claims here are decided on mAP@all, the category level's metric, in relative units.")
+    rnear = [
+        f"{n} (k={k})"
+        for (n, k), ev in real_evals.items()
+        if interval_of(ev, "map_all", columns=("category",)).lo <= max(real_chance, r_pixel[0].metrics["map_all"])
+    ]
+    rd = {
+        k: paired_of(real_evals[("ours", k)], real_evals[("no adaptation", 0)], "map_all", columns=("category",))
+        for k in SHOTS
+    }
+    prose(
+        f"Classes {', '.join(real_classes)}: {len(qrows)} QuickDraw queries, {len(gal_rows)} PACS test photos, "
+        f"{len(sup_rows)} PACS training photos for the supports. Ours minus no adaptation, mAP@all: "
+        + "; ".join(f"k={k}: {d.estimate:+.3f} [{d.lo:.3f}, {d.hi:.3f}]" for k, d in rd.items())
+        + ". "
+        + (
+            "mAP@all reaches down to chance or pixel matching for: " + "; ".join(rnear) + ". "
+            if rnear
+            else "Every mAP@all interval lies above chance and pixel matching. "
+        )
+        + f"P@200 is bounded by the gallery: a class has about {rel.sum(1).mean():.0f} relevant photos of "
+        f"{rel.shape[1]}, so a perfect ranking gives P@200 = {(np.minimum(rel.sum(1), 200) / 200).mean():.3f}. "
+        + "The checked numbers are the paired differences and the claims; the rest is kept per seed. "
+        "The claims here are decided on mAP@all, the category level's metric, in relative units."
+    )
 else:
-    absent("the category level on QuickDraw sketches against PACS photos of the classes both have (k-shot "
-           "adaptation of ours, ANIL, fine-tuning and no adaptation; mAP@all and P@200, paired differences)",
-           [n for n in ("quickdraw", "pacs") if not available(n)])
+    absent(
+        "the category level on QuickDraw sketches against PACS photos of the classes both have (k-shot "
+        "adaptation of ours, ANIL, fine-tuning and no adaptation; mAP@all and P@200, paired differences)",
+        [n for n in ("quickdraw", "pacs") if not available(n)],
+    )
 
 # %% [markdown]
 # ### Sketchy: the poster's category-level protocol
@@ -749,7 +1022,7 @@ else:
 # category-level meta-learners (ours and ANIL, $L_D$, $L_C$, $L_S$ over the 104 class names) and
 # the **21 unseen classes** of Yelamarthi et al. are adapted to. Each unseen class's objects (a
 # photo and its sketches) are split once, by a seeded rule fixed before any result
-# (`adaptive.hold_out_support`, `SKETCHY_SUPPORT_FRACTION` of them), into the class's *train* split,
+# (`data.support.hold_out_support`, `SKETCHY_SUPPORT_FRACTION` of them), into the class's *train* split,
 # where the k support sketches come from (their negatives: other photos of the class), and its
 # queries, ranked within the class against the photos of the query objects (Acc@1 and Acc@5, micro-
 # averaged over the queries). *No adaptation* is the stored Triplet-SN, *fine-tuning* its head
@@ -759,56 +1032,96 @@ else:
 # %% tags=["hide-input"]
 if available("sketchy"):
     t0 = time.perf_counter()
-    sketchy = A.hold_out_support(load_dataset("sketchy", unseen="yelamarthi21", paired_only=True, seed=SEED),
-                                 SKETCHY_SUPPORT_FRACTION, SUPPORT_SEED)
-    sviews = A.category_views(sketchy, IMAGE_SIZE, LINE_WIDTH)
+    sketchy = SP.hold_out_support(
+        load_dataset("sketchy", unseen="yelamarthi21", paired_only=True, seed=SEED),
+        SKETCHY_SUPPORT_FRACTION,
+        SUPPORT_SEED,
+    )
+    sviews = SP.category_views(sketchy, IMAGE_SIZE, LINE_WIDTH)
     sfeeds = [cat_inputs(i, sviews) for i in range(N_SEEDS)]
     s_classes = sorted(sviews["train"].table["category"].astype(str).unique())
-    s_learners = {name: cat_meta(inner, reg, fd=sfeeds, classes=s_classes)
-                  for name, inner, reg in (("ANIL", "head", BASELINE_CATEGORY_REG), ("ours", "margin", CATEGORY_REG))}
+    s_learners = {
+        name: cat_meta(inner, reg, fd=sfeeds, classes=s_classes)
+        for name, inner, reg in (("ANIL", "head", BASELINE_CATEGORY_REG), ("ours", "margin", CATEGORY_REG))
+    }
     stest = sviews["test"]
     sevals = {("no adaptation", 0): [evaluate(m, stest, ks=(1, 5)) for m in baseline]}
     for k in SHOTS:
-        sevals[("fine-tuning", k)] = cat_eval([A.FineTuned(spec_of(i).build(), FT_STEPS, FT_LR, MARGIN)
-                                               for i in range(N_SEEDS)], k, sfeeds)
+        sevals[("fine-tuning", k)] = cat_eval(
+            [A.FineTuned(spec_of(i).build(), FT_STEPS, FT_LR, MARGIN) for i in range(N_SEEDS)], k, sfeeds
+        )
         for name, ms in s_learners.items():
             sevals[(name, k)] = cat_eval(ms, k, sfeeds)
     display(category_table(sevals, "sketchy", stest, "test", ("no adaptation", "fine-tuning", "ANIL")))
     s_pixel = [evaluate(pixel, stest, ks=(1, 5))]
 
     def s_arm(name, k):
-        return arm(sevals[(name, k)], "acc_at_1", seeds, name=f"{name} (k={k})",
-                   floors={"chance": stest.chance(1), "pixel NN": arm(s_pixel, "acc_at_1")})
+        return arm(
+            sevals[(name, k)],
+            "acc_at_1",
+            seeds,
+            name=f"{name} (k={k})",
+            floors={"chance": stest.chance(1), "pixel NN": arm(s_pixel, "acc_at_1")},
+        )
 
     s_verdicts = []
     for k in SHOTS:
         for ref in ("fine-tuning", "ANIL"):
-            e_ = ch.claim(f"c07_beats_{'finetune' if ref == 'fine-tuning' else 'anil'}",
-                          [(s_arm("ours", k), 1), (s_arm(ref, k), -1)], s_arm(ref, k), "sketchy", f"ours - {ref}",
-                          "test", T.PROTOCOL_VAL, setting(k=k, level="category"))
+            e_ = ch.claim(
+                f"c07_beats_{'finetune' if ref == 'fine-tuning' else 'anil'}",
+                [(s_arm("ours", k), 1), (s_arm(ref, k), -1)],
+                s_arm(ref, k),
+                "sketchy",
+                f"ours - {ref}",
+                "test",
+                T.PROTOCOL_VAL,
+                setting(k=k, level="category"),
+            )
             s_verdicts.append(f"k={k}, ours minus {ref}: {e_.text()}")
-    e_ = ch.claim("c07_gain_grows_with_k", [(s_arm("ours", max(SHOTS)), 1), (s_arm("ours", min(SHOTS)), -1)],
-                  s_arm("ours", min(SHOTS)), "sketchy", "ours", "test", T.PROTOCOL_VAL,
-                  setting(k=f"{max(SHOTS)}-{min(SHOTS)}", level="category"))
+    e_ = ch.claim(
+        "c07_gain_grows_with_k",
+        [(s_arm("ours", max(SHOTS)), 1), (s_arm("ours", min(SHOTS)), -1)],
+        s_arm("ours", min(SHOTS)),
+        "sketchy",
+        "ours",
+        "test",
+        T.PROTOCOL_VAL,
+        setting(k=f"{max(SHOTS)}-{min(SHOTS)}", level="category"),
+    )
     s_verdicts.append(f"the gain from k={min(SHOTS)} to k={max(SHOTS)}: {e_.text()}")
-    snear = [f"{n} (k={k})" for (n, k), ev in sevals.items()
-             if interval_of(ev, "acc_at_1").lo <= max(stest.chance(1), s_pixel[0].metrics["acc_at_1"])]
-    prose(f"{len(s_classes)} seen classes trained the meta-learners; the {stest.table['category'].nunique()} unseen "
-          f"classes gave {len(sviews['support'])} support-split sketches and {len(stest)} queries. Claims on Sketchy "
-          "(Acc@1): " + "; ".join(s_verdicts) + ". "
-          + ("Acc@1 reaches down to chance or pixel matching for: " + "; ".join(snear) + "." if snear else
-             "Every Acc@1 interval lies above chance and pixel matching."))
+    snear = [
+        f"{n} (k={k})"
+        for (n, k), ev in sevals.items()
+        if interval_of(ev, "acc_at_1").lo <= max(stest.chance(1), s_pixel[0].metrics["acc_at_1"])
+    ]
+    prose(
+        f"{len(s_classes)} seen classes trained the meta-learners; the {stest.table['category'].nunique()} unseen "
+        f"classes gave {len(sviews['support'])} support-split sketches and {len(stest)} queries. Claims on Sketchy "
+        "(Acc@1): "
+        + "; ".join(s_verdicts)
+        + ". "
+        + (
+            "Acc@1 reaches down to chance or pixel matching for: " + "; ".join(snear) + "."
+            if snear
+            else "Every Acc@1 interval lies above chance and pixel matching."
+        )
+    )
 else:
-    absent("the poster's category-level protocol on Sketchy: meta-learners trained on the 104 seen classes, k-shot "
-           "adaptation to the 21 unseen classes of Yelamarthi et al. (ours, ANIL, fine-tuning, no adaptation; Acc@1 "
-           "and Acc@5, paired differences and the claims on Sketchy)", "sketchy")
+    absent(
+        "the poster's category-level protocol on Sketchy: meta-learners trained on the 104 seen classes, k-shot "
+        "adaptation to the 21 unseen classes of Yelamarthi et al. (ours, ANIL, fine-tuning, no adaptation; Acc@1 "
+        "and Acc@5, paired differences and the claims on Sketchy)",
+        "sketchy",
+    )
 
 # %% [markdown]
 # ### Other real data
 
 # %% tags=["hide-input"]
-note("**Not run yet:** the user level on a real fine-grained set (the paper's ShoeV2; ChairV2 has drawer-free "
-     "pairs only). These rows are missing from this chapter: not measured, not claimed.")
+note(
+    "**Not run yet:** the user level on a real fine-grained set (the paper's ShoeV2; ChairV2 has drawer-free "
+    "pairs only). These rows are missing from this chapter: not measured, not claimed."
+)
 
 # %% [markdown]
 # ## Beside the paper
@@ -821,18 +1134,34 @@ note("**Not run yet:** the user level on a real fine-grained set (the paper's Sh
 from sbir_core.chapter import published_vs_ours
 from sbir_core.results import load_reference
 
-ours = pd.DataFrame([{"dataset": f"style world, unseen drawers, k={k}", "metric": m,
-                      "value": ivs[(("ours", k), m)].estimate} for k in SHOTS for m in ("acc_at_1", "acc_at_5")]
-                    + [{"dataset": f"style world, unseen categories, k={k}", "metric": m,
-                        "value": interval_of(cevals[("ours", k)], m).estimate} for k in SHOTS
-                       for m in ("acc_at_1", "acc_at_5")])
-ours = ours.assign(kind="style world", protocol="val-selected",
-                   backbone=f"chapter 4's CNN, {IMAGE_SIZE} px{', trunk frozen' if FREEZE_TRUNK else ''}")
+ours = pd.DataFrame(
+    [
+        {"dataset": f"style world, unseen drawers, k={k}", "metric": m, "value": ivs[(("ours", k), m)].estimate}
+        for k in SHOTS
+        for m in ("acc_at_1", "acc_at_5")
+    ]
+    + [
+        {
+            "dataset": f"style world, unseen categories, k={k}",
+            "metric": m,
+            "value": interval_of(cevals[("ours", k)], m).estimate,
+        }
+        for k in SHOTS
+        for m in ("acc_at_1", "acc_at_5")
+    ]
+)
+ours = ours.assign(
+    kind="style world",
+    protocol="val-selected",
+    backbone=f"chapter 4's CNN, {IMAGE_SIZE} px{', trunk frozen' if FREEZE_TRUNK else ''}",
+)
 display(published_vs_ours("adaptive_fgsbir", ours, method="ours"))
-paper = load_reference("adaptive_fgsbir").assign(value=lambda d: pd.to_numeric(d["value"]),
-                                                 k=lambda d: d["note"].str.extract(r"k=(\d+)")[0].fillna("-"))
-paper.pivot_table(index="method", columns=["dataset", "metric", "k"], values="value", aggfunc="first",
-                  sort=False).round(1).fillna("")
+paper = load_reference("adaptive_fgsbir").assign(
+    value=lambda d: pd.to_numeric(d["value"]), k=lambda d: d["note"].str.extract(r"k=(\d+)")[0].fillna("-")
+)
+paper.pivot_table(
+    index="method", columns=["dataset", "metric", "k"], values="value", aggfunc="first", sort=False
+).round(1).fillna("")
 
 # %% [markdown]
 # ## Personalise

@@ -88,11 +88,11 @@ import torch
 from sbir_core import benchmark as B
 from sbir_core import stats as ST
 from sbir_core import train as T
-from sbir_core.chapter import Chapter, arm, fmt, interval_of, note, paired_of, prose, published_vs_ours, setting
-from sbir_core.evaluation import embed, evaluate
-from sbir_core.models.base import MethodSpec, build_method
-from sbir_core.models.with_style import linear_probe, styled_queries, styled_train_view
+from sbir_core.chapter import Chapter, arm, fmt, interval_of, paired_of, prose, published_vs_ours, setting
+from sbir_core.data.styled import styled_queries, styled_train_view
 from sbir_core.data.views import category_view
+from sbir_core.evaluation import embed, evaluate, linear_probe
+from sbir_core.models.base import MethodSpec, build_method
 
 t_start = time.perf_counter()
 ch = Chapter("08_with_style", SCALE, globals())
@@ -100,20 +100,45 @@ seeds = list(range(SEED, SEED + N_SEEDS))
 data = B.world(STYLE_GAP, **{**WORLD, "media": MEDIA})
 SEEN = {"category_split": "seen"}
 train_view = styled_train_view(data, "train", IMAGE_SIZE, LINE_WIDTH, MEDIA, {"drawer_split": "seen", **SEEN})
-spec = MethodSpec("with_style", {"encoder": ENCODER, **ENCODER_OPTIONS, "n_media": len(MEDIA), "embed_dim": EMBED_DIM,
-                                 "margin": MARGIN, "pretrain_steps": PRETRAIN_STEPS, "ce_weight": CE_WEIGHT,
-                                 "train_exemplars": TRAIN_EXEMPLARS})
+spec = MethodSpec(
+    "with_style",
+    {
+        "encoder": ENCODER,
+        **ENCODER_OPTIONS,
+        "n_media": len(MEDIA),
+        "embed_dim": EMBED_DIM,
+        "margin": MARGIN,
+        "pretrain_steps": PRETRAIN_STEPS,
+        "ce_weight": CE_WEIGHT,
+        "train_exemplars": TRAIN_EXEMPLARS,
+    },
+)
 config = T.TrainConfig(steps=STEPS, batch_size=BATCH_SIZE, lr=LR, eval_every=STEPS, progress=PROGRESS, device=DEVICE)
 
 # the test queries: QUERIES_PER_OBJECT sketches of each test object by seen, and by unseen, drawers
 sk = data.sketches
 test_sk = sk[(sk["split"] == "test") & (sk["category_split"] == "seen")]
-pick = {g: test_sk[test_sk["drawer_split"] == g].groupby("instance").head(QUERIES_PER_OBJECT)["sketch_id"].tolist()
-        for g in ("seen", "unseen")}
+pick = {
+    g: test_sk[test_sk["drawer_split"] == g].groupby("instance").head(QUERIES_PER_OBJECT)["sketch_id"].tolist()
+    for g in ("seen", "unseen")
+}
 gallery_filter = {"split": "test", **SEEN}
 pool_filter = {"split": "train", **SEEN}  # exemplars come from training objects, never from the gallery
-styled = {g: styled_queries(data, {"sketch_id": ids}, gallery_filter, pool_filter, IMAGE_SIZE, LINE_WIDTH, EXEMPLARS,
-                            SEED, MEDIA, name=f"style_world/{g}") for g, ids in pick.items()}
+styled = {
+    g: styled_queries(
+        data,
+        {"sketch_id": ids},
+        gallery_filter,
+        pool_filter,
+        IMAGE_SIZE,
+        LINE_WIDTH,
+        EXEMPLARS,
+        SEED,
+        MEDIA,
+        name=f"style_world/{g}",
+    )
+    for g, ids in pick.items()
+}
 
 # %% [markdown]
 # ## The data
@@ -160,8 +185,15 @@ plt.show()
 runs = T.train_seeds(spec, train_view, None, None, config, seeds)
 models = runs.methods(spec)
 ch.glue("n_seeds", len(seeds))
-base_config = T.TrainConfig(steps=BASELINE_STEPS, batch_size=BASELINE_BATCH_SIZE, lr=BASELINE_LR, eval_every=BASELINE_EVAL_EVERY,
-                            ks=(1, 10), progress=PROGRESS, device=DEVICE)
+base_config = T.TrainConfig(
+    steps=BASELINE_STEPS,
+    batch_size=BASELINE_BATCH_SIZE,
+    lr=BASELINE_LR,
+    eval_every=BASELINE_EVAL_EVERY,
+    ks=(1, 10),
+    progress=PROGRESS,
+    device=DEVICE,
+)
 base_spec = B.triplet_spec(BASELINE_ENCODER, BASELINE_ENCODER_OPTIONS, 0.2)
 base_views = B.style_views(B.world(STYLE_GAP, **WORLD), IMAGE_SIZE, LINE_WIDTH)
 baseline = B.baseline(base_views, base_spec, base_config, list(range(SEED, SEED + N_BASELINE_SEEDS))).methods(base_spec)
@@ -178,19 +210,32 @@ t_train = time.perf_counter() - t_start
 # the medium, retrieving a class equally well in every medium?
 
 # %% tags=["hide-input"]
-medium_views = {m: category_view(data, {"sketch_id": pick["seen"]}, {**gallery_filter, "medium": m}, IMAGE_SIZE,
-                                 LINE_WIDTH, name=f"style_world/{m}") for m in MEDIA}
+medium_views = {
+    m: category_view(
+        data,
+        {"sketch_id": pick["seen"]},
+        {**gallery_filter, "medium": m},
+        IMAGE_SIZE,
+        LINE_WIDTH,
+        name=f"style_world/{m}",
+    )
+    for m in MEDIA
+}
 pixel = build_method("pixel_nn", size=IMAGE_SIZE)  # no parameters: ink map against edge map (chapter 4)
 
 
 def per_medium(method_list, mode=None):
     """Sketch-only evaluations per medium: medium -> one Evaluation per seed."""
-    return {m: [evaluate(x.with_mode(mode) if mode else x, view) for x in method_list]
-            for m, view in medium_views.items()}
+    return {
+        m: [evaluate(x.with_mode(mode) if mode else x, view) for x in method_list] for m, view in medium_views.items()
+    }
 
 
-sketch_only = {"Sketching with Style (structure)": per_medium(models, "structure"),
-               "Triplet-SN": per_medium(baseline), "pixel NN (no training)": per_medium([pixel])}
+sketch_only = {
+    "Sketching with Style (structure)": per_medium(models, "structure"),
+    "Triplet-SN": per_medium(baseline),
+    "pixel NN (no training)": per_medium([pixel]),
+}
 rows = []
 for name, evs in sketch_only.items():
     row = {}
@@ -201,11 +246,19 @@ for name, evs in sketch_only.items():
         if key == "pixel_nn":
             ch.add("style_world", key, "map_all", iv.estimate, "", setting(relevance="category", medium=m), "test_seen")
         else:
-            ch.add_interval(iv, "style_world", key, "map_all", "last_step" if key != "triplet_sn" else T.PROTOCOL_VAL,
-                            setting(relevance="category", medium=m), "test_seen")
+            ch.add_interval(
+                iv,
+                "style_world",
+                key,
+                "map_all",
+                "last_step" if key != "triplet_sn" else T.PROTOCOL_VAL,
+                setting(relevance="category", medium=m),
+                "test_seen",
+            )
     rows.append(pd.Series(row, name=name))
-rel = category_view(data, {"sketch_id": pick["seen"]}, {**gallery_filter, "medium": MEDIA[0]}, IMAGE_SIZE,
-                    LINE_WIDTH).relevant()
+rel = category_view(
+    data, {"sketch_id": pick["seen"]}, {**gallery_filter, "medium": MEDIA[0]}, IMAGE_SIZE, LINE_WIDTH
+).relevant()
 ch.glue("chance_class", float((rel.sum(1) / rel.shape[1]).mean()))
 table1 = pd.DataFrame(rows)
 table1
@@ -219,7 +272,7 @@ def medium_arm(evs, m, label, view=None, pixel_evs=None):
     as its floors."""
     view = medium_views[m] if view is None else view
     r = view.relevant()
-    a = arm(evs, "map_all", seeds[:len(evs)] if len(evs) > 1 else (), ("instance",), label)
+    a = arm(evs, "map_all", seeds[: len(evs)] if len(evs) > 1 else (), ("instance",), label)
     a.floors["chance"] = ST.Arm((r.sum(1) / r.shape[1])[None, :], a.clusters, name="chance")
     a.floors["pixel NN"] = arm(pixel_evs or sketch_only["pixel NN (no training)"][m], "map_all", columns=("instance",))
     return a
@@ -227,18 +280,40 @@ def medium_arm(evs, m, label, view=None, pixel_evs=None):
 
 for m in MEDIA:  # a random ranking's mAP, R / M on average: the trivial value of this medium's learnt rows
     r = medium_views[m].relevant()
-    ch.add("style_world", "chance", "map_all", float((r.sum(1) / r.shape[1]).mean()), "",
-           setting(relevance="category", medium=m), "test_seen")
+    ch.add(
+        "style_world",
+        "chance",
+        "map_all",
+        float((r.sum(1) / r.shape[1]).mean()),
+        "",
+        setting(relevance="category", medium=m),
+        "test_seen",
+    )
 worst = min(MEDIA, key=lambda m: interval_of(structure[m], "map_all").estimate)
 best = max(MEDIA, key=lambda m: interval_of(structure[m], "map_all").estimate)
 spread = paired_of(structure[best], structure[worst], "map_all")
 ch.glue("worst_medium", worst)
 ch.glue_interval("spread", spread)
-ch.add_interval(spread, "style_world", "with_style_structure", "diff_map_all", "last_step",
-                setting(relevance="category", between="best-worst medium"), "test_seen")
+ch.add_interval(
+    spread,
+    "style_world",
+    "with_style_structure",
+    "diff_map_all",
+    "last_step",
+    setting(relevance="category", between="best-worst medium"),
+    "test_seen",
+)
 worst_arm = medium_arm(structure[worst], worst, f"structure network, {worst}")
-high = ch.claim("with_style_sketch_only_high", [(worst_arm, 1)], worst_arm, "style_world", "with_style_structure",
-                "test_seen", "last_step", setting(medium="worst"))
+high = ch.claim(
+    "with_style_sketch_only_high",
+    [(worst_arm, 1)],
+    worst_arm,
+    "style_world",
+    "with_style_structure",
+    "test_seen",
+    "last_step",
+    setting(medium="worst"),
+)
 ch.glue("high_text", high.text(points=False))
 
 # %% [markdown]
@@ -261,29 +336,58 @@ ch.glue("high_text", high.text(points=False))
 # squared distances), the structure network alone, and Triplet-SN.
 
 # %% tags=["hide-input"]
-arms = {"fused": [m.with_mode("fused") for m in models], "naive fusion": [m.with_mode("naive") for m in models],
-        "sketch only (structure)": [m.with_mode("structure") for m in models], "Triplet-SN": baseline}
+arms = {
+    "fused": [m.with_mode("fused") for m in models],
+    "naive fusion": [m.with_mode("naive") for m in models],
+    "sketch only (structure)": [m.with_mode("structure") for m in models],
+    "Triplet-SN": baseline,
+}
 styled_evals = {name: [evaluate(x, styled["seen"]) for x in ms] for name, ms in arms.items()}
 fused = styled_evals["fused"]
 ap = np.mean([e.outcome("map_all") for e in fused], axis=0)
-grid = (pd.DataFrame({"class": fused[0].table["category"], "medium": fused[0].table["want_medium"], "ap": ap})
-        .pivot_table(index="class", columns="medium", values="ap", aggfunc="mean")[MEDIA])
+grid = pd.DataFrame(
+    {"class": fused[0].table["category"], "medium": fused[0].table["want_medium"], "ap": ap}
+).pivot_table(index="class", columns="medium", values="ap", aggfunc="mean")[MEDIA]
 grid.loc["all classes"] = grid.mean()
 grid["all media"] = grid.mean(axis=1)
 overall = []
 for name, evs in styled_evals.items():
     iv = interval_of(evs, "map_all")
-    key = {"fused": "with_style", "naive fusion": "with_style_naive", "sketch only (structure)": "with_style_structure",
-           "Triplet-SN": "triplet_sn"}[name]
-    ch.add_interval(iv, "style_world", key, "map_all", T.PROTOCOL_VAL if key == "triplet_sn" else "last_step",
-                    setting(relevance="category_medium"), "test_seen")
+    key = {
+        "fused": "with_style",
+        "naive fusion": "with_style_naive",
+        "sketch only (structure)": "with_style_structure",
+        "Triplet-SN": "triplet_sn",
+    }[name]
+    ch.add_interval(
+        iv,
+        "style_world",
+        key,
+        "map_all",
+        T.PROTOCOL_VAL if key == "triplet_sn" else "last_step",
+        setting(relevance="category_medium"),
+        "test_seen",
+    )
     ch.glue(f"styled_{key}", iv.estimate)
-    overall.append({"method": name, "mAP@all": fmt(iv), "mAP@200": fmt(interval_of(evs, "map_at_200")),
-                    "P@200": fmt(interval_of(evs, "prec_at_200"))})
+    overall.append(
+        {
+            "method": name,
+            "mAP@all": fmt(iv),
+            "mAP@200": fmt(interval_of(evs, "map_at_200")),
+            "P@200": fmt(interval_of(evs, "prec_at_200")),
+        }
+    )
 for g in ("seen", "unseen"):  # a random ranking's mAP (R / M on average), relevance class and medium
     r = styled[g].relevant()
-    ch.add("style_world", "chance", "map_all", float((r.sum(1) / r.shape[1]).mean()), "",
-           setting(relevance="category_medium"), f"test_{g}")
+    ch.add(
+        "style_world",
+        "chance",
+        "map_all",
+        float((r.sum(1) / r.shape[1]).mean()),
+        "",
+        setting(relevance="category_medium"),
+        f"test_{g}",
+    )
 grid.style.format("{:.2f}").background_gradient(cmap="Greens", vmin=0, vmax=1)
 
 # %% tags=["hide-input"]
@@ -298,26 +402,47 @@ def styled_arm(name, view=None, evs=None, pixel_evs=None):
     view = styled["seen"] if view is None else view
     evs = styled_evals[name] if evs is None else evs
     r = view.relevant()
-    a = arm(evs, "map_all", seeds[:len(evs)], name=name)
+    a = arm(evs, "map_all", seeds[: len(evs)], name=name)
     a.floors["chance"] = ST.Arm((r.sum(1) / r.shape[1])[None, :], a.clusters, name="chance")
     a.floors["pixel NN"] = arm(pixel_evs or styled_pixel, "map_all")
     return a
 
 
 sk_arm = styled_arm("sketch only (structure)")
-fused_ev = ch.claim("with_style_fused_beats_sketch_only", [(styled_arm("fused"), 1), (sk_arm, -1)], sk_arm,
-                    "style_world", "with_style - with_style_structure", "test_seen", "last_step",
-                    setting(relevance="category_medium"))
+fused_ev = ch.claim(
+    "with_style_fused_beats_sketch_only",
+    [(styled_arm("fused"), 1), (sk_arm, -1)],
+    sk_arm,
+    "style_world",
+    "with_style - with_style_structure",
+    "test_seen",
+    "last_step",
+    setting(relevance="category_medium"),
+)
 ch.glue("fused_text", fused_ev.text(points=False))
 d_sketch = paired_of(fused, styled_evals["sketch only (structure)"], "map_all")
 d_naive = paired_of(fused, styled_evals["naive fusion"], "map_all")
 d_base = paired_of(fused, styled_evals["Triplet-SN"], "map_all")  # unpaired seeds, the same queries
 for key, iv in (("vs_sketch", d_sketch), ("vs_naive", d_naive), ("vs_triplet", d_base)):
     ch.glue_interval(key, iv)
-ch.add_interval(d_naive, "style_world", "with_style", "diff_map_all", "last_step",
-                setting(relevance="category_medium", minus="naive fusion"), "test_seen")
-ch.add_interval(d_base, "style_world", "with_style", "diff_map_all", "last_step",
-                setting(relevance="category_medium", minus="triplet_sn"), "test_seen")
+ch.add_interval(
+    d_naive,
+    "style_world",
+    "with_style",
+    "diff_map_all",
+    "last_step",
+    setting(relevance="category_medium", minus="naive fusion"),
+    "test_seen",
+)
+ch.add_interval(
+    d_base,
+    "style_world",
+    "with_style",
+    "diff_map_all",
+    "last_step",
+    setting(relevance="category_medium", minus="triplet_sn"),
+    "test_seen",
+)
 
 
 # %% [markdown]
@@ -360,20 +485,36 @@ for (stream, target), o in probe.items():
     iv = ST.interval(o, clus, bounds=(0.0, 1.0))
     ch.add_interval(iv, "style_world", f"with_style_{stream}", f"probe_{target}_acc", "last_step", "", "test_seen")
     ch.glue(f"probe_{stream}_{target}", iv.estimate)
-    prow.append({"embedding": stream, "predicts": target, "probe accuracy": fmt(iv), "chance": f"{100 * chance[target]:.1f} %"})
+    prow.append(
+        {"embedding": stream, "predicts": target, "probe accuracy": fmt(iv), "chance": f"{100 * chance[target]:.1f} %"}
+    )
 content_leak = ST.paired_difference(probe[("style", "category")], probe[("structure", "category")], clus)
 above_chance = ST.interval(probe[("style", "category")] - chance["category"], clus)
 style_probe = ST.Arm(probe[("style", "category")], clus, tuple(seeds), name="style embedding's class probe")
 structure_probe = ST.Arm(probe[("structure", "category")], clus, tuple(seeds), name="structure embedding's class probe")
 structure_probe.floors["chance"] = structure_probe.constant(chance["category"], "chance")
-indep = ch.claim("with_style_style_independent_of_content", [(style_probe, 1), (style_probe.constant(chance["category"]), -1)],
-                 structure_probe, "style_world", "with_style_style", "test_seen", "last_step")
+indep = ch.claim(
+    "with_style_style_independent_of_content",
+    [(style_probe, 1), (style_probe.constant(chance["category"]), -1)],
+    structure_probe,
+    "style_world",
+    "with_style_style",
+    "test_seen",
+    "last_step",
+)
 ch.glue("indep_text", indep.text())
 ch.glue_interval("leak", content_leak)
 ch.glue_interval("style_class_above_chance", above_chance)
 ch.glue("chance_category", chance["category"])
-ch.add_interval(content_leak, "style_world", "with_style_style", "probe_category_style_minus_structure", "last_step",
-                "", "test_seen")
+ch.add_interval(
+    content_leak,
+    "style_world",
+    "with_style_style",
+    "probe_category_style_minus_structure",
+    "last_step",
+    "",
+    "test_seen",
+)
 
 pd.DataFrame(prow).set_index(["embedding", "predicts"])
 
@@ -400,10 +541,24 @@ unseen = [evaluate(m, styled["unseen"]) for m in models]
 gap = paired_of(fused, unseen, "map_all", same_queries=False)
 ch.glue("style_gap", STYLE_GAP)
 ch.glue_interval("drawer_drop", gap)
-ch.add_interval(interval_of(unseen, "map_all"), "style_world", "with_style", "map_all", "last_step",
-                setting(relevance="category_medium"), "test_unseen")
-ch.add_interval(gap, "style_world", "with_style", "diff_map_all", "last_step", setting(relevance="category_medium"),
-                "test_seen - test_unseen")
+ch.add_interval(
+    interval_of(unseen, "map_all"),
+    "style_world",
+    "with_style",
+    "map_all",
+    "last_step",
+    setting(relevance="category_medium"),
+    "test_unseen",
+)
+ch.add_interval(
+    gap,
+    "style_world",
+    "with_style",
+    "diff_map_all",
+    "last_step",
+    setting(relevance="category_medium"),
+    "test_seen - test_unseen",
+)
 
 # %% [markdown]
 # Seen minus unseen drawers: {glue:text}`c08_drawer_drop:.1%` mAP ({glue:text}`c08_drawer_drop_lo:.1%`
@@ -423,7 +578,10 @@ relevant = v.relevant()
 fig, axes = plt.subplots(3, 2 + EXEMPLARS + 5 - 1, figsize=(12, 4))
 for r, q in enumerate(q0):
     cells = [(f"sketch, wants {v.table['want_medium'].iloc[q]}", 1 - v.queries[q, 0].numpy(), "gray")]
-    cells += [(f"style {k + 1}", ((v.style[q, k].permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1), None) for k in range(EXEMPLARS)]
+    cells += [
+        (f"style {k + 1}", ((v.style[q, k].permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1), None)
+        for k in range(EXEMPLARS)
+    ]
     for j in order[r]:
         ok = relevant[q, j]
         cells.append(("✓" if ok else "✗", ((v.gallery[j].permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1), None))
@@ -445,14 +603,31 @@ plt.show()
 # class × medium 0.54 to 0.69 overall. The paper reports no retrieval numbers we could verify.
 
 # %% tags=["hide-input"]
-ours = pd.DataFrame([
-    {"dataset": "style_world", "method": "Sketching with Style", "metric": "map_all_sketch_only_worst_medium",
-     "value": min(interval_of(structure[m], "map_all").estimate for m in MEDIA), "protocol": "last_step"},
-    {"dataset": "style_world", "method": "Sketching with Style", "metric": "map_all_sketch_only_best_medium",
-     "value": max(interval_of(structure[m], "map_all").estimate for m in MEDIA), "protocol": "last_step"},
-    {"dataset": "style_world", "method": "Sketching with Style", "metric": "map_all_sketch_and_style",
-     "value": interval_of(fused, "map_all").estimate, "protocol": "last_step"}]).assign(
-    kind="style world", backbone=f"{ENCODER}, from scratch, {IMAGE_SIZE} px")
+ours = pd.DataFrame(
+    [
+        {
+            "dataset": "style_world",
+            "method": "Sketching with Style",
+            "metric": "map_all_sketch_only_worst_medium",
+            "value": min(interval_of(structure[m], "map_all").estimate for m in MEDIA),
+            "protocol": "last_step",
+        },
+        {
+            "dataset": "style_world",
+            "method": "Sketching with Style",
+            "metric": "map_all_sketch_only_best_medium",
+            "value": max(interval_of(structure[m], "map_all").estimate for m in MEDIA),
+            "protocol": "last_step",
+        },
+        {
+            "dataset": "style_world",
+            "method": "Sketching with Style",
+            "metric": "map_all_sketch_and_style",
+            "value": interval_of(fused, "map_all").estimate,
+            "protocol": "last_step",
+        },
+    ]
+).assign(kind="style world", backbone=f"{ENCODER}, from scratch, {IMAGE_SIZE} px")
 published_vs_ours("with_style", ours)
 
 # %% [markdown]
@@ -466,26 +641,51 @@ published_vs_ours("with_style", ours)
 
 # %% tags=["hide-input"]
 from sbir_core.data.registry import available, load_dataset
-from sbir_core.models.with_style import cross_styled_queries
+from sbir_core.data.styled import cross_styled_queries
 
 if available("pacs") and available("quickdraw"):
     pacs = load_dataset("pacs")
     real_media = sorted(set(pacs.photos["medium"]))
     real_train = styled_train_view(pacs, "train", IMAGE_SIZE, LINE_WIDTH, real_media, paired=False)
     real_spec = MethodSpec("with_style", {**spec.options, "n_media": len(real_media)})
-    real_models = T.train_seeds(real_spec, real_train, None, None, config.replace(steps=REAL_STEPS), seeds).methods(real_spec)
+    real_models = T.train_seeds(real_spec, real_train, None, None, config.replace(steps=REAL_STEPS), seeds).methods(
+        real_spec
+    )
     qd = load_dataset("quickdraw", classes=REAL_CLASSES)
-    real_q = cross_styled_queries(qd, pacs, REAL_CLASSES, IMAGE_SIZE, LINE_WIDTH, EXEMPLARS, SEED, sketch_split=None,
-                                  max_per_class=REAL_QUERIES_PER_CLASS)
+    real_q = cross_styled_queries(
+        qd,
+        pacs,
+        REAL_CLASSES,
+        IMAGE_SIZE,
+        LINE_WIDTH,
+        EXEMPLARS,
+        SEED,
+        sketch_split=None,
+        max_per_class=REAL_QUERIES_PER_CLASS,
+    )
     real_rows, real_medium = [], {}
     r = real_q.relevant()
-    ch.add("pacs_quickdraw", "chance", "map_all", float((r.sum(1) / r.shape[1]).mean()), "",
-           setting(relevance="category_medium"), "test")
+    ch.add(
+        "pacs_quickdraw",
+        "chance",
+        "map_all",
+        float((r.sum(1) / r.shape[1]).mean()),
+        "",
+        setting(relevance="category_medium"),
+        "test",
+    )
     for name, mode in (("fused", "fused"), ("naive fusion", "naive"), ("sketch only (structure)", "structure")):
         evs = [evaluate(m.with_mode(mode), real_q) for m in real_models]
         iv = interval_of(evs, "map_all", columns=("instance",))
-        ch.add_interval(iv, "pacs_quickdraw", f"with_style_{mode}", "map_all", "last_step",
-                        setting(relevance="category_medium"), "test")
+        ch.add_interval(
+            iv,
+            "pacs_quickdraw",
+            f"with_style_{mode}",
+            "map_all",
+            "last_step",
+            setting(relevance="category_medium"),
+            "test",
+        )
         real_rows.append({"query": "sketch + style", "method": name, "mAP@all": fmt(iv)})
         if mode == "fused":
             real_fused = evs
@@ -495,58 +695,117 @@ if available("pacs") and available("quickdraw"):
         one = real_q.gallery_table["medium"].to_numpy() == med
         first = (real_q.table["want_medium"] == real_media[0]).to_numpy()
         from sbir_core.data.views import CategoryView
-        cv = CategoryView(f"quickdraw->pacs/{med}", real_q.queries[first], real_q.gallery[one],
-                          real_q.table[first], real_q.gallery_table[one], "category")
+
+        cv = CategoryView(
+            f"quickdraw->pacs/{med}",
+            real_q.queries[first],
+            real_q.gallery[one],
+            real_q.table[first],
+            real_q.gallery_table[one],
+            "category",
+        )
         r = cv.relevant()
-        ch.add("pacs_quickdraw", "chance", "map_all", float((r.sum(1) / r.shape[1]).mean()), "",
-               setting(relevance="category", medium=med), "test")
+        ch.add(
+            "pacs_quickdraw",
+            "chance",
+            "map_all",
+            float((r.sum(1) / r.shape[1]).mean()),
+            "",
+            setting(relevance="category", medium=med),
+            "test",
+        )
         evs = [evaluate(m.with_mode("structure"), cv) for m in real_models]
         real_medium[med] = (evs, cv, [evaluate(pixel, cv)])
         iv = interval_of(evs, "map_all", columns=("instance",))
         # per medium on real data: each seed's score, and the checked number is the gain over a random
         # ranking (AP - R / M per query), for every medium alike (as chapter 6 checks PACS category level)
         for s_, e in zip(seeds, evs):
-            ch.add("pacs_quickdraw", "with_style_structure", "map_all", e.metrics["map_all"], "last_step",
-                   setting(relevance="category", medium=med), "test", s_)
-        gain = ST.interval(np.stack([e.outcome("map_all") - r.sum(1) / r.shape[1] for e in evs]),
-                           {"instance": evs[0].table["instance"].to_numpy()})
-        ch.add_interval(gain, "pacs_quickdraw", "with_style_structure", "diff_map_all", "last_step",
-                        setting(relevance="category", medium=med, minus="chance"), "test")
+            ch.add(
+                "pacs_quickdraw",
+                "with_style_structure",
+                "map_all",
+                e.metrics["map_all"],
+                "last_step",
+                setting(relevance="category", medium=med),
+                "test",
+                s_,
+            )
+        gain = ST.interval(
+            np.stack([e.outcome("map_all") - r.sum(1) / r.shape[1] for e in evs]),
+            {"instance": evs[0].table["instance"].to_numpy()},
+        )
+        ch.add_interval(
+            gain,
+            "pacs_quickdraw",
+            "with_style_structure",
+            "diff_map_all",
+            "last_step",
+            setting(relevance="category", medium=med, minus="chance"),
+            "test",
+        )
         real_rows.append({"query": f"sketch only, {med}", "method": "sketch only (structure)", "mAP@all": fmt(iv)})
     real_diff = paired_of(real_fused, real_sketch, "map_all", columns=("instance",))
-    ch.add_interval(real_diff, "pacs_quickdraw", "with_style", "diff_map_all", "last_step",
-                    setting(relevance="category_medium", minus="sketch only"), "test")
+    ch.add_interval(
+        real_diff,
+        "pacs_quickdraw",
+        "with_style",
+        "diff_map_all",
+        "last_step",
+        setting(relevance="category_medium", minus="sketch only"),
+        "test",
+    )
     display(pd.DataFrame(real_rows).set_index(["query", "method"]))
     # the same two claims on real data, by the same rule
     real_pixel = [evaluate(pixel, real_q)]
     r_sketch = styled_arm("sketch only (structure)", real_q, real_sketch, real_pixel)
-    r_fused = ch.claim("with_style_fused_beats_sketch_only",
-                       [(styled_arm("fused", real_q, real_fused, real_pixel), 1), (r_sketch, -1)], r_sketch,
-                       "pacs_quickdraw", "with_style - with_style_structure", "test", "last_step",
-                       setting(relevance="category_medium"))
+    r_fused = ch.claim(
+        "with_style_fused_beats_sketch_only",
+        [(styled_arm("fused", real_q, real_fused, real_pixel), 1), (r_sketch, -1)],
+        r_sketch,
+        "pacs_quickdraw",
+        "with_style - with_style_structure",
+        "test",
+        "last_step",
+        setting(relevance="category_medium"),
+    )
     r_worst = min(real_medium, key=lambda m: interval_of(real_medium[m][0], "map_all").estimate)
     w_evs, w_view, w_pixel = real_medium[r_worst]
     w_arm = medium_arm(w_evs, r_worst, f"structure network, PACS {r_worst}", w_view, w_pixel)
-    r_high = ch.claim("with_style_sketch_only_high", [(w_arm, 1)], w_arm, "pacs_quickdraw", "with_style_structure",
-                      "test", "last_step", setting(medium="worst"))
-    prose(f"On QuickDraw queries against PACS, the fused search minus the sketch-only search (relevance: class and "
-          f"medium) is {r_fused.text(points=False)}. The sketch-only search's worst PACS medium is {r_worst}, whose "
-          f"normalised mAP is {r_high.text(points=False)} against the project's level.")
+    r_high = ch.claim(
+        "with_style_sketch_only_high",
+        [(w_arm, 1)],
+        w_arm,
+        "pacs_quickdraw",
+        "with_style_structure",
+        "test",
+        "last_step",
+        setting(medium="worst"),
+    )
+    prose(
+        f"On QuickDraw queries against PACS, the fused search minus the sketch-only search (relevance: class and "
+        f"medium) is {r_fused.text(points=False)}. The sketch-only search's worst PACS medium is {r_worst}, whose "
+        f"normalised mAP is {r_high.text(points=False)} against the project's level."
+    )
     # the project's layout: classes as rows, the wanted medium as columns (fused sketch + style search)
     real_ap = np.mean([e.outcome("map_all") for e in real_fused], axis=0)
-    real_grid = (pd.DataFrame({"class": real_fused[0].table["category"], "medium": real_fused[0].table["want_medium"],
-                               "ap": real_ap}).pivot_table(index="class", columns="medium", values="ap",
-                                                           aggfunc="mean")[real_media])
+    real_grid = pd.DataFrame(
+        {"class": real_fused[0].table["category"], "medium": real_fused[0].table["want_medium"], "ap": real_ap}
+    ).pivot_table(index="class", columns="medium", values="ap", aggfunc="mean")[real_media]
     real_grid.loc["all classes"] = real_grid.mean()
     real_grid["all media"] = real_grid.mean(axis=1)
-    display(real_grid.style.format("{:.2f}").background_gradient(cmap="Greens", vmin=0, vmax=1)
-            .set_caption("QuickDraw sketch + PACS style exemplars, fused search: mAP per class x wanted medium"))
+    display(
+        real_grid.style.format("{:.2f}")
+        .background_gradient(cmap="Greens", vmin=0, vmax=1)
+        .set_caption("QuickDraw sketch + PACS style exemplars, fused search: mAP per class x wanted medium")
+    )
 else:
     from sbir_core.chapter import absent
 
-    absent("QuickDraw sketches searching PACS's photos, art paintings and cartoons with style exemplars (fused, "
-           "naive and sketch-only search; the two claims of this chapter on real data)",
-           [n for n in ("pacs", "quickdraw") if not available(n)])
+    absent(
+        "QuickDraw sketches searching PACS's photos, art paintings and cartoons with style exemplars (fused, "
+        "naive and sketch-only search; the two claims of this chapter on real data)",
+        [n for n in ("pacs", "quickdraw") if not available(n)],
+    )
 
 # %% tags=["remove-cell"]
 ch.save()

@@ -107,7 +107,7 @@ if rec is not None:
     frames = rec["frames"]
     picks = sorted({0, len(frames) // 3, (2 * len(frames)) // 3, len(frames) - 1})
     fig, axes = plt.subplots(2, 2, figsize=(13, 11))
-    for ax in axes.flat[len(picks):]:
+    for ax in axes.flat[len(picks) :]:
         ax.axis("off")
     for ax, i in zip(axes.flat, picks):
         ax.imshow(Image.open(frames_dir / frames[i]["file"]))
@@ -115,16 +115,22 @@ if rec is not None:
         ax.axis("off")
     fig.tight_layout()
     plt.show()
-    trail = pd.DataFrame({"stroke": [f["stroke"] for f in frames],
-                          "rank shown in the page": [f["rank"] for f in frames],
-                          "rank of the dataset's strokes": [f["offline_rank"] for f in frames]})
+    trail = pd.DataFrame(
+        {
+            "stroke": [f["stroke"] for f in frames],
+            "rank shown in the page": [f["rank"] for f in frames],
+            "rank of the dataset's strokes": [f["offline_rank"] for f in frames],
+        }
+    )
     ch.glue("rec_final", frames[-1]["rank"])
     ch.glue("rec_strokes", rec["strokes"])
     ch.glue("rec_gallery", rec["gallery"])
-    prose(f"Sketch `{rec['sketch_id']}`: after its {rec['strokes']} strokes the page ranks its photo "
-          f"{frames[-1]['rank']} of {rec['gallery']}. The mouse lands on whole or fractional pixels of "
-          f"the page, not on the dataset's coordinates, so the page's rank can differ by a few places "
-          f"from the rank of the dataset's own strokes (right column) while the near photos are close.")
+    prose(
+        f"Sketch `{rec['sketch_id']}`: after its {rec['strokes']} strokes the page ranks its photo "
+        f"{frames[-1]['rank']} of {rec['gallery']}. The mouse lands on whole or fractional pixels of "
+        f"the page, not on the dataset's coordinates, so the page's rank can differ by a few places "
+        f"from the rank of the dataset's own strokes (right column) while the near photos are close."
+    )
     display(trail.set_index("stroke").T)
 
 # %% [markdown]
@@ -145,12 +151,20 @@ for f in FRACTIONS:
     evals[f] = ev
     for k in (1, 10):
         iv = interval_of([ev], f"acc_at_{k}")
-        ch.add_interval(iv, "style_world", "triplet_sn", f"acc_at_{k}", "val_selected", setting(strokes=f),
-                        "test_seen")
-        rows.append({"strokes kept (%)": 100 * f, "K": k, "Acc@K": fmt(iv), "estimate": iv.estimate,
-                     "lo": iv.lo, "hi": iv.hi})
-    ch.add("style_world", "triplet_sn", "mean_rank", float(ev.per_query["rank"].mean()), "val_selected",
-           setting(strokes=f), "test_seen", SEED)
+        ch.add_interval(iv, "style_world", "triplet_sn", f"acc_at_{k}", "val_selected", setting(strokes=f), "test_seen")
+        rows.append(
+            {"strokes kept (%)": 100 * f, "K": k, "Acc@K": fmt(iv), "estimate": iv.estimate, "lo": iv.lo, "hi": iv.hi}
+        )
+    ch.add(
+        "style_world",
+        "triplet_sn",
+        "mean_rank",
+        float(ev.per_query["rank"].mean()),
+        "val_selected",
+        setting(strokes=f),
+        "test_seen",
+        SEED,
+    )
 for k in (1, 10):
     ch.add("style_world", "chance", f"acc_at_{k}", view.chance(k), "", "", "test_seen")
 early = pd.DataFrame(rows)
@@ -177,10 +191,12 @@ if half is not None and full is not None:
     ch.glue("chance10", view.chance(10))
     share = (half.estimate - view.chance(10)) / (full.estimate - view.chance(10))
     ch.glue("half_share", share)
-    prose(f"Half of the strokes give Acc@10 {fmt(half)}, all of them {fmt(full)}; chance is "
-          f"{view.chance(10):.1%}. By half of the drawing, {share:.0%} of the full drawing's gain over "
-          f"chance is there (a ratio of two estimates, without an interval). This is the number a "
-          f"reader feels in the playground: how long the photo takes to climb into the top ten.")
+    prose(
+        f"Half of the strokes give Acc@10 {fmt(half)}, all of them {fmt(full)}; chance is "
+        f"{view.chance(10):.1%}. By half of the drawing, {share:.0%} of the full drawing's gain over "
+        f"chance is there (a ratio of two estimates, without an interval). This is the number a "
+        f"reader feels in the playground: how long the photo takes to climb into the top ten."
+    )
 
 # %% [markdown]
 # ## How fast a query is
@@ -197,8 +213,14 @@ for s in view.strokes[:LATENCY_QUERIES]:
     engine.query(s, gallery, 10)
     lat.append(1000 * (time.perf_counter() - t))
 lat = np.array(lat)
-pd.DataFrame({"queries": [len(lat)], "p50 (ms)": [np.percentile(lat, 50)], "p95 (ms)": [np.percentile(lat, 95)],
-              "gallery": [len(gallery)]}).style.format(precision=2).hide(axis="index")
+pd.DataFrame(
+    {
+        "queries": [len(lat)],
+        "p50 (ms)": [np.percentile(lat, 50)],
+        "p95 (ms)": [np.percentile(lat, 95)],
+        "gallery": [len(gallery)],
+    }
+).style.format(precision=2).hide(axis="index")
 
 # %% [markdown]
 # ## Style swap

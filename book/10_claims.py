@@ -63,7 +63,7 @@ import numpy as np
 import pandas as pd
 
 from sbir_core import stats as ST
-from sbir_core.chapter import Chapter, note, prose
+from sbir_core.chapter import Chapter, note
 from sbir_core.claims import evidence_table, load_claims, paper_effects
 from sbir_core.data.registry import LOADERS, available
 from sbir_core.results import load_metrics
@@ -114,14 +114,20 @@ def paper_at(claim_id, at):
 rows = []
 for claim_id, c in claims.iterrows():
     ev = evidence[(evidence["claim_id"] == claim_id) & (evidence["dataset"] == WORLD)]
-    for _, r in (ev.iterrows() if len(ev) else [(None, None)]):
+    for _, r in ev.iterrows() if len(ev) else [(None, None)]:
         at = r["at"] if r is not None else ""
         paper = paper_at(claim_id, at)
-        rows.append({"chapter": c["chapter"][:2], "claim": claim_id, "setting": at or "–",
-                     "paper": f"{paper:.2f}" if math.isfinite(paper) else "–",
-                     "ours": rel_text(r) if r is not None else "not run",
-                     "outcome": (r["outcome"] + (" (fragile)" if r["fragile"] else "")) if r is not None else "–",
-                     "detectable": f"{r['mde_rel']:.2f}" if r is not None and math.isfinite(r["mde_rel"]) else "–"})
+        rows.append(
+            {
+                "chapter": c["chapter"][:2],
+                "claim": claim_id,
+                "setting": at or "–",
+                "paper": f"{paper:.2f}" if math.isfinite(paper) else "–",
+                "ours": rel_text(r) if r is not None else "not run",
+                "outcome": (r["outcome"] + (" (fragile)" if r["fragile"] else "")) if r is not None else "–",
+                "detectable": f"{r['mde_rel']:.2f}" if r is not None and math.isfinite(r["mde_rel"]) else "–",
+            }
+        )
 pd.DataFrame(rows).set_index(["chapter", "claim", "setting"])
 
 # %% [markdown]
@@ -135,17 +141,33 @@ for claim_id, c in claims.iterrows():
         ev = evidence[(evidence["claim_id"] == claim_id) & (evidence["dataset"] == d)]
         need = [d] if d in LOADERS else d.split("_")  # pacs_quickdraw: QuickDraw queries, PACS photos
         if not len(ev):
-            real_rows.append({"claim": claim_id, "dataset": d, "setting": "–", "paper": "", "ours": "",
-                              "outcome": "not run here" if all(available(n) for n in need)
-                              else f"needs {' + '.join(need)} (SBIR_DATA)"})
+            real_rows.append(
+                {
+                    "claim": claim_id,
+                    "dataset": d,
+                    "setting": "–",
+                    "paper": "",
+                    "ours": "",
+                    "outcome": "not run here"
+                    if all(available(n) for n in need)
+                    else f"needs {' + '.join(need)} (SBIR_DATA)",
+                }
+            )
         for _, r in ev.iterrows():
             paper = paper_at(claim_id, r["at"])
-            real_rows.append({"claim": claim_id, "dataset": d, "setting": r["at"] or "–",
-                              "paper": f"{paper:.2f}" if math.isfinite(paper) else "–",
-                              "ours": rel_text(r) + (f" ({r['metric']})" if "metric=" in r["setting"] else ""),
-                              "outcome": r["outcome"] + (" (fragile)" if r["fragile"] else "")})
+            real_rows.append(
+                {
+                    "claim": claim_id,
+                    "dataset": d,
+                    "setting": r["at"] or "–",
+                    "paper": f"{paper:.2f}" if math.isfinite(paper) else "–",
+                    "ours": rel_text(r) + (f" ({r['metric']})" if "metric=" in r["setting"] else ""),
+                    "outcome": r["outcome"] + (" (fragile)" if r["fragile"] else ""),
+                }
+            )
 pd.DataFrame(real_rows, columns=["claim", "dataset", "setting", "paper", "ours", "outcome"]).set_index(
-    ["claim", "dataset", "setting"])
+    ["claim", "dataset", "setting"]
+)
 
 # %% [markdown]
 # The claims themselves, in the papers' words as `claims.csv` records them, with the evidence each
@@ -164,31 +186,53 @@ claims[["chapter", "paper", "claim", "metric", "evidence"]].rename_axis("claim_i
 
 # %% tags=["hide-input"]
 shown = evidence[np.isfinite(evidence["rel_effect"])].sort_values(["claim_id", "at", "dataset"]).reset_index(drop=True)
-colors = {"reproduced": "tab:green", "contradicted": "tab:red", "smaller than claimed": "tab:blue",
-          "undecided": "tab:grey", "not testable": "black"}
+colors = {
+    "reproduced": "tab:green",
+    "contradicted": "tab:red",
+    "smaller than claimed": "tab:blue",
+    "undecided": "tab:grey",
+    "not testable": "black",
+}
 fig, ax = plt.subplots(figsize=(9, 0.32 * len(shown) + 1.5))
 for i, r in shown.iterrows():
     y = len(shown) - i
     lo, hi = np.clip([r["rel_effect_ci95_lo"], r["rel_effect_ci95_hi"]], *XLIM)
     ax.plot([lo, hi], [y, y], color=colors[r["outcome"]], lw=2)
     if r["rel_effect_ci95_hi"] > XLIM[1]:
-        ax.annotate("", (XLIM[1], y), (XLIM[1] - 0.05, y), arrowprops={"arrowstyle": "->", "color": colors[r["outcome"]]})
+        ax.annotate(
+            "", (XLIM[1], y), (XLIM[1] - 0.05, y), arrowprops={"arrowstyle": "->", "color": colors[r["outcome"]]}
+        )
     if r["rel_effect_ci95_lo"] < XLIM[0]:
-        ax.annotate("", (XLIM[0], y), (XLIM[0] + 0.05, y), arrowprops={"arrowstyle": "->", "color": colors[r["outcome"]]})
-    ax.plot(np.clip(r["rel_effect"], *XLIM), y, "o", color=colors[r["outcome"]],
-            mfc=colors[r["outcome"]] if r["dataset"] == WORLD else "white")
+        ax.annotate(
+            "", (XLIM[0], y), (XLIM[0] + 0.05, y), arrowprops={"arrowstyle": "->", "color": colors[r["outcome"]]}
+        )
+    ax.plot(
+        np.clip(r["rel_effect"], *XLIM),
+        y,
+        "o",
+        color=colors[r["outcome"]],
+        mfc=colors[r["outcome"]] if r["dataset"] == WORLD else "white",
+    )
     if math.isfinite(r["paper_rel_effect"]):
         ax.plot(np.clip(r["paper_rel_effect"], *XLIM), y, "x", color="tab:red", ms=7)
     if math.isfinite(r["mde_rel"]):
         ax.barh(y, min(r["mde_rel"], XLIM[1]), left=0, height=0.5, color=colors[r["outcome"]], alpha=0.12)
 ax.axvline(0, color="k", lw=0.8)
 ax.set_yticks(range(len(shown), 0, -1))
-ax.set_yticklabels([f"{r['claim_id']} {r['at']} ({r['dataset']})".replace("  ", " ") for _, r in shown.iterrows()],
-                   fontsize=7)
-ax.set(xlim=XLIM, xlabel="relative effect: difference / reference arm's margin over its floor",
-       title="Our relative effects (95% CI) and the papers' (red x)")
-ax.legend(handles=[plt.Line2D([], [], color=c_, lw=2, label=w) for w, c_ in colors.items()]
-          + [plt.Line2D([], [], color="tab:red", marker="x", ls="", label="paper")], fontsize=7, loc="lower right")
+ax.set_yticklabels(
+    [f"{r['claim_id']} {r['at']} ({r['dataset']})".replace("  ", " ") for _, r in shown.iterrows()], fontsize=7
+)
+ax.set(
+    xlim=XLIM,
+    xlabel="relative effect: difference / reference arm's margin over its floor",
+    title="Our relative effects (95% CI) and the papers' (red x)",
+)
+ax.legend(
+    handles=[plt.Line2D([], [], color=c_, lw=2, label=w) for w, c_ in colors.items()]
+    + [plt.Line2D([], [], color="tab:red", marker="x", ls="", label="paper")],
+    fontsize=7,
+    loc="lower right",
+)
 fig.tight_layout()
 plt.show()
 
@@ -205,13 +249,18 @@ plt.show()
 # would flip it.
 
 # %% tags=["hide-input"]
-fam = evidence[decided].assign(**{"Holm p": lambda d: d["p_holm"].map(lambda p: f"{p:.3g}"),
-                                  "p": lambda d: d["p"].map(lambda p: f"{p:.3g}")})
+fam = evidence[decided].assign(
+    **{"Holm p": lambda d: d["p_holm"].map(lambda p: f"{p:.3g}"), "p": lambda d: d["p"].map(lambda p: f"{p:.3g}")}
+)
 fam = fam[["claim_id", "at", "dataset", "outcome", "p", "Holm p", "holds_after_holm", "fragile"]]
 n_family = int(decided.sum())
 n_sides = int(evidence.loc[decided, "outcome"].isin(["reproduced", "contradicted"]).sum())
-n_survive = int((evidence.loc[decided, "outcome"].isin(["reproduced", "contradicted"])
-                 & evidence.loc[decided, "holds_after_holm"]).sum())
+n_survive = int(
+    (
+        evidence.loc[decided, "outcome"].isin(["reproduced", "contradicted"])
+        & evidence.loc[decided, "holds_after_holm"]
+    ).sum()
+)
 fam.set_index(["claim_id", "at", "dataset"])
 
 # %% [markdown]
@@ -222,12 +271,20 @@ fam.set_index(["claim_id", "at", "dataset"])
 
 # %% tags=["hide-input"]
 nt = evidence[evidence["outcome"] == "not testable"]
-WHY = {1.0: "a compared model's interval reaches its floor (chance, untrained or pixel NN)",
-       2.0: "the compared arms rank every query alike: the switched part cannot act at this scale"}
+WHY = {
+    1.0: "a compared model's interval reaches its floor (chance, untrained or pixel NN)",
+    2.0: "the compared arms rank every query alike: the switched part cannot act at this scale",
+}
 reasons = []
 for _, r in nt.iterrows():
-    reasons.append({"claim": r["claim_id"], "setting": r["at"] or "–", "dataset": r["dataset"],
-                    "why": WHY.get(r.get("not_testable_why", float("nan")), "see the chapter")})
+    reasons.append(
+        {
+            "claim": r["claim_id"],
+            "setting": r["at"] or "–",
+            "dataset": r["dataset"],
+            "why": WHY.get(r.get("not_testable_why", float("nan")), "see the chapter"),
+        }
+    )
 missing = [c for c in claims.index if c not in set(evidence["claim_id"])]
 for c in missing:
     reasons.append({"claim": c, "setting": "–", "dataset": "–", "why": "no evidence recorded at this scale"})
@@ -255,7 +312,9 @@ ch.glue("n_sized", len(sized))
 ch.glue("n_powered", powered)
 ch.glue("median_mde", float(sized["mde_rel"].median()) if len(sized) else float("nan"))
 ch.glue("median_paper", float(sized["paper_rel_effect"].median()) if len(sized) else float("nan"))
-ch.glue("n_decided_world", world_counts["reproduced"] + world_counts["contradicted"] + world_counts["smaller than claimed"])
+ch.glue(
+    "n_decided_world", world_counts["reproduced"] + world_counts["contradicted"] + world_counts["smaller than claimed"]
+)
 if not len(evidence):
     note("No chapter has recorded claim evidence at this scale yet: run the method chapters first.")
 
@@ -263,7 +322,7 @@ if not len(evidence):
 # ## Conclusion
 #
 # The book tests {glue:text}`c10_n_claims` claims of the five papers. Across the style world and
-# the real sets found here it records {glue:text}`c10_n_evidence` pieces of evidence: 
+# the real sets found here it records {glue:text}`c10_n_evidence` pieces of evidence:
 # {glue:text}`c10_n_reproduced` reproduced, {glue:text}`c10_n_contradicted` contradicted,
 # {glue:text}`c10_n_smaller_than_claimed` smaller than claimed, {glue:text}`c10_n_undecided`
 # undecided and {glue:text}`c10_n_not_testable` not testable; {glue:text}`c10_n_missing` claims

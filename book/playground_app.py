@@ -28,6 +28,9 @@ from sbir_core.widgets import Playground  # noqa: E402
 
 # the URL's query (?method=04_triplet_baseline&gallery=world:shoe&target=3) sets the first choices
 # SBIR_PLAYGROUND_OVERRIDES: chapter parameters other than the configs' (e.g. {"SEED": 1}), set by the server
-app = Playground.from_query_string(os.environ.get("QUERY_STRING", ""), scale=os.environ.get("SBIR_SCALE", "ci"),
-                                   overrides=json.loads(os.environ.get("SBIR_PLAYGROUND_OVERRIDES") or "{}"))
+app = Playground.from_query_string(
+    os.environ.get("QUERY_STRING", ""),
+    scale=os.environ.get("SBIR_SCALE", "ci"),
+    overrides=json.loads(os.environ.get("SBIR_PLAYGROUND_OVERRIDES") or "{}"),
+)
 app.widget

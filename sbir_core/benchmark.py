@@ -53,18 +53,33 @@ def world(style_gap: float | None = None, detail_gap: float | None = None, **opt
 
 def style_views(data: SBIRData, size: int = 32, line_width: float = 1.5) -> StyleViews:
     """The benchmark's views of ``data`` at ``size`` pixels (sketches drawn ``line_width`` pixels wide)."""
+
     def view(split, drawers, group="category"):
         return fg_view(data, split, size, line_width, group=group, where={"drawer_split": drawers})
 
-    return StyleViews(data, view("train", "seen", None), view("val", "seen"), view("test", "seen"),
-                      view("test", "unseen"), view("train", "unseen", None), view("val", "unseen"))
+    return StyleViews(
+        data,
+        view("train", "seen", None),
+        view("val", "seen"),
+        view("test", "seen"),
+        view("test", "unseen"),
+        view("train", "unseen", None),
+        view("val", "unseen"),
+    )
 
 
-def triplet_spec(encoder: str = "cnn", encoder_options: dict | None = None, margin: float = 0.2,
-                 negatives: str = "random", flip: bool = True) -> MethodSpec:
+def triplet_spec(
+    encoder: str = "cnn",
+    encoder_options: dict | None = None,
+    margin: float = 0.2,
+    negatives: str = "random",
+    flip: bool = True,
+) -> MethodSpec:
     """The Triplet-SN method spec the book trains (chapter 4's parameters)."""
-    return MethodSpec("triplet_sn", {"encoder": encoder, **(encoder_options or {}), "margin": margin,
-                                     "negatives": negatives, "flip": flip})
+    return MethodSpec(
+        "triplet_sn",
+        {"encoder": encoder, **(encoder_options or {}), "margin": margin, "negatives": negatives, "flip": flip},
+    )
 
 
 def baseline(views: StyleViews, spec: MethodSpec, config: TrainConfig, seeds) -> MultiSeedResult:

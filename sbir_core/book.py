@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from sbir_core.errors import SBIRError
 from sbir_core.paths import BOOK, CONFIGS, PACKAGE, REPO_ROOT, RUNS
-from sbir_core.results import (KEY, SCALES, ResultsError, load_metrics, locked, parse_columns, read_table,
-                               results_root)
+from sbir_core.results import KEY, SCALES, ResultsError, load_metrics, locked, parse_columns, read_table, results_root
 
 EXPECTED = RUNS / "ci" / "expected.csv"
 EXPECTED_COLUMNS = KEY + ["value", "tol", "trivial", "requires", "note"]
@@ -41,15 +41,24 @@ EXPECTED_COLUMNS = KEY + ["value", "tol", "trivial", "requires", "note"]
 TRIVIAL_METHODS = ("chance", "category_oracle", "untrained")
 TOC = REPO_ROOT / "_toc.yml"
 # each chapter's time budget at the ci scale on 2 CPU cores, seconds (``python -m sbir_core.bench book``)
-BUDGETS = {"01_evaluation": 20, "02_style_world": 45, "03_real_data": 25, "04_triplet_baseline": 180,
-           "05_hierarchy": 45, "06_stylemeup": 360, "07_adaptive": 40, "08_with_style": 100, "09_playground": 30,
-           "10_claims": 30}
+BUDGETS = {
+    "01_evaluation": 20,
+    "02_style_world": 45,
+    "03_real_data": 25,
+    "04_triplet_baseline": 180,
+    "05_hierarchy": 45,
+    "06_stylemeup": 360,
+    "07_adaptive": 40,
+    "08_with_style": 100,
+    "09_playground": 30,
+    "10_claims": 30,
+}
 # chapters that read the other chapters' results: their stamp holds those results, so they rerun when one changes
 READS_RESULTS = ("10_claims",)
 BOOK_BUDGET = 600
 
 
-class ChapterFailed(RuntimeError):
+class ChapterFailed(SBIRError, RuntimeError):
     """A chapter whose execution raised; the message names the cell and the error."""
 
 
@@ -62,6 +71,7 @@ def chapters() -> list[str]:
 
 def stamp(chapter: str, scale: str, params: dict) -> dict:
     """What a chapter's results depend on: its source, parameters, the package source and the data."""
+
     def digest(paths, base: Path) -> str:
         h = hashlib.sha1()
         for p in sorted(paths):
@@ -69,10 +79,14 @@ def stamp(chapter: str, scale: str, params: dict) -> dict:
             h.update(p.read_bytes())
         return h.hexdigest()[:16]
 
-    out = {"chapter": digest([BOOK / f"{chapter}.py"], BOOK), "scale": scale,
-           "params": hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16],
-           "package": digest(PACKAGE.rglob("*.py"), PACKAGE), "data": data_fingerprint(),
-           "reference": digest((RUNS / "reference").glob("*.csv"), RUNS)}
+    out = {
+        "chapter": digest([BOOK / f"{chapter}.py"], BOOK),
+        "scale": scale,
+        "params": hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16],
+        "package": digest(PACKAGE.rglob("*.py"), PACKAGE),
+        "data": data_fingerprint(),
+        "reference": digest((RUNS / "reference").glob("*.csv"), RUNS),
+    }
     if chapter in READS_RESULTS:
         root = results_root() / scale
         out["results"] = digest([p for p in root.glob("*/metrics.csv") if p.parent.name != chapter], root)
@@ -92,8 +106,11 @@ def data_fingerprint() -> str:
                 st = os.stat(os.path.join(dirpath, name))
             except OSError:
                 continue
-            h.update(f"{os.path.relpath(os.path.join(dirpath, name), root)}\0{st.st_size}\0{st.st_mtime_ns}\n"
-                     .encode("utf-8", "surrogateescape"))
+            h.update(
+                f"{os.path.relpath(os.path.join(dirpath, name), root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode(
+                    "utf-8", "surrogateescape"
+                )
+            )
     return h.hexdigest()[:16]
 
 
@@ -129,8 +146,9 @@ def chapter_defaults(chapter: str) -> dict:
 
     import jupytext
 
-    cells = [c for c in jupytext.read(BOOK / f"{chapter}.py").cells
-             if "parameters" in c.get("metadata", {}).get("tags", [])]
+    cells = [
+        c for c in jupytext.read(BOOK / f"{chapter}.py").cells if "parameters" in c.get("metadata", {}).get("tags", [])
+    ]
     if len(cells) != 1:
         raise ValueError(f"{chapter}: expected exactly one cell tagged 'parameters', found {len(cells)}")
     defaults = {}
@@ -167,8 +185,9 @@ def validate(scales=SCALES) -> list[str]:
     return problems
 
 
-def execute(chapter: str, scale: str = "ci", overrides: dict | None = None, output: Path | None = None,
-            kernel: str = "python3") -> float:
+def execute(
+    chapter: str, scale: str = "ci", overrides: dict | None = None, output: Path | None = None, kernel: str = "python3"
+) -> float:
     """Execute one chapter (parameters from its config, then ``overrides``); return its wall time in s.
 
     The executed notebook goes to ``output`` (default ``book/<chapter>.ipynb``).
@@ -185,12 +204,21 @@ def execute(chapter: str, scale: str = "ci", overrides: dict | None = None, outp
     env_backend = os.environ.pop("MPLBACKEND", None)  # agg drops every figure from the notebook
     start = time.perf_counter()
     try:
-        pm.execute_notebook(nb, str(output or BOOK / f"{chapter}.ipynb"), parameters=params, cwd=str(BOOK),
-                            kernel_name=kernel, progress_bar=False, log_output=False)
+        pm.execute_notebook(
+            nb,
+            str(output or BOOK / f"{chapter}.ipynb"),
+            parameters=params,
+            cwd=str(BOOK),
+            kernel_name=kernel,
+            progress_bar=False,
+            log_output=False,
+        )
     except pm.PapermillExecutionError as err:
         first_line = err.source.strip().splitlines()[0] if err.source.strip() else ""
-        raise ChapterFailed(f"{chapter}: cell {err.cell_index} (execution count {err.exec_count}) "
-                            f"starting {first_line!r} raised {err.ename}: {err.evalue}") from None
+        raise ChapterFailed(
+            f"{chapter}: cell {err.cell_index} (execution count {err.exec_count}) "
+            f"starting {first_line!r} raised {err.ename}: {err.evalue}"
+        ) from None
     finally:
         if env_backend is not None:
             os.environ["MPLBACKEND"] = env_backend
@@ -227,8 +255,16 @@ def record_timing(scale: str, chapter: str, seconds: float, status: str) -> None
         except ResultsError as err:
             print(f"[run] {err}; starting a new timings file", flush=True)
             old = pd.DataFrame(columns=columns)
-        row = pd.DataFrame([{"chapter": chapter, "seconds": round(seconds, 1), "status": status,
-                             "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}])
+        row = pd.DataFrame(
+            [
+                {
+                    "chapter": chapter,
+                    "seconds": round(seconds, 1),
+                    "status": status,
+                    "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                }
+            ]
+        )
         new = pd.concat([old[old["chapter"] != chapter][columns], row], ignore_index=True).sort_values("chapter")
         fd, tmp = tempfile.mkstemp(prefix=".timings.", suffix=".tmp", dir=path.parent)
         try:
@@ -257,8 +293,11 @@ def run(scale: str = "ci", only: list[str] | None = None, force: bool = False) -
             print(f"[run] FAILED: {err}", flush=True)
             continue
         if not force and up_to_date(name, scale, params):
-            print(f"[run] {name} ({scale}) is up to date (source, parameters, package and data unchanged); "
-                  f"skipped, --force runs it", flush=True)
+            print(
+                f"[run] {name} ({scale}) is up to date (source, parameters, package and data unchanged); "
+                f"skipped, --force runs it",
+                flush=True,
+            )
             continue
         print(f"[run] {name} ({scale}) ...", flush=True)
         start = time.perf_counter()
@@ -361,11 +400,25 @@ def check(expected_path: Path = EXPECTED, scale: str = "ci", require_data: bool 
     print(f"[check] {len(table)} expected numbers: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     bad = table[table["status"].isin(["drift", "missing"])]
     skipped = table[table["status"] == "skipped"]
-    cols = ["chapter", "dataset", "method", "protocol", "split", "metric", "seed", "value", "fresh", "diff", "tol",
-            "status"]
+    cols = [
+        "chapter",
+        "dataset",
+        "method",
+        "protocol",
+        "split",
+        "metric",
+        "seed",
+        "value",
+        "fresh",
+        "diff",
+        "tol",
+        "status",
+    ]
     if len(skipped):
-        print(f"[check] {len(skipped)} rows skipped, data not found (SBIR_DATA={os.environ.get('SBIR_DATA', '')!r}):",
-              ", ".join(f"{k} ({v} rows)" for k, v in sorted(skipped["requires"].value_counts().items())))
+        print(
+            f"[check] {len(skipped)} rows skipped, data not found (SBIR_DATA={os.environ.get('SBIR_DATA', '')!r}):",
+            ", ".join(f"{k} ({v} rows)" for k, v in sorted(skipped["requires"].value_counts().items())),
+        )
         if require_data:
             print("[check] FAILED: --require-data and some rows were skipped; set SBIR_DATA to the datasets")
             bad = pd.concat([bad, skipped])
@@ -422,8 +475,7 @@ def derived_tolerances(fresh: pd.DataFrame) -> pd.DataFrame:
     df = fresh[fresh["seed"] < 0].copy()
     base = df["metric"].str.replace(r"_ci95_(lo|hi)$", "", regex=True)
     group = ["dataset", "method", "protocol", "setting", "split"]
-    bounds = df.assign(base=base).pivot_table(index=group + ["base"], columns="metric", values="value",
-                                              aggfunc="first")
+    bounds = df.assign(base=base).pivot_table(index=group + ["base"], columns="metric", values="value", aggfunc="first")
     half = {}
     for key, row in bounds.iterrows():
         lo, hi = row.get(f"{key[-1]}_ci95_lo"), row.get(f"{key[-1]}_ci95_hi")
@@ -439,14 +491,17 @@ def derived_tolerances(fresh: pd.DataFrame) -> pd.DataFrame:
     df["tol"] = tols
     real = set(LOADERS) - {"style_world"}
     # a dataset made of two (e.g. "pacs_quickdraw": QuickDraw queries, PACS gallery) requires both
-    df["requires"] = [d if d in real else "+".join(d.split("_")) if all(x in real for x in d.split("_")) else ""
-                      for d in df["dataset"]]
+    df["requires"] = [
+        d if d in real else "+".join(d.split("_")) if all(x in real for x in d.split("_")) else ""
+        for d in df["dataset"]
+    ]
     df["trivial"] = trivial_values(df)
     return df
 
 
-def expect(chapter: str, tol: float | None, note: str, requires: str = "", scale: str = "ci",
-           path: Path = EXPECTED) -> int:
+def expect(
+    chapter: str, tol: float | None, note: str, requires: str = "", scale: str = "ci", path: Path = EXPECTED
+) -> int:
     """Record a chapter's fresh numbers as its expected values (replacing that chapter's rows).
 
     For maintainers, after a deliberate change. ``tol`` None derives each row's tolerance from the
@@ -473,8 +528,16 @@ def expect(chapter: str, tol: float | None, note: str, requires: str = "", scale
 def build(builder: str = "html") -> int:
     """Build the book from the executed notebooks with warnings as errors; return the exit code."""
     jb = Path(sys.executable).with_name("jupyter-book")
-    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(REPO_ROOT), "-W", "-n", "--keep-going",
-           "--builder", builder]
+    cmd = [
+        str(jb) if jb.exists() else "jupyter-book",
+        "build",
+        str(REPO_ROOT),
+        "-W",
+        "-n",
+        "--keep-going",
+        "--builder",
+        builder,
+    ]
     missing = [c for c in chapters() if not (BOOK / f"{c}.ipynb").exists()]
     if missing:
         print(f"[build] not executed yet: {', '.join(missing)}; run `python -m sbir_core.book run` first")
@@ -493,13 +556,20 @@ def main(argv=None) -> int:
     p_run.add_argument("--only", nargs="+", metavar="CHAPTER", help="chapter names, e.g. 01_evaluation")
     p_run.add_argument("--force", action="store_true", help="run chapters even when they are up to date")
     p_check = sub.add_parser("check", help="compare fresh ci metrics with paper_runs/ci/expected.csv")
-    p_check.add_argument("--require-data", action="store_true",
-                         help="fail when a row is skipped because its dataset is absent (CI has the data)")
+    p_check.add_argument(
+        "--require-data",
+        action="store_true",
+        help="fail when a row is skipped because its dataset is absent (CI has the data)",
+    )
     sub.add_parser("validate", help="dry run: every chapter has a config at every scale naming only its parameters")
     p_exp = sub.add_parser("expect", help="record a chapter's fresh ci numbers as expected (maintainers)")
     p_exp.add_argument("chapter")
-    p_exp.add_argument("--tol", type=float, default=None,
-                       help="absolute tolerance of every row (default: each row's from the chapter's intervals)")
+    p_exp.add_argument(
+        "--tol",
+        type=float,
+        default=None,
+        help="absolute tolerance of every row (default: each row's from the chapter's intervals)",
+    )
     p_exp.add_argument("--note", required=True, help="why this tolerance")
     p_exp.add_argument("--requires", default="", help="dataset the rows need, if any")
     p_build = sub.add_parser("build", help="build the HTML book (no execution)")

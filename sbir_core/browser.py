@@ -31,14 +31,22 @@ from urllib.parse import urlencode
 
 import numpy as np
 
+from sbir_core.errors import SBIRError
 from sbir_core.paths import BOOK
 
 APP = BOOK / "playground_app.py"
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
-class BrowserError(RuntimeError):
+class BrowserError(SBIRError, RuntimeError):
     """No Chromium, no Playwright, or a page that did not do what it should."""
 
 
@@ -75,9 +83,17 @@ def serve(port: int | None = None, timeout: float = 60.0, quiet: bool = True, ov
 
     port = port or _free_port()
     nb = app_notebook(cache_dir() / "app")
-    log = open(nb.with_suffix(".log"), "w") if quiet else None
-    cmd = [sys.executable, "-m", "voila", str(nb), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
-           "--VoilaConfiguration.show_tracebacks=False"]
+    log = open(nb.with_suffix(".log"), "w") if quiet else None  # noqa: SIM115 - the server writes it until it stops
+    cmd = [
+        sys.executable,
+        "-m",
+        "voila",
+        str(nb),
+        "--no-browser",
+        f"--port={port}",
+        "--Voila.ip=127.0.0.1",
+        "--VoilaConfiguration.show_tracebacks=False",
+    ]
     env = os.environ | {"SBIR_PLAYGROUND_OVERRIDES": json.dumps(overrides or {})}
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT if quiet else None, cwd=nb.parent, env=env)
     url = f"http://127.0.0.1:{port}/"
@@ -115,8 +131,10 @@ def browser_page(width: int = 1100, height: int = 1000):
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as err:
-        raise BrowserError("the browser tests need playwright (pip install playwright; never 'playwright install': "
-                           "it uses the system Chromium)") from err
+        raise BrowserError(
+            "the browser tests need playwright (pip install playwright; never 'playwright install': "
+            "it uses the system Chromium)"
+        ) from err
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_FLAGS)
         try:
@@ -172,15 +190,19 @@ def dispatch_stroke(page, points: np.ndarray, canvas: float = 256.0, chunk: int 
     before = points_seen(page)
     send = """(el, a) => { const r = el.getBoundingClientRect(), sx = r.width / a.canvas, sy = r.height / a.canvas;
                  for (const [type, p] of a.events) el.dispatchEvent(new MouseEvent(type, {bubbles: true,
-                     clientX: r.left + p[0] * sx, clientY: r.top + p[1] * sy, buttons: type === 'mouseup' ? 0 : 1})); }"""
+                     clientX: r.left + p[0] * sx, clientY: r.top + p[1] * sy,
+                     buttons: type === 'mouseup' ? 0 : 1})); }"""
     sel = f"canvas{PAD}, {PAD} canvas"
     for start in range(0, len(pts), chunk):
-        events = [("mousedown" if start + i == 0 else "mousemove", p) for i, p in enumerate(pts[start:start + chunk])]
+        events = [("mousedown" if start + i == 0 else "mousemove", p) for i, p in enumerate(pts[start : start + chunk])]
         page.eval_on_selector(sel, send, {"events": events, "canvas": canvas})
         sent = before + min(start + chunk, len(pts))
         page.wait_for_function(
             """n => { const m = /([0-9]+) points/.exec(document.querySelector('.sbir-pad-status').innerText);
-                      return m && parseInt(m[1]) >= n; }""", arg=sent - FLUSH_POINTS, timeout=timeout * 1000)
+                      return m && parseInt(m[1]) >= n; }""",
+            arg=sent - FLUSH_POINTS,
+            timeout=timeout * 1000,
+        )
     page.eval_on_selector(sel, send, {"events": [("mouseup", pts[-1])], "canvas": canvas})
 
 
@@ -198,20 +220,31 @@ def wait_for_strokes(page, n: int, timeout: float = 30.0) -> None:
         """n => { const s = document.querySelector('.sbir-pad-status');
                   const d = document.querySelector('.sbir-done [data-strokes]');
                   return s && parseInt(s.innerText) === n && d && d.dataset.strokes === String(n); }""",
-        arg=n, timeout=timeout * 1000)
+        arg=n,
+        timeout=timeout * 1000,
+    )
 
 
 def page_state(page) -> dict:
     """What the page shows: the target's rank (None when not shown), the top labels, the message."""
     rank_el = page.query_selector(".sbir-target-rank")
-    return {"rank": int(rank_el.get_attribute("data-rank")) if rank_el else None,
-            "top": [t.strip() for t in page.eval_on_selector_all(".sbir-hit", "els => els.map(e => e.innerText)")],
-            "message": page.inner_text(".sbir-message").strip(),
-            "errors": list(page.errors)}
+    return {
+        "rank": int(rank_el.get_attribute("data-rank")) if rank_el else None,
+        "top": [t.strip() for t in page.eval_on_selector_all(".sbir-hit", "els => els.map(e => e.innerText)")],
+        "message": page.inner_text(".sbir-message").strip(),
+        "errors": list(page.errors),
+    }
 
 
-def record(out: Path, url: str | None = None, method: str = "04_triplet_baseline", category: str = "shoe",
-           target: int = 0, page=None, overrides: dict | None = None) -> dict:
+def record(
+    out: Path,
+    url: str | None = None,
+    method: str = "04_triplet_baseline",
+    category: str = "shoe",
+    target: int = 0,
+    page=None,
+    overrides: dict | None = None,
+) -> dict:
     """Draw world sketch ``target`` of ``category`` in the app stroke by stroke, screenshot each result.
 
     Writes ``out/frame_NN.png`` (the page after stroke NN) and ``out/frames.json``; returns that record:
@@ -254,10 +287,25 @@ def record(out: Path, url: str | None = None, method: str = "04_triplet_baseline
             shot = out / f"frame_{n:02d}.png"
             page.locator(".sbir-explorer").screenshot(path=str(shot))
             offline = engine.query(SK.join_strokes(parts[:n]), gallery, 10, tgt.index).target_rank
-            frames.append({"stroke": n, "rank": state["rank"], "offline_rank": offline, "top": state["top"],
-                           "message": state["message"], "file": shot.name})
-    rec = {"method": method, "key": choice.key, "category": category, "sketch_id": tgt.sketch_id,
-           "gallery": len(gallery), "strokes": len(parts), "frames": frames}
+            frames.append(
+                {
+                    "stroke": n,
+                    "rank": state["rank"],
+                    "offline_rank": offline,
+                    "top": state["top"],
+                    "message": state["message"],
+                    "file": shot.name,
+                }
+            )
+    rec = {
+        "method": method,
+        "key": choice.key,
+        "category": category,
+        "sketch_id": tgt.sketch_id,
+        "gallery": len(gallery),
+        "strokes": len(parts),
+        "frames": frames,
+    }
     (out / "frames.json").write_text(json.dumps(rec, indent=1))
     return rec
 

@@ -17,11 +17,12 @@ import hashlib
 import os
 import uuid
 import warnings
-import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
+
+from sbir_core.errors import SBIRError
 
 CHECKSUM = "__sha256__"
 
@@ -30,7 +31,7 @@ class CacheWarning(UserWarning):
     """A cache file was unusable (the message names it and why) and is being recomputed."""
 
 
-class CacheCorrupt(ValueError):
+class CacheCorrupt(SBIRError, ValueError):
     """A cache file that failed its checks."""
 
 
@@ -85,13 +86,19 @@ def load_arrays(path: str | os.PathLike, expect: dict[str, tuple] | None = None)
         a = arrays[name]
         if dtype is not None and a.dtype != np.dtype(dtype):
             raise CacheCorrupt(f"array {name!r} has dtype {a.dtype}, expected {np.dtype(dtype)}")
-        if shape is not None and (a.ndim != len(shape) or any(s is not None and s != t for s, t in zip(shape, a.shape))):
+        if shape is not None and (
+            a.ndim != len(shape) or any(s is not None and s != t for s, t in zip(shape, a.shape))
+        ):
             raise CacheCorrupt(f"array {name!r} has shape {a.shape}, expected {shape}")
     return arrays
 
 
-def cached_arrays(path: str | os.PathLike, compute: Callable[[], dict[str, np.ndarray]],
-                  expect: dict[str, tuple] | None = None, use_cache: bool = True) -> dict[str, np.ndarray]:
+def cached_arrays(
+    path: str | os.PathLike,
+    compute: Callable[[], dict[str, np.ndarray]],
+    expect: dict[str, tuple] | None = None,
+    use_cache: bool = True,
+) -> dict[str, np.ndarray]:
     """The verified arrays at ``path``, or ``compute()``'s, saved there for next time.
 
     A file that fails ``load_arrays`` is reported with a ``CacheWarning``, deleted and recomputed.
@@ -103,18 +110,23 @@ def cached_arrays(path: str | os.PathLike, compute: Callable[[], dict[str, np.nd
         try:
             return load_arrays(path, expect)
         except CacheCorrupt as err:
-            warnings.warn(f"cache {path} is unusable ({err}); deleting and recomputing it", CacheWarning,
-                          stacklevel=2)
+            warnings.warn(f"cache {path} is unusable ({err}); deleting and recomputing it", CacheWarning, stacklevel=2)
             path.unlink(missing_ok=True)
     arrays = compute()
     save_arrays(path, arrays)
     return arrays
 
 
-def cached_array(path: str | os.PathLike, compute: Callable[[], np.ndarray], shape: tuple | None = None,
-                 dtype=None, use_cache: bool = True) -> np.ndarray:
+def cached_array(
+    path: str | os.PathLike,
+    compute: Callable[[], np.ndarray],
+    shape: tuple | None = None,
+    dtype=None,
+    use_cache: bool = True,
+) -> np.ndarray:
     """One verified array (see ``cached_arrays``); ``shape`` and ``dtype`` are checked on load, and a float
     array must be finite (a NaN raster is never stored or used)."""
+
     def checked():
         arr = compute()
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
@@ -123,8 +135,9 @@ def cached_array(path: str | os.PathLike, compute: Callable[[], np.ndarray], sha
 
     out = cached_arrays(path, checked, {"array": (shape, dtype)}, use_cache)
     if use_cache and out["array"].dtype.kind == "f" and not np.isfinite(out["array"]).all():
-        warnings.warn(f"cache {path} is unusable (non-finite values); deleting and recomputing it", CacheWarning,
-                      stacklevel=2)
+        warnings.warn(
+            f"cache {path} is unusable (non-finite values); deleting and recomputing it", CacheWarning, stacklevel=2
+        )
         Path(path).unlink(missing_ok=True)
         out = cached_arrays(path, checked, {"array": (shape, dtype)}, use_cache)
     return out["array"]

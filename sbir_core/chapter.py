@@ -61,8 +61,9 @@ class Chapter:
         from myst_nb import glue as _glue
 
         if not _KEY.match(key):
-            raise ValueError(f"glue key {key!r}: lower-case letters, digits and _ only (the c{self.name[:2]}_ "
-                             f"prefix is added)")
+            raise ValueError(
+                f"glue key {key!r}: lower-case letters, digits and _ only (the c{self.name[:2]}_ prefix is added)"
+            )
         if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
             value = value.item()
         return _glue(self.prefix + key, value, display=display)
@@ -75,23 +76,61 @@ class Chapter:
         self.glue(f"{key}_hi", iv.hi)
 
     # -- rows
-    def add(self, dataset: str, method: str, metric: str, value: float, protocol: str = "", setting: str = "",
-            split: str = "test", seed: int = -1) -> None:
+    def add(
+        self,
+        dataset: str,
+        method: str,
+        metric: str,
+        value: float,
+        protocol: str = "",
+        setting: str = "",
+        split: str = "test",
+        seed: int = -1,
+    ) -> None:
         """One tidy metric row (``results.COLUMNS``)."""
         base = split.split(" - ")
         if any(s not in SPLITS for s in base):
             raise ValueError(f"split {split!r}: use {SPLITS} (or 'a - b' of two of them)")
-        self.rows.append(dict(dataset=dataset, method=method, protocol=protocol, setting=setting, split=split,
-                              metric=metric, value=float(value), seed=int(seed)))
+        self.rows.append(
+            dict(
+                dataset=dataset,
+                method=method,
+                protocol=protocol,
+                setting=setting,
+                split=split,
+                metric=metric,
+                value=float(value),
+                seed=int(seed),
+            )
+        )
 
-    def add_interval(self, iv: ST.Interval, dataset: str, method: str, metric: str, protocol: str = "",
-                     setting: str = "", split: str = "test") -> None:
+    def add_interval(
+        self,
+        iv: ST.Interval,
+        dataset: str,
+        method: str,
+        metric: str,
+        protocol: str = "",
+        setting: str = "",
+        split: str = "test",
+    ) -> None:
         """Three rows: the estimate as ``metric`` and its bounds as ``metric_ci95_lo`` / ``_ci95_hi`` (seed -1)."""
         for suffix, value in (("", iv.estimate), ("_ci95_lo", iv.lo), ("_ci95_hi", iv.hi)):
             self.add(dataset, method, metric + suffix, value, protocol, setting, split)
 
-    def claim(self, claim_id: str, effect, reference: ST.Arm, dataset: str, method: str, split: str,
-              protocol: str = "", where: str = "", other: dict | None = None, metric: str | None = None) -> CL.Evidence:
+    def claim(
+        self,
+        claim_id: str,
+        effect,
+        reference: ST.Arm,
+        dataset: str,
+        method: str,
+        split: str,
+        protocol: str = "",
+        where: str = "",
+        other: dict | None = None,
+        metric: str | None = None,
+    ) -> CL.Evidence:
         """A claim's evidence (``claims.assess``: the raw and relative effect with intervals, the paper's
         relative effect, the minimum detectable effect, the outcome code and whether it is fragile) as
         rows under ``setting`` "claim=<id>" (then ``where``, e.g. "k=5", the setting the paper's effect
@@ -120,6 +159,7 @@ class Chapter:
 
 # ---------------------------------------------------------------------- intervals from evaluations
 
+
 def outcomes(evaluations, metric: str) -> np.ndarray:
     """(S, Q) per-seed, per-query outcomes of ``metric`` from one ``Evaluation`` per seed."""
     return np.stack([ev.outcome(metric) for ev in evaluations])
@@ -136,8 +176,9 @@ def interval_of(evaluations, metric: str, columns=("instance", "drawer"), **kw) 
     return ST.interval(outcomes(evaluations, metric), clusters(evaluations[0].table, columns), bounds=(0.0, 1.0), **kw)
 
 
-def paired_of(evals_a, evals_b, metric: str, columns=("instance", "drawer"), same_queries: bool = True,
-              **kw) -> ST.Interval:
+def paired_of(
+    evals_a, evals_b, metric: str, columns=("instance", "drawer"), same_queries: bool = True, **kw
+) -> ST.Interval:
     """The paired difference a - b of ``metric`` (two methods on the same queries, or one method on two
     query sets of the same objects with ``same_queries=False``)."""
     a, b = outcomes(evals_a, metric), outcomes(evals_b, metric)
@@ -147,7 +188,7 @@ def paired_of(evals_a, evals_b, metric: str, columns=("instance", "drawer"), sam
 
 
 def fmt(iv: ST.Interval, percent: bool = True, signed: bool = False) -> str:
-    """"12.3% [10.1, 14.5]" (points for a difference with ``signed``)."""
+    """ "12.3% [10.1, 14.5]" (points for a difference with ``signed``)."""
     if percent:
         sign = "+" if signed and iv.estimate > 0 else ""
         return f"{sign}{100 * iv.estimate:.1f} [{100 * iv.lo:.1f}, {100 * iv.hi:.1f}]" + ("" if signed else " %")
@@ -155,6 +196,7 @@ def fmt(iv: ST.Interval, percent: bool = True, signed: bool = False) -> str:
 
 
 # ---------------------------------------------------------------------- figures and tables
+
 
 def gap_curve_figure(curve: pd.DataFrame, chance: float, title: str, seen: ST.Interval | None = None):
     """The style-gap curve: Acc@10 (``estimate``, ``lo``, ``hi``) against ``gap``, one line and band per
@@ -223,8 +265,9 @@ def _image(t):
     return np.clip((x.transpose(1, 2, 0) + 1) / 2, 0, 1)
 
 
-def published_vs_ours(reference: str, ours: pd.DataFrame, match: dict | None = None,
-                      method: str | None = None) -> pd.DataFrame:
+def published_vs_ours(
+    reference: str, ours: pd.DataFrame, match: dict | None = None, method: str | None = None
+) -> pd.DataFrame:
     """The published numbers of ``paper_runs/reference/<reference>.csv`` and ours, like beside like.
 
     ours: rows with dataset, metric, value (a fraction) and optional ``kind`` ("real" or "style world"),
@@ -240,9 +283,12 @@ def published_vs_ours(reference: str, ours: pd.DataFrame, match: dict | None = N
             raise KeyError(f"{reference}: no published rows of method {method!r} (has {sorted(set(ref['method']))})")
         ref = ref[ref["method"] == method]
     ref["value"] = pd.to_numeric(ref["value"])
-    ref = ref.assign(who="published", kind="real", protocol="best on test",
-                     backbone=ref["backbone"].str.split("(").str[0].str.strip().replace(
-                         "not stated in the table", "not stated"))
+    ref = ref.assign(
+        who="published",
+        kind="real",
+        protocol="best on test",
+        backbone=ref["backbone"].str.split("(").str[0].str.strip().replace("not stated in the table", "not stated"),
+    )
     ours = ours.copy()
     ours["value"] = 100 * ours["value"]
     if match:
@@ -255,8 +301,11 @@ def published_vs_ours(reference: str, ours: pd.DataFrame, match: dict | None = N
     index = ["kind", "who", "dataset"]
     # as printed: the papers' two decimals, ours to one
     both["shown"] = [f"{v:.2f}" if w == "published" else f"{v:.1f}" for v, w in zip(both["value"], both["who"])]
-    values = both.groupby(index + ["metric"], sort=False)["shown"].agg(
-        lambda v: " / ".join(dict.fromkeys(v))).unstack("metric")
+    values = (
+        both.groupby(index + ["metric"], sort=False)["shown"]
+        .agg(lambda v: " / ".join(dict.fromkeys(v)))
+        .unstack("metric")
+    )
     info = both.groupby(index, sort=False)[["protocol", "backbone"]].agg(lambda v: " / ".join(dict.fromkeys(v)))
     table = values.join(info).reset_index()
     order = {("real", "published"): 0, ("real", "this book"): 1}
@@ -266,8 +315,22 @@ def published_vs_ours(reference: str, ours: pd.DataFrame, match: dict | None = N
     return table.set_index(index).rename(columns={"protocol": "selection"}).fillna("")
 
 
-__all__ = ["COLUMNS", "Chapter", "SPLITS", "arm", "clusters", "fmt", "gap_curve_figure", "interval_of", "outcomes",
-           "paired_of", "published_vs_ours", "retrieval_grid", "setting", "setup"]
+__all__ = [
+    "COLUMNS",
+    "Chapter",
+    "SPLITS",
+    "arm",
+    "clusters",
+    "fmt",
+    "gap_curve_figure",
+    "interval_of",
+    "outcomes",
+    "paired_of",
+    "published_vs_ours",
+    "retrieval_grid",
+    "setting",
+    "setup",
+]
 
 
 def note(text: str) -> None:
@@ -287,6 +350,8 @@ def prose(text: str) -> None:
 def absent(what: str, datasets, how: str = "SBIR_DATA=/path/to/datasets make book") -> None:
     """The one note a section whose data is absent shows: what it would show and how to enable it."""
     names = ", ".join(f"`{d}`" for d in ([datasets] if isinstance(datasets, str) else datasets))
-    note(f"**Not run here: {names} not found.** With the data this section shows {what}. "
-         f"To enable it, point `SBIR_DATA` at the folder holding the datasets (README, *Real data*): "
-         f"`{how}`.")
+    note(
+        f"**Not run here: {names} not found.** With the data this section shows {what}. "
+        f"To enable it, point `SBIR_DATA` at the folder holding the datasets (README, *Real data*): "
+        f"`{how}`."
+    )

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from sbir_core import stats as ST
+from sbir_core.errors import SBIRError
 from sbir_core.paths import RUNS
 
 REFERENCE = RUNS / "reference"
@@ -35,7 +36,7 @@ LOWER_IS_BETTER = ("rank_v_avg",)  # metrics where a smaller value is the better
 METRIC_TOP = {"acc": 1.0, "map": 1.0, "prec": 1.0, "probe": 1.0}  # a perfect model's value (proportions)
 
 
-class ClaimError(ValueError):
+class ClaimError(SBIRError, ValueError):
     """A claim that is not in claims.csv, or a claims or effects file that does not hold together."""
 
 
@@ -78,29 +79,47 @@ def paper_effects() -> pd.DataFrame:
         ref = pd.read_csv(REFERENCE / f"{r['reference']}.csv", keep_default_na=False, dtype=str)
         if "setting" not in ref:
             ref["setting"] = ""
-
-        def value(term: str) -> float:
-            method, _, setting = term.partition("|")
-            setting = setting or r["setting"]
-            hit = ref[(ref["dataset"] == r["dataset"]) & (ref["method"] == method) & (ref["metric"] == r["metric"])
-                      & (ref["setting"] == setting)]
-            if len(hit) != 1:
-                raise ClaimError(f"{path}, claim {r['claim_id']}: {len(hit)} rows of {r['reference']}.csv match "
-                                 f"{r['dataset']} / {method} / {r['metric']} / setting {setting!r} (need one)")
-            return float(hit["value"].iloc[0])
-
         terms = json.loads(r["terms"])
-        raw = sum(c * value(t) for t, c in terms.items())
+        raw = sum(c * _published(ref, r, t, path) for t, c in terms.items())
         chance = float(r["chance"])
         kind = load_claims().loc[r["claim_id"], "kind"]
         if kind == "level":
             rel = (raw - chance) / (100.0 - chance)
         else:
-            margin = value(r["base"]) - chance
+            margin = _published(ref, r, r["base"], path) - chance
             rel = raw / margin if margin > 0 else math.nan
-        rows.append({"claim_id": r["claim_id"], "setting": r["setting"], "dataset": r["dataset"],
-                     "metric": r["metric"], "raw": raw, "chance": chance, "relative": rel, "note": r["note"]})
+        rows.append(
+            {
+                "claim_id": r["claim_id"],
+                "setting": r["setting"],
+                "dataset": r["dataset"],
+                "metric": r["metric"],
+                "raw": raw,
+                "chance": chance,
+                "relative": rel,
+                "note": r["note"],
+            }
+        )
     return pd.DataFrame(rows)
+
+
+def _published(ref: pd.DataFrame, row: dict, term: str, path) -> float:
+    """The one published number of ``ref`` that a claim_effects row's ``term`` ("method" or
+    "method|setting") names, at the row's dataset, metric and setting."""
+    method, _, setting = term.partition("|")
+    setting = setting or row["setting"]
+    hit = ref[
+        (ref["dataset"] == row["dataset"])
+        & (ref["method"] == method)
+        & (ref["metric"] == row["metric"])
+        & (ref["setting"] == setting)
+    ]
+    if len(hit) != 1:
+        raise ClaimError(
+            f"{path}, claim {row['claim_id']}: {len(hit)} rows of {row['reference']}.csv match "
+            f"{row['dataset']} / {method} / {row['metric']} / setting {setting!r} (need one)"
+        )
+    return float(hit["value"].iloc[0])
 
 
 def paper_effect(claim_id: str, setting: str = "") -> float:
@@ -109,15 +128,25 @@ def paper_effect(claim_id: str, setting: str = "") -> float:
     in ``setting``); NaN where the paper gives no size."""
     pe = paper_effects()
     have = set(filter(None, setting.split(",")))
-    applies = np.array([set(filter(None, s.split(","))) <= have for s in pe["setting"]], dtype=bool)  # "k=5" in "k=5,level=category"
+    applies = np.array(
+        [set(filter(None, s.split(","))) <= have for s in pe["setting"]], dtype=bool
+    )  # "k=5" in "k=5,level=category"
     rows = pe[(pe["claim_id"] == claim_id) & applies]
     return float(rows["relative"].min()) if len(rows) else math.nan
 
 
 # ----------------------------------------------------------------------------------------- arms
 
-def arm(evaluations, metric: str, seeds=(), columns=("instance", "drawer"), name: str = "",
-        floors: dict | None = None, seed_var=None) -> ST.Arm:
+
+def arm(
+    evaluations,
+    metric: str,
+    seeds=(),
+    columns=("instance", "drawer"),
+    name: str = "",
+    floors: dict | None = None,
+    seed_var=None,
+) -> ST.Arm:
     """An ``Arm`` of ``metric``'s per-query outcomes from one ``Evaluation`` per seed.
 
     seeds: the training seeds of the evaluations (() for a model without training chance); floors:
@@ -137,6 +166,7 @@ def arm(evaluations, metric: str, seeds=(), columns=("instance", "drawer"), name
 
 
 # ------------------------------------------------------------------------------------- evidence
+
 
 @dataclass
 class Evidence:
@@ -172,13 +202,13 @@ class Evidence:
         return ST.OUTCOME_CODE[self.outcome]
 
     def text(self, points: bool = True) -> str:
-        """"+3.1 [−0.5, 6.7] points; relative +0.12 [−0.02, 0.26] (paper 0.27, detectable 0.18): undecided"."""
+        """ "+3.1 [−0.5, 6.7] points; relative +0.12 [−0.02, 0.26] (paper 0.27, detectable 0.18): undecided"."""
         scale, unit = (100, " points") if points and self.metric != "rank_v_avg" else (1, "")
         d = self.diff
         out = f"{scale * d.estimate:+.1f} [{scale * d.lo:.1f}, {scale * d.hi:.1f}]{unit}"
         if self.rel is not None:
             out += f"; relative {self.rel.estimate:+.2f} [{self.rel.lo:.2f}, {self.rel.hi:.2f}]"
-            size = ([f"paper {self.paper_rel:.2f}"] if math.isfinite(self.paper_rel) else ["paper: no size"])
+            size = [f"paper {self.paper_rel:.2f}"] if math.isfinite(self.paper_rel) else ["paper: no size"]
             if math.isfinite(self.mde_rel):
                 size.append(f"detectable {self.mde_rel:.2f}")
             out += f" ({', '.join(size)})"
@@ -191,7 +221,7 @@ class Evidence:
 
 
 def _reaches(a: ST.Arm, higher: bool, n_boot: int) -> str:
-    """"" when the arm's own interval clears its binding floor, else a sentence saying which floor it reaches."""
+    """ "" when the arm's own interval clears its binding floor, else a sentence saying which floor it reaches."""
     name, f = a.floor(higher)
     if f is None:
         return ""
@@ -203,20 +233,49 @@ def _reaches(a: ST.Arm, higher: bool, n_boot: int) -> str:
     return f"{label}'s interval [{iv.lo:.3g}, {iv.hi:.3g}] reaches its floor ({name} {f.mean:.3g})"
 
 
-def assess(claim_id: str, effect, reference: ST.Arm, setting: str = "", other: dict | None = None,
-           metric: str | None = None, n_boot: int = 2000, seed: int = 0) -> Evidence:
+def assess(
+    claim_id: str,
+    effect,
+    reference: ST.Arm,
+    setting: str = "",
+    other: dict | None = None,
+    metric: str | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> Evidence:
     """The evidence for one claim of claims.csv from the chapter's arms (``judge`` with the claim's
     kind, direction and metric, and the paper's relative effect at ``setting``). ``metric`` replaces
     the claim's deciding metric only where a protocol does not have it (mAP@all at the category
     level, where the paper's Acc@1 is undefined); the relative effect is compared in its own unit."""
     row = claim(claim_id)
-    return judge(effect, reference, row["kind"], int(row["direction"]), metric or row["metric"],
-                 paper_effect(claim_id, setting), claim_id, setting, other, n_boot, seed)
+    return judge(
+        effect,
+        reference,
+        row["kind"],
+        int(row["direction"]),
+        metric or row["metric"],
+        paper_effect(claim_id, setting),
+        claim_id,
+        setting,
+        other,
+        n_boot,
+        seed,
+    )
 
 
-def judge(effect, reference: ST.Arm, kind: str = "difference", direction: int = 1, metric: str = "acc_at_1",
-          paper: float = math.nan, claim_id: str = "", setting: str = "", other: dict | None = None,
-          n_boot: int = 2000, seed: int = 0) -> Evidence:
+def judge(
+    effect,
+    reference: ST.Arm,
+    kind: str = "difference",
+    direction: int = 1,
+    metric: str = "acc_at_1",
+    paper: float = math.nan,
+    claim_id: str = "",
+    setting: str = "",
+    other: dict | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> Evidence:
     """The outcome of a comparison from its arms.
 
     effect: [(Arm, coefficient), ...] whose weighted sum is the recorded difference (e.g. [(a, 1),
@@ -234,9 +293,11 @@ def judge(effect, reference: ST.Arm, kind: str = "difference", direction: int = 
     arms = list(dict.fromkeys([a for a, _ in effect] + [reference]))
     single = [a.name or "an arm" for a in arms if len(a.seeds) == 1 and a.seed_var is None]
     if single:
-        raise ClaimError(f"{claim_id}: {', '.join(single)} trained with one seed: a claim needs two or more seeds "
-                         f"of every trained arm, or a pilot's seed variance (seed_var), so that its interval holds "
-                         f"training chance")
+        raise ClaimError(
+            f"{claim_id}: {', '.join(single)} trained with one seed: a claim needs two or more seeds "
+            f"of every trained arm, or a pilot's seed variance (seed_var), so that its interval holds "
+            f"training chance"
+        )
     diff = ST.contrast(effect, n_boot=n_boot, seed=seed)
     reasons = [r for r in (_reaches(a, higher, n_boot) for a in arms) if r]
     if kind != "level" and _alike(effect):
@@ -259,8 +320,23 @@ def judge(effect, reference: ST.Arm, kind: str = "difference", direction: int = 
         mde = ST.ratio_mde([(a, direction * c) for a, c in effect], [(reference, g), (f, -g)], n_boot=n_boot, seed=seed)
     fragile = _fragility(effect, reference, f, rel, paper, kind, direction, g, word) if rel is not None else ""
     others = {m: ST.contrast(t, n_boot=n_boot, seed=seed) for m, t in (other or {}).items()}
-    return Evidence(claim_id, metric, kind, direction, diff, rel, paper, mde, word, "; ".join(reasons), fragile,
-                    f.mean, floor_name, setting, others)
+    return Evidence(
+        claim_id,
+        metric,
+        kind,
+        direction,
+        diff,
+        rel,
+        paper,
+        mde,
+        word,
+        "; ".join(reasons),
+        fragile,
+        f.mean,
+        floor_name,
+        setting,
+        others,
+    )
 
 
 def _alike(effect) -> bool:
@@ -292,8 +368,17 @@ def _fragility(effect, reference, f, rel, paper, kind, direction, g, word) -> st
             per_seed = max(per_seed, abs(np.delete(per, s).mean() - per.mean()) / margin)
     for label, delta in (("one query", per_query), ("one seed", per_seed)):
         for shift in (-delta, delta):
-            moved = ST.Interval(rel.estimate + shift, rel.lo + shift, rel.hi + shift, rel.se, rel.se_seeds,
-                                rel.se_sample, rel.df, rel.n_seeds, rel.n_queries)
+            moved = ST.Interval(
+                rel.estimate + shift,
+                rel.lo + shift,
+                rel.hi + shift,
+                rel.se,
+                rel.se_seeds,
+                rel.se_sample,
+                rel.df,
+                rel.n_seeds,
+                rel.n_queries,
+            )
             if delta > 0 and ST.outcome(moved, paper, True, kind) != word:
                 return label
     return ""
@@ -349,8 +434,10 @@ def evidence_table(metrics: pd.DataFrame) -> pd.DataFrame:
     z = ((wide["rel_effect"] - null).abs() / se).where(se > 0)
     wide["p"] = 2 * norm.sf(z)
     deciding = load_claims()["metric"]
-    wide["metric"] = [w.split("metric=", 1)[1].split(",")[0] if "metric=" in w else deciding.get(c, "")
-                      for w, c in zip(wide["where"], wide["claim_id"])]
+    wide["metric"] = [
+        w.split("metric=", 1)[1].split(",")[0] if "metric=" in w else deciding.get(c, "")
+        for w, c in zip(wide["where"], wide["claim_id"])
+    ]
     raw = []
     for r in wide.to_dict("records"):
         m = f"diff_{r['metric']}"

@@ -31,8 +31,10 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from sbir_core.errors import SBIRError
 
-class DistributedError(RuntimeError):
+
+class DistributedError(SBIRError, RuntimeError):
     """A distributed setting that cannot work, or a collective that failed (a process died)."""
 
 
@@ -83,8 +85,10 @@ def batch_size_of(batch: dict) -> int:
         return len(batch["tasks"])
     if "idx" in batch:
         return len(batch["idx"])
-    raise DistributedError(f"cannot tell the batch size of a batch with keys {sorted(batch)}: give it 'idx' or "
-                           f"'tasks', or override Method.shard_batch")
+    raise DistributedError(
+        f"cannot tell the batch size of a batch with keys {sorted(batch)}: give it 'idx' or "
+        f"'tasks', or override Method.shard_batch"
+    )
 
 
 def shard(batch: dict, rank: int, world: int) -> dict:
@@ -92,14 +96,20 @@ def shard(batch: dict, rank: int, world: int) -> dict:
     length is the batch size is cut; everything else (scalars, options) is kept whole."""
     n = batch_size_of(batch)
     if n % world:
-        raise DistributedError(f"the global batch of {n} does not divide among {world} processes; choose a "
-                               f"batch size that is a multiple of {world}")
+        raise DistributedError(
+            f"the global batch of {n} does not divide among {world} processes; choose a "
+            f"batch size that is a multiple of {world}"
+        )
     lo, hi = rank * n // world, (rank + 1) * n // world
     out = {}
     for key, value in batch.items():
-        if torch.is_tensor(value) and value.dim() >= 1 and len(value) == n:
-            out[key] = value[lo:hi]
-        elif isinstance(value, list) and len(value) == n:
+        if (
+            torch.is_tensor(value)
+            and value.dim() >= 1
+            and len(value) == n
+            or isinstance(value, list)
+            and len(value) == n
+        ):
             out[key] = value[lo:hi]
         else:
             out[key] = value
@@ -111,9 +121,11 @@ def _collective(fn, what: str):
         return fn()
     except RuntimeError as err:  # gloo / nccl: a peer closed the connection, timed out, or died
         ctx = context()
-        raise DistributedError(f"rank {ctx.rank} of {ctx.world}: the {what} failed ({err}); another process "
-                               f"probably died. Run the same command again to resume from the last "
-                               f"checkpoint") from err
+        raise DistributedError(
+            f"rank {ctx.rank} of {ctx.world}: the {what} failed ({err}); another process "
+            f"probably died. Run the same command again to resume from the last "
+            f"checkpoint"
+        ) from err
 
 
 def average_gradients(params) -> None:
@@ -128,13 +140,15 @@ def average_gradients(params) -> None:
     size = torch.tensor([flat.numel(), -flat.numel()], dtype=torch.float64)
     _collective(lambda: dist.all_reduce(size, op=dist.ReduceOp.MAX), "gradient size check")
     if size[0] != -size[1]:
-        raise DistributedError(f"rank {ctx.rank}: the ranks' gradients differ in size ({int(-size[1])} to "
-                               f"{int(size[0])} values): a parameter got a gradient on some ranks only")
+        raise DistributedError(
+            f"rank {ctx.rank}: the ranks' gradients differ in size ({int(-size[1])} to "
+            f"{int(size[0])} values): a parameter got a gradient on some ranks only"
+        )
     _collective(lambda: dist.all_reduce(flat, op=dist.ReduceOp.SUM), "gradient all-reduce")
     flat /= ctx.world
     offset = 0
     for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
 
 

@@ -19,12 +19,13 @@ Every metric is computed by ``sbir_core.metrics``; this module only gathers embe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
 from sbir_core import metrics as M
 from sbir_core.data.views import CategoryView, RetrievalView
@@ -52,8 +53,11 @@ class Evaluation:
         """Per-query values whose mean is ``metric`` (for ``sbir_core.stats``): (N,) float64."""
         if metric.startswith("acc_at_"):
             return (self.per_query["rank"] <= int(metric.rsplit("_", 1)[1])).astype(np.float64)
-        key = {"map_all": "ap_all", f"map_at_{CATEGORY_K}": f"ap_at_{CATEGORY_K}",
-               f"prec_at_{CATEGORY_K}": f"p_at_{CATEGORY_K}"}.get(metric)
+        key = {
+            "map_all": "ap_all",
+            f"map_at_{CATEGORY_K}": f"ap_at_{CATEGORY_K}",
+            f"prec_at_{CATEGORY_K}": f"p_at_{CATEGORY_K}",
+        }.get(metric)
         if key is None:
             raise KeyError(f"no per-query values for {metric!r}")
         return self.per_query[key]
@@ -64,7 +68,9 @@ def embed(fn: Callable, images: torch.Tensor, batch: int = 512, **kw) -> torch.T
     """Embed (N, C, S, S) images in chunks with ``fn``: (N, D) (``kw`` entries are sliced alongside)."""
     out = []
     for i in range(0, len(images), batch):
-        out.append(fn(images[i:i + batch], **{k: (v[i:i + batch] if v is not None else None) for k, v in kw.items()}))
+        out.append(
+            fn(images[i : i + batch], **{k: (v[i : i + batch] if v is not None else None) for k, v in kw.items()})
+        )
     return torch.cat(out) if out else torch.empty(0)
 
 
@@ -81,9 +87,16 @@ class _Eval:
         self.method.train(self.was)
 
 
-def evaluate(method, view, ks=(1, 10), batch: int = 512, shortlist: tuple | None = None,
-             adapt: tuple | None = None, device: str | torch.device | None = None,
-             features: tuple | None = None) -> Evaluation:
+def evaluate(
+    method,
+    view,
+    ks=(1, 10),
+    batch: int = 512,
+    shortlist: tuple | None = None,
+    adapt: tuple | None = None,
+    device: str | torch.device | None = None,
+    features: tuple | None = None,
+) -> Evaluation:
     """Evaluate ``method`` on a ``RetrievalView`` (fine-grained) or a ``CategoryView`` (category-level).
 
     ks: the K of Acc@K (fine-grained). shortlist: (base_method, M) for two-stage retrieval with a
@@ -94,7 +107,7 @@ def evaluate(method, view, ks=(1, 10), batch: int = 512, shortlist: tuple | None
     if features is not None and not getattr(method, "pairwise", False):
         raise ValueError("features=... is for pairwise methods (precomputed per-item features)")
     if isinstance(view, CategoryView):
-        return _evaluate_category(method, view, batch)
+        return _evaluate_category(method, view, batch, adapt)
     if not isinstance(view, RetrievalView):
         raise TypeError(f"view must be a RetrievalView or a CategoryView, got {type(view).__name__}")
     ks = tuple(int(k) for k in ks)
@@ -106,8 +119,9 @@ def evaluate(method, view, ks=(1, 10), batch: int = 512, shortlist: tuple | None
         else:
             dist = distances(method, view.queries, view.gallery, batch)
             ranks, pairs = M.true_match_rank(dist, view.target.numpy(), candidates=view.candidates()), None
-    return Evaluation("fine_grained", {f"acc_at_{k}": M.acc_at_k(ranks, k) for k in ks}, {"rank": ranks},
-                      view.table, pairs)
+    return Evaluation(
+        "fine_grained", {f"acc_at_{k}": M.acc_at_k(ranks, k) for k in ks}, {"rank": ranks}, view.table, pairs
+    )
 
 
 def distances(method, queries, gallery, batch: int = 512, style=None) -> np.ndarray:
@@ -153,7 +167,7 @@ def _pairwise_ranks(method, view: RetrievalView, batch: int, shortlist, features
     start = 0
     target = view.target.numpy()
     for q, k in enumerate(keep):
-        items, s = order[q, :k], scores[start:start + k]
+        items, s = order[q, :k], scores[start : start + k]
         start += k
         hit = np.flatnonzero(items == target[q])
         if len(hit):  # the true photo was shortlisted: its rank among the re-scored items, ties against
@@ -166,7 +180,7 @@ def _pairwise_ranks(method, view: RetrievalView, batch: int, shortlist, features
 def _score_pairs(method, qf, gf, pairs: np.ndarray, batch: int) -> np.ndarray:
     out = []
     for i in range(0, len(pairs), batch):
-        p = torch.as_tensor(pairs[i:i + batch], dtype=torch.long)
+        p = torch.as_tensor(pairs[i : i + batch], dtype=torch.long)
         out.append(method.pair_distance(method.select(qf, p[:, 0]), method.select(gf, p[:, 1])).detach().cpu())
     return torch.cat(out).double().numpy() if out else np.zeros(0)
 
@@ -185,23 +199,78 @@ def _evaluate_adapted(method, view: RetrievalView, ks, batch, adapt) -> Evaluati
         with _Eval(adapted):
             dist = distances(adapted, view.queries[torch.as_tensor(rows)], view.gallery, batch)
         ranks[rows] = M.true_match_rank(dist, target[rows], candidates=None if cand is None else cand[rows])
-    return Evaluation("fine_grained", {f"acc_at_{k}": M.acc_at_k(ranks, k) for k in ks}, {"rank": ranks},
-                      view.table)
+    return Evaluation("fine_grained", {f"acc_at_{k}": M.acc_at_k(ranks, k) for k in ks}, {"rank": ranks}, view.table)
 
 
-def _evaluate_category(method, view: CategoryView, batch: int) -> Evaluation:
-    with _Eval(method):
-        style = view.style if getattr(method, "styled", False) else None
-        dist = distances(method, view.queries, view.gallery, batch, style=style)
+def _evaluate_category(method, view: CategoryView, batch: int, adapt=None) -> Evaluation:
+    """Category-level metrics; with ``adapt``, each group's queries are ranked against the whole gallery by
+    the method adapted to that group's support (a fresh copy each time)."""
+    style = view.style if getattr(method, "styled", False) else None
+    if adapt is None:
+        with _Eval(method):
+            dist = distances(method, view.queries, view.gallery, batch, style=style)
+    else:
+        column, support_for = adapt
+        if column not in view.table:
+            raise KeyError(f"{view.name}: no column {column!r} to adapt by")
+        dist = np.zeros((len(view), len(view.gallery)))
+        for value, rows in view.table.groupby(column, sort=True).indices.items():
+            adapted = method.adapt(support_for(value))
+            if adapted is method:
+                raise RuntimeError(
+                    f"{type(method).__name__}.adapt returned the method itself; it must return a new one"
+                )
+            r = torch.as_tensor(rows, dtype=torch.long)
+            with _Eval(adapted):
+                dist[rows] = distances(
+                    adapted, view.queries[r], view.gallery, batch, style=None if style is None else style[r]
+                )
     rel = view.relevant()
     k = CATEGORY_K
-    per = {"ap_all": M.average_precision(dist, rel), f"ap_at_{k}": M.average_precision(dist, rel, k),
-           f"p_at_{k}": _per_query_precision(dist, rel, k)}
-    metrics = {"map_all": M.map_all(dist, rel), f"map_at_{k}": M.map_at_k(dist, rel, k),
-               f"prec_at_{k}": M.prec_at_k(dist, rel, k)}
+    per = {
+        "ap_all": M.average_precision(dist, rel),
+        f"ap_at_{k}": M.average_precision(dist, rel, k),
+        f"p_at_{k}": _per_query_precision(dist, rel, k),
+    }
+    metrics = {
+        "map_all": M.map_all(dist, rel),
+        f"map_at_{k}": M.map_at_k(dist, rel, k),
+        f"prec_at_{k}": M.prec_at_k(dist, rel, k),
+    }
     return Evaluation("category", metrics, per, view.table)
 
 
 def _per_query_precision(dist, rel, k) -> np.ndarray:
     """Per-query P@K (divided by K), computed by ``metrics.prec_at_k`` one query at a time."""
-    return np.array([M.prec_at_k(dist[i:i + 1], rel[i:i + 1], k) for i in range(len(dist))])
+    return np.array([M.prec_at_k(dist[i : i + 1], rel[i : i + 1], k) for i in range(len(dist))])
+
+
+def linear_probe(
+    train_x: torch.Tensor,
+    train_y,
+    test_x: torch.Tensor,
+    test_y,
+    steps: int = 300,
+    weight_decay: float = 1e-3,
+    seed: int = 0,
+) -> np.ndarray:
+    """Multinomial logistic regression fitted on (train_x (N, D), train_y (N,) labels), applied to test_x:
+    (M,) float64, 1 where the predicted label equals test_y. Features are standardised on train_x."""
+    labels = sorted(set(train_y) | set(test_y))
+    code = {c: i for i, c in enumerate(labels)}
+    ytr = torch.as_tensor([code[c] for c in train_y])
+    yte = np.array([code[c] for c in test_y])
+    mu, sd = train_x.mean(0), train_x.std(0) + 1e-6
+    xtr, xte = (train_x - mu) / sd, (test_x - mu) / sd
+    g = torch.Generator().manual_seed(seed)
+    w = (0.01 * torch.randn(xtr.shape[1], len(labels), generator=g)).requires_grad_()
+    b = torch.zeros(len(labels), requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=0.05)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = F.cross_entropy(xtr @ w + b, ytr) + weight_decay * (w**2).sum()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        pred = (xte @ w + b).argmax(1).numpy()
+    return (pred == yte).astype(np.float64)

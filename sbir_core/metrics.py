@@ -17,6 +17,8 @@ rank: they get NaN in per-query outputs and are left out of every mean (a docume
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 AP_DENOMINATORS = ("min_r_k", "all_relevant", "retrieved")
@@ -109,8 +111,9 @@ def _sorted_relevance(dist, relevant) -> np.ndarray:
     return np.take_along_axis(rel, order, axis=1)
 
 
-def average_precision(dist, relevant, k: int | None = None, denominator: str = "min_r_k",
-                      interpolated: bool = False) -> np.ndarray:
+def average_precision(
+    dist, relevant, k: int | None = None, denominator: str = "min_r_k", interpolated: bool = False
+) -> np.ndarray:
     """Per-query average precision over the top ``k`` (all items when k is None): (Q,) float64.
 
     AP@K = (1 / Z) * sum_{i <= K} P@i * rel(i), where R is the number of relevant items and
@@ -193,3 +196,22 @@ def _check_dist(dist) -> np.ndarray:
 
 def _numpy(x):
     return x.detach().cpu().numpy() if hasattr(x, "detach") else x
+
+
+def rank_consistency(ranks: np.ndarray, photo: np.ndarray) -> dict:
+    """The slides' consistency metric: ranks (N,) of each query's true photo, photo (N,) its photo id.
+
+    Returns rank_avg (mean rank), v_avg: the mean over photos with >= 2 sketches of the variance
+    (population, ddof=0) of their sketches' ranks (lower: a photo is found equally well by all
+    drawers), and those photos (``photos``, sorted) with their variances (``per_photo``), for intervals.
+    """
+    ranks = np.asarray(ranks, dtype=float)
+    photo = np.asarray(photo)
+    photos = np.array([p for p in np.unique(photo) if (photo == p).sum() >= 2])
+    v = np.array([ranks[photo == p].var() for p in photos], dtype=float)
+    return {
+        "rank_avg": float(ranks.mean()) if len(ranks) else math.nan,
+        "v_avg": float(v.mean()) if len(v) else math.nan,
+        "photos": photos,
+        "per_photo": v,
+    }

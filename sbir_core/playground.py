@@ -29,12 +29,13 @@ import torch
 from sbir_core import strokes as SK
 from sbir_core.data.base import DataError, list_images, load_image
 from sbir_core.data.views import photo_tensor, sketch_tensor
+from sbir_core.errors import SBIRError
 
 MAX_POINTS = 20_000  # a drawing longer than this is cut (a 10,000-point scribble still fits)
 MAX_GALLERY = 5_000  # images read from one folder at most (the rest are listed as skipped)
 
 
-class PlaygroundError(RuntimeError):
+class PlaygroundError(SBIRError, RuntimeError):
     """Something the playground cannot do, said in words a reader can act on."""
 
 
@@ -60,8 +61,15 @@ def _triplet_setup(p: dict):
 
     views = _views(p)
     spec = B.triplet_spec(p["ENCODER"], p["ENCODER_OPTIONS"], p["MARGIN"], p["NEGATIVES"], p["FLIP"])
-    config = TrainConfig(steps=p["STEPS"], batch_size=p["BATCH_SIZE"], lr=p["LR"], optimizer=p["OPTIMIZER"],
-                         eval_every=p["EVAL_EVERY"], ks=(1, 10), device=p["DEVICE"])
+    config = TrainConfig(
+        steps=p["STEPS"],
+        batch_size=p["BATCH_SIZE"],
+        lr=p["LR"],
+        optimizer=p["OPTIMIZER"],
+        eval_every=p["EVAL_EVERY"],
+        ks=(1, 10),
+        device=p["DEVICE"],
+    )
     return spec, views, config
 
 
@@ -71,10 +79,24 @@ def _stylemeup_setup(p: dict):
     from sbir_core.train import TrainConfig
 
     views = _views(p)
-    spec = MethodSpec("stylemeup", {"size": p["IMAGE_SIZE"], **p["SMU_OPTIONS"], "margin": p["MARGIN"],
-                                    "inner_lr": p["INNER_LR"], "meta_lr": p["META_LR"]})
-    config = TrainConfig(steps=p["STEPS"], batch_size=p["BATCH_SIZE"], lr=p["LR"], eval_every=p["EVAL_EVERY"],
-                         ks=(1, 10), device=p["DEVICE"])
+    spec = MethodSpec(
+        "stylemeup",
+        {
+            "size": p["IMAGE_SIZE"],
+            **p["SMU_OPTIONS"],
+            "margin": p["MARGIN"],
+            "inner_lr": p["INNER_LR"],
+            "meta_lr": p["META_LR"],
+        },
+    )
+    config = TrainConfig(
+        steps=p["STEPS"],
+        batch_size=p["BATCH_SIZE"],
+        lr=p["LR"],
+        eval_every=p["EVAL_EVERY"],
+        ks=(1, 10),
+        device=p["DEVICE"],
+    )
     return spec, views, config
 
 
@@ -102,26 +124,55 @@ def _adaptive_setup(p: dict):
 
     views = _views(p)
     base_spec = B.triplet_spec(p["ENCODER"], p["ENCODER_OPTIONS"], p["MARGIN"])
-    base_config = TrainConfig(steps=p["STEPS"], batch_size=p["BATCH_SIZE"], lr=p["LR"], optimizer=p["OPTIMIZER"],
-                              eval_every=p["EVAL_EVERY"], ks=(1, 10), device=p["DEVICE"], seed=int(p["SEED"]))
+    base_config = TrainConfig(
+        steps=p["STEPS"],
+        batch_size=p["BATCH_SIZE"],
+        lr=p["LR"],
+        optimizer=p["OPTIMIZER"],
+        eval_every=p["EVAL_EVERY"],
+        ks=(1, 10),
+        device=p["DEVICE"],
+        seed=int(p["SEED"]),
+    )
     base_key = fingerprint(run_identity(base_spec, views.train, views.val, views.tests, base_config))
     if not (S.root() / f"{base_key}.pt").exists():
-        raise PlaygroundError("Adaptive FG-SBIR starts from chapter 4's Triplet-SN, which is not trained at this scale "
-                              "yet: run chapter 4 (python -m sbir_core.book run --only 04_triplet_baseline)")
+        raise PlaygroundError(
+            "Adaptive FG-SBIR starts from chapter 4's Triplet-SN, which is not trained at this scale "
+            "yet: run chapter 4 (python -m sbir_core.book run --only 04_triplet_baseline)"
+        )
     f_options = {k: p["ENCODER_OPTIONS"][k] for k in ("width", "depth", "embed_dim", "double_conv")}
 
     def spec(inner):
-        return MethodSpec("adaptive_fgsbir", {**f_options, "level": "user", "inner": inner, "reg": dict(p["REG"]),
-                                              "inner_lr": p["INNER_LR"], "margin": p["MARGIN"],
-                                              "k_support": p["K_SUPPORT"], "k_query": p["K_QUERY"], "base": base_key,
-                                              "freeze_trunk": p["FREEZE_TRUNK"], "flip": not p["FREEZE_TRUNK"]})
+        return MethodSpec(
+            "adaptive_fgsbir",
+            {
+                **f_options,
+                "level": "user",
+                "inner": inner,
+                "reg": dict(p["REG"]),
+                "inner_lr": p["INNER_LR"],
+                "margin": p["MARGIN"],
+                "k_support": p["K_SUPPORT"],
+                "k_query": p["K_QUERY"],
+                "base": base_key,
+                "freeze_trunk": p["FREEZE_TRUNK"],
+                "flip": not p["FREEZE_TRUNK"],
+            },
+        )
 
     train, val = views.train, views.val
     if p["FREEZE_TRUNK"]:
         start = spec("none").build()
         train, val = A.trunk_view(train, start), A.trunk_view(val, start)
-    config = TrainConfig(steps=p["META_STEPS"], batch_size=p["TASKS"], lr=p["META_LR"], optimizer=p["OPTIMIZER"],
-                         eval_every=p["META_EVAL_EVERY"], ks=(1, 5), device=p["DEVICE"])
+    config = TrainConfig(
+        steps=p["META_STEPS"],
+        batch_size=p["TASKS"],
+        lr=p["META_LR"],
+        optimizer=p["OPTIMIZER"],
+        eval_every=p["META_EVAL_EVERY"],
+        ks=(1, 5),
+        device=p["DEVICE"],
+    )
     return spec(p["INNER"]["ours"]), _MetaViews(train, val, views.test_seen, views.test_unseen), config
 
 
@@ -134,9 +185,11 @@ class Recipe:
     setup: Callable  # params -> (MethodSpec, StyleViews, TrainConfig)
 
 
-RECIPES = (Recipe("04_triplet_baseline", "Triplet-SN (chapter 4)", _triplet_setup),
-           Recipe("06_stylemeup", "StyleMeUp (chapter 6)", _stylemeup_setup),
-           Recipe("07_adaptive", "Adaptive FG-SBIR (chapter 7)", _adaptive_setup))
+RECIPES = (
+    Recipe("04_triplet_baseline", "Triplet-SN (chapter 4)", _triplet_setup),
+    Recipe("06_stylemeup", "StyleMeUp (chapter 6)", _stylemeup_setup),
+    Recipe("07_adaptive", "Adaptive FG-SBIR (chapter 7)", _adaptive_setup),
+)
 
 
 @dataclass
@@ -201,11 +254,13 @@ def choice(chapter: str, scale: str = "ci", **overrides) -> Choice:
     for c in methods(scale, **overrides):
         if c.recipe.chapter == chapter:
             return c
-    raise PlaygroundError(f"no playground method for chapter {chapter!r}; the book has: "
-                          f"{[c.recipe.chapter for c in methods(scale, **overrides)]}")
+    raise PlaygroundError(
+        f"no playground method for chapter {chapter!r}; the book has: "
+        f"{[c.recipe.chapter for c in methods(scale, **overrides)]}"
+    )
 
 
-def load(choice: Choice, train: bool = False, progress: bool = True) -> "Engine":
+def load(choice: Choice, train: bool = False, progress: bool = True) -> Engine:
     """The trained model of ``choice`` from the store; trained first (at its scale) when ``train``,
     else a PlaygroundError saying which chapter makes it."""
     from sbir_core import store as S
@@ -217,16 +272,19 @@ def load(choice: Choice, train: bool = False, progress: bool = True) -> "Engine"
         if not train:
             raise PlaygroundError(
                 f"{choice.recipe.label} is not trained at the {choice.scale} scale yet: run its chapter "
-                f"(python -m sbir_core.book run --only {choice.recipe.chapter}) or train it here")
+                f"(python -m sbir_core.book run --only {choice.recipe.chapter}) or train it here"
+            )
         result = train_run(spec, views.train, views.val, views.tests, config.replace(progress=progress), config.seed)
         choice.stored = True
     method = spec.build()
     method.load_state_dict(result.best_state)
-    return Engine(method.eval(), choice.key, int(params["IMAGE_SIZE"]), float(params["LINE_WIDTH"]),
-                  choice.recipe.label, views)
+    return Engine(
+        method.eval(), choice.key, int(params["IMAGE_SIZE"]), float(params["LINE_WIDTH"]), choice.recipe.label, views
+    )
 
 
 # ---------------------------------------------------------------------- galleries
+
 
 @dataclass
 class Target:
@@ -251,8 +309,10 @@ class Gallery:
         if self.images.ndim != 4 or self.images.shape[-1] != 3 or len(self.images) != len(self.labels):
             raise PlaygroundError(f"gallery {self.name}: {self.images.shape} images for {len(self.labels)} labels")
         if len(self.images) == 0:
-            raise PlaygroundError(f"gallery {self.name} has no image to search"
-                                  + (f" ({len(self.skipped)} files skipped)" if self.skipped else ""))
+            raise PlaygroundError(
+                f"gallery {self.name} has no image to search"
+                + (f" ({len(self.skipped)} files skipped)" if self.skipped else "")
+            )
 
     def __len__(self) -> int:
         return len(self.images)
@@ -270,8 +330,11 @@ class Gallery:
         if len(self) == 1:
             parts.append("this gallery holds one image: every drawing ranks it first")
         if self.skipped:
-            parts.append(f"{len(self.skipped)} file(s) skipped: " + "; ".join(
-                f"{Path(p).name} ({why})" for p, why in self.skipped[:5]) + (" ..." if len(self.skipped) > 5 else ""))
+            parts.append(
+                f"{len(self.skipped)} file(s) skipped: "
+                + "; ".join(f"{Path(p).name} ({why})" for p, why in self.skipped[:5])
+                + (" ..." if len(self.skipped) > 5 else "")
+            )
         return ". ".join(parts)
 
 
@@ -290,8 +353,10 @@ def world_gallery(views, category: str, drawers: str = "seen") -> Gallery:
         raise PlaygroundError(f"no test photos of category {category!r}; categories: {world_categories(views)}")
     images = ((view.gallery[rows].permute(0, 2, 3, 1).numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
     where = {int(r): i for i, r in enumerate(rows)}
-    targets = [Target(str(view.table["sketch_id"].iloc[q]), view.strokes[q], where[int(view.target[q])])
-               for q in np.flatnonzero((view.table["category"] == category).to_numpy())]
+    targets = [
+        Target(str(view.table["sketch_id"].iloc[q]), view.strokes[q], where[int(view.target[q])])
+        for q in np.flatnonzero((view.table["category"] == category).to_numpy())
+    ]
     return Gallery(f"world: {category}", images, gal["instance"].iloc[rows].astype(str).tolist(), [], targets)
 
 
@@ -314,8 +379,14 @@ def folder_gallery(folder, size: int, name: str | None = None, limit: int = MAX_
             continue
         labels.append(f.parent.name if f.parent != folder else f.stem)
     if not images:
-        raise PlaygroundError(f"no readable image in {folder}" + (f" ({len(skipped)} skipped: "
-                              + "; ".join(f"{Path(p).name}: {w}" for p, w in skipped[:3]) + ")" if skipped else ""))
+        raise PlaygroundError(
+            f"no readable image in {folder}"
+            + (
+                f" ({len(skipped)} skipped: " + "; ".join(f"{Path(p).name}: {w}" for p, w in skipped[:3]) + ")"
+                if skipped
+                else ""
+            )
+        )
     return Gallery(name or f"folder: {folder.name}", np.stack(images), labels, skipped)
 
 
@@ -331,6 +402,7 @@ def pacs_gallery(size: int) -> Gallery:
 
 
 # ---------------------------------------------------------------------- queries
+
 
 @dataclass
 class Hits:
@@ -373,10 +445,18 @@ class Engine:
 
     def __init__(self, method, key: str, size: int, line_width: float, label: str = "", views=None):
         if getattr(method, "pairwise", False):
-            raise PlaygroundError(f"{label or type(method).__name__} scores (sketch, photo) pairs; the playground "
-                                  f"searches precomputed embeddings and does not support it yet")
-        self.method, self.key, self.size, self.line_width, self.label, self.views = \
-            method.eval(), key, size, line_width, label, views
+            raise PlaygroundError(
+                f"{label or type(method).__name__} scores (sketch, photo) pairs; the playground "
+                f"searches precomputed embeddings and does not support it yet"
+            )
+        self.method, self.key, self.size, self.line_width, self.label, self.views = (
+            method.eval(),
+            key,
+            size,
+            line_width,
+            label,
+            views,
+        )
         self._cache: dict[str, object] = {}
 
     def raster(self, strokes) -> np.ndarray:
@@ -395,13 +475,14 @@ class Engine:
         key = f"{self.key}_{gallery.digest}"
         if key not in self._cache:
             if gallery.images.shape[1] != self.size:
-                raise PlaygroundError(f"gallery {gallery.name} is at {gallery.images.shape[1]} px; "
-                                      f"{self.label} takes {self.size} px")
+                raise PlaygroundError(
+                    f"gallery {gallery.name} is at {gallery.images.shape[1]} px; {self.label} takes {self.size} px"
+                )
 
             @torch.inference_mode()
             def compute():
                 x = photo_tensor(gallery.images)
-                return torch.cat([self.method.embed_gallery(x[i:i + 256]) for i in range(0, len(x), 256)]).numpy()
+                return torch.cat([self.method.embed_gallery(x[i : i + 256]) for i in range(0, len(x), 256)]).numpy()
 
             self._cache[key] = GallerySearch(cached_gallery_embeddings(key, compute))
         return self._cache[key]
@@ -413,8 +494,7 @@ class Engine:
     @torch.inference_mode()
     def query_image(self, image: np.ndarray, gallery: Gallery, k: int = 10, target: int | None = None) -> Hits:
         """Top-``k`` of a sketch image (S, S) in [0, 1] (e.g. a decoded one)."""
-        return self._search(self.method.embed_query(sketch_tensor(np.asarray(image)[None])).numpy(), gallery, k,
-                            target)
+        return self._search(self.method.embed_query(sketch_tensor(np.asarray(image)[None])).numpy(), gallery, k, target)
 
     def _search(self, q: np.ndarray, gallery: Gallery, k: int, target: int | None) -> Hits:
         index = self.gallery_search(gallery)
@@ -443,7 +523,7 @@ class Engine:
         out = m.decoder(m.fused(inv[:1], mixed))[0]  # (3, S, S) in [-1, 1], ink = 1 (to_rgb's convention)
         return (1.0 - (out.mean(0) + 1.0) / 2.0).clamp(0, 1).numpy()  # back to a raster: black ink on white
 
-    def personalise(self, drawings, gallery: Gallery, rows) -> "Engine":
+    def personalise(self, drawings, gallery: Gallery, rows) -> Engine:
         """A new engine whose method is adapted to one person from their drawings (k >= 2 stroke arrays) of
         the gallery items ``rows`` (k indices, at least two different photos): ``adaptive.personalise``,
         each drawing taking the next drawing's photo as its negative. This engine is unchanged; the new
@@ -451,16 +531,20 @@ class Engine:
         from sbir_core.models.adaptive import personalise
 
         if not getattr(self.method, "adaptive", False):
-            raise PlaygroundError(f"{self.label or type(self.method).__name__} does not adapt to a person "
-                                  f"(Adaptive FG-SBIR, chapter 7, does)")
+            raise PlaygroundError(
+                f"{self.label or type(self.method).__name__} does not adapt to a person "
+                f"(Adaptive FG-SBIR, chapter 7, does)"
+            )
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         if len(drawings) != len(rows):
             raise PlaygroundError(f"{len(drawings)} drawings for {len(rows)} gallery items: one photo per drawing")
         if len(rows) and (rows.min() < 0 or rows.max() >= len(gallery)):
             raise PlaygroundError(f"gallery rows must be in [0, {len(gallery)}), got {rows.tolist()}")
         if len(rows) < 2 or len(set(rows.tolist())) < 2:
-            raise PlaygroundError("personalising needs at least 2 drawings of different photos (each drawing's "
-                                  "negative is another drawing's photo)")
+            raise PlaygroundError(
+                "personalising needs at least 2 drawings of different photos (each drawing's "
+                "negative is another drawing's photo)"
+            )
         sketches = sketch_tensor(np.stack([self.raster(s) for s in drawings]))
         photos = photo_tensor(gallery.images[rows])
         try:
@@ -468,8 +552,14 @@ class Engine:
         except DataError as err:
             raise PlaygroundError(str(err)) from err
         digest = hashlib.sha256(sketches.numpy().tobytes() + photos.numpy().tobytes()).hexdigest()[:12]
-        return Engine(adapted, f"{self.key}_personal_{digest}", self.size, self.line_width,
-                      f"{self.label}, personalised", self.views)
+        return Engine(
+            adapted,
+            f"{self.key}_personal_{digest}",
+            self.size,
+            self.line_width,
+            f"{self.label}, personalised",
+            self.views,
+        )
 
     def first_ranked_target(self, gallery: Gallery) -> int | None:
         """The first of the gallery's sketches to copy whose photo this model ranks first (its index
@@ -482,4 +572,6 @@ class Engine:
     def early_ranks(self, strokes, gallery: Gallery, target: int) -> list[int]:
         """The target's rank after each stroke of a drawing (early retrieval)."""
         parts = SK.split_strokes(strokes)
-        return [self.query(SK.join_strokes(parts[:n]), gallery, 1, target).target_rank for n in range(1, len(parts) + 1)]
+        return [
+            self.query(SK.join_strokes(parts[:n]), gallery, 1, target).target_rank for n in range(1, len(parts) + 1)
+        ]

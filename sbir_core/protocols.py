@@ -55,9 +55,16 @@ def _correct(rng, p: np.ndarray, n_queries: int, rho: float) -> np.ndarray:
     return latent < norm.ppf(p)[:, :, None]
 
 
-def simulate_checkpoint_selection(n_checkpoints: int, n_test: int, n_val: int | None = None,
-                                  accuracy: float = 0.3, spread: float = 0.01, rho: float = 0.8,
-                                  n_trials: int = 500, rng: np.random.Generator | None = None) -> SelectionResult:
+def simulate_checkpoint_selection(
+    n_checkpoints: int,
+    n_test: int,
+    n_val: int | None = None,
+    accuracy: float = 0.3,
+    spread: float = 0.01,
+    rho: float = 0.8,
+    n_trials: int = 500,
+    rng: np.random.Generator | None = None,
+) -> SelectionResult:
     """Simulate choosing the best of ``n_checkpoints`` on the test set vs on a validation set.
 
     Args:
@@ -82,8 +89,9 @@ def simulate_checkpoint_selection(n_checkpoints: int, n_test: int, n_val: int | 
     return SelectionResult(p[rows, by_test], test[rows, by_test], p[rows, by_val], test[rows, by_val])
 
 
-def hashed_retrieval(n_queries: int, n_gallery: int, dim: int, bits: int, noise: float,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def hashed_retrieval(
+    n_queries: int, n_gallery: int, dim: int, bits: int, noise: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """A toy FG-SBIR task whose distances are Hamming distances of ``bits``-bit codes.
 
     Each query is its true gallery item's embedding plus Gaussian ``noise``; codes are signs of
@@ -98,8 +106,9 @@ def hashed_retrieval(n_queries: int, n_gallery: int, dim: int, bits: int, noise:
     return dist, true_idx
 
 
-def category_retrieval(class_sizes, n_queries_per_class: int, separation: float,
-                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def category_retrieval(
+    class_sizes, n_queries_per_class: int, separation: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """A toy category-level task: a gallery whose classes have the given sizes.
 
     Items of class c sit around a random centre; queries of class c too, with ``separation``

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 
@@ -26,10 +27,9 @@ def set_threads(threads: int = DEFAULT_THREADS) -> None:
     every run that must reproduce bit for bit pins the same count.
     """
     torch.set_num_threads(threads)
-    try:
+    # inter-op threads can only be set before the first parallel work; later calls keep them
+    with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(threads)
-    except RuntimeError:
-        pass  # inter-op threads can only be set before the first parallel work; later calls keep them
 
 
 def setup(seed: int = 0, threads: int = DEFAULT_THREADS, plots: bool = True) -> np.random.Generator:
@@ -56,8 +56,15 @@ def _plot_style() -> None:
     import seaborn as sns
 
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
-    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "figure.figsize": (7, 4),
-                         "svg.hashsalt": "sbir", "image.interpolation": "nearest"})
+    plt.rcParams.update(
+        {
+            "figure.dpi": 100,
+            "savefig.dpi": 100,
+            "figure.figsize": (7, 4),
+            "svg.hashsalt": "sbir",
+            "image.interpolation": "nearest",
+        }
+    )
     pd.set_option("display.precision", 3)
     pd.set_option("display.max_columns", 20)
 

@@ -23,12 +23,13 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from sbir_core.errors import SBIRError
 from sbir_core.paths import REPO_ROOT, RUNS
 
 SCALES = ("ci", "paper")
 
 
-class ResultsError(ValueError):
+class ResultsError(SBIRError, ValueError):
     """A result, expected or timing file that cannot be read or is not valid; the message names the file."""
 
 
@@ -48,9 +49,18 @@ def read_table(path: Path, **options) -> pd.DataFrame:
     """``pd.read_csv`` whose every failure is a ResultsError naming the file (not a pandas traceback)."""
     try:
         return pd.read_csv(path, **options)
-    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,
-            OverflowError, MemoryError) as err:
+    except (
+        OSError,
+        ValueError,
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        UnicodeDecodeError,
+        OverflowError,
+        MemoryError,
+    ) as err:
         raise ResultsError(f"{path}: not a readable table ({type(err).__name__}: {str(err)[:300]})") from err
+
+
 KEY = ["chapter", "dataset", "method", "protocol", "setting", "split", "metric", "seed"]
 COLUMNS = KEY[:-1] + ["value", "seed"]
 
@@ -97,8 +107,12 @@ def environment() -> dict:
     import torch
 
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                             text=True, timeout=10).stdout.strip() or None
+        rev = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         rev = None
     return {
@@ -151,8 +165,11 @@ def load_metrics(scale: str = "ci", chapter: str | None = None) -> pd.DataFrame:
     A file that cannot be read, or lacks columns, is a ResultsError naming it.
     """
     base = results_root() / scale
-    files = sorted(f for f in (base.glob(f"{chapter or '*'}/metrics.csv") if base.exists() else [])
-                   if not f.parent.name.startswith("."))
+    files = sorted(
+        f
+        for f in (base.glob(f"{chapter or '*'}/metrics.csv") if base.exists() else [])
+        if not f.parent.name.startswith(".")
+    )
     frames = []
     for f in files:
         df = read_table(f, keep_default_na=False, dtype=str)
@@ -171,8 +188,10 @@ def parse_columns(df: pd.DataFrame, path: Path, floats: list[str], ints: list[st
             try:
                 out.append(float(v) if str(v) != "" else float("nan")) if col in floats else out.append(int(v))
             except (TypeError, ValueError) as err:
-                raise ResultsError(f"{path}, line {i + 2}: column {col!r} holds {str(v)[:40]!r}, "
-                                   f"not a {'number' if col in floats else 'whole number'}") from err
+                raise ResultsError(
+                    f"{path}, line {i + 2}: column {col!r} holds {str(v)[:40]!r}, "
+                    f"not a {'number' if col in floats else 'whole number'}"
+                ) from err
         df[col] = out
     return df
 

@@ -18,7 +18,7 @@ A method that needs another kind of batch registers its sampler with ``register_
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -30,9 +30,11 @@ SAMPLERS: dict[str, Callable] = {}
 
 def register_sampler(name: str):
     """Decorator: make ``f(view, batch_size, generator, **options)`` available as ``Method.sampler = name``."""
+
     def deco(fn):
         SAMPLERS[name] = fn
         return fn
+
     return deco
 
 
@@ -55,8 +57,15 @@ def triplets(view: RetrievalView, batch_size: int, generator: torch.Generator) -
     return _with_extras(view, view.sample_triplets(batch_size, generator), generator)
 
 
-def _episodes(view: RetrievalView, column: str, tasks: int, generator: torch.Generator, k_support: int,
-              k_query: int, held_out: bool) -> dict:
+def _episodes(
+    view: RetrievalView,
+    column: str,
+    tasks: int,
+    generator: torch.Generator,
+    k_support: int,
+    k_query: int,
+    held_out: bool,
+) -> dict:
     if column not in view.table or (view.table[column] == "").all():
         raise DataError(f"{view.name}: no {column} ids, so no {column} episodes")
     groups = view.table.groupby(column, sort=True).indices
@@ -65,9 +74,11 @@ def _episodes(view: RetrievalView, column: str, tasks: int, generator: torch.Gen
     able = [g for g in names if len(groups[g]) >= need]
     if not able or (held_out and len(names) < 2):
         sizes = {g: len(groups[g]) for g in names}
-        raise DataError(f"{view.name}: an episode needs a {column} with at least {need} sketches"
-                        f"{' and another ' + column + ' for the held-out query' if held_out else ''}; "
-                        f"{column} sizes: {dict(list(sizes.items())[:8])}")
+        raise DataError(
+            f"{view.name}: an episode needs a {column} with at least {need} sketches"
+            f"{' and another ' + column + ' for the held-out query' if held_out else ''}; "
+            f"{column} sizes: {dict(list(sizes.items())[:8])}"
+        )
     out = []
     for _ in range(tasks):
         g = able[int(torch.randint(len(able), (1,), generator=generator))]
@@ -81,22 +92,39 @@ def _episodes(view: RetrievalView, column: str, tasks: int, generator: torch.Gen
             query = q_rows[torch.randperm(len(q_rows), generator=generator)[:k_query]]
         else:
             h = g
-            query = rows[k_support:k_support + k_query]
-        out.append({"group": g, "query_group": h,
-                    "support": _with_extras(view, view.triplets(support, generator), generator),
-                    "query": _with_extras(view, view.triplets(query, generator), generator)})
+            query = rows[k_support : k_support + k_query]
+        out.append(
+            {
+                "group": g,
+                "query_group": h,
+                "support": _with_extras(view, view.triplets(support, generator), generator),
+                "query": _with_extras(view, view.triplets(query, generator), generator),
+            }
+        )
     return {"tasks": out}
 
 
 @register_sampler("drawer_episodes")
-def drawer_episodes(view: RetrievalView, batch_size: int, generator: torch.Generator, k_support: int = 5,
-                    k_query: int = 5, held_out: bool = False) -> dict:
+def drawer_episodes(
+    view: RetrievalView,
+    batch_size: int,
+    generator: torch.Generator,
+    k_support: int = 5,
+    k_query: int = 5,
+    held_out: bool = False,
+) -> dict:
     """``batch_size`` tasks of one drawer's support sketches and query sketches (see the module docstring)."""
     return _episodes(view, "drawer", batch_size, generator, k_support, k_query, held_out)
 
 
 @register_sampler("category_episodes")
-def category_episodes(view: RetrievalView, batch_size: int, generator: torch.Generator, k_support: int = 5,
-                      k_query: int = 5, held_out: bool = False) -> dict:
+def category_episodes(
+    view: RetrievalView,
+    batch_size: int,
+    generator: torch.Generator,
+    k_support: int = 5,
+    k_query: int = 5,
+    held_out: bool = False,
+) -> dict:
     """``batch_size`` tasks of one category's support and query sketches."""
     return _episodes(view, "category", batch_size, generator, k_support, k_query, held_out)

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -52,8 +52,7 @@ def _as_matrix(x, name: str) -> torch.Tensor:
     t = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
     if t.ndim != 2:
         raise ValueError(f"{name} must be a 2-d (rows, dim) array, got shape {tuple(t.shape)}")
-    if not (t.dtype.is_floating_point or t.dtype in (torch.int8, torch.int16, torch.int32, torch.int64,
-                                                     torch.uint8)):
+    if not (t.dtype.is_floating_point or t.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
         raise ValueError(f"{name} must hold numbers, got dtype {t.dtype}")
     t = t.to(device="cpu", dtype=torch.float32).contiguous()
     if not torch.isfinite(t).all():
@@ -98,8 +97,9 @@ def sq_norms(x: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ij,ij->i", x, x)
 
 
-def exact_topk(queries, gallery, k: int, *, gallery_sq_norms: torch.Tensor | None = None,
-               chunk_elements: int = CHUNK_ELEMENTS) -> tuple[np.ndarray, np.ndarray]:
+def exact_topk(
+    queries, gallery, k: int, *, gallery_sq_norms: torch.Tensor | None = None, chunk_elements: int = CHUNK_ELEMENTS
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest gallery rows of each query by squared Euclidean distance.
 
     queries (Q, D), gallery (N, D): float arrays, numpy or torch. Returns (dist (Q, k') float32 ascending,
@@ -118,8 +118,9 @@ def exact_topk(queries, gallery, k: int, *, gallery_sq_norms: torch.Tensor | Non
     return _exact(q, g, sq_norms(g) if gallery_sq_norms is None else gallery_sq_norms, k, chunk_elements)
 
 
-def _exact(q: torch.Tensor, g: torch.Tensor, gn: torch.Tensor, k: int,
-           chunk_elements: int = CHUNK_ELEMENTS) -> tuple[np.ndarray, np.ndarray]:
+def _exact(
+    q: torch.Tensor, g: torch.Tensor, gn: torch.Tensor, k: int, chunk_elements: int = CHUNK_ELEMENTS
+) -> tuple[np.ndarray, np.ndarray]:
     """``exact_topk`` on checked float32 tensors (no validation pass over the gallery per call)."""
     n = g.shape[0]
     k = min(k, n)
@@ -130,8 +131,8 @@ def _exact(q: torch.Tensor, g: torch.Tensor, gn: torch.Tensor, k: int,
     best_d = best_i = None
     with torch.inference_mode():
         for start in range(0, n, step):
-            gc = g[start:start + step]
-            d = torch.addmm(gn[None, start:start + step], q, gc.T, alpha=-2.0).add_(qn).clamp_(min=0.0)
+            gc = g[start : start + step]
+            d = torch.addmm(gn[None, start : start + step], q, gc.T, alpha=-2.0).add_(qn).clamp_(min=0.0)
             cd, ci = _chunk_topk(d, min(k, d.shape[1]))
             ci = ci + start
             if best_d is None:
@@ -164,8 +165,10 @@ def _faiss():
     try:
         import faiss
     except ImportError as err:
-        raise ImportError("the FAISS backend needs the package faiss-cpu (pip install faiss-cpu==1.15.1; "
-                          "it is pinned in requirements.txt); use backend='exact' without it") from err
+        raise ImportError(
+            "the FAISS backend needs the package faiss-cpu (pip install faiss-cpu==1.15.1; "
+            "it is pinned in requirements.txt); use backend='exact' without it"
+        ) from err
     # the same thread count as torch (sbir_core.repro.set_threads pins torch's)
     faiss.omp_set_num_threads(torch.get_num_threads())
     return faiss
@@ -196,8 +199,15 @@ class GallerySearch:
     probed lists hold fewer than k items (only possible with tiny lists).
     """
 
-    def __init__(self, embeddings, ids: Sequence | None = None, backend: str | None = None,
-                 nlist: int | None = None, nprobe: int | None = None, seed: int = 0):
+    def __init__(
+        self,
+        embeddings,
+        ids: Sequence | None = None,
+        backend: str | None = None,
+        nlist: int | None = None,
+        nprobe: int | None = None,
+        seed: int = 0,
+    ):
         self.embeddings = _as_matrix(embeddings, "gallery embeddings")
         n, dim = self.embeddings.shape
         if n == 0:
@@ -268,8 +278,10 @@ def cached_gallery_embeddings(key: str, compute: Callable[[], np.ndarray], use_c
     from sbir_core.data.base import cache_dir
 
     if not isinstance(key, str) or not _KEY.match(key) or ".." in key:
-        raise ValueError(f"unsafe cache key {key!r}: use letters, digits, '.', '_' and '-' only (no path), "
-                         "starting with a letter or digit, at most 200 characters")
+        raise ValueError(
+            f"unsafe cache key {key!r}: use letters, digits, '.', '_' and '-' only (no path), "
+            "starting with a letter or digit, at most 200 characters"
+        )
 
     def checked() -> np.ndarray:
         arr = np.ascontiguousarray(compute(), dtype=np.float32)
@@ -277,5 +289,6 @@ def cached_gallery_embeddings(key: str, compute: Callable[[], np.ndarray], use_c
             raise ValueError(f"gallery embeddings must be a non-empty (N, D) array, got shape {arr.shape}")
         return arr
 
-    return cached_array(cache_dir() / "embeddings" / f"{key}.npz", checked, shape=(None, None),
-                        dtype=np.float32, use_cache=use_cache)
+    return cached_array(
+        cache_dir() / "embeddings" / f"{key}.npz", checked, shape=(None, None), dtype=np.float32, use_cache=use_cache
+    )

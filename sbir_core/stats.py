@@ -55,8 +55,13 @@ from scipy import stats as st
 
 OUTCOMES = ("reproduced", "contradicted", "smaller than claimed", "undecided", "not testable")
 # the outcome as a number in a metrics file (checked exactly by ``book check``)
-OUTCOME_CODE = {"reproduced": 2.0, "smaller than claimed": 1.0, "undecided": 0.0, "contradicted": -1.0,
-                "not testable": -2.0}
+OUTCOME_CODE = {
+    "reproduced": 2.0,
+    "smaller than claimed": 1.0,
+    "undecided": 0.0,
+    "contradicted": -1.0,
+    "not testable": -2.0,
+}
 
 
 @dataclass(frozen=True)
@@ -90,8 +95,10 @@ class Interval:
         return self.lo <= value <= self.hi
 
     def as_dict(self, prefix: str = "") -> dict:
-        return {f"{prefix}{k}": getattr(self, k) for k in ("estimate", "lo", "hi", "se", "se_seeds", "se_sample",
-                                                            "df", "n_seeds", "n_queries")}
+        return {
+            f"{prefix}{k}": getattr(self, k)
+            for k in ("estimate", "lo", "hi", "se", "se_seeds", "se_sample", "df", "n_seeds", "n_queries")
+        }
 
     def __str__(self) -> str:
         return f"{self.estimate:.4g} [{self.lo:.4g}, {self.hi:.4g}]"
@@ -135,15 +142,21 @@ def _bootstrap_means(arms, clusters, n_boot: int, rng: np.random.Generator) -> n
         weight *= counts[:, code]
     out = np.empty((n_boot, len(arms)))
     for a in range(len(arms)):
-        w = weight[:, bounds[a]:bounds[a + 1]]
+        w = weight[:, bounds[a] : bounds[a + 1]]
         tot = w.sum(1)
-        mean = np.divide(w @ values[bounds[a]:bounds[a + 1]], tot, out=np.full(n_boot, np.nan), where=tot > 0)
+        mean = np.divide(w @ values[bounds[a] : bounds[a + 1]], tot, out=np.full(n_boot, np.nan), where=tot > 0)
         out[:, a] = mean
     return out
 
 
-def interval(outcomes, clusters: dict | None = None, level: float = 0.95, n_boot: int = 2000,
-             seed: int = 0, bounds: tuple[float, float] | None = None) -> Interval:
+def interval(
+    outcomes,
+    clusters: dict | None = None,
+    level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+    bounds: tuple[float, float] | None = None,
+) -> Interval:
     """Mean of per-query outcomes over seeds and queries, with an interval for seeds and test sample.
 
     Args:
@@ -163,8 +176,15 @@ def _seeds(y: np.ndarray) -> tuple:
     return tuple(range(y.shape[0])) if y.shape[0] > 1 else ()
 
 
-def paired_difference(a, b, clusters_a: dict | None = None, clusters_b: dict | None = None,
-                      level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> Interval:
+def paired_difference(
+    a,
+    b,
+    clusters_a: dict | None = None,
+    clusters_b: dict | None = None,
+    level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> Interval:
     """mean(a) - mean(b) for two arms measured on the same seeds (and test sample), with its interval.
 
     Args:
@@ -218,8 +238,10 @@ class Arm:
         object.__setattr__(self, "values", v)
         for k, lab in self.clusters.items():
             if len(lab) != v.shape[1]:
-                raise ValueError(f"arm {self.name!r}: cluster labels {k!r} must give one label per query "
-                                 f"({len(lab)} for {v.shape[1]} queries)")
+                raise ValueError(
+                    f"arm {self.name!r}: cluster labels {k!r} must give one label per query "
+                    f"({len(lab)} for {v.shape[1]} queries)"
+                )
         if self.seeds and len(self.seeds) != v.shape[0]:
             raise ValueError(f"arm {self.name!r}: {v.shape[0]} rows of outcomes for seeds {self.seeds}")
 
@@ -227,11 +249,11 @@ class Arm:
     def mean(self) -> float:
         return float(self.values.mean())
 
-    def constant(self, value: float, name: str = "") -> "Arm":
+    def constant(self, value: float, name: str = "") -> Arm:
         """An arm of ``value`` for every query of this one (chance), without training chance."""
         return Arm(np.full((1, self.values.shape[1]), float(value)), self.clusters, (), None, name)
 
-    def floor(self, higher_is_better: bool = True) -> tuple[str, "Arm | None"]:
+    def floor(self, higher_is_better: bool = True) -> tuple[str, Arm | None]:
         """The binding floor: the best of the arm's trivial values, as (name, Arm); ("", None) without."""
         if not self.floors:
             return "", None
@@ -260,8 +282,9 @@ def contrast(terms, level: float = 0.95, n_boot: int = 2000, seed: int = 0, boun
     keys = list(arms)
     names = list(arms[keys[0]].clusters)  # in the first arm's order: the bootstrap draws follow it
     if any(set(arms[k].clusters) != set(names) for k in keys):
-        raise ValueError(f"every arm of a contrast needs the same cluster names, got "
-                         f"{[sorted(arms[k].clusters) for k in keys]}")
+        raise ValueError(
+            f"every arm of a contrast needs the same cluster names, got {[sorted(arms[k].clusters) for k in keys]}"
+        )
     c = np.array([coefs[k] for k in keys])
     estimate = float(sum(ci * arms[k].mean for ci, k in zip(c, keys)))
     if names:
@@ -269,8 +292,7 @@ def contrast(terms, level: float = 0.95, n_boot: int = 2000, seed: int = 0, boun
     else:  # independent queries: each arm's queries are its own
         offsets = np.cumsum([0] + [arms[k].values.shape[1] for k in keys])
         clusters = {"query": [np.arange(offsets[i], offsets[i + 1]) for i in range(len(keys))]}
-    boot = _bootstrap_means([arms[k].values.mean(0) for k in keys], clusters, n_boot,
-                            np.random.default_rng(seed)) @ c
+    boot = _bootstrap_means([arms[k].values.mean(0) for k in keys], clusters, n_boot, np.random.default_rng(seed)) @ c
     boot = boot[np.isfinite(boot)]  # a replicate that drew no query of an arm has no mean
     var_sample = float(boot.var(ddof=1)) if len(boot) > 1 else 0.0
     parts, groups = [], {}
@@ -279,14 +301,14 @@ def contrast(terms, level: float = 0.95, n_boot: int = 2000, seed: int = 0, boun
         if len(arm.seeds) > 1:
             groups.setdefault(arm.seeds, []).append((ci, arm))
         elif arm.seed_var is not None and ci != 0:
-            parts.append((ci ** 2 * float(arm.seed_var[0]), float(arm.seed_var[1])))
+            parts.append((ci**2 * float(arm.seed_var[0]), float(arm.seed_var[1])))
     for members in groups.values():
         per_seed = sum(ci * arm.values.mean(1) for ci, arm in members)
         parts.append((float(np.var(per_seed, ddof=1) / len(per_seed)), len(per_seed) - 1))
     var_seeds = sum(v for v, _ in parts)
-    denom = sum(v ** 2 / d for v, d in parts if d > 0)
+    denom = sum(v**2 / d for v, d in parts if d > 0)
     var = var_seeds + var_sample
-    df = var ** 2 / denom if var_seeds > 0 and denom > 0 else math.inf
+    df = var**2 / denom if var_seeds > 0 and denom > 0 else math.inf
     se = math.sqrt(var)
     q = st.t.ppf(0.5 + level / 2, df) if math.isfinite(df) else st.norm.ppf(0.5 + level / 2)
     lo, hi = estimate - q * se, estimate + q * se
@@ -294,8 +316,18 @@ def contrast(terms, level: float = 0.95, n_boot: int = 2000, seed: int = 0, boun
         lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
     learnt = [len(arms[k].seeds) for k, ci in zip(keys, c) if ci != 0 and arms[k].seeds]
     n_queries = int(sum(arms[k].values.shape[1] for k, ci in zip(keys, c) if ci != 0))
-    return Interval(estimate, float(lo), float(hi), se, math.sqrt(var_seeds), math.sqrt(var_sample), float(df),
-                    min(learnt) if learnt else 1, n_queries, level)
+    return Interval(
+        estimate,
+        float(lo),
+        float(hi),
+        se,
+        math.sqrt(var_seeds),
+        math.sqrt(var_sample),
+        float(df),
+        min(learnt) if learnt else 1,
+        n_queries,
+        level,
+    )
 
 
 def ratio(numerator, denominator, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> Interval:
@@ -311,10 +343,21 @@ def ratio(numerator, denominator, level: float = 0.95, n_boot: int = 2000, seed:
     if not den > 0:
         raise ValueError(f"ratio: the denominator must be positive, got {den:.4g}")
     r = num / den
-    lin = contrast([(a, c / den) for a, c in numerator] + [(a, -r * d / den) for a, d in denominator],
-                   level, n_boot, seed)
-    return Interval(float(r), float(r + lin.lo - lin.estimate), float(r + lin.hi - lin.estimate), lin.se,
-                    lin.se_seeds, lin.se_sample, lin.df, lin.n_seeds, lin.n_queries, level)
+    lin = contrast(
+        [(a, c / den) for a, c in numerator] + [(a, -r * d / den) for a, d in denominator], level, n_boot, seed
+    )
+    return Interval(
+        float(r),
+        float(r + lin.lo - lin.estimate),
+        float(r + lin.hi - lin.estimate),
+        lin.se,
+        lin.se_seeds,
+        lin.se_sample,
+        lin.df,
+        lin.n_seeds,
+        lin.n_queries,
+        level,
+    )
 
 
 def mde(iv: Interval, power: float = 0.8) -> float:
@@ -328,8 +371,9 @@ def _power_factor(df: float, level: float, power: float) -> float:
     return float(dist.ppf(0.5 + level / 2) + dist.ppf(power))
 
 
-def ratio_mde(numerator, denominator, power: float = 0.8, level: float = 0.95, n_boot: int = 2000,
-              seed: int = 0) -> float:
+def ratio_mde(
+    numerator, denominator, power: float = 0.8, level: float = 0.95, n_boot: int = 2000, seed: int = 0
+) -> float:
     """The smallest true ratio N / D detected with ``power``, with the ratio's standard error taken at
     that ratio: a ratio's error grows with it (the denominator's own error counts r times), so the
     standard error at zero effect would promise more power than the design has.
@@ -344,8 +388,9 @@ def ratio_mde(numerator, denominator, power: float = 0.8, level: float = 0.95, n
         raise ValueError(f"ratio_mde: the denominator must be positive, got {den:.4g}")
 
     def lin(r):
-        return contrast([(a, c / den) for a, c in numerator] + [(a, -r * d / den) for a, d in denominator],
-                        level, n_boot, seed)
+        return contrast(
+            [(a, c / den) for a, c in numerator] + [(a, -r * d / den) for a, d in denominator], level, n_boot, seed
+        )
 
     v0, v1, vm = (lin(r).se ** 2 for r in (0.0, 1.0, -1.0))
     vd, cov = (v1 + vm) / 2 - v0, (vm - v1) / 4
@@ -415,8 +460,12 @@ def friedman_by_block(table, value: str, treatment: str, block: str, levels) -> 
     if len(cols) < 2:
         raise ValueError(f"Friedman test of {value}: {len(cols)} complete blocks of {block} (need 2 or more)")
     res = friedmanchisquare(*[cols[v].to_numpy(float) for v in levels])
-    return {"statistic": float(res.statistic), "p": float(res.pvalue), "n_blocks": int(len(cols)),
-            "means": {v: float(cols[v].mean()) for v in levels}}
+    return {
+        "statistic": float(res.statistic),
+        "p": float(res.pvalue),
+        "n_blocks": int(len(cols)),
+        "means": {v: float(cols[v].mean()) for v in levels},
+    }
 
 
 def holm(pvalues) -> np.ndarray:

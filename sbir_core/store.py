@@ -1,8 +1,8 @@
 """The store of trained states: every trained run computed once, found again by its fingerprint.
 
-A run is keyed by everything that determines it (``train.run_identity``: the method and its
+A run is keyed by everything that determines it (``runs.run_identity``: the method and its
 options, digests of the training, validation and test views' tensors, the training config with the
-seed, and the source of the code it depends on); ``train.fingerprint`` of that identity names its
+seed, and the source of the code it depends on); ``runs.fingerprint`` of that identity names its
 entry, ``<cache>/store/<fingerprint>.pt`` with ``<fingerprint>.json`` beside it (the identity and
 the file's SHA-256). A later chapter that asks for the same run (the Triplet-SN baseline of chapter
 4, say) loads it instead of training it again; change any part of the identity and it is a new
@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from sbir_core.data.base import cache_dir
+from sbir_core.runs import RunResult, differing_fields, file_sha256
 
 
 def root() -> Path:
@@ -39,8 +40,6 @@ def _paths(key: str) -> tuple[Path, Path]:
 
 def load(key: str, identity: dict | None = None):
     """The stored ``RunResult`` of ``key``, verified; None when absent (or damaged, which is reported)."""
-    from sbir_core.train import RunResult, differing_fields, file_sha256
-
     path, meta_path = _paths(key)
     if not path.exists():
         return None
@@ -52,8 +51,11 @@ def load(key: str, identity: dict | None = None):
             raise ValueError("its identity differs: " + ", ".join(differing_fields(meta["identity"], identity)))
         result = RunResult.from_plain(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as err:  # noqa: BLE001 - any damaged entry is dropped and recomputed, never trusted
-        warnings.warn(f"stored run {path} is unusable ({type(err).__name__}: {err}); deleting it, it will be "
-                      f"trained again", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"stored run {path} is unusable ({type(err).__name__}: {err}); deleting it, it will be trained again",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         path.unlink(missing_ok=True)
         meta_path.unlink(missing_ok=True)
         return None
@@ -62,15 +64,14 @@ def load(key: str, identity: dict | None = None):
 
 def save(key: str, identity: dict, result) -> Path:
     """Store a ``RunResult`` under ``key`` atomically, with its identity and checksum."""
-    from sbir_core.train import file_sha256
-
     path, meta_path = _paths(key)
     tag = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
     tmp, tmp_meta = path.with_name(f".{path.name}.{tag}.tmp"), meta_path.with_name(f".{meta_path.name}.{tag}.tmp")
     try:
         torch.save(result.to_plain(), tmp)
-        tmp_meta.write_text(json.dumps({"identity": identity, "sha256": file_sha256(tmp)}, indent=1,
-                                       sort_keys=True, default=str))
+        tmp_meta.write_text(
+            json.dumps({"identity": identity, "sha256": file_sha256(tmp)}, indent=1, sort_keys=True, default=str)
+        )
         os.replace(tmp, path)
         os.replace(tmp_meta, meta_path)
     finally:
@@ -88,8 +89,15 @@ def entries() -> list[dict]:
         except (OSError, ValueError, KeyError):
             continue
         pt = meta_path.with_suffix(".pt")
-        out.append({"key": meta_path.stem, "method": ident["method"]["name"], "seed": ident["config"]["seed"],
-                    "steps": ident["config"]["steps"], "bytes": pt.stat().st_size if pt.exists() else 0})
+        out.append(
+            {
+                "key": meta_path.stem,
+                "method": ident["method"]["name"],
+                "seed": ident["config"]["seed"],
+                "steps": ident["config"]["steps"],
+                "bytes": pt.stat().st_size if pt.exists() else 0,
+            }
+        )
     return out
 
 

@@ -9,9 +9,15 @@ One rasteriser turns it into an image of any size and line width, black ink on w
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from sbir_core.errors import SBIRError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CANVAS = 256.0
 _SUPERSAMPLE = 4
@@ -20,7 +26,7 @@ _SUPERSAMPLE = 4
 MAX_COORD = 1e9  # no drawing (canvas 256, scans of a few thousand pixels) comes near; 1e308 overflows
 
 
-class StrokeError(ValueError):
+class StrokeError(SBIRError, ValueError):
     """A stroke array that is not a valid canonical sketch."""
 
 
@@ -43,8 +49,10 @@ def check_strokes(strokes) -> np.ndarray:
         raise StrokeError(f"strokes hold NaN or infinite values (first at point {bad})")
     if np.abs(arr[:, :2]).max() > MAX_COORD:
         bad = int(np.argwhere(np.abs(arr[:, :2]) > MAX_COORD)[0, 0])
-        raise StrokeError(f"coordinates beyond +-{MAX_COORD:g} (first at point {bad}): not a drawing; "
-                          "larger values overflow when the sketch is scaled or rendered")
+        raise StrokeError(
+            f"coordinates beyond +-{MAX_COORD:g} (first at point {bad}): not a drawing; "
+            "larger values overflow when the sketch is scaled or rendered"
+        )
     pen = arr[:, 2]
     if not np.isin(pen, (0.0, 1.0)).all():
         raise StrokeError(f"pen flags must be 0 or 1, got {sorted(set(pen.tolist()) - {0.0, 1.0})[:5]}")
@@ -182,14 +190,14 @@ def sketch_stats(strokes) -> dict[str, float]:
 STAT_NAMES = ("strokes", "points", "points_per_stroke", "length", "stroke_length", "extent", "gap")
 
 
-def stats_frame(sketches) -> "pd.DataFrame":
+def stats_frame(sketches) -> pd.DataFrame:
     """``sketch_stats`` of each sketch: one row per sketch, columns ``STAT_NAMES``."""
     import pandas as pd
 
     return pd.DataFrame([sketch_stats(s) for s in sketches], columns=list(STAT_NAMES))
 
 
-def compare_stats(ours, real) -> "pd.DataFrame":
+def compare_stats(ours, real) -> pd.DataFrame:
     """Per statistic of two ``stats_frame`` tables: medians, interquartile ranges and the two-sample
     Kolmogorov-Smirnov distance (0 = same distribution, 1 = disjoint). One row per statistic."""
     import pandas as pd
@@ -198,10 +206,16 @@ def compare_stats(ours, real) -> "pd.DataFrame":
     rows = []
     for name in STAT_NAMES:
         a, b = ours[name].to_numpy(), real[name].to_numpy()
-        rows.append({"statistic": name, "median_world": np.median(a), "median_real": np.median(b),
-                     "iqr_world": np.subtract(*np.percentile(a, [75, 25])),
-                     "iqr_real": np.subtract(*np.percentile(b, [75, 25])),
-                     "ks": float(ks_2samp(a, b).statistic)})
+        rows.append(
+            {
+                "statistic": name,
+                "median_world": np.median(a),
+                "median_real": np.median(b),
+                "iqr_world": np.subtract(*np.percentile(a, [75, 25])),
+                "iqr_real": np.subtract(*np.percentile(b, [75, 25])),
+                "ks": float(ks_2samp(a, b).statistic),
+            }
+        )
     return pd.DataFrame(rows).set_index("statistic")
 
 

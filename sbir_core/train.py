@@ -30,42 +30,63 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import math
 import os
 import re
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from sbir_core import distributed as D
 from sbir_core.data.views import RetrievalView
+from sbir_core.errors import SBIRError
 from sbir_core.evaluation import evaluate
 from sbir_core.models.base import Method, NonFiniteLoss
 from sbir_core.repro import seed_everything
+from sbir_core.runs import (
+    PROTOCOL_VAL,
+    MultiSeedResult,
+    RunResult,
+    differing_fields,
+    file_sha256,
+    fingerprint,
+    run_identity,
+)
 from sbir_core.samplers import get_sampler
 
-PROTOCOL_VAL = "val_selected"
 PROTOCOL_TEST = "best_on_test (paper protocol)"
+# the trainer's face: what it defines, and the run records it returns (defined in ``sbir_core.runs``)
+__all__ = [
+    "PROTOCOL_TEST",
+    "PROTOCOL_VAL",
+    "MultiSeedResult",
+    "RunResult",
+    "TrainConfig",
+    "TrainError",
+    "Trainer",
+    "fingerprint",
+    "run_identity",
+    "train_run",
+    "train_seeds",
+]
 OPTIMIZERS = ("adam", "adamw")
 CHECKPOINT_FORMAT = "sbir_core.train/2"
 KEEP_CHECKPOINTS = 2
 
 
-class TrainError(RuntimeError):
+class TrainError(SBIRError, RuntimeError):
     """A bad training configuration, a checkpoint that does not fit the run, or a diverged run."""
 
 
 @dataclass
 class TrainConfig:
-    """What the trainer does; loadable from YAML (``from_yaml``) or a dict (``from_dict``).
+    """What the trainer does; loadable from a dict (``from_dict``).
 
     steps: training steps. batch_size: the sampler's batch (anchors, or tasks for episode samplers).
     lr, weight_decay: of the default optimiser. optimizer: "adam" | "adamw". eval_every: evaluate
@@ -97,13 +118,19 @@ class TrainConfig:
         for name in ("steps", "batch_size", "eval_every", "eval_batch"):
             if int(getattr(self, name)) < 1:
                 raise TrainError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.checkpoint_every < 0 or not self.lr > 0 or not math.isfinite(self.lr) or not self.ks or min(self.ks) < 1:
+        if (
+            self.checkpoint_every < 0
+            or not self.lr > 0
+            or not math.isfinite(self.lr)
+            or not self.ks
+            or min(self.ks) < 1
+        ):
             raise TrainError(f"bad TrainConfig: checkpoint_every={self.checkpoint_every}, lr={self.lr}, ks={self.ks}")
         if self.checkpoint_dir == "":
             self.checkpoint_dir = None
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
+    def from_dict(cls, values: dict) -> TrainConfig:
         """Build from a dict; keys may be lower or UPPER case; unknown keys are an error."""
         names = {f.name for f in dataclasses.fields(cls)}
         values = {str(k).lower(): v for k, v in (values or {}).items()}
@@ -112,12 +139,6 @@ class TrainConfig:
             raise TrainError(f"unknown TrainConfig keys {unknown}; known: {sorted(names)}")
         return cls(**values)
 
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> "TrainConfig":
-        """Build from a YAML file holding a mapping of ``TrainConfig`` fields."""
-        with open(path) as f:
-            return cls.from_dict(yaml.safe_load(f) or {})
-
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["ks"] = list(self.ks)
@@ -125,145 +146,26 @@ class TrainConfig:
 
     def identity(self) -> dict:
         """The fields that determine a run's result (not where or how verbosely it is run)."""
-        return {k: v for k, v in self.to_dict().items()
-                if k not in ("checkpoint_dir", "checkpoint_every", "progress", "eval_batch")}
+        return {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in ("checkpoint_dir", "checkpoint_every", "progress", "eval_batch")
+        }
 
-    def replace(self, **changes) -> "TrainConfig":
+    def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-# ---------------------------------------------------------------------- identity of a run
-
-def view_digest(view: RetrievalView | None) -> str | None:
-    """A hash of what a view feeds a method: its tensors, targets, grouping and query table ids."""
-    if view is None:
-        return None
-    h = hashlib.sha1()
-    for t in (view.queries, view.gallery, view.target):
-        a = t.detach().cpu().contiguous().numpy()
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
-    h.update(f"group={view.group}".encode())
-    for col in ("drawer", "category", "instance"):
-        if col in view.table:
-            h.update("\0".join(map(str, view.table[col])).encode())
-    if view.strokes is not None:
-        for s in view.strokes:
-            h.update(np.ascontiguousarray(s).tobytes())
-    return h.hexdigest()[:16]
-
-
-def source_digest(modules: Iterable[str]) -> str:
-    """A hash of the source files of the given modules (a code change makes a new run)."""
-    import importlib
-
-    h = hashlib.sha1()
-    for name in sorted(set(modules)):
-        path = Path(importlib.import_module(name).__file__)
-        h.update(name.encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def run_identity(spec, train: RetrievalView, val: RetrievalView | None, tests: dict | None,
-                 config: TrainConfig) -> dict:
-    """Everything that determines a run: method spec, data digests, training config, seed, code."""
-    return {"method": spec.as_dict(), "train": view_digest(train), "val": view_digest(val),
-            "tests": {k: view_digest(v) for k, v in sorted((tests or {}).items())},
-            "config": config.identity(), "code": source_digest(spec.sources())}
-
-
-def fingerprint(identity: dict) -> str:
-    """The one fingerprint of a run, for checkpoints and for the store of trained states."""
-    return hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def differing_fields(a: dict, b: dict, prefix: str = "") -> list[str]:
-    """Dotted names of the fields where two identities differ."""
-    out = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += differing_fields(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            out.append(f"{prefix}{k} ({va!r} != {vb!r})")
-    return out
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-# ---------------------------------------------------------------------- results
-
-@dataclass
-class RunResult:
-    """One seed's run: the evaluation history and both model-selection protocols.
-
-    history: one row per evaluation: step, loss (mean since the last evaluation), and columns
-        "<view>/acc_at_K" for "val" and each test view.
-    val_selected: {"step": int, "<view>": {"acc_at_K": float}} (empty without a validation view).
-    best_on_test: {"<test view>": {"step": int, "acc_at_K": float}}.
-    best_state: the model's state dict at the val-selected step (the last step without validation).
-    fingerprint: the run's fingerprint (``run_identity``), "" when trained without one.
-    """
-
-    seed: int
-    history: pd.DataFrame
-    val_selected: dict
-    best_on_test: dict
-    best_state: dict = field(repr=False, default_factory=dict)
-    fingerprint: str = ""
-
-    @property
-    def protocol(self) -> str:
-        """How ``best_state`` was chosen: "val_selected", or "last_step" for a run without validation."""
-        return PROTOCOL_VAL if self.val_selected else "last_step"
-
-    def to_plain(self) -> dict:
-        """Plain containers for ``torch.save`` (loadable with ``weights_only=True``)."""
-        return {"seed": self.seed, "history": self.history.to_dict("list"), "history_columns": list(self.history),
-                "val_selected": self.val_selected, "best_on_test": self.best_on_test,
-                "best_state": self.best_state, "fingerprint": self.fingerprint}
-
-    @classmethod
-    def from_plain(cls, d: dict) -> "RunResult":
-        hist = pd.DataFrame(d["history"], columns=d["history_columns"])
-        return cls(int(d["seed"]), hist, d["val_selected"], d["best_on_test"], d["best_state"], d["fingerprint"])
-
-
-@dataclass
-class MultiSeedResult:
-    """Runs of one setting over several seeds."""
-
-    runs: list[RunResult]
-
-    def histories(self) -> pd.DataFrame:
-        """All seeds' histories stacked, with a ``seed`` column (for curves with seed bands)."""
-        return pd.concat([r.history.assign(seed=r.seed) for r in self.runs], ignore_index=True)
-
-    def methods(self, spec) -> list[Method]:
-        """Each seed's selected model, rebuilt from ``spec`` with its ``best_state`` (in eval mode)."""
-        out = []
-        for run in self.runs:
-            m = spec.build()
-            m.load_state_dict(run.best_state)
-            out.append(m.eval())
-        return out
-
-
 # ---------------------------------------------------------------------- the trainer
+
 
 def to_device(view: RetrievalView | None, device: torch.device) -> RetrievalView | None:
     """The view with its tensors on ``device`` (the same object when they already are)."""
     if view is None or view.queries.device == device:
         return view
-    return dataclasses.replace(view, queries=view.queries.to(device), gallery=view.gallery.to(device),
-                               target=view.target.to(device))
+    return dataclasses.replace(
+        view, queries=view.queries.to(device), gallery=view.gallery.to(device), target=view.target.to(device)
+    )
 
 
 class Trainer:
@@ -274,9 +176,16 @@ class Trainer:
     counts from 1); an exception raised there interrupts the run like a crash would.
     """
 
-    def __init__(self, method: Method, train: RetrievalView, val: RetrievalView | None,
-                 tests: dict[str, RetrievalView] | None, config: TrainConfig, identity: dict | None = None,
-                 callbacks: Iterable[Callable] = ()):
+    def __init__(
+        self,
+        method: Method,
+        train: RetrievalView,
+        val: RetrievalView | None,
+        tests: dict[str, RetrievalView] | None,
+        config: TrainConfig,
+        identity: dict | None = None,
+        callbacks: Iterable[Callable] = (),
+    ):
         if not isinstance(method, Method):
             raise TrainError(f"the trainer needs a sbir_core Method, got {type(method).__name__}")
         self.config = config
@@ -308,11 +217,19 @@ class Trainer:
         return None if d is None else Path(d) / self.fingerprint
 
     def _state(self) -> dict:
-        return {"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint, "step": self.step,
-                "model": self.method.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers],
-                "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
-                "history": self.history, "losses": self.losses, "best_state": self.best_state,
-                "best_key": list(self.best_key)}
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": self.fingerprint,
+            "step": self.step,
+            "model": self.method.state_dict(),
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "history": self.history,
+            "losses": self.losses,
+            "best_state": self.best_state,
+            "best_key": list(self.best_key),
+        }
 
     def save_checkpoint(self) -> Path:
         """Write ``step_<N>.pt`` and its ``.json`` (fingerprint, identity, SHA-256) atomically; keep the last two."""
@@ -323,8 +240,13 @@ class Trainer:
         path = folder / f"step_{self.step:08d}.pt"
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         torch.save(self._state(), tmp)
-        meta = {"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint, "identity": self.identity,
-                "step": self.step, "sha256": file_sha256(tmp)}
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": self.fingerprint,
+            "identity": self.identity,
+            "step": self.step,
+            "sha256": file_sha256(tmp),
+        }
         tmp_meta = path.with_name(f".{path.stem}.json.{os.getpid()}.tmp")
         tmp_meta.write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
         os.replace(tmp, path)
@@ -365,9 +287,11 @@ class Trainer:
                 continue
             if meta["fingerprint"] != self.fingerprint:
                 diff = differing_fields(meta.get("identity", {}), self.identity)
-                raise TrainError(f"{ckpt}: checkpoint of another run (fingerprint {meta['fingerprint']}, this run "
-                                 f"{self.fingerprint}); differing fields: {', '.join(diff) or 'unknown'}. Remove it "
-                                 f"or use another checkpoint_dir")
+                raise TrainError(
+                    f"{ckpt}: checkpoint of another run (fingerprint {meta['fingerprint']}, this run "
+                    f"{self.fingerprint}); differing fields: {', '.join(diff) or 'unknown'}. Remove it "
+                    f"or use another checkpoint_dir"
+                )
             if file_sha256(ckpt) != meta["sha256"]:
                 self._set_aside(ckpt, "its SHA-256 does not match the one recorded when it was written")
                 continue
@@ -393,8 +317,11 @@ class Trainer:
         return found
 
     def _set_aside(self, ckpt: Path, why: str) -> None:
-        warnings.warn(f"checkpoint {ckpt} is damaged: {why}; set aside as {ckpt.name}.corrupt, trying an older one",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"checkpoint {ckpt} is damaged: {why}; set aside as {ckpt.name}.corrupt, trying an older one",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         ckpt.rename(ckpt.with_name(ckpt.name + ".corrupt"))
         ckpt.with_suffix(".json").unlink(missing_ok=True)
 
@@ -440,8 +367,9 @@ class Trainer:
             self.resume()
         self.method.train()
         every_ckpt = c.checkpoint_every or c.eval_every
-        bar = tqdm(total=c.steps, initial=self.step, disable=not c.progress or not ctx.main, desc=f"seed {c.seed}",
-                   leave=False)
+        bar = tqdm(
+            total=c.steps, initial=self.step, disable=not c.progress or not ctx.main, desc=f"seed {c.seed}", leave=False
+        )
         try:
             while self.step < c.steps:
                 # every rank draws the same global batch (one generator, seeded alike) and keeps its shard
@@ -451,8 +379,11 @@ class Trainer:
                 try:
                     value = D.mean_value(self.method.train_step(batch, self.optimizers))
                 except NonFiniteLoss as err:
-                    last = (f"the last finite loss was {self.last_finite[1]:.6g} at step {self.last_finite[0]}"
-                            if self.last_finite else "no step had a finite loss")
+                    last = (
+                        f"the last finite loss was {self.last_finite[1]:.6g} at step {self.last_finite[0]}"
+                        if self.last_finite
+                        else "no step had a finite loss"
+                    )
                     where = f"; checkpoints kept in {self.run_dir}" if self.run_dir else ""
                     raise TrainError(f"training diverged at step {self.step + 1}: {err}; {last}{where}") from None
                 if not math.isfinite(value):
@@ -481,18 +412,32 @@ class Trainer:
             col = f"{name}/acc_at_{ks[0]}"
             # idxmax returns the first maximum: the earliest step among ties
             row = hist.loc[hist[col].idxmax()]
-            best_on_test[name] = {"step": int(row["step"]), **{f"acc_at_{k}": float(row[f"{name}/acc_at_{k}"]) for k in ks}}
+            best_on_test[name] = {
+                "step": int(row["step"]),
+                **{f"acc_at_{k}": float(row[f"{name}/acc_at_{k}"]) for k in ks},
+            }
         if self.val is not None and len(hist):
             step = -self.best_key[-1]
             row = hist.loc[hist["step"] == step].iloc[0]
-            val_selected = {"step": int(step), **{name: {f"acc_at_{k}": float(row[f"{name}/acc_at_{k}"]) for k in ks}
-                                                  for name in ["val", *self.tests]}}
+            val_selected = {
+                "step": int(step),
+                **{
+                    name: {f"acc_at_{k}": float(row[f"{name}/acc_at_{k}"]) for k in ks} for name in ["val", *self.tests]
+                },
+            }
         best = self.best_state or copy.deepcopy(self.method.state_dict())
         return RunResult(self.config.seed, hist, val_selected, best_on_test, best, self.fingerprint)
 
 
-def train_run(spec, train: RetrievalView, val: RetrievalView | None, tests: dict | None, config: TrainConfig,
-              seed: int, store: bool = True) -> RunResult:
+def train_run(
+    spec,
+    train: RetrievalView,
+    val: RetrievalView | None,
+    tests: dict | None,
+    config: TrainConfig,
+    seed: int,
+    store: bool = True,
+) -> RunResult:
     """One seed of ``spec`` trained with ``config`` (seed replaced): from the store of trained states
     when it holds this exact run (``sbir_core.store``), else trained (resuming from a checkpoint when
     ``config.checkpoint_dir`` holds one) and stored."""
@@ -513,7 +458,14 @@ def train_run(spec, train: RetrievalView, val: RetrievalView | None, tests: dict
     return result
 
 
-def train_seeds(spec, train: RetrievalView, val: RetrievalView | None, tests: dict | None, config: TrainConfig,
-                seeds: Iterable[int], store: bool = True) -> MultiSeedResult:
+def train_seeds(
+    spec,
+    train: RetrievalView,
+    val: RetrievalView | None,
+    tests: dict | None,
+    config: TrainConfig,
+    seeds: Iterable[int],
+    store: bool = True,
+) -> MultiSeedResult:
     """``train_run`` for each seed: one fresh method per seed, initialised after ``seed_everything(seed)``."""
     return MultiSeedResult([train_run(spec, train, val, tests, config, s, store) for s in seeds])

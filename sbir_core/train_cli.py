@@ -60,8 +60,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sbir_core.train_cli", description=__doc__.split("\n")[0])
     ap.add_argument("--chapter", required=True, help="e.g. 04_triplet_baseline (its main model)")
     ap.add_argument("--scale", default="ci", help="ci | paper: which parameters")
-    ap.add_argument("--set", type=_assignment, action="append", default=[], metavar="NAME=VALUE",
-                    help="change a chapter parameter, e.g. --set STEPS=200 --set SEED=1")
+    ap.add_argument(
+        "--set",
+        type=_assignment,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change a chapter parameter, e.g. --set STEPS=200 --set SEED=1",
+    )
     ap.add_argument("--checkpoint-dir", default=None, help="checkpoints here; the same command resumes from them")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: the book's)")
     ap.add_argument("--no-store", action="store_true", help="train even if the store holds the run; do not store it")
@@ -100,18 +106,31 @@ def main(argv=None) -> int:
         start = trainer.step
         result = trainer.fit(resume=False)
         # every rank holds the whole model: the same digest on every rank shows the gradients were averaged
-        digest = hashlib.sha1(b"".join(t.detach().cpu().contiguous().numpy().tobytes()
-                                       for t in trainer.method.state_dict().values())).hexdigest()[:16]
-        print(f"[rank {ctx.rank}] checkpoints written: {trainer.saved}; final parameters {digest}", file=sys.stderr,
-              flush=True)
+        digest = hashlib.sha1(
+            b"".join(t.detach().cpu().contiguous().numpy().tobytes() for t in trainer.method.state_dict().values())
+        ).hexdigest()[:16]
+        print(
+            f"[rank {ctx.rank}] checkpoints written: {trainer.saved}; final parameters {digest}",
+            file=sys.stderr,
+            flush=True,
+        )
         if ctx.main and not args.no_store:
             S.save(key, identity, result)
     seconds = time.perf_counter() - t0
     if ctx.main:
-        summary = {"chapter": args.chapter, "scale": args.scale, "key": key, "source": source, "world": ctx.world,
-                   "threads": torch.get_num_threads(), "seconds": seconds, "steps": config.steps,
-                   "batch_size": config.batch_size, "val_selected": result.val_selected,
-                   "history": result.history.to_dict("records")}
+        summary = {
+            "chapter": args.chapter,
+            "scale": args.scale,
+            "key": key,
+            "source": source,
+            "world": ctx.world,
+            "threads": torch.get_num_threads(),
+            "seconds": seconds,
+            "steps": config.steps,
+            "batch_size": config.batch_size,
+            "val_selected": result.val_selected,
+            "history": result.history.to_dict("records"),
+        }
         if source == "trained":
             summary["resumed_from_step"] = start
         print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=1, default=str))

@@ -72,11 +72,18 @@ class SketchPad:
     def __init__(self, size: int = 256, line_width: int = 3):
         self.size = size
         self.scale = SK.CANVAS / size
-        self.canvas = Canvas(width=size, height=size, layout=W.Layout(width=f"{size}px", height=f"{size}px",
-                                                                       border="1px solid #888"))
+        self.canvas = Canvas(
+            width=size, height=size, layout=W.Layout(width=f"{size}px", height=f"{size}px", border="1px solid #888")
+        )
         self.canvas.add_class("sbir-pad")
-        self.line = W.IntSlider(value=line_width, min=1, max=12, description="line width",
-                                style={"description_width": "initial"}, layout=W.Layout(width="220px"))
+        self.line = W.IntSlider(
+            value=line_width,
+            min=1,
+            max=12,
+            description="line width",
+            style={"description_width": "initial"},
+            layout=W.Layout(width="220px"),
+        )
         self.undo_button = W.Button(description="undo", icon="undo", layout=W.Layout(width="80px"))
         self.clear_button = W.Button(description="clear", icon="trash", layout=W.Layout(width="80px"))
         self.status = W.HTML()
@@ -109,8 +116,9 @@ class SketchPad:
         """(N, 3) x, y, pen (1 on each stroke's last point) on the 256 canvas, unchecked; (0, 3) when empty."""
         if not self.parts:
             return np.zeros((0, 3))
-        return np.concatenate([np.column_stack([np.asarray(p)[:, :2], np.eye(1, len(p), len(p) - 1)[0]])
-                               for p in self.parts])
+        return np.concatenate(
+            [np.column_stack([np.asarray(p)[:, :2], np.eye(1, len(p), len(p) - 1)[0]]) for p in self.parts]
+        )
 
     def times(self) -> np.ndarray:
         """(N,) milliseconds since the first point, aligned with ``points()``."""
@@ -143,7 +151,9 @@ class SketchPad:
 
     def load(self, strokes) -> None:
         """Show a canonical sketch on the pad as if drawn (no timing: every point at 0 ms)."""
-        self.parts = [[(float(x), float(y), 0.0) for x, y in part] for part in SK.split_strokes(SK.check_strokes(strokes))]
+        self.parts = [
+            [(float(x), float(y), 0.0) for x, y in part] for part in SK.split_strokes(SK.check_strokes(strokes))
+        ]
         self.redraw()
         self._changed()
 
@@ -190,7 +200,7 @@ class SketchPad:
         per mouse move would exceed the server's IOPub message rate on a fast scribble, and the
         server then drops messages, the widgets' updates among them."""
         part = self.parts[-1]
-        new = part[self._drawn - 1:]
+        new = part[self._drawn - 1 :]
         if len(new) >= 2:
             self.canvas.stroke_lines([(px / self.scale, py / self.scale) for px, py, _ in new])
         self._drawn = len(part)
@@ -230,8 +240,14 @@ class Explorer:
     overrides: chapter parameters that differ from the scale's configs (``playground.methods``).
     """
 
-    def __init__(self, pad: SketchPad | None = None, scale: str = "ci", k: int = 10, options: dict | None = None,
-                 overrides: dict | None = None):
+    def __init__(
+        self,
+        pad: SketchPad | None = None,
+        scale: str = "ci",
+        k: int = 10,
+        options: dict | None = None,
+        overrides: dict | None = None,
+    ):
         options = options or {}
         self.pad = pad or SketchPad()
         self.k = k
@@ -246,10 +262,16 @@ class Explorer:
         self.done = W.HTML()  # an invisible mark of the drawing last handled, for the browser tests
         self.done.add_class("sbir-done")
         self.choices = P.methods(scale, **(overrides or {}))
-        self.method = W.Dropdown(options=[(c.label, i) for i, c in enumerate(self.choices)],
-                                 description="method", layout=W.Layout(width="360px"))
-        self.train_button = W.Button(description=f"train it here ({scale} scale)", button_style="warning",
-                                     layout=W.Layout(display="none", width="220px"))
+        self.method = W.Dropdown(
+            options=[(c.label, i) for i, c in enumerate(self.choices)],
+            description="method",
+            layout=W.Layout(width="360px"),
+        )
+        self.train_button = W.Button(
+            description=f"train it here ({scale} scale)",
+            button_style="warning",
+            layout=W.Layout(display="none", width="220px"),
+        )
         self.train_output = W.Output()
         self.source = W.Dropdown(description="gallery", layout=W.Layout(width="360px"))
         self.folder = W.Text(placeholder="a folder of your own images", layout=W.Layout(display="none", width="360px"))
@@ -260,12 +282,31 @@ class Explorer:
         self.cells = [W.VBox([W.Image(format="png", width=80, height=80), W.HTML()]) for _ in range(k)]
         self.grid = W.GridBox(self.cells, layout=W.Layout(grid_template_columns="repeat(5, 96px)", grid_gap="4px"))
         self.grid.add_class("sbir-results")
-        self.widget = W.VBox([
-            W.HBox([self.method, self.train_button]), self.train_output,
-            W.HBox([self.source, self.folder, self.folder_button]),
-            W.HBox([self.pad.widget, W.VBox([W.HTML("<b>a world sketch to copy</b>"), self.target_image,
-                                             self.next_target, self.show_target, self.rank])]),
-            self.message, W.HTML(f"<b>top {k}</b>"), self.grid, self.done])
+        self.widget = W.VBox(
+            [
+                W.HBox([self.method, self.train_button]),
+                self.train_output,
+                W.HBox([self.source, self.folder, self.folder_button]),
+                W.HBox(
+                    [
+                        self.pad.widget,
+                        W.VBox(
+                            [
+                                W.HTML("<b>a world sketch to copy</b>"),
+                                self.target_image,
+                                self.next_target,
+                                self.show_target,
+                                self.rank,
+                            ]
+                        ),
+                    ]
+                ),
+                self.message,
+                W.HTML(f"<b>top {k}</b>"),
+                self.grid,
+                self.done,
+            ]
+        )
         self.widget.add_class("sbir-explorer")
         self.method.observe(lambda ch: self._guard(self._pick_method), names="value")
         self.source.observe(lambda ch: self._guard(self._pick_gallery), names="value")
@@ -290,8 +331,9 @@ class Explorer:
             self.message.value = f"⚠ something went wrong: {type(err).__name__}: {err}"
         finally:
             if mark:
-                self.done.value = (f"<span data-strokes='{len(self.pad.parts)}' data-points='{self.pad.n_points}'>"
-                                   f"</span>")
+                self.done.value = (
+                    f"<span data-strokes='{len(self.pad.parts)}' data-points='{self.pad.n_points}'></span>"
+                )
 
     def _start(self, options: dict) -> None:
         if not self.choices:
@@ -312,9 +354,11 @@ class Explorer:
         self._clear_results()
         if not choice.stored:
             self.train_button.layout.display = ""
-            raise P.PlaygroundError(f"{choice.recipe.label} is not trained at the {choice.scale} scale yet. Press "
-                                    f"'train it here', or run its chapter: python -m sbir_core.book run --only "
-                                    f"{choice.recipe.chapter}")
+            raise P.PlaygroundError(
+                f"{choice.recipe.label} is not trained at the {choice.scale} scale yet. Press "
+                f"'train it here', or run its chapter: python -m sbir_core.book run --only "
+                f"{choice.recipe.chapter}"
+            )
         self.train_button.layout.display = "none"
         self.engine = P.load(choice)
         self.message.value = ""
@@ -419,17 +463,21 @@ class Explorer:
         for cell, (i, d) in zip(self.cells, zip(hits.index, hits.distance)):
             hit = self.target is not None and i == self.target.index
             cell.children[0].value = png(self.gallery.images[i], max(1, 80 // self.gallery.images.shape[1]))
-            cell.children[1].value = (f"<span class='sbir-hit' style='color:{'green' if hit else 'black'}'>"
-                                      f"{'✔ ' if hit else ''}{self.gallery.labels[i]}<br>d²={d:.3f}</span>")
-        for cell in self.cells[len(hits.index):]:
+            cell.children[1].value = (
+                f"<span class='sbir-hit' style='color:{'green' if hit else 'black'}'>"
+                f"{'✔ ' if hit else ''}{self.gallery.labels[i]}<br>d²={d:.3f}</span>"
+            )
+        for cell in self.cells[len(hits.index) :]:
             cell.children[0].value, cell.children[1].value = b"", ""
         notes = [n for n in (note, self.gallery.message) if n]
         self.message.value = ("⚠ " + "; ".join(notes)) if notes else ""
         if hits.target_rank is not None:
             self.history.append(hits.target_rank)
             trail = " → ".join(map(str, self.history[-12:]))
-            self.rank.value = (f"<span class='sbir-target-rank' data-rank='{hits.target_rank}'>target rank "
-                               f"<b>{hits.target_rank}</b> of {len(self.gallery)}</span><br>by stroke: {trail}")
+            self.rank.value = (
+                f"<span class='sbir-target-rank' data-rank='{hits.target_rank}'>target rank "
+                f"<b>{hits.target_rank}</b> of {len(self.gallery)}</span><br>by stroke: {trail}"
+            )
 
 
 class StyleSwap:
@@ -437,15 +485,35 @@ class StyleSwap:
 
     def __init__(self, explorer: Explorer):
         self.explorer = explorer
-        self.amount = W.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.1, description="towards the other style",
-                                    style={"description_width": "initial"}, continuous_update=False)
-        self.source = W.IntSlider(value=0, min=0, max=50, description="other drawer's sketch",
-                                  style={"description_width": "initial"}, continuous_update=False)
+        self.amount = W.FloatSlider(
+            value=0.0,
+            min=0.0,
+            max=1.0,
+            step=0.1,
+            description="towards the other style",
+            style={"description_width": "initial"},
+            continuous_update=False,
+        )
+        self.source = W.IntSlider(
+            value=0,
+            min=0,
+            max=50,
+            description="other drawer's sketch",
+            style={"description_width": "initial"},
+            continuous_update=False,
+        )
         self.images = W.HBox([W.Image(format="png", width=96, height=96) for _ in range(3)])
         self.message = W.HTML()
         self.message.add_class("sbir-message")
-        self.widget = W.VBox([W.HTML("<b>style swap</b> (StyleMeUp): your drawing, the other style, the decoding"),
-                              self.source, self.amount, self.images, self.message])
+        self.widget = W.VBox(
+            [
+                W.HTML("<b>style swap</b> (StyleMeUp): your drawing, the other style, the decoding"),
+                self.source,
+                self.amount,
+                self.images,
+                self.message,
+            ]
+        )
         for w in (self.amount, self.source):
             w.observe(lambda ch: self.explorer._guard(self.update), names="value")
         explorer.pad.on_stroke_end(lambda _: self.explorer._guard(self.update))
@@ -484,9 +552,17 @@ class Personalise:
         self.count = W.HTML()
         self.message = W.HTML()
         self.message.add_class("sbir-message")
-        self.widget = W.VBox([W.HTML("<b>personalise</b> (Adaptive FG-SBIR): copy a few sketches your way on the "
-                                     "pad, keep each one, then adapt the model to them"),
-                              W.HBox([self.keep, self.adapt, self.forget]), self.count, self.message])
+        self.widget = W.VBox(
+            [
+                W.HTML(
+                    "<b>personalise</b> (Adaptive FG-SBIR): copy a few sketches your way on the "
+                    "pad, keep each one, then adapt the model to them"
+                ),
+                W.HBox([self.keep, self.adapt, self.forget]),
+                self.count,
+                self.message,
+            ]
+        )
         self.keep.on_click(lambda _: self._run(self._keep))
         self.adapt.on_click(lambda _: self._run(self._adapt))
         self.forget.on_click(lambda _: self._run(self._forget))
@@ -556,7 +632,7 @@ class Playground:
             self.widget.set_title(i, title)
 
     @classmethod
-    def from_query_string(cls, query: str | None, scale: str = "ci", overrides: dict | None = None) -> "Playground":
+    def from_query_string(cls, query: str | None, scale: str = "ci", overrides: dict | None = None) -> Playground:
         """A playground set up from a URL query (``?method=04_triplet_baseline&gallery=world:shoe&target=3``)."""
         options = {k: v[-1] for k, v in parse_qs(query or "").items()}
         return cls(scale=options.pop("scale", scale), options=options, overrides=overrides)

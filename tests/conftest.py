@@ -33,8 +33,7 @@ def small_triplet_engine():
 
     views = P._views(load_params("04_triplet_baseline", "ci"))
     spec = MethodSpec("triplet_sn", {"encoder": "cnn", "width": 8, "depth": 3, "embed_dim": 32})
-    run = train_run(spec, views.train, None, None, TrainConfig(steps=40, eval_every=40, progress=False), 0,
-                    store=False)
+    run = train_run(spec, views.train, None, None, TrainConfig(steps=40, eval_every=40, progress=False), 0, store=False)
     m = spec.build()
     m.load_state_dict(run.best_state)
     return P.Engine(m, "test_small_triplet", 32, 1.5, "small Triplet-SN", views)

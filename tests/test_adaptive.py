@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
+from sbir_core.data import support as SP
 from sbir_core.data.base import DataError
 from sbir_core.data.views import RetrievalView
 from sbir_core.evaluation import evaluate
@@ -25,10 +26,14 @@ def image_view(n_items=8, per_item=4, drawers=2, categories=2, seed=0, size=8) -
     target = torch.arange(n_items).repeat_interleave(per_item)
     queries = gallery[target].mean(1, keepdim=True) + 0.1 * torch.randn(len(target), 1, size, size, generator=g)
     cat = [f"c{i % categories}" for i in range(n_items)]
-    table = pd.DataFrame({"sketch_id": [f"s{k}" for k in range(len(target))],
-                          "instance": [f"i{t}" for t in target.tolist()],
-                          "category": [cat[t] for t in target.tolist()],
-                          "drawer": [f"d{k % drawers}" for k in range(len(target))]})
+    table = pd.DataFrame(
+        {
+            "sketch_id": [f"s{k}" for k in range(len(target))],
+            "instance": [f"i{t}" for t in target.tolist()],
+            "category": [cat[t] for t in target.tolist()],
+            "drawer": [f"d{k % drawers}" for k in range(len(target))],
+        }
+    )
     gtable = pd.DataFrame({"instance": [f"i{i}" for i in range(n_items)], "category": cat, "medium": "photo"})
     return RetrievalView("toy", queries, gallery, target, table, gtable, group="category")
 
@@ -134,9 +139,14 @@ def test_adapt_returns_a_new_method_and_changes_only_the_head():
     assert changed == {"head.weight", "head.bias"}
     assert 0 < new.last_margin < m.max_margin and m.last_margin is None
     maml = build("all").adapt(support)
-    assert any(k.startswith("encoder.") for k, v in maml.state_dict().items()
-               if not torch.equal(build("all").state_dict()[k], v))
-    assert all(torch.equal(v, build("none").state_dict()[k]) for k, v in build("none").adapt(support).state_dict().items())
+    assert any(
+        k.startswith("encoder.")
+        for k, v in maml.state_dict().items()
+        if not torch.equal(build("all").state_dict()[k], v)
+    )
+    assert all(
+        torch.equal(v, build("none").state_dict()[k]) for k, v in build("none").adapt(support).state_dict().items()
+    )
 
 
 def test_sign_maml_steps_by_the_sign():
@@ -260,16 +270,18 @@ def test_style_world_supports_never_show_a_test_object_and_refuse_big_k():
     from sbir_core import benchmark as B
 
     data = B.world(3.0)
-    view = A.adaptation_view(data, 16, 1.0)
-    support_for = A.support_for_drawer(data, view, 3, seed=0)
+    view = SP.adaptation_view(data, 16, 1.0)
+    support_for = SP.support_for_drawer(data, view, 3, seed=0)
     drawer = sorted(set(data.sketches.loc[data.sketches["drawer_split"] == "unseen", "drawer"]))[0]
     s = support_for(drawer)
     assert len(s["sketch"]) == 3
     assert set(view.table["split"].iloc[s["idx"].numpy()]) <= {"train", "val"}
-    assert (view.gallery_table["instance"].iloc[s["neg_idx"].numpy()].to_numpy()
-            != view.gallery_table["instance"].iloc[s["pos_idx"].numpy()].to_numpy()).any()
+    assert (
+        view.gallery_table["instance"].iloc[s["neg_idx"].numpy()].to_numpy()
+        != view.gallery_table["instance"].iloc[s["pos_idx"].numpy()].to_numpy()
+    ).any()
     with pytest.raises(DataError, match="k must lie"):
-        A.support_for_drawer(data, view, 10_000)(drawer)
+        SP.support_for_drawer(data, view, 10_000)(drawer)
     seen = data.sketches.loc[data.sketches["drawer_split"] == "seen", "drawer"].iloc[0]
     with pytest.raises(DataError, match="no sketches in the adaptation split"):
         support_for(seen)
@@ -341,8 +353,9 @@ def test_trunk_view_gives_the_same_retrieval_as_images_and_needs_a_frozen_trunk(
     assert torch.allclose(m.embed_query(fv.queries), m.embed_query(view.queries), atol=1e-5)
 
     def support_for(v):
-        return lambda drawer: v.triplets(torch.as_tensor(np.flatnonzero(v.table["drawer"] == drawer)[:3]),
-                                         torch.Generator().manual_seed(0))
+        return lambda drawer: v.triplets(
+            torch.as_tensor(np.flatnonzero(v.table["drawer"] == drawer)[:3]), torch.Generator().manual_seed(0)
+        )
 
     on_images = evaluate(m, view, ks=(1,), adapt=("drawer", support_for(view)))
     on_trunk = evaluate(m, fv, ks=(1,), adapt=("drawer", support_for(fv)))
@@ -353,33 +366,37 @@ def test_trunk_view_gives_the_same_retrieval_as_images_and_needs_a_frozen_trunk(
 
 def test_category_supports_come_from_the_category_and_refuse_big_k():
     view = image_view(n_items=8, per_item=4, categories=2)
-    sf = A.support_for_category(view, 3, seed=0)
+    sf = SP.support_for_category(view, 3, seed=0)
     s = sf("c1")
     assert len(s["sketch"]) == 3 and set(view.table["category"].iloc[s["idx"].numpy()]) == {"c1"}
     assert torch.equal(sf("c1")["idx"], s["idx"])  # seeded: the same support every time
     with pytest.raises(DataError, match="has 16"):
-        A.support_for_category(view, 17)("c0")
+        SP.support_for_category(view, 17)("c0")
     with pytest.raises(DataError, match="no support"):
         sf("c9")
 
 
 def _class_table(counts):
-    return pd.DataFrame({"category": [c for c, n in counts.items() for _ in range(n)],
-                         "sketch_id": [f"s{i}" for i in range(sum(counts.values()))]})
+    return pd.DataFrame(
+        {
+            "category": [c for c, n in counts.items() for _ in range(n)],
+            "sketch_id": [f"s{i}" for i in range(sum(counts.values()))],
+        }
+    )
 
 
 def test_support_pool_is_fixed_disjoint_and_refuses_a_class_without_queries():
     table = _class_table({"a": 6, "b": 4})
-    pool, queries = A.support_pool(table, 3, seed=0)
-    again, q2 = A.support_pool(table, 3, seed=0)
+    pool, queries = SP.support_pool(table, 3, seed=0)
+    again, q2 = SP.support_pool(table, 3, seed=0)
     assert all(np.array_equal(pool[c], again[c]) for c in pool) and np.array_equal(queries, q2)
     used = np.concatenate([pool["a"], pool["b"]])
     assert len(set(used) & set(queries)) == 0 and len(used) + len(queries) == len(table)
     assert set(table["category"].iloc[pool["a"]]) == {"a"} and len(queries) == 4
-    other, _ = A.support_pool(table, 3, seed=1)
+    other, _ = SP.support_pool(table, 3, seed=1)
     assert any(not np.array_equal(pool[c], other[c]) for c in pool)
     with pytest.raises(DataError, match="none left"):
-        A.support_pool(table, 4)
+        SP.support_pool(table, 4)
 
 
 def test_class_supports_take_negatives_from_other_classes_and_refuse_bad_k():
@@ -387,20 +404,20 @@ def test_class_supports_take_negatives_from_other_classes_and_refuse_bad_k():
     photos = torch.rand(6, 3, 8, 8)
     cls = np.array(["a", "a", "a", "b", "b", "c"])
     pool = {"a": np.array([0, 1, 2]), "b": np.array([3, 4, 5])}
-    sf = A.support_for_class(sketches, pool, photos, cls, 2, seed=0)
+    sf = SP.support_for_class(sketches, pool, photos, cls, 2, seed=0)
     s = sf("a")
     assert torch.equal(s["sketch"], sketches[:2])
     assert set(cls[s["pos_idx"].numpy()]) == {"a"} and "a" not in set(cls[s["neg_idx"].numpy()])
     assert torch.equal(s["photo"], photos[s["pos_idx"]]) and torch.equal(s["neg"], photos[s["neg_idx"]])
     with pytest.raises(DataError, match="k=4"):
-        A.support_for_class(sketches, pool, photos, cls, 4)("a")
+        SP.support_for_class(sketches, pool, photos, cls, 4)("a")
     with pytest.raises(DataError, match="no support sketches"):
         sf("z")
     with pytest.raises(DataError, match="another class"):
-        A.support_for_class(sketches, pool, photos[:3], cls[:3], 2)("a")
+        SP.support_for_class(sketches, pool, photos[:3], cls[:3], 2)("a")
 
 
-def test_category_adapted_evaluation_matches_evaluate_and_leaves_the_base_alone(words):
+def test_evaluate_adapts_on_a_category_view_and_leaves_the_base_alone(words):
     from sbir_core.data.views import CategoryView
 
     g = torch.Generator().manual_seed(0)
@@ -410,23 +427,22 @@ def test_category_adapted_evaluation_matches_evaluate_and_leaves_the_base_alone(
     table = pd.DataFrame({"category": [f"c{i % 3}" for i in range(9)], "sketch_id": [f"q{i}" for i in range(9)]})
     view = CategoryView("toy/category", queries, gallery, table, gtable)
     m = build("margin", "category", words).eval()
-    plain, ours = evaluate(m, view), A.evaluate_category_adapted(m, view)
-    for key in plain.metrics:
-        assert ours.metrics[key] == pytest.approx(plain.metrics[key])
-    assert np.allclose(ours.outcome("map_all"), plain.outcome("map_all"))
+    plain = evaluate(m, view)
     before = {k: v.clone() for k, v in m.state_dict().items()}
     sk = torch.rand(6, 1, 8, 8, generator=g)
     pool = {c: np.array([2 * i, 2 * i + 1]) for i, c in enumerate(["c0", "c1", "c2"])}
-    sf = A.support_for_class(sk, pool, gallery, gtable["category"].to_numpy(), 2)
-    adapted = A.evaluate_category_adapted(m, view, sf)
+    sf = SP.support_for_class(sk, pool, gallery, gtable["category"].to_numpy(), 2)
+    adapted = evaluate(m, view, adapt=("category", sf))
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
     assert adapted.outcome("map_all").shape == (9,)
     import dataclasses
+
     rows = np.flatnonzero(table["category"] == "c1")  # each class's queries ranked by the model adapted to it
     sub = dataclasses.replace(view, queries=queries[torch.as_tensor(rows)], table=table.iloc[rows])
     one = evaluate(m.adapt(sf("c1")), sub)
     assert np.allclose(adapted.outcome("map_all")[rows], one.outcome("map_all"))
     assert m.adapt(sf("c1")).head.weight.ne(m.head.weight).any()
+    assert not np.allclose(adapted.outcome("map_all"), plain.outcome("map_all"))  # adaptation is not ignored
 
 
 def test_sketchy_zero_shot_split_gives_support_and_query_objects_and_adapts(tmp_path, monkeypatch, words):
@@ -439,18 +455,22 @@ def test_sketchy_zero_shot_split_gives_support_and_query_objects_and_adapts(tmp_
     from sbir_core.data.folders import YELAMARTHI_21
 
     monkeypatch.setenv("SBIR_CACHE", str(tmp_path / "cache"))
-    write_sketchy(tmp_path, classes=("airplane", "apple", *YELAMARTHI_21), photos_per_class=4, sketches_per_photo=2,
-                  extended=False)
-    data = load_dataset("sketchy", tmp_path, unseen="yelamarthi21", paired_only=True, seed=0,
-                        val_fraction=0.5)
+    write_sketchy(
+        tmp_path,
+        classes=("airplane", "apple", *YELAMARTHI_21),
+        photos_per_class=4,
+        sketches_per_photo=2,
+        extended=False,
+    )
+    data = load_dataset("sketchy", tmp_path, unseen="yelamarthi21", paired_only=True, seed=0, val_fraction=0.5)
     with pytest.raises(DataError, match="hold_out_support"):
-        A.category_views(data, 8)  # every unseen object is a test object: no support split yet
-    held = A.hold_out_support(data, 0.5, seed=0)
+        SP.category_views(data, 8)  # every unseen object is a test object: no support split yet
+    held = SP.hold_out_support(data, 0.5, seed=0)
     assert (data.sketches.loc[data.sketches["category_split"] == "unseen", "split"] == "test").all()  # unchanged
     assert held.fingerprint != data.fingerprint
-    again = A.hold_out_support(data, 0.5, seed=0)
+    again = SP.hold_out_support(data, 0.5, seed=0)
     assert again.sketches["split"].tolist() == held.sketches["split"].tolist()  # a fixed rule
-    views = A.category_views(held, 8)
+    views = SP.category_views(held, 8)
     assert set(views["train"].table["category"]) | set(views["val"].table["category"]) <= {"airplane", "apple"}
     for v in ("support", "test"):
         assert set(views[v].table["category"]) == set(YELAMARTHI_21)
@@ -458,20 +478,20 @@ def test_sketchy_zero_shot_split_gives_support_and_query_objects_and_adapts(tmp_
     assert sup and test and not sup & test
     assert not set(views["support"].gallery_table["instance"]) & set(views["test"].gallery_table["instance"])
     assert len(set(views["test"].table["instance"])) == 2 * 21  # half of each class's 4 photos are queries
-    s = A.support_for_category(views["support"], 2, 0)("bat")
+    s = SP.support_for_category(views["support"], 2, 0)("bat")
     assert set(views["support"].table["instance"].iloc[s["idx"].numpy()]) <= sup
     m = build("margin", "category", words).eval()
     before = {k: v.clone() for k, v in m.state_dict().items()}
-    ev = evaluate(m, views["test"], ks=(1, 5), adapt=("category", A.support_for_category(views["support"], 2, 0)))
+    ev = evaluate(m, views["test"], ks=(1, 5), adapt=("category", SP.support_for_category(views["support"], 2, 0)))
     assert len(ev.outcome("acc_at_1")) == len(views["test"]) and 0 <= ev.metrics["acc_at_1"] <= 1
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
     with pytest.raises(DataError, match="fraction"):
-        A.hold_out_support(data, 1.0)
+        SP.hold_out_support(data, 1.0)
     one = load_dataset("sketchy", tmp_path, unseen=None, paired_only=True, seed=0)
     with pytest.raises(DataError, match="no unseen class"):
-        A.hold_out_support(one)
+        SP.hold_out_support(one)
     with pytest.raises(DataError, match="seen and unseen"):
-        A.category_views(one, 8)
+        SP.category_views(one, 8)
 
 
 def test_a_support_never_takes_its_positive_as_its_negative():
@@ -482,13 +502,20 @@ def test_a_support_never_takes_its_positive_as_its_negative():
     qmul = view.triplets(torch.arange(len(view)), gen)
     assert (qmul["neg_idx"] == qmul["pos_idx"]).any()  # the training rule can pick the positive
     for seed in range(20):
-        s = A.support_triplets(view, torch.arange(len(view)), torch.Generator().manual_seed(seed))
+        s = SP.support_triplets(view, torch.arange(len(view)), torch.Generator().manual_seed(seed))
         assert (s["neg_idx"] != s["pos_idx"]).all()
         assert (view.gallery_group[s["neg_idx"]] == view.gallery_group[s["pos_idx"]]).all()  # same category
         assert torch.equal(s["neg"], view.gallery[s["neg_idx"]])
     for k1 in range(8):  # every one-sketch support of every category adapts
-        A.check_support(A.support_for_category(view, 1, seed=k1)("c0"))
-    lonely = RetrievalView("one photo", torch.rand(2, 1, 8, 8), torch.rand(1, 3, 8, 8), torch.zeros(2, dtype=torch.long),
-                           pd.DataFrame({"sketch_id": ["a", "b"]}), pd.DataFrame({"instance": ["i0"]}), group=None)
+        A.check_support(SP.support_for_category(view, 1, seed=k1)("c0"))
+    lonely = RetrievalView(
+        "one photo",
+        torch.rand(2, 1, 8, 8),
+        torch.rand(1, 3, 8, 8),
+        torch.zeros(2, dtype=torch.long),
+        pd.DataFrame({"sketch_id": ["a", "b"]}),
+        pd.DataFrame({"instance": ["i0"]}),
+        group=None,
+    )
     with pytest.raises(DataError, match="no other photo"):
-        A.support_triplets(lonely, torch.tensor([0]), gen)
+        SP.support_triplets(lonely, torch.tensor([0]), gen)

@@ -20,18 +20,48 @@ HEADER = textwrap.dedent("""\
 
 
 def expected_frame(value=0.5, tol=0.01, requires=""):
-    return pd.DataFrame([{"chapter": "99_x", "dataset": "d", "method": "m", "protocol": "p", "setting": "", "split": "test",
-                          "metric": "acc_at_1", "seed": 0, "value": value, "tol": tol, "requires": requires,
-                          "note": "test"}])
+    return pd.DataFrame(
+        [
+            {
+                "chapter": "99_x",
+                "dataset": "d",
+                "method": "m",
+                "protocol": "p",
+                "setting": "",
+                "split": "test",
+                "metric": "acc_at_1",
+                "seed": 0,
+                "value": value,
+                "tol": tol,
+                "requires": requires,
+                "note": "test",
+            }
+        ]
+    )
 
 
 def fresh_frame(value):
-    return R.metric_rows("99_x", [{"dataset": "d", "method": "m", "protocol": "p", "setting": "", "split": "test",
-                                   "metric": "acc_at_1", "value": value, "seed": 0}])
+    return R.metric_rows(
+        "99_x",
+        [
+            {
+                "dataset": "d",
+                "method": "m",
+                "protocol": "p",
+                "setting": "",
+                "split": "test",
+                "metric": "acc_at_1",
+                "value": value,
+                "seed": 0,
+            }
+        ],
+    )
 
 
-@pytest.mark.parametrize("fresh, status", [(0.5, "ok"), (0.509, "ok"), (0.4911, "ok"), (0.52, "drift"),
-                                           (0.47, "drift"), (float("nan"), "drift")])
+@pytest.mark.parametrize(
+    "fresh, status",
+    [(0.5, "ok"), (0.509, "ok"), (0.4911, "ok"), (0.52, "drift"), (0.47, "drift"), (float("nan"), "drift")],
+)
 def test_compare_uses_the_tolerance(fresh, status):
     table = book.compare(expected_frame(), fresh_frame(fresh))
     assert table["status"].tolist() == [status]
@@ -74,8 +104,9 @@ def sandbox(tmp_path, monkeypatch):
 
     def chapters():
         files = sorted(p.stem for p in (tmp_path / "book").glob("[0-9][0-9]_*.py"))
-        (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n"
-                                           + "".join(f"  - file: book/{f}\n" for f in files))
+        (tmp_path / "_toc.yml").write_text(
+            "format: jb-book\nroot: book/intro\nchapters:\n" + "".join(f"  - file: book/{f}\n" for f in files)
+        )
         return real()
 
     monkeypatch.setattr(book, "chapters", chapters)
@@ -83,7 +114,9 @@ def sandbox(tmp_path, monkeypatch):
 
 
 def test_failing_chapter_is_named_and_other_results_survive(sandbox, capsys):
-    (sandbox / "book" / "98_ok.py").write_text(HEADER + textwrap.dedent("""\
+    (sandbox / "book" / "98_ok.py").write_text(
+        HEADER
+        + textwrap.dedent("""\
         # %% tags=["parameters"]
         SCALE = "ci"
         VALUE = 0.0
@@ -91,15 +124,19 @@ def test_failing_chapter_is_named_and_other_results_survive(sandbox, capsys):
         from sbir_core.results import metric_rows, save_results
         save_results("98_ok", SCALE, metric_rows("98_ok", [dict(dataset="d", method="m", protocol="p",
                      split="s", metric="x", value=VALUE)]), {"VALUE": VALUE})
-        """))
-    (sandbox / "book" / "99_bad.py").write_text(HEADER + textwrap.dedent("""\
+        """)
+    )
+    (sandbox / "book" / "99_bad.py").write_text(
+        HEADER
+        + textwrap.dedent("""\
         # %% tags=["parameters"]
         SCALE = "ci"
         # %%
         x = 1
         # %%
         raise ZeroDivisionError("planted failure")
-        """))
+        """)
+    )
     (sandbox / "configs" / "ci" / "98_ok.yaml").write_text("VALUE: 0.75\n")
     (sandbox / "configs" / "ci" / "99_bad.yaml").write_text("{}\n")
     R.save_results("99_bad", "ci", fresh_frame(0.5), {})  # an earlier good result of the failing chapter
@@ -161,7 +198,9 @@ def test_toc_and_run_agree_on_the_chapters():
 
 
 def test_up_to_date_chapters_are_skipped_until_something_changes(sandbox, capsys, monkeypatch):
-    (sandbox / "book" / "98_ok.py").write_text(HEADER + textwrap.dedent("""\
+    (sandbox / "book" / "98_ok.py").write_text(
+        HEADER
+        + textwrap.dedent("""\
         # %% tags=["parameters"]
         SCALE = "ci"
         VALUE = 0.0
@@ -169,7 +208,8 @@ def test_up_to_date_chapters_are_skipped_until_something_changes(sandbox, capsys
         from sbir_core.results import metric_rows, save_results
         save_results("98_ok", SCALE, metric_rows("98_ok", [dict(dataset="d", method="m", protocol="p",
                      split="s", metric="x", value=VALUE)]), {"VALUE": VALUE})
-        """))
+        """)
+    )
     (sandbox / "configs" / "ci" / "98_ok.yaml").write_text("VALUE: 0.75\n")
     monkeypatch.delenv("SBIR_DATA", raising=False)
     assert book.run("ci") == 0
@@ -206,8 +246,9 @@ def test_nan_survives_the_csv_round_trip(tmp_path, monkeypatch):
     """A legitimate NaN (e.g. mAP with no valid query) is written, read back and compared as NaN."""
     monkeypatch.setenv("SBIR_RESULTS", str(tmp_path / "runs"))
     path = tmp_path / "expected.csv"
-    R.save_results("99_x", "ci", pd.concat([fresh_frame(float("nan")),
-                                            fresh_frame(0.5).assign(metric="acc_at_10")]), {})
+    R.save_results(
+        "99_x", "ci", pd.concat([fresh_frame(float("nan")), fresh_frame(0.5).assign(metric="acc_at_10")]), {}
+    )
     assert book.expect("99_x", 0.01, "test", path=path) == 0
     fresh = R.load_metrics("ci", "99_x")
     assert fresh["value"].dtype == float and fresh["value"].isna().sum() == 1
@@ -220,8 +261,9 @@ def test_require_data_turns_a_skipped_row_into_a_failure(tmp_path, monkeypatch, 
     monkeypatch.setenv("SBIR_RESULTS", str(tmp_path / "runs"))
     monkeypatch.setenv("SBIR_DATA", str(tmp_path / "no_data_here"))
     path = tmp_path / "expected.csv"
-    pd.concat([expected_frame(0.5, 0.01), expected_frame(0.5, 0.01, "shoes304").assign(metric="acc_at_10")]) \
-        .to_csv(path, index=False)
+    pd.concat([expected_frame(0.5, 0.01), expected_frame(0.5, 0.01, "shoes304").assign(metric="acc_at_10")]).to_csv(
+        path, index=False
+    )
     R.save_results("99_x", "ci", fresh_frame(0.505), {})
     assert book.check(path) == 0  # the shoes304 row is skipped, and said so
     assert "1 rows skipped" in capsys.readouterr().out
@@ -237,14 +279,46 @@ def test_p_values_are_compared_on_a_log_scale(fresh, status):
 
 
 def test_trivial_values_come_from_chance_oracle_and_untrained_rows():
-    rows = pd.DataFrame([
-        {"chapter": "c", "dataset": "d", "method": m, "protocol": "", "setting": "g=1", "split": "test",
-         "metric": "acc_at_1", "seed": -1, "value": v} for m, v in
-        (("chance", 0.1), ("category_oracle", 0.1), ("untrained", 0.15), ("triplet_sn", 0.4))]
-        + [{"chapter": "c", "dataset": "d", "method": "triplet_sn", "protocol": "", "setting": "g=2", "split": "test",
-            "metric": "acc_at_1", "seed": -1, "value": 0.3},
-           {"chapter": "c", "dataset": "d", "method": "triplet_sn", "protocol": "", "setting": "g=1", "split": "test",
-            "metric": "acc_at_1_ci95_lo", "seed": -1, "value": 0.3}])
+    rows = pd.DataFrame(
+        [
+            {
+                "chapter": "c",
+                "dataset": "d",
+                "method": m,
+                "protocol": "",
+                "setting": "g=1",
+                "split": "test",
+                "metric": "acc_at_1",
+                "seed": -1,
+                "value": v,
+            }
+            for m, v in (("chance", 0.1), ("category_oracle", 0.1), ("untrained", 0.15), ("triplet_sn", 0.4))
+        ]
+        + [
+            {
+                "chapter": "c",
+                "dataset": "d",
+                "method": "triplet_sn",
+                "protocol": "",
+                "setting": "g=2",
+                "split": "test",
+                "metric": "acc_at_1",
+                "seed": -1,
+                "value": 0.3,
+            },
+            {
+                "chapter": "c",
+                "dataset": "d",
+                "method": "triplet_sn",
+                "protocol": "",
+                "setting": "g=1",
+                "split": "test",
+                "metric": "acc_at_1_ci95_lo",
+                "seed": -1,
+                "value": 0.3,
+            },
+        ]
+    )
     triv = book.trivial_values(rows).tolist()
     assert triv[:3] == [pytest.approx(float("nan"), nan_ok=True)] * 3  # the trivial rows themselves
     assert triv[3] == 0.15 and triv[4] == 0.15  # the best trivial score; another gap takes the split's
@@ -254,17 +328,35 @@ def test_trivial_values_come_from_chance_oracle_and_untrained_rows():
 def test_derived_tolerances_half_width_for_estimates_whole_width_for_bounds():
     """An estimate may move by its interval's half-width on a rerun elsewhere; a bound by the whole width (it moves
     with the estimate and with the half-width); a row without an interval was computed without training."""
-    def row(method, metric, value, seed=-1):
-        return {"chapter": "c", "dataset": "style_world", "method": method, "protocol": "", "setting": "",
-                "split": "test", "metric": metric, "seed": seed, "value": value}
 
-    fresh = pd.DataFrame([row("m", "acc_at_1", 0.40), row("m", "acc_at_1_ci95_lo", 0.30),
-                          row("m", "acc_at_1_ci95_hi", 0.50), row("chance", "acc_at_1", 0.1),
-                          row("m", "acc_at_1", 0.42, seed=0)])
+    def row(method, metric, value, seed=-1):
+        return {
+            "chapter": "c",
+            "dataset": "style_world",
+            "method": method,
+            "protocol": "",
+            "setting": "",
+            "split": "test",
+            "metric": metric,
+            "seed": seed,
+            "value": value,
+        }
+
+    fresh = pd.DataFrame(
+        [
+            row("m", "acc_at_1", 0.40),
+            row("m", "acc_at_1_ci95_lo", 0.30),
+            row("m", "acc_at_1_ci95_hi", 0.50),
+            row("chance", "acc_at_1", 0.1),
+            row("m", "acc_at_1", 0.42, seed=0),
+        ]
+    )
     tol = book.derived_tolerances(fresh).set_index(["method", "metric"])["tol"]
     assert len(tol) == 4  # per-seed rows are not checked
     assert tol[("m", "acc_at_1")] == pytest.approx(0.10)
-    assert tol[("m", "acc_at_1_ci95_lo")] == pytest.approx(0.20) and tol[("m", "acc_at_1_ci95_hi")] == pytest.approx(0.20)
+    assert tol[("m", "acc_at_1_ci95_lo")] == pytest.approx(0.20) and tol[("m", "acc_at_1_ci95_hi")] == pytest.approx(
+        0.20
+    )
     assert tol[("chance", "acc_at_1")] == book.EXACT_TOL
 
 
@@ -287,6 +379,8 @@ def test_intro_claims_glue_what_the_claims_chapter_glues():
     wanted = set(re.findall(r"10_claims\.ipynb::(c10_[a-z0-9_]+)", (BOOK / "intro.md").read_text()))
     source = (BOOK / "10_claims.py").read_text()
     glued = {f"c10_{k}" for k in re.findall(r'ch\.glue\(f?"([a-z0-9_]+)"', source)}
-    glued |= {f"c10_world_{w.replace(' ', '_')}" for w in ("reproduced", "contradicted", "smaller than claimed",
-                                                          "undecided", "not testable")}
+    glued |= {
+        f"c10_world_{w.replace(' ', '_')}"
+        for w in ("reproduced", "contradicted", "smaller than claimed", "undecided", "not testable")
+    }
     assert wanted and wanted <= glued, wanted - glued

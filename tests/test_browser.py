@@ -17,7 +17,6 @@ import pytest
 
 from sbir_core import browser as BR
 from sbir_core import playground as P
-from sbir_core import strokes as SK
 from sbir_core.data.base import cache_dir
 
 REQUIRED = os.environ.get("SBIR_REQUIRE_BROWSER") == "1"

@@ -41,14 +41,30 @@ def test_intervals_and_claims_become_rows(results):
     b = Arm((rng.random((3, 300)) < 0.3).astype(float), cl, (0, 1, 2), name="Triplet-SN")
     for x in (a, b):
         x.floors["chance"] = x.constant(0.02)
-    ev = ch.claim("stylemeup_beats_triplet_unseen", [(a, 1.0), (b, -1.0)], b, "style_world", "stylemeup - triplet_sn",
-                  "test_unseen", "val_selected")
+    ev = ch.claim(
+        "stylemeup_beats_triplet_unseen",
+        [(a, 1.0), (b, -1.0)],
+        b,
+        "style_world",
+        "stylemeup - triplet_sn",
+        "test_unseen",
+        "val_selected",
+    )
     assert ev.outcome == "reproduced" and ev.rel.lo > 0
     assert ev.paper_rel == pytest.approx((36.47 - 28.71) / (28.71 - 0.5))  # ShoeV2, the smaller of the two
     df = ch.frame()
     rows = df[df["setting"] == "claim=stylemeup_beats_triplet_unseen"].set_index("metric")["value"]
-    assert {"diff_acc_at_1", "diff_acc_at_1_ci95_lo", "rel_effect", "rel_effect_ci95_hi", "paper_rel_effect",
-            "mde_rel", "outcome", "fragile", "floor"} <= set(rows.index)
+    assert {
+        "diff_acc_at_1",
+        "diff_acc_at_1_ci95_lo",
+        "rel_effect",
+        "rel_effect_ci95_hi",
+        "paper_rel_effect",
+        "mde_rel",
+        "outcome",
+        "fragile",
+        "floor",
+    } <= set(rows.index)
     assert rows["outcome"] == 2.0 and rows["rel_effect"] == pytest.approx(ev.rel.estimate)
     with pytest.raises(C.CL.ClaimError, match="not in"):
         ch.claim("no_such_claim", [(a, 1.0), (b, -1.0)], b, "style_world", "x", "test")
@@ -92,8 +108,13 @@ def test_published_vs_ours_puts_like_beside_like():
 
     from sbir_core.chapter import published_vs_ours
 
-    ours = pd.DataFrame([{"dataset": d, "metric": m, "value": v} for d in ("style_world, seen drawers", "shoes304")
-                         for m, v in (("acc_at_1", 0.1), ("acc_at_10", 0.5))])
+    ours = pd.DataFrame(
+        [
+            {"dataset": d, "metric": m, "value": v}
+            for d in ("style_world, seen drawers", "shoes304")
+            for m, v in (("acc_at_1", 0.1), ("acc_at_10", 0.5))
+        ]
+    )
     ours["kind"] = np.where(ours["dataset"].str.startswith("style"), "style world", "real")
     table = published_vs_ours("triplet_sn", ours.assign(protocol="val-selected", backbone="cnn"))
     assert list(table.columns) == ["Acc@1 (%)", "Acc@10 (%)", "selection", "backbone"]
@@ -107,8 +128,18 @@ def test_published_vs_ours_keeps_one_method_of_a_paper_table():
     """A reference file with a paper's baselines: ``method`` shows that method's numbers only."""
     from sbir_core.chapter import published_vs_ours
 
-    ours = pd.DataFrame([{"dataset": "style world", "metric": "acc_at_1", "value": 0.1, "kind": "style world",
-                          "protocol": "val-selected", "backbone": "vae"}])
+    ours = pd.DataFrame(
+        [
+            {
+                "dataset": "style world",
+                "metric": "acc_at_1",
+                "value": 0.1,
+                "kind": "style world",
+                "protocol": "val-selected",
+                "backbone": "vae",
+            }
+        ]
+    )
     everything = published_vs_ours("stylemeup", ours)
     one = published_vs_ours("stylemeup", ours, method="StyleMeUp")
     assert " / " in everything.loc[("real", "published", "chairv2"), "Acc@1 (%)"]  # the baselines mixed in
@@ -125,8 +156,13 @@ def test_gap_curve_figure_draws_one_line_per_model_and_the_seen_band():
     from sbir_core.stats import Interval
 
     levels = (("baseline", 0.5), ("control", 0.6))
-    curve = pd.DataFrame([{"gap": g, "who": w, "estimate": e, "lo": e - 0.05, "hi": e + 0.05}
-                          for w, base in levels for g, e in ((0, base), (3, base - 0.1))])
+    curve = pd.DataFrame(
+        [
+            {"gap": g, "who": w, "estimate": e, "lo": e - 0.05, "hi": e + 0.05}
+            for w, base in levels
+            for g, e in ((0, base), (3, base - 0.1))
+        ]
+    )
     seen = Interval(0.55, 0.5, 0.6, se=0.025, se_seeds=0.0, se_sample=0.025, df=float("inf"), n_seeds=1, n_queries=10)
     ax = gap_curve_figure(curve, 0.2, "t", seen=seen).axes[0]
     labels = [line.get_label() for line in ax.get_lines()]

@@ -25,8 +25,9 @@ def test_paper_effect_is_the_difference_over_the_reference_arms_margin_over_chan
     shoe = pe[(pe["claim_id"] == "stylemeup_beats_triplet_unseen") & (pe["dataset"] == "shoev2")]
     assert shoe["relative"].item() == pytest.approx((36.47 - 28.71) / (28.71 - 0.5))
     chair = pe[(pe["claim_id"] == "stylemeup_beats_triplet_unseen") & (pe["dataset"] == "chairv2")]
-    assert CL.paper_effect("stylemeup_beats_triplet_unseen") == pytest.approx(min(shoe["relative"].item(),
-                                                                                 chair["relative"].item()))
+    assert CL.paper_effect("stylemeup_beats_triplet_unseen") == pytest.approx(
+        min(shoe["relative"].item(), chair["relative"].item())
+    )
     # per setting: k = 5 takes the k = 5 rows only; a claim the paper gives no size has none
     assert CL.paper_effect("c07_beats_anil", "k=5") == pytest.approx((38.3 - 35.7) / (35.7 - 0.5))
     assert math.isnan(CL.paper_effect("stylemeup_gain_grows_with_gap"))
@@ -49,16 +50,22 @@ def _evidence_rows(tmp_path, monkeypatch):
 
     words = []
     ch6 = C.Chapter("06_stylemeup", "ci", {})
-    for claim_id, (pa, pb) in {"stylemeup_beats_triplet_unseen": (0.6, 0.2), "stylemeup_ablation_no_ft": (0.3, 0.3),
-                               "stylemeup_ablation_no_reg": (0.02, 0.02)}.items():
+    for claim_id, (pa, pb) in {
+        "stylemeup_beats_triplet_unseen": (0.6, 0.2),
+        "stylemeup_ablation_no_ft": (0.3, 0.3),
+        "stylemeup_ablation_no_reg": (0.02, 0.02),
+    }.items():
         effect, ref = pair(pa, pb)
         words.append(ch6.claim(claim_id, effect, ref, "style_world", "a - b", "test_unseen").outcome)
     ch6.save()
     ch7 = C.Chapter("07_adaptive", "ci", {})
     for k in (1, 5):
         effect, ref = pair(0.2, 0.5)
-        words.append(ch7.claim("c07_beats_anil", effect, ref, "style_world", "ours - ANIL", "test_unseen",
-                               where=C.setting(k=k)).outcome)
+        words.append(
+            ch7.claim(
+                "c07_beats_anil", effect, ref, "style_world", "ours - ANIL", "test_unseen", where=C.setting(k=k)
+            ).outcome
+        )
     ch7.save()
     return words
 

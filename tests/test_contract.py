@@ -24,8 +24,13 @@ def toy_view(n_items=12, per_item=2, dim=4, seed=0, categories=2, drawers=3) -> 
     target = torch.arange(n_items).repeat_interleave(per_item)
     queries = gallery[target] + 0.3 * torch.randn(len(target), dim, 1, 1, generator=g)
     cat = [f"c{i % categories}" for i in range(n_items)]
-    table = pd.DataFrame({"instance": [f"i{t}" for t in target.tolist()], "category": [cat[t] for t in target.tolist()],
-                          "drawer": [f"d{k % drawers}" for k in range(len(target))]})
+    table = pd.DataFrame(
+        {
+            "instance": [f"i{t}" for t in target.tolist()],
+            "category": [cat[t] for t in target.tolist()],
+            "drawer": [f"d{k % drawers}" for k in range(len(target))],
+        }
+    )
     gtable = pd.DataFrame({"instance": [f"i{i}" for i in range(n_items)], "category": cat, "medium": "photo"})
     return RetrievalView("toy", queries, gallery, target, table, gtable, group="category")
 
@@ -45,14 +50,20 @@ class Flat(Method):
         return self.lin(x.flatten(1))
 
     def training_loss(self, batch):
-        s, p, n = self.embed_query(batch["sketch"]), self.embed_gallery(batch["photo"]), self.embed_gallery(batch["neg"])
+        s, p, n = (
+            self.embed_query(batch["sketch"]),
+            self.embed_gallery(batch["photo"]),
+            self.embed_gallery(batch["neg"]),
+        )
         return torch.relu((s - p).norm(dim=1) - (s - n).norm(dim=1) + 0.5).mean()
 
 
 def test_a_plain_embedding_method_trains_and_evaluates():
     view = toy_view()
     method = Flat()
-    res = Trainer(method, view, view, {"test": view}, TrainConfig(steps=6, batch_size=8, eval_every=3, progress=False)).fit()
+    res = Trainer(
+        method, view, view, {"test": view}, TrainConfig(steps=6, batch_size=8, eval_every=3, progress=False)
+    ).fit()
     assert list(res.history["step"]) == [3, 6] and res.val_selected["step"] in (3, 6)
     ev = evaluate(method, view, ks=(1, 3))
     assert ev.protocol == "fine_grained" and ev.per_query["rank"].shape == (len(view),)
@@ -218,8 +229,13 @@ def test_category_metrics_match_brute_force():
     gallery = torch.as_tensor(rng.normal(size=(30, 4, 1, 1)), dtype=torch.float32)
     cats = [f"k{i % 3}" for i in range(30)]
     queries = gallery[:9] + 0.8 * torch.as_tensor(rng.normal(size=(9, 4, 1, 1)), dtype=torch.float32)
-    view = CategoryView("cat", queries, gallery, pd.DataFrame({"category": cats[:9]}),
-                        pd.DataFrame({"category": cats, "medium": "photo"}))
+    view = CategoryView(
+        "cat",
+        queries,
+        gallery,
+        pd.DataFrame({"category": cats[:9]}),
+        pd.DataFrame({"category": cats, "medium": "photo"}),
+    )
     ev = evaluate(Flat(), view)
     dist = M.pairwise_distances(queries.flatten(1), gallery.flatten(1))
     aps, precs = [], []
@@ -273,6 +289,7 @@ def test_samplers_registry_and_episodes():
     for task in cat["tasks"]:
         assert set(view.table["category"].iloc[task["query"]["idx"].numpy()]) == {task["group"]}
     from sbir_core.data.base import DataError
+
     with pytest.raises(DataError, match="at least 40"):
         get_sampler("drawer_episodes")(view, 1, g, k_support=20, k_query=20)
 
@@ -287,8 +304,13 @@ def test_a_nan_loss_stops_with_the_step_and_the_last_finite_loss(tmp_path):
             return loss * float("nan") if self.calls == 4 else loss
 
     view = toy_view()
-    trainer = Trainer(Diverges(), view, view, None, TrainConfig(steps=10, batch_size=4, eval_every=2, progress=False,
-                                                                checkpoint_dir=str(tmp_path)))
+    trainer = Trainer(
+        Diverges(),
+        view,
+        view,
+        None,
+        TrainConfig(steps=10, batch_size=4, eval_every=2, progress=False, checkpoint_dir=str(tmp_path)),
+    )
     with pytest.raises(TrainError, match=r"diverged at step 4.*last finite loss .* at step 3.*checkpoints kept"):
         trainer.fit()
     assert trainer._checkpoints(), "the checkpoint of step 2 is kept"

@@ -8,8 +8,17 @@ import pytest
 from PIL import Image
 
 from sbir_core import strokes as S
-from sbir_core.data.base import (DataError, SBIRData, check_images, files_fingerprint, find_child,
-                                 find_dataset_dir, list_images, load_image, stretch_ink)
+from sbir_core.data.base import (
+    DataError,
+    SBIRData,
+    check_images,
+    files_fingerprint,
+    find_child,
+    find_dataset_dir,
+    list_images,
+    load_image,
+    stretch_ink,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -79,8 +88,10 @@ def test_find_dataset_dir_is_case_tolerant(tmp_path):
 
 
 def _stroke_data():
-    sketches = [S.join_strokes([[[10, 10], [100, 10]], [[10, 50], [10, 90], [50, 90]]]),
-                S.join_strokes([[[30, 30], [200, 230]]])]
+    sketches = [
+        S.join_strokes([[[10, 10], [100, 10]], [[10, 50], [10, 90], [50, 90]]]),
+        S.join_strokes([[[30, 30], [200, 230]]]),
+    ]
     table = pd.DataFrame({"sketch_id": ["a", "b"], "instance": ["a", "b"], "split": ["train", "test"]})
     return SBIRData("toy", table, pd.DataFrame(), strokes=sketches)
 

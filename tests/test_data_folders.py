@@ -99,8 +99,7 @@ def test_pacs_sketchy_keeps_the_instance_pairs(tmp_path):
     assert (d.photos["medium"] == "photo").all()
     assert d.info["paired_only"] == {"unpaired_sketches": 4, "other_photos": 12}
     v = fg_view(d, "test", size=8, group=None)  # each sketch's target is its own photo
-    assert len(v) == 4 and v.gallery_table["photo_id"].iloc[v.target.numpy()].tolist() == \
-        v.table["photo_id"].tolist()
+    assert len(v) == 4 and v.gallery_table["photo_id"].iloc[v.target.numpy()].tolist() == v.table["photo_id"].tolist()
 
 
 def test_paired_only_without_pairs_is_an_error(tmp_path):
@@ -133,8 +132,14 @@ def test_resolve_unseen():
     assert resolve_unseen(None, classes) == []
     assert resolve_unseen(3, classes, seed=1) == resolve_unseen(3, classes, seed=1)
     assert len(resolve_unseen(3, classes)) == 3
-    for bad, match in [(0, "cannot draw"), (10, "cannot draw"), ("nope", "unknown named split"),
-                       (["c1", "zz"], "not in the data"), (2.5, "unseen must be"), (True, "unseen must be")]:
+    for bad, match in [
+        (0, "cannot draw"),
+        (10, "cannot draw"),
+        ("nope", "unknown named split"),
+        (["c1", "zz"], "not in the data"),
+        (2.5, "unseen must be"),
+        (True, "unseen must be"),
+    ]:
         with pytest.raises(DataError, match=match):
             resolve_unseen(bad, classes)
 

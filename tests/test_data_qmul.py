@@ -9,11 +9,13 @@ from PIL import Image
 
 from sbir_core.data import load_dataset
 from sbir_core.data.base import DataError
-from sbir_core.data.qmul import load, parse_key, read_coordinates
+from sbir_core.data.qmul import load, parse_key
 from sbir_core.data.safe_pickle import UnsafePickleError
 
-PHOTOS = {"train": ["CHA_KOL-001_v1_Whis", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9", "c10"],
-          "test": ["t_1_x", "t2"]}
+PHOTOS = {
+    "train": ["CHA_KOL-001_v1_Whis", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9", "c10"],
+    "test": ["t_1_x", "t2"],
+}
 
 
 def _sketch(rng, n_strokes=3):
@@ -28,8 +30,12 @@ def _sketch(rng, n_strokes=3):
 
 
 def make_coordinates(rng, photos=PHOTOS, per_photo=3) -> dict:
-    return {f"/{split}/{p}_{k}": _sketch(rng) for split, names in photos.items() for p in names
-            for k in range(1, per_photo + 1)}
+    return {
+        f"/{split}/{p}_{k}": _sketch(rng)
+        for split, names in photos.items()
+        for p in names
+        for k in range(1, per_photo + 1)
+    }
 
 
 def write_qmul(root, name="ChairV2", data=None, photos=True, seed=0, file_name=None):
@@ -58,8 +64,7 @@ def _cache(tmp_path, monkeypatch):
 
 def test_parse_key_splits_on_last_underscore():
     assert parse_key("/train/CHAKOL001GRY-UK_v1_Whis_2") == ("train", "CHAKOL001GRY-UK_v1_Whis", "2")
-    assert parse_key("/test/sdich070-laque-rouge_A1YX741QQSMKPS") == ("test", "sdich070-laque-rouge",
-                                                                     "A1YX741QQSMKPS")
+    assert parse_key("/test/sdich070-laque-rouge_A1YX741QQSMKPS") == ("test", "sdich070-laque-rouge", "A1YX741QQSMKPS")
 
 
 @pytest.mark.parametrize("key", ["/valid/x_1", "/train/x", "train-x_1", "/train/_", "/train/a/b_1", 7, None])
@@ -73,8 +78,7 @@ def test_photo_less_mode(tmp_path):
     d = load(tmp_path / "data", "ChairV2", val_fraction=0.2, seed=3)
     assert len(d) == 36 and len(d.photos) == 0 and d.info["photo_mode"] is False
     assert set(d.sketches["photo_id"]) == set(PHOTOS["train"]) | set(PHOTOS["test"])
-    assert (d.sketches.loc[d.sketches["photo_id"] == "CHA_KOL-001_v1_Whis", "sketch_index"].tolist()
-            == ["1", "2", "3"])
+    assert d.sketches.loc[d.sketches["photo_id"] == "CHA_KOL-001_v1_Whis", "sketch_index"].tolist() == ["1", "2", "3"]
     counts = d.split_counts()
     assert counts.loc["val", "instances"] == 2 and counts.loc["train", "instances"] == 8
     assert counts.loc["test", "sketches"] == 6
@@ -133,15 +137,18 @@ def test_absent_data_names_the_file_and_layout(tmp_path):
         load(tmp_path / "nowhere", "ShoeV2")
 
 
-@pytest.mark.parametrize("value, match", [
-    ([[1, 2, 1]], "list"),
-    ("strokes", "str"),
-    (np.array([[1.0, 2.0]]), r"shape"),
-    (np.array([[1.0, np.nan, 1.0]]), "NaN"),
-    (np.array([[1.0, 2.0, 0.5]]), "pen flags"),
-    (np.empty((0, 3)), "at least one point"),
-    (np.array([[1, 2, 1]], dtype=object), "object"),
-])
+@pytest.mark.parametrize(
+    "value, match",
+    [
+        ([[1, 2, 1]], "list"),
+        ("strokes", "str"),
+        (np.array([[1.0, 2.0]]), r"shape"),
+        (np.array([[1.0, np.nan, 1.0]]), "NaN"),
+        (np.array([[1.0, 2.0, 0.5]]), "pen flags"),
+        (np.empty((0, 3)), "at least one point"),
+        (np.array([[1, 2, 1]], dtype=object), "object"),
+    ],
+)
 def test_wrong_value_types_are_data_errors(tmp_path, value, match):
     data = make_coordinates(np.random.default_rng(0))
     data["/train/bad_1"] = value
@@ -150,12 +157,15 @@ def test_wrong_value_types_are_data_errors(tmp_path, value, match):
         load(tmp_path, "ChairV2")
 
 
-@pytest.mark.parametrize("payload, match", [
-    ([np.zeros((3, 3))], "dict"),
-    ({}, "empty"),
-    ({("a", 1): np.zeros((2, 3))}, "key"),
-    ({"/other/x_1": np.zeros((2, 3))}, "key"),
-])
+@pytest.mark.parametrize(
+    "payload, match",
+    [
+        ([np.zeros((3, 3))], "dict"),
+        ({}, "empty"),
+        ({("a", 1): np.zeros((2, 3))}, "key"),
+        ({"/other/x_1": np.zeros((2, 3))}, "key"),
+    ],
+)
 def test_wrong_containers_and_keys_are_data_errors(tmp_path, payload, match):
     write_qmul(tmp_path, data=payload, photos=False)
     with pytest.raises(DataError, match=match):

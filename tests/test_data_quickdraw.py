@@ -29,8 +29,19 @@ def _drawing(rng, raw=True):
 
 def write_ndjson(path, word, n, raw=True, seed=0, extra_lines=()):
     rng = np.random.default_rng(seed)
-    lines = [json.dumps({"word": word, "countrycode": "GB", "recognized": bool(i % 2), "key_id": str(1000 + i),
-                         "timestamp": "2017-01-01", "drawing": _drawing(rng, raw)}) for i in range(n)]
+    lines = [
+        json.dumps(
+            {
+                "word": word,
+                "countrycode": "GB",
+                "recognized": bool(i % 2),
+                "key_id": str(1000 + i),
+                "timestamp": "2017-01-01",
+                "drawing": _drawing(rng, raw),
+            }
+        )
+        for i in range(n)
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join([*lines, *extra_lines]) + "\n")
 
@@ -67,8 +78,11 @@ def test_raw_simplified_and_npz_together(tmp_path):
     (qd / "notes.md").write_text("x")
     d = load_dataset("quickdraw", tmp_path)
     assert d.sketches["category"].value_counts().to_dict() == {"cat": 5, "owl": 6, "dog": 4}
-    assert d.sketches.loc[d.sketches.category == "owl", "file_split"].value_counts().to_dict() == \
-        {"train": 3, "test": 2, "val": 1}
+    assert d.sketches.loc[d.sketches.category == "owl", "file_split"].value_counts().to_dict() == {
+        "train": 3,
+        "test": 2,
+        "val": 1,
+    }
     assert d.sketches.loc[d.sketches.category == "cat", "sketch_id"].iloc[0] == "cat/1000"
     for s in d.strokes:  # every format comes out on the 256 canvas
         assert s.shape[1] == 3 and s[:, :2].min() >= 0 and s[:, :2].max() <= 256 and s[-1, 2] == 1
@@ -115,10 +129,13 @@ def test_plain_numeric_npz_members_load(tmp_path):
     assert len(d) == 2
 
 
-@pytest.mark.parametrize("content, match", [
-    (b"not a zip", "not a valid .npz"),
-    (None, "stroke-3"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"not a zip", "not a valid .npz"),
+        (None, "stroke-3"),
+    ],
+)
 def test_bad_npz(tmp_path, content, match):
     path = tmp_path / "owl.npz"
     if content is None:
@@ -137,20 +154,23 @@ def test_truncated_npz(tmp_path):
         load(tmp_path)
 
 
-@pytest.mark.parametrize("line, match", [
-    ('{"word": "cat", "drawing": [[[1, 2], [3, 4]]', "not a JSON object"),  # truncated
-    ('[1, 2, 3]', "'drawing' field"),
-    ('{"word": "cat"}', "'drawing' field"),
-    ('{"drawing": "abc"}', "bad 'drawing'"),
-    ('{"drawing": []}', "bad 'drawing'"),
-    ('{"drawing": [[[1, 2], [3]]]}', "bad 'drawing'"),
-    ('{"drawing": [[[], []]]}', "bad 'drawing'"),
-    ('{"drawing": [[["a", "b"], [1, 2]]]}', "bad 'drawing'"),
-    ('{"drawing": [[[1, null], [1, 2]]]}', "bad 'drawing'"),
-    ('{"drawing": [[[1, 1e999], [1, 2]]]}', "bad 'drawing'"),
-    ('{"drawing": [5]}', "bad 'drawing'"),
-    ('\x00\xff binary junk', "not a JSON object"),
-])
+@pytest.mark.parametrize(
+    "line, match",
+    [
+        ('{"word": "cat", "drawing": [[[1, 2], [3, 4]]', "not a JSON object"),  # truncated
+        ("[1, 2, 3]", "'drawing' field"),
+        ('{"word": "cat"}', "'drawing' field"),
+        ('{"drawing": "abc"}', "bad 'drawing'"),
+        ('{"drawing": []}', "bad 'drawing'"),
+        ('{"drawing": [[[1, 2], [3]]]}', "bad 'drawing'"),
+        ('{"drawing": [[[], []]]}', "bad 'drawing'"),
+        ('{"drawing": [[["a", "b"], [1, 2]]]}', "bad 'drawing'"),
+        ('{"drawing": [[[1, null], [1, 2]]]}', "bad 'drawing'"),
+        ('{"drawing": [[[1, 1e999], [1, 2]]]}', "bad 'drawing'"),
+        ('{"drawing": [5]}', "bad 'drawing'"),
+        ("\x00\xff binary junk", "not a JSON object"),
+    ],
+)
 def test_malformed_lines_name_file_and_line(tmp_path, line, match):
     write_ndjson(tmp_path / "quickdraw" / "cat.ndjson", "cat", 3, extra_lines=[line])
     with pytest.raises(DataError, match=rf"cat\.ndjson:4: .*{match}"):
@@ -195,5 +215,5 @@ def test_real_quickdraw(data_root):
     d = load_dataset("quickdraw", data_root, max_per_class=3)
     assert d.sketches["category"].nunique() == 345 and len(d) == 3 * 345
     full = load_dataset("quickdraw", data_root, classes=["cat", "The Eiffel Tower"])
-    assert 11 <= full.sketches["category"].value_counts().min()  # README: 11 to 114 per class
+    assert full.sketches["category"].value_counts().min() >= 11  # README: 11 to 114 per class
     assert not full.skipped

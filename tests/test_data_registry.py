@@ -39,8 +39,7 @@ def test_empty_root_every_dataset_names_what_is_missing(tmp_path, name):
 def test_available_after_the_files_appear(tmp_path):
     (tmp_path / "ChairV2").mkdir()
     assert not available("chairv2", tmp_path)
-    (tmp_path / "ChairV2" / "ChairV2_Coordinate").write_bytes(
-        pickle.dumps({"/train/a_1": np.array([[1.0, 2.0, 1.0]])}))
+    (tmp_path / "ChairV2" / "ChairV2_Coordinate").write_bytes(pickle.dumps({"/train/a_1": np.array([[1.0, 2.0, 1.0]])}))
     assert available("chairv2", tmp_path)
     assert check_layout("chairv2", tmp_path).name == "ChairV2_Coordinate"
     assert len(load_dataset("chairv2", tmp_path)) == 1

@@ -23,8 +23,12 @@ class _Planted:
 
 @pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
 def test_numpy_arrays_round_trip_in_every_protocol(protocol):
-    data = {"/train/a_b_1": np.arange(12.0).reshape(4, 3), "i": np.array([1, 2], np.int16),
-            "s": np.float32(2.5), "n": [1, "x", (2.0, None)]}
+    data = {
+        "/train/a_b_1": np.arange(12.0).reshape(4, 3),
+        "i": np.array([1, 2], np.int16),
+        "s": np.float32(2.5),
+        "n": [1, "x", (2.0, None)],
+    }
     out = safe_pickle.loads(pickle.dumps(data, protocol=protocol))
     assert np.array_equal(out["/train/a_b_1"], data["/train/a_b_1"])
     assert out["i"].dtype == np.int16 and out["s"] == np.float32(2.5) and out["n"] == [1, "x", (2.0, None)]

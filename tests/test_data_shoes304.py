@@ -21,7 +21,7 @@ def write_shoes(root, n=N_PHOTOS, k=K, mats=True, seed=0):
         Image.fromarray(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)).save(folder / "photo" / f"{p:03d}.jpg")
         for j in range(1, k + 1):
             img = np.full((64, 64), 255, np.uint8)
-            img[10 + j: 50, 20 + p: 24 + p] = 0  # a thick line, so every sketch differs and survives resizing
+            img[10 + j : 50, 20 + p : 24 + p] = 0  # a thick line, so every sketch differs and survives resizing
             Image.fromarray(img).save(folder / "sketch" / f"{p:03d}-{j}.jpg")
     img_label = rng.integers(0, 2, (n, 13)).astype(np.uint8)
     if mats:
@@ -124,12 +124,15 @@ def test_corrupt_and_truncated_images(tmp_path):
     assert d.sketch_images(16).shape == (26, 16, 16)
 
 
-@pytest.mark.parametrize("mat, content, match", [
-    ("13_A_image_label.mat", {"image_label": np.zeros((9, 13))}, "shape"),
-    ("13_A_image_label.mat", {"other": np.zeros((10, 13))}, "no variable"),
-    ("13_A_sketch_label.mat", {"sketch_label": np.zeros((30, 12))}, "shape"),
-    ("13_A_sketch_label.mat", {"sketch_label": np.array(["a"] * 30)}, "shape|dtype"),
-])
+@pytest.mark.parametrize(
+    "mat, content, match",
+    [
+        ("13_A_image_label.mat", {"image_label": np.zeros((9, 13))}, "shape"),
+        ("13_A_image_label.mat", {"other": np.zeros((10, 13))}, "no variable"),
+        ("13_A_sketch_label.mat", {"sketch_label": np.zeros((30, 12))}, "shape"),
+        ("13_A_sketch_label.mat", {"sketch_label": np.array(["a"] * 30)}, "shape|dtype"),
+    ],
+)
 def test_bad_attribute_files(tmp_path, mat, content, match):
     folder, _ = write_shoes(tmp_path)
     sio.savemat(folder / mat, content)

@@ -12,8 +12,15 @@ from sbir_core.data.sketchy import load
 AUG = "tx_000000000000"
 
 
-def write_sketchy(root, classes=("airplane", "bat", "cow"), photos_per_class=2, sketches_per_photo=2,
-                  extended=True, nested=False, aug=AUG):
+def write_sketchy(
+    root,
+    classes=("airplane", "bat", "cow"),
+    photos_per_class=2,
+    sketches_per_photo=2,
+    extended=True,
+    nested=False,
+    aug=AUG,
+):
     base = root / "sketchy" / ("rendered_256x256" if nested else "") / "256x256"
     for cls in classes:
         (base / "sketch" / aug / cls).mkdir(parents=True)
@@ -70,8 +77,13 @@ def test_unpaired_sketches_are_counted(tmp_path):
 
 
 def test_yelamarthi_split(tmp_path):
-    write_sketchy(tmp_path, classes=("airplane", "car_(sedan)", *YELAMARTHI_21), photos_per_class=1,
-                  sketches_per_photo=1, extended=False)
+    write_sketchy(
+        tmp_path,
+        classes=("airplane", "car_(sedan)", *YELAMARTHI_21),
+        photos_per_class=1,
+        sketches_per_photo=1,
+        extended=False,
+    )
     d = load(tmp_path, unseen="yelamarthi21", val_fraction=0.0)
     assert d.info["split"]["unseen_classes"] == sorted(YELAMARTHI_21)
     unseen = d.sketches["category"].isin(YELAMARTHI_21)

@@ -20,7 +20,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -42,6 +41,7 @@ def setup():
 
 
 # ---------------------------------------------------------------------- shards
+
 
 def test_shards_cover_the_global_batch(setup):
     _, _, views, _ = setup
@@ -101,12 +101,38 @@ def test_gradients_are_averaged_over_processes(tmp_path):
 
 # ---------------------------------------------------------------------- torchrun on the CPU
 
+
 def torchrun(tmp: Path, name: str, procs: int, *extra, check: bool = True) -> tuple[subprocess.CompletedProcess, dict]:
     out = tmp / f"{name}.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}",
-           "-m", "sbir_core.train_cli"] if procs > 1 else [sys.executable, "-m", "sbir_core.train_cli"]
-    cmd += ["--chapter", "04_triplet_baseline", "--set", f"STEPS={STEPS}", "--set", f"EVAL_EVERY={EVAL_EVERY}",
-            "--threads", "1", "--no-store", "--out", str(out), "--state", str(tmp / f"{name}.pt"), *extra]
+    cmd = (
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={procs}",
+            "-m",
+            "sbir_core.train_cli",
+        ]
+        if procs > 1
+        else [sys.executable, "-m", "sbir_core.train_cli"]
+    )
+    cmd += [
+        "--chapter",
+        "04_triplet_baseline",
+        "--set",
+        f"STEPS={STEPS}",
+        "--set",
+        f"EVAL_EVERY={EVAL_EVERY}",
+        "--threads",
+        "1",
+        "--no-store",
+        "--out",
+        str(out),
+        "--state",
+        str(tmp / f"{name}.pt"),
+        *extra,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=os.environ | {"OMP_NUM_THREADS": "1"})
     if check and proc.returncode:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -134,6 +160,7 @@ def single_process(setup, sharded: bool):
         seed_everything(config.seed)
         m = spec.build()
         if sharded:
+
             def sharded_step(batch, optimizers):
                 for opt in optimizers:
                     opt.zero_grad(set_to_none=True)
@@ -145,6 +172,7 @@ def single_process(setup, sharded: bool):
                 for opt in optimizers:
                     opt.step()
                 return sum(losses) / 2
+
             m.train_step = sharded_step
         identity = run_identity(spec, views.train, views.val, views.tests, config)
         return Trainer(m, views.train, views.val, views.tests, config, identity).fit()
@@ -203,8 +231,9 @@ def test_one_process_differs_by_reduction_order_only(setup, sharded, two):
         for state in (None, sharded.best_state):  # the initial weights, then the trained ones
             if state is not None:
                 m.load_state_dict(state)
-            batch = get_sampler(m.sampler)(views.train, config.batch_size, torch.Generator().manual_seed(1),
-                                           **m.sampler_options)
+            batch = get_sampler(m.sampler)(
+                views.train, config.batch_size, torch.Generator().manual_seed(1), **m.sampler_options
+            )
             m.training_loss(batch).backward()
             plain = _grads(m)
             for r in range(2):
@@ -215,8 +244,10 @@ def test_one_process_differs_by_reduction_order_only(setup, sharded, two):
             scale = max(float(g.abs().max()) for g in plain)
             gap = max(float((a - b).abs().max()) for a, b in zip(plain, halves))
             wrong = max(float((a - b).abs().max()) for a, b in zip(plain, one_shard))
-            print(f"{'trained' if state else 'initial'}: max |grad| {scale:.3e}, plain vs 2 shards {gap:.3e}, "
-                  f"plain vs 1 shard {wrong:.3e}")
+            print(
+                f"{'trained' if state else 'initial'}: max |grad| {scale:.3e}, plain vs 2 shards {gap:.3e}, "
+                f"plain vs 1 shard {wrong:.3e}"
+            )
             assert gap <= 1e-4 * scale, (gap, scale)  # seen here: 3e-6 of the scale
             assert wrong >= 1e-2 * scale, (wrong, scale)
     finally:
@@ -255,9 +286,28 @@ def test_stylemeup_averages_its_meta_gradient(tmp_path):
     """StyleMeUp's own train_step (second-order inner loop) under 2 processes: one task per rank, the
     meta-gradient averaged, so both ranks end with the same parameters. (Not compared with one
     process bit for bit: its VAE draws its noise per process.)"""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
-           "sbir_core.train_cli", "--chapter", "06_stylemeup", "--set", "STEPS=3", "--set", "EVAL_EVERY=3",
-           "--set", "BATCH_SIZE=2", "--threads", "1", "--no-store", "--out", str(tmp_path / "s.json")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        "-m",
+        "sbir_core.train_cli",
+        "--chapter",
+        "06_stylemeup",
+        "--set",
+        "STEPS=3",
+        "--set",
+        "EVAL_EVERY=3",
+        "--set",
+        "BATCH_SIZE=2",
+        "--threads",
+        "1",
+        "--no-store",
+        "--out",
+        str(tmp_path / "s.json"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=os.environ | {"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     found = re.findall(r"\[rank (\d)\] checkpoints written: \d+; final parameters (\w+)", proc.stderr)

@@ -2,10 +2,15 @@
 
 import pytest
 import torch
-from torch import nn
 
-from sbir_core.models.encoders import (CNNConfig, EncoderUnavailable, SmallCNN, build_encoder,
-                                       flops_per_image, layer_macs)
+from sbir_core.models.encoders import (
+    CNNConfig,
+    EncoderUnavailable,
+    SmallCNN,
+    build_encoder,
+    flops_per_image,
+    layer_macs,
+)
 
 
 def test_small_cnn_shapes_norm_and_gradients():

@@ -4,13 +4,13 @@ category with the pixel baseline."""
 
 import numpy as np
 import pytest
+from test_data_sketchy import write_sketchy
 
 from sbir_core import metrics as M
 from sbir_core.data import load_dataset
 from sbir_core.data.views import category_view, fg_view
 from sbir_core.evaluation import distances, evaluate
 from sbir_core.models.pixel_nn import PixelNN
-from test_data_sketchy import write_sketchy
 
 
 @pytest.fixture(autouse=True)
@@ -36,11 +36,20 @@ def brute_force(dist, rel, k=200):
 
 
 def test_zero_shot_on_the_style_worlds_unseen_categories():
-    data = load_dataset("style_world", n_instances=64, family_size=1, drawers_seen=4, drawers_unseen=2,
-                        sketches_per_instance=1, unseen_sketches_per_instance=1, adaptation_sketches_per_instance=0,
-                        photo_size=16)
-    view = category_view(data, {"category_split": "unseen", "split": "test"}, {"category_split": "unseen",
-                                                                              "medium": "photo"}, size=16)
+    data = load_dataset(
+        "style_world",
+        n_instances=64,
+        family_size=1,
+        drawers_seen=4,
+        drawers_unseen=2,
+        sketches_per_instance=1,
+        unseen_sketches_per_instance=1,
+        adaptation_sketches_per_instance=0,
+        photo_size=16,
+    )
+    view = category_view(
+        data, {"category_split": "unseen", "split": "test"}, {"category_split": "unseen", "medium": "photo"}, size=16
+    )
     assert set(view.table["category"]) == {"lamp", "bag"} and set(view.gallery_table["category"]) == {"lamp", "bag"}
     method = PixelNN(size=16)
     ev = evaluate(method, view)
@@ -59,16 +68,25 @@ def test_zero_shot_on_a_sketchy_layout(tmp_path):
     ev = evaluate(method, view)
     ap, prec = brute_force(distances(method, view.queries, view.gallery), view.relevant())
     assert ev.metrics["map_all"] == pytest.approx(ap) and ev.metrics["prec_at_200"] == pytest.approx(prec)
-    assert ev.metrics["map_at_200"] == pytest.approx(M.map_at_k(distances(method, view.queries, view.gallery),
-                                                                 view.relevant(), 200))
+    assert ev.metrics["map_at_200"] == pytest.approx(
+        M.map_at_k(distances(method, view.queries, view.gallery), view.relevant(), 200)
+    )
 
 
 def test_category_view_refuses_what_it_cannot_support(tmp_path):
     from sbir_core.data.base import DataError
 
-    data = load_dataset("style_world", n_instances=32, family_size=1, drawers_seen=2, drawers_unseen=1,
-                        sketches_per_instance=1, unseen_sketches_per_instance=1, adaptation_sketches_per_instance=1,
-                        photo_size=8)
+    data = load_dataset(
+        "style_world",
+        n_instances=32,
+        family_size=1,
+        drawers_seen=2,
+        drawers_unseen=1,
+        sketches_per_instance=1,
+        unseen_sketches_per_instance=1,
+        adaptation_sketches_per_instance=1,
+        photo_size=8,
+    )
     with pytest.raises(DataError, match="no sketch column"):
         category_view(data, {"colour": "red"}, {}, size=8)
     with pytest.raises(DataError, match="no item in the gallery"):
@@ -78,9 +96,18 @@ def test_category_view_refuses_what_it_cannot_support(tmp_path):
 
 
 def test_fine_grained_within_category_pixel_baseline():
-    data = load_dataset("style_world", n_instances=96, family_size=2, drawers_seen=3, drawers_unseen=1,
-                        sketches_per_instance=1, unseen_sketches_per_instance=1, adaptation_sketches_per_instance=1,
-                        photo_size=16, test_fraction=0.5)
+    data = load_dataset(
+        "style_world",
+        n_instances=96,
+        family_size=2,
+        drawers_seen=3,
+        drawers_unseen=1,
+        sketches_per_instance=1,
+        unseen_sketches_per_instance=1,
+        adaptation_sketches_per_instance=1,
+        photo_size=16,
+        test_fraction=0.5,
+    )
     view = fg_view(data, "test", size=16)
     ev = evaluate(PixelNN(size=16), view, ks=(1, 5))
     dist = distances(PixelNN(size=16), view.queries, view.gallery)

@@ -10,8 +10,11 @@ def _untestable_arms(table):
     has not cleared its floor, and the claim's exact outcome row is what checks it."""
     from sbir_core.stats import OUTCOME_CODE
 
-    ev = table[table["setting"].str.startswith("claim=") & (table["metric"] == "outcome")
-               & (table["value"] == OUTCOME_CODE["not testable"])]
+    ev = table[
+        table["setting"].str.startswith("claim=")
+        & (table["metric"] == "outcome")
+        & (table["value"] == OUTCOME_CODE["not testable"])
+    ]
     return {(r["chapter"], r["dataset"], m.strip()) for r in ev.to_dict("records") for m in r["method"].split(" - ")}
 
 
@@ -26,8 +29,10 @@ def test_no_expected_row_accepts_its_trivial_value():
     lenient, excused = [], []
     for r in table.to_dict("records"):
         if math.isfinite(r["trivial"]) and r["value"] - r["tol"] <= r["trivial"] <= r["value"] + r["tol"]:
-            line = (f"{r['chapter']} {r['dataset']} {r['method']} {r['setting']} {r['split']} {r['metric']}: "
-                    f"{r['value']:.4f} ± {r['tol']:.4f} accepts {r['trivial']:.4f}")
+            line = (
+                f"{r['chapter']} {r['dataset']} {r['method']} {r['setting']} {r['split']} {r['metric']}: "
+                f"{r['value']:.4f} ± {r['tol']:.4f} accepts {r['trivial']:.4f}"
+            )
             (excused if (r["chapter"], r["dataset"], r["method"]) in exempt else lenient).append(line)
     print(f"\n{len(excused)} rows at their floor, each an arm of a not-testable claim:\n" + "\n".join(excused))
     assert lenient == []

@@ -9,8 +9,14 @@ from sbir_core.data.base import DataError
 from sbir_core.data.export import export_qmul
 from sbir_core.data.synthetic import load
 
-SMALL = dict(n_instances=24, drawers_seen=4, drawers_unseen=2, sketches_per_instance=2,
-             unseen_sketches_per_instance=1, photo_size=24)
+SMALL = dict(
+    n_instances=24,
+    drawers_seen=4,
+    drawers_unseen=2,
+    sketches_per_instance=2,
+    unseen_sketches_per_instance=1,
+    photo_size=24,
+)
 
 
 @pytest.fixture(scope="module")

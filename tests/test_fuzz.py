@@ -31,14 +31,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_data_folders import write_pacs, write_tuberlin
+from test_data_qmul import make_coordinates, write_qmul
+from test_data_quickdraw import write_ndjson, write_npz
+from test_data_shoes304 import write_shoes
+from test_data_sketchy import write_sketchy
 
 from sbir_core.data import load_dataset
 from sbir_core.data.base import DataError
-from test_data_folders import write_pacs, write_tuberlin
-from test_data_quickdraw import write_ndjson, write_npz
-from test_data_qmul import make_coordinates, write_qmul
-from test_data_shoes304 import write_shoes
-from test_data_sketchy import write_sketchy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,14 +50,19 @@ def _cache(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------ crafted image files
 
+
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
 def png_claiming(w: int, h: int, data: bytes = b"\x00" * 16) -> bytes:
     """A PNG whose header claims w x h greyscale pixels, with almost no pixel data."""
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-            + _png_chunk(b"IDAT", zlib.compress(data)) + _png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+        + _png_chunk(b"IDAT", zlib.compress(data))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def _encoded(img: Image.Image, fmt: str) -> bytes:
@@ -101,17 +106,19 @@ IMAGE_PROBES: dict[str, tuple[bytes, str]] = {
     "header_claims_0x0": (png_claiming(0, 0), "skip"),
     "bad_crc": (GOOD_PNG[:29] + b"\x00\x00\x00\x00" + GOOD_PNG[33:], "skip"),
     "tiff_bad_ifd": (b"II*\x00" + struct.pack("<I", 0xFFFFFF00) + b"\x00" * 64, "skip"),
-    "bmp_huge_header": (b"BM" + struct.pack("<IHHI", 1000, 0, 0, 54) + struct.pack("<IiiHHIIiiII", 40, 70000,
-                                                                                      70000, 1, 24, 0, 0, 0, 0, 0, 0),
-                        "skip"),
+    "bmp_huge_header": (
+        b"BM"
+        + struct.pack("<IHHI", 1000, 0, 0, 54)
+        + struct.pack("<IiiHHIIiiII", 40, 70000, 70000, 1, 24, 0, 0, 0, 0, 0, 0),
+        "skip",
+    ),
     "gif_header_only": (b"GIF89a" + struct.pack("<HH", 10, 10) + b"\x00\x00\x00", "skip"),
     "webp_garbage": (b"RIFF" + struct.pack("<I", 100) + b"WEBPVP8 " + b"\x01" * 50, "skip"),
     "png_16bit": (png16(), "loaded"),
     "palette": (_encoded(_sketch_img("P"), "PNG"), "loaded"),
 }
 # kind -> how the file is replaced; outcome "ignored" or "error" (duplicate ids)
-ENTRY_PROBES = ["symlink_out_of_root", "dangling_symlink", "folder_named_like_image", "duplicate_stem",
-                "non_utf8_name"]
+ENTRY_PROBES = ["symlink_out_of_root", "dangling_symlink", "folder_named_like_image", "duplicate_stem", "non_utf8_name"]
 
 
 def _first(files) -> Path:
@@ -148,7 +155,7 @@ def test_image_file_probe(loader, kind, tmp_path):
     victim.write_bytes(content)
     d = _load(loader, tmp_path, skip_bad=True)
     if outcome == "skip":
-        reasons = {p: r for p, r in d.skipped}
+        reasons = dict(d.skipped)
         assert str(victim) in reasons and reasons[str(victim)], f"{kind} not reported: {d.skipped}"
         assert victim not in d.sketch_files
         assert np.isfinite(d.sketch_images(16)).all()
@@ -230,8 +237,8 @@ NDJSON_PROBES: dict[str, bytes] = {
     "stroke_lengths_differ": json.dumps({"drawing": [[[1, 2, 3], [1, 2]]]}).encode(),
     "stroke_one_list": json.dumps({"drawing": [[[1, 2, 3]]]}).encode(),
     "empty_stroke": json.dumps({"drawing": [[[], []]]}).encode(),
-    "integer_400_digits": b'{"drawing": [[[1' + b"0" * 400 + b', 2], [3, 4]]]}',
-    "integer_5000_digits": b'{"drawing": [[[1' + b"0" * 5000 + b', 2], [3, 4]]]}',
+    "integer_400_digits": b'{"drawing": [[[1' + b"0" * 400 + b", 2], [3, 4]]]}",
+    "integer_5000_digits": b'{"drawing": [[[1' + b"0" * 5000 + b", 2], [3, 4]]]}",
     "deep_nesting": b'{"drawing": ' + b"[" * 100000 + b"]" * 100000 + b"}",
     "nan": b'{"drawing": [[[NaN, 2], [3, 4]]]}',
     "infinity": b'{"drawing": [[[Infinity, 2], [3, 4]]]}',
@@ -256,20 +263,27 @@ def test_ndjson_line_probe(kind, tmp_path, monkeypatch):
     d = load_dataset("quickdraw", tmp_path, skip_bad=True)
     assert len(d) == 4 and [p for p, _ in d.skipped] == [f"{path}:3"] and d.skipped[0][1]
     assert np.isfinite(np.concatenate(d.strokes)).all()
-    with pytest.raises(DataError, match=f"cat.ndjson:3"):
+    with pytest.raises(DataError, match="cat.ndjson:3"):
         load_dataset("quickdraw", tmp_path, skip_bad=False)
 
 
 def test_ndjson_metadata_junk_is_not_fatal(tmp_path):
     """Odd metadata beside a valid drawing (nested key_id, huge word) loads; ids stay short text."""
     path = tmp_path / "quickdraw" / "cat.ndjson"
-    write_ndjson(path, "cat", 2, extra_lines=[json.dumps({"drawing": GOOD_DRAWING, "key_id": [[[[1]]]],
-                                                          "word": "w" * 10000, "recognized": "yes"})])
+    write_ndjson(
+        path,
+        "cat",
+        2,
+        extra_lines=[
+            json.dumps({"drawing": GOOD_DRAWING, "key_id": [[[[1]]]], "word": "w" * 10000, "recognized": "yes"})
+        ],
+    )
     d = load_dataset("quickdraw", tmp_path, skip_bad=False)
     assert len(d) == 3 and d.sketches["sketch_id"].iloc[-1] == "cat/3"
 
 
 # ------------------------------------------------------------------ pickles and npz, in a child process
+
 
 class _Reduce:
     """Pickles as ``fn(*args)`` (and ``state`` for BUILD), without ever being unpickled here."""
@@ -291,8 +305,11 @@ def _scalar():
 
 def hostile_pickles(marker: Path) -> dict[str, bytes]:
     """Pickled payloads that must never build anything but numeric arrays."""
-    arr_state = lambda shape, dt, raw: _Reduce(_reconstruct(), (np.ndarray, (0,), b"b"),  # noqa: E731
-                                                (1, shape, np.dtype(dt), False, raw))
+    arr_state = lambda shape, dt, raw: _Reduce(
+        _reconstruct(),
+        (np.ndarray, (0,), b"b"),  # noqa: E731
+        (1, shape, np.dtype(dt), False, raw),
+    )
     return {
         "os_system": pickle.dumps(_Reduce(os.system, (f"touch {marker}",))),
         "ndarray_over_bytes": pickle.dumps(_Reduce(np.ndarray, ((4,), np.dtype(object), b"A" * 32))),
@@ -309,7 +326,8 @@ def hostile_pickles(marker: Path) -> dict[str, bytes]:
         "scalar_object": pickle.dumps(_Reduce(_scalar(), (np.dtype(object), "x"))),
         "reconstruct_other_class": pickle.dumps(_Reduce(_reconstruct(), (np.dtype, (0,), b"b"))),
         "second_state": pickle.dumps(arr_state((1,), "f8", b"\x00" * 8))[:-1]
-        + pickle.dumps((1, (1,), np.dtype("f8"), False, b"\x00" * 8), protocol=2)[2:-1] + b"b.",
+        + pickle.dumps((1, (1,), np.dtype("f8"), False, b"\x00" * 8), protocol=2)[2:-1]
+        + b"b.",
         "builtins_eval": pickle.dumps(_Reduce(eval, ("1+1",))),
         "numpy_load": pickle.dumps(_Reduce(np.load, ("/etc/passwd",))),
         "deep_list": b"\x80\x02" + b"]" * 3000 + b"a" * 2999 + b".",
@@ -348,25 +366,27 @@ def _good_npz_bytes(tmp: Path) -> bytes:
 def hostile_npz(tmp: Path, marker: Path) -> dict[str, bytes]:
     """Whole .npz files (sketch-rnn layout) that must be refused or skipped, never crash."""
     out = {f"pickle_{k}": _zip({"train.npy": _npy("|O", (1,), v)}) for k, v in hostile_pickles(marker).items()}
-    deflated = _zip({"train.npy": _npy("<i2", (200, 3), np.zeros((200, 3), np.int16).tobytes())},
-                    zipfile.ZIP_DEFLATED)
+    deflated = _zip({"train.npy": _npy("<i2", (200, 3), np.zeros((200, 3), np.int16).tobytes())}, zipfile.ZIP_DEFLATED)
     at = deflated.index(b"train.npy") + len("train.npy")  # corrupt the compressed stream after the local header
     good = _good_npz_bytes(tmp)
-    out.update({
-        "not_a_zip": b"PK\x03\x04 not really",
-        "empty_file": b"",
-        "truncated_zip": good[: len(good) // 2],
-        "zlib_error": deflated[:at + 5] + b"\xff" * 40 + deflated[at + 45:],
-        "bad_npy_magic": _zip({"train.npy": b"NOTNUMPY" + b"\x00" * 100}),
-        "header_lies_about_shape": _zip({"train.npy": _npy("<f8", (10**12, 3), b"\x00" * 48)}),
-        "structured_dtype": _zip({"train.npy": _npy("[('a', '<f8')]", (2,), b"\x00" * 16)}),
-        "unicode_dtype": _zip({"train.npy": _npy("<U4", (2,), b"\x00" * 32)}),
-        "wrong_last_dim_3d": _zip({"train.npy": _npy("<i2", (2, 4, 2), b"\x00" * 32)}),
-        "object_items_wrong_shape": _zip({"train.npy": _npy("|O", (1,), _pickled_obj_payload([np.zeros((3, 2))]))}),
-        "object_items_nested_objects": _zip({"train.npy": _npy("|O", (1,), _pickled_obj_payload(
-            [_obj_array([np.zeros((3, 3))])]))}),
-        "bad_header_dict": _zip({"train.npy": b"\x93NUMPY\x01\x00\x10\x00{'descr': __import__('os')}  \n"}),
-    })
+    out.update(
+        {
+            "not_a_zip": b"PK\x03\x04 not really",
+            "empty_file": b"",
+            "truncated_zip": good[: len(good) // 2],
+            "zlib_error": deflated[: at + 5] + b"\xff" * 40 + deflated[at + 45 :],
+            "bad_npy_magic": _zip({"train.npy": b"NOTNUMPY" + b"\x00" * 100}),
+            "header_lies_about_shape": _zip({"train.npy": _npy("<f8", (10**12, 3), b"\x00" * 48)}),
+            "structured_dtype": _zip({"train.npy": _npy("[('a', '<f8')]", (2,), b"\x00" * 16)}),
+            "unicode_dtype": _zip({"train.npy": _npy("<U4", (2,), b"\x00" * 32)}),
+            "wrong_last_dim_3d": _zip({"train.npy": _npy("<i2", (2, 4, 2), b"\x00" * 32)}),
+            "object_items_wrong_shape": _zip({"train.npy": _npy("|O", (1,), _pickled_obj_payload([np.zeros((3, 2))]))}),
+            "object_items_nested_objects": _zip(
+                {"train.npy": _npy("|O", (1,), _pickled_obj_payload([_obj_array([np.zeros((3, 3))])]))}
+            ),
+            "bad_header_dict": _zip({"train.npy": b"\x93NUMPY\x01\x00\x10\x00{'descr': __import__('os')}  \n"}),
+        }
+    )
     return out
 
 
@@ -410,8 +430,15 @@ for line in sys.stdin:
 def _run_child(cases: list[tuple[str, str, str]]) -> tuple[dict, subprocess.CompletedProcess]:
     """Unpickle hostile files in a child process: results per case (a missing case: the child died there)."""
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-c", CHILD], input="\n".join(json.dumps(c) for c in cases) + "\n",
-                          capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD],
+        input="\n".join(json.dumps(c) for c in cases) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=REPO,
+    )
     results = {}
     for line in proc.stdout.splitlines():
         rec = json.loads(line)
@@ -443,8 +470,9 @@ def child_results(tmp_path_factory):
 def _case(child_results, name):
     rec = child_results["results"].get(name)
     proc = child_results["proc"]
-    assert rec is not None, (f"the child process died before finishing {name} (exit {proc.returncode}):\n"
-                             f"{proc.stderr[-3000:]}")
+    assert rec is not None, (
+        f"the child process died before finishing {name} (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+    )
     for mode in ("True", "False"):
         assert rec[mode]["outcome"] != "crash", rec[mode]["message"]
     assert not child_results["marker"].exists(), "a pickle ran code"
@@ -484,6 +512,7 @@ def test_npz_near_1e308_is_rejected_at_load_naming_the_item(tmp_path):
 
 # ------------------------------------------------------------------ QMUL coordinate files
 
+
 def hostile_qmul(tmp: Path, marker: Path) -> dict[str, bytes]:
     """Coordinate files: hostile pickles (the whole file is refused) and bad entries (skipped with skip_bad)."""
     rng = np.random.default_rng(0)
@@ -494,26 +523,38 @@ def hostile_qmul(tmp: Path, marker: Path) -> dict[str, bytes]:
         return pickle.dumps(dict(good, **{key: value}))
 
     out = {f"pickle_{k}": v for k, v in hostile_pickles(marker).items()}
-    out.update({
-        "not_a_dict": pickle.dumps([np.ones((3, 3))]),
-        "empty_dict": pickle.dumps({}),
-        "entry_wrong_shape": entry(np.ones((4, 2))),
-        "entry_nan": entry(np.array([[np.nan, 1, 0], [1, 1, 1]])),
-        "entry_near_1e308": entry(np.array([[1e308, 1e308, 0], [-1e308, 1, 1]])),
-        "entry_string": entry("abc"),
-        "entry_pen_2": entry(np.array([[1, 1, 2], [1, 1, 1]])),
-        "entry_empty": entry(np.zeros((0, 3))),
-        "entry_object_array": entry(_obj_array([np.ones((2, 3))])),
-        "entry_complex": entry(np.ones((2, 3), complex)),
-        "key_not_a_string": pickle.dumps(dict(good, **{}) | {7: np.ones((2, 3))}),
-        "key_malformed": pickle.dumps(dict(good) | {"/elsewhere/x": np.ones((2, 3))}),
-        "key_with_slash_photo": pickle.dumps(dict(good) | {"/train/a/b_1": np.ones((2, 3))}),
-    })
+    out.update(
+        {
+            "not_a_dict": pickle.dumps([np.ones((3, 3))]),
+            "empty_dict": pickle.dumps({}),
+            "entry_wrong_shape": entry(np.ones((4, 2))),
+            "entry_nan": entry(np.array([[np.nan, 1, 0], [1, 1, 1]])),
+            "entry_near_1e308": entry(np.array([[1e308, 1e308, 0], [-1e308, 1, 1]])),
+            "entry_string": entry("abc"),
+            "entry_pen_2": entry(np.array([[1, 1, 2], [1, 1, 1]])),
+            "entry_empty": entry(np.zeros((0, 3))),
+            "entry_object_array": entry(_obj_array([np.ones((2, 3))])),
+            "entry_complex": entry(np.ones((2, 3), complex)),
+            "key_not_a_string": pickle.dumps(dict(good, **{}) | {7: np.ones((2, 3))}),
+            "key_malformed": pickle.dumps(dict(good) | {"/elsewhere/x": np.ones((2, 3))}),
+            "key_with_slash_photo": pickle.dumps(dict(good) | {"/train/a/b_1": np.ones((2, 3))}),
+        }
+    )
     return out
 
 
-QMUL_ENTRY = {"entry_wrong_shape", "entry_nan", "entry_near_1e308", "entry_string", "entry_pen_2", "entry_empty",
-              "entry_complex", "key_not_a_string", "key_malformed", "key_with_slash_photo"}
+QMUL_ENTRY = {
+    "entry_wrong_shape",
+    "entry_nan",
+    "entry_near_1e308",
+    "entry_string",
+    "entry_pen_2",
+    "entry_empty",
+    "entry_complex",
+    "key_not_a_string",
+    "key_malformed",
+    "key_with_slash_photo",
+}
 
 
 def _qmul_kinds():
@@ -557,7 +598,8 @@ def test_probe_counts():
 
 
 def test_quickdraw_folder_entries(tmp_path):
-    """QuickDraw files: a link out of the data folder refused, a non-UTF-8 class printable, two files of a class named."""
+    """QuickDraw files: a link out of the data folder refused, a non-UTF-8 class printable, two files of a
+    class named."""
     qd = tmp_path / "data" / "quickdraw"
     write_ndjson(qd / "cat.ndjson", "cat", 3)
     write_ndjson(tmp_path / "secret.ndjson", "dog", 3)
@@ -574,6 +616,7 @@ def test_quickdraw_folder_entries(tmp_path):
 
 # ------------------------------------------------------------------ the raster cache
 
+
 def _forge(path: Path, array: np.ndarray) -> None:
     """Rewrite a cache file with another array and a valid checksum (what a buggy writer could leave)."""
     from sbir_core.cache import save_arrays
@@ -585,8 +628,9 @@ CACHE_PROBES = {
     "zero_bytes": lambda p: p.write_bytes(b""),
     "truncated": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
     "garbage": lambda p: p.write_bytes(b"\x00garbage" * 100),
-    "flipped_bytes": lambda p: p.write_bytes(bytes(b ^ 0xFF if 200 <= i < 216 else b
-                                                   for i, b in enumerate(p.read_bytes()))),
+    "flipped_bytes": lambda p: p.write_bytes(
+        bytes(b ^ 0xFF if 200 <= i < 216 else b for i, b in enumerate(p.read_bytes()))
+    ),
     "wrong_shape": lambda p: _forge(p, np.ones((1, 16, 16), np.float32)),
     "wrong_dtype": lambda p: _forge(p, np.ones((3, 16, 16), np.float64)),
     "nan": lambda p: _forge(p, np.full((3, 16, 16), np.nan, np.float32)),
@@ -595,10 +639,10 @@ CACHE_PROBES = {
 
 @pytest.mark.parametrize("kind", sorted(CACHE_PROBES))
 def test_a_damaged_raster_cache_is_reported_and_recomputed(kind, tmp_path):
+    import pandas as pd
+
     from sbir_core.cache import CacheWarning
     from sbir_core.data.base import SBIRData, cache_dir
-
-    import pandas as pd
 
     strokes = [np.array([[10.0 * i, 10, 0], [200, 100 + i, 1]]) for i in range(3)]
     table = pd.DataFrame({"sketch_id": ["a", "b", "c"], "split": "train"})

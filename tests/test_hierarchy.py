@@ -34,23 +34,37 @@ def toy_view(n=8, seed=0, size=SIZE) -> RetrievalView:
         x2, y2 = x1 + rng.uniform(60, 120), y1 + rng.uniform(60, 120)
         img = np.full((size, size, 3), 230, np.uint8)
         s = size / S.CANVAS
-        img[int(y1 * s):int(y2 * s), int(x1 * s):int(x2 * s)] = rng.integers(0, 200, 3)
+        img[int(y1 * s) : int(y2 * s), int(x1 * s) : int(x2 * s)] = rng.integers(0, 200, 3)
         for _ in range(3):  # small patches, so that selective search finds several regions
             px, py = rng.integers(0, size - 6, 2)
-            img[py:py + 5, px:px + 5] = rng.integers(0, 255, 3)
+            img[py : py + 5, px : px + 5] = rng.integers(0, 255, 3)
         photos.append(img)
         c = [(x1, y1), (x2, y1), (x2, y2), (x1, y2)]
         strokes.append(S.join_strokes([np.array([c[i], c[(i + 1) % 4]]) for i in range(4)]))
     table = pd.DataFrame({"instance": [f"i{i}" for i in range(n)], "category": "c"})
-    return RetrievalView("toy", sketch_tensor(S.rasterise_many(strokes, size)), photo_tensor(np.stack(photos)),
-                         torch.arange(n), table, table.copy(), None, strokes)
+    return RetrievalView(
+        "toy",
+        sketch_tensor(S.rasterise_many(strokes, size)),
+        photo_tensor(np.stack(photos)),
+        torch.arange(n),
+        table,
+        table.copy(),
+        None,
+        strokes,
+    )
 
 
 def batch_of(view, idx, neg, flip=None):
     idx, neg = torch.as_tensor(idx), torch.as_tensor(neg)
-    return {"sketch": view.queries[idx], "photo": view.gallery[view.target[idx]], "neg": view.gallery[neg],
-            "pos_idx": view.target[idx], "neg_idx": neg, "strokes": [view.strokes[i] for i in idx.tolist()],
-            "flip": torch.zeros(len(idx), dtype=torch.bool) if flip is None else torch.as_tensor(flip)}
+    return {
+        "sketch": view.queries[idx],
+        "photo": view.gallery[view.target[idx]],
+        "neg": view.gallery[neg],
+        "pos_idx": view.target[idx],
+        "neg_idx": neg,
+        "strokes": [view.strokes[i] for i in idx.tolist()],
+        "flip": torch.zeros(len(idx), dtype=torch.bool) if flip is None else torch.as_tensor(flip),
+    }
 
 
 # ---------------------------------------------------------------------- RoI align and boxes
@@ -259,9 +273,12 @@ def test_overfits_a_tiny_problem(variant):
     assert after == 1.0 and after > before
 
 
-@pytest.mark.xfail(strict=True, reason="finding, not fixed: with Gumbel trees in training and argmax trees at "
-                   "test, the full hierarchy does not overfit 6 toy pairs in 150 steps (about 1/6 Acc@1; "
-                   "0.5 after 400 steps at lr 1e-3)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding, not fixed: with Gumbel trees in training and argmax trees at "
+    "test, the full hierarchy does not overfit 6 toy pairs in 150 steps (about 1/6 Acc@1; "
+    "0.5 after 400 steps at lr 1e-3)",
+)
 @pytest.mark.parametrize("variant", ["proposed", "b_graph_hierarchy"])
 def test_the_hierarchy_overfits_a_tiny_problem(variant):
     before, after = _fit_toy(variant)
@@ -276,8 +293,16 @@ def test_two_stage_scores_fewer_pairs_and_a_gallery_of_one():
     base = build_method("triplet_sn", encoder="cnn", width=4, depth=2, embed_dim=8, double_conv=False)
     two = evaluate(m, view, ks=(1, 3), shortlist=(base, 2))
     assert two.pair_evaluations == 8 * 2
-    one = RetrievalView("one", view.queries[:2], view.gallery[:1], torch.zeros(2, dtype=torch.long),
-                        view.table.iloc[:2], view.table.iloc[:1], None, view.strokes[:2])
+    one = RetrievalView(
+        "one",
+        view.queries[:2],
+        view.gallery[:1],
+        torch.zeros(2, dtype=torch.long),
+        view.table.iloc[:2],
+        view.table.iloc[:1],
+        None,
+        view.strokes[:2],
+    )
     ev = evaluate(m, one, ks=(1,))
     assert ev.metrics["acc_at_1"] == 1.0 and ev.pair_evaluations == 2
 
@@ -291,8 +316,12 @@ def test_ink_pieces_are_the_nodes_of_a_sketch_without_strokes():
     np.testing.assert_allclose(boxes, [[3, 2, 9, 4], [12, 10, 14, 12]])
     # every ink pixel lies in a box, and the box of each piece holds only that piece's ink
     ys, xs = np.nonzero(ink)
-    inside = ((xs[:, None] >= boxes[:, 0]) & (xs[:, None] < boxes[:, 2])
-              & (ys[:, None] >= boxes[:, 1]) & (ys[:, None] < boxes[:, 3]))
+    inside = (
+        (xs[:, None] >= boxes[:, 0])
+        & (xs[:, None] < boxes[:, 2])
+        & (ys[:, None] >= boxes[:, 1])
+        & (ys[:, None] < boxes[:, 3])
+    )
     assert inside.any(1).all()
     # more pieces than nodes: the rest join the last box; no ink: the whole image
     many = np.zeros((16, 16), np.float32)
@@ -327,7 +356,9 @@ def test_on_encoder_nodes_are_the_encoders_region_embeddings_and_only_the_head_l
     enc = _encoder()
     m = H.on_encoder(enc, "proposed", max_nodes=6, d=16, d_h=8)
     # the encoder is copied, not shared, and frozen
-    assert all(not p.requires_grad for p in m.backbone.parameters()) and all(not p.requires_grad for p in m.trunk.parameters())
+    assert all(not p.requires_grad for p in m.backbone.parameters()) and all(
+        not p.requires_grad for p in m.trunk.parameters()
+    )
     assert all(p.requires_grad for p in enc.parameters())
     q, g = H.cache_nodes(m, view)
     assert q.shape == (6, 6, enc.embed_dim + 1) and g.shape[0] == 6
@@ -428,6 +459,7 @@ def test_selective_search_gives_the_same_boxes_every_call():
     u8 = ((view.gallery.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
     first = [H.selective_search(img, 6) for img in u8]
     import random as _r
+
     _r.random()
     np.random.rand()
     again = [H.selective_search(img, 6) for img in u8[::-1]][::-1]

@@ -32,6 +32,7 @@ def fresh_cache(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------- drawings
 
+
 def test_clean_strokes_empty_and_ok():
     assert P.clean_strokes(np.zeros((0, 3)))[0] is None
     assert P.clean_strokes(None)[0] is None
@@ -47,8 +48,9 @@ def test_clean_strokes_clips_outside_points_and_says_so():
 
 
 def test_clean_strokes_cuts_long_drawings_and_drops_non_finite():
-    pts = np.column_stack([np.random.default_rng(0).uniform(0, 256, (P.MAX_POINTS + 50, 2)),
-                           np.zeros(P.MAX_POINTS + 50)])
+    pts = np.column_stack(
+        [np.random.default_rng(0).uniform(0, 256, (P.MAX_POINTS + 50, 2)), np.zeros(P.MAX_POINTS + 50)]
+    )
     s, note = P.clean_strokes(pts)
     assert len(s) == P.MAX_POINTS and "only the first" in note
     s, note = P.clean_strokes([[np.nan, 1, 0], [5, 5, 1]])
@@ -59,6 +61,7 @@ def test_clean_strokes_cuts_long_drawings_and_drops_non_finite():
 
 
 # ---------------------------------------------------------------------- queries agree with the evaluator
+
 
 def test_world_gallery_is_the_evaluators_gallery(views):
     g = P.world_gallery(views, "shoe")
@@ -88,8 +91,9 @@ def test_top_k_is_brute_force_and_early_ranks_end_at_the_full_rank(engine, views
     t = g.targets[3]
     hits = engine.query(t.strokes, g, 10, t.index)
     with torch.no_grad():
-        emb = engine.method.embed_gallery(torch.from_numpy(g.images.astype(np.float32) / 127.5 - 1)
-                                          .permute(0, 3, 1, 2)).numpy()
+        emb = engine.method.embed_gallery(
+            torch.from_numpy(g.images.astype(np.float32) / 127.5 - 1).permute(0, 3, 1, 2)
+        ).numpy()
     d = ((emb - engine.encode(t.strokes)) ** 2).sum(1)
     # the 10 nearest by brute force, up to float rounding (an untrained encoder puts items 1e-6 apart)
     tol = 1e-6 * max(1.0, float(d.max()))
@@ -141,6 +145,7 @@ def test_style_swap(views):
 
 
 # ---------------------------------------------------------------------- galleries from folders
+
 
 def _png(path, size=(40, 30), colour=(200, 10, 10)):
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -202,6 +207,7 @@ def test_pacs_gallery(data_root):
 
 # ---------------------------------------------------------------------- methods from the store
 
+
 def test_methods_follow_the_books_chapters(monkeypatch, fresh_cache):
     monkeypatch.setattr("sbir_core.book.chapters", lambda: ["01_evaluation", "04_triplet_baseline"])
     choices = P.methods("ci")
@@ -225,10 +231,19 @@ def test_the_recipe_key_is_the_chapters_run(monkeypatch, fresh_cache):
     from sbir_core.train import TrainConfig, train_run
 
     v = P._views(params)  # the chapter's own calls give the same key: loaded, not trained again
-    spec = B.triplet_spec(params["ENCODER"], params["ENCODER_OPTIONS"], params["MARGIN"], params["NEGATIVES"],
-                          params["FLIP"])
-    cfg = TrainConfig(steps=2, batch_size=params["BATCH_SIZE"], lr=params["LR"], optimizer=params["OPTIMIZER"],
-                      eval_every=2, ks=(1, 10), progress=False, device="cpu")
+    spec = B.triplet_spec(
+        params["ENCODER"], params["ENCODER_OPTIONS"], params["MARGIN"], params["NEGATIVES"], params["FLIP"]
+    )
+    cfg = TrainConfig(
+        steps=2,
+        batch_size=params["BATCH_SIZE"],
+        lr=params["LR"],
+        optimizer=params["OPTIMIZER"],
+        eval_every=2,
+        ks=(1, 10),
+        progress=False,
+        device="cpu",
+    )
     run = train_run(spec, v.train, v.val, v.tests, cfg, params["SEED"])
     assert run.fingerprint == choice.key
     assert all(torch.equal(a, b) for a, b in zip(run.best_state.values(), engine.method.state_dict().values()))
@@ -255,19 +270,51 @@ def test_the_adaptive_recipe_needs_chapter_4_and_its_key_is_the_chapters_run(mon
     from sbir_core.train import TrainConfig, train_run
 
     v = P._views(p7)  # the chapter's own calls
-    base_cfg = TrainConfig(steps=2, batch_size=p7["BATCH_SIZE"], lr=p7["LR"], optimizer=p7["OPTIMIZER"], eval_every=2,
-                           ks=(1, 10), progress=False, device="cpu")
+    base_cfg = TrainConfig(
+        steps=2,
+        batch_size=p7["BATCH_SIZE"],
+        lr=p7["LR"],
+        optimizer=p7["OPTIMIZER"],
+        eval_every=2,
+        ks=(1, 10),
+        progress=False,
+        device="cpu",
+    )
     base_spec = B.triplet_spec(p7["ENCODER"], p7["ENCODER_OPTIONS"], p7["MARGIN"])
     key = B.baseline(v, base_spec, base_cfg, [p7["SEED"]]).runs[0].fingerprint
     f = {k: p7["ENCODER_OPTIONS"][k] for k in ("width", "depth", "embed_dim", "double_conv")}
-    opts = {**f, "level": "user", "inner": "margin", "reg": dict(p7["REG"]), "inner_lr": p7["INNER_LR"],
-            "margin": p7["MARGIN"], "k_support": p7["K_SUPPORT"], "k_query": p7["K_QUERY"], "base": key,
-            "freeze_trunk": True, "flip": False}
+    opts = {
+        **f,
+        "level": "user",
+        "inner": "margin",
+        "reg": dict(p7["REG"]),
+        "inner_lr": p7["INNER_LR"],
+        "margin": p7["MARGIN"],
+        "k_support": p7["K_SUPPORT"],
+        "k_query": p7["K_QUERY"],
+        "base": key,
+        "freeze_trunk": True,
+        "flip": False,
+    }
     start = MethodSpec("adaptive_fgsbir", {**opts, "inner": "none"}).build()
-    cfg = TrainConfig(steps=2, batch_size=p7["TASKS"], lr=p7["META_LR"], optimizer=p7["OPTIMIZER"], eval_every=2,
-                      ks=(1, 5), progress=False, device="cpu")
-    run = train_run(MethodSpec("adaptive_fgsbir", opts), A.trunk_view(v.train, start), A.trunk_view(v.val, start),
-                    None, cfg, p7["SEED"])
+    cfg = TrainConfig(
+        steps=2,
+        batch_size=p7["TASKS"],
+        lr=p7["META_LR"],
+        optimizer=p7["OPTIMIZER"],
+        eval_every=2,
+        ks=(1, 5),
+        progress=False,
+        device="cpu",
+    )
+    run = train_run(
+        MethodSpec("adaptive_fgsbir", opts),
+        A.trunk_view(v.train, start),
+        A.trunk_view(v.val, start),
+        None,
+        cfg,
+        p7["SEED"],
+    )
     assert run.fingerprint == choice.key
 
 

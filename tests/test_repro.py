@@ -29,8 +29,9 @@ def test_same_seed_same_draws_everywhere():
 def test_seeded_training_step_is_bit_identical():
     def train():
         setup(seed=0, plots=False)
-        net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
-                                  torch.nn.Linear(4 * 6 * 6, 2))
+        net = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 2)
+        )
         opt = torch.optim.Adam(net.parameters(), 1e-2)
         x = torch.randn(8, 1, 8, 8)
         for _ in range(5):

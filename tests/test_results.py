@@ -2,7 +2,6 @@
 
 import json
 
-import pandas as pd
 import pytest
 import yaml
 
@@ -16,9 +15,18 @@ def results_dir(tmp_path, monkeypatch):
 
 
 def rows(value=0.5):
-    return [{"dataset": "d", "method": "m", "protocol": "p", "split": "test", "metric": "acc_at_1",
-             "value": value, "seed": 0},
-            {"dataset": "d", "method": "m", "protocol": "p", "split": "test", "metric": "acc_at_10", "value": 0.9}]
+    return [
+        {
+            "dataset": "d",
+            "method": "m",
+            "protocol": "p",
+            "split": "test",
+            "metric": "acc_at_1",
+            "value": value,
+            "seed": 0,
+        },
+        {"dataset": "d", "method": "m", "protocol": "p", "split": "test", "metric": "acc_at_10", "value": 0.9},
+    ]
 
 
 def test_metric_rows_fills_chapter_and_seed():
@@ -44,7 +52,9 @@ def test_save_results_writes_three_files_and_replaces(results_dir):
     R.save_results("99_x", "ci", R.metric_rows("99_x", rows(0.25)), params)
     df = R.load_metrics("ci", "99_x")
     assert sorted(df["value"]) == [0.25, 0.9]
-    assert not [p for p in (results_dir / "ci").iterdir() if p.name.startswith(".") and p.is_dir()]  # the lock file stays
+    assert not [
+        p for p in (results_dir / "ci").iterdir() if p.name.startswith(".") and p.is_dir()
+    ]  # the lock file stays
 
 
 def test_same_metrics_give_identical_bytes(results_dir):

@@ -5,10 +5,10 @@ import os
 
 import pandas as pd
 import pytest
+from test_book import expected_frame, fresh_frame
 
 from sbir_core import book
 from sbir_core import results as R
-from test_book import expected_frame, fresh_frame
 
 
 @pytest.fixture
@@ -30,12 +30,15 @@ def test_a_killed_saves_temporary_folder_is_never_read_and_is_cleaned(runs, tmp_
     assert not stale.exists()
 
 
-@pytest.mark.parametrize("content, match", [
-    ("", "not a readable table"),
-    ("chapter,dataset\n", "missing columns"),
-    (None, "no rows"),
-    ("\x00\x01\x02garbage\"\n\"", "not a readable table|missing columns"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("", "not a readable table"),
+        ("chapter,dataset\n", "missing columns"),
+        (None, "no rows"),
+        ('\x00\x01\x02garbage"\n"', "not a readable table|missing columns"),
+    ],
+)
 def test_check_refuses_broken_expected_files_naming_them(runs, tmp_path, capsys, content, match):
     path = tmp_path / "expected.csv"
     if content is None:
@@ -61,8 +64,7 @@ def test_check_refuses_bad_tolerances_naming_file_and_line(runs, tmp_path, tol):
         book.load_expected(path)
 
 
-@pytest.mark.parametrize("content", ["", "chapter,value\n99_x,0.5\n", "a,b\n1,2,3,4\n\"unterminated",
-                                     None])
+@pytest.mark.parametrize("content", ["", "chapter,value\n99_x,0.5\n", 'a,b\n1,2,3,4\n"unterminated', None])
 def test_corrupt_metrics_file_is_an_error_naming_it(runs, content):
     R.save_results("99_x", "ci", fresh_frame(0.5), {})
     path = runs / "ci" / "99_x" / "metrics.csv"

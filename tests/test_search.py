@@ -65,15 +65,18 @@ def test_exact_topk_k_above_n_and_single_item():
     np.testing.assert_allclose(d[:, 0], ((q - g[0]) ** 2).sum(1), rtol=1e-5)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(k=0), "k must be"),
-    (dict(k=2.5), "k must be"),
-    (dict(g=np.zeros((0, 4), np.float32)), "empty"),
-    (dict(g=np.zeros((5, 3), np.float32)), "dimension"),
-    (dict(q=np.array([[np.nan, 0, 0, 0]], np.float32)), "non-finite"),
-    (dict(g=np.full((5, 4), np.inf, np.float32)), "non-finite"),
-    (dict(q=np.zeros(4, np.float32)), "2-d"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(k=0), "k must be"),
+        (dict(k=2.5), "k must be"),
+        (dict(g=np.zeros((0, 4), np.float32)), "empty"),
+        (dict(g=np.zeros((5, 3), np.float32)), "dimension"),
+        (dict(q=np.array([[np.nan, 0, 0, 0]], np.float32)), "non-finite"),
+        (dict(g=np.full((5, 4), np.inf, np.float32)), "non-finite"),
+        (dict(q=np.zeros(4, np.float32)), "2-d"),
+    ],
+)
 def test_exact_topk_bad_inputs(bad, match):
     args = dict(q=np.zeros((2, 4), np.float32), g=np.ones((5, 4), np.float32), k=3) | bad
     with pytest.raises(ValueError, match=match):

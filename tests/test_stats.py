@@ -10,8 +10,9 @@ from sbir_core import stats as ST
 from sbir_core.stats import Arm, Interval, contrast, interval, outcome, paired_difference, ratio
 
 
-def simulate(rng, n_obj=60, n_drw=20, per_obj=3, n_seeds=5, mu=0.0, sd_obj=0.8, sd_drw=0.6, sd_seed=0.25,
-             shared_objects=None):
+def simulate(
+    rng, n_obj=60, n_drw=20, per_obj=3, n_seeds=5, mu=0.0, sd_obj=0.8, sd_drw=0.6, sd_seed=0.25, shared_objects=None
+):
     """One simulated experiment of a probit model with object, drawer and seed effects.
 
     Returns (outcomes (S, Q), clusters, objects): each object drawn by ``per_obj`` distinct drawers.
@@ -26,7 +27,7 @@ def simulate(rng, n_obj=60, n_drw=20, per_obj=3, n_seeds=5, mu=0.0, sd_obj=0.8, 
 
 
 def truth(mu, sd_obj=0.8, sd_drw=0.6, sd_seed=0.25):
-    return norm.cdf(mu / math.sqrt(1 + sd_obj ** 2 + sd_drw ** 2 + sd_seed ** 2))
+    return norm.cdf(mu / math.sqrt(1 + sd_obj**2 + sd_drw**2 + sd_seed**2))
 
 
 def test_interval_of_constant_outcomes_is_a_point():
@@ -108,10 +109,10 @@ def test_a_seed_only_interval_would_undercover():
 
 def test_unpaired_seeds_add_their_seed_variances():
     a = np.array([[1.0] * 6, [0.0] * 6, [1.0] * 6])  # per-seed means 1, 0, 1
-    b = np.array([[0.0] * 6, [1.0] * 6])            # per-seed means 0, 1
+    b = np.array([[0.0] * 6, [1.0] * 6])  # per-seed means 0, 1
     iv = paired_difference(a, b, {"object": np.arange(6)})
     assert iv.estimate == pytest.approx(2 / 3 - 1 / 2) and iv.se_sample == pytest.approx(0, abs=1e-12)
-    assert iv.se_seeds ** 2 == pytest.approx(np.var([1, 0, 1], ddof=1) / 3 + np.var([0, 1], ddof=1) / 2)
+    assert iv.se_seeds**2 == pytest.approx(np.var([1, 0, 1], ddof=1) / 3 + np.var([0, 1], ddof=1) / 2)
 
 
 def test_outcomes_come_from_the_interval_and_the_papers_effect():
@@ -189,8 +190,11 @@ def test_friedman_is_blocked_by_photo():
 
     rng = np.random.default_rng(0)
     photos = rng.normal(0, 10, 60)
-    rows = [{"photo": i, "k": k, "x": photos[i] + 0.5 * k + rng.normal(0, 0.3), "null": photos[i] + rng.normal()}
-            for i in range(60) for k in (1, 2, 3)]
+    rows = [
+        {"photo": i, "k": k, "x": photos[i] + 0.5 * k + rng.normal(0, 0.3), "null": photos[i] + rng.normal()}
+        for i in range(60)
+        for k in (1, 2, 3)
+    ]
     rows.append({"photo": 99, "k": 1, "x": 0.0, "null": 0.0})  # an incomplete block is left out
     t = pd.DataFrame(rows)
     res = ST.friedman_by_block(t, "x", "k", "photo", ["1", "2", "3"])
@@ -201,8 +205,9 @@ def test_friedman_is_blocked_by_photo():
     assert ST.friedman_by_block(t, "null", "k", "photo", [1, 2, 3])["p"] > 0.01
 
 
-def _comparison(rng, rel_true, p_b=0.30, chance=0.05, n_q=400, n_seeds=3, sd_seed=0.03, n_boot=200, seed=0,
-                paper=math.nan):
+def _comparison(
+    rng, rel_true, p_b=0.30, chance=0.05, n_q=400, n_seeds=3, sd_seed=0.03, n_boot=200, seed=0, paper=math.nan
+):
     """One simulated claim: arm A's accuracy is B's plus ``rel_true`` times B's margin over chance, on
     the same queries (shared difficulty) and seeds; returns its ``claims.judge`` evidence."""
     from sbir_core.claims import judge
@@ -230,8 +235,12 @@ def _theory(rel, half, sd, paper):
     rep = norm.cdf((rel - half) / sd)
     contra = norm.cdf((-half - rel) / sd)
     smaller = np.clip(norm.cdf((paper - half - rel) / sd) - contra, 0, 1)
-    return {"reproduced": float(rep.mean()), "contradicted": float(contra.mean()),
-            "smaller than claimed": float(smaller.mean()), "undecided": float((1 - rep - contra - smaller).mean())}
+    return {
+        "reproduced": float(rep.mean()),
+        "contradicted": float(contra.mean()),
+        "smaller than claimed": float(smaller.mean()),
+        "undecided": float((1 - rep - contra - smaller).mean()),
+    }
 
 
 def test_verdict_rule_rates_under_null_paper_effect_and_half():

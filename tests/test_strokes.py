@@ -81,13 +81,16 @@ def test_last_pen_flag_is_forced():
     assert S.check_strokes([[1, 2, 0], [3, 4, 0]])[-1, 2] == 1
 
 
-@pytest.mark.parametrize("bad, match", [
-    (np.zeros((3, 2)), "shape"),
-    (np.zeros((0, 3)), "at least one point"),
-    ([[0, 0, 1], [np.nan, 1, 1]], "NaN"),
-    ([[0, 0, 2]], "pen flags"),
-    ("abc", "numeric|shape"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.zeros((3, 2)), "shape"),
+        (np.zeros((0, 3)), "at least one point"),
+        ([[0, 0, 1], [np.nan, 1, 1]], "NaN"),
+        ([[0, 0, 2]], "pen flags"),
+        ("abc", "numeric|shape"),
+    ],
+)
 def test_bad_strokes_get_clear_errors(bad, match):
     with pytest.raises(S.StrokeError, match=match):
         S.check_strokes(bad)

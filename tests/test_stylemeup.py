@@ -12,8 +12,9 @@ import torch
 from sbir_core.data.base import DataError
 from sbir_core.data.views import RetrievalView
 from sbir_core.evaluation import evaluate
+from sbir_core.metrics import rank_consistency
 from sbir_core.models.base import MethodError, NonFiniteLoss, build_method
-from sbir_core.models.stylemeup import FeatureTransform, rank_consistency, style_episodes
+from sbir_core.models.stylemeup import FeatureTransform, style_episodes
 from sbir_core.repro import seed_everything
 from sbir_core.train import TrainConfig, Trainer
 
@@ -27,8 +28,13 @@ def toy_view(n_items=8, drawers=4, size=16, seed=0) -> RetrievalView:
     target = torch.arange(n_items).repeat_interleave(drawers)
     base = (gallery.mean(1, keepdim=True) + 1) / 2
     queries = (base[target] + 0.2 * torch.rand(len(target), 1, size, size, generator=g)).clamp(0, 1)
-    table = pd.DataFrame({"instance": [f"i{t}" for t in target.tolist()], "category": "c",
-                          "drawer": [f"d{k % drawers}" for k in range(len(target))]})
+    table = pd.DataFrame(
+        {
+            "instance": [f"i{t}" for t in target.tolist()],
+            "category": "c",
+            "drawer": [f"d{k % drawers}" for k in range(len(target))],
+        }
+    )
     gtable = pd.DataFrame({"instance": [f"i{i}" for i in range(n_items)], "category": "c", "medium": "photo"})
     return RetrievalView("toy", queries, gallery, target, table, gtable, group="category")
 
@@ -146,6 +152,7 @@ def test_same_seed_same_weights():
         for s in range(2):
             one_step(m, s)
         return m.state_dict()
+
     a, b = run(), run()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -203,8 +210,9 @@ def test_trainer_stops_on_nan_with_the_step(tmp_path):
     from sbir_core.train import TrainError
 
     view = toy_view()
-    bad = RetrievalView("bad", view.queries, view.gallery * float("nan"), view.target, view.table,
-                        view.gallery_table, group="category")
+    bad = RetrievalView(
+        "bad", view.queries, view.gallery * float("nan"), view.target, view.table, view.gallery_table, group="category"
+    )
     m = build_method("stylemeup", **TINY)
     with pytest.raises(TrainError, match="step 1"):
         Trainer(m, bad, None, None, TrainConfig(steps=2, batch_size=1, progress=False)).fit()
@@ -251,16 +259,21 @@ def test_disjoint_outer_photos_judge_other_photos_than_the_inner_step():
 def test_index_as_drawer_takes_the_sketch_index_as_the_style_proxy():
     """Real sets name no drawer: the sketch index (a sketch_index column, or a -<k>/_<k> id suffix) stands in,
     and the style episodes run on it; ids without an index get a DataError that names them."""
-    from sbir_core.models.stylemeup import index_as_drawer
+    from sbir_core.data.views import index_as_drawer
 
     view = toy_view()
-    by_suffix = dataclasses.replace(view, table=view.table.assign(
-        sketch_id=[f"photo/dog/n{r.instance}-{int(r.drawer[1:]) + 1}" for r in view.table.itertuples()]))
+    by_suffix = dataclasses.replace(
+        view,
+        table=view.table.assign(
+            sketch_id=[f"photo/dog/n{r.instance}-{int(r.drawer[1:]) + 1}" for r in view.table.itertuples()]
+        ),
+    )
     out = index_as_drawer(by_suffix)
     assert out.table["drawer"].tolist() == [f"index {int(d[1:]) + 1}" for d in view.table["drawer"]]
     assert out.queries is view.queries and view.table["drawer"].iloc[0] == "d0"  # the input view is untouched
-    by_column = dataclasses.replace(view, table=view.table.assign(sketch_index=[d[1:] for d in view.table["drawer"]],
-                                                                  sketch_id="x"))
+    by_column = dataclasses.replace(
+        view, table=view.table.assign(sketch_index=[d[1:] for d in view.table["drawer"]], sketch_id="x")
+    )
     assert index_as_drawer(by_column).table["drawer"].nunique() == 4
     batch = style_episodes(out, 2, torch.Generator().manual_seed(0), k=3)
     assert all(t["held_out"].startswith("index ") for t in batch["tasks"])
@@ -274,8 +287,7 @@ def test_dry_run_on_chairv2_in_the_official_layout(tmp_path):
     from test_data_qmul import write_qmul
 
     from sbir_core.data.qmul import load
-    from sbir_core.data.views import fg_view
-    from sbir_core.models.stylemeup import index_as_drawer
+    from sbir_core.data.views import fg_view, index_as_drawer
 
     write_qmul(tmp_path / "data")
     data = load(tmp_path / "data", "ChairV2", val_fraction=0.2, seed=0)
@@ -283,7 +295,8 @@ def test_dry_run_on_chairv2_in_the_official_layout(tmp_path):
     train = index_as_drawer(train.within(None))
     assert sorted(set(train.table["drawer"])) == ["index 1", "index 2", "index 3"]
     m = build_method("stylemeup", **TINY)
-    res = Trainer(m, train, None, {"test": test}, TrainConfig(steps=2, batch_size=1, eval_every=1,
-                                                                progress=False)).fit()
+    res = Trainer(
+        m, train, None, {"test": test}, TrainConfig(steps=2, batch_size=1, eval_every=1, progress=False)
+    ).fit()
     assert len(res.history) == 2 and torch.isfinite(torch.tensor(res.history["loss"].to_numpy())).all()
     assert 0 <= evaluate(m, test).metrics["acc_at_10"] <= 1

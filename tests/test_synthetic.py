@@ -2,22 +2,44 @@
 
 import numpy as np
 import pytest
+import torch
 
 from sbir_core import strokes as S
 from sbir_core.data import load_dataset
 from sbir_core.data.base import DataError, cache_dir
-from sbir_core.data.synthetic import (CATEGORIES, MEDIA, N_STYLE, STYLE_NAMES, StyleWorld, WorldConfig,
-                                      WorldConfigError, adaptation_split, detail_levels, detail_subset,
-                                      drawer_styles, load, support_set)
+from sbir_core.data.synthetic import (
+    CATEGORIES,
+    MEDIA,
+    N_STYLE,
+    STYLE_NAMES,
+    StyleWorld,
+    WorldConfig,
+    WorldConfigError,
+    adaptation_split,
+    detail_levels,
+    detail_subset,
+    drawer_styles,
+    load,
+    support_set,
+)
+from sbir_core.data.views import fg_view
 from sbir_core.data.world import drawers as W
 from sbir_core.data.world import objects as O
-from sbir_core.data.views import EpisodeDataset, PairDataset, fg_view
 from sbir_core.evaluation import evaluate
 from sbir_core.models.pixel_nn import PixelNN
 
-SMALL = dict(n_instances=96, family_size=2, drawers_seen=6, drawers_unseen=3, sketches_per_instance=2,
-             unseen_sketches_per_instance=2, adaptation_sketches_per_instance=1, photo_size=32,
-             media=("photo", "comic"), test_fraction=0.5)
+SMALL = dict(
+    n_instances=96,
+    family_size=2,
+    drawers_seen=6,
+    drawers_unseen=3,
+    sketches_per_instance=2,
+    unseen_sketches_per_instance=2,
+    adaptation_sketches_per_instance=1,
+    photo_size=32,
+    media=("photo", "comic"),
+    test_fraction=0.5,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -137,16 +159,29 @@ def test_style_gap_moves_how_and_detail_gap_moves_how_much():
             assert abs(df.loc["unseen", name] - df.loc["seen", name]) < 0.06 * (hi - lo), name
     u = W.gap_direction()
     assert np.isclose(np.linalg.norm(u), 1) and (u[[STYLE_NAMES.index(n) for n in W.CONTENT_DIMS]] == 0).all()
-    det = drawer_styles(WorldConfig(detail_gap=3.0, style_gap=0.0, **many)).groupby("drawer_split").mean(numeric_only=True)
+    det = (
+        drawer_styles(WorldConfig(detail_gap=3.0, style_gap=0.0, **many))
+        .groupby("drawer_split")
+        .mean(numeric_only=True)
+    )
     assert det.loc["unseen", "detail"] < det.loc["seen", "detail"] - 0.2
     for name in ("tremor_amp", "width", "size"):
-        assert abs(det.loc["unseen", name] - det.loc["seen", name]) < 0.06 * (W.STYLE_DIMS[STYLE_NAMES.index(name)][2]
-                                                                              - W.STYLE_DIMS[STYLE_NAMES.index(name)][1])
+        assert abs(det.loc["unseen", name] - det.loc["seen", name]) < 0.06 * (
+            W.STYLE_DIMS[STYLE_NAMES.index(name)][2] - W.STYLE_DIMS[STYLE_NAMES.index(name)][1]
+        )
 
 
 def test_detail_gap_draws_fewer_detail_strokes_and_style_gap_does_not():
-    base = dict(n_instances=48, drawers_seen=8, drawers_unseen=8, sketches_per_instance=1,
-                unseen_sketches_per_instance=4, adaptation_sketches_per_instance=0, photo_size=8, test_fraction=0.5)
+    base = dict(
+        n_instances=48,
+        drawers_seen=8,
+        drawers_unseen=8,
+        sketches_per_instance=1,
+        unseen_sketches_per_instance=4,
+        adaptation_sketches_per_instance=0,
+        photo_size=8,
+        test_fraction=0.5,
+    )
 
     def detail_share(**gaps):
         d = load(cache=False, **base, **gaps)
@@ -175,8 +210,9 @@ def test_near_twins_differ_in_exactly_one_attribute(category):
             values = O.sample_attributes(category, np.random.default_rng(seed))
             twin, _ = O.near_twin_attributes(category, values, np.random.default_rng(seed), spec.name)
             a, b = O.build_parts(category, values), O.build_parts(category, twin)
-            moved |= len(a) != len(b) or any(p.points.shape != q.points.shape or not np.allclose(p.points, q.points)
-                                             for p, q in zip(a, b))
+            moved |= len(a) != len(b) or any(
+                p.points.shape != q.points.shape or not np.allclose(p.points, q.points) for p, q in zip(a, b)
+            )
         assert moved, f"{category}.{spec.name} never changes the geometry"
 
 
@@ -206,13 +242,27 @@ def test_photo_table_has_every_medium(world):
     assert (world.photos["medium"][world.photo_index()] == "photo").all()
 
 
-@pytest.mark.parametrize("bad", [dict(n_instances=-1), dict(drawers_seen=-2), dict(sketches_per_instance=-1),
-                                 dict(categories=("shoe", "dragon")), dict(unseen_categories=("unicorn",)),
-                                 dict(media=("photo", "fresco")), dict(style_gap=-1.0),
-                                 dict(test_fraction=0.6, val_fraction=0.5), dict(sketches_per_instance=30),
-                                 dict(categories="shoe"), dict(n_instances=2.5), dict(family_size=0),
-                                 dict(twin_changes=20), dict(detail_gap=float("nan")), dict(style_gap="2"),
-                                 dict(adaptation_sketches_per_instance=99)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(n_instances=-1),
+        dict(drawers_seen=-2),
+        dict(sketches_per_instance=-1),
+        dict(categories=("shoe", "dragon")),
+        dict(unseen_categories=("unicorn",)),
+        dict(media=("photo", "fresco")),
+        dict(style_gap=-1.0),
+        dict(test_fraction=0.6, val_fraction=0.5),
+        dict(sketches_per_instance=30),
+        dict(categories="shoe"),
+        dict(n_instances=2.5),
+        dict(family_size=0),
+        dict(twin_changes=20),
+        dict(detail_gap=float("nan")),
+        dict(style_gap="2"),
+        dict(adaptation_sketches_per_instance=99),
+    ],
+)
 def test_bad_config_is_a_clear_error(bad):
     with pytest.raises(WorldConfigError) as err:
         WorldConfig(**bad)
@@ -226,8 +276,15 @@ def test_unknown_option_is_an_error():
 
 
 def test_registry_loads_the_world():
-    data = load_dataset("style_world", n_instances=16, drawers_seen=4, drawers_unseen=2,
-                        sketches_per_instance=1, unseen_sketches_per_instance=1, photo_size=16)
+    data = load_dataset(
+        "style_world",
+        n_instances=16,
+        drawers_seen=4,
+        drawers_unseen=2,
+        sketches_per_instance=1,
+        unseen_sketches_per_instance=1,
+        photo_size=16,
+    )
     assert len(data) > 0 and data.name == "style_world"
 
 
@@ -235,11 +292,10 @@ def test_shared_views_work_on_the_world(world):
     view = fg_view(world, split="test", size=32)
     assert (view.gallery_table["medium"] == "photo").all()
     assert len(view.gallery) == world.sketches.loc[world.sketches["split"] == "test", "instance"].nunique()
-    sk, ph = PairDataset(view)[0]
-    assert sk.shape == (1, 32, 32) and ph.shape == (3, 32, 32)
+    assert view.queries.shape[1:] == (1, 32, 32) and view.gallery.shape[1:] == (3, 32, 32)
     unseen = view.subset(view.table["drawer_split"] == "unseen")
-    sketches, photos, rows = EpisodeDataset(unseen, k=3)[0]
-    assert sketches.shape == (3, 1, 32, 32) and unseen.table["drawer"][rows.numpy()].nunique() == 1
+    rows = unseen.drawer_episodes(3, torch.Generator().manual_seed(0))[0]
+    assert unseen.table["drawer"].iloc[rows.numpy()].nunique() == 1
 
 
 def test_pixel_baseline_ranks_within_the_category(world):
@@ -330,7 +386,7 @@ def test_a_damaged_world_cache_is_reported_and_regenerated():
 
     first = load(**SMALL)
     for path in cache_dir().glob("world-*.npz"):
-        path.write_bytes(path.read_bytes()[: 200])
+        path.write_bytes(path.read_bytes()[:200])
     with pytest.warns(CacheWarning, match="world-.*unusable"):
         again = load(**SMALL)
     assert again.sketches.equals(first.sketches) and np.array_equal(again.photo_arrays, first.photo_arrays)

@@ -1,7 +1,7 @@
 """Triplet-SN: the loss against a hand computation, hard negatives, the shared flip, learning."""
 
-import torch
 import pytest
+import torch
 
 from sbir_core.models.triplet import TripletSN, build_triplet, hardest_negative_distance, shared_flip
 
@@ -15,9 +15,13 @@ class Identity(torch.nn.Module):
 
 def _batch(b=4, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return {"sketch": torch.randn(b, 1, 2, 2, generator=g), "photo": torch.randn(b, 1, 2, 2, generator=g),
-            "neg": torch.randn(b, 1, 2, 2, generator=g), "pos_idx": torch.arange(b),
-            "neg_idx": (torch.arange(b) + 1) % b}
+    return {
+        "sketch": torch.randn(b, 1, 2, 2, generator=g),
+        "photo": torch.randn(b, 1, 2, 2, generator=g),
+        "neg": torch.randn(b, 1, 2, 2, generator=g),
+        "pos_idx": torch.arange(b),
+        "neg_idx": (torch.arange(b) + 1) % b,
+    }
 
 
 def test_loss_equals_torch_triplet_margin_loss():
@@ -72,6 +76,7 @@ def test_flip_is_shared_by_the_triplet():
 def test_training_steps_reduce_the_loss(tmp_path, monkeypatch):
     monkeypatch.setenv("SBIR_CACHE", str(tmp_path))
     from test_views import tiny_data
+
     from sbir_core.data.views import fg_view
     from sbir_core.samplers import triplets
 

@@ -7,8 +7,7 @@ import torch
 
 from sbir_core import strokes as S
 from sbir_core.data.base import DataError, SBIRData
-from sbir_core.data.views import (EpisodeDataset, PairDataset, TripletDataset, fg_view, photo_tensor,
-                                  sketch_tensor, sketch_view)
+from sbir_core.data.views import fg_view, photo_tensor, sketch_tensor, sketch_view
 
 
 def tiny_data(n_instances: int = 12, per_instance: int = 3, seed: int = 0) -> SBIRData:
@@ -31,13 +30,23 @@ def tiny_data(n_instances: int = 12, per_instance: int = 3, seed: int = 0) -> SB
             pts = clean.copy()
             pts[:, :2] += rng.normal(0, 2 + 2 * drawer, (len(pts), 2))
             strokes.append(pts)
-            sk_rows.append(dict(sketch_id=f"s{i}_{k}", photo_id=f"p{i}", instance=f"i{i}", category="poly",
-                                drawer=f"d{drawer}", drawer_split="seen" if drawer < 3 else "unseen", split=split))
+            sk_rows.append(
+                dict(
+                    sketch_id=f"s{i}_{k}",
+                    photo_id=f"p{i}",
+                    instance=f"i{i}",
+                    category="poly",
+                    drawer=f"d{drawer}",
+                    drawer_split="seen" if drawer < 3 else "unseen",
+                    split=split,
+                )
+            )
     # a second medium of the same photos, which fg_view must leave out of the gallery
     ph_rows += [dict(r, photo_id=r["photo_id"] + "w", medium="watercolour") for r in ph_rows]
     photos = photos + [255 - p for p in photos]
-    return SBIRData("tiny", pd.DataFrame(sk_rows), pd.DataFrame(ph_rows), strokes=strokes,
-                    photo_arrays=np.stack(photos))
+    return SBIRData(
+        "tiny", pd.DataFrame(sk_rows), pd.DataFrame(ph_rows), strokes=strokes, photo_arrays=np.stack(photos)
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -84,8 +93,13 @@ def test_fg_view_errors_are_clear():
 def test_sketches_without_their_photo_are_dropped_and_listed():
     data = tiny_data()
     gone = data.photos["photo_id"] != "p0"
-    data = SBIRData("holes", data.sketches, data.photos[gone].reset_index(drop=True), strokes=data.strokes,
-                    photo_arrays=data.photo_arrays[gone.to_numpy()])
+    data = SBIRData(
+        "holes",
+        data.sketches,
+        data.photos[gone].reset_index(drop=True),
+        strokes=data.strokes,
+        photo_arrays=data.photo_arrays[gone.to_numpy()],
+    )
     view = fg_view(data, "train", size=16)
     assert sorted(view.dropped) == ["s0_0", "s0_1", "s0_2"] and len(view) == 7 * 3
 
@@ -174,7 +188,7 @@ def test_sketch_view_for_photo_less_data():
     assert not set(view.table["sketch_id"]) & set(view.gallery_table["sketch_id"])
 
 
-def test_drawer_episodes_and_torch_datasets():
+def test_drawer_episodes_and_subsets():
     view = fg_view(tiny_data(), "train", size=16)
     g = torch.Generator().manual_seed(0)
     eps = view.drawer_episodes(3, g)
@@ -183,22 +197,5 @@ def test_drawer_episodes_and_torch_datasets():
         assert len(rows) == 3 and view.table["drawer"].iloc[rows.numpy()].nunique() == 1
     with pytest.raises(DataError, match="fewer than k"):
         view.drawer_episodes(50, g, drawers=["d0"])
-    ep = EpisodeDataset(view, k=2, seed=0)
-    sk, ph, rows = ep[0]
-    assert sk.shape == (2, 1, 16, 16) and ph.shape == (2, 3, 16, 16)
-    s, p = PairDataset(view)[4]
-    assert torch.equal(p, view.gallery[view.target[4]])
-    a, pos, neg = TripletDataset(view, seed=0)[4]
-    assert a.shape == (1, 16, 16) and neg.shape == (3, 16, 16)
     sub = view.subset(view.table["drawer_split"] == "unseen")
     assert len(sub) == (view.table["drawer_split"] == "unseen").sum() and sub.gallery is view.gallery
-
-
-def test_triplet_dataset_items_do_not_depend_on_reading_order():
-    view = fg_view(tiny_data(), "train", size=16)
-    forward = [TripletDataset(view, seed=1)[i][2] for i in range(len(view))]
-    ds = TripletDataset(view, seed=1)
-    backward = {i: ds[i][2] for i in reversed(range(len(view)))}
-    assert all(torch.equal(forward[i], backward[i]) for i in range(len(view)))
-    ds.set_epoch(1)
-    assert not all(torch.equal(forward[i], ds[i][2]) for i in range(len(view)))

@@ -16,8 +16,9 @@ def send(canvas, event, x=0.0, y=0.0):
 
 
 def stroke(pad, points, kind="mouse"):
-    down, move, up = (("mouse_down", "mouse_move", "mouse_up") if kind == "mouse"
-                      else ("touch_start", "touch_move", "touch_end"))
+    down, move, up = (
+        ("mouse_down", "mouse_move", "mouse_up") if kind == "mouse" else ("touch_start", "touch_move", "touch_end")
+    )
     send(pad.canvas, down, *points[0])
     for p in points[1:]:
         send(pad.canvas, move, *p)
@@ -87,6 +88,7 @@ def test_a_failing_listener_does_not_break_drawing():
 
 
 # ---------------------------------------------------------------------- the explorer with a stand-in store
+
 
 @pytest.fixture()
 def explorer_env(small_triplet_engine, monkeypatch, tmp_path):
@@ -171,8 +173,14 @@ def test_personalise_tab_adapts_the_explorers_model_and_forgets(explorer_env, mo
     assert "choose Adaptive FG-SBIR" in pg.personalise.message.value and pg.personalise.drawings == []
 
     torch.manual_seed(0)
-    eng = P.Engine(AdaptiveFGSBIR(width=4, depth=2, embed_dim=8, inner_lr=5.0), "adaptive_widget_test",
-                   explorer_env.size, explorer_env.line_width, "adaptive", explorer_env.views)
+    eng = P.Engine(
+        AdaptiveFGSBIR(width=4, depth=2, embed_dim=8, inner_lr=5.0),
+        "adaptive_widget_test",
+        explorer_env.size,
+        explorer_env.line_width,
+        "adaptive",
+        explorer_env.views,
+    )
     monkeypatch.setattr(P, "load", lambda choice, train=False, progress=True: eng)
     pg = WG.Playground(options={"gallery": "world:shoe"})
     ex, tab = pg.explorer, pg.personalise

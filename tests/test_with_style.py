@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from sbir_core.data.base import DataError
+from sbir_core.data.styled import attach_style
 from sbir_core.data.views import CategoryView, RetrievalView
 from sbir_core.evaluation import evaluate
 from sbir_core.models.base import MethodError, MethodSpec, build_method
-from sbir_core.models.with_style import WithStyle, attach_style, styled_triplets
+from sbir_core.models.with_style import WithStyle, styled_triplets
 from sbir_core.samplers import get_sampler
 
 S = 8
@@ -20,7 +21,7 @@ def _content(c, rng):
     """A class is a bright block in one place (with a little noise)."""
     x = np.zeros((S, S), np.float32)
     i = CLASSES.index(c)
-    x[1 + 2 * i:3 + 2 * i, 1:7] = 1.0
+    x[1 + 2 * i : 3 + 2 * i, 1:7] = 1.0
     return x + 0.05 * rng.normal(size=(S, S)).astype(np.float32)
 
 
@@ -34,13 +35,16 @@ def toy(n_per=4, seed=0):
             q.append(_content(c, rng)[None])
             qt.append({"category": c, "instance": f"{c}{j}", "drawer": f"d{j % 2}"})
             for m in MEDIA:
-                g.append(_content(c, rng)[None] * np.array(tint[m], np.float32)[:, None, None] + 0.3 * (MEDIA.index(m) - 1))
+                g.append(
+                    _content(c, rng)[None] * np.array(tint[m], np.float32)[:, None, None] + 0.3 * (MEDIA.index(m) - 1)
+                )
                 gt.append({"category": c, "medium": m, "instance": f"{c}{j}"})
     gtab = pd.DataFrame(gt)
     first = {inst: i for i, (inst, m) in enumerate(zip(gtab["instance"], gtab["medium"])) if m == "photo"}
     target = torch.as_tensor([first[r["instance"]] for r in qt])
-    return RetrievalView("toy", torch.as_tensor(np.stack(q)), torch.as_tensor(np.stack(g)), target,
-                         pd.DataFrame(qt), gtab, None)
+    return RetrievalView(
+        "toy", torch.as_tensor(np.stack(q)), torch.as_tensor(np.stack(g)), target, pd.DataFrame(qt), gtab, None
+    )
 
 
 def test_shapes_modes_and_registry():
@@ -183,8 +187,15 @@ def test_bad_input_is_refused_clearly():
     photos_only = view.gallery_table["medium"].to_numpy() == "photo"
     with pytest.raises(DataError, match="no exemplar image of medium"):
         attach_style(cv, view.gallery[photos_only], view.gallery_table["medium"][photos_only])
-    one_medium = RetrievalView("one", view.queries, view.gallery[photos_only], torch.arange(len(view)),
-                               view.table, view.gallery_table[photos_only], None)
+    one_medium = RetrievalView(
+        "one",
+        view.queries,
+        view.gallery[photos_only],
+        torch.arange(len(view)),
+        view.table,
+        view.gallery_table[photos_only],
+        None,
+    )
     with pytest.raises(DataError, match="2\\+ media"):
         styled_triplets(one_medium, 4, torch.Generator().manual_seed(0))
     with pytest.raises(MethodError, match="n_media"):
@@ -192,7 +203,7 @@ def test_bad_input_is_refused_clearly():
 
 
 def test_linear_probe_finds_a_signal_and_not_a_missing_one():
-    from sbir_core.models.with_style import linear_probe
+    from sbir_core.evaluation import linear_probe
 
     rng = np.random.default_rng(0)
     y = rng.integers(3, size=400)
@@ -204,7 +215,7 @@ def test_linear_probe_finds_a_signal_and_not_a_missing_one():
 
 def test_styled_queries_on_a_tiny_world():
     from sbir_core.data.registry import load_dataset
-    from sbir_core.models.with_style import styled_queries, styled_train_view
+    from sbir_core.data.styled import styled_queries, styled_train_view
 
     d = load_dataset("style_world", n_instances=48, media=["photo", "oil", "comic"], photo_size=16)
     v = styled_queries(d, {"split": "test"}, {"split": "test"}, {"split": "train"}, size=16, k=2)
@@ -212,7 +223,9 @@ def test_styled_queries_on_a_tiny_world():
     rel = v.relevant()
     gt = v.gallery_table
     i = 5
-    assert rel[i].sum() == ((gt["category"] == v.table["category"][i]) & (gt["medium"] == v.table["want_medium"][i])).sum()
+    assert (
+        rel[i].sum() == ((gt["category"] == v.table["category"][i]) & (gt["medium"] == v.table["want_medium"][i])).sum()
+    )
     with pytest.raises(DataError, match="no gallery item"):
         styled_queries(d, {"split": "test"}, {"split": "test"}, {"split": "train"}, size=16, want_media=["vector"])
     tv = styled_train_view(d, "train", 16)
@@ -225,7 +238,7 @@ def test_styled_queries_on_a_tiny_world():
     with pytest.raises(DataError, match="missing"):
         styled_train_view(d, "train", 16, media=["photo", "vector"])
     # sketches of one dataset asking for images of another (QuickDraw -> PACS), here the world twice
-    from sbir_core.models.with_style import cross_styled_queries
+    from sbir_core.data.styled import cross_styled_queries
 
     test_sk = d.sketches[d.sketches["split"] == "test"]
     classes = sorted(set(test_sk["category"]) & set(d.photos[d.photos["split"] == "test"]["category"]))[:2]

@@ -3,8 +3,13 @@
 import importlib
 import sys
 
-BENCHES = {"world": "sbir_core.bench.world", "data": "sbir_core.bench.data", "train": "sbir_core.bench.train",
-           "book": "sbir_core.bench.book", "query": "sbir_core.bench.query"}
+BENCHES = {
+    "world": "sbir_core.bench.world",
+    "data": "sbir_core.bench.data",
+    "train": "sbir_core.bench.train",
+    "book": "sbir_core.bench.book",
+    "query": "sbir_core.bench.query",
+}
 
 
 def main(argv=None) -> int:

@@ -43,15 +43,20 @@ def main(argv=None) -> int:
                 total += seconds
                 budget = B.BUDGETS.get(name)
                 rows.append((name, seconds, budget, status))
-                print(f"{name:24s} {seconds:7.1f} s   budget {budget or '-':>4} s   "
-                      f"{'within' if budget and seconds <= budget else 'OVER' if budget else ''}  {status}", flush=True)
+                print(
+                    f"{name:24s} {seconds:7.1f} s   budget {budget or '-':>4} s   "
+                    f"{'within' if budget and seconds <= budget else 'OVER' if budget else ''}  {status}",
+                    flush=True,
+                )
         finally:
             for k, v in saved.items():
                 if v is None:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-    print(f"{'total':24s} {total:7.1f} s   budget {B.BOOK_BUDGET:>4} s   "
-          f"{'within' if total <= B.BOOK_BUDGET else 'OVER'}   ({'warm' if args.warm else 'cold'} caches, "
-          f"SBIR_DATA={'set' if os.environ.get('SBIR_DATA') else 'unset'}, {os.cpu_count()} cores)")
+    print(
+        f"{'total':24s} {total:7.1f} s   budget {B.BOOK_BUDGET:>4} s   "
+        f"{'within' if total <= B.BOOK_BUDGET else 'OVER'}   ({'warm' if args.warm else 'cold'} caches, "
+        f"SBIR_DATA={'set' if os.environ.get('SBIR_DATA') else 'unset'}, {os.cpu_count()} cores)"
+    )
     return 0

@@ -48,10 +48,16 @@ def main(argv=None) -> int:
             os.environ.pop("SBIR_CACHE", None)
         else:
             os.environ["SBIR_CACHE"] = old
-    print(f"{args.dataset}: load + rasterise {n} sketches at {args.size} px "
-          f"(best of {len(cold)}; OS file cache warm after the first run)")
-    print(f"  cold (empty raster cache): {min(cold):.3f} s   (target <= 5 s)   all: "
-          + ", ".join(f"{t:.3f}" for t in cold))
-    print(f"  warm (from raster cache):  {min(warm):.3f} s   (target <= 1 s)   all: "
-          + ", ".join(f"{t:.3f}" for t in warm))
+    print(
+        f"{args.dataset}: load + rasterise {n} sketches at {args.size} px "
+        f"(best of {len(cold)}; OS file cache warm after the first run)"
+    )
+    print(
+        f"  cold (empty raster cache): {min(cold):.3f} s   (target <= 5 s)   all: "
+        + ", ".join(f"{t:.3f}" for t in cold)
+    )
+    print(
+        f"  warm (from raster cache):  {min(warm):.3f} s   (target <= 1 s)   all: "
+        + ", ".join(f"{t:.3f}" for t in warm)
+    )
     return 0

@@ -74,13 +74,14 @@ def end_to_end(gallery: int, queries: int, seed: int = 0, warmup: int = 10) -> p
     rng = seed_everything(seed)
     spec = triplet_spec(cfg["ENCODER"], cfg["ENCODER_OPTIONS"], cfg["MARGIN"], cfg["NEGATIVES"], cfg["FLIP"])
     model = spec.build().eval()
-    weights = content_hash(json.dumps(spec.as_dict(), sort_keys=True),
-                           *[v.numpy() for v in model.state_dict().values()])
+    weights = content_hash(
+        json.dumps(spec.as_dict(), sort_keys=True), *[v.numpy() for v in model.state_dict().values()]
+    )
 
     def compute() -> np.ndarray:
         with torch.inference_mode():
             photos = photo_tensor(data.photo_images(size))
-            emb = torch.cat([model.embed_gallery(photos[i:i + 256]) for i in range(0, len(photos), 256)])
+            emb = torch.cat([model.embed_gallery(photos[i : i + 256]) for i in range(0, len(photos), 256)])
         emb = emb.numpy()
         fill = _unit(np.random.default_rng(seed).standard_normal((max(0, gallery - len(emb)), emb.shape[1])))
         return np.concatenate([emb, fill])[:gallery]
@@ -88,9 +89,12 @@ def end_to_end(gallery: int, queries: int, seed: int = 0, warmup: int = 10) -> p
     key = f"bench-random-triplet-{weights}_{content_hash(data.fingerprint, size, gallery, seed)}"
     t = time.perf_counter()
     emb = cached_gallery_embeddings(key, compute)
-    print(f"gallery: {len(emb)} embeddings of dim {emb.shape[1]} ({min(len(emb), len(data.photos))} world photos "
-          f"through the encoder, the rest random unit vectors), ready in {time.perf_counter() - t:.2f} s "
-          "(cached on disk after the first run)", flush=True)
+    print(
+        f"gallery: {len(emb)} embeddings of dim {emb.shape[1]} ({min(len(emb), len(data.photos))} world photos "
+        f"through the encoder, the rest random unit vectors), ready in {time.perf_counter() - t:.2f} s "
+        "(cached on disk after the first run)",
+        flush=True,
+    )
     search = GallerySearch(emb)
     picks = rng.choice(len(data.strokes), warmup + queries, replace=queries + warmup > len(data.strokes))
     stages = {k: [] for k in ("rasterise", "sketch_tensor", "embed_query", "search_top10", "total")}
@@ -106,12 +110,19 @@ def end_to_end(gallery: int, queries: int, seed: int = 0, warmup: int = 10) -> p
             search.search(e, 10)
             t4 = time.perf_counter()
             if n >= warmup:
-                for name, a, b in (("rasterise", t0, t1), ("sketch_tensor", t1, t2), ("embed_query", t2, t3),
-                                   ("search_top10", t3, t4), ("total", t0, t4)):
+                for name, a, b in (
+                    ("rasterise", t0, t1),
+                    ("sketch_tensor", t1, t2),
+                    ("embed_query", t2, t3),
+                    ("search_top10", t3, t4),
+                    ("total", t0, t4),
+                ):
                     stages[name].append((b - a) * 1e3)
     points = [len(data.strokes[j]) for j in picks[warmup:]]
-    print(f"queries: {queries} style-world sketches, {np.median(points):.0f} points median "
-          f"({min(points)}-{max(points)}); search backend: {search.backend}")
+    print(
+        f"queries: {queries} style-world sketches, {np.median(points):.0f} points median "
+        f"({min(points)}-{max(points)}); search backend: {search.backend}"
+    )
     return pd.DataFrame([{"stage": k, **_pct(v)} for k, v in stages.items()])
 
 
@@ -119,14 +130,18 @@ def synthetic(model: str, n: int, queries: int, rng: np.random.Generator) -> tup
     """(n, 64) gallery and (queries, 64) queries, unit norm, from the module docstring's generative models."""
     if model == "clustered":
         centres = _unit(rng.standard_normal((max(1, n // 100), DIM)))
-        g = _unit(centres[rng.integers(0, len(centres), n)]
-                  + 0.5 / math.sqrt(DIM) * rng.standard_normal((n, DIM), dtype=np.float32))
+        g = _unit(
+            centres[rng.integers(0, len(centres), n)]
+            + 0.5 / math.sqrt(DIM) * rng.standard_normal((n, DIM), dtype=np.float32)
+        )
         src = rng.choice(n, queries, replace=False)
         q = _unit(g[src] + 0.3 / math.sqrt(DIM) * rng.standard_normal((queries, DIM), dtype=np.float32))
         return g, q
     if model == "isotropic":
-        return (_unit(rng.standard_normal((n, DIM), dtype=np.float32)),
-                _unit(rng.standard_normal((queries, DIM), dtype=np.float32)))
+        return (
+            _unit(rng.standard_normal((n, DIM), dtype=np.float32)),
+            _unit(rng.standard_normal((queries, DIM), dtype=np.float32)),
+        )
     raise ValueError(model)
 
 
@@ -135,7 +150,7 @@ def _latency(fn, q: np.ndarray) -> tuple[dict, np.ndarray]:
     ms, found = [], []
     for i in range(len(q)):
         t = time.perf_counter()
-        _, idx = fn(q[i:i + 1])
+        _, idx = fn(q[i : i + 1])
         ms.append((time.perf_counter() - t) * 1e3)
         found.append(idx[0])
     return _pct(ms), np.stack(found)
@@ -164,14 +179,25 @@ def index_table(sizes: list[int], queries: int, hnsw: str = "some", seed: int = 
 
             def add(setting, build_s, mb, fn):
                 lat, found = _latency(fn, q)
-                rows.append({**base, "index": setting, "build_s": build_s, "size_mb": mb, **lat,
-                             "recall@10": recall_at_k(found, truth)})
+                rows.append(
+                    {
+                        **base,
+                        "index": setting,
+                        "build_s": build_s,
+                        "size_mb": mb,
+                        **lat,
+                        "recall@10": recall_at_k(found, truth),
+                    }
+                )
                 r = rows[-1]
-                print(f"  {setting:34s} build {build_s:6.1f} s  {mb:7.0f} MB  p50 {r['p50_ms']:6.2f} ms  "
-                      f"p95 {r['p95_ms']:6.2f} ms  recall@10 {r['recall@10']:.3f}", flush=True)
+                print(
+                    f"  {setting:34s} build {build_s:6.1f} s  {mb:7.0f} MB  p50 {r['p50_ms']:6.2f} ms  "
+                    f"p95 {r['p95_ms']:6.2f} ms  recall@10 {r['recall@10']:.3f}",
+                    flush=True,
+                )
 
             exact = GallerySearch(g, backend="exact")
-            add("exact (torch matmul)", 0.0, g.nbytes / 2**20, lambda x: exact.search(x, 10))
+            add("exact (torch matmul)", 0.0, g.nbytes / 2**20, lambda x: exact.search(x, 10))  # noqa: F821 - add() calls it now
             del exact
             t = time.perf_counter()
             ivf = GallerySearch(g, backend="faiss", seed=seed)
@@ -180,7 +206,7 @@ def index_table(sizes: list[int], queries: int, hnsw: str = "some", seed: int = 
             for div in (256, 128, 64, 32, 16, 8, 4, 2):
                 p = max(1, ivf.nlist // div)
                 ivf.set_nprobe(p)
-                add(f"IVFFlat nlist={ivf.nlist} nprobe={p}", build, mb, lambda x: ivf.search(x, 10))
+                add(f"IVFFlat nlist={ivf.nlist} nprobe={p}", build, mb, lambda x: ivf.search(x, 10))  # noqa: F821
             del ivf
             if hnsw == "all" or hnsw == "some" and (model == "clustered" or n <= 100_000):
                 t = time.perf_counter()
@@ -202,8 +228,12 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="synthetic gallery sizes")
     ap.add_argument("--queries", type=int, default=200, help="timed single queries per setting")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--hnsw", choices=["all", "some", "none"], default="some",
-                    help="HNSW rows: all, none, or some (not for isotropic data above 100,000: a 2-minute build)")
+    ap.add_argument(
+        "--hnsw",
+        choices=["all", "some", "none"],
+        default="some",
+        help="HNSW rows: all, none, or some (not for isotropic data above 100,000: a 2-minute build)",
+    )
     ap.add_argument("--quick", action="store_true", help="a small run: 50 queries, one 100,000 gallery, no HNSW")
     args = ap.parse_args(argv)
     if args.quick:
@@ -222,10 +252,13 @@ def main(argv=None) -> int:
         for (model, n), part in table[table["index"] != "exact (torch matmul)"].groupby(["data", "N"], sort=False):
             ok = part[(part["p95_ms"] <= GOAL_MS) & (part["recall@10"] >= GOAL_RECALL)]
             best = ok.sort_values("p95_ms").head(1)
-            say = (f"fastest meeting the goal: {best['index'].iloc[0]} (p95 {best['p95_ms'].iloc[0]:.2f} ms, "
-                   f"recall@10 {best['recall@10'].iloc[0]:.3f})" if len(best) else
-                   f"no setting meets p95 <= {GOAL_MS:.0f} ms at recall@10 >= {GOAL_RECALL} "
-                   f"(best recall {part['recall@10'].max():.3f})")
+            say = (
+                f"fastest meeting the goal: {best['index'].iloc[0]} (p95 {best['p95_ms'].iloc[0]:.2f} ms, "
+                f"recall@10 {best['recall@10'].iloc[0]:.3f})"
+                if len(best)
+                else f"no setting meets p95 <= {GOAL_MS:.0f} ms at recall@10 >= {GOAL_RECALL} "
+                f"(best recall {part['recall@10'].max():.3f})"
+            )
             print(f"{model} N={n:,}: {say}")
     print(f"bench time {time.perf_counter() - t0:.0f} s")
     return 0

@@ -44,7 +44,7 @@ def matmul_gflops(n: int = 2048, repeats: int = 5, rounds: int = 3) -> float:
         t = time.perf_counter()
         for _ in range(repeats):
             a @ b
-        best = max(best, 2 * n ** 3 * repeats / (time.perf_counter() - t))
+        best = max(best, 2 * n**3 * repeats / (time.perf_counter() - t))
     return best / 1e9
 
 
@@ -58,8 +58,9 @@ def _view(n: int, size: int, channels_last: bool) -> RetrievalView:
     return RetrievalView("bench", q, p, torch.arange(n) // 2, tab, pd.DataFrame({"i": range(n // 2)}))
 
 
-def train_step_rate(config: CNNConfig, size: int, batch: int, steps: int = 20, warmup: int = 3,
-                    channels_last: bool = True) -> dict:
+def train_step_rate(
+    config: CNNConfig, size: int, batch: int, steps: int = 20, warmup: int = 3, channels_last: bool = True
+) -> dict:
     """Time ``steps`` full triplet training steps; images/s counts sketch + positive + negative."""
     torch.manual_seed(0)
     enc = SmallCNN(config)
@@ -120,9 +121,27 @@ def scaling(processes: list[int], size: int, batch: int, config: CNNConfig, step
     import sys
 
     def run(p: int, threads: int) -> dict:
-        cmd = [sys.executable, "-m", "sbir_core.bench", "train", "--ddp-worker", "--size", str(size), "--batch",
-               str(batch), "--width", str(config.width), "--depth", str(config.depth), "--embed-dim",
-               str(config.embed_dim), "--steps", str(steps), "--threads", str(threads)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "sbir_core.bench",
+            "train",
+            "--ddp-worker",
+            "--size",
+            str(size),
+            "--batch",
+            str(batch),
+            "--width",
+            str(config.width),
+            "--depth",
+            str(config.depth),
+            "--embed-dim",
+            str(config.embed_dim),
+            "--steps",
+            str(steps),
+            "--threads",
+            str(threads),
+        ]
         if p > 1:
             cmd[1:3] = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={p}", "-m", "sbir_core.bench"]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
@@ -135,9 +154,15 @@ def scaling(processes: list[int], size: int, batch: int, config: CNNConfig, step
         threads = max(1, cores // p)
         r = run(p, threads)
         one = run(1, threads) if p > 1 else r  # one process with the threads each of the P processes has
-        rows.append({"processes": p, "threads each": threads, "images/s": r["images_per_s"],
-                     "1 process, same threads": one["images_per_s"],
-                     "efficiency": r["images_per_s"] / (p * one["images_per_s"])})
+        rows.append(
+            {
+                "processes": p,
+                "threads each": threads,
+                "images/s": r["images_per_s"],
+                "1 process, same threads": one["images_per_s"],
+                "efficiency": r["images_per_s"] / (p * one["images_per_s"]),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -151,8 +176,11 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=20, help="timed steps per setting")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="only the ci setting")
-    ap.add_argument("--processes", default=None,
-                    help="e.g. 1,2: data-parallel scaling with torchrun (gloo) instead of the settings table")
+    ap.add_argument(
+        "--processes",
+        default=None,
+        help="e.g. 1,2: data-parallel scaling with torchrun (gloo) instead of the settings table",
+    )
     ap.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     base = dict(width=args.width, depth=args.depth, embed_dim=args.embed_dim)
@@ -166,8 +194,10 @@ def main(argv=None) -> int:
     if args.processes:
         procs = [int(p) for p in args.processes.split(",")]
         table = scaling(procs, args.size, args.batch, CNNConfig(**base, double_conv=False), args.steps, args.threads)
-        print(f"data-parallel scaling, ci Triplet-SN step, global batch {args.batch}, {args.size} px, "
-              f"{args.threads} cores, gloo:")
+        print(
+            f"data-parallel scaling, ci Triplet-SN step, global batch {args.batch}, {args.size} px, "
+            f"{args.threads} cores, gloo:"
+        )
         print(table.round(3).to_string(index=False))
         return 0
     set_threads(args.threads)
@@ -187,9 +217,12 @@ def main(argv=None) -> int:
     for name, cfg, batch, cl in settings:
         r = train_step_rate(cfg, args.size, batch, args.steps, channels_last=cl)
         rows.append(dict(setting=name, size=args.size, batch=batch, **r, fraction_of_matmul=r["gflops"] / mm))
-        print(f"{name:24s} batch {batch:4d}: {r['images_per_s']:8.0f} images/s, "
-              f"{r['gflops']:7.1f} GFLOP/s = {r['gflops'] / mm:6.1%} of matmul "
-              f"({r['train_mflop_per_image']:.1f} MFLOP per image per training step)", flush=True)
+        print(
+            f"{name:24s} batch {batch:4d}: {r['images_per_s']:8.0f} images/s, "
+            f"{r['gflops']:7.1f} GFLOP/s = {r['gflops'] / mm:6.1%} of matmul "
+            f"({r['train_mflop_per_image']:.1f} MFLOP per image per training step)",
+            flush=True,
+        )
     mm_after = matmul_gflops()
     if mm_after > mm:  # the machine is shared: keep the better of the two measurements of the same kernel
         print(f"fp32 matmul measured again after the runs: {mm_after:.1f} GFLOP/s (used for the fractions below)")

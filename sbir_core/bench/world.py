@@ -53,12 +53,16 @@ def _run(args) -> int:
         size = sum(os.path.getsize(os.path.join(tmp, f)) for f in os.listdir(tmp)) / 2**20
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     sk = data.sketches
-    print(f"style world: {cfg.n_instances} instances in families of {cfg.family_size}, {len(data)} sketches "
-          f"({int((sk['drawer_split'] == 'seen').sum())} seen drawers', {int(sk['adaptation'].sum())} adaptation, "
-          f"{int(((sk['drawer_split'] == 'unseen') & (sk['split'] == 'test')).sum())} unseen test), "
-          f"{len(data.photos)} photos ({'+'.join(cfg.media)}, {cfg.photo_size} px); cores used: {cores}")
+    print(
+        f"style world: {cfg.n_instances} instances in families of {cfg.family_size}, {len(data)} sketches "
+        f"({int((sk['drawer_split'] == 'seen').sum())} seen drawers', {int(sk['adaptation'].sum())} adaptation, "
+        f"{int(((sk['drawer_split'] == 'unseen') & (sk['split'] == 'test')).sum())} unseen test), "
+        f"{len(data.photos)} photos ({'+'.join(cfg.media)}, {cfg.photo_size} px); cores used: {cores}"
+    )
     print(f"generate cold          : {t_gen:7.2f} s   (target <= 30 s), with saving both cache files")
     print(f"another style_gap      : {t_gap:7.2f} s   (photos and seen drawers from cache, unseen redrawn)")
-    print(f"reload                 : {min(t_load):7.2f} s   (best of {args.repeats}; target <= 2 s; cache {size:.1f} MiB)")
+    print(
+        f"reload                 : {min(t_load):7.2f} s   (best of {args.repeats}; target <= 2 s; cache {size:.1f} MiB)"
+    )
     assert len(again) == len(data)
     return 0

@@ -34,6 +34,7 @@ import pandas as pd
 
 from sbir_core import strokes as S
 from sbir_core.cache import cached_array, content_hash
+from sbir_core.errors import SBIRError
 
 SKETCH_COLUMNS = ["sketch_id", "photo_id", "instance", "category", "drawer", "drawer_split", "split"]
 PHOTO_COLUMNS = ["photo_id", "instance", "category", "split", "medium"]
@@ -42,7 +43,7 @@ RASTER_BLOCK = 1024  # sketches per raster cache file
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
-class DataError(RuntimeError):
+class DataError(SBIRError, RuntimeError):
     """A dataset that is absent, incomplete or malformed; the message says which file and why.
 
     File names that are not UTF-8 reach Python as surrogate escapes; the message shows their bytes
@@ -85,8 +86,7 @@ def unique_ids(ids, files, what: str) -> None:
     first: dict = {}
     for i, f in zip(ids, files):
         if i in first:
-            raise DataError(f"duplicate {what} id {i!r}: {first[i]} and {f} would both be {i!r}; "
-                            f"remove or rename one")
+            raise DataError(f"duplicate {what} id {i!r}: {first[i]} and {f} would both be {i!r}; remove or rename one")
         first[i] = f
 
 
@@ -157,13 +157,20 @@ class SBIRData:
         h.update(str(self.info.get("fingerprint", "")).encode())
         return h.hexdigest()[:16]
 
-    def subset(self, mask) -> "SBIRData":
+    def subset(self, mask) -> SBIRData:
         """The sketches selected by a boolean mask (or index array), with all photos kept."""
         idx = np.flatnonzero(np.asarray(mask)) if np.asarray(mask).dtype == bool else np.asarray(mask)
         pick = lambda seq: None if seq is None else [seq[i] for i in idx]  # noqa: E731
-        return SBIRData(self.name, self.sketches.iloc[idx].copy(), self.photos.copy(),
-                        pick(self.strokes), pick(self.sketch_files), self.photo_files,
-                        self.photo_arrays, dict(self.info, parent=self.fingerprint))
+        return SBIRData(
+            self.name,
+            self.sketches.iloc[idx].copy(),
+            self.photos.copy(),
+            pick(self.strokes),
+            pick(self.sketch_files),
+            self.photo_files,
+            self.photo_arrays,
+            dict(self.info, parent=self.fingerprint),
+        )
 
     def sketch_key(self, start: int = 0, stop: int | None = None) -> str:
         """A hash of the content of sketches ``start:stop``: their stroke bytes, or their image files' content."""
@@ -188,8 +195,15 @@ class SBIRData:
         for start in range(0, len(self), RASTER_BLOCK):
             stop = min(start + RASTER_BLOCK, len(self))
             path = cache_dir() / f"sketch-{self.sketch_key(start, stop)}-{size}-{line_width:g}-r{RENDER_VERSION}.npz"
-            blocks.append(cached_array(path, lambda a=start, b=stop: self._render_sketches(size, line_width, a, b),
-                                       (stop - start, size, size), np.float32, cache))
+            blocks.append(
+                cached_array(
+                    path,
+                    lambda a=start, b=stop: self._render_sketches(size, line_width, a, b),
+                    (stop - start, size, size),
+                    np.float32,
+                    cache,
+                )
+            )
         out = np.concatenate(blocks) if blocks else np.empty((0, size, size), dtype=np.float32)
         if cache:
             memo[(size, line_width)] = out
@@ -201,9 +215,17 @@ class SBIRData:
             return _resize_batch(self.photo_arrays, size)
         if self.photo_files is None:
             raise DataError(f"{self.name}: no photos in this dataset (photo-less mode)")
-        path = cache_dir() / f"photo-{content_hash('files', files_fingerprint(self.photo_files))}-{size}-r{RENDER_VERSION}.npz"
-        return cached_array(path, lambda: np.stack([load_image(p, size, "RGB") for p in self.photo_files]),
-                            (len(self.photos), size, size, 3), np.uint8, cache)
+        path = (
+            cache_dir()
+            / f"photo-{content_hash('files', files_fingerprint(self.photo_files))}-{size}-r{RENDER_VERSION}.npz"
+        )
+        return cached_array(
+            path,
+            lambda: np.stack([load_image(p, size, "RGB") for p in self.photo_files]),
+            (len(self.photos), size, size, 3),
+            np.uint8,
+            cache,
+        )
 
     def photo_index(self) -> np.ndarray:
         """For each sketch, the row of its paired photo in ``photos`` (-1 when it has none)."""
@@ -218,14 +240,15 @@ class SBIRData:
     def report(self) -> pd.DataFrame:
         """What the loader left out: one row per skipped or ignored file (kind, path, reason)."""
         rows = [{"kind": "skipped", "path": safe_text(str(p)), "reason": safe_text(str(r))} for p, r in self.skipped]
-        rows += [{"kind": "ignored", "path": safe_text(p), "reason": "not a file of this layout"}
-                 for p in self.info.get("ignored", [])]
+        rows += [
+            {"kind": "ignored", "path": safe_text(p), "reason": "not a file of this layout"}
+            for p in self.info.get("ignored", [])
+        ]
         return pd.DataFrame(rows, columns=["kind", "path", "reason"])
 
     def split_counts(self) -> pd.DataFrame:
         """Sketches, photos and instances per split: a frame indexed by split."""
-        sk = self.sketches.groupby("split").agg(sketches=("sketch_id", "size"),
-                                                instances=("instance", "nunique"))
+        sk = self.sketches.groupby("split").agg(sketches=("sketch_id", "size"), instances=("instance", "nunique"))
         ph = self.photos.groupby("split").size().rename("photos")
         out = sk.join(ph, how="outer").fillna(0).astype(int)
         return out.reindex(sorted(out.index, key=_split_order))
@@ -239,7 +262,7 @@ class SBIRData:
     def photo_image(self, j: int, size: int = 64) -> np.ndarray:
         """One photo as a (size, size, 3) uint8 array, not cached (for figures)."""
         if self.photo_arrays is not None:
-            return _resize_batch(self.photo_arrays[j:j + 1], size)[0]
+            return _resize_batch(self.photo_arrays[j : j + 1], size)[0]
         if self.photo_files is None:
             raise DataError(f"{self.name}: no photos in this dataset (photo-less mode)")
         return load_image(self.photo_files[j], size, "RGB")
@@ -297,8 +320,10 @@ def load_image(path: Path, size: int, mode: str) -> np.ndarray:
         with Image.open(path) as img:
             w, h = img.size
             if w < 1 or h < 1 or max(w, h) ** 2 > MAX_PIXELS:
-                raise DataError(f"cannot read image {path}: its size {w}x{h} padded to a square would be "
-                                f"{max(w, h) ** 2} pixels (more than {MAX_PIXELS}): not a sketch or photo")
+                raise DataError(
+                    f"cannot read image {path}: its size {w}x{h} padded to a square would be "
+                    f"{max(w, h) ** 2} pixels (more than {MAX_PIXELS}): not a sketch or photo"
+                )
             img.draft(mode, (size, size))
             img.load()
             if img.mode in ("I", "F") or img.mode.startswith("I;16"):
@@ -382,8 +407,7 @@ def find_dataset_dir(root, names: list[str], dataset: str, layout: str, marker=N
     for child in sorted(base.iterdir()):
         if child.is_dir() and child.name.lower() in wanted:
             return child
-    raise DataError(f"{dataset}: no folder named {' or '.join(names)} under {base}.\n"
-                    f"Expected layout:\n{layout}")
+    raise DataError(f"{dataset}: no folder named {' or '.join(names)} under {base}.\nExpected layout:\n{layout}")
 
 
 def find_child(folder: Path, name: str, dataset: str, layout: str, want_dir: bool = False) -> Path:

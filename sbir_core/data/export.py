@@ -22,8 +22,9 @@ from sbir_core.data.base import DataError, SBIRData
 _SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
-def export_qmul(data: SBIRData, out_dir, name: str = "StyleWorld", val_as: str = "train",
-                photo_size: int | None = None) -> Path:
+def export_qmul(
+    data: SBIRData, out_dir, name: str = "StyleWorld", val_as: str = "train", photo_size: int | None = None
+) -> Path:
     """Write ``data`` in the QMUL layout under ``out_dir/name``; return that folder.
 
     Only sketches with strokes and a paired photo are exported; the photo files are the paired
@@ -58,7 +59,9 @@ def export_qmul(data: SBIRData, out_dir, name: str = "StyleWorld", val_as: str =
     rows = sorted({int(pidx[i]) for i in range(len(sk)) if str(sk["photo_id"].iat[i]) in used})
     images = data.photo_images(photo_size or _stored_size(data))
     for j in rows:
-        Image.fromarray(np.ascontiguousarray(images[j])).save(folder / "photo" / f"{data.photos['photo_id'].iat[j]}.png")
+        Image.fromarray(np.ascontiguousarray(images[j])).save(
+            folder / "photo" / f"{data.photos['photo_id'].iat[j]}.png"
+        )
     target = folder / f"{name}_Coordinate"
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:

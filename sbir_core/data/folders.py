@@ -21,14 +21,43 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sbir_core.data.base import (DataError, SBIRData, check_images, files_fingerprint, find_dataset_dir,
-                                 list_images, outside, safe_text, unique_ids)
+from sbir_core.data.base import (
+    DataError,
+    SBIRData,
+    check_images,
+    files_fingerprint,
+    find_dataset_dir,
+    list_images,
+    outside,
+    safe_text,
+    unique_ids,
+)
 
 # Sketchy classes absent from ImageNet-1K: the unseen classes of Yelamarthi et al. (ECCV 2018),
 # as in Adaptive-FGSBIR Unseen_Class/dataset.py and ZSE-SBIR test_class_sketchy21.txt (METHODS.md §D).
-YELAMARTHI_21 = ("bat", "cabin", "cow", "dolphin", "door", "giraffe", "helicopter", "mouse", "pear",
-                 "raccoon", "rhinoceros", "saw", "scissors", "seagull", "skyscraper", "songbird", "sword",
-                 "tree", "wheelchair", "windmill", "window")
+YELAMARTHI_21 = (
+    "bat",
+    "cabin",
+    "cow",
+    "dolphin",
+    "door",
+    "giraffe",
+    "helicopter",
+    "mouse",
+    "pear",
+    "raccoon",
+    "rhinoceros",
+    "saw",
+    "scissors",
+    "seagull",
+    "skyscraper",
+    "songbird",
+    "sword",
+    "tree",
+    "wheelchair",
+    "windmill",
+    "window",
+)
 NAMED_UNSEEN: dict[str, tuple[str, ...]] = {"yelamarthi21": YELAMARTHI_21, "sketchy_104_21": YELAMARTHI_21}
 
 TUBERLIN_LAYOUT = """  <root>/tuberlin/png/<class>/<n>.png           sketches, one folder per class
@@ -56,16 +85,24 @@ def resolve_unseen(unseen, classes: Sequence[str], seed: int = 0) -> list[str]:
     elif isinstance(unseen, (list, tuple, set)) and all(isinstance(c, str) for c in unseen):
         chosen = list(unseen)
     else:
-        raise DataError(f"unseen must be None, a split name, a number of classes or a list of class "
-                        f"names, got {type(unseen).__name__}")
+        raise DataError(
+            f"unseen must be None, a split name, a number of classes or a list of class "
+            f"names, got {type(unseen).__name__}"
+        )
     missing = [c for c in chosen if c not in classes]
     if missing:
         raise DataError(f"unseen classes not in the data: {missing[:10]}{' ...' if len(missing) > 10 else ''}")
     return sorted(chosen)
 
 
-def assign_splits(sketches: pd.DataFrame, photos: pd.DataFrame, unseen=None, fractions=(0.7, 0.1, 0.2),
-                  val_fraction: float = 0.1, seed: int = 0) -> dict:
+def assign_splits(
+    sketches: pd.DataFrame,
+    photos: pd.DataFrame,
+    unseen=None,
+    fractions=(0.7, 0.1, 0.2),
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> dict:
     """Fill ``split`` and ``category_split`` in both tables in place; return the record for ``info``.
 
     Instances (a photo and its sketches, or one unpaired sketch) never straddle two splits.
@@ -95,9 +132,15 @@ def assign_splits(sketches: pd.DataFrame, photos: pd.DataFrame, unseen=None, fra
         table["split"] = [where[(c, i)] for c, i in zip(table["category"], table["instance"])]
         table["category_split"] = np.where(table["category"].isin(unseen_list), "unseen", "seen")
     mode = "category" if unseen is None else "zero-shot"
-    return {"mode": mode, "seed": seed, "fractions": list(fractions), "val_fraction": val_fraction,
-            "unseen": unseen if isinstance(unseen, (str, int, type(None))) else "list",
-            "unseen_classes": unseen_list, "seen_classes": [c for c in classes if c not in unseen_list]}
+    return {
+        "mode": mode,
+        "seed": seed,
+        "fractions": list(fractions),
+        "val_fraction": val_fraction,
+        "unseen": unseen if isinstance(unseen, (str, int, type(None))) else "list",
+        "unseen_classes": unseen_list,
+        "seen_classes": [c for c in classes if c not in unseen_list],
+    }
 
 
 def scan_classes(folder: Path, root: Path | None = None) -> tuple[dict[str, list[Path]], list[str]]:
@@ -136,12 +179,18 @@ def drop_bad(sketches, sketch_files, photos, photo_files, skip_bad: bool):
     keep_s, bad_s = check_images(sketch_files, True, "L")
     keep_p, bad_p = check_images(photo_files, True, "RGB") if photo_files else (np.ones(len(photos), bool), [])
     keep_s &= ~sketches["photo_id"].isin(set(photos.loc[~keep_p, "photo_id"])).to_numpy()
-    return (sketches[keep_s], [f for f, k in zip(sketch_files, keep_s) if k],
-            photos[keep_p], [f for f, k in zip(photo_files or [], keep_p) if k], bad_s + bad_p)
+    return (
+        sketches[keep_s],
+        [f for f, k in zip(sketch_files, keep_s) if k],
+        photos[keep_p],
+        [f for f, k in zip(photo_files or [], keep_p) if k],
+        bad_s + bad_p,
+    )
 
 
-def keep_paired(sketches: pd.DataFrame, files: list, photos: pd.DataFrame, photo_files: list,
-                medium: str | None = "photo"):
+def keep_paired(
+    sketches: pd.DataFrame, files: list, photos: pd.DataFrame, photo_files: list, medium: str | None = "photo"
+):
     """The instance-paired part of a set: sketches with a source photo, photos of ``medium`` with a sketch.
 
     Sketchy's naming (``<photo id>-<k>``) pairs a sketch with its photo, in the release and in
@@ -150,15 +199,34 @@ def keep_paired(sketches: pd.DataFrame, files: list, photos: pd.DataFrame, photo
     """
     pmask = np.ones(len(photos), bool) if medium is None else (photos["medium"] == medium).to_numpy().copy()
     pmask &= photos["photo_id"].isin(set(sketches["photo_id"])).to_numpy()
-    smask = sketches["photo_id"].isin(set(photos.loc[pmask, "photo_id"])).to_numpy() & \
-        (sketches["photo_id"] != "").to_numpy()
+    smask = (
+        sketches["photo_id"].isin(set(photos.loc[pmask, "photo_id"])).to_numpy()
+        & (sketches["photo_id"] != "").to_numpy()
+    )
     dropped = {"unpaired_sketches": int((~smask).sum()), "other_photos": int((~pmask).sum())}
-    return (sketches[smask].reset_index(drop=True), [f for f, k in zip(files, smask) if k],
-            photos[pmask].reset_index(drop=True), [f for f, k in zip(photo_files, pmask) if k], dropped)
+    return (
+        sketches[smask].reset_index(drop=True),
+        [f for f, k in zip(files, smask) if k],
+        photos[pmask].reset_index(drop=True),
+        [f for f, k in zip(photo_files, pmask) if k],
+        dropped,
+    )
 
 
-def category_dataset(name, sketches, files, photos, photo_files, info, unseen, fractions, val_fraction,
-                     seed, skip_bad, paired_only: bool = False) -> SBIRData:
+def category_dataset(
+    name,
+    sketches,
+    files,
+    photos,
+    photo_files,
+    info,
+    unseen,
+    fractions,
+    val_fraction,
+    seed,
+    skip_bad,
+    paired_only: bool = False,
+) -> SBIRData:
     """The common end of the category-level loaders: seeded splits, bad files dropped, fingerprint.
 
     ``paired_only`` keeps the instance-paired sketches and their photos first (``keep_paired``).
@@ -168,23 +236,32 @@ def category_dataset(name, sketches, files, photos, photo_files, info, unseen, f
     if paired_only:
         sketches, files, photos, photo_files, info["paired_only"] = keep_paired(sketches, files, photos, photo_files)
         if not len(sketches):
-            raise DataError(f"{name}: paired_only=True but no sketch is named <photo id>-<k> after a photo "
-                            f"of medium 'photo' in {info.get('root')}")
+            raise DataError(
+                f"{name}: paired_only=True but no sketch is named <photo id>-<k> after a photo "
+                f"of medium 'photo' in {info.get('root')}"
+            )
     info["split"] = assign_splits(sketches, photos, unseen, fractions, val_fraction, seed)
     sketches, files, photos, photo_files, info["skipped"] = drop_bad(sketches, files, photos, photo_files, skip_bad)
     info["fingerprint"] = files_fingerprint(files + photo_files)
-    return SBIRData(name, sketches, photos, sketch_files=files,
-                    photo_files=photo_files if len(photos) else None, info=info)
+    return SBIRData(
+        name, sketches, photos, sketch_files=files, photo_files=photo_files if len(photos) else None, info=info
+    )
 
 
-def load_tuberlin(root=None, unseen=None, fractions=(0.7, 0.1, 0.2), val_fraction: float = 0.1, seed: int = 0,
-                  skip_bad: bool = False) -> SBIRData:
+def load_tuberlin(
+    root=None, unseen=None, fractions=(0.7, 0.1, 0.2), val_fraction: float = 0.1, seed: int = 0, skip_bad: bool = False
+) -> SBIRData:
     """TU-Berlin sketches (``png/<class>/*.png``), with extended photos when a photo folder is present.
 
     Every sketch is its own instance (TU-Berlin has no paired photos). Splits: see ``assign_splits``.
     """
-    folder = find_dataset_dir(root, ["tuberlin", "TU-Berlin", "tu_berlin", "TU_Berlin", "tu-berlin"],
-                              "tuberlin", TUBERLIN_LAYOUT, marker=lambda p: (p / "png").is_dir())
+    folder = find_dataset_dir(
+        root,
+        ["tuberlin", "TU-Berlin", "tu_berlin", "TU_Berlin", "tu-berlin"],
+        "tuberlin",
+        TUBERLIN_LAYOUT,
+        marker=lambda p: (p / "png").is_dir(),
+    )
     png = _subdir(folder, ["png"])
     if png is None:
         raise DataError(f"tuberlin: missing folder {folder / 'png'}.\nExpected layout:\n{TUBERLIN_LAYOUT}")
@@ -210,13 +287,23 @@ def load_tuberlin(root=None, unseen=None, fractions=(0.7, 0.1, 0.2), val_fractio
     sketches = pd.DataFrame(rows)
     photos = pd.DataFrame(photo_rows, columns=["photo_id", "instance", "category", "medium"])
     info = {"root": str(folder), "ignored": stray, "photo_folder": str(pdir) if pdir else None}
-    return category_dataset("tuberlin", sketches, files, photos, photo_files, info, unseen, fractions,
-                            val_fraction, seed, skip_bad)
+    return category_dataset(
+        "tuberlin", sketches, files, photos, photo_files, info, unseen, fractions, val_fraction, seed, skip_bad
+    )
 
 
-def load_domains(root=None, folder: str = "pacs", sketch_domain: str = "sketch", photo_domain: str = "photo",
-                 unseen=None, fractions=(0.7, 0.1, 0.2), val_fraction: float = 0.1, seed: int = 0,
-                 skip_bad: bool = False, paired_only: bool = False) -> SBIRData:
+def load_domains(
+    root=None,
+    folder: str = "pacs",
+    sketch_domain: str = "sketch",
+    photo_domain: str = "photo",
+    unseen=None,
+    fractions=(0.7, 0.1, 0.2),
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    skip_bad: bool = False,
+    paired_only: bool = False,
+) -> SBIRData:
     """Domain folders ``<root>/<folder>/<domain>/<class>/*`` (PACS, or a BAM!-like media set).
 
     Sketches come from ``sketch_domain``; every other domain's images are photos with
@@ -232,8 +319,10 @@ def load_domains(root=None, folder: str = "pacs", sketch_domain: str = "sketch",
     stray = [str(c) for c in sorted(base.iterdir()) if not keep(c)]
     sk_dir = next((d for n, d in domains.items() if n.lower() == sketch_domain.lower()), None)
     if sk_dir is None:
-        raise DataError(f"{folder}: missing sketch domain folder {base / sketch_domain} "
-                        f"(found: {sorted(domains) or 'nothing'}).\nExpected layout:\n{layout}")
+        raise DataError(
+            f"{folder}: missing sketch domain folder {base / sketch_domain} "
+            f"(found: {sorted(domains) or 'nothing'}).\nExpected layout:\n{layout}"
+        )
     sk_class, s = scan_classes(sk_dir, base)
     stray += s
     if not sk_class:
@@ -258,17 +347,40 @@ def load_domains(root=None, folder: str = "pacs", sketch_domain: str = "sketch",
             stem = safe_text(f.stem)
             sid = f"{safe_text(sk_dir.name)}/{cls}/{stem}"
             pid = photo_stems.get((cls, stem.rsplit("-", 1)[0]), "") if "-" in stem else ""
-            rows.append({"sketch_id": sid, "photo_id": pid, "instance": pid or sid, "category": cls,
-                         "medium": safe_text(sk_dir.name)})
+            rows.append(
+                {
+                    "sketch_id": sid,
+                    "photo_id": pid,
+                    "instance": pid or sid,
+                    "category": cls,
+                    "medium": safe_text(sk_dir.name),
+                }
+            )
             files.append(f)
     sketches = pd.DataFrame(rows)
     photos = pd.DataFrame(photo_rows, columns=["photo_id", "instance", "category", "medium"])
-    info = {"root": str(base), "ignored": stray, "domains": sorted(domains),
-            "paired_sketches": int((sketches["photo_id"] != "").sum())}
+    info = {
+        "root": str(base),
+        "ignored": stray,
+        "domains": sorted(domains),
+        "paired_sketches": int((sketches["photo_id"] != "").sum()),
+    }
     if paired_only and photo_domain != "photo":
         photos.loc[photos["medium"] == photo_domain, "medium"] = "photo"  # keep_paired keeps medium "photo"
-    return category_dataset(folder.lower() + ("_paired" if paired_only else ""), sketches, files, photos,
-                            photo_files, info, unseen, fractions, val_fraction, seed, skip_bad, paired_only)
+    return category_dataset(
+        folder.lower() + ("_paired" if paired_only else ""),
+        sketches,
+        files,
+        photos,
+        photo_files,
+        info,
+        unseen,
+        fractions,
+        val_fraction,
+        seed,
+        skip_bad,
+        paired_only,
+    )
 
 
 def load_pacs(root=None, **options) -> SBIRData:
@@ -286,8 +398,13 @@ def load_pacs_sketchy(root=None, **options) -> SBIRData:
 
 def check_tuberlin(root=None) -> Path:
     """Layout check: the TU-Berlin ``png`` folder, or a DataError naming what is missing."""
-    folder = find_dataset_dir(root, ["tuberlin", "TU-Berlin", "tu_berlin", "TU_Berlin", "tu-berlin"],
-                              "tuberlin", TUBERLIN_LAYOUT, marker=lambda p: (p / "png").is_dir())
+    folder = find_dataset_dir(
+        root,
+        ["tuberlin", "TU-Berlin", "tu_berlin", "TU_Berlin", "tu-berlin"],
+        "tuberlin",
+        TUBERLIN_LAYOUT,
+        marker=lambda p: (p / "png").is_dir(),
+    )
     png = _subdir(folder, ["png"])
     if png is None:
         raise DataError(f"tuberlin: missing folder {folder / 'png'}.\nExpected layout:\n{TUBERLIN_LAYOUT}")

@@ -20,8 +20,16 @@ import pandas as pd
 
 from sbir_core import strokes as S
 from sbir_core.data import safe_pickle
-from sbir_core.data.base import (DataError, SBIRData, check_images, files_fingerprint, find_child,
-                                 find_dataset_dir, list_images, unique_ids)
+from sbir_core.data.base import (
+    DataError,
+    SBIRData,
+    check_images,
+    files_fingerprint,
+    find_child,
+    find_dataset_dir,
+    list_images,
+    unique_ids,
+)
 
 # the suffix is usually a number (1, 2, 3, 10, 70...) but 3 ChairV2 keys end in a worker-like id
 KEY = re.compile(r"^/?(train|test)/(.+)_([^_/]+)$")
@@ -30,17 +38,24 @@ NAMES = {"shoev2": ("ShoeV2", "shoe"), "chairv2": ("ChairV2", "chair")}
 
 def layout(name: str) -> str:
     """The expected folder layout of one QMUL dataset, for error messages."""
-    return (f"  <root>/{name}/{name}_Coordinate   pickled dict '/train/<photo>_<k>' or '/test/<photo>_<k>'"
-            f" -> (N, 3) float array\n"
-            f"  <root>/{name}/photo/<photo>.png   (optional: without it, photo-less mode)\n"
-            f"  (<root> is SBIR_DATA or the root= argument; folder names match without regard to case)")
+    return (
+        f"  <root>/{name}/{name}_Coordinate   pickled dict '/train/<photo>_<k>' or '/test/<photo>_<k>'"
+        f" -> (N, 3) float array\n"
+        f"  <root>/{name}/photo/<photo>.png   (optional: without it, photo-less mode)\n"
+        f"  (<root> is SBIR_DATA or the root= argument; folder names match without regard to case)"
+    )
 
 
 def find(root=None, name: str = "ChairV2") -> Path:
     """The coordinate file of ``name`` (ShoeV2 or ChairV2) under the data root, or a DataError."""
     coord = f"{name}_Coordinate"
-    folder = find_dataset_dir(root, [name, name.lower(), f"QMUL-{name}", f"QMUL_{name}"], name, layout(name),
-                              marker=lambda p: any(c.name.lower() == coord.lower() for c in p.iterdir()))
+    folder = find_dataset_dir(
+        root,
+        [name, name.lower(), f"QMUL-{name}", f"QMUL_{name}"],
+        name,
+        layout(name),
+        marker=lambda p: any(c.name.lower() == coord.lower() for c in p.iterdir()),
+    )
     return find_child(folder, coord, name, layout(name))
 
 
@@ -74,9 +89,11 @@ def read_coordinates(path: Path, skip_bad: bool = False) -> dict[str, np.ndarray
         try:
             parse_key(key)
             if not isinstance(value, np.ndarray) or value.dtype.kind not in "fiu":
-                raise DataError(f"key {key!r} holds a {type(value).__name__}"
-                                f"{'' if not isinstance(value, np.ndarray) else ' of ' + str(value.dtype)}, "
-                                f"expected a numeric (N, 3) array")
+                raise DataError(
+                    f"key {key!r} holds a {type(value).__name__}"
+                    f"{'' if not isinstance(value, np.ndarray) else ' of ' + str(value.dtype)}, "
+                    f"expected a numeric (N, 3) array"
+                )
             try:
                 out[key] = S.check_strokes(value)
             except S.StrokeError as err:
@@ -90,8 +107,14 @@ def read_coordinates(path: Path, skip_bad: bool = False) -> dict[str, np.ndarray
     return (out, skipped) if skip_bad else out
 
 
-def load(root=None, name: str = "ChairV2", photos: str | bool = "auto", val_fraction: float = 0.1,
-         seed: int = 0, skip_bad: bool = False) -> SBIRData:
+def load(
+    root=None,
+    name: str = "ChairV2",
+    photos: str | bool = "auto",
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    skip_bad: bool = False,
+) -> SBIRData:
     """Load ShoeV2 or ChairV2 from the official layout.
 
     Args:
@@ -114,9 +137,18 @@ def load(root=None, name: str = "ChairV2", photos: str | bool = "auto", val_frac
     rows = []
     for key in keys:
         split, photo, k = parse_key(key)
-        rows.append({"sketch_id": key.lstrip("/"), "photo_id": photo, "instance": photo,
-                     "category": category, "drawer": "", "drawer_split": "", "split": split,
-                     "sketch_index": k})
+        rows.append(
+            {
+                "sketch_id": key.lstrip("/"),
+                "photo_id": photo,
+                "instance": photo,
+                "category": category,
+                "drawer": "",
+                "drawer_split": "",
+                "split": split,
+                "sketch_index": k,
+            }
+        )
     sketches = pd.DataFrame(rows)
     clash = sketches.groupby("instance")["split"].nunique()
     if (clash > 1).any():
@@ -124,18 +156,21 @@ def load(root=None, name: str = "ChairV2", photos: str | bool = "auto", val_frac
 
     train_inst = sorted(sketches.loc[sketches["split"] == "train", "instance"].unique())
     n_val = int(round(val_fraction * len(train_inst)))
-    val_inst = sorted(np.random.default_rng(seed).choice(train_inst, n_val, replace=False).tolist()) \
-        if n_val else []
+    val_inst = sorted(np.random.default_rng(seed).choice(train_inst, n_val, replace=False).tolist()) if n_val else []
     sketches.loc[sketches["instance"].isin(val_inst), "split"] = "val"
 
     photo_dir = next((c for c in sorted(folder.iterdir()) if c.is_dir() and c.name.lower() == "photo"), None)
     if photos is True and photo_dir is None:
         find_child(folder, "photo", name, layout(name), want_dir=True)
     use_photos = photos is not False and photo_dir is not None
-    info = {"root": str(folder), "coordinate_file": str(coord), "photo_mode": use_photos,
-            "val": {"seed": seed, "fraction": val_fraction, "instances": val_inst},
-            "version_note": f"{len(sketches)} sketches, {sketches['instance'].nunique()} photos "
-                            "(compare with METHODS.md §0.2 before quoting published numbers)"}
+    info = {
+        "root": str(folder),
+        "coordinate_file": str(coord),
+        "photo_mode": use_photos,
+        "val": {"seed": seed, "fraction": val_fraction, "instances": val_inst},
+        "version_note": f"{len(sketches)} sketches, {sketches['instance'].nunique()} photos "
+        "(compare with METHODS.md §0.2 before quoting published numbers)",
+    }
     stat_files = [coord]
     photo_files = None
     photo_table = pd.DataFrame(columns=["photo_id", "instance", "category", "split", "medium"])
@@ -146,12 +181,21 @@ def load(root=None, name: str = "ChairV2", photos: str | bool = "auto", val_frac
         used = sketches.drop_duplicates("instance")[["instance", "split"]]
         missing = [p for p in used["instance"] if p not in by_stem]
         if missing:
-            raise DataError(f"{name}: {len(missing)} photos named by the coordinate file are missing, e.g. "
-                            f"{photo_dir / (missing[0] + '.png')}.\nExpected layout:\n{layout(name)}")
+            raise DataError(
+                f"{name}: {len(missing)} photos named by the coordinate file are missing, e.g. "
+                f"{photo_dir / (missing[0] + '.png')}.\nExpected layout:\n{layout(name)}"
+            )
         photo_files = [by_stem[p] for p in used["instance"]]
         keep, skipped = check_images(photo_files, skip_bad, "RGB") if skip_bad else (None, [])
-        photo_table = pd.DataFrame({"photo_id": used["instance"].values, "instance": used["instance"].values,
-                                    "category": category, "split": used["split"].values, "medium": "photo"})
+        photo_table = pd.DataFrame(
+            {
+                "photo_id": used["instance"].values,
+                "instance": used["instance"].values,
+                "category": category,
+                "split": used["split"].values,
+                "medium": "photo",
+            }
+        )
         if skipped:
             bad = set(photo_table.loc[~keep, "photo_id"])
             photo_table, photo_files = photo_table[keep], [f for f, k in zip(photo_files, keep) if k]
@@ -164,8 +208,9 @@ def load(root=None, name: str = "ChairV2", photos: str | bool = "auto", val_frac
     if bad_keys:
         info["skipped"] = bad_keys + info.get("skipped", [])
     info["fingerprint"] = files_fingerprint(stat_files)
-    return SBIRData(name.lower(), sketches, photo_table, strokes=[data[k] for k in keys],
-                    photo_files=photo_files, info=info)
+    return SBIRData(
+        name.lower(), sketches, photo_table, strokes=[data[k] for k in keys], photo_files=photo_files, info=info
+    )
 
 
 def load_shoev2(root=None, **options) -> SBIRData:

@@ -39,14 +39,19 @@ def class_name(path: Path) -> str:
     stem = path.stem
     for p in PREFIXES:
         if stem.startswith(p):
-            return stem[len(p):]
+            return stem[len(p) :]
     return stem
 
 
 def find(root=None) -> tuple[Path, dict[str, Path], list[str]]:
     """(folder, {class: file}, stray files); ndjson wins over npz when a class has both."""
-    folder = find_dataset_dir(root, ["quickdraw", "QuickDraw", "quick_draw", "quickdraw_dataset"], "quickdraw",
-                              LAYOUT, marker=lambda p: any(c.suffix in (".ndjson", ".npz") for c in p.iterdir()))
+    folder = find_dataset_dir(
+        root,
+        ["quickdraw", "QuickDraw", "quick_draw", "quickdraw_dataset"],
+        "quickdraw",
+        LAYOUT,
+        marker=lambda p: any(c.suffix in (".ndjson", ".npz") for c in p.iterdir()),
+    )
     files: dict[str, Path] = {}
     stray = []
     for f in sorted(folder.iterdir()):
@@ -56,8 +61,7 @@ def find(root=None) -> tuple[Path, dict[str, Path], list[str]]:
             cls = safe_text(class_name(f))
             old = files.get(cls)
             if old is not None and old.suffix.lower() == f.suffix.lower():
-                raise DataError(f"quickdraw: duplicate class {cls!r}: {old} and {f} both hold it; "
-                                "remove or rename one")
+                raise DataError(f"quickdraw: duplicate class {cls!r}: {old} and {f} both hold it; remove or rename one")
             if old is None or f.suffix.lower() == ".ndjson":
                 files[cls] = f
         else:
@@ -70,8 +74,9 @@ def find(root=None) -> tuple[Path, dict[str, Path], list[str]]:
 MAX_LINE = 16 << 20  # bytes; the largest raw QuickDraw drawing (with timings) is far below a megabyte
 
 
-def read_ndjson(path: Path, max_drawings: int | None = None, skip_bad: bool = False,
-                recognized_only: bool = False) -> tuple[list[dict], list[tuple[str, str]]]:
+def read_ndjson(
+    path: Path, max_drawings: int | None = None, skip_bad: bool = False, recognized_only: bool = False
+) -> tuple[list[dict], list[tuple[str, str]]]:
     """Parse drawings from an ndjson file: (records with 'strokes' (N, 3) and metadata, skipped lines).
 
     A bad line (not JSON, too long, nested too deeply, numbers too large, no valid drawing) raises a
@@ -79,7 +84,7 @@ def read_ndjson(path: Path, max_drawings: int | None = None, skip_bad: bool = Fa
     """
     out, skipped = [], []
     try:
-        fh = open(path, "rb")
+        fh = open(path, "rb")  # noqa: SIM115 - closed by the with below; only the open's error is ours to word
     except OSError as err:
         raise DataError(f"cannot read {path}: {err}") from err
     with fh:
@@ -130,8 +135,13 @@ def _parse_line(line: str) -> dict:
     except (TypeError, ValueError, OverflowError, RecursionError, MemoryError) as err:
         # StrokeError is a ValueError; nested junk raises TypeError, 400-digit integers OverflowError
         raise DataError(f"bad 'drawing': {type(err).__name__}: {str(err)[:200]}") from err
-    return {"strokes": strokes, "key_id": _text(obj.get("key_id")), "word": _text(obj.get("word")),
-            "countrycode": _text(obj.get("countrycode")), "recognized": obj.get("recognized") if isinstance(obj.get("recognized"), bool) else None}
+    return {
+        "strokes": strokes,
+        "key_id": _text(obj.get("key_id")),
+        "word": _text(obj.get("word")),
+        "countrycode": _text(obj.get("countrycode")),
+        "recognized": obj.get("recognized") if isinstance(obj.get("recognized"), bool) else None,
+    }
 
 
 def _text(value) -> str:
@@ -165,23 +175,30 @@ def read_npz(path: Path) -> dict[str, list[np.ndarray]]:
             try:
                 with zf.open(info) as f:
                     version = np.lib.format.read_magic(f)
-                    reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                              else np.lib.format.read_array_header_2_0)
+                    reader = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
                     shape, fortran, dtype = reader(f)
                     if dtype.hasobject:
                         if dtype != np.dtype(object):
                             raise DataError(f"{path}[{member}]: structured dtype {dtype} with objects")
                         try:
-                            arr = safe_pickle.loads(f.read(), f"{path}[{member}]", encoding="latin1",
-                                                    object_items=(None, 3))
+                            arr = safe_pickle.loads(
+                                f.read(), f"{path}[{member}]", encoding="latin1", object_items=(None, 3)
+                            )
                         except safe_pickle.UnsafePickleError as err:
                             raise safe_pickle.UnsafePickleError(
-                                f"{err} (a sketch-rnn member holds numeric (n, 3) stroke-3 arrays only)") from None
+                                f"{err} (a sketch-rnn member holds numeric (n, 3) stroke-3 arrays only)"
+                            ) from None
                     else:
                         need = int(np.prod(shape, dtype=object)) * dtype.itemsize
                         if need > info.file_size:
-                            raise DataError(f"{path}[{member}]: the header asks for {shape} {dtype} "
-                                            f"({need} bytes), the member holds {info.file_size}")
+                            raise DataError(
+                                f"{path}[{member}]: the header asks for {shape} {dtype} "
+                                f"({need} bytes), the member holds {info.file_size}"
+                            )
                         f.seek(0)
                         arr = np.lib.format.read_array(f, allow_pickle=False)
             except DataError:
@@ -192,17 +209,31 @@ def read_npz(path: Path) -> dict[str, list[np.ndarray]]:
                 raise DataError(f"{path}[{member}]: expected an array of sketches, got {type(arr).__name__}")
             items = list(arr) if arr.dtype.hasobject or arr.ndim == 3 else [arr]
             for i, item in enumerate(items):
-                if not isinstance(item, np.ndarray) or item.ndim != 2 or item.shape[1:] != (3,) \
-                        or item.dtype.kind not in "fiu":
-                    raise DataError(f"{path}[{member}] item {i}: expected a numeric (n, 3) stroke-3 array, "
-                                    f"got {type(item).__name__} {getattr(item, 'shape', '')}")
+                if (
+                    not isinstance(item, np.ndarray)
+                    or item.ndim != 2
+                    or item.shape[1:] != (3,)
+                    or item.dtype.kind not in "fiu"
+                ):
+                    raise DataError(
+                        f"{path}[{member}] item {i}: expected a numeric (n, 3) stroke-3 array, "
+                        f"got {type(item).__name__} {getattr(item, 'shape', '')}"
+                    )
             out[name] = items
     return out
 
 
-def load(root=None, classes=None, max_per_class: int | None = None, recognized_only: bool = False,
-         unseen=None, fractions=(0.7, 0.1, 0.2), val_fraction: float = 0.1, seed: int = 0,
-         skip_bad: bool = False) -> SBIRData:
+def load(
+    root=None,
+    classes=None,
+    max_per_class: int | None = None,
+    recognized_only: bool = False,
+    unseen=None,
+    fractions=(0.7, 0.1, 0.2),
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    skip_bad: bool = False,
+) -> SBIRData:
     """Load QuickDraw drawings as strokes.
 
     Args:
@@ -234,9 +265,17 @@ def load(root=None, classes=None, max_per_class: int | None = None, recognized_o
             skipped += bad
             for r in recs:
                 sid = f"{cls}/{r['key_id'] or r['line']}"
-                rows.append({"sketch_id": sid, "photo_id": "", "instance": sid, "category": cls,
-                             "countrycode": r["countrycode"], "recognized": str(r["recognized"]),
-                             "file_split": ""})
+                rows.append(
+                    {
+                        "sketch_id": sid,
+                        "photo_id": "",
+                        "instance": sid,
+                        "category": cls,
+                        "countrycode": r["countrycode"],
+                        "recognized": str(r["recognized"]),
+                        "file_split": "",
+                    }
+                )
                 strokes.append(r["strokes"])
         else:
             n = 0
@@ -259,8 +298,17 @@ def load(root=None, classes=None, max_per_class: int | None = None, recognized_o
                         skipped.append((f"{path}[{member}][{i}]", str(err)))
                         continue
                     sid = f"{cls}/{member}/{i}"
-                    rows.append({"sketch_id": sid, "photo_id": "", "instance": sid, "category": cls,
-                                 "countrycode": "", "recognized": "", "file_split": NPZ_SPLITS.get(member, member)})
+                    rows.append(
+                        {
+                            "sketch_id": sid,
+                            "photo_id": "",
+                            "instance": sid,
+                            "category": cls,
+                            "countrycode": "",
+                            "recognized": "",
+                            "file_split": NPZ_SPLITS.get(member, member),
+                        }
+                    )
                     strokes.append(s)
                     n += 1
     if not rows:
@@ -271,8 +319,13 @@ def load(root=None, classes=None, max_per_class: int | None = None, recognized_o
         sketches.loc[dup, "sketch_id"] = sketches.loc[dup, "sketch_id"] + "#" + sketches.index[dup].astype(str)
         sketches["instance"] = sketches["sketch_id"]
     photos = pd.DataFrame(columns=["photo_id", "instance", "category", "medium"])
-    info = {"root": str(folder), "ignored": stray, "skipped": skipped,
-            "formats": sorted({p.suffix.lower() for p in files.values()}), "max_per_class": max_per_class}
+    info = {
+        "root": str(folder),
+        "ignored": stray,
+        "skipped": skipped,
+        "formats": sorted({p.suffix.lower() for p in files.values()}),
+        "max_per_class": max_per_class,
+    }
     info["split"] = assign_splits(sketches, photos, unseen, fractions, val_fraction, seed)
     info["fingerprint"] = files_fingerprint(sorted(files.values())) + f"-{max_per_class}-{recognized_only}"
     return SBIRData("quickdraw", sketches, photos, strokes=strokes, info=info)

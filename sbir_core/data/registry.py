@@ -6,7 +6,7 @@ import importlib
 import os
 from pathlib import Path
 
-from sbir_core.data.base import DataError, SBIRData, data_root
+from sbir_core.data.base import DataError, SBIRData, data_root  # noqa: F401 - data_root is part of the registry's face
 
 # name -> "module:function"; each loader takes (root: Path | None, **options) -> SBIRData.
 # The style world needs no root; real datasets look under <root>/<folder>.

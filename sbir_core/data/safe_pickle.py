@@ -59,8 +59,10 @@ class _NdarrayToken(_Stub):
     """What ``numpy.ndarray`` resolves to: accepted as ``_reconstruct``'s class argument, never called."""
 
     def __call__(self, *args, **kwargs):
-        raise _Refused("refused to call numpy.ndarray directly: it can build an array over arbitrary memory; "
-                       "only numpy's _reconstruct + state form is allowed")
+        raise _Refused(
+            "refused to call numpy.ndarray directly: it can build an array over arbitrary memory; "
+            "only numpy's _reconstruct + state form is allowed"
+        )
 
     def value(self):
         raise _Refused("a bare numpy.ndarray class is not data")
@@ -86,9 +88,15 @@ class _Dtype(_Stub):
     def __setstate__(self, state):
         if self.done:
             raise _Refused("refused a second state for numpy.dtype")
-        ok = (isinstance(state, tuple) and len(state) in (8, 9) and state[0] in (3, 4)
-              and state[1] in ("<", ">", "|", "=") and state[2:5] == (None, None, None)
-              and state[5] in (-1, self.dtype.itemsize) and state[6] in (-1, self.dtype.alignment))
+        ok = (
+            isinstance(state, tuple)
+            and len(state) in (8, 9)
+            and state[0] in (3, 4)
+            and state[1] in ("<", ">", "|", "=")
+            and state[2:5] == (None, None, None)
+            and state[5] in (-1, self.dtype.itemsize)
+            and state[6] in (-1, self.dtype.alignment)
+        )
         if not ok:
             raise _Refused(f"refused numpy.dtype state {_short(state)}: only a plain dtype's byte order is allowed")
         if state[1] in "<>":
@@ -116,13 +124,17 @@ def _raw_bytes(raw, what: str) -> bytes:
 
 
 def _from_bytes(raw: bytes, dtype: np.dtype, shape, order: str, what: str) -> np.ndarray:
-    if not (isinstance(shape, tuple) and all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n
-                                             for n in shape) and len(shape) <= 32):
+    if not (
+        isinstance(shape, tuple)
+        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+        and len(shape) <= 32
+    ):
         raise _Refused(f"{what}: bad array shape {_short(shape)}")
     count = math.prod(shape)
     if count * dtype.itemsize != len(raw):
-        raise _Refused(f"{what}: shape {shape} of {dtype} needs {count * dtype.itemsize} bytes, "
-                       f"the pickle holds {len(raw)}")
+        raise _Refused(
+            f"{what}: shape {shape} of {dtype} needs {count * dtype.itemsize} bytes, the pickle holds {len(raw)}"
+        )
     arr = np.frombuffer(raw, dtype=dtype).reshape(shape, order="F" if order in (True, "F") else "C")
     return arr.astype(dtype.newbyteorder("="), copy=True)  # native, writable, owning its memory
 
@@ -130,7 +142,7 @@ def _from_bytes(raw: bytes, dtype: np.dtype, shape, order: str, what: str) -> np
 class _Array(_Stub):
     """``_reconstruct(ndarray, (0,), b'b')`` then numpy's state ``(1, shape, dtype, fortran, data)``."""
 
-    def __init__(self, unpickler: "NumpyOnlyUnpickler"):
+    def __init__(self, unpickler: NumpyOnlyUnpickler):
         self.unpickler = unpickler
         self.array = None
 
@@ -166,10 +178,14 @@ class _Value(_Stub):
 
 def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
     """The only use of ``_codecs.encode`` in numpy pickles of protocol <= 2: bytes stored as latin-1 text."""
-    if not isinstance(text, str) or not isinstance(encoding, str) or \
-            encoding.lower().replace("-", "").replace("_", "") != "latin1":
-        raise _Refused(f"refused _codecs.encode({type(text).__name__}, {encoding!r}): "
-                       "only latin-1 text to bytes is allowed")
+    if (
+        not isinstance(text, str)
+        or not isinstance(encoding, str)
+        or encoding.lower().replace("-", "").replace("_", "") != "latin1"
+    ):
+        raise _Refused(
+            f"refused _codecs.encode({type(text).__name__}, {encoding!r}): only latin-1 text to bytes is allowed"
+        )
     return text.encode("latin1")
 
 
@@ -201,7 +217,8 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
             raise UnsafePickleError(
                 f"{self.source}: refused to load: the pickle asks for {module}.{name}, and only numpy "
                 f"array reconstruction ({', '.join(sorted({f'{m}.{n}' for m, n in self.allowed}))}) is "
-                f"allowed; a file that names other callables may run code when loaded") from None
+                f"allowed; a file that names other callables may run code when loaded"
+            ) from None
 
     def persistent_load(self, pid):
         raise UnsafePickleError(f"{self.source}: refused to load: persistent id {_short(pid)} in the pickle")
@@ -229,16 +246,24 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
         if self.object_items is None:
             raise _Refused("refused an object array: this loader reads numeric arrays only")
         if not isinstance(items, list) or not isinstance(shape, tuple) or len(shape) != 1 or shape[0] != len(items):
-            raise _Refused(f"refused an object array of shape {_short(shape)} holding {type(items).__name__}: "
-                           "expected a flat list of arrays")
+            raise _Refused(
+                f"refused an object array of shape {_short(shape)} holding {type(items).__name__}: "
+                "expected a flat list of arrays"
+            )
         out = np.empty(len(items), dtype=object)
         for i, item in enumerate(items):
             arr = item.value() if isinstance(item, _Stub) else item
             pattern = self.object_items
-            if not isinstance(arr, np.ndarray) or arr.dtype.kind not in NUMERIC_KINDS or arr.ndim != len(pattern) \
-                    or any(p is not None and p != n for p, n in zip(pattern, arr.shape)):
-                raise _Refused(f"object array item {i}: expected a numeric array of shape {pattern}, got "
-                               f"{type(arr).__name__} {getattr(arr, 'shape', '')} {getattr(arr, 'dtype', '')}")
+            if (
+                not isinstance(arr, np.ndarray)
+                or arr.dtype.kind not in NUMERIC_KINDS
+                or arr.ndim != len(pattern)
+                or any(p is not None and p != n for p, n in zip(pattern, arr.shape))
+            ):
+                raise _Refused(
+                    f"object array item {i}: expected a numeric array of shape {pattern}, got "
+                    f"{type(arr).__name__} {getattr(arr, 'shape', '')} {getattr(arr, 'dtype', '')}"
+                )
             out[i] = arr
         return out
 
@@ -290,8 +315,7 @@ def loads(data: bytes, source: str = "<bytes>", encoding: str = "ASCII", object_
     ``object_items``: see ``NumpyOnlyUnpickler`` (None: object arrays are refused).
     """
     try:
-        raw = NumpyOnlyUnpickler(io.BytesIO(data), source=source, encoding=encoding,
-                                 object_items=object_items).load()
+        raw = NumpyOnlyUnpickler(io.BytesIO(data), source=source, encoding=encoding, object_items=object_items).load()
         return _materialise(raw)
     except _Refused as err:
         raise UnsafePickleError(f"{source}: refused to load: {err}") from None
@@ -302,8 +326,9 @@ def loads(data: bytes, source: str = "<bytes>", encoding: str = "ASCII", object_
     except RecursionError as err:
         raise DataError(f"{source}: the pickle nests too deeply to be data ({err})") from err
     except Exception as err:  # noqa: BLE001 - any failure of a malformed pickle becomes one clear error
-        raise DataError(f"{source}: not a readable pickle of numpy arrays "
-                        f"({type(err).__name__}: {_short(str(err), 200)})") from err
+        raise DataError(
+            f"{source}: not a readable pickle of numpy arrays ({type(err).__name__}: {_short(str(err), 200)})"
+        ) from err
 
 
 def load(path: str | Path, encoding: str = "ASCII", object_items=None):

@@ -18,8 +18,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sbir_core.data.base import (DataError, SBIRData, files_fingerprint, find_child,
-                                 find_dataset_dir, list_images, unique_ids)
+from sbir_core.data.base import (
+    DataError,
+    SBIRData,
+    files_fingerprint,
+    find_child,
+    find_dataset_dir,
+    list_images,
+    unique_ids,
+)
 from sbir_core.data.folders import drop_bad
 
 LAYOUT = """  <root>/shoes304/photo/NNN.jpg               product photos (NNN = photo number)
@@ -33,8 +40,13 @@ N_ATTRIBUTES = 13
 
 def find(root=None) -> Path:
     """The shoes304 folder with its photo/ and sketch/ folders, or a DataError naming what is missing."""
-    folder = find_dataset_dir(root, ["shoes304", "shoes", "FG-SBIR-shoes"], "shoes304", LAYOUT,
-                              marker=lambda p: (p / "sketch").is_dir() and (p / "photo").is_dir())
+    folder = find_dataset_dir(
+        root,
+        ["shoes304", "shoes", "FG-SBIR-shoes"],
+        "shoes304",
+        LAYOUT,
+        marker=lambda p: (p / "sketch").is_dir() and (p / "photo").is_dir(),
+    )
     find_child(folder, "photo", "shoes304", LAYOUT, want_dir=True)
     find_child(folder, "sketch", "shoes304", LAYOUT, want_dir=True)
     return folder
@@ -51,8 +63,9 @@ def _read_mat(path: Path, key: str, rows: int) -> np.ndarray:
         raise DataError(f"{path}: no variable {key!r} (found {sorted(k for k in mat if not k.startswith('__'))})")
     arr = np.asarray(mat[key])
     if arr.ndim != 2 or arr.shape != (rows, N_ATTRIBUTES) or arr.dtype.kind not in "biuf":
-        raise DataError(f"{path}: {key!r} has shape {arr.shape} and dtype {arr.dtype}, "
-                        f"expected numeric ({rows}, {N_ATTRIBUTES})")
+        raise DataError(
+            f"{path}: {key!r} has shape {arr.shape} and dtype {arr.dtype}, expected numeric ({rows}, {N_ATTRIBUTES})"
+        )
     return arr.astype(np.int8)
 
 
@@ -69,8 +82,9 @@ def split_instances(instances: list[str], fractions=(0.7, 0.1, 0.2), seed: int =
     return out
 
 
-def load(root=None, fractions=(0.7, 0.1, 0.2), seed: int = 0, attributes: str | bool = "auto",
-         skip_bad: bool = False) -> SBIRData:
+def load(
+    root=None, fractions=(0.7, 0.1, 0.2), seed: int = 0, attributes: str | bool = "auto", skip_bad: bool = False
+) -> SBIRData:
     """Load the paired shoe folder.
 
     Args:
@@ -97,8 +111,9 @@ def load(root=None, fractions=(0.7, 0.1, 0.2), seed: int = 0, attributes: str | 
     for f in photo_files:
         if f.stem.isdigit() and f.stem.isascii():
             if f.stem in photos:
-                raise DataError(f"shoes304: duplicate photo id {f.stem!r}: {photos[f.stem]} and {f}; "
-                                "remove or rename one")
+                raise DataError(
+                    f"shoes304: duplicate photo id {f.stem!r}: {photos[f.stem]} and {f}; remove or rename one"
+                )
             photos[f.stem] = f
         else:
             ignored.append(str(f))
@@ -112,10 +127,11 @@ def load(root=None, fractions=(0.7, 0.1, 0.2), seed: int = 0, attributes: str | 
             continue
         pid, k = m.groups()
         if pid not in photos:
-            raise DataError(f"shoes304: sketch {f} belongs to photo {pid}, but {photo_dir / (pid + '.jpg')} "
-                            f"is missing.\nExpected layout:\n{LAYOUT}")
-        rows.append({"sketch_id": f.stem, "photo_id": pid, "instance": pid, "category": "shoe",
-                     "sketch_index": k})
+            raise DataError(
+                f"shoes304: sketch {f} belongs to photo {pid}, but {photo_dir / (pid + '.jpg')} "
+                f"is missing.\nExpected layout:\n{LAYOUT}"
+            )
+        rows.append({"sketch_id": f.stem, "photo_id": pid, "instance": pid, "category": "shoe", "sketch_index": k})
         files.append(f)
     if not rows:
         raise DataError(f"shoes304: no sketches named NNN-K.jpg in {sketch_dir}.\nExpected layout:\n{LAYOUT}")
@@ -124,17 +140,23 @@ def load(root=None, fractions=(0.7, 0.1, 0.2), seed: int = 0, attributes: str | 
     sketches = pd.DataFrame([rows[i] for i in order])
     files = [files[i] for i in order]
     photo_ids = sorted(photos, key=int)
-    photo_table = pd.DataFrame({"photo_id": photo_ids, "instance": photo_ids, "category": "shoe",
-                                "medium": "photo"})
+    photo_table = pd.DataFrame({"photo_id": photo_ids, "instance": photo_ids, "category": "shoe", "medium": "photo"})
     photo_paths = [photos[p] for p in photo_ids]
 
     split = split_instances(photo_ids, fractions, seed)
     sketches["split"] = sketches["instance"].map(split)
     photo_table["split"] = photo_table["instance"].map(split)
-    info = {"root": str(folder), "ignored": ignored,
-            "split": {"seed": seed, "fractions": list(fractions),
-                      "instances": {s: sorted((i for i, v in split.items() if v == s), key=int)
-                                    for s in ("train", "val", "test")}}}
+    info = {
+        "root": str(folder),
+        "ignored": ignored,
+        "split": {
+            "seed": seed,
+            "fractions": list(fractions),
+            "instances": {
+                s: sorted((i for i, v in split.items() if v == s), key=int) for s in ("train", "val", "test")
+            },
+        },
+    }
 
     mats = [folder / "13_A_image_label.mat", folder / "13_A_sketch_label.mat"]
     mats = [next((c for c in folder.iterdir() if c.name.lower() == m.name.lower()), m) for m in mats]
@@ -145,8 +167,9 @@ def load(root=None, fractions=(0.7, 0.1, 0.2), seed: int = 0, attributes: str | 
         _attach_attributes(sketches, photo_table, mats, info)
 
     stat_files = photo_paths + files + [m for m in mats if m.exists()]
-    sketches, files, photo_table, photo_paths, info["skipped"] = drop_bad(sketches, files, photo_table,
-                                                                           photo_paths, skip_bad)
+    sketches, files, photo_table, photo_paths, info["skipped"] = drop_bad(
+        sketches, files, photo_table, photo_paths, skip_bad
+    )
     info["fingerprint"] = files_fingerprint(stat_files)
     return SBIRData("shoes304", sketches, photo_table, sketch_files=files, photo_files=photo_paths, info=info)
 
@@ -172,8 +195,11 @@ def _attach_attributes(sketches: pd.DataFrame, photo_table: pd.DataFrame, mats: 
     for j in range(N_ATTRIBUTES):
         photo_table[f"attr_{j}"] = img[:, j]
         sketches[f"attr_{j}"] = skt[rows, j]
-    info["attributes"] = {"order": "k-major" if use_k else "photo-major",
-                          "agreement_k_major": agree_k, "agreement_photo_major": agree_photo}
+    info["attributes"] = {
+        "order": "k-major" if use_k else "photo-major",
+        "agreement_k_major": agree_k,
+        "agreement_photo_major": agree_photo,
+    }
 
 
 def check(root=None) -> Path:

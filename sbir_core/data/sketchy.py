@@ -38,8 +38,13 @@ def _release(folder: Path) -> Path | None:
 
 def find(root=None, augmentation: str = "tx_000000000000") -> tuple[Path, Path, Path]:
     """(dataset folder, sketch folder, photo folder) for one augmentation, or a DataError."""
-    folder = find_dataset_dir(root, ["sketchy", "Sketchy", "sketchy_database", "Sketchy_database"], "sketchy",
-                              LAYOUT, marker=lambda p: _release(p) is not None)
+    folder = find_dataset_dir(
+        root,
+        ["sketchy", "Sketchy", "sketchy_database", "Sketchy_database"],
+        "sketchy",
+        LAYOUT,
+        marker=lambda p: _release(p) is not None,
+    )
     rel = _release(folder)
     if rel is None:
         raise DataError(f"sketchy: missing folder {folder / '256x256'}.\nExpected layout:\n{LAYOUT}")
@@ -53,9 +58,17 @@ def find(root=None, augmentation: str = "tx_000000000000") -> tuple[Path, Path, 
     return folder, out[0], out[1]
 
 
-def load(root=None, augmentation: str = "tx_000000000000", extended: str | bool = "auto", unseen=None,
-         fractions=(0.7, 0.1, 0.2), val_fraction: float = 0.1, seed: int = 0, skip_bad: bool = False,
-         paired_only: bool = False) -> SBIRData:
+def load(
+    root=None,
+    augmentation: str = "tx_000000000000",
+    extended: str | bool = "auto",
+    unseen=None,
+    fractions=(0.7, 0.1, 0.2),
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    skip_bad: bool = False,
+    paired_only: bool = False,
+) -> SBIRData:
     """Load Sketchy: sketches paired with their photos, plus the extended photos when asked/present.
 
     Args:
@@ -78,22 +91,30 @@ def load(root=None, augmentation: str = "tx_000000000000", extended: str | bool 
     photo_rows, photo_files = [], []
     for cls, fs in ph_class.items():
         for f in fs:
-            photo_rows.append({"photo_id": f"{cls}/{safe_text(f.stem)}", "instance": f"{cls}/{safe_text(f.stem)}",
-                               "category": cls,
-                               "medium": "photo", "extended": False})
+            photo_rows.append(
+                {
+                    "photo_id": f"{cls}/{safe_text(f.stem)}",
+                    "instance": f"{cls}/{safe_text(f.stem)}",
+                    "category": cls,
+                    "medium": "photo",
+                    "extended": False,
+                }
+            )
             photo_files.append(f)
     ext_dir = _subdir(folder, EXTENDED)
     if extended is True and ext_dir is None:
-        raise DataError(f"sketchy: extended=True but no {' or '.join(EXTENDED)} folder in {folder}.\n"
-                        f"Expected layout:\n{LAYOUT}")
+        raise DataError(
+            f"sketchy: extended=True but no {' or '.join(EXTENDED)} folder in {folder}.\nExpected layout:\n{LAYOUT}"
+        )
     if extended is not False and ext_dir is not None:
         e_class, s = scan_classes(ext_dir, folder)
         stray += s
         for cls, fs in e_class.items():
             for f in fs:
                 pid = f"ext/{cls}/{safe_text(f.stem)}"
-                photo_rows.append({"photo_id": pid, "instance": pid, "category": cls, "medium": "photo",
-                                   "extended": True})
+                photo_rows.append(
+                    {"photo_id": pid, "instance": pid, "category": cls, "medium": "photo", "extended": True}
+                )
                 photo_files.append(f)
     known = {r["photo_id"] for r in photo_rows if not r["extended"]}
     rows, files, unpaired = [], [], 0
@@ -105,17 +126,35 @@ def load(root=None, augmentation: str = "tx_000000000000", extended: str | bool 
             if pid not in known:
                 unpaired += 1
                 pid = ""
-            rows.append({"sketch_id": f"{cls}/{stem}", "photo_id": pid,
-                         "instance": pid or f"{cls}/{stem}", "category": cls})
+            rows.append(
+                {"sketch_id": f"{cls}/{stem}", "photo_id": pid, "instance": pid or f"{cls}/{stem}", "category": cls}
+            )
             files.append(f)
     sketches = pd.DataFrame(rows)
     photos = pd.DataFrame(photo_rows, columns=["photo_id", "instance", "category", "medium", "extended"])
-    info = {"root": str(folder), "augmentation": augmentation, "ignored": stray, "unpaired": unpaired,
-            "extended_folder": str(ext_dir) if ext_dir is not None and extended is not False else None}
+    info = {
+        "root": str(folder),
+        "augmentation": augmentation,
+        "ignored": stray,
+        "unpaired": unpaired,
+        "extended_folder": str(ext_dir) if ext_dir is not None and extended is not False else None,
+    }
     if paired_only:
         photos["medium"] = photos["medium"].where(~photos["extended"], "extended_photo")
-    return category_dataset("sketchy", sketches, files, photos, photo_files, info, unseen, fractions,
-                            val_fraction, seed, skip_bad, paired_only)
+    return category_dataset(
+        "sketchy",
+        sketches,
+        files,
+        photos,
+        photo_files,
+        info,
+        unseen,
+        fractions,
+        val_fraction,
+        seed,
+        skip_bad,
+        paired_only,
+    )
 
 
 def check(root=None) -> Path:

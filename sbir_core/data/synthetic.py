@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import pandas as pd
 
 from sbir_core.cache import cached_arrays
-from sbir_core.data.base import PHOTO_COLUMNS, SKETCH_COLUMNS, DataError, SBIRData, cache_dir
+from sbir_core.data.base import DataError, SBIRData, cache_dir
 from sbir_core.data.world import drawers as W
 from sbir_core.data.world import objects as O
 from sbir_core.data.world import photos as P
@@ -48,12 +47,30 @@ GENERATOR_VERSION = 5  # bump when generation changes, so old caches are not reu
 SPLITS = ("train", "val", "test")
 
 # the options that only change the unseen drawers' sketches (the cache's second file)
-GAP_FIELDS = ("style_gap", "detail_gap", "drawers_unseen", "unseen_sketches_per_instance",
-              "adaptation_sketches_per_instance")
+GAP_FIELDS = (
+    "style_gap",
+    "detail_gap",
+    "drawers_unseen",
+    "unseen_sketches_per_instance",
+    "adaptation_sketches_per_instance",
+)
 
-__all__ = ["CATEGORIES", "MEDIA", "N_STYLE", "STYLE_DIMS", "STYLE_NAMES", "StyleWorld", "WorldConfig",
-           "WorldConfigError", "adaptation_split", "detail_levels", "detail_subset", "drawer_styles", "load",
-           "support_set"]
+__all__ = [
+    "CATEGORIES",
+    "MEDIA",
+    "N_STYLE",
+    "STYLE_DIMS",
+    "STYLE_NAMES",
+    "StyleWorld",
+    "WorldConfig",
+    "WorldConfigError",
+    "adaptation_split",
+    "detail_levels",
+    "detail_subset",
+    "drawer_styles",
+    "load",
+    "support_set",
+]
 
 
 class WorldConfigError(DataError, ValueError):
@@ -64,28 +81,28 @@ class WorldConfigError(DataError, ValueError):
 class WorldConfig:
     """Everything that determines a style world; the same config gives the same arrays."""
 
-    seed: int = 0                                   # base seed of every random stream
-    n_instances: int = 1024                         # objects, in families spread evenly over the categories
+    seed: int = 0  # base seed of every random stream
+    n_instances: int = 1024  # objects, in families spread evenly over the categories
     categories: tuple[str, ...] = tuple(CATEGORIES)  # which object categories exist
     unseen_categories: tuple[str, ...] = ("lamp", "bag")  # tagged category_split="unseen"
-    family_size: int = 4                            # objects per family of near-twins (1: independent objects)
-    twin_changes: int = 1                           # attributes each family member changes from the prototype
-    drawers_seen: int = 24                          # drawers who draw train, val and test objects
-    drawers_unseen: int = 8                         # drawers who draw test objects and the adaptation split
-    sketches_per_instance: int = 4                  # seen drawers per object (distinct drawers)
-    unseen_sketches_per_instance: int = 2           # unseen drawers per test object
-    adaptation_sketches_per_instance: int = 2       # unseen drawers per train and val object (adaptation split)
-    style_gap: float = 3.0                          # distance of unseen from seen style means along how they draw
-    detail_gap: float = 0.0                         # shift of unseen drawers towards less detail (latent units)
-    style_spread: float = 0.7                       # spread of drawers' styles around their mean
-    style_jitter: float = 0.3                       # one drawer's sketch-to-sketch style variation
-    media: tuple[str, ...] = ("photo", "pen_ink")   # photo media; sketches pair with media[0]
-    photo_size: int = 64                            # photo side, pixels
-    pose_jitter: float = 0.5                        # photo rotation and shift scale (0: none)
-    val_fraction: float = 0.1                       # fraction of each category's families in val
-    test_fraction: float = 0.4                      # fraction of each category's families in test
-    point_spacing: float = 7.0                      # canvas pixels between sketch points before simplification
-    base_tremor: float = 0.6                        # tremor every hand has, canvas pixels
+    family_size: int = 4  # objects per family of near-twins (1: independent objects)
+    twin_changes: int = 1  # attributes each family member changes from the prototype
+    drawers_seen: int = 24  # drawers who draw train, val and test objects
+    drawers_unseen: int = 8  # drawers who draw test objects and the adaptation split
+    sketches_per_instance: int = 4  # seen drawers per object (distinct drawers)
+    unseen_sketches_per_instance: int = 2  # unseen drawers per test object
+    adaptation_sketches_per_instance: int = 2  # unseen drawers per train and val object (adaptation split)
+    style_gap: float = 3.0  # distance of unseen from seen style means along how they draw
+    detail_gap: float = 0.0  # shift of unseen drawers towards less detail (latent units)
+    style_spread: float = 0.7  # spread of drawers' styles around their mean
+    style_jitter: float = 0.3  # one drawer's sketch-to-sketch style variation
+    media: tuple[str, ...] = ("photo", "pen_ink")  # photo media; sketches pair with media[0]
+    photo_size: int = 64  # photo side, pixels
+    pose_jitter: float = 0.5  # photo rotation and shift scale (0: none)
+    val_fraction: float = 0.1  # fraction of each category's families in val
+    test_fraction: float = 0.4  # fraction of each category's families in test
+    point_spacing: float = 7.0  # canvas pixels between sketch points before simplification
+    base_tremor: float = 0.6  # tremor every hand has, canvas pixels
 
     def __post_init__(self):
         for name in ("categories", "unseen_categories", "media"):
@@ -93,14 +110,31 @@ class WorldConfig:
             if isinstance(value, str):
                 raise WorldConfigError(f"{name} must be a list of names, got the string {value!r}")
             object.__setattr__(self, name, tuple(value))
-        for name in ("n_instances", "drawers_seen", "drawers_unseen", "sketches_per_instance",
-                     "unseen_sketches_per_instance", "adaptation_sketches_per_instance", "photo_size",
-                     "family_size", "twin_changes"):
+        for name in (
+            "n_instances",
+            "drawers_seen",
+            "drawers_unseen",
+            "sketches_per_instance",
+            "unseen_sketches_per_instance",
+            "adaptation_sketches_per_instance",
+            "photo_size",
+            "family_size",
+            "twin_changes",
+        ):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
                 raise WorldConfigError(f"{name} must be a non-negative integer, got {value!r}")
-        for name in ("style_gap", "detail_gap", "style_spread", "style_jitter", "pose_jitter", "base_tremor",
-                     "val_fraction", "test_fraction", "point_spacing"):
+        for name in (
+            "style_gap",
+            "detail_gap",
+            "style_spread",
+            "style_jitter",
+            "pose_jitter",
+            "base_tremor",
+            "val_fraction",
+            "test_fraction",
+            "point_spacing",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
                 raise WorldConfigError(f"{name} must be a number, got {value!r}")
@@ -114,8 +148,9 @@ class WorldConfig:
             if bad:
                 raise WorldConfigError(f"{name}: unknown categories {bad}; known: {', '.join(CATEGORIES)}")
         if not set(self.unseen_categories) <= set(self.categories):
-            raise WorldConfigError(f"unseen_categories {list(self.unseen_categories)} must be among "
-                                   f"categories {list(self.categories)}")
+            raise WorldConfigError(
+                f"unseen_categories {list(self.unseen_categories)} must be among categories {list(self.categories)}"
+            )
         if not self.categories:
             raise WorldConfigError("categories must name at least one category")
         bad = [m for m in self.media if m not in MEDIA]
@@ -128,18 +163,22 @@ class WorldConfig:
         if self.photo_size < 4:
             raise WorldConfigError(f"photo_size must be at least 4 pixels, got {self.photo_size}")
         if self.sketches_per_instance < 1 or self.sketches_per_instance > self.drawers_seen:
-            raise WorldConfigError(f"sketches_per_instance must lie in 1..drawers_seen={self.drawers_seen}, "
-                                   f"got {self.sketches_per_instance}")
+            raise WorldConfigError(
+                f"sketches_per_instance must lie in 1..drawers_seen={self.drawers_seen}, "
+                f"got {self.sketches_per_instance}"
+            )
         for name in ("unseen_sketches_per_instance", "adaptation_sketches_per_instance"):
             if getattr(self, name) > self.drawers_unseen:
-                raise WorldConfigError(f"{name} must lie in 0..drawers_unseen={self.drawers_unseen}, "
-                                       f"got {getattr(self, name)}")
+                raise WorldConfigError(
+                    f"{name} must lie in 0..drawers_unseen={self.drawers_unseen}, got {getattr(self, name)}"
+                )
         if self.family_size < 1:
             raise WorldConfigError(f"family_size must be at least 1, got {self.family_size}")
         n_attrs = min(len(O.attributes(c)) for c in self.categories)
         if not 1 <= self.twin_changes <= n_attrs:
-            raise WorldConfigError(f"twin_changes must lie in 1..{n_attrs} (the fewest attributes of a "
-                                   f"category), got {self.twin_changes}")
+            raise WorldConfigError(
+                f"twin_changes must lie in 1..{n_attrs} (the fewest attributes of a category), got {self.twin_changes}"
+            )
         for name in ("val_fraction", "test_fraction"):
             if not 0 <= getattr(self, name) < 1:
                 raise WorldConfigError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
@@ -149,7 +188,7 @@ class WorldConfig:
             raise WorldConfigError(f"point_spacing must be positive, got {self.point_spacing}")
 
     @classmethod
-    def from_options(cls, **options) -> "WorldConfig":
+    def from_options(cls, **options) -> WorldConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
@@ -195,7 +234,7 @@ class StyleWorld:
         self.attributes = np.full((n, O.MAX_ATTRS), np.nan)
         for i, cat in enumerate(self.category):
             vals = self._family_member(cat, int(self.family[i]), i % c.family_size)
-            self.attributes[i, :len(vals)] = vals
+            self.attributes[i, : len(vals)] = vals
         self.appearance = [P.sample_appearance(_rng(c.seed, 3, i), c.pose_jitter) for i in range(n)]
         rng = _rng(c.seed, 2)
         self.gap_direction = W.gap_direction(c.seed)
@@ -235,7 +274,7 @@ class StyleWorld:
             n_val = int(round(c.val_fraction * len(fams)))
             for k in fams[:n_test]:
                 fam_split[k] = "test"
-            for k in fams[n_test:n_test + n_val]:
+            for k in fams[n_test : n_test + n_val]:
                 fam_split[k] = "val"
         return [fam_split[f] for f in self.family]
 
@@ -284,8 +323,11 @@ class StyleWorld:
         return O.near_twin_attributes(self.category[i], self.values(i), _rng(self.config.seed, 8, i, seed), which)
 
     def describe(self, i: int) -> dict:
-        return {"instance": self.instance_ids[i], "category": self.category[i],
-                **O.describe(self.category[i], self.values(i))}
+        return {
+            "instance": self.instance_ids[i],
+            "category": self.category[i],
+            **O.describe(self.category[i], self.values(i)),
+        }
 
     # -- the whole world ---------------------------------------------------------------------
     def generate(self) -> SBIRData:
@@ -296,7 +338,7 @@ class StyleWorld:
         """The arrays of one cache part: "base" (photos and seen drawers' sketches) or "unseen"."""
         c = self.config
         rows, strokes, levels = [], [], []
-        for i, inst in enumerate(self.instance_ids):
+        for i in range(len(self.instance_ids)):
             for d in self.drawers_of(i, "seen" if part == "base" else "unseen"):
                 s, lv = self.sketch(i, d)
                 strokes.append(s)
@@ -305,16 +347,18 @@ class StyleWorld:
         rows = np.array(rows, dtype=np.int64).reshape(-1, 2)
         lengths = np.array([len(s) for s in strokes], dtype=np.int64)
         nlev = np.array([len(v) for v in levels], dtype=np.int64)
-        out = {f"{part}_rows": rows,
-               f"{part}_xy": np.concatenate(strokes) if strokes else np.zeros((0, 3)),
-               f"{part}_offsets": np.concatenate([[0], np.cumsum(lengths)]),
-               f"{part}_levels": (np.concatenate(levels) if levels else np.zeros(0)).astype(np.int8),
-               f"{part}_level_offsets": np.concatenate([[0], np.cumsum(nlev)])}
+        out = {
+            f"{part}_rows": rows,
+            f"{part}_xy": np.concatenate(strokes) if strokes else np.zeros((0, 3)),
+            f"{part}_offsets": np.concatenate([[0], np.cumsum(lengths)]),
+            f"{part}_levels": (np.concatenate(levels) if levels else np.zeros(0)).astype(np.int8),
+            f"{part}_level_offsets": np.concatenate([[0], np.cumsum(nlev)]),
+        }
         if part == "base":
             n_media = len(c.media)
             arrays = np.empty((c.n_instances * n_media, c.photo_size, c.photo_size, 3), dtype=np.uint8)
             for i in range(c.n_instances):
-                arrays[i * n_media:(i + 1) * n_media] = self.photos(i)
+                arrays[i * n_media : (i + 1) * n_media] = self.photos(i)
             out["photos"] = arrays
         return out
 
@@ -334,36 +378,62 @@ class StyleWorld:
         cats = np.array(self.category, dtype=object)
         split = np.array(self.split, dtype=object)
         dids, dsplit = np.array(self.drawer_ids, dtype=object), np.array(self.drawer_split, dtype=object)
-        sk = pd.DataFrame({"sketch_id": [f"{a}-{b}" for a, b in zip(ids[inst], dids[drw])],
-                           "photo_id": [f"{a}-{c.media[0]}" for a in ids[inst]], "instance": ids[inst],
-                           "category": cats[inst], "drawer": dids[drw], "drawer_split": dsplit[drw],
-                           "split": split[inst]})
+        sk = pd.DataFrame(
+            {
+                "sketch_id": [f"{a}-{b}" for a, b in zip(ids[inst], dids[drw])],
+                "photo_id": [f"{a}-{c.media[0]}" for a in ids[inst]],
+                "instance": ids[inst],
+                "category": cats[inst],
+                "drawer": dids[drw],
+                "drawer_split": dsplit[drw],
+                "split": split[inst],
+            }
+        )
         n_media = len(c.media)
-        ph = pd.DataFrame({"photo_id": [f"{a}-{m}" for a in self.instance_ids for m in c.media],
-                           "instance": np.repeat(ids, n_media), "category": np.repeat(cats, n_media),
-                           "split": np.repeat(split, n_media), "medium": list(c.media) * c.n_instances})
+        ph = pd.DataFrame(
+            {
+                "photo_id": [f"{a}-{m}" for a in self.instance_ids for m in c.media],
+                "instance": np.repeat(ids, n_media),
+                "category": np.repeat(cats, n_media),
+                "split": np.repeat(split, n_media),
+                "medium": list(c.media) * c.n_instances,
+            }
+        )
         unseen = set(c.unseen_categories)
         family = dict(zip(self.instance_ids, self.family_ids))
         for df in (sk, ph):
             df["category_split"] = ["unseen" if k in unseen else "seen" for k in df["category"]]
             df["family"] = [family[i] for i in df["instance"]]
         sk["adaptation"] = (sk["drawer_split"] == "unseen") & (sk["split"] != "test")
-        info = {"config": asdict(c), "fingerprint": c.key, "detail_levels": levels,
-                "detail_levels_by_id": dict(zip(sk["sketch_id"], levels)),
-                "attributes": self.attributes, "instances": list(self.instance_ids),
-                "families": list(self.family_ids),
-                "attribute_names": {k: [a.name for a in O.attributes(k)] for k in c.categories},
-                "styles": self.styles, "style_names": list(STYLE_NAMES), "drawer_ids": list(self.drawer_ids),
-                "drawer_split": list(self.drawer_split), "world": self}
+        info = {
+            "config": asdict(c),
+            "fingerprint": c.key,
+            "detail_levels": levels,
+            "detail_levels_by_id": dict(zip(sk["sketch_id"], levels)),
+            "attributes": self.attributes,
+            "instances": list(self.instance_ids),
+            "families": list(self.family_ids),
+            "attribute_names": {k: [a.name for a in O.attributes(k)] for k in c.categories},
+            "styles": self.styles,
+            "style_names": list(STYLE_NAMES),
+            "drawer_ids": list(self.drawer_ids),
+            "drawer_split": list(self.drawer_split),
+            "world": self,
+        }
         return SBIRData("style_world", sk, ph, strokes=strokes, photo_arrays=arrays["photos"], info=info)
 
 
 # -- cache: two verified npz files, no pickle ----------------------------------------------------
 
+
 def _part_expect(part: str, config: WorldConfig) -> dict[str, tuple]:
-    expect = {f"{part}_rows": ((None, 2), np.int64), f"{part}_xy": ((None, 3), np.float64),
-              f"{part}_offsets": ((None,), np.int64), f"{part}_levels": ((None,), np.int8),
-              f"{part}_level_offsets": ((None,), np.int64)}
+    expect = {
+        f"{part}_rows": ((None, 2), np.int64),
+        f"{part}_xy": ((None, 3), np.float64),
+        f"{part}_offsets": ((None,), np.int64),
+        f"{part}_levels": ((None,), np.int8),
+        f"{part}_level_offsets": ((None,), np.int64),
+    }
     if part == "base":
         n = config.n_instances * len(config.media)
         expect["photos"] = ((n, config.photo_size, config.photo_size, 3), np.uint8)
@@ -437,9 +507,12 @@ def support_set(data: SBIRData, drawer: str, k: int, seed: int = 0) -> np.ndarra
         raise DataError(f"{data.name}: unknown drawer {drawer!r}")
     rows = np.flatnonzero(((sk["drawer"] == drawer) & sk["adaptation"]).to_numpy())
     if len(rows) == 0:
-        raise DataError(f"{data.name}: drawer {drawer!r} has no sketches in the adaptation split "
-                        f"(only unseen drawers have one)")
+        raise DataError(
+            f"{data.name}: drawer {drawer!r} has no sketches in the adaptation split (only unseen drawers have one)"
+        )
     if not 1 <= k <= len(rows):
-        raise DataError(f"{data.name}: support set of k={k} asked for drawer {drawer!r}, whose adaptation split "
-                        f"holds {len(rows)} sketches; k must lie in 1..{len(rows)}")
+        raise DataError(
+            f"{data.name}: support set of k={k} asked for drawer {drawer!r}, whose adaptation split "
+            f"holds {len(rows)} sketches; k must lie in 1..{len(rows)}"
+        )
     return np.sort(np.random.default_rng([seed, 11]).choice(rows, k, replace=False))

@@ -18,12 +18,12 @@ float32 scaled to [-1, 1]. Tensors are channels-last in memory (faster convoluti
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
 
 from sbir_core.data.base import DataError, SBIRData
 
@@ -68,8 +68,10 @@ class RetrievalView:
     def __post_init__(self):
         n, m = len(self.queries), len(self.gallery)
         if self.target.shape != (n,) or len(self.table) != n or len(self.gallery_table) != m:
-            raise DataError(f"{self.name}: {n} queries, {tuple(self.target.shape)} targets, "
-                            f"{len(self.table)} table rows, {m} gallery items, {len(self.gallery_table)} gallery rows")
+            raise DataError(
+                f"{self.name}: {n} queries, {tuple(self.target.shape)} targets, "
+                f"{len(self.table)} table rows, {m} gallery items, {len(self.gallery_table)} gallery rows"
+            )
         if n and (int(self.target.min()) < 0 or int(self.target.max()) >= m):
             raise DataError(f"{self.name}: targets must index the {m} gallery items")
         if self.strokes is not None and len(self.strokes) != n:
@@ -81,8 +83,9 @@ class RetrievalView:
             for what, t in (("queries", self.table), ("gallery", self.gallery_table)):
                 if self.group not in t:
                     raise DataError(f"{self.name}: group={self.group!r} is not a column of the {what}' table")
-            codes, uniques = pd.factorize(pd.concat([self.gallery_table[self.group], self.table[self.group]]),
-                                          sort=True)
+            codes, uniques = pd.factorize(
+                pd.concat([self.gallery_table[self.group], self.table[self.group]]), sort=True
+            )
             self.gallery_group = torch.as_tensor(codes[:m], dtype=torch.long)
             self.query_group = torch.as_tensor(codes[m:], dtype=torch.long)
             if n and not torch.equal(self.gallery_group[self.target], self.query_group):
@@ -90,9 +93,11 @@ class RetrievalView:
             sizes = pd.Series(codes[:m]).value_counts()
             small = [str(uniques[c]) for c, s in sizes.items() if s < 2]
             if small:
-                raise DataError(f"{self.name}: ranking within {self.group} needs at least 2 gallery items in every "
-                                f"{self.group}; {small[:5]} {'has' if len(small) == 1 else 'have'} one. Use "
-                                f"group=None (the mixed gallery) or a split with more objects")
+                raise DataError(
+                    f"{self.name}: ranking within {self.group} needs at least 2 gallery items in every "
+                    f"{self.group}; {small[:5]} {'has' if len(small) == 1 else 'have'} one. Use "
+                    f"group=None (the mixed gallery) or a split with more objects"
+                )
 
     def __len__(self) -> int:
         return len(self.queries)
@@ -131,18 +136,35 @@ class RetrievalView:
         sizes = pd.Series(cat).value_counts()
         return chance_acc_at_k(sizes.loc[cat[self.target.numpy()]].to_numpy(), k)
 
-    def subset(self, mask) -> "RetrievalView":
+    def subset(self, mask) -> RetrievalView:
         """The queries selected by a boolean mask (gallery unchanged: same retrieval problem)."""
         idx = np.flatnonzero(np.asarray(mask))
         t = torch.as_tensor(idx, dtype=torch.long)
-        return RetrievalView(self.name, self.queries[t], self.gallery, self.target[t], self.table.iloc[idx],
-                             self.gallery_table, self.group,
-                             None if self.strokes is None else [self.strokes[i] for i in idx], self.dropped)
+        return RetrievalView(
+            self.name,
+            self.queries[t],
+            self.gallery,
+            self.target[t],
+            self.table.iloc[idx],
+            self.gallery_table,
+            self.group,
+            None if self.strokes is None else [self.strokes[i] for i in idx],
+            self.dropped,
+        )
 
-    def within(self, group: str | None) -> "RetrievalView":
+    def within(self, group: str | None) -> RetrievalView:
         """The same queries and gallery ranked within another grouping (None: the mixed gallery)."""
-        return RetrievalView(self.name, self.queries, self.gallery, self.target, self.table, self.gallery_table,
-                             group, self.strokes, self.dropped)
+        return RetrievalView(
+            self.name,
+            self.queries,
+            self.gallery,
+            self.target,
+            self.table,
+            self.gallery_table,
+            group,
+            self.strokes,
+            self.dropped,
+        )
 
     # ------------------------------------------------------------------ batches
 
@@ -228,8 +250,15 @@ def _split_mask(table: pd.DataFrame, split) -> np.ndarray:
     return table["split"].isin(values).to_numpy().copy()
 
 
-def fg_view(data: SBIRData, split: str | None = None, size: int = 64, line_width: float = 1.5,
-            medium: str | None = "photo", group: str | None = "category", where: dict | None = None) -> RetrievalView:
+def fg_view(
+    data: SBIRData,
+    split: str | None = None,
+    size: int = 64,
+    line_width: float = 1.5,
+    medium: str | None = "photo",
+    group: str | None = "category",
+    where: dict | None = None,
+) -> RetrievalView:
     """Fine-grained SBIR view of one split: queries = its sketches, gallery = the distinct photos
     paired with them (METHODS.md §0.4: the gallery is not the photo folder).
 
@@ -253,8 +282,7 @@ def fg_view(data: SBIRData, split: str | None = None, size: int = 64, line_width
     if medium is not None and "medium" in photos and (photos["medium"] != "").any():
         pmask = (photos["medium"] == medium).to_numpy()
         if not pmask.any():
-            raise DataError(f"{data.name}: no photos of medium {medium!r} "
-                            f"(media: {sorted(set(photos['medium']))})")
+            raise DataError(f"{data.name}: no photos of medium {medium!r} (media: {sorted(set(photos['medium']))})")
     where_photo = {pid: i for i, pid in enumerate(photos["photo_id"]) if pmask[i]}
     rows = np.flatnonzero(keep)
     if len(rows) == 0:
@@ -262,20 +290,36 @@ def fg_view(data: SBIRData, split: str | None = None, size: int = 64, line_width
     pos = np.array([where_photo.get(pid, -1) for pid in sk["photo_id"].iloc[rows]], dtype=np.int64)
     dropped = sk["sketch_id"].iloc[rows[pos < 0]].tolist()
     if len(dropped) == len(rows):
-        raise DataError(f"{data.name}: none of the {len(rows)} sketches of split {split!r} has a paired photo "
-                        f"of medium {medium!r} (e.g. {dropped[:3]})")
+        raise DataError(
+            f"{data.name}: none of the {len(rows)} sketches of split {split!r} has a paired photo "
+            f"of medium {medium!r} (e.g. {dropped[:3]})"
+        )
     rows, pos = rows[pos >= 0], pos[pos >= 0]
     gal_rows, target = np.unique(pos, return_inverse=True)
     sketches = data.sketch_images(size, line_width)[rows]
     photos_img = data.photo_images(size)[gal_rows]
-    return RetrievalView(f"{data.name}/{split}", sketch_tensor(sketches), photo_tensor(photos_img),
-                         torch.as_tensor(target.reshape(-1), dtype=torch.long),
-                         sk.iloc[rows].copy(), photos.iloc[gal_rows].copy(), group,
-                         None if data.strokes is None else [data.strokes[r] for r in rows], dropped)
+    return RetrievalView(
+        f"{data.name}/{split}",
+        sketch_tensor(sketches),
+        photo_tensor(photos_img),
+        torch.as_tensor(target.reshape(-1), dtype=torch.long),
+        sk.iloc[rows].copy(),
+        photos.iloc[gal_rows].copy(),
+        group,
+        None if data.strokes is None else [data.strokes[r] for r in rows],
+        dropped,
+    )
 
 
-def sketch_view(data: SBIRData, split: str | None = None, size: int = 64, line_width: float = 1.5,
-                instance: str = "instance", gallery_pick: int = 0, group: str | None = "category") -> RetrievalView:
+def sketch_view(
+    data: SBIRData,
+    split: str | None = None,
+    size: int = 64,
+    line_width: float = 1.5,
+    instance: str = "instance",
+    gallery_pick: int = 0,
+    group: str | None = "category",
+) -> RetrievalView:
     """Sketch-to-sketch view for photo-less data: for each ``instance`` (e.g. chair) of the split with
     at least two sketches, one sketch (the ``gallery_pick``-th in table order) becomes the gallery
     item and the others are queries whose true match is it: "find another drawing of this object".
@@ -298,13 +342,20 @@ def sketch_view(data: SBIRData, split: str | None = None, size: int = 64, line_w
         raise DataError(f"{data.name}: no {instance} with two or more sketches in split {split!r}")
     images = data.sketch_images(size, line_width)
     q, gal = np.array(q), np.array(gal)
-    return RetrievalView(f"{data.name}/{split}/sketch2sketch", sketch_tensor(images[q]),
-                         sketch_tensor(images[gal]), torch.as_tensor(tgt, dtype=torch.long),
-                         sk.iloc[q].copy(), sk.iloc[gal].copy(), group,
-                         None if data.strokes is None else [data.strokes[r] for r in q])
+    return RetrievalView(
+        f"{data.name}/{split}/sketch2sketch",
+        sketch_tensor(images[q]),
+        sketch_tensor(images[gal]),
+        torch.as_tensor(tgt, dtype=torch.long),
+        sk.iloc[q].copy(),
+        sk.iloc[gal].copy(),
+        group,
+        None if data.strokes is None else [data.strokes[r] for r in q],
+    )
 
 
 # ---------------------------------------------------------------------- category level
+
 
 @dataclass
 class CategoryView:
@@ -348,9 +399,16 @@ class CategoryView:
         return rel
 
 
-def category_view(data: SBIRData, sketches: dict | None = None, photos: dict | None = None, size: int = 64,
-                  line_width: float = 1.5, relevance: str = "category", want_media=None,
-                  name: str | None = None) -> CategoryView:
+def category_view(
+    data: SBIRData,
+    sketches: dict | None = None,
+    photos: dict | None = None,
+    size: int = 64,
+    line_width: float = 1.5,
+    relevance: str = "category",
+    want_media=None,
+    name: str | None = None,
+) -> CategoryView:
     """A category-level view: the sketches and photos that match the filters (column -> value or list).
 
     Example, zero-shot on the style world's unseen categories:
@@ -358,6 +416,7 @@ def category_view(data: SBIRData, sketches: dict | None = None, photos: dict | N
     "medium": "photo"})``. With ``relevance="category_medium"`` every sketch is asked once per medium of
     ``want_media`` (default: every medium of the gallery).
     """
+
     def mask(table, filters, what):
         keep = np.ones(len(table), bool)
         for col, value in (filters or {}).items():
@@ -368,8 +427,10 @@ def category_view(data: SBIRData, sketches: dict | None = None, photos: dict | N
 
     q_rows, g_rows = mask(data.sketches, sketches, "sketch"), mask(data.photos, photos, "photo")
     if len(q_rows) == 0 or len(g_rows) == 0:
-        raise DataError(f"{data.name}: category view with {len(q_rows)} queries and {len(g_rows)} gallery items "
-                        f"(filters {sketches} / {photos})")
+        raise DataError(
+            f"{data.name}: category view with {len(q_rows)} queries and {len(g_rows)} gallery items "
+            f"(filters {sketches} / {photos})"
+        )
     q_img = sketch_tensor(data.sketch_images(size, line_width)[q_rows])
     g_img = photo_tensor(data.photo_images(size)[g_rows])
     table = data.sketches.iloc[q_rows].reset_index(drop=True)
@@ -381,63 +442,30 @@ def category_view(data: SBIRData, sketches: dict | None = None, photos: dict | N
         media = sorted(set(gallery_table["medium"])) if want_media is None else list(want_media)
         absent = sorted(set(media) - set(gallery_table["medium"]))
         if absent:
-            raise DataError(f"{data.name}: wanted media {absent} have no gallery item "
-                            f"(gallery media: {sorted(set(gallery_table['medium']))})")
+            raise DataError(
+                f"{data.name}: wanted media {absent} have no gallery item "
+                f"(gallery media: {sorted(set(gallery_table['medium']))})"
+            )
         table = pd.concat([table.assign(want_medium=m) for m in media], ignore_index=True)
         q_img = q_img.repeat(len(media), 1, 1, 1).contiguous(memory_format=torch.channels_last)
     return CategoryView(name or f"{data.name}/category", q_img, g_img, table, gallery_table, relevance)
 
 
-# ---------------------------------------------------------------------- torch datasets
-
-class PairDataset(Dataset):
-    """Map-style dataset of (sketch (C, S, S), photo (C', S, S)) pairs over a ``RetrievalView``."""
-
-    def __init__(self, view: RetrievalView):
-        self.view = view
-
-    def __len__(self) -> int:
-        return len(self.view)
-
-    def __getitem__(self, i: int):
-        return self.view.queries[i], self.view.gallery[self.view.target[i]]
-
-
-class TripletDataset(Dataset):
-    """Map-style dataset of (anchor, positive, negative) with the anchors' random negatives.
-
-    Item i's negative is a function of (seed, epoch, i) alone, so it does not depend on the order
-    items are read in, nor on which DataLoader worker reads them; ``set_epoch`` draws new negatives.
-    """
-
-    def __init__(self, view: RetrievalView, seed: int = 0):
-        self.view = view
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.view)
-
-    def __getitem__(self, i: int):
-        state = np.random.SeedSequence([self.seed, self.epoch, int(i)]).generate_state(1)[0]
-        b = self.view.triplets(torch.tensor([i]), torch.Generator().manual_seed(int(state)))
-        return b["sketch"][0], b["photo"][0], b["neg"][0]
-
-
-class EpisodeDataset(Dataset):
-    """Per-drawer episodes: item d is (k sketches (k, C, S, S), their true photos (k, C', S, S), rows (k,))."""
-
-    def __init__(self, view: RetrievalView, k: int, seed: int = 0):
-        self.view = view
-        self.k = k
-        self.episodes = view.drawer_episodes(k, torch.Generator().manual_seed(seed))
-
-    def __len__(self) -> int:
-        return len(self.episodes)
-
-    def __getitem__(self, i: int):
-        rows = self.episodes[i]
-        return self.view.queries[rows], self.view.gallery[self.view.target[rows]], rows
+def index_as_drawer(view: RetrievalView) -> RetrievalView:
+    """The view with each sketch's *index* as its ``drawer``: the paper's "style" proxy on real sets whose
+    sketches carry no drawer id (ChairV2/ShoeV2/shoes304 ``sketch_index``, PACS-Sketchy/Sketchy
+    ``<photo id>-<k>``). A proxy, not a person: the same index is drawn by different people on different
+    photos. Raises DataError when neither a ``sketch_index`` column nor a ``-<k>``/``_<k>`` suffix exists."""
+    table = view.table.copy()
+    if "sketch_index" in table and (table["sketch_index"].astype(str) != "").all():
+        index = table["sketch_index"].astype(str)
+    else:
+        index = table["sketch_id"].astype(str).str.extract(r"[-_](\d+)$")[0]
+        if index.isna().any():
+            bad = table.loc[index.isna(), "sketch_id"].head(3).tolist()
+            raise DataError(
+                f"{view.name}: no sketch index to stand for a drawer (no sketch_index column, and "
+                f"sketch ids such as {bad} do not end in -<k> or _<k>)"
+            )
+    table["drawer"] = "index " + index.str.lstrip("0").replace("", "0")
+    return dataclasses.replace(view, table=table)

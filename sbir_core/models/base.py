@@ -40,14 +40,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from sbir_core.errors import SBIRError
 from sbir_core.models.registry import METHODS
 
 
-class MethodError(RuntimeError):
+class MethodError(SBIRError, RuntimeError):
     """A method that does not fulfil the contract, or a bad method option."""
 
 
-class NonFiniteLoss(FloatingPointError):
+class NonFiniteLoss(SBIRError, FloatingPointError):
     """A NaN or infinite training loss; the trainer stops with the step and the last finite loss."""
 
 
@@ -112,7 +113,7 @@ class Method(nn.Module):
     def pair_distance(self, q_feats, g_feats) -> torch.Tensor:
         raise MethodError(f"{type(self).__name__} is not pairwise: it has no pair_distance")
 
-    def adapt(self, support: dict) -> "Method":
+    def adapt(self, support: dict) -> Method:
         raise MethodError(f"{type(self).__name__} does not adapt at test time")
 
     @property
@@ -167,11 +168,17 @@ class MethodSpec:
 
     def sources(self) -> list[str]:
         """The modules whose source determines this method's training: its own and the shared ones."""
-        return sorted({METHODS[self.name].split(":")[0], "sbir_core.models.base", "sbir_core.models.encoders",
-                       "sbir_core.samplers", "sbir_core.train"})
+        return sorted(
+            {
+                METHODS[self.name].split(":")[0],
+                "sbir_core.models.base",
+                "sbir_core.models.encoders",
+                "sbir_core.samplers",
+                "sbir_core.train",
+            }
+        )
 
 
 def build_method(name: str, **options) -> Method:
     """A method by registry name with its options."""
     return MethodSpec(name, options).build()
-

@@ -19,11 +19,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
+
+from sbir_core.errors import SBIRError
 
 
-class EncoderUnavailable(RuntimeError):
+class EncoderUnavailable(SBIRError, RuntimeError):
     """A registered encoder that cannot be built here; the message says what to install or where."""
 
 
@@ -65,7 +67,7 @@ class SmallCNN(nn.Module):
         layers: list[nn.Module] = []
         ch_in = c.in_channels
         for i in range(c.depth):
-            ch = c.width * min(2 ** i, 8)
+            ch = c.width * min(2**i, 8)
             layers += [nn.Conv2d(ch_in, ch, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
             if c.double_conv:
                 layers += [nn.Conv2d(ch, ch, 3, padding=1), nn.ReLU(inplace=True)]
@@ -148,7 +150,8 @@ def _weights_path(name: str, weights: str | os.PathLike | None) -> Path:
         if not root:
             raise EncoderUnavailable(
                 f"encoder {name!r} needs a local ImageNet weights file: pass weights=PATH or set "
-                f"SBIR_WEIGHTS to a folder holding {WEIGHT_FILES[name]} (nothing is downloaded)")
+                f"SBIR_WEIGHTS to a folder holding {WEIGHT_FILES[name]} (nothing is downloaded)"
+            )
         path = Path(root) / WEIGHT_FILES[name]
     if not path.is_file():
         raise EncoderUnavailable(f"encoder {name!r}: weights file {path} not found (nothing is downloaded)")
@@ -160,8 +163,10 @@ def _torchvision(name: str):
         import torchvision  # noqa: F401
         from torchvision import models
     except Exception as err:  # ImportError, or the RuntimeError of a mismatched wheel
-        raise EncoderUnavailable(f"encoder {name!r} needs torchvision, which does not import here "
-                                 f"({type(err).__name__}: {err}); {_TORCHVISION_HINT}") from err
+        raise EncoderUnavailable(
+            f"encoder {name!r} needs torchvision, which does not import here "
+            f"({type(err).__name__}: {err}); {_TORCHVISION_HINT}"
+        ) from err
     return models
 
 
@@ -210,11 +215,27 @@ def inceptionv3(weights: str | os.PathLike | None = None, pretrained: bool = Tru
     models = _torchvision("inceptionv3")
     net = models.inception_v3(weights=None, aux_logits=True, init_weights=False)
     if pretrained:
-        net.load_state_dict(torch.load(_weights_path("inceptionv3", weights), map_location="cpu",
-                                       weights_only=True))
-    keep = ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
-            "Conv2d_4a_3x3", "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b",
-            "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c"]
+        net.load_state_dict(torch.load(_weights_path("inceptionv3", weights), map_location="cpu", weights_only=True))
+    keep = [
+        "Conv2d_1a_3x3",
+        "Conv2d_2a_3x3",
+        "Conv2d_2b_3x3",
+        "maxpool1",
+        "Conv2d_3b_1x1",
+        "Conv2d_4a_3x3",
+        "maxpool2",
+        "Mixed_5b",
+        "Mixed_5c",
+        "Mixed_5d",
+        "Mixed_6a",
+        "Mixed_6b",
+        "Mixed_6c",
+        "Mixed_6d",
+        "Mixed_6e",
+        "Mixed_7a",
+        "Mixed_7b",
+        "Mixed_7c",
+    ]
     return _PooledBackbone(nn.Sequential(*[getattr(net, k) for k in keep]), 2048)
 
 

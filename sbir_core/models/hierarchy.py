@@ -90,8 +90,8 @@ def stroke_node_boxes(strokes, size: int, max_nodes: int, pad: float = 1.0) -> n
     ``max_nodes`` join the last node's box (a bounded node count keeps batches rectangular)."""
     boxes = resize_boxes(S.stroke_boxes(strokes), S.CANVAS, size)
     if len(boxes) > max_nodes:
-        tail = boxes[max_nodes - 1:]
-        boxes = np.vstack([boxes[:max_nodes - 1], [[*tail[:, :2].min(0), *tail[:, 2:].max(0)]]])
+        tail = boxes[max_nodes - 1 :]
+        boxes = np.vstack([boxes[: max_nodes - 1], [[*tail[:, :2].min(0), *tail[:, 2:].max(0)]]])
     boxes = boxes + np.array([-pad, -pad, pad, pad])
     return clip_boxes(boxes, size)
 
@@ -111,11 +111,13 @@ def ink_node_boxes(ink, max_nodes: int, threshold: float = 0.5) -> np.ndarray:
     areas = ndimage.sum_labels(np.ones_like(ink), labels, index=np.arange(1, n + 1))
     slices = ndimage.find_objects(labels)
     order = np.argsort(-areas, kind="stable")
-    boxes = np.array([[slices[i][1].start, slices[i][0].start, slices[i][1].stop, slices[i][0].stop] for i in order],
-                     dtype=np.float64)
+    boxes = np.array(
+        [[slices[i][1].start, slices[i][0].start, slices[i][1].stop, slices[i][0].stop] for i in order],
+        dtype=np.float64,
+    )
     if len(boxes) > max_nodes:
-        tail = boxes[max_nodes - 1:]
-        boxes = np.vstack([boxes[:max_nodes - 1], [[*tail[:, :2].min(0), *tail[:, 2:].max(0)]]])
+        tail = boxes[max_nodes - 1 :]
+        boxes = np.vstack([boxes[: max_nodes - 1], [[*tail[:, :2].min(0), *tail[:, 2:].max(0)]]])
     return clip_boxes(boxes, size)  # pixel extents [start, stop) already hold the ink's width
 
 
@@ -130,7 +132,7 @@ def _seed_c_rand(seed: int) -> None:
     if _LIBC is None:
         try:
             _LIBC = ctypes.CDLL(None)  # the process's own C library (Linux, macOS): the one OpenCV calls
-            _LIBC.srand
+            _LIBC.srand  # noqa: B018 - the lookup fails here when this C library has no srand
         except (OSError, AttributeError):
             _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or ctypes.util.find_library("msvcrt"))
     _LIBC.srand(ctypes.c_uint(seed))
@@ -181,9 +183,12 @@ def photo_node_boxes(images: torch.Tensor, top: int = 16, use_cache: bool = True
         key = content_hash(img, "ss-fast-srand0", top)  # proposals since C rand() is seeded
         boxes = _PROPOSALS.get(key) if use_cache else None
         if boxes is None:
-            boxes = cached_arrays(cache_dir() / "proposals" / f"ss-{key}.npz",
-                                  lambda: {"boxes": selective_search(img, top)},
-                                  {"boxes": ((None, 4), np.float32)}, use_cache)["boxes"]
+            boxes = cached_arrays(
+                cache_dir() / "proposals" / f"ss-{key}.npz",
+                lambda: {"boxes": selective_search(img, top)},  # noqa: B023 - called before the loop moves on
+                {"boxes": ((None, 4), np.float32)},
+                use_cache,
+            )["boxes"]
             if use_cache:
                 with _LOCK:
                     _PROPOSALS[key] = boxes
@@ -194,8 +199,14 @@ def photo_node_boxes(images: torch.Tensor, top: int = 16, use_cache: bool = True
 # ---------------------------------------------------------------------- RoI align
 
 
-def roi_align(features: torch.Tensor, boxes: torch.Tensor, batch_index: torch.Tensor, scale: float,
-              output: int = 7, sampling: int = 2) -> torch.Tensor:
+def roi_align(
+    features: torch.Tensor,
+    boxes: torch.Tensor,
+    batch_index: torch.Tensor,
+    scale: float,
+    output: int = 7,
+    sampling: int = 2,
+) -> torch.Tensor:
     """RoI align (torchvision's ``aligned=True``) with ``grid_sample``.
 
     features (B, C, H, W); boxes (K, 4) x1, y1, x2, y2 in input pixels, inside the image;
@@ -215,13 +226,20 @@ def roi_align(features: torch.Tensor, boxes: torch.Tensor, batch_index: torch.Te
     gx = (2 * xs + 1) / w - 1
     gy = (2 * ys + 1) / h - 1
     grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)  # (K, n, n, 2)
-    sampled = F.grid_sample(features[batch_index], grid, mode="bilinear", padding_mode="border",
-                            align_corners=False)  # (K, C, n, n)
+    sampled = F.grid_sample(
+        features[batch_index], grid, mode="bilinear", padding_mode="border", align_corners=False
+    )  # (K, C, n, n)
     return F.avg_pool2d(sampled, sampling)
 
 
-def roi_align_reference(features: torch.Tensor, boxes: torch.Tensor, batch_index: torch.Tensor, scale: float,
-                        output: int = 7, sampling: int = 2) -> torch.Tensor:
+def roi_align_reference(
+    features: torch.Tensor,
+    boxes: torch.Tensor,
+    batch_index: torch.Tensor,
+    scale: float,
+    output: int = 7,
+    sampling: int = 2,
+) -> torch.Tensor:
     """The slow loop RoI align (torchvision's CPU kernel, ``aligned=True``), to test ``roi_align``."""
     _, c, h, w = features.shape
     out = torch.zeros(len(boxes), c, output, output, dtype=torch.float64)
@@ -252,8 +270,12 @@ def roi_align_reference(features: torch.Tensor, boxes: torch.Tensor, batch_index
                         else:
                             x1_ = x0 + 1
                         ly, lx = y - y0, x - x0
-                        acc += ((1 - ly) * (1 - lx) * img[:, y0, x0] + (1 - ly) * lx * img[:, y0, x1_]
-                                + ly * (1 - lx) * img[:, y1_, x0] + ly * lx * img[:, y1_, x1_])
+                        acc += (
+                            (1 - ly) * (1 - lx) * img[:, y0, x0]
+                            + (1 - ly) * lx * img[:, y0, x1_]
+                            + ly * (1 - lx) * img[:, y1_, x0]
+                            + ly * lx * img[:, y1_, x1_]
+                        )
                 out[r, :, py, px] = acc / (sampling * sampling)
     return out
 
@@ -357,14 +379,31 @@ class HierarchySBIR(Method):
     pairwise = True
     needs_strokes = True  # given the queries' strokes when a view has them (else pieces of ink are its nodes)
 
-    def __init__(self, backbone: nn.Module, channels: int, stride: int, d: int = 64, d_h: int = 32,
-                 max_nodes: int = 16, coattn: str = "slide", fusion: str = "hierarchy",
-                 fusion_variant: str = "slide", margin: float = 0.2, flip: bool = True, roi_size: int = 3,
-                 line_pad: float = 1.0, trunk: nn.Module | None = None, frozen: bool = False,
-                 sketch_full_node: bool = False):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        channels: int,
+        stride: int,
+        d: int = 64,
+        d_h: int = 32,
+        max_nodes: int = 16,
+        coattn: str = "slide",
+        fusion: str = "hierarchy",
+        fusion_variant: str = "slide",
+        margin: float = 0.2,
+        flip: bool = True,
+        roi_size: int = 3,
+        line_pad: float = 1.0,
+        trunk: nn.Module | None = None,
+        frozen: bool = False,
+        sketch_full_node: bool = False,
+    ):
         super().__init__()
-        for name, value, allowed in (("coattn", coattn, COATTN), ("fusion", fusion, FUSION),
-                                     ("fusion_variant", fusion_variant, FUSION_VARIANTS)):
+        for name, value, allowed in (
+            ("coattn", coattn, COATTN),
+            ("fusion", fusion, FUSION),
+            ("fusion_variant", fusion_variant, FUSION_VARIANTS),
+        ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if max_nodes < 1:
@@ -399,8 +438,9 @@ class HierarchySBIR(Method):
             fmap = self.backbone(x.contiguous())
             counts = [len(b) for b in boxes]
             flat = torch.as_tensor(np.concatenate(boxes), dtype=fmap.dtype, device=fmap.device)
-            idx = torch.repeat_interleave(torch.arange(len(boxes), device=fmap.device),
-                                          torch.as_tensor(counts, device=fmap.device))
+            idx = torch.repeat_interleave(
+                torch.arange(len(boxes), device=fmap.device), torch.as_tensor(counts, device=fmap.device)
+            )
             crops = roi_align(fmap, flat, idx, 1.0 / self.stride, self.roi_size)
             feats = crops.amax(dim=(2, 3)) if self.trunk is None else self.trunk(crops)
         c = self.channels
@@ -427,7 +467,7 @@ class HierarchySBIR(Method):
         return _flip_each(boxes, size, flip)
 
     def photo_boxes(self, x: torch.Tensor, flip=None) -> list[np.ndarray]:
-        boxes = [b[:self.max_nodes] for b in photo_node_boxes(x, self.max_nodes)]
+        boxes = [b[: self.max_nodes] for b in photo_node_boxes(x, self.max_nodes)]
         return _flip_each(boxes, x.shape[-1], flip)
 
     def embed_query(self, x: torch.Tensor, style=None, strokes=None) -> torch.Tensor:
@@ -498,9 +538,18 @@ def _flip_each(boxes: list, size: float, flip) -> list:
     return [flip_boxes(b, size).astype(np.float32) if bool(f) else b for b, f in zip(boxes, flip)]
 
 
-def build_hierarchy(variant: str = "proposed", width: int = 16, depth: int = 2, d: int = 64, d_h: int = 32,
-                    max_nodes: int = 16, margin: float = 0.2, flip: bool = True, roi_size: int = 3,
-                    **overrides) -> HierarchySBIR:
+def build_hierarchy(
+    variant: str = "proposed",
+    width: int = 16,
+    depth: int = 2,
+    d: int = 64,
+    d_h: int = 32,
+    max_nodes: int = 16,
+    margin: float = 0.2,
+    flip: bool = True,
+    roi_size: int = 3,
+    **overrides,
+) -> HierarchySBIR:
     """A ``HierarchySBIR`` with a ``SmallCNN`` conv stack of ``depth`` stride-2 blocks (stride 2^depth)
     as backbone; ``variant`` names a Table 1 row (``VARIANTS``), ``overrides`` change its options."""
     from sbir_core.models.encoders import SmallCNN
@@ -510,8 +559,9 @@ def build_hierarchy(variant: str = "proposed", width: int = 16, depth: int = 2, 
     opts = {"fusion_variant": "slide", **VARIANTS[variant], **overrides}
     cnn = SmallCNN(width=width, depth=depth, embed_dim=d, double_conv=False)
     channels = width * min(2 ** (depth - 1), 8)
-    return HierarchySBIR(cnn.features, channels, 2 ** depth, d, d_h, max_nodes, margin=margin, flip=flip,
-                         roi_size=roi_size, **opts)
+    return HierarchySBIR(
+        cnn.features, channels, 2**depth, d, d_h, max_nodes, margin=margin, flip=flip, roi_size=roi_size, **opts
+    )
 
 
 # ---------------------------------------------------------------------- the ci design: a frozen encoder's nodes
@@ -529,9 +579,19 @@ class EncoderTail(nn.Module):
         return F.normalize(self.head(self.blocks(crops).amax(dim=(2, 3))), dim=1)
 
 
-def on_encoder(encoder: nn.Module, variant: str = "proposed", split: int = 2, roi_size: int = 8, d: int = 64,
-               d_h: int = 32, max_nodes: int = 8, margin: float = 0.2, sketch_full_node: bool = True,
-               identity_init: bool = True, **overrides) -> HierarchySBIR:
+def on_encoder(
+    encoder: nn.Module,
+    variant: str = "proposed",
+    split: int = 2,
+    roi_size: int = 8,
+    d: int = 64,
+    d_h: int = 32,
+    max_nodes: int = 8,
+    margin: float = 0.2,
+    sketch_full_node: bool = True,
+    identity_init: bool = True,
+    **overrides,
+) -> HierarchySBIR:
     """A ``HierarchySBIR`` on a trained, frozen ``SmallCNN`` (e.g. Triplet-SN's ``encoder``, deep-copied):
     its first ``split`` blocks give the feature map (stride 2^split), each node's RoI-aligned crop
     (``roi_size`` square) runs through the remaining blocks and the head (``EncoderTail``). Only the
@@ -546,11 +606,23 @@ def on_encoder(encoder: nn.Module, variant: str = "proposed", split: int = 2, ro
     if not 1 <= split < enc.config.depth:
         raise ValueError(f"split must lie in [1, {enc.config.depth - 1}], got {split}")
     layers = list(enc.features)
-    backbone, rest = nn.Sequential(*layers[:2 * split]), nn.Sequential(*layers[2 * split:])
+    backbone, rest = nn.Sequential(*layers[: 2 * split]), nn.Sequential(*layers[2 * split :])
     opts = {"fusion_variant": "slide", **VARIANTS[variant], **overrides}
-    m = HierarchySBIR(backbone, enc.embed_dim, 2 ** split, d, d_h, max_nodes, margin=margin, flip=False,
-                      roi_size=roi_size, trunk=EncoderTail(rest, enc.head), frozen=True,
-                      sketch_full_node=sketch_full_node, **opts)
+    m = HierarchySBIR(
+        backbone,
+        enc.embed_dim,
+        2**split,
+        d,
+        d_h,
+        max_nodes,
+        margin=margin,
+        flip=False,
+        roi_size=roi_size,
+        trunk=EncoderTail(rest, enc.head),
+        frozen=True,
+        sketch_full_node=sketch_full_node,
+        **opts,
+    )
     if identity_init and d == enc.embed_dim:  # start from the encoder's own embedding space
         with torch.no_grad():
             m.node.weight.copy_(torch.eye(d))
@@ -576,9 +648,19 @@ def cache_nodes(method: HierarchySBIR, view, batch: int = 512) -> tuple[torch.Te
     return q, g
 
 
-def train_heads(method: HierarchySBIR, train, train_nodes, val=None, val_nodes=None, steps: int = 200,
-                batch_size: int = 32, lr: float = 1e-3, seed: int = 0, eval_every: int = 100,
-                ks=(1, 10)):
+def train_heads(
+    method: HierarchySBIR,
+    train,
+    train_nodes,
+    val=None,
+    val_nodes=None,
+    steps: int = 200,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    seed: int = 0,
+    eval_every: int = 100,
+    ks=(1, 10),
+):
     """Train the head of a frozen method on cached nodes with the paper's triplet loss; batches are
     ``train``'s triplet rule (a random other query's photo as the negative), Gumbel noise from a
     generator seeded by ``seed``. With ``val``, evaluate every ``eval_every`` steps and at the end and
@@ -610,8 +692,11 @@ def train_heads(method: HierarchySBIR, train, train_nodes, val=None, val_nodes=N
         losses.append(float(loss.detach()))
         if val is not None and (step % eval_every == 0 or step == steps):
             ev = evaluate(method, val, ks=ks, features=val_nodes)
-            row = {"step": step, "loss": float(np.mean(losses[-eval_every:])),
-                   **{f"val/{k}": v for k, v in ev.metrics.items()}}
+            row = {
+                "step": step,
+                "loss": float(np.mean(losses[-eval_every:])),
+                **{f"val/{k}": v for k, v in ev.metrics.items()},
+            }
             rows.append(row)
             score = row[f"val/acc_at_{ks[0]}"]
             if score > best:
@@ -644,8 +729,17 @@ def restroke(view, strokes: list, line_width: float = 1.5):
     queries = sketch_tensor(S.rasterise_many(strokes, size, line_width))
     if view.queries.shape[1] != 1:
         queries = queries.expand(-1, view.queries.shape[1], -1, -1)
-    return RetrievalView(view.name, queries, view.gallery, view.target, view.table, view.gallery_table, view.group,
-                         list(strokes), view.dropped)
+    return RetrievalView(
+        view.name,
+        queries,
+        view.gallery,
+        view.target,
+        view.table,
+        view.gallery_table,
+        view.group,
+        list(strokes),
+        view.dropped,
+    )
 
 
 @torch.no_grad()
@@ -657,12 +751,17 @@ def merge_trace(method: HierarchySBIR, q: torch.Tensor, g: torch.Tensor) -> dict
     method.eval()
     try:
         (s, sm), (p, pm) = method.project(q[None]), method.project(g[None])
-        out = {"attention": None, "sketch_merges": [], "photo_merges": [],
-               "n_sketch": int(sm.sum()), "n_photo": int(pm.sum())}
+        out = {
+            "attention": None,
+            "sketch_merges": [],
+            "photo_merges": [],
+            "n_sketch": int(sm.sum()),
+            "n_photo": int(pm.sum()),
+        }
         if method.coattn_kind in ("slide", "code"):
             co = method.co_s
             a = co.w_x(s) @ co.w_y(p).transpose(1, 2) / math.sqrt(co.d_h)
-            out["attention"] = _masked_softmax(a, pm[:, None, :])[0, :out["n_sketch"], :out["n_photo"]].numpy()
+            out["attention"] = _masked_softmax(a, pm[:, None, :])[0, : out["n_sketch"], : out["n_photo"]].numpy()
         if method.fusion_kind != "hierarchy":
             return out
         for _ in range(method.max_nodes - 1):

@@ -20,7 +20,7 @@ from sbir_core.models.base import Method, MethodError
 def _gaussian(sigma: float) -> torch.Tensor:
     r = max(1, int(math.ceil(3 * sigma)))
     x = torch.arange(-r, r + 1, dtype=torch.float32)
-    k = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    k = torch.exp(-(x**2) / (2 * sigma**2))
     return k / k.sum()
 
 
@@ -59,6 +59,6 @@ class PixelNN(Method):
         sx = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]]).view(1, 1, 3, 3)
         padded = F.pad(grey, (1, 1, 1, 1), mode="replicate")
         gx, gy = F.conv2d(padded, sx), F.conv2d(padded, sx.transpose(2, 3))
-        mag = torch.sqrt(gx ** 2 + gy ** 2)
+        mag = torch.sqrt(gx**2 + gy**2)
         mag = mag / (mag.flatten(1).amax(1).view(-1, 1, 1, 1) + 1e-9)
         return self._finish(mag)

@@ -36,16 +36,14 @@ Ablations by option: ``ft="learned" | "fixed" | "none"``, ``regulariser``, ``fir
 B-Basic-SN). ``outer_photos="disjoint"`` (ours, not the paper's) takes the outer loss on the other
 half of the task's photos, so that the inner step cannot fit the photos it is judged on.
 
-Real sets name no drawer: ``index_as_drawer`` makes the sketch index the episodes' style proxy.
+Real sets name no drawer: ``data.views.index_as_drawer`` makes the sketch index the episodes' style proxy.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from contextlib import contextmanager
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -95,13 +93,14 @@ class VAEEncoder(nn.Module):
     first) + LeakyReLU(0.2), as the public code's encoder; then Linear -> ``hidden`` and three heads.
     """
 
-    def __init__(self, size: int, width: int, depth: int, hidden: int, latent: int, ft: bool,
-                 ft_init: tuple[float, float]):
+    def __init__(
+        self, size: int, width: int, depth: int, hidden: int, latent: int, ft: bool, ft_init: tuple[float, float]
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         ch_in = 3
         for i in range(depth):
-            ch = width * min(2 ** i, 8)
+            ch = width * min(2**i, 8)
             layers.append(nn.Conv2d(ch_in, ch, 4, stride=2, padding=1))
             if i > 0:
                 layers.append(nn.InstanceNorm2d(ch, affine=True))
@@ -110,10 +109,10 @@ class VAEEncoder(nn.Module):
             layers.append(nn.LeakyReLU(0.2))
             ch_in = ch
         self.features = nn.Sequential(*layers)
-        self.map_size = size // 2 ** depth
+        self.map_size = size // 2**depth
         if self.map_size < 1:
             raise MethodError(f"image size {size} is too small for encoder depth {depth}")
-        self.fc = nn.Linear(ch_in * self.map_size ** 2, hidden)
+        self.fc = nn.Linear(ch_in * self.map_size**2, hidden)
         self.inv = nn.Linear(hidden, latent)
         self.mu = nn.Linear(hidden, latent)
         self.logvar = nn.Linear(hidden, latent)
@@ -131,13 +130,16 @@ class VAEDecoder(nn.Module):
     def __init__(self, code: int, channels: int, map_size: int, width: int, depth: int, size: int):
         super().__init__()
         self.channels, self.map_size, self.size = channels, map_size, size
-        self.fc = nn.Linear(code, channels * map_size ** 2)
+        self.fc = nn.Linear(code, channels * map_size**2)
         layers: list[nn.Module] = []
         ch_in = channels
         for i in reversed(range(depth - 1)):
-            ch = width * min(2 ** i, 8)
-            layers += [nn.ConvTranspose2d(ch_in, ch, 4, stride=2, padding=1), nn.InstanceNorm2d(ch, affine=True),
-                       nn.ReLU()]
+            ch = width * min(2**i, 8)
+            layers += [
+                nn.ConvTranspose2d(ch_in, ch, 4, stride=2, padding=1),
+                nn.InstanceNorm2d(ch, affine=True),
+                nn.ReLU(),
+            ]
             ch_in = ch
         layers += [nn.ConvTranspose2d(ch_in, 3, 4, stride=2, padding=1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
@@ -170,11 +172,28 @@ class StyleMeUp(Method):
 
     sampler = "style_episodes"
 
-    def __init__(self, size: int = 32, width: int = 16, depth: int = 3, hidden: int = 128, latent: int = 64,
-                 fuse: str = "concat", margin: float = 0.2, self_rec: bool = True, meta: bool = True,
-                 vae: bool = True, ft: str = "learned", ft_init=(0.3, 0.5), regulariser: bool = True,
-                 first_order: bool = False, inner_lr: float = 0.005, meta_lr: float | None = None, k: int = 8,
-                 flip: bool = True, outer_photos: str = "same"):
+    def __init__(
+        self,
+        size: int = 32,
+        width: int = 16,
+        depth: int = 3,
+        hidden: int = 128,
+        latent: int = 64,
+        fuse: str = "concat",
+        margin: float = 0.2,
+        self_rec: bool = True,
+        meta: bool = True,
+        vae: bool = True,
+        ft: str = "learned",
+        ft_init=(0.3, 0.5),
+        regulariser: bool = True,
+        first_order: bool = False,
+        inner_lr: float = 0.005,
+        meta_lr: float | None = None,
+        k: int = 8,
+        flip: bool = True,
+        outer_photos: str = "same",
+    ):
         super().__init__()
         if ft not in FT_MODES:
             raise MethodError(f"ft must be one of {FT_MODES}, got {ft!r}")
@@ -187,8 +206,9 @@ class StyleMeUp(Method):
         if not inner_lr > 0 or latent < 1 or k < 1:
             raise MethodError(f"bad StyleMeUp options: inner_lr={inner_lr}, latent={latent}, k={k}")
         self.encoder = VAEEncoder(size, width, depth, hidden, latent, ft != "none", tuple(ft_init))
-        self.decoder = VAEDecoder(2 * latent if fuse == "concat" else latent, self.encoder.channels,
-                                  self.encoder.map_size, width, depth, size)
+        self.decoder = VAEDecoder(
+            2 * latent if fuse == "concat" else latent, self.encoder.channels, self.encoder.map_size, width, depth, size
+        )
         self.fuse, self.margin, self.self_rec = fuse, float(margin), bool(self_rec)
         self.meta, self.vae, self.ft, self.first_order = bool(meta), bool(vae), ft, bool(first_order)
         self.inner_lr, self.meta_lr, self.flip = float(inner_lr), meta_lr, bool(flip)
@@ -266,12 +286,16 @@ class StyleMeUp(Method):
         zf = self.fused(inv, var)
         ia, ib, ip, ineg = inv.split(n)
         fa, fb, fp, fneg = zf.split(n)
-        out = {"triplet_inv": F.triplet_margin_loss(torch.cat([ia, ib]), torch.cat([ip, ip]), torch.cat([ineg, ineg]),
-                                                   margin=self.margin)}
+        out = {
+            "triplet_inv": F.triplet_margin_loss(
+                torch.cat([ia, ib]), torch.cat([ip, ip]), torch.cat([ineg, ineg]), margin=self.margin
+            )
+        }
         if not self.vae:
             return out
-        out["triplet_fused"] = F.triplet_margin_loss(torch.cat([fa, fb]), torch.cat([fp, fp]), torch.cat([fneg, fneg]),
-                                                     margin=self.margin)
+        out["triplet_fused"] = F.triplet_margin_loss(
+            torch.cat([fa, fb]), torch.cat([fp, fp]), torch.cat([fneg, fneg]), margin=self.margin
+        )
         out["kl"] = -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
         va, vb = var.split(n)[:2]
         codes = [self.fused(ia, vb), self.fused(ib, va), fa, fb, fp, fp]
@@ -373,6 +397,7 @@ def shared_flip(task: dict) -> dict:
 
 # ---------------------------------------------------------------------- episodes
 
+
 @register_sampler("style_episodes")
 def style_episodes(view: RetrievalView, batch_size: int, generator: torch.Generator, k: int = 8) -> dict:
     """``batch_size`` tasks; a task holds a held-out drawer h and ``k`` photos h drew, each with s3 = h's
@@ -401,9 +426,11 @@ def style_episodes(view: RetrievalView, batch_size: int, generator: torch.Genera
     if not able:
         sizes = {d: len(r) for d, r in sorted(eligible.items())[:8]}
         n_drawers = len(set(drawer))
-        raise DataError(f"{view.name}: a style episode needs a held-out drawer with {k} sketches of photos that two "
-                        f"other drawers also drew; {n_drawers} drawer(s) in the view, usable sketches per drawer: "
-                        f"{sizes or 'none'}")
+        raise DataError(
+            f"{view.name}: a style episode needs a held-out drawer with {k} sketches of photos that two "
+            f"other drawers also drew; {n_drawers} drawer(s) in the view, usable sketches per drawer: "
+            f"{sizes or 'none'}"
+        )
     tasks = []
     for _ in range(batch_size):
         h = able[int(torch.randint(len(able), (1,), generator=generator))]
@@ -422,43 +449,21 @@ def style_episodes(view: RetrievalView, batch_size: int, generator: torch.Genera
         u = torch.randint(len(view.gallery) - 1, (k,), generator=generator)
         neg = u + (u >= pos).long()  # uniform over the training photos other than the positive
         s1, s2 = torch.as_tensor(s1), torch.as_tensor(s2)
-        tasks.append({"s1": view.queries[s1], "s2": view.queries[s2], "s3": view.queries[s3],
-                      "photo": view.gallery[pos], "neg": view.gallery[neg], "pos_idx": pos, "neg_idx": neg,
-                      "idx": s3, "flip": torch.rand(k, generator=generator) < 0.5, "held_out": h})
+        tasks.append(
+            {
+                "s1": view.queries[s1],
+                "s2": view.queries[s2],
+                "s3": view.queries[s3],
+                "photo": view.gallery[pos],
+                "neg": view.gallery[neg],
+                "pos_idx": pos,
+                "neg_idx": neg,
+                "idx": s3,
+                "flip": torch.rand(k, generator=generator) < 0.5,
+                "held_out": h,
+            }
+        )
     return {"tasks": tasks}
-
-
-def index_as_drawer(view: RetrievalView) -> RetrievalView:
-    """The view with each sketch's *index* as its ``drawer``: the paper's "style" proxy on real sets whose
-    sketches carry no drawer id (ChairV2/ShoeV2/shoes304 ``sketch_index``, PACS-Sketchy/Sketchy
-    ``<photo id>-<k>``). A proxy, not a person: the same index is drawn by different people on different
-    photos. Raises DataError when neither a ``sketch_index`` column nor a ``-<k>``/``_<k>`` suffix exists."""
-    table = view.table.copy()
-    if "sketch_index" in table and (table["sketch_index"].astype(str) != "").all():
-        index = table["sketch_index"].astype(str)
-    else:
-        index = table["sketch_id"].astype(str).str.extract(r"[-_](\d+)$")[0]
-        if index.isna().any():
-            bad = table.loc[index.isna(), "sketch_id"].head(3).tolist()
-            raise DataError(f"{view.name}: no sketch index to stand for a drawer (no sketch_index column, and "
-                            f"sketch ids such as {bad} do not end in -<k> or _<k>)")
-    table["drawer"] = "index " + index.str.lstrip("0").replace("", "0")
-    return dataclasses.replace(view, table=table)
-
-
-def rank_consistency(ranks: np.ndarray, photo: np.ndarray) -> dict:
-    """The slides' consistency metric: ranks (N,) of each query's true photo, photo (N,) its photo id.
-
-    Returns rank_avg (mean rank), v_avg: the mean over photos with >= 2 sketches of the variance
-    (population, ddof=0) of their sketches' ranks (lower: a photo is found equally well by all
-    drawers), and those photos (``photos``, sorted) with their variances (``per_photo``), for intervals.
-    """
-    ranks = np.asarray(ranks, dtype=float)
-    photo = np.asarray(photo)
-    photos = np.array([p for p in np.unique(photo) if (photo == p).sum() >= 2])
-    v = np.array([ranks[photo == p].var() for p in photos], dtype=float)
-    return {"rank_avg": float(ranks.mean()) if len(ranks) else math.nan,
-            "v_avg": float(v.mean()) if len(v) else math.nan, "photos": photos, "per_photo": v}
 
 
 def build_stylemeup(**options) -> StyleMeUp:

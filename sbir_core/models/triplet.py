@@ -68,13 +68,13 @@ class TripletSN(Method):
         if self.negatives == "random":
             d_neg = (s - n).norm(dim=1)
         else:
-            d_neg = hardest_negative_distance(s, g, batch["pos_idx"],
-                                              torch.cat([batch["pos_idx"], batch["neg_idx"]]))
+            d_neg = hardest_negative_distance(s, g, batch["pos_idx"], torch.cat([batch["pos_idx"], batch["neg_idx"]]))
         return F.relu(d_pos - d_neg + self.margin).mean()
 
 
-def hardest_negative_distance(anchors: torch.Tensor, candidates: torch.Tensor, anchor_pos: torch.Tensor,
-                              candidate_ids: torch.Tensor) -> torch.Tensor:
+def hardest_negative_distance(
+    anchors: torch.Tensor, candidates: torch.Tensor, anchor_pos: torch.Tensor, candidate_ids: torch.Tensor
+) -> torch.Tensor:
     """For each anchor (B, D), the smallest distance to a candidate (K, D) whose gallery id
     (K,) differs from the anchor's positive id (B,): (B,). Anchors with no valid candidate get +inf
     (so their loss is zero)."""
@@ -93,8 +93,9 @@ def shared_flip(batch: dict[str, torch.Tensor], keys=("sketch", "photo", "neg"))
     return out
 
 
-def build_triplet(encoder: str = "cnn", margin: float = 0.2, negatives: str = "random", flip: bool = True,
-                  **encoder_options) -> TripletSN:
+def build_triplet(
+    encoder: str = "cnn", margin: float = 0.2, negatives: str = "random", flip: bool = True, **encoder_options
+) -> TripletSN:
     """A ``TripletSN`` around a registry encoder (``models.encoders.build_encoder``)."""
     from sbir_core.models.encoders import build_encoder
 

@@ -42,8 +42,17 @@ DETAIL = STYLE_NAMES.index("detail")
 # how strongly ``style_gap`` moves each dimension of how people draw (before normalising): most on
 # the persistent habits that change a sketch's look but not what it shows (proportion habit, line
 # weight, over-tracing, tremor), less on what also loses content (broken strokes, simplification)
-GAP_WEIGHTS = {"width": 1.0, "tremor_amp": 0.7, "tremor_freq": 0.3, "simplify": 0.3, "overtrace": 1.0,
-               "gaps": 0.3, "distortion": 1.5, "placement": 0.3, "order": 0.3}
+GAP_WEIGHTS = {
+    "width": 1.0,
+    "tremor_amp": 0.7,
+    "tremor_freq": 0.3,
+    "simplify": 0.3,
+    "overtrace": 1.0,
+    "gaps": 0.3,
+    "distortion": 1.5,
+    "placement": 0.3,
+    "order": 0.3,
+}
 
 
 def gap_direction(seed: int = 0) -> np.ndarray:
@@ -119,8 +128,9 @@ def _warp(points: np.ndarray, bias: float, rng: np.random.Generator, noise: floa
     return np.column_stack([x + 0.5 * bias * y, y])
 
 
-def draw(parts: list[Part], z: np.ndarray, rng: np.random.Generator,
-         spacing: float = 6.0, base_tremor: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
+def draw(
+    parts: list[Part], z: np.ndarray, rng: np.random.Generator, spacing: float = 6.0, base_tremor: float = 0.6
+) -> tuple[np.ndarray, np.ndarray]:
     """One drawer (latent style ``z``) draws an object: canonical strokes (N, 3) and levels (S,) int8.
 
     ``spacing`` is the point spacing in canvas pixels before simplification; ``base_tremor`` is the
@@ -128,12 +138,18 @@ def draw(parts: list[Part], z: np.ndarray, rng: np.random.Generator,
     """
     p = {k: float(v) for k, v in style_params(z).items()}
     keep1 = 0.75 + 0.25 * p["detail"]
-    chosen = [q for q in parts if q.level == 0 or (q.level == 1 and rng.random() < keep1)
-              or (q.level == 2 and rng.random() < p["detail"])]
+    chosen = [
+        q
+        for q in parts
+        if q.level == 0 or (q.level == 1 and rng.random() < keep1) or (q.level == 2 and rng.random() < p["detail"])
+    ]
     # drawing order: coarse to fine, shuffled by the drawer's disorder
     # within a level any order (0.9 < 1 keeps levels apart), plus the drawer's own disorder
-    keys = (np.array([q.level for q in chosen], dtype=float) + 0.9 * rng.random(len(chosen))
-            + p["order"] * rng.normal(size=len(chosen)))
+    keys = (
+        np.array([q.level for q in chosen], dtype=float)
+        + 0.9 * rng.random(len(chosen))
+        + p["order"] * rng.normal(size=len(chosen))
+    )
     chosen = [chosen[i] for i in np.argsort(keys, kind="stable")]
 
     all_pts = np.vstack([q.points for q in chosen])
@@ -151,11 +167,11 @@ def draw(parts: list[Part], z: np.ndarray, rng: np.random.Generator,
     strokes, levels = [], []
     start = 0
     for q in chosen:
-        pts = canvas_pts[start:start + len(q.points)]
+        pts = canvas_pts[start : start + len(q.points)]
         start += len(q.points)
         if len(pts) > 3 and np.allclose(pts[0], pts[-1]):  # a closed outline starts anywhere
             k = int(rng.integers(len(pts) - 1))
-            pts = np.vstack([pts[k:-1], pts[:k + 1]])
+            pts = np.vstack([pts[k:-1], pts[: k + 1]])
         if rng.random() < 0.5:  # people draw strokes either way round
             pts = pts[::-1]
         pts = _smooth(_resample(pts, spacing_px), p["simplify"])
@@ -163,7 +179,7 @@ def draw(parts: list[Part], z: np.ndarray, rng: np.random.Generator,
         if len(pts) > 4 and rng.random() < p["gaps"]:
             if rng.random() < 0.5:  # a break in the middle
                 cut = int(rng.integers(2, len(pts) - 2))
-                pieces = [pts[:cut], pts[cut + 1:]]
+                pieces = [pts[:cut], pts[cut + 1 :]]
             else:  # a short stroke that stops before the end
                 pieces = [pts[: max(2, int(len(pts) * rng.uniform(0.6, 0.9)))]]
         for piece in pieces:
@@ -171,8 +187,12 @@ def draw(parts: list[Part], z: np.ndarray, rng: np.random.Generator,
             strokes.append(drawn)
             levels.append(q.level)
             if rng.random() < p["overtrace"]:
-                again = _tremor(piece + rng.normal(scale=1.5 + 6 * p["overtrace"], size=2),
-                                base_tremor + p["tremor_amp"], p["tremor_freq"], rng)
+                again = _tremor(
+                    piece + rng.normal(scale=1.5 + 6 * p["overtrace"], size=2),
+                    base_tremor + p["tremor_amp"],
+                    p["tremor_freq"],
+                    rng,
+                )
                 strokes.append(again[::-1] if rng.random() < 0.5 else again)
                 levels.append(q.level)
             if rng.random() < p["width"]:

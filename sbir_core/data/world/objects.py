@@ -57,6 +57,7 @@ class Part:
 
 # -- primitives (all return (k, 2) float64 arrays) ------------------------------------------------
 
+
 def poly(*pts) -> np.ndarray:
     return np.asarray(pts, dtype=np.float64)
 
@@ -87,19 +88,28 @@ def spline(ctrl, n=40, close=False) -> np.ndarray:
     i = np.minimum(t.astype(int), segs - 1)
     u = (t - i)[:, None]
     p0, p1, p2, p3 = p[i], p[i + 1], p[i + 2], p[i + 3]
-    return 0.5 * ((2 * p1) + (-p0 + p2) * u + (2 * p0 - 5 * p1 + 4 * p2 - p3) * u**2
-                  + (-p0 + 3 * p1 - 3 * p2 + p3) * u**3)
+    return 0.5 * (
+        (2 * p1) + (-p0 + p2) * u + (2 * p0 - 5 * p1 + 4 * p2 - p3) * u**2 + (-p0 + 3 * p1 - 3 * p2 + p3) * u**3
+    )
 
 
 def rounded_rect(x0, y0, x1, y1, r, n=6) -> np.ndarray:
     r = min(r, (x1 - x0) / 2, (y1 - y0) / 2)
     q = np.pi / 2
-    return closed(np.vstack([ellipse(x1 - r, y0 + r, r, r, n, -q, 0), ellipse(x1 - r, y1 - r, r, r, n, 0, q),
-                             ellipse(x0 + r, y1 - r, r, r, n, q, 2 * q),
-                             ellipse(x0 + r, y0 + r, r, r, n, 2 * q, 3 * q)]))
+    return closed(
+        np.vstack(
+            [
+                ellipse(x1 - r, y0 + r, r, r, n, -q, 0),
+                ellipse(x1 - r, y1 - r, r, r, n, 0, q),
+                ellipse(x0 + r, y1 - r, r, r, n, q, 2 * q),
+                ellipse(x0 + r, y0 + r, r, r, n, 2 * q, 3 * q),
+            ]
+        )
+    )
 
 
 # -- categories -------------------------------------------------------------------------------
+
 
 def _shoe(a) -> list[Part]:
     g, h, s = 0.55, a["heel_height"], a["sole"]
@@ -108,19 +118,33 @@ def _shoe(a) -> list[Part]:
     tip_x = (0.92, 1.0, 0.9)[toe]
     tip_y = g - s - (0.07, 0.03, 0.1)[toe]
     toe_top = (0.62, 0.7, 0.66)[toe], g - s - (0.22, 0.15, 0.26)[toe]
-    ctrl = [(-0.78, g - h - s), (-0.82 - 0.04 * a["shaft"], top), (-0.38 + 0.1 * a["shaft"], top + 0.06),
-            (0.08, g - s - 0.35 - 0.15 * h), toe_top, (tip_x, tip_y)]
+    ctrl = [
+        (-0.78, g - h - s),
+        (-0.82 - 0.04 * a["shaft"], top),
+        (-0.38 + 0.1 * a["shaft"], top + 0.06),
+        (0.08, g - s - 0.35 - 0.15 * h),
+        toe_top,
+        (tip_x, tip_y),
+    ]
     if toe == 2:
         ctrl.insert(-1, (tip_x - 0.02, tip_y - 0.12))
     upper = spline(ctrl + [(tip_x - 0.06, g - s)], 44)
     sole_top = spline([(tip_x - 0.06, g - s), (0.3, g - s), (-0.3, g - s - 0.6 * h), (-0.78, g - h - s)], 16)
     parts = [Part(closed(np.vstack([upper, sole_top[1:-1]])), 0, MAIN)]
-    sole = np.vstack([spline([(tip_x - 0.04, g - s + 0.01), (0.3, g), (-0.3, g - 0.6 * h), (-0.8, g - h)], 16),
-                      poly((-0.8, g - h - s)), sole_top[::-1][1:]])
+    sole = np.vstack(
+        [
+            spline([(tip_x - 0.04, g - s + 0.01), (0.3, g), (-0.3, g - 0.6 * h), (-0.8, g - h)], 16),
+            poly((-0.8, g - h - s)),
+            sole_top[::-1][1:],
+        ]
+    )
     parts.append(Part(closed(sole), 1, DARK))
     if h > 0.04:
-        heel = (poly((-0.8, g - h), (-0.8, g), (-0.56, g), (-0.5, g - h)) if a["heel_kind"] < 0.5
-                else poly((-0.79, g - h), (-0.74, g), (-0.69, g), (-0.55, g - h)))
+        heel = (
+            poly((-0.8, g - h), (-0.8, g), (-0.56, g), (-0.5, g - h))
+            if a["heel_kind"] < 0.5
+            else poly((-0.79, g - h), (-0.74, g), (-0.69, g), (-0.55, g - h))
+        )
         parts.append(Part(closed(heel), 1, DARK))
     collar = spline([(-0.8 - 0.04 * a["shaft"], top), (-0.55, top + 0.07), (-0.38 + 0.1 * a["shaft"], top + 0.06)], 10)
     parts.append(Part(collar, 1))
@@ -132,8 +156,19 @@ def _shoe(a) -> list[Part]:
             cx, cy = x0 + (x1 - x0) * t, y0 + (y1 - y0) * t
             parts.append(Part(poly((cx - 0.09, cy - 0.06), (cx + 0.09, cy + 0.06)), 2))
     if a["toe_cap"] > 0.5:
-        parts.append(Part(spline([(toe_top[0] - 0.25, g - s), (toe_top[0] - 0.15, toe_top[1] + 0.1),
-                                  (toe_top[0] + 0.05, toe_top[1] + 0.02)], 10), 2))
+        parts.append(
+            Part(
+                spline(
+                    [
+                        (toe_top[0] - 0.25, g - s),
+                        (toe_top[0] - 0.15, toe_top[1] + 0.1),
+                        (toe_top[0] + 0.05, toe_top[1] + 0.02),
+                    ],
+                    10,
+                ),
+                2,
+            )
+        )
     if a["strap"] > 0.5:
         sy = top + 0.25
         parts.append(Part(rounded_rect(-0.84, sy, -0.05, sy + 0.1, 0.04), 2, SECOND))
@@ -153,11 +188,17 @@ def _chair(a) -> list[Part]:
     if kind == 0:
         back = poly((-px, sy), (-px, top), (px, top), (px, sy))
     elif kind == 1:
-        back = np.vstack([poly((-px, sy)), ellipse(0, top + px * 0.5, px, px * 0.5, 20, np.pi, 2 * np.pi),
-                          poly((px, sy))])
+        back = np.vstack(
+            [poly((-px, sy)), ellipse(0, top + px * 0.5, px, px * 0.5, 20, np.pi, 2 * np.pi), poly((px, sy))]
+        )
     else:
-        back = np.vstack([poly((-px, sy), (-px, top + 0.08)),
-                          spline([(-px, top + 0.08), (0, top - 0.06), (px, top + 0.08)], 14), poly((px, sy))])
+        back = np.vstack(
+            [
+                poly((-px, sy), (-px, top + 0.08)),
+                spline([(-px, top + 0.08), (0, top - 0.06), (px, top + 0.08)], 14),
+                poly((px, sy)),
+            ]
+        )
     parts = []
     leg = int(a["leg_style"])
     fy = 0.92
@@ -165,8 +206,9 @@ def _chair(a) -> list[Part]:
         x_top = side * (w - 0.05)
         x_bot = x_top + side * (0.0, 0.12, -0.02)[leg]
         wt, wb = 0.05, (0.05, 0.05, 0.025)[leg]
-        parts.append(Part(closed(poly((x_top - wt, sy + t), (x_top + wt, sy + t), (x_bot + wb, fy),
-                                      (x_bot - wb, fy))), 1, DARK))
+        parts.append(
+            Part(closed(poly((x_top - wt, sy + t), (x_top + wt, sy + t), (x_bot + wb, fy), (x_bot - wb, fy))), 1, DARK)
+        )
     parts.append(Part(closed(back), 0, MAIN))
     parts.append(Part(rect(-w, sy, w, sy + t), 0, SECOND))
     n = int(a["slats"])
@@ -219,8 +261,20 @@ def _mug(a) -> list[Part]:
         parts.append(Part(poly((x_off - bw, by), (x_off + bw, by)), 2))
     if a["steam"] > 0.5:
         for dx in (-0.12, 0.08):
-            parts.append(Part(spline([(x_off + dx, y0 - 0.1), (x_off + dx + 0.06, y0 - 0.2),
-                                      (x_off + dx - 0.04, y0 - 0.32), (x_off + dx + 0.03, y0 - 0.42)], 12), 2))
+            parts.append(
+                Part(
+                    spline(
+                        [
+                            (x_off + dx, y0 - 0.1),
+                            (x_off + dx + 0.06, y0 - 0.2),
+                            (x_off + dx - 0.04, y0 - 0.32),
+                            (x_off + dx + 0.03, y0 - 0.42),
+                        ],
+                        12,
+                    ),
+                    2,
+                )
+            )
     return parts
 
 
@@ -278,8 +332,20 @@ def _house(a) -> list[Part]:
     elif roof == 1:
         parts.append(Part(rect(-w - 0.06, wall_top - 0.1, w + 0.06, wall_top), 0, SECOND))
     else:
-        parts.append(Part(closed(poly((-w - 0.1, wall_top), (-w * 0.4, wall_top - pitch), (w * 0.4, wall_top - pitch),
-                                      (w + 0.1, wall_top))), 0, SECOND))
+        parts.append(
+            Part(
+                closed(
+                    poly(
+                        (-w - 0.1, wall_top),
+                        (-w * 0.4, wall_top - pitch),
+                        (w * 0.4, wall_top - pitch),
+                        (w + 0.1, wall_top),
+                    )
+                ),
+                0,
+                SECOND,
+            )
+        )
     dx = -w + 0.15 + (2 * w - 0.45) * a["door_x"]
     parts.append(Part(rect(dx, 0.5, dx + 0.22, 0.85), 1, DARK))
     n_win = int(a["windows"]) + 1
@@ -308,20 +374,51 @@ def _car(a) -> list[Part]:
     roof = int(a["roof"])
     cab_back = (-L * 0.55, -L * 0.8, -L * 0.1)[roof]
     cab_front = L * 0.35 if roof != 2 else L * 0.3
-    body = spline([(-L, gy - wr * 0.3), (-L, body_top + 0.05), (-L * 0.9, body_top), (L * 0.85, body_top + 0.05),
-                   (L, body_top + 0.15), (L, gy - wr * 0.3)], 30)
+    body = spline(
+        [
+            (-L, gy - wr * 0.3),
+            (-L, body_top + 0.05),
+            (-L * 0.9, body_top),
+            (L * 0.85, body_top + 0.05),
+            (L, body_top + 0.15),
+            (L, gy - wr * 0.3),
+        ],
+        30,
+    )
     parts = [Part(closed(np.vstack([body, poly((L - 0.05, gy), (-L + 0.05, gy))])), 0, MAIN)]
-    cab = np.vstack([poly((cab_back, body_top)), spline([(cab_back + 0.05, body_top - cab_h * 0.7),
-                                                         (cab_back + 0.2, body_top - cab_h),
-                                                         (cab_front - 0.15, body_top - cab_h),
-                                                         (cab_front, body_top)], 16)])
+    cab = np.vstack(
+        [
+            poly((cab_back, body_top)),
+            spline(
+                [
+                    (cab_back + 0.05, body_top - cab_h * 0.7),
+                    (cab_back + 0.2, body_top - cab_h),
+                    (cab_front - 0.15, body_top - cab_h),
+                    (cab_front, body_top),
+                ],
+                16,
+            ),
+        ]
+    )
     parts.append(Part(closed(cab), 0, MAIN))
     for x in (-L * 0.6, L * 0.62):
         parts.append(Part(closed(ellipse(x, gy, wr, wr, 22)), 1, DARK))
         parts.append(Part(closed(ellipse(x, gy, wr * 0.45, wr * 0.45, 12)), 2, LIGHT))
     win_top = body_top - cab_h * 0.8
-    parts.append(Part(closed(poly((cab_back + 0.08, body_top - 0.03), (cab_back + 0.16, win_top),
-                                  (cab_front - 0.16, win_top), (cab_front - 0.05, body_top - 0.03))), 1, LIGHT))
+    parts.append(
+        Part(
+            closed(
+                poly(
+                    (cab_back + 0.08, body_top - 0.03),
+                    (cab_back + 0.16, win_top),
+                    (cab_front - 0.16, win_top),
+                    (cab_front - 0.05, body_top - 0.03),
+                )
+            ),
+            1,
+            LIGHT,
+        )
+    )
     for t in ((0.55,), (0.35, 0.7))[int(a["doors"])]:  # 2 doors: one pillar; 4 doors: two
         x = cab_back + (cab_front - cab_back) * t
         parts.append(Part(poly((x, win_top), (x, gy - wr - 0.02)), 2))
@@ -354,8 +451,20 @@ def _bottle(a) -> list[Part]:
     if cap == 0:
         parts.append(Part(rect(-nw - 0.02, neck_top - 0.12, nw + 0.02, neck_top), 1, DARK))
     elif cap == 1:
-        parts.append(Part(closed(poly((-nw + 0.01, neck_top), (-nw - 0.01, neck_top - 0.14),
-                                      (nw + 0.01, neck_top - 0.14), (nw - 0.01, neck_top))), 1, SECOND))
+        parts.append(
+            Part(
+                closed(
+                    poly(
+                        (-nw + 0.01, neck_top),
+                        (-nw - 0.01, neck_top - 0.14),
+                        (nw + 0.01, neck_top - 0.14),
+                        (nw - 0.01, neck_top),
+                    )
+                ),
+                1,
+                SECOND,
+            )
+        )
     else:
         parts.append(Part(poly((-nw - 0.03, neck_top + 0.03), (nw + 0.03, neck_top + 0.03)), 1))
     if a["label"] > 0.5:
@@ -376,7 +485,9 @@ def _bag(a) -> list[Part]:
     parts = []
     kind = int(a["handle"])
     if kind == 0:
-        parts.append(Part(spline([(-tw * 0.6, y0), (-tw * 0.5, y0 - 0.4), (tw * 0.5, y0 - 0.4), (tw * 0.6, y0)], 20), 1))
+        parts.append(
+            Part(spline([(-tw * 0.6, y0), (-tw * 0.5, y0 - 0.4), (tw * 0.5, y0 - 0.4), (tw * 0.6, y0)], 20), 1)
+        )
     elif kind == 1:
         for s in (-0.35, 0.35):
             parts.append(Part(ellipse(s * tw, y0, 0.17, 0.25, 14, np.pi, 2 * np.pi), 1))
@@ -385,9 +496,21 @@ def _bag(a) -> list[Part]:
     parts.append(Part(closed(poly((-tw, y0), (tw, y0), (w, y1), (-w, y1))), 0, MAIN))
     if a["flap"] > 0.5:
         fy = y0 + h * 0.45
-        parts.append(Part(closed(np.vstack([poly((-tw, y0), (tw, y0), (tw + (w - tw) * 0.45, fy)),
-                                            spline([(tw * 0.9, fy), (0, fy + 0.08), (-tw * 0.9, fy)], 12),
-                                            poly((-tw - (w - tw) * 0.45, fy))])), 1, SECOND))
+        parts.append(
+            Part(
+                closed(
+                    np.vstack(
+                        [
+                            poly((-tw, y0), (tw, y0), (tw + (w - tw) * 0.45, fy)),
+                            spline([(tw * 0.9, fy), (0, fy + 0.08), (-tw * 0.9, fy)], 12),
+                            poly((-tw - (w - tw) * 0.45, fy)),
+                        ]
+                    )
+                ),
+                1,
+                SECOND,
+            )
+        )
     for k in range(int(a["pockets"])):
         px = -w * 0.7 + k * w * 0.8
         parts.append(Part(rect(px, y1 - 0.3, px + w * 0.55, y1 - 0.06), 2))
@@ -399,31 +522,108 @@ def _bag(a) -> list[Part]:
 
 D = ("no", "yes")
 CATEGORIES: dict[str, tuple] = {
-    "shoe": (_shoe, (Attr("heel_height", 0.0, 0.32), Attr("shaft", 0.0, 1.0), Attr("toe", names=("round", "pointed", "square")),
-                     Attr("sole", 0.05, 0.15), Attr("laces", names=("0", "1", "2", "3", "4", "5")),
-                     Attr("strap", names=D), Attr("toe_cap", names=D), Attr("heel_kind", names=("block", "stiletto")))),
-    "chair": (_chair, (Attr("back_height", 0.45, 0.95), Attr("back_top", names=("square", "round", "arched")),
-                       Attr("slats", names=("panel", "1", "2", "3", "4")), Attr("arms", names=D),
-                       Attr("leg_style", names=("straight", "splayed", "tapered")), Attr("seat_width", 0.0, 1.0),
-                       Attr("seat_thick", 0.05, 0.16), Attr("stretcher", names=D), Attr("cushion", names=D))),
-    "mug": (_mug, (Attr("height", 0.0, 1.0), Attr("taper", 0.0, 1.0), Attr("handle", names=("round", "square", "curl")),
-                   Attr("handle_size", 0.0, 1.0), Attr("rim", names=D), Attr("bands", names=("0", "1", "2")),
-                   Attr("saucer", names=D), Attr("steam", names=D))),
-    "lamp": (_lamp, (Attr("shade", names=("cone", "drum", "dome")), Attr("shade_width", 0.0, 1.0),
-                     Attr("stem_height", 0.0, 1.0), Attr("base", names=("round", "square", "tripod")),
-                     Attr("neck_curve", 0.0, 1.0), Attr("finial", names=D), Attr("chain", names=D), Attr("trim", names=D))),
-    "house": (_house, (Attr("width", 0.0, 1.0), Attr("stories", names=("1", "2")), Attr("roof_pitch", 0.0, 1.0),
-                       Attr("roof", names=("gable", "flat", "hip")), Attr("door_x", 0.0, 1.0),
-                       Attr("windows", names=("1", "2", "3")), Attr("chimney", names=D), Attr("fence", names=D))),
-    "car": (_car, (Attr("length", 0.0, 1.0), Attr("wheel_size", 0.0, 1.0), Attr("cab_height", 0.0, 1.0),
-                   Attr("roof", names=("sedan", "hatch", "pickup")), Attr("doors", names=("2", "4")),
-                   Attr("spoiler", names=D), Attr("lights", names=("square", "round")))),
-    "bottle": (_bottle, (Attr("width", 0.0, 1.0), Attr("body_height", 0.0, 1.0), Attr("neck_length", 0.0, 1.0),
-                         Attr("shoulder", names=("round", "angular")), Attr("cap", names=("screw", "cork", "lip")),
-                         Attr("label", names=D), Attr("ridges", names=D))),
-    "bag": (_bag, (Attr("width", 0.0, 1.0), Attr("height", 0.0, 1.0), Attr("taper", 0.0, 1.0),
-                   Attr("handle", names=("arch", "double", "strap")), Attr("flap", names=D),
-                   Attr("pockets", names=("0", "1", "2")), Attr("buckle", names=D))),
+    "shoe": (
+        _shoe,
+        (
+            Attr("heel_height", 0.0, 0.32),
+            Attr("shaft", 0.0, 1.0),
+            Attr("toe", names=("round", "pointed", "square")),
+            Attr("sole", 0.05, 0.15),
+            Attr("laces", names=("0", "1", "2", "3", "4", "5")),
+            Attr("strap", names=D),
+            Attr("toe_cap", names=D),
+            Attr("heel_kind", names=("block", "stiletto")),
+        ),
+    ),
+    "chair": (
+        _chair,
+        (
+            Attr("back_height", 0.45, 0.95),
+            Attr("back_top", names=("square", "round", "arched")),
+            Attr("slats", names=("panel", "1", "2", "3", "4")),
+            Attr("arms", names=D),
+            Attr("leg_style", names=("straight", "splayed", "tapered")),
+            Attr("seat_width", 0.0, 1.0),
+            Attr("seat_thick", 0.05, 0.16),
+            Attr("stretcher", names=D),
+            Attr("cushion", names=D),
+        ),
+    ),
+    "mug": (
+        _mug,
+        (
+            Attr("height", 0.0, 1.0),
+            Attr("taper", 0.0, 1.0),
+            Attr("handle", names=("round", "square", "curl")),
+            Attr("handle_size", 0.0, 1.0),
+            Attr("rim", names=D),
+            Attr("bands", names=("0", "1", "2")),
+            Attr("saucer", names=D),
+            Attr("steam", names=D),
+        ),
+    ),
+    "lamp": (
+        _lamp,
+        (
+            Attr("shade", names=("cone", "drum", "dome")),
+            Attr("shade_width", 0.0, 1.0),
+            Attr("stem_height", 0.0, 1.0),
+            Attr("base", names=("round", "square", "tripod")),
+            Attr("neck_curve", 0.0, 1.0),
+            Attr("finial", names=D),
+            Attr("chain", names=D),
+            Attr("trim", names=D),
+        ),
+    ),
+    "house": (
+        _house,
+        (
+            Attr("width", 0.0, 1.0),
+            Attr("stories", names=("1", "2")),
+            Attr("roof_pitch", 0.0, 1.0),
+            Attr("roof", names=("gable", "flat", "hip")),
+            Attr("door_x", 0.0, 1.0),
+            Attr("windows", names=("1", "2", "3")),
+            Attr("chimney", names=D),
+            Attr("fence", names=D),
+        ),
+    ),
+    "car": (
+        _car,
+        (
+            Attr("length", 0.0, 1.0),
+            Attr("wheel_size", 0.0, 1.0),
+            Attr("cab_height", 0.0, 1.0),
+            Attr("roof", names=("sedan", "hatch", "pickup")),
+            Attr("doors", names=("2", "4")),
+            Attr("spoiler", names=D),
+            Attr("lights", names=("square", "round")),
+        ),
+    ),
+    "bottle": (
+        _bottle,
+        (
+            Attr("width", 0.0, 1.0),
+            Attr("body_height", 0.0, 1.0),
+            Attr("neck_length", 0.0, 1.0),
+            Attr("shoulder", names=("round", "angular")),
+            Attr("cap", names=("screw", "cork", "lip")),
+            Attr("label", names=D),
+            Attr("ridges", names=D),
+        ),
+    ),
+    "bag": (
+        _bag,
+        (
+            Attr("width", 0.0, 1.0),
+            Attr("height", 0.0, 1.0),
+            Attr("taper", 0.0, 1.0),
+            Attr("handle", names=("arch", "double", "strap")),
+            Attr("flap", names=D),
+            Attr("pockets", names=("0", "1", "2")),
+            Attr("buckle", names=D),
+        ),
+    ),
 }
 MAX_ATTRS = max(len(spec[1]) for spec in CATEGORIES.values())
 
@@ -438,8 +638,9 @@ def sample_attributes(category: str, rng: np.random.Generator) -> np.ndarray:
     return np.array([a.sample(rng) for a in attributes(category)])
 
 
-def near_twin_attributes(category: str, values: np.ndarray, rng: np.random.Generator,
-                         which: str | None = None) -> tuple[np.ndarray, str]:
+def near_twin_attributes(
+    category: str, values: np.ndarray, rng: np.random.Generator, which: str | None = None
+) -> tuple[np.ndarray, str]:
     """A copy of ``values`` with exactly one attribute changed (``which``, or a random one)."""
     specs = attributes(category)
     names = [s.name for s in specs]
@@ -461,5 +662,6 @@ def build_parts(category: str, values) -> list[Part]:
 
 def describe(category: str, values) -> dict[str, float | str]:
     """Attribute values by name, discrete ones as their class names."""
-    return {s.name: (s.names[int(v)] if s.discrete else round(float(v), 3))
-            for s, v in zip(attributes(category), values)}
+    return {
+        s.name: (s.names[int(v)] if s.discrete else round(float(v), 3)) for s, v in zip(attributes(category), values)
+    }

@@ -24,14 +24,14 @@ MATERIALS = ("matte", "glossy", "fabric", "wood")
 class Appearance:
     """Nuisance factors of one instance's photos (nothing a sketch can show)."""
 
-    palette: np.ndarray     # (4, 3) float in [0, 1]: main, secondary, dark, light
+    palette: np.ndarray  # (4, 3) float in [0, 1]: main, secondary, dark, light
     background: np.ndarray  # (2, 3) float: gradient ends
-    material: int           # index into MATERIALS
-    light: float            # light direction, radians
-    angle: float            # pose jitter: rotation, radians
-    scale: float            # pose jitter: object size as a fraction of the frame
-    shift: np.ndarray       # pose jitter: (2,) offset as a fraction of the frame
-    seed: int               # texture noise seed
+    material: int  # index into MATERIALS
+    light: float  # light direction, radians
+    angle: float  # pose jitter: rotation, radians
+    scale: float  # pose jitter: object size as a fraction of the frame
+    shift: np.ndarray  # pose jitter: (2,) offset as a fraction of the frame
+    seed: int  # texture noise seed
 
 
 def sample_appearance(rng: np.random.Generator, pose_jitter: float = 1.0) -> Appearance:
@@ -45,10 +45,16 @@ def sample_appearance(rng: np.random.Generator, pose_jitter: float = 1.0) -> App
     light = colorsys.hsv_to_rgb(rng.random(), 0.1, 0.95)
     bh = rng.random()
     bg = [colorsys.hsv_to_rgb(bh, rng.uniform(0, 0.3), rng.uniform(0.6, 0.95)) for _ in range(2)]
-    return Appearance(np.array([main, second, dark, light]), np.array(bg), int(rng.integers(len(MATERIALS))),
-                      float(rng.uniform(0, 2 * np.pi)), float(rng.normal(scale=0.06 * pose_jitter)),
-                      float(rng.uniform(0.72, 0.9)), rng.normal(scale=0.04 * pose_jitter, size=2),
-                      int(rng.integers(2**31)))
+    return Appearance(
+        np.array([main, second, dark, light]),
+        np.array(bg),
+        int(rng.integers(len(MATERIALS))),
+        float(rng.uniform(0, 2 * np.pi)),
+        float(rng.normal(scale=0.06 * pose_jitter)),
+        float(rng.uniform(0.72, 0.9)),
+        rng.normal(scale=0.04 * pose_jitter, size=2),
+        int(rng.integers(2**31)),
+    )
 
 
 def _layers(parts: list[Part], app: Appearance, S: int):
@@ -95,7 +101,7 @@ def render(parts: list[Part], app: Appearance, media, size: int = 64) -> np.ndar
     shade = 0.5 + 0.5 * ((xx - 0.5) * np.cos(app.light) + (yy - 0.5) * np.sin(app.light)) * 2
     shade = np.clip(shade, 0, 1)  # 1 = lit
     base = app.palette[np.clip(role, 0, 3)]
-    bgrad = (app.background[0][None, None] * (1 - yy[..., None]) + app.background[1][None, None] * yy[..., None])
+    bgrad = app.background[0][None, None] * (1 - yy[..., None]) + app.background[1][None, None] * yy[..., None]
     out = []
     for medium in media:
         rng = np.random.default_rng([app.seed, MEDIA.index(medium)])
@@ -108,7 +114,9 @@ def render(parts: list[Part], app: Appearance, media, size: int = 64) -> np.ndar
                 tex += 0.08 * np.sin(yy * S * 0.6 + 3 * _noise(rng, S, 6.0))
             obj = base * (0.55 + 0.6 * shade)[..., None] + tex[..., None]
             if MATERIALS[app.material] == "glossy":
-                spot = np.exp(-((xx - 0.5 + 0.2 * np.cos(app.light)) ** 2 + (yy - 0.5 + 0.2 * np.sin(app.light)) ** 2) / 0.01)
+                spot = np.exp(
+                    -((xx - 0.5 + 0.2 * np.cos(app.light)) ** 2 + (yy - 0.5 + 0.2 * np.sin(app.light)) ** 2) / 0.01
+                )
                 obj = obj + 0.5 * spot[..., None]
             shadow = ndimage.gaussian_filter(np.roll(mask, (S // 20, S // 25), (0, 1)), S / 30)
             bg = bgrad * (1 - 0.35 * shadow[..., None]) + (_noise(rng, S, 2.0) * 0.02)[..., None]
