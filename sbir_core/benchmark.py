@@ -27,6 +27,8 @@ from sbir_core.data.views import RetrievalView, fg_view
 from sbir_core.models.base import MethodSpec
 from sbir_core.train import MultiSeedResult, TrainConfig, train_seeds
 
+VIEW_NAMES = ("train", "val", "test_seen", "test_unseen", "control_train", "control_val")
+
 
 @dataclass
 class StyleViews:
@@ -51,21 +53,26 @@ def world(style_gap: float | None = None, detail_gap: float | None = None, **opt
     return load_dataset("style_world", **options, **gaps)
 
 
+# each view: (split, drawers, group)
+VIEWS = {
+    "train": ("train", "seen", None),
+    "val": ("val", "seen", "category"),
+    "test_seen": ("test", "seen", "category"),
+    "test_unseen": ("test", "unseen", "category"),
+    "control_train": ("train", "unseen", None),
+    "control_val": ("val", "unseen", "category"),
+}
+
+
+def style_view(data: SBIRData, name: str, size: int = 32, line_width: float = 1.5) -> RetrievalView:
+    """One of the benchmark's views (``VIEW_NAMES``) of ``data`` at ``size`` pixels."""
+    split, drawers, group = VIEWS[name]
+    return fg_view(data, split, size, line_width, group=group, where={"drawer_split": drawers})
+
+
 def style_views(data: SBIRData, size: int = 32, line_width: float = 1.5) -> StyleViews:
     """The benchmark's views of ``data`` at ``size`` pixels (sketches drawn ``line_width`` pixels wide)."""
-
-    def view(split, drawers, group="category"):
-        return fg_view(data, split, size, line_width, group=group, where={"drawer_split": drawers})
-
-    return StyleViews(
-        data,
-        view("train", "seen", None),
-        view("val", "seen"),
-        view("test", "seen"),
-        view("test", "unseen"),
-        view("train", "unseen", None),
-        view("val", "unseen"),
-    )
+    return StyleViews(data, *(style_view(data, name, size, line_width) for name in VIEW_NAMES))
 
 
 def triplet_spec(

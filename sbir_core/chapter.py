@@ -19,6 +19,7 @@ two query sets), and its metric is "diff_<metric>". The swept condition goes in 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -142,6 +143,10 @@ class Chapter:
             self.add(dataset, method, r["metric"], r["value"], protocol, tag, split)
         return ev
 
+    def scope(self, dataset: str, protocol: str = "", setting: str = "", columns=("instance", "drawer")) -> Scope:
+        """Rows of one dataset, protocol and setting, recorded from evaluations (``Scope``)."""
+        return Scope(self, dataset, protocol, setting, columns)
+
     def frame(self) -> pd.DataFrame:
         return metric_rows(self.name, self.rows)
 
@@ -155,6 +160,114 @@ class Chapter:
     def save(self):
         """Write ``paper_runs/<scale>/<chapter>/`` (metrics.csv, params.yaml, env.json); return the folder."""
         return save_results(self.name, self.scale, self.frame(), self.params())
+
+
+# ---------------------------------------------------------------------- recording from evaluations
+
+
+@dataclass
+class Recorded:
+    """An interval a scope recorded: the ``Interval`` (its fields are read through) and its text for tables."""
+
+    iv: ST.Interval
+    text: str
+
+    def __getattr__(self, name):
+        return getattr(self.iv, name)
+
+
+class Scope:
+    """The rows of one dataset, protocol and setting, recorded from evaluations.
+
+    Each call takes one ``Evaluation`` per seed, computes the interval (seeds and test sample, clusters
+    ``columns``), adds its rows and, with ``glue="key"``, glues the estimate as ``key`` and its half-width
+    and bounds as ``key_half``, ``key_lo``, ``key_hi``; it returns the ``Recorded`` interval with its text.
+    """
+
+    def __init__(
+        self, ch: Chapter, dataset: str, protocol: str = "", setting: str = "", columns=("instance", "drawer")
+    ):
+        self.ch, self.dataset, self.protocol, self.setting, self.columns = ch, dataset, protocol, setting, columns
+
+    def _record(self, iv: ST.Interval, method: str, metric: str, split: str, glue: str | None, text: str) -> Recorded:
+        self.ch.add_interval(iv, self.dataset, method, metric, self.protocol, self.setting, split)
+        if glue:
+            self.ch.glue_interval(glue, iv)
+        return Recorded(iv, text)
+
+    def interval(
+        self, evaluations, metric: str, method: str, split: str = "test", glue: str | None = None, percent: bool = True
+    ) -> Recorded:
+        """A method's ``metric`` over its seeds and the test sample (a proportion, kept within [0, 1])."""
+        iv = interval_of(list(evaluations), metric, self.columns)
+        return self._record(iv, method, metric, split, glue, fmt(iv, percent))
+
+    def paired(
+        self,
+        a,
+        b,
+        metric: str,
+        method: str,
+        split: str = "test",
+        same_queries: bool = True,
+        glue: str | None = None,
+        percent: bool = True,
+    ) -> Recorded:
+        """The paired difference a - b of ``metric`` (recorded as ``diff_<metric>``)."""
+        iv = paired_of(list(a), list(b), metric, self.columns, same_queries)
+        return self._record(iv, method, f"diff_{metric}", split, glue, fmt(iv, percent, signed=True))
+
+    def value(
+        self, method: str, metric: str, value: float, split: str = "test", seed: int = -1, protocol: str | None = None
+    ) -> float:
+        """One number (a trivial value, a count, one seed's score)."""
+        self.ch.add(
+            self.dataset,
+            method,
+            metric,
+            value,
+            self.protocol if protocol is None else protocol,
+            self.setting,
+            split,
+            seed,
+        )
+        return float(value)
+
+    def learnt(self, evaluations, floors: dict, metric: str, method: str, split: str = "test") -> bool:
+        """Whether ``method`` is shown to have learnt: its paired difference from each floor (name -> one
+        evaluation per seed, on the same queries) recorded as ``<method> - <floor>``, and a
+        ``learnt_<metric>`` row, 1 when every difference's interval lies above zero, else 0 (checked
+        exactly: a model that stops clearing a floor, or starts to, changes it)."""
+        ok = True
+        for name, evs in floors.items():
+            ok &= self.paired(evaluations, evs, metric, f"{method} - {name}", split).lo > 0
+        self.value(method, f"learnt_{metric}", float(ok), split)
+        return bool(ok)
+
+    def per_seed(self, evaluations, metric: str, method: str, seeds, split: str = "test") -> None:
+        """Each seed's value of ``metric`` (kept, not checked: the intervals and differences check them)."""
+        for s, ev in zip(seeds, evaluations):
+            self.value(method, metric, ev.metrics[metric], split, s)
+
+    def arm(self, evaluations, metric: str, seeds, name: str, floors: dict | None = None, seed_var=None) -> ST.Arm:
+        """A claim's arm (``claims.arm``) with this scope's clusters."""
+        return arm(evaluations, metric, seeds, self.columns, name, floors, seed_var)
+
+    def claim(
+        self,
+        claim_id: str,
+        effect,
+        reference: ST.Arm,
+        method: str,
+        split: str = "test",
+        where: str = "",
+        other: dict | None = None,
+        metric: str | None = None,
+    ) -> CL.Evidence:
+        """A claim's evidence in this scope (``Chapter.claim``)."""
+        return self.ch.claim(
+            claim_id, effect, reference, self.dataset, method, split, self.protocol, where, other, metric
+        )
 
 
 # ---------------------------------------------------------------------- intervals from evaluations
@@ -198,6 +311,40 @@ def fmt(iv: ST.Interval, percent: bool = True, signed: bool = False) -> str:
 # ---------------------------------------------------------------------- figures and tables
 
 
+def training_curves(
+    histories: dict,
+    panels=(("loss", "training loss"), ("val/acc_at_1", "validation Acc@1")),
+    xlabel: str = "step",
+    chance: float | None = None,
+    title: str | None = None,
+):
+    """The one training-curves figure: for each run (label -> history with a ``step`` column and, over seeds,
+    a ``seed`` column) the mean over seeds of each panel's column, with its range over seeds as a band."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.2), squeeze=False)
+    for label, hist in histories.items():
+        g = hist.groupby("step")
+        for ax, (col, name) in zip(axes[0], panels):
+            if col not in hist:
+                continue
+            mean = g[col].mean()
+            (line,) = ax.plot(mean.index, mean.values, "o-", ms=3, label=label)
+            if "seed" in hist and hist["seed"].nunique() > 1:
+                ax.fill_between(mean.index, g[col].min(), g[col].max(), alpha=0.15, color=line.get_color())
+            ax.set(xlabel=xlabel, ylabel=name)
+    if chance is not None:
+        for ax, (col, _) in zip(axes[0], panels):
+            if "acc" in col:
+                ax.axhline(chance, color="grey", ls=":", lw=1, label="chance")
+    axes[0][-1].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    plt.show()
+    return fig
+
+
 def gap_curve_figure(curve: pd.DataFrame, chance: float, title: str, seen: ST.Interval | None = None):
     """The style-gap curve: Acc@10 (``estimate``, ``lo``, ``hi``) against ``gap``, one line and band per
     ``who`` in order of appearance, chance as a dotted line, and the seen drawers' interval as a band."""
@@ -218,9 +365,10 @@ def gap_curve_figure(curve: pd.DataFrame, chance: float, title: str, seen: ST.In
     return fig
 
 
-def retrieval_grid(view, method, rows, k: int = 5, title: str | None = None):
+def retrieval_grid(view, method, rows, k: int = 5, title: str | None = None, ranked_on=None):
     """A figure: each query of ``rows`` (sketch on the left) and its ``k`` nearest candidates, the true
-    photo outlined in green. Uses the method's own ranking over the query's candidates."""
+    photo outlined in green. Uses the method's own ranking over the query's candidates, computed on
+    ``ranked_on`` (the same view as trunk features, for a method that reads them) or on ``view``."""
     import matplotlib.pyplot as plt
     import torch
 
@@ -230,7 +378,8 @@ def retrieval_grid(view, method, rows, k: int = 5, title: str | None = None):
     was = method.training
     method.eval()
     try:
-        dist = distances(method, view.queries[torch.as_tensor(rows)], view.gallery)
+        src = view if ranked_on is None else ranked_on
+        dist = distances(method, src.queries[torch.as_tensor(rows)], src.gallery)
     finally:
         method.train(was)
     cand = view.candidates()
@@ -318,6 +467,8 @@ def published_vs_ours(
 __all__ = [
     "COLUMNS",
     "Chapter",
+    "Recorded",
+    "Scope",
     "SPLITS",
     "arm",
     "clusters",
@@ -330,6 +481,7 @@ __all__ = [
     "retrieval_grid",
     "setting",
     "setup",
+    "training_curves",
 ]
 
 

@@ -2,6 +2,9 @@
 
 * ``"cnn"``: a CPU-scale convolutional encoder for the ``ci`` scale (``CNNConfig``), trained from
   scratch; its cost per image is ``flops_per_image``.
+* ``"mlp"``: a head on a frozen trunk's features (``sbir_core.models.trunk``, ``sbir_core.features``):
+  the ci scale's encoder, (B, D_in) features -> (B, D) embeddings; ``"trunk_mlp"``: the same head on the
+  pretrained trunk trained end to end, images in (the paper scale).
 * ``"vgg16"``, ``"inceptionv3"``: the papers' backbones for the ``paper`` scale (METHODS.md §A):
   torchvision's ImageNet features, global max pooling, L2-normalised. They need torchvision and
   a local ImageNet weights file; without them ``build_encoder`` raises ``EncoderUnavailable``
@@ -239,12 +242,54 @@ def inceptionv3(weights: str | os.PathLike | None = None, pretrained: bool = Tru
     return _PooledBackbone(nn.Sequential(*[getattr(net, k) for k in keep]), 2048)
 
 
+class FeatureHead(nn.Module):
+    """A head on trunk features: LayerNorm -> Linear(hidden) -> ReLU -> Dropout -> Linear(embed_dim) -> L2 norm.
+
+    LayerNorm standardises each feature vector on its own, so a sketch's embedding does not depend on
+    the rest of its batch (no batch statistics), and sketches and photos share it (a Siamese head).
+    """
+
+    def __init__(self, in_dim: int = 1792, hidden: int = 512, embed_dim: int = 128, dropout: float = 0.5):
+        super().__init__()
+        if min(in_dim, hidden, embed_dim) < 1 or not 0 <= dropout < 1:
+            raise ValueError(
+                f"FeatureHead needs positive sizes and 0 <= dropout < 1, got {in_dim}, {hidden}, {embed_dim}, {dropout}"
+            )
+        self.embed_dim = int(embed_dim)
+        self.norm = nn.LayerNorm(in_dim)
+        self.hidden = nn.Linear(in_dim, hidden)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 2:
+            raise ValueError(
+                f"the mlp encoder takes (B, D) trunk features, got shape {tuple(x.shape)}: build the "
+                f"view with sbir_core.features.feature_view"
+            )
+        return F.normalize(self.head(self.drop(F.relu(self.hidden(self.norm(x))))), dim=1)
+
+
+def feature_head(**kwargs) -> nn.Module:
+    """The head on trunk features, ``FeatureHead(**kwargs)``."""
+    return FeatureHead(**kwargs)
+
+
+def trunk_head(trunk: dict | None = None, **kwargs) -> nn.Module:
+    """The pretrained trunk (``models.trunk``) trained end to end with a ``FeatureHead`` on top: images in.
+    The paper scale's encoder; the ci scale freezes the trunk and trains the head on cached features."""
+    from sbir_core.models.trunk import Trunk, TrunkSpec
+
+    net = Trunk(TrunkSpec.of(trunk), trainable=True)
+    return nn.Sequential(net, FeatureHead(**{"in_dim": net.dim, **kwargs}))
+
+
 def small_cnn(**kwargs) -> nn.Module:
     """The CPU-scale encoder, ``SmallCNN(CNNConfig(**kwargs))``."""
     return SmallCNN(CNNConfig(**kwargs))
 
 
-ENCODERS = {"cnn": small_cnn, "vgg16": vgg16, "inceptionv3": inceptionv3}
+ENCODERS = {"cnn": small_cnn, "mlp": feature_head, "trunk_mlp": trunk_head, "vgg16": vgg16, "inceptionv3": inceptionv3}
 
 
 def build_encoder(name: str, **kwargs) -> nn.Module:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sbir_core.models.base import Method
+from sbir_core.models.base import Method, MethodError
 
 NEGATIVES = ("random", "hard")
 
@@ -54,6 +54,11 @@ class TripletSN(Method):
         """Triplet loss of a "triplets" batch (sketch, photo, neg (B, C, S, S); pos_idx, neg_idx (B,);
         flip (B,) bool: the sampler's shared flip draw)."""
         if self.flip and "flip" in batch:
+            if batch["sketch"].ndim != 4:
+                raise MethodError(
+                    "the flip augmentation flips images; features of a frozen trunk cannot be flipped "
+                    "(build the method with flip=False)"
+                )
             batch = shared_flip(batch)
         return self.loss(batch)
 
