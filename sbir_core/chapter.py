@@ -233,14 +233,17 @@ class Scope:
         )
         return float(value)
 
-    def learnt(self, evaluations, floors: dict, metric: str, method: str, split: str = "test") -> bool:
+    def learnt(
+        self, evaluations, floors: dict, metric: str, method: str, split: str = "test", glue: str | None = None
+    ) -> bool:
         """Whether ``method`` is shown to have learnt: its paired difference from each floor (name -> one
-        evaluation per seed, on the same queries) recorded as ``<method> - <floor>``, and a
-        ``learnt_<metric>`` row, 1 when every difference's interval lies above zero, else 0 (checked
-        exactly: a model that stops clearing a floor, or starts to, changes it)."""
+        evaluation per seed, on the same queries) recorded as ``<method> - <floor>`` (glued as
+        ``<glue>_<floor>`` with ``glue``), and a ``learnt_<metric>`` row, 1 when every difference's interval
+        lies above zero, else 0 (checked exactly: a model that stops clearing a floor, or starts to, changes it)."""
         ok = True
         for name, evs in floors.items():
-            ok &= self.paired(evaluations, evs, metric, f"{method} - {name}", split).lo > 0
+            key = f"{glue}_{name}" if glue else None
+            ok &= self.paired(evaluations, evs, metric, f"{method} - {name}", split, glue=key).lo > 0
         self.value(method, f"learnt_{metric}", float(ok), split)
         return bool(ok)
 
@@ -345,8 +348,14 @@ def training_curves(
     return fig
 
 
-def gap_curve_figure(curve: pd.DataFrame, chance: float, title: str, seen: ST.Interval | None = None):
-    """The style-gap curve: Acc@10 (``estimate``, ``lo``, ``hi``) against ``gap``, one line and band per
+def gap_curve_figure(
+    curve: pd.DataFrame,
+    chance: float,
+    title: str,
+    seen: ST.Interval | None = None,
+    ylabel: str = "Acc@10 within category (val-selected)",
+):
+    """The style-gap curve: a score (``estimate``, ``lo``, ``hi``) against ``gap``, one line and band per
     ``who`` in order of appearance, chance as a dotted line, and the seen drawers' interval as a band."""
     import matplotlib.pyplot as plt
 
@@ -358,7 +367,7 @@ def gap_curve_figure(curve: pd.DataFrame, chance: float, title: str, seen: ST.In
         ax.plot(grp["gap"], grp["estimate"], "o-", label=who)
         ax.fill_between(grp["gap"], grp["lo"], grp["hi"], alpha=0.2)
     ax.axhline(chance, color="grey", ls=":", lw=1, label="chance = category oracle")
-    ax.set(xlabel="style_gap of the unseen drawers", ylabel="Acc@10 within category (val-selected)", title=title)
+    ax.set(xlabel="style_gap of the unseen drawers", ylabel=ylabel, title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
     plt.show()
@@ -366,9 +375,10 @@ def gap_curve_figure(curve: pd.DataFrame, chance: float, title: str, seen: ST.In
 
 
 def retrieval_grid(view, method, rows, k: int = 5, title: str | None = None, ranked_on=None):
-    """A figure: each query of ``rows`` (sketch on the left) and its ``k`` nearest candidates, the true
-    photo outlined in green. Uses the method's own ranking over the query's candidates, computed on
-    ``ranked_on`` (the same view as trunk features, for a method that reads them) or on ``view``."""
+    """A figure: each query of ``rows`` (sketch on the left, then its style exemplars when the view has
+    them) and its ``k`` nearest candidates, the true photo (a category view: each relevant image) outlined
+    in green. Uses the method's own ranking over the query's candidates, computed on ``ranked_on`` (the
+    same view as trunk features, for a method that reads them) or on ``view``."""
     import matplotlib.pyplot as plt
     import torch
 
@@ -377,29 +387,53 @@ def retrieval_grid(view, method, rows, k: int = 5, title: str | None = None, ran
     rows = list(rows)
     was = method.training
     method.eval()
+    src = view if ranked_on is None else ranked_on
+    idx = torch.as_tensor(rows)
+    style = src.style[idx] if getattr(method, "styled", False) and getattr(src, "style", None) is not None else None
     try:
-        src = view if ranked_on is None else ranked_on
-        dist = distances(method, src.queries[torch.as_tensor(rows)], src.gallery)
+        dist = distances(method, src.queries[idx], src.gallery, style=style)
     finally:
         method.train(was)
-    cand = view.candidates()
+    cand = view.candidates() if hasattr(view, "candidates") else None
     if cand is not None:
         dist = np.where(cand[rows], dist, np.inf)
+    hit = view.relevant()[rows] if hasattr(view, "relevant") else None
     nearest = np.argsort(dist, axis=1, kind="stable")[:, :k]
-    fig, axes = plt.subplots(len(rows), k + 1, figsize=(1.25 * (k + 1), 1.3 * len(rows)), squeeze=False)
+    shown = [] if getattr(view, "style", None) is None else list(range(view.style.shape[1]))
+    n = 1 + len(shown) + k
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.25 * n, 1.3 * len(rows)), squeeze=False)
     for r, (q, near) in enumerate(zip(rows, nearest)):
         axes[r, 0].imshow(_image(view.queries[q]), cmap="gray", vmin=0, vmax=1)
-        for c, g in enumerate(near, start=1):
+        for e in shown:
+            axes[r, 1 + e].imshow(_image(view.style[q, e]))
+        for c, g in enumerate(near, start=1 + len(shown)):
             axes[r, c].imshow(_image(view.gallery[g]), cmap="gray", vmin=0, vmax=1)
-            if g == int(view.target[q]):
+            if hit[r, g] if hit is not None else g == int(view.target[q]):
                 for side in axes[r, c].spines.values():
                     side.set(color="tab:green", linewidth=4)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0, 0].set_title("query", fontsize=9)
+    for e in shown:
+        axes[0, 1 + e].set_title(f"style {e + 1}", fontsize=9)
     for c in range(1, k + 1):
-        axes[0, c].set_title(f"#{c}", fontsize=9)
+        axes[0, len(shown) + c].set_title(f"#{c}", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def image_row(images, titles, title: str | None = None):
+    """A figure: one row of view images (sketches (1, S, S), photos (3, S, S)) with their titles."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(images), figsize=(1.3 * len(images), 1.6), squeeze=False)
+    for ax, img, name in zip(axes[0], images, titles):
+        ax.imshow(_image(img), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(name, fontsize=8)
+        ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -474,6 +508,7 @@ __all__ = [
     "clusters",
     "fmt",
     "gap_curve_figure",
+    "image_row",
     "interval_of",
     "outcomes",
     "paired_of",

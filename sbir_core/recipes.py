@@ -13,11 +13,13 @@ chapter reads from chapter 4 included: ``load_params`` applies the overrides in 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
 import torch
 import yaml
 
@@ -38,8 +40,8 @@ class RecipeError(SBIRError, ValueError):
 
 
 def load_params(chapter: str, scale: str) -> dict:
-    """The parameters of one chapter at one scale: its YAML config, then the run's overrides (``$SBIR_PARAMS``)
-    for the names the config has."""
+    """The parameters of one chapter at one scale: its YAML config, then the run's overrides (``$SBIR_PARAMS``,
+    ``merge``d) for the names the config has."""
     path = CONFIGS / scale / f"{chapter}.yaml"
     if not path.exists():
         raise FileNotFoundError(f"no config for {chapter} at scale {scale}: expected {path}")
@@ -47,7 +49,15 @@ def load_params(chapter: str, scale: str) -> dict:
     if not isinstance(params, dict) or not all(isinstance(k, str) and k.isupper() for k in params):
         raise ValueError(f"{path}: parameters must be a mapping of UPPER_CASE names")
     overrides = json.loads(os.environ.get(OVERRIDES_ENV) or "{}")
-    return params | {k: v for k, v in overrides.items() if k in params} | {"SCALE": scale}
+    return merge(params, {k: v for k, v in overrides.items() if k in params}) | {"SCALE": scale}
+
+
+def merge(params: dict, overrides: dict) -> dict:
+    """``params`` with ``overrides``; a mapping overrides a mapping key by key (``WORLD={"seed": 7}`` changes
+    the world's seed and keeps its other settings)."""
+    return params | {
+        k: params[k] | v if isinstance(v, dict) and isinstance(params.get(k), dict) else v for k, v in overrides.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -59,10 +69,11 @@ class Run:
     val: object | None
     tests: dict | None
     config: TrainConfig
+    init: object = None  # seed -> (name, state) the method starts from (``train.train_run``), or None
 
     def fit(self, seeds, store: bool = True) -> MultiSeedResult:
         """Each seed trained (or loaded from the store of trained models)."""
-        return train_seeds(self.spec, self.train, self.val, self.tests, self.config, list(seeds), store)
+        return train_seeds(self.spec, self.train, self.val, self.tests, self.config, list(seeds), store, self.init)
 
     def methods(self, seeds) -> list:
         """Each seed's selected model, in eval mode."""
@@ -70,7 +81,13 @@ class Run:
 
     def key(self, seed: int) -> str:
         """The store key of one seed's run."""
-        return fingerprint(run_identity(self.spec, self.train, self.val, self.tests, self.config.replace(seed=seed)))
+        identity = run_identity(self.spec, self.train, self.val, self.tests, self.config.replace(seed=seed))
+        return fingerprint(identity | ({"init": self.init(seed)[0]} if self.init else {}))
+
+    def starts(self):
+        """seed -> (this run's store key, a function giving its trained state): a later run that starts from this
+        one (``init``); the state is loaded, or this run trained, only when the later run is trained."""
+        return lambda seed: (self.key(seed), lambda: self.fit([seed]).runs[0].best_state)
 
 
 class Views:
@@ -225,7 +242,7 @@ class StyleBench:
             proj = principal(torch.cat([train.queries, train.gallery]), int(self.p["FEATURE_DIMS"]))
         out = {s: self.read(v, proj) for s, v in images.items()}
         out["train"] = out["train"].within("category")
-        return out | {"data": data, "images": images}
+        return out | {"data": data, "images": images, "projection": proj}
 
     def real(self, name: str, views: dict) -> Run:
         """Triplet-SN on one real set's views (``real_views``): chapter 4's run on real data."""
@@ -250,17 +267,527 @@ class StyleBench:
         return build_method("pixel_nn", size=self.p["IMAGE_SIZE"])
 
 
+# ---------------------------------------------------------------------- chapter 6: StyleMeUp
+
+# name -> (label, options changed from the full model); the paper's ablations and baselines, and ours
+STYLEMEUP_VARIANTS = {
+    "full": ("StyleMeUp (second order, FT, psi)", {}),
+    "first_order": ("first order, as the public code", {"first_order": True}),
+    "no_ft": ("w/o FT layers (w/o MFT)", {"ft": "none"}),
+    "fixed_ft": ("fixed FT", {"ft": "fixed"}),
+    "no_reg": ("w/o regulariser (w/o RegD)", {"regulariser": False}),
+    "same_photos": ("the code's task: outer loss on the inner step's photos", {"outer_photos": "same"}),
+    "disjoint_photos": ("outer loss on other photos than the inner step's", {"outer_photos": "disjoint"}),
+    "basic_sn": ("B-Basic-SN: the VAE's encoder, triplet only, no meta-learning", {"meta": False, "vae": False}),
+    "cross_modal": ("B-Cross-Modal: the VAE without meta-learning", {"meta": False}),
+    "meta_sn": ("B-Meta-SN: meta-learned triplet only", {"vae": False}),
+    "latent128": ("latent 128 (the code's)", {"latent": 128}),
+}
+
+
+def stylemeup_spec(bench: StyleBench, p: dict, variant: str = "full") -> MethodSpec:
+    """StyleMeUp (chapter 6's parameters ``p``) on chapter 4's inputs: the trunk's features (an MLP VAE) or
+    images (the conv VAE); ``variant`` one of ``STYLEMEUP_VARIANTS``."""
+    if variant not in STYLEMEUP_VARIANTS:
+        raise RecipeError(f"StyleMeUp variant {variant!r}; known: {', '.join(STYLEMEUP_VARIANTS)}")
+    b = bench.p
+    options = {
+        "size": b["IMAGE_SIZE"],
+        **p["SMU_OPTIONS"],
+        "margin": b["MARGIN"],
+        "inner_lr": p["INNER_LR"],
+        "meta_lr": p["META_LR"],
+        "flip": bool(b["FLIP"]),
+    }
+    if b["FREEZE_TRUNK"]:
+        options["in_dim"] = bench.feature_dim
+    return MethodSpec("stylemeup", {**options, **STYLEMEUP_VARIANTS[variant][1]})
+
+
+def stylemeup_config(bench: StyleBench, p: dict, **changes) -> TrainConfig:
+    return TrainConfig(
+        steps=p["SMU_STEPS"],
+        batch_size=p["TASKS"],
+        lr=p["SMU_LR"],
+        eval_every=p["SMU_EVAL_EVERY"],
+        ks=(1, 10),
+        progress=p["PROGRESS"],
+        device=p["DEVICE"],
+    ).replace(**changes)
+
+
+def stylemeup(bench: StyleBench, p: dict, variant: str = "full") -> Run:
+    """StyleMeUp trained on the style world's seen drawers (validated on them), the test views attached."""
+    f = bench.features()
+    return Run(stylemeup_spec(bench, p, variant), f.train, f.val, f.tests, stylemeup_config(bench, p))
+
+
+def stylemeup_real(bench: StyleBench, p: dict, views: dict) -> Run:
+    """StyleMeUp on a real set's views (``StyleBench.real_views``), the sketch index as the style (the
+    paper's proxy on sets that name no drawer: ``data.views.index_as_drawer``)."""
+    from sbir_core.data.views import index_as_drawer
+
+    config = stylemeup_config(bench, p, steps=p["SMU_REAL_STEPS"], eval_every=p["SMU_REAL_EVAL_EVERY"])
+    return Run(stylemeup_spec(bench, p), index_as_drawer(views["train"]), views["val"], {"test": views["test"]}, config)
+
+
+# ---------------------------------------------------------------------- chapter 7: Adaptive FG-SBIR
+
+
+def adaptive_spec(
+    bench: StyleBench, p: dict, inner: str = "margin", reg: dict | None = None, level: str = "user", classes=()
+) -> MethodSpec:
+    """Adaptive FG-SBIR (chapter 7's parameters ``p``) on chapter 4's encoder, split into F and M; ``inner``
+    the method (``models.adaptive.INNER``), ``reg`` the regulariser weights (default: the level's)."""
+    o = dict(bench.spec.options)
+    encoder, margin, flip = o.pop("encoder"), o.pop("margin"), o.pop("flip", False)
+    o.pop("negatives", None)
+    reg = p["REG" if level == "user" else "CATEGORY_REG"] if reg is None else reg
+    return MethodSpec(
+        "adaptive_fgsbir",
+        {
+            "encoder": encoder,
+            "encoder_options": o,
+            "level": level,
+            "inner": inner,
+            "classes": list(classes),
+            "reg": dict(reg),
+            "inner_lr": p["INNER_LR"],
+            "margin": margin,
+            "k_support": p["K_SUPPORT"],
+            "k_query": p["K_QUERY"],
+            "flip": bool(flip),
+        },
+    )
+
+
+def adaptive_config(bench: StyleBench, p: dict) -> TrainConfig:
+    return bench.config(
+        steps=p["META_STEPS"],
+        batch_size=p["TASKS"],
+        lr=p["META_LR"],
+        eval_every=p["META_EVAL_EVERY"],
+        ks=(1, 5),
+        progress=p["PROGRESS"],
+        device=p["DEVICE"],
+        checkpoint_dir=None,
+    )
+
+
+def adaptive(bench: StyleBench, p: dict, inner: str = "margin", reg: dict | None = None) -> Run:
+    """The user level: meta-trained on the seen drawers' episodes from chapter 4's baseline of the same seed."""
+    f = bench.features()
+    return Run(
+        adaptive_spec(bench, p, inner, reg), f.train, f.val, None, adaptive_config(bench, p), bench.baseline().starts()
+    )
+
+
+def category_views(bench: StyleBench, data=None) -> dict:
+    """The category level (``data.support.category_views``) of the style world, or of a real set ``data``
+    (split by ``hold_out_support``), as the methods read it, with the image views under ``"images"``. A
+    real set is projected on its own training split's principal directions (``real_views``'s rule)."""
+    from sbir_core.data.support import category_views as views
+    from sbir_core.features import principal
+
+    images = views(bench.world() if data is None else data, bench.p["IMAGE_SIZE"], bench.p["LINE_WIDTH"])
+    proj = "world"
+    if data is not None and bench.p["FREEZE_TRUNK"] and int(bench.p["FEATURE_DIMS"]):
+        train = feature_view(images["train"], bench.p["TRUNK"])
+        proj = principal(torch.cat([train.queries, train.gallery]), int(bench.p["FEATURE_DIMS"]))
+    return {name: bench.read(view, proj) for name, view in images.items()} | {"images": images}
+
+
+def category_baseline(bench: StyleBench, views: dict) -> Run:
+    """Triplet-SN as chapter 4 trains it, on the seen categories only (``views``: ``category_views``): the
+    category level's start, so that its unseen categories are unseen."""
+    return Run(bench.spec, views["train"], views["val"], None, bench.config())
+
+
+def category_adaptive(bench: StyleBench, p: dict, views: dict, inner: str = "margin", reg: dict | None = None) -> Run:
+    """The category level: meta-trained on the seen categories' episodes from ``category_baseline``."""
+    classes = sorted(views["train"].table["category"].astype(str).unique())
+    spec = adaptive_spec(bench, p, inner, reg, "category", classes)
+    return Run(
+        spec, views["train"], views["val"], None, adaptive_config(bench, p), category_baseline(bench, views).starts()
+    )
+
+
+# ---------------------------------------------------------------------- chapter 8: Sketching with Style
+
+
+class StyledBench:
+    """A sketch-plus-style benchmark (chapter 8's parameters ``p`` on chapter 4's bench): its problems as rows
+    (``data.styled.Styled``: "train" and the query sets) and what fills them.
+
+    ``view(name)``: a problem as the model reads it: trunk features computed once per image (sketches by
+    chapter 4's trunk; an image as [chapter 4's trunk on its edge map; the style trunk on its RGB], each
+    projected on principal directions of the training problem's), or the images where the trunk is
+    trained; or as the pixel floor or chapter 4's Triplet-SN read it. ``run()``: the model's run;
+    ``evaluate``, ``floors`` and ``probes``: what the chapter measures; ``media``: the gallery's media.
+    """
+
+    def __init__(self, bench: StyleBench, p: dict, media, problems: dict, name: str, reuse: dict | None = None):
+        self.bench, self.p, self.media, self.problems, self.name = bench, p, list(media), problems, name
+        self._reuse = reuse or {}  # dataset name -> sketch_id -> chapter 4's projected features of that sketch
+        self._tables, self._views = {}, {}
+
+    def __getitem__(self, name: str):
+        return self.problems[name][0]
+
+    # -- what fills the problems
+    def view(self, name: str, medium: str | None = None, reads: str = "model", rows=None):
+        """Problem ``name`` (with ``medium``: its sketch-only search in that medium, "all" for every medium;
+        ``rows``: some of its queries) as ``reads`` reads it: "model" (trunk features, or the images where
+        the trunk is trained), "structure" (chapter 4's Triplet-SN: an image's structure features alone),
+        "pixel" (the pixel floor) or "image"."""
+        from sbir_core.data.styled import Pixels
+
+        key = (name, medium, reads)
+        if rows is None and key in self._views:
+            return self._views[key]
+        styled, sk, ph = self.problems[name]
+        styled = styled if medium is None else styled.sketch_only(None if medium == "all" else medium)
+        styled = styled if rows is None else styled.subset(rows)
+        b = self.bench.p
+        if reads == "image" or (reads != "pixel" and not b["FREEZE_TRUNK"]):
+            v = styled.view(Pixels(sk, b["IMAGE_SIZE"], b["LINE_WIDTH"]), Pixels(ph, b["IMAGE_SIZE"], b["LINE_WIDTH"]))
+        else:
+            kind = "pixel" if reads == "pixel" else "trunk"
+            v = styled.view(self._table(sk, kind), self._table(ph, kind))
+            v = dataclasses.replace(v, gallery=v.gallery[:, : self.split]) if reads == "structure" else v
+        if rows is None:
+            self._views[key] = v
+        return v
+
+    def evaluate(self, methods, name: str, medium: str | None = None, mode: str | None = None) -> list:
+        """Each method's ``Evaluation`` on a problem (``view``'s ``name`` and ``medium``), read as it reads:
+        Sketching with Style (in ``mode``) the model's view, the pixel floor its own, others (chapter 4's
+        Triplet-SN) an image's structure features."""
+        from sbir_core.evaluation import evaluate
+        from sbir_core.models.with_style import ColourPixelNN, WithStyle
+
+        out = []
+        for m in methods:
+            reads = "model" if isinstance(m, WithStyle) else "pixel" if isinstance(m, ColourPixelNN) else "structure"
+            out.append(evaluate(m.with_mode(mode) if mode else m, self.view(name, medium, reads)))
+        return out
+
+    def floors(self, name: str, medium: str | None = None, styled: bool | None = None) -> dict:
+        """A search's floors, name -> [Evaluation]: "chance" (a random ranking), "untrained" (the model
+        untrained, seed ``SEED``) and "pixel_nn" (the pixel floor). ``styled`` (default: without
+        ``medium``): the floors of a search that reads the style (the fused model; the pixel floor guessing
+        the wanted medium by colour), else of one that ignores it (the structure stream; pixel matching)."""
+        from sbir_core.evaluation import random_ranking
+
+        styled = medium is None if styled is None else styled
+        untrained = self.untrained(int(self.p["SEED"]))
+        return {
+            "chance": [random_ranking(self.view(name, medium))],
+            "untrained": self.evaluate([untrained], name, medium, "fused" if styled else "structure"),
+            "pixel_nn": self.evaluate([self.pixel_floor(styled)], name, medium),
+        }
+
+    def probes(self, models, test: str) -> dict:
+        """(stream, target) -> (S, M) outcomes of a linear probe (``evaluation.linear_probe``) fitted on each
+        model's ``stream`` embedding ("style", "structure") of the training images to predict their
+        ``target`` ("medium", "category"), applied to the gallery images of problem ``test``."""
+        from sbir_core.evaluation import embed, linear_probe
+
+        train, tests = self.view("train"), self.view(test)
+        out = {}
+        for stream in ("style", "structure"):
+            for target in ("medium", "category"):
+                rows = []
+                for i, m in enumerate(models):
+                    x = m.with_mode(stream)
+                    ftr, fte = embed(x.embed_gallery, train.gallery), embed(x.embed_gallery, tests.gallery)
+                    y_tr, y_te = train.gallery_table[target].tolist(), tests.gallery_table[target].tolist()
+                    rows.append(linear_probe(ftr, y_tr, fte, y_te, seed=i))
+                out[(stream, target)] = np.stack(rows)
+        return out
+
+    def _rows(self, data):
+        """The sketch and photo rows of ``data`` that some problem asks for."""
+        sk, ph = set(), set()
+        for styled, sk_data, ph_data in self.problems.values():
+            if sk_data is data:
+                sk.update(styled.q_rows.tolist())
+            if ph_data is data:
+                ph.update(styled.g_rows.tolist())
+                ph.update([] if styled.style_rows is None else styled.style_rows.reshape(-1).tolist())
+        return np.array(sorted(sk), np.int64), np.array(sorted(ph), np.int64)
+
+    def _table(self, data, kind: str):
+        key = (id(data), kind)
+        if key not in self._tables:
+            self._tables[key] = (self._trunk_table if kind == "trunk" else self._pixel_table)(data)
+        return self._tables[key]
+
+    @cached_property
+    def _specs(self):
+        from sbir_core.models.trunk import TrunkSpec
+
+        trunk = self.bench.p["TRUNK"]
+        return TrunkSpec.of(trunk), TrunkSpec.of({**trunk, **self.p["WS_STYLE_TRUNK"]})
+
+    def _raw(self, data) -> dict:
+        """Unprojected trunk features of the rows of ``data`` the problems ask for (of its sketches, none
+        where chapter 4's are reused): sketches by the structure trunk, photos by both."""
+        from sbir_core.data.styled import Pixels
+        from sbir_core.features import features
+
+        key = (id(data), "raw")
+        if key not in self._tables:
+            px = Pixels(data, self.bench.p["IMAGE_SIZE"], self.bench.p["LINE_WIDTH"])
+            (structure, style), (sk, ph) = self._specs, self._rows(data)
+            out = {"sketch_rows": sk, "photo_rows": ph, "sketch": None}
+            if len(sk) and data.name not in self._reuse:
+                out["sketch"] = features(px.sketches(sk), structure)
+            img = px.photos(ph) if len(ph) else None
+            out["edges"], out["rgb"] = (features(img, t) if len(ph) else torch.zeros(0, 1) for t in (structure, style))
+            self._tables[key] = out
+        return self._tables[key]
+
+    @cached_property
+    def projections(self) -> tuple:
+        """(structure, style) projections on ``FEATURE_DIMS`` principal directions of the "train" problem's
+        features (chapter 4's own for the structure of its world), or (None, None)."""
+        from sbir_core.features import principal
+
+        k = int(self.bench.p["FEATURE_DIMS"])
+        if not k:
+            return None, None
+        styled, sk_data, ph_data = self.problems["train"]
+        s, g = self._raw(sk_data), self._raw(ph_data)
+        gi = np.searchsorted(g["photo_rows"], styled.g_rows)
+        style = principal(g["rgb"][gi], k) if g["rgb"].shape[1] > k else None  # a small trunk feature stays whole
+        if sk_data.name in self._reuse:
+            return self.bench.projection, style
+        si = np.searchsorted(s["sketch_rows"], np.unique(styled.q_rows))
+        return principal(torch.cat([s["sketch"][si], g["edges"][gi]]), k), style
+
+    def _trunk_table(self, data):
+        from sbir_core.data.styled import Table
+
+        r, (proj, style) = self._raw(data), self.projections
+        on = lambda f, x: x if f is None else f(x)  # noqa: E731
+        ids = data.sketches["sketch_id"].to_numpy()[r["sketch_rows"]]
+        if data.name in self._reuse:
+            sk = torch.stack([self._reuse[data.name][i] for i in ids]) if len(ids) else torch.zeros(0, 1)
+        else:
+            sk = on(proj, r["sketch"]) if r["sketch"] is not None else torch.zeros(0, 1)
+        ph = torch.cat([on(proj, r["edges"]), on(style, r["rgb"])], 1) if len(r["photo_rows"]) else torch.zeros(0, 1)
+        return Table.of(data, r["sketch_rows"], sk, r["photo_rows"], ph)
+
+    def _pixel_table(self, data):
+        from sbir_core.data.styled import Pixels, Table
+
+        px, pixel = Pixels(data, self.bench.p["IMAGE_SIZE"], self.bench.p["LINE_WIDTH"]), self.bench.pixel()
+        sk_rows, ph_rows = self._rows(data)
+        with torch.no_grad():
+            f_sk = pixel.embed_query(px.sketches(sk_rows)) if len(sk_rows) else torch.zeros(0, 1)
+            img = px.photos(ph_rows) if len(ph_rows) else None
+            f_ph = torch.cat([pixel.embed_gallery(img), (img + 1).mean((2, 3)) / 2], 1) if len(ph_rows) else None
+        return Table.of(data, sk_rows, f_sk, ph_rows, torch.zeros(0, 1) if f_ph is None else f_ph)
+
+    # -- the model and its floors
+    @cached_property
+    def split(self) -> int:
+        return int(self.bench.feature_dim)
+
+    @cached_property
+    def spec(self) -> MethodSpec:
+        """Sketching with Style on chapter 4's inputs: two MLP heads (chapter 4's) on the trunk's features, or
+        the trunk trained end to end in each stream (the structure stream sees edge maps, the style stream RGB)."""
+        from sbir_core.features import trunk
+        from sbir_core.models.trunk import TrunkSpec
+
+        b, p = self.bench.p, self.p
+        style_trunk = {**b["TRUNK"], **p["WS_STYLE_TRUNK"]}
+        if b["FREEZE_TRUNK"]:
+            style_dim = trunk(TrunkSpec.of(style_trunk)).dim
+            style_dim = min(style_dim, int(b["FEATURE_DIMS"]) or style_dim)
+            streams = {
+                "structure": {"encoder": "mlp", "in_dim": self.split, **b["HEAD"]},
+                "style": {"encoder": "mlp", "in_dim": style_dim, **b["HEAD"]},
+                "split": self.split,
+            }
+        else:
+            streams = {
+                "structure": {"encoder": "trunk_mlp", "trunk": b["TRUNK"], **b["HEAD"]},
+                "style": {"encoder": "trunk_mlp", "trunk": style_trunk, **b["HEAD"]},
+                "split": None,
+            }
+        options = {
+            "n_media": len(self.media),
+            "embed_dim": p["WS_FUSED_DIM"],
+            "margin": b["MARGIN"],
+            "pretrain_steps": p["WS_PRETRAIN_STEPS"],
+            "ce_weight": p["WS_CE_WEIGHT"],
+            "train_exemplars": p["WS_TRAIN_EXEMPLARS"],
+        }
+        return MethodSpec("with_style", {**streams, **options})
+
+    def run(self, steps: int | None = None) -> Run:
+        """The model trained on the "train" problem: ``steps`` (default ``WS_STEPS``) steps of ``WS_BATCH``
+        sketches with chapter 4's learning rate and optimiser; no validation: a seed's model is its last state."""
+        p = self.p
+        steps = int(p["WS_STEPS"] if steps is None else steps)
+        config = self.bench.config(
+            steps=steps,
+            batch_size=p["WS_BATCH"],
+            eval_every=max(1, steps // p["WS_CURVE_POINTS"]),
+            ks=(1,),
+            progress=p["PROGRESS"],
+            device=p["DEVICE"],
+        )
+        return Run(self.spec, self.view("train"), None, None, config)
+
+    def untrained(self, seed: int):
+        """The same model untrained (seed ``seed``)."""
+        from sbir_core.repro import seed_everything
+
+        seed_everything(seed)
+        return self.spec.build().eval()
+
+    def pixel_floor(self, styled: bool = True):
+        """The parameter-free floor on ``pixel_view``s (``models.with_style.ColourPixelNN``): pixel matching,
+        with (``styled``) the wanted medium guessed by mean colour from the training images'."""
+        from sbir_core.models.with_style import ColourPixelNN
+
+        if not styled:
+            return ColourPixelNN()
+        train = self.view("train", reads="pixel")
+        colour, media = train.gallery[:, -3:], train.gallery_table["medium"].to_numpy()
+        return ColourPixelNN(torch.stack([colour[torch.as_tensor(media == m)].mean(0) for m in self.media]))
+
+
+def with_style_world(bench: StyleBench, p: dict) -> StyledBench:
+    """Chapter 8's style world: chapter 4's world (its sketches, gap and seed) with ``WS_OBJECTS`` objects of
+    each seen category per split drawn in each of ``WS_MEDIA``; "train": the seen drawers' sketches of the
+    training objects against those objects in every medium; "seen" / "unseen": ``WS_QUERIES_PER_OBJECT``
+    sketches of each test object by seen / unseen drawers, each asked once per medium with
+    ``WS_EXEMPLARS`` exemplars from the training objects, against the test objects in every medium."""
+    from sbir_core.data.styled import styled_problem, styled_train, world_in_media
+
+    base, media, seed = bench.world(), list(p["WS_MEDIA"]), int(p["SEED"])
+    objects = base.photos.drop_duplicates("instance")
+    objects = objects[objects["category_split"] == "seen"].sample(frac=1.0, random_state=seed)
+    chosen = objects.groupby(["split", "category"]).head(p["WS_OBJECTS"])
+    chosen = chosen[chosen["split"].isin(["train", "test"])]
+    data = world_in_media(base, media, sorted(chosen["instance"]))
+    problems = {
+        "train": styled_train(data, "train", media, {"drawer_split": "seen", "instance": list(chosen["instance"])})
+    }
+    sk = data.sketches
+    for drawers in ("seen", "unseen"):
+        mine = sk[(sk["split"] == "test") & (sk["drawer_split"] == drawers) & sk["instance"].isin(chosen["instance"])]
+        ids = mine.groupby("instance").head(p["WS_QUERIES_PER_OBJECT"])["sketch_id"].tolist()
+        problems[drawers] = styled_problem(
+            data, {"sketch_id": ids}, {"split": "test"}, {"split": "train"}, p["WS_EXEMPLARS"], seed, media,
+            f"style_world/{drawers} drawers",
+        )  # fmt: skip
+    problems = {k: (v, data, data) for k, v in problems.items()}
+    f = bench.features()
+    reuse = {}
+    for v in (f.train, f.test_seen, f.test_unseen):  # chapter 4's features of the same sketches
+        reuse.update(zip(v.table["sketch_id"], v.queries))
+    return StyledBench(bench, p, media, problems, "style_world", {data.name: reuse})
+
+
+def with_style_real(bench: StyleBench, p: dict) -> StyledBench:
+    """QuickDraw sketches searching PACS's media (its photos, art paintings and cartoons) with style exemplars:
+    "train": ``WS_REAL_PER_CLASS`` PACS training sketches of each of ``WS_REAL_CLASSES`` against as many PACS
+    training images of each class and medium; "quickdraw": ``WS_REAL_QUERIES`` QuickDraw drawings of each
+    class, each asked once per PACS medium with exemplars from the PACS training images, against
+    ``WS_REAL_GALLERY`` PACS test images of each class and medium. A DataError when a set is absent."""
+    from sbir_core.data import load_dataset
+    from sbir_core.data.styled import class_sample, cross_styled, styled_train
+
+    classes, seed, n = list(p["WS_REAL_CLASSES"]), int(p["SEED"]), int(p["WS_REAL_PER_CLASS"])
+    pacs = class_sample(load_dataset("pacs"), classes, {"train": n}, {"train": n, "test": p["WS_REAL_GALLERY"]}, seed)
+    qd = load_dataset("quickdraw", classes=classes)
+    media = sorted(set(pacs.photos["medium"]))
+    train = styled_train(pacs, "train", media, paired=False)
+    queries = cross_styled(qd, pacs, classes, p["WS_EXEMPLARS"], seed, None, max_per_class=p["WS_REAL_QUERIES"])
+    problems = {"train": (train, pacs, pacs), "quickdraw": (queries, qd, pacs)}
+    return StyledBench(bench, p, media, problems, "pacs_quickdraw")
+
+
+def with_style(bench: StyleBench, p: dict) -> Run:
+    """Sketching with Style on the style world in ``WS_MEDIA`` (``with_style_world``): chapter 8's main run."""
+    return with_style_world(bench, p).run()
+
+
+def quickdraw_pacs(bench: StyleBench, max_per_class: int, n_support: int, seed: int) -> dict:
+    """The category level on real data: QuickDraw drawings of the classes PACS also has against PACS's test
+    photos of those classes (relevant: same class), as the world's methods read them. Each class's drawings
+    (the first ``max_per_class`` of its file) are shuffled once (``data.support.support_pool``): the first
+    ``n_support`` are its support pool, the rest its queries. Returns {"view", "images" (the same as
+    images), "support": k -> support_for, "classes", "n_support_photos"}; a DataError when they share < 2."""
+    import numpy as np
+
+    from sbir_core.data import DataError, load_dataset
+    from sbir_core.data.quickdraw import find
+    from sbir_core.data.support import support_for_class, support_pool
+    from sbir_core.data.views import CategoryView, photo_tensor, sketch_tensor
+
+    pacs = load_dataset("pacs", seed=int(bench.p["SEED"]))
+    photo = pacs.photos["medium"] == "photo"
+    classes = sorted(set(pacs.photos.loc[photo, "category"].astype(str)) & set(find()[1]))
+    if len(classes) < 2:
+        raise DataError(f"QuickDraw and PACS share {len(classes)} classes ({classes}): the category level needs 2+")
+    qd = load_dataset("quickdraw", classes=classes, max_per_class=max_per_class)
+    pool, queries = support_pool(qd.sketches, n_support, seed)
+    photo &= pacs.photos["category"].astype(str).isin(classes)
+    gal, sup = (np.flatnonzero(photo & (pacs.photos["split"] == s)) for s in ("test", "train"))
+    sketches = sketch_tensor(qd.sketch_images(bench.p["IMAGE_SIZE"], bench.p["LINE_WIDTH"]))
+    photos = photo_tensor(pacs.photo_images(bench.p["IMAGE_SIZE"]))
+    images = CategoryView(
+        "quickdraw->pacs/category",
+        sketches[torch.as_tensor(queries)],
+        photos[torch.as_tensor(gal)],
+        qd.sketches.iloc[queries],
+        pacs.photos.iloc[gal],
+    )
+    pooled = CategoryView(
+        "quickdraw->pacs/support", sketches, photos[torch.as_tensor(sup)], qd.sketches, pacs.photos.iloc[sup]
+    )
+    view, support = bench.read(images), bench.read(pooled)
+    cls = pacs.photos["category"].iloc[sup].astype(str).to_numpy()
+    return {
+        "view": view,
+        "images": images,
+        "classes": classes,
+        "n_support_photos": len(sup),
+        "support": lambda k: support_for_class(support.queries, pool, support.gallery, cls, k, seed),
+    }
+
+
 def bench(scale: str) -> StyleBench:
     """Chapter 4's bench at ``scale`` (its parameters with the run's overrides)."""
     return StyleBench(load_params(BASELINE, scale))
 
 
-def main_run(chapter: str, scale: str) -> tuple[Run, int]:
-    """A chapter's main trained model as a run and its seed (``train_cli``, the playground)."""
+def main(chapter: str, scale: str) -> tuple[StyleBench, Run, int]:
+    """A chapter's bench, main trained model as a run, and its seed (``train_cli``, the playground)."""
+    if chapter not in MAIN_RUNS:
+        raise RecipeError(f"no main run for chapter {chapter!r}; chapters with one: {', '.join(MAIN_RUNS)}")
+    b = bench(scale)
     if chapter == BASELINE:
-        b = bench(scale)
-        return b.baseline(), b.seeds[0]
-    raise RecipeError(f"no main run for chapter {chapter!r}; chapters with one: {', '.join(MAIN_RUNS)}")
+        return b, b.baseline(), b.seeds[0]
+    p = load_params(chapter, scale)
+    return b, MAIN_RUNS[chapter](b, p), int(p["SEED"])
 
 
-MAIN_RUNS = (BASELINE,)
+def main_run(chapter: str, scale: str) -> tuple[Run, int]:
+    """A chapter's main trained model as a run and its seed."""
+    return main(chapter, scale)[1:]
+
+
+MAIN_RUNS = {
+    BASELINE: None,
+    "06_stylemeup": stylemeup,
+    "07_adaptive": adaptive,
+    "08_with_style": with_style,
+}

@@ -437,21 +437,29 @@ def train_run(
     config: TrainConfig,
     seed: int,
     store: bool = True,
+    init: tuple | None = None,
 ) -> RunResult:
     """One seed of ``spec`` trained with ``config`` (seed replaced): from the store of trained states
     when it holds this exact run (``sbir_core.store``), else trained (resuming from a checkpoint when
-    ``config.checkpoint_dir`` holds one) and stored."""
+    ``config.checkpoint_dir`` holds one) and stored. init: (name, state), a state the method starts from
+    (``Method.start_from``), named in the run's identity; ``state`` may be a function that loads it (called
+    only when the run is trained, not when it comes from the store)."""
     from sbir_core import store as S
 
     config = config.replace(seed=seed)
     identity = run_identity(spec, train, val, tests, config)
+    if init is not None:
+        identity["init"] = init[0]
     key = fingerprint(identity)
     if store:
         hit = S.load(key, identity)
         if hit is not None:
             return hit
+    start = init and (init[1]() if callable(init[1]) else init[1])  # before seeding: loading may train it
     seed_everything(seed)
     method = spec.build()
+    if init is not None:
+        method.start_from(start)
     result = Trainer(method, train, val, tests, config, identity).fit()
     if store and D.context().main:  # in a data-parallel run, rank 0 stores (the others evaluated nothing)
         S.save(key, identity, result)
@@ -466,6 +474,8 @@ def train_seeds(
     config: TrainConfig,
     seeds: Iterable[int],
     store: bool = True,
+    init=None,
 ) -> MultiSeedResult:
-    """``train_run`` for each seed: one fresh method per seed, initialised after ``seed_everything(seed)``."""
-    return MultiSeedResult([train_run(spec, train, val, tests, config, s, store) for s in seeds])
+    """``train_run`` for each seed: one fresh method per seed, initialised after ``seed_everything(seed)``;
+    ``init(seed)`` gives the seed's starting state (``train_run``'s init), when given."""
+    return MultiSeedResult([train_run(spec, train, val, tests, config, s, store, init and init(s)) for s in seeds])

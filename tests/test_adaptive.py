@@ -13,18 +13,21 @@ from sbir_core.evaluation import evaluate
 from sbir_core.models import adaptive as A
 from sbir_core.models.base import MethodError, MethodSpec
 from sbir_core.models.triplet import build_triplet
+from sbir_core.repro import seed_everything
 from sbir_core.samplers import get_sampler
 from sbir_core.train import TrainConfig, train_run
 
-SMALL = {"width": 4, "depth": 2, "embed_dim": 8}
+DIM = 16  # the toy "trunk features": F reads (B, DIM) vectors, as it reads the frozen trunk's at the ci scale
+HEAD = {"in_dim": DIM, "hidden": 16, "embed_dim": 8, "dropout": 0.0}
+SMALL = {"encoder_options": HEAD}
 
 
-def image_view(n_items=8, per_item=4, drawers=2, categories=2, seed=0, size=8) -> RetrievalView:
-    """Photos are random 3-channel images; sketches are their noisy grey means (1 channel)."""
+def image_view(n_items=8, per_item=4, drawers=2, categories=2, seed=0, dim=DIM, noise=0.3) -> RetrievalView:
+    """Photos are random feature vectors; sketches are their noisy copies."""
     g = torch.Generator().manual_seed(seed)
-    gallery = torch.rand(n_items, 3, size, size, generator=g)
+    gallery = torch.randn(n_items, dim, generator=g)
     target = torch.arange(n_items).repeat_interleave(per_item)
-    queries = gallery[target].mean(1, keepdim=True) + 0.1 * torch.randn(len(target), 1, size, size, generator=g)
+    queries = gallery[target] + noise * torch.randn(len(target), dim, generator=g)
     cat = [f"c{i % categories}" for i in range(n_items)]
     table = pd.DataFrame(
         {
@@ -36,6 +39,16 @@ def image_view(n_items=8, per_item=4, drawers=2, categories=2, seed=0, size=8) -
     )
     gtable = pd.DataFrame({"instance": [f"i{i}" for i in range(n_items)], "category": cat, "medium": "photo"})
     return RetrievalView("toy", queries, gallery, target, table, gtable, group="category")
+
+
+def as_features(view):
+    """An image view with each image read as DIM numbers (its grey 4 x 4 thumbnail): what F takes."""
+    import dataclasses
+
+    def read(x):
+        return torch.nn.functional.adaptive_avg_pool2d(x.mean(1, keepdim=True), 4).flatten(1)
+
+    return dataclasses.replace(view, queries=read(view.queries), gallery=read(view.gallery))
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +68,11 @@ def batch_of(method, view, tasks=2, seed=0):
 
 def test_shapes_and_unit_norm():
     m = build()
-    x = torch.rand(5, 1, 8, 8)
+    x = torch.rand(5, DIM)
     assert m.embed_query(x).shape == (5, 8)
     assert torch.allclose(m.embed_query(x).norm(dim=1), torch.ones(5), atol=1e-5)
-    assert m.embed_gallery(torch.rand(3, 3, 8, 8)).shape == (3, 8)
-    a = m.encoder.attention(x)
-    assert a.shape == (5, 2, 2) and bool(((a > 0) & (a < 1)).all())
+    assert m.embed_gallery(torch.rand(3, DIM)).shape == (3, 8)
+    assert m.encoder(x).shape == (5, 16) and m.head.in_features == 16
 
 
 def test_sampler_gives_same_group_tasks_with_labels():
@@ -189,7 +201,7 @@ def test_evaluation_with_adaptation_leaves_no_state_between_drawers():
 
 
 def test_overfits_a_tiny_problem():
-    view = image_view(n_items=4, per_item=4, drawers=1, categories=1)
+    view = image_view(n_items=4, per_item=4, drawers=1, categories=1, noise=2.0)
     m = build("margin")
     opt = torch.optim.Adam(m.parameters(), lr=3e-3)
     batch = batch_of(m, view, tasks=2)
@@ -202,6 +214,7 @@ def test_overfits_a_tiny_problem():
         return sum(m.task_loss(t)[1]["t"] for t in batch["tasks"])
 
     first = triplet_part()
+    assert first > 0.05
     for _ in range(60):
         m.train_step(batch, [opt])
     assert triplet_part() < 0.3 * first
@@ -216,7 +229,7 @@ def test_same_seed_same_weights_and_eval_is_deterministic():
     assert all(torch.equal(a[k], b[k]) for k in a)
     m = spec.build()
     m.train()  # no dropout, no noise: embeddings equal in both modes
-    x = torch.rand(3, 1, 8, 8)
+    x = torch.rand(3, DIM)
     e1 = m.embed_query(x)
     m.eval()
     assert torch.equal(e1, m.embed_query(x))
@@ -257,7 +270,7 @@ def test_personalise_and_fine_tuning_leave_the_base_alone():
     assert new is not m and all(torch.equal(before[k], v) for k, v in m.state_dict().items())
     assert not torch.equal(new.head.weight, m.head.weight)
     torch.manual_seed(0)
-    base = build_triplet("cnn", width=4, depth=2, embed_dim=8, double_conv=False)
+    base = build_triplet("mlp", flip=False, **HEAD)
     ft = A.FineTuned(base, steps=3, lr=0.5)
     b_before = {k: v.clone() for k, v in base.state_dict().items()}
     tuned = ft.adapt(view.triplets(idx, torch.Generator().manual_seed(0)))
@@ -307,61 +320,72 @@ def test_adaptation_never_changes_the_stored_base_model(tmp_path, monkeypatch):
     assert all(torch.equal(first.best_state[k], v) for k, v in m.state_dict().items())
 
 
-def _stored_triplet(tmp_path, monkeypatch, view):
-    """A Triplet-SN run (SmallCNN of SMALL's sizes) trained 2 steps into a temporary store: its key."""
+def _trained_triplet(tmp_path, monkeypatch, view):
+    """A Triplet-SN run (chapter 4's head, SMALL's sizes) trained 2 steps into a temporary store: (its run, spec)."""
     monkeypatch.setenv("SBIR_STORE", str(tmp_path))
-    spec = MethodSpec("triplet_sn", {"encoder": "cnn", **SMALL, "double_conv": False})
+    spec = MethodSpec("triplet_sn", {"encoder": "mlp", "flip": False, **HEAD})
     run = train_run(spec, view, None, None, TrainConfig(steps=2, batch_size=4, eval_every=2, progress=False), seed=0)
+    return run, spec
+
+
+def test_f_and_m_from_a_trained_baseline_start_as_that_baseline(tmp_path, monkeypatch):
+    view = image_view()
+    run, spec = _trained_triplet(tmp_path, monkeypatch, view)
     base = spec.build()
     base.load_state_dict(run.best_state)
-    return run.fingerprint, base.eval()
-
-
-def test_f_and_m_from_a_stored_baseline_start_as_that_baseline(tmp_path, monkeypatch):
-    view = image_view()
-    key, base = _stored_triplet(tmp_path, monkeypatch, view)
-    m = A.AdaptiveFGSBIR(**SMALL, base=key, freeze_trunk=True).eval()
-    x = view.queries[:6]
-    # the attention starts at a = 1/2 (h * 2a = h): F+M is the stored Triplet-SN exactly
-    assert torch.allclose(m.embed_query(x), base.embed_query(x), atol=1e-6)
+    m = A.AdaptiveFGSBIR(**SMALL)
+    m.start_from(run.best_state)
+    m.eval(), base.eval()
+    assert torch.allclose(m.embed_query(view.queries), base.embed_query(view.queries), atol=1e-6)
     assert torch.allclose(m.embed_gallery(view.gallery), base.embed_gallery(view.gallery), atol=1e-6)
-    with pytest.raises(MethodError, match="no stored run"):
-        A.AdaptiveFGSBIR(**SMALL, base="0" * 20)
     with pytest.raises(MethodError, match="does not fit"):
-        A.AdaptiveFGSBIR(width=4, depth=2, embed_dim=16, base=key)
+        A.AdaptiveFGSBIR(encoder_options={**HEAD, "embed_dim": 16}).start_from(run.best_state)
+    with pytest.raises(MethodError, match="mlp or trunk_mlp"):
+        A.AdaptiveFGSBIR(encoder="cnn")
 
 
-def test_frozen_trunk_learns_nothing_and_maml_adapts_only_what_trains(tmp_path, monkeypatch):
+def test_a_run_that_starts_from_another_is_keyed_by_it_and_loads_it_only_to_train(tmp_path, monkeypatch):
+    """``init``: the starting state is part of the run's identity, and it is only loaded when the run trains."""
     view = image_view()
-    key, _ = _stored_triplet(tmp_path, monkeypatch, view)
-    m = A.AdaptiveFGSBIR(**SMALL, inner="all", base=key, freeze_trunk=True, k_support=2, k_query=2, flip=False)
-    grads = _grads(m, m.training_loss(batch_of(m, view)))
-    assert not any(grads[n] for n in grads if n.startswith("encoder.features."))
-    assert grads["head.weight"] and grads["encoder.attend.weight"] and grads["margin_net.0.weight"] is False
-    assert set(m._adapted_names()) == {"encoder.attend.weight", "encoder.attend.bias", "head.weight", "head.bias"}
+    run, _ = _trained_triplet(tmp_path, monkeypatch, view)
+    spec = MethodSpec("adaptive_fgsbir", {**SMALL, "k_support": 2, "k_query": 2})
+    cfg = TrainConfig(steps=1, batch_size=1, eval_every=1, progress=False)
+    calls = []
 
+    def state():
+        calls.append(1)
+        return run.best_state
 
-def test_trunk_view_gives_the_same_retrieval_as_images_and_needs_a_frozen_trunk(tmp_path, monkeypatch):
-    view = image_view()
-    key, _ = _stored_triplet(tmp_path, monkeypatch, view)
-    torch.manual_seed(1)
-    m = A.AdaptiveFGSBIR(**SMALL, inner="margin", base=key, freeze_trunk=True, k_support=2, k_query=2)
-    with torch.no_grad():  # an attention that is not the identity, so that the check means something
-        m.encoder.attend.weight.normal_()
-    fv = A.trunk_view(view, m)
-    assert fv.queries.shape[1] == m.encoder.dim and fv.name.endswith("@trunk")
-    assert torch.allclose(m.embed_query(fv.queries), m.embed_query(view.queries), atol=1e-5)
-
-    def support_for(v):
-        return lambda drawer: v.triplets(
-            torch.as_tensor(np.flatnonzero(v.table["drawer"] == drawer)[:3]), torch.Generator().manual_seed(0)
+    a = train_run(spec, view, None, None, cfg, seed=0, init=("base-a", state))
+    assert calls == [1]
+    again = train_run(spec, view, None, None, cfg, seed=0, init=("base-a", state))  # from the store
+    assert calls == [1] and again.fingerprint == a.fingerprint
+    other = train_run(spec, view, None, None, cfg, seed=0, init=("base-b", state))
+    plain = train_run(spec, view, None, None, cfg, seed=0)
+    assert len({a.fingerprint, other.fingerprint, plain.fingerprint}) == 3
+    with pytest.raises(MethodError, match="does not start from"):
+        train_run(
+            MethodSpec("triplet_sn", {"encoder": "mlp", "flip": False, **HEAD}),
+            view,
+            None,
+            None,
+            cfg,
+            0,
+            False,
+            ("x", {}),
         )
 
-    on_images = evaluate(m, view, ks=(1,), adapt=("drawer", support_for(view)))
-    on_trunk = evaluate(m, fv, ks=(1,), adapt=("drawer", support_for(fv)))
-    assert np.array_equal(on_images.per_query["rank"], on_trunk.per_query["rank"])
-    with pytest.raises(MethodError, match="frozen trunk"):
-        A.trunk_view(view, A.AdaptiveFGSBIR(**SMALL))
+
+def test_maml_adapts_f_and_m_and_anil_only_m():
+    view = image_view()
+    support = view.triplets(torch.arange(4), torch.Generator().manual_seed(0))
+    assert set(build("all")._adapted_names()) == {
+        n for n, _ in build("all").named_parameters() if n.startswith(("encoder.", "head."))
+    }
+    assert set(build("head")._adapted_names()) == {"head.weight", "head.bias"}
+    m = build("head")
+    changed = {k for k, v in m.adapt(support).state_dict().items() if not torch.equal(m.state_dict()[k], v)}
+    assert changed == {"head.weight", "head.bias"}
 
 
 def test_category_supports_come_from_the_category_and_refuse_big_k():
@@ -421,15 +445,15 @@ def test_evaluate_adapts_on_a_category_view_and_leaves_the_base_alone(words):
     from sbir_core.data.views import CategoryView
 
     g = torch.Generator().manual_seed(0)
-    gallery = torch.rand(12, 3, 8, 8, generator=g)
+    gallery = torch.randn(12, DIM, generator=g)
     gtable = pd.DataFrame({"category": [f"c{i % 3}" for i in range(12)], "medium": "photo"})
-    queries = torch.rand(9, 1, 8, 8, generator=g)
+    queries = torch.randn(9, DIM, generator=g)
     table = pd.DataFrame({"category": [f"c{i % 3}" for i in range(9)], "sketch_id": [f"q{i}" for i in range(9)]})
     view = CategoryView("toy/category", queries, gallery, table, gtable)
     m = build("margin", "category", words).eval()
     plain = evaluate(m, view)
     before = {k: v.clone() for k, v in m.state_dict().items()}
-    sk = torch.rand(6, 1, 8, 8, generator=g)
+    sk = torch.randn(6, DIM, generator=g)
     pool = {c: np.array([2 * i, 2 * i + 1]) for i, c in enumerate(["c0", "c1", "c2"])}
     sf = SP.support_for_class(sk, pool, gallery, gtable["category"].to_numpy(), 2)
     adapted = evaluate(m, view, adapt=("category", sf))
@@ -470,7 +494,7 @@ def test_sketchy_zero_shot_split_gives_support_and_query_objects_and_adapts(tmp_
     assert held.fingerprint != data.fingerprint
     again = SP.hold_out_support(data, 0.5, seed=0)
     assert again.sketches["split"].tolist() == held.sketches["split"].tolist()  # a fixed rule
-    views = SP.category_views(held, 8)
+    views = {k: as_features(v) for k, v in SP.category_views(held, 8).items()}
     assert set(views["train"].table["category"]) | set(views["val"].table["category"]) <= {"airplane", "apple"}
     for v in ("support", "test"):
         assert set(views[v].table["category"]) == set(YELAMARTHI_21)
@@ -519,3 +543,26 @@ def test_a_support_never_takes_its_positive_as_its_negative():
     )
     with pytest.raises(DataError, match="no other photo"):
         SP.support_triplets(lonely, torch.tensor([0]), gen)
+
+
+@pytest.mark.parametrize(("level", "off"), [("user", "d"), ("user", "ud"), ("category", "c"), ("category", "s")])
+def test_every_regulariser_ablation_changes_the_trained_weights_and_some_ranks(level, off, words):
+    """Chapter 7's ablations (L_D, L_ud at the user level; L_C, L_S at the category level): trained from the same
+    seed on the same episodes with one regulariser's weight at zero, F ends elsewhere and some query ranks elsewhere."""
+    view = image_view(n_items=32, noise=1.0)  # 128 queries: a real change of the distances moves some rank
+    options = {**SMALL, "level": level, "k_support": 2, "k_query": 2}
+    if level == "category":
+        options |= {"classes": ["c0", "c1"], "word_embedding": words}
+
+    def trained(reg):
+        seed_everything(0)
+        m = A.AdaptiveFGSBIR(**options, reg=reg)
+        opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+        for step in range(6):  # the same episodes for both
+            m.train_step(batch_of(m, view, tasks=2, seed=step), [opt])
+        return {k: v.clone() for k, v in m.state_dict().items()}, evaluate(m.eval(), view, ks=(1,)).per_query["rank"]
+
+    full, full_ranks = trained({off: 1.0})
+    state, ranks = trained({off: 0.0})
+    assert any(not torch.equal(full[k], state[k]) for k in full if k.startswith("encoder."))
+    assert (ranks != full_ranks).any()

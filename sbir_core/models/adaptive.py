@@ -1,7 +1,7 @@
 """Adaptive FG-SBIR: few-shot adaptation to a new drawer or category (Bhunia et al., ECCV 2022; METHODS.md §D).
 
-A feature extractor F (conv blocks with a spatial attention map, global max pooling: (B, C)) and a
-small head M (Linear C -> D, then L2 normalisation; D = 64, the poster's best) are meta-trained on
+A feature extractor F and a head M (Linear -> L2 normalisation) are split from chapter 4's Triplet-SN
+encoder, which initialises both (the poster starts from a trained baseline), and meta-trained on
 episodes: for each task (one drawer, or one category) the head is adapted on the task's support
 triplets with one gradient step of the triplet loss at a **margin predicted for that task**,
 
@@ -19,6 +19,11 @@ regularising heads on F's features (the poster's L_D, L_C, L_S, L_ud):
 * L_ud: a triplet loss in the intermediate space (F's normalised features), margin 0.2 (user level).
 
 Choices the poster leaves open, said here and in the chapter:
+
+* **F** is the baseline's encoder up to its hidden layer: at the ci scale a LayerNorm -> Linear ->
+  ReLU on the frozen ImageNet trunk's features (``sbir_core.features``), at the paper scale the same
+  on the trunk trained end to end. The poster's F has a spatial attention map; on pooled, projected
+  features there is no map to attend over, and we do not add one at either scale.
 
 * **Margin predictor P** (architecture unpublished): an MLP on the support's mean absolute feature
   differences |F(s) − F(p⁺)| and |F(s) − F(p⁻)| (2C -> 32 -> 1), squashed to (0, ``max_margin``).
@@ -51,7 +56,7 @@ from torch.func import functional_call, grad
 from sbir_core.data.base import DataError
 from sbir_core.data.views import RetrievalView
 from sbir_core.models.base import Method, MethodError
-from sbir_core.models.encoders import _three_channels
+from sbir_core.models.encoders import FeatureHead, build_encoder
 from sbir_core.models.triplet import shared_flip
 from sbir_core.samplers import get_sampler, register_sampler
 
@@ -114,62 +119,29 @@ def grad_reverse(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     return _GradReverse.apply(x, scale)
 
 
-class AttentionCNN(nn.Module):
-    """F: conv blocks as ``encoders.SmallCNN`` (the trunk) and a spatial attention map a (1x1 conv,
-    sigmoid) that re-weights the trunk's last feature map, h * 2a, before global max pooling. The
-    attention conv starts at zero, so a = 1/2 and F starts as the plain trunk with max pooling: F
-    initialised from a stored Triplet-SN is that model exactly until the attention learns.
+class Features(nn.Module):
+    """F: chapter 4's Triplet-SN encoder without its last layer, (trunk ->) LayerNorm -> Linear -> ReLU ->
+    Dropout: (B, D_in) trunk features (the ci scale, ``encoder="mlp"``) or images (``"trunk_mlp"``: the
+    pretrained trunk trained end to end, the paper scale) -> (B, hidden). ``split_encoder`` builds it with M."""
 
-    Input: images (B, 1 or 3, S, S), or the trunk's own feature maps (B, C, S', S') precomputed once
-    (``trunk_view``: the ci scale, where the trunk is frozen). Output: (B, C) float32, not normalised;
-    ``attention(x)`` -> (B, S', S') in (0, 1). freeze_trunk: the trunk is not trained (and runs without
-    autograd).
-    """
-
-    def __init__(
-        self,
-        width: int = 16,
-        depth: int = 4,
-        double_conv: bool = False,
-        in_channels: int = 3,
-        freeze_trunk: bool = False,
-    ):
+    def __init__(self, trunk: nn.Module | None, body: FeatureHead):
         super().__init__()
-        layers: list[nn.Module] = []
-        ch_in = in_channels
-        for i in range(depth):
-            ch = width * min(2**i, 8)
-            layers += [nn.Conv2d(ch_in, ch, 3, stride=2, padding=1), nn.ReLU()]
-            if double_conv:
-                layers += [nn.Conv2d(ch, ch, 3, padding=1), nn.ReLU()]
-            ch_in = ch
-        self.features = nn.Sequential(*layers)
-        self.attend = nn.Conv2d(ch_in, 1, 1)
-        nn.init.zeros_(self.attend.weight)
-        nn.init.zeros_(self.attend.bias)
-        self.in_channels = in_channels
-        self.dim = ch_in
-        self.freeze_trunk = bool(freeze_trunk)
-        if self.freeze_trunk:
-            self.features.requires_grad_(False)
-
-    def trunk(self, x: torch.Tensor) -> torch.Tensor:
-        """The trunk's feature maps (B, C, S', S') of images, or ``x`` itself when it already is one."""
-        if x.ndim == 4 and x.shape[1] == self.dim and self.dim not in (1, self.in_channels):
-            return x
-        x = _three_channels(x, self.in_channels)
-        if self.freeze_trunk:
-            with torch.no_grad():
-                return self.features(x)
-        return self.features(x)
-
-    def attention(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.attend(self.trunk(x)))[:, 0]
+        self.trunk = trunk
+        self.norm, self.hidden, self.drop = body.norm, body.hidden, body.drop
+        self.dim = body.hidden.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.trunk(x)
-        a = torch.sigmoid(self.attend(h))
-        return (h * (2 * a)).amax(dim=(2, 3))
+        h = x if self.trunk is None else self.trunk(x)
+        return self.drop(F.relu(self.hidden(self.norm(h))))
+
+
+def split_encoder(encoder: str, options: dict) -> tuple[Features, nn.Linear]:
+    """F and M of a registry encoder of chapter 4's kind (``"mlp"`` or ``"trunk_mlp"``): M is its last Linear."""
+    if encoder not in ("mlp", "trunk_mlp"):
+        raise MethodError(f"F and M are split from chapter 4's encoder, mlp or trunk_mlp; got {encoder!r}")
+    net = build_encoder(encoder, **options)
+    trunk, body = (net[0], net[1]) if isinstance(net, nn.Sequential) else (None, net)
+    return Features(trunk, body), body.head
 
 
 def soft_triplet(d_pos: torch.Tensor, d_neg: torch.Tensor, margin, temperature: float) -> torch.Tensor:
@@ -196,24 +168,22 @@ def _three(fn, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 class AdaptiveFGSBIR(Method):
     """Meta-learned few-shot adaptation of a head M on F (see the module docstring).
 
+    encoder, encoder_options: chapter 4's Triplet-SN encoder (registry name and options), split into F and M
+    (``split_encoder``); ``start_from`` copies a trained Triplet-SN's state into them.
     level: "user" (L_D + L_ud) or "category" (L_D + L_C + L_S). inner: one of ``INNER``.
     classes: the training class names (L_C's classes and L_S's word embeddings; category level).
     reg: weights {"d", "c", "s", "ud"} of the regularisers (0 switches one off: the ablation).
     inner_lr, inner_steps: the adaptation step size and count (1 step, as the poster finds best).
-    base: the store key of a trained Triplet-SN run (``SmallCNN`` encoder of the same width, depth and
-    embed_dim) whose trunk and head initialise F and M (the poster starts from a trained baseline);
-    None: random initialisation. freeze_trunk: F's conv trunk is not trained (the ci scale).
     margin: the outer (and fixed inner) triplet margin. max_margin: the predicted margin's range.
+    flip: the shared horizontal flip of images (never of features: a flipped feature is not a flipped image).
     """
 
     sampler = "adaptive_episodes"
 
     def __init__(
         self,
-        width: int = 16,
-        depth: int = 4,
-        double_conv: bool = False,
-        embed_dim: int = 64,
+        encoder: str = "mlp",
+        encoder_options: dict | None = None,
         level: str = "user",
         inner: str = "margin",
         classes: list | None = None,
@@ -225,10 +195,8 @@ class AdaptiveFGSBIR(Method):
         inner_temperature: float = 0.05,
         k_support: int = 5,
         k_query: int = 5,
-        flip: bool = True,
+        flip: bool = False,
         word_embedding: np.ndarray | None = None,
-        base: str | None = None,
-        freeze_trunk: bool = False,
     ):
         super().__init__()
         if level not in LEVELS:
@@ -258,12 +226,8 @@ class AdaptiveFGSBIR(Method):
             "k_query": int(k_query),
             "classes": self.classes,
         }
-        self.encoder = AttentionCNN(width, depth, double_conv, freeze_trunk=freeze_trunk)
+        self.encoder, self.head = split_encoder(encoder, encoder_options or {})
         c = self.encoder.dim
-        self.head = nn.Linear(c, embed_dim)
-        self.base = base
-        if base is not None:
-            self.load_base(base)
         self.margin_net = nn.Sequential(nn.Linear(2 * c, 32), nn.ReLU(), nn.Linear(32, 1))
         self.discriminator = nn.Linear(c, 1)
         self.classifier = nn.Linear(c, max(len(self.classes), 1))
@@ -276,21 +240,18 @@ class AdaptiveFGSBIR(Method):
         self.register_buffer("word_embedding", we, persistent=False)
         self.last_margin: float | None = None  # the margin of the last adaptation (adapt() sets it)
 
-    def load_base(self, key: str) -> None:
-        """Copy a stored Triplet-SN run's encoder trunk and head into F and M (``sbir_core.store``)."""
-        from sbir_core import store
-
-        run = store.load(key)
-        if run is None:
-            raise MethodError(f"no stored run {key!r} to initialise F and M from (train chapter 4's baseline first)")
-        state = run.best_state
-        trunk = {k[len("encoder.features.") :]: v for k, v in state.items() if k.startswith("encoder.features.")}
-        head = {k[len("encoder.head.") :]: v for k, v in state.items() if k.startswith("encoder.head.")}
+    def start_from(self, state: dict) -> None:
+        """F and M from a trained Triplet-SN's state (``encoder.*`` of chapter 4's encoder, mlp or trunk_mlp)."""
+        enc = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
+        if any(k.startswith("0.") for k in enc):  # nn.Sequential(trunk, FeatureHead)
+            enc = {(f"trunk.{k[2:]}" if k.startswith("0.") else k[2:]): v for k, v in enc.items()}
+        head = {k[len("head.") :]: v for k, v in enc.items() if k.startswith("head.")}
+        body = {k: v for k, v in enc.items() if not k.startswith("head.")}
         try:
-            self.encoder.features.load_state_dict(trunk)
+            self.encoder.load_state_dict(body)
             self.head.load_state_dict(head)
         except RuntimeError as err:
-            raise MethodError(f"stored run {key} does not fit this F/M (width, depth, embed_dim): {err}") from err
+            raise MethodError(f"this Triplet-SN state does not fit F and M (encoder and its options): {err}") from err
 
     # -- embeddings
     def embed_query(self, x: torch.Tensor, style=None) -> torch.Tensor:
@@ -389,8 +350,7 @@ class AdaptiveFGSBIR(Method):
     def task_loss(self, task: dict) -> tuple[torch.Tensor, dict]:
         """Outer loss of one task {support, query}: the adapted query triplet loss plus the regularisers."""
         support, query = task["support"], task["query"]
-        if self.flip and "flip" in support and support["sketch"].shape[1] != self.encoder.dim:
-            # images only: a flipped trunk feature map is not the features of a flipped image
+        if self.flip and support["sketch"].ndim == 4:  # images only: a flipped feature is not a flipped image's
             support, query = shared_flip(support), shared_flip(query)
         fast, mu = self.adapted_params(support)
         params = {**dict(self.named_parameters()), **fast}
@@ -526,26 +486,12 @@ def _last_linear(method: Method) -> nn.Linear | None:
 # ---------------------------------------------------------------------- supports and personalisation
 
 
-def trunk_view(view: RetrievalView, method: AdaptiveFGSBIR, batch: int = 512) -> RetrievalView:
-    """``view`` with its sketches and photos replaced by F's trunk feature maps (N, C, S', S'), computed
-    once: with a frozen trunk, training and adapting M (and F's attention) on it is matrix work."""
-    import dataclasses
-
-    from sbir_core.evaluation import embed
-
-    if not method.encoder.freeze_trunk:
-        raise MethodError("trunk_view needs a frozen trunk (freeze_trunk=True): a trained trunk changes its features")
-    method.eval()
-    q = embed(method.encoder.trunk, view.queries, batch)
-    g = embed(method.encoder.trunk, view.gallery, batch)
-    return dataclasses.replace(view, name=f"{view.name}@trunk", queries=q, gallery=g, strokes=None)
-
-
 def personalise(
     method: Method, sketches: torch.Tensor, photos: torch.Tensor, negatives: torch.Tensor | None = None
 ) -> Method:
-    """Adapt ``method`` to one person from their k sketches (K, C, S, S) of objects whose photos
-    (K, C, S, S) are given; returns the adapted method (``method`` unchanged).
+    """Adapt ``method`` to one person from their k sketches of objects whose photos are given (images
+    (K, C, S, S), or (K, D) features for a method that reads them); returns the adapted method (``method``
+    unchanged).
 
     negatives: (K, C, S, S) photos of other objects; by default each sketch takes the next sketch's
     photo, which needs k >= 2 sketches of different objects.
@@ -553,10 +499,10 @@ def personalise(
     if not method.adaptive:
         raise MethodError(f"{type(method).__name__} does not adapt at test time")
     sketches, photos = torch.as_tensor(sketches, dtype=torch.float32), torch.as_tensor(photos, dtype=torch.float32)
-    if sketches.ndim != 4 or sketches.shape[0] == 0 or photos.shape != sketches.shape[:1] + photos.shape[1:]:
+    if sketches.ndim not in (2, 4) or sketches.shape[0] == 0 or photos.shape[:1] != sketches.shape[:1]:
         raise DataError(
-            f"personalise needs (K, C, S, S) sketches and K photos; got {tuple(sketches.shape)} "
-            f"and {tuple(photos.shape)}"
+            f"personalise needs K sketches and K photos, (K, C, S, S) images or (K, D) features; got "
+            f"{tuple(sketches.shape)} and {tuple(photos.shape)}"
         )
     k = len(sketches)
     pos = torch.arange(k)

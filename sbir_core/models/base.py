@@ -116,6 +116,10 @@ class Method(nn.Module):
     def adapt(self, support: dict) -> Method:
         raise MethodError(f"{type(self).__name__} does not adapt at test time")
 
+    def start_from(self, state: dict) -> None:
+        """Start training from another run's loaded state (a method that builds on a trained one)."""
+        raise MethodError(f"{type(self).__name__} does not start from another run's state")
+
     @property
     def adaptive(self) -> bool:
         """Whether the method overrides ``adapt``."""
