@@ -71,10 +71,11 @@ class FeatureTransform(nn.Module):
     ``init_beta`` are the initial *standard deviations* softplus(θ).
     """
 
-    def __init__(self, channels: int, init_gamma: float = 0.3, init_beta: float = 0.5):
+    def __init__(self, channels: int, init_gamma: float = 0.3, init_beta: float = 0.5, maps: bool = True):
         super().__init__()
-        self.theta_gamma = nn.Parameter(torch.full((1, channels, 1, 1), _inverse_softplus(init_gamma)))
-        self.theta_beta = nn.Parameter(torch.full((1, channels, 1, 1), _inverse_softplus(init_beta)))
+        shape = (1, channels, 1, 1) if maps else (1, channels)  # per channel of a map, or per unit of a vector
+        self.theta_gamma = nn.Parameter(torch.full(shape, _inverse_softplus(init_gamma)))
+        self.theta_beta = nn.Parameter(torch.full(shape, _inverse_softplus(init_beta)))
         self.active = False
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -123,6 +124,43 @@ class VAEEncoder(nn.Module):
         return F.normalize(self.inv(h), dim=1), self.mu(h), self.logvar(h)
 
 
+class FeatureVAEEncoder(nn.Module):
+    """The encoder on a frozen trunk's features (the ci scale): (B, in_dim) -> z_inv (B, d) unit norm, mu, logvar.
+
+    LayerNorm of the input, then Linear -> LayerNorm (+ an FT layer) -> LeakyReLU(0.2), twice (the conv
+    encoder's normalised blocks, on vectors), then the three heads.
+    """
+
+    def __init__(self, in_dim: int, hidden: int, latent: int, ft: bool, ft_init: tuple[float, float]):
+        super().__init__()
+        layers: list[nn.Module] = [nn.LayerNorm(in_dim, elementwise_affine=False)]
+        for i, (a, b) in enumerate(((in_dim, hidden), (hidden, hidden))):
+            layers += [nn.Linear(a, b), nn.LayerNorm(b)]
+            if ft and i > 0:
+                layers.append(FeatureTransform(b, *ft_init, maps=False))
+            layers.append(nn.LeakyReLU(0.2))
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Identity()
+        self.inv = nn.Linear(hidden, latent)
+        self.mu = nn.Linear(hidden, latent)
+        self.logvar = nn.Linear(hidden, latent)
+
+    def forward(self, x: torch.Tensor):
+        h = self.features(x)
+        return F.normalize(self.inv(h), dim=1), self.mu(h), self.logvar(h)
+
+
+class FeatureVAEDecoder(nn.Module):
+    """(B, code) -> (B, out_dim) trunk features: Linear -> ReLU -> Linear (the decoder on vectors)."""
+
+    def __init__(self, code: int, hidden: int, out_dim: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(code, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
 class VAEDecoder(nn.Module):
     """(B, code) -> (B, 3, S, S) in [-1, 1]: Linear, reshape, ConvT 4x4 stride 2 + InstanceNorm + ReLU, Tanh
     (resized to S when S is not a multiple of 2**depth)."""
@@ -151,9 +189,16 @@ class VAEDecoder(nn.Module):
         return out
 
 
+def as_target(x: torch.Tensor) -> torch.Tensor:
+    """What the decoder reconstructs: images as ``to_rgb`` gives them; trunk features standardised within
+    each vector (the scale the encoder reads them at), so that no feature's raw size sets the loss."""
+    return F.layer_norm(x, x.shape[-1:]) if x.ndim == 2 else to_rgb(x)
+
+
 def to_rgb(x: torch.Tensor) -> torch.Tensor:
-    """Sketches (B, 1, S, S) with ink = 1 -> (B, 3, S, S) in [-1, 1] (ink = 1); photos pass unchanged."""
-    if x.shape[1] == 1:
+    """Sketches (B, 1, S, S) with ink = 1 -> (B, 3, S, S) in [-1, 1] (ink = 1); photos and trunk features
+    (B, D) pass unchanged."""
+    if x.ndim == 4 and x.shape[1] == 1:
         return (2 * x - 1).expand(-1, 3, -1, -1)
     return x
 
@@ -168,6 +213,8 @@ class StyleMeUp(Method):
     ft_init: initial std of γ and β. regulariser: the learned weighted L1 ψ on the invariant head.
     first_order: detach the inner gradient (the public code). inner_lr: α. meta_lr: the lr of ψ and θ
     (None: the trainer's lr). k: photos per task (sampler option). flip: the shared horizontal flip.
+    in_dim: the size of a frozen trunk's features when the views hold them (the ci scale): the encoder is
+    then an MLP and the decoder reconstructs features; None: images of ``size`` pixels.
     """
 
     sampler = "style_episodes"
@@ -193,6 +240,7 @@ class StyleMeUp(Method):
         k: int = 8,
         flip: bool = True,
         outer_photos: str = "same",
+        in_dim: int | None = None,
     ):
         super().__init__()
         if ft not in FT_MODES:
@@ -205,10 +253,15 @@ class StyleMeUp(Method):
             raise MethodError("outer_photos='disjoint' splits a task's k photos in two halves: k must be >= 2")
         if not inner_lr > 0 or latent < 1 or k < 1:
             raise MethodError(f"bad StyleMeUp options: inner_lr={inner_lr}, latent={latent}, k={k}")
-        self.encoder = VAEEncoder(size, width, depth, hidden, latent, ft != "none", tuple(ft_init))
-        self.decoder = VAEDecoder(
-            2 * latent if fuse == "concat" else latent, self.encoder.channels, self.encoder.map_size, width, depth, size
-        )
+        code = 2 * latent if fuse == "concat" else latent
+        if in_dim:  # trunk features in: an MLP encoder, and a decoder that reconstructs the features
+            if flip:
+                raise MethodError("the flip augmentation flips images; trunk features cannot flip (flip=False)")
+            self.encoder = FeatureVAEEncoder(int(in_dim), hidden, latent, ft != "none", tuple(ft_init))
+            self.decoder = FeatureVAEDecoder(code, hidden, int(in_dim))
+        else:
+            self.encoder = VAEEncoder(size, width, depth, hidden, latent, ft != "none", tuple(ft_init))
+            self.decoder = VAEDecoder(code, self.encoder.channels, self.encoder.map_size, width, depth, size)
         self.fuse, self.margin, self.self_rec = fuse, float(margin), bool(self_rec)
         self.meta, self.vae, self.ft, self.first_order = bool(meta), bool(vae), ft, bool(first_order)
         self.inner_lr, self.meta_lr, self.flip = float(inner_lr), meta_lr, bool(flip)
@@ -304,7 +357,7 @@ class StyleMeUp(Method):
             codes += [fa, fb, fp, fneg]
             targets += [a, b, photo, neg]
         recon = self.decoder(torch.cat(codes)).split(n)
-        targets = [to_rgb(t) for t in targets]
+        targets = [as_target(t) for t in targets]
         mse = [F.mse_loss(r, t) for r, t in zip(recon, targets)]
         out["cross_style"] = (mse[0] + mse[1]) / 2
         out["cross_domain"] = sum(mse[2:6]) / 4
