@@ -274,3 +274,15 @@ def linear_probe(
     with torch.no_grad():
         pred = (xte @ w + b).argmax(1).numpy()
     return (pred == yte).astype(np.float64)
+
+
+def random_ranking(view: CategoryView) -> Evaluation:
+    """What a random ranking scores on a ``CategoryView``: each query's expected average precision over
+    uniform random orders of the gallery, exactly (R relevant of M: (R - 1) / (M - 1) + H_M (M - R) /
+    (M (M - 1)), H_M the M-th harmonic number), as an ``Evaluation`` of ``map_all`` (a floor)."""
+    rel = view.relevant()
+    m, r = rel.shape[1], rel.sum(1).astype(np.float64)
+    h = float(np.sum(1.0 / np.arange(1, m + 1)))
+    ap = (r - 1) / max(m - 1, 1) + h * (m - r) / (m * max(m - 1, 1)) if m > 1 else np.ones(len(r))
+    ap = np.where(r > 0, ap, 0.0)
+    return Evaluation("category", {"map_all": float(ap.mean())}, {"ap_all": ap}, view.table)
