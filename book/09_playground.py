@@ -47,7 +47,6 @@ setup(seed=0)
 # %% tags=["parameters"]
 SCALE = "ci"  # which results folder to write and which scale's trained models to use: ci | paper
 SEED = 0  # seed of chapter 4's Triplet-SN that the playground queries
-WORLD = {}  # style-world options beyond the defaults (as chapter 4's WORLD, e.g. {"seed": 1})
 CATEGORY = "shoe"  # the world category whose photos the recorded drawing searches
 FRACTIONS = [0.25, 0.5, 0.75, 1.0]  # parts of each test sketch (first strokes) for early retrieval
 RECORD = True  # draw in Chromium now when no recording of this model exists (needs Chromium + playwright)
@@ -73,7 +72,7 @@ from sbir_core.evaluation import evaluate
 
 t_start = time.perf_counter()
 ch = Chapter("09_playground", SCALE, globals())
-overrides = {"SEED": SEED, "WORLD": WORLD}
+overrides = {"SEED": SEED}  # chapter 4's other parameters, WORLD too, reach the bench through --set
 tsn = P.choice("04_triplet_baseline", SCALE, **overrides)
 engine = P.load(tsn, train=True, progress=False)  # from the store: chapter 4 trained it
 gallery = P.world_gallery(engine.views, CATEGORY)

@@ -19,7 +19,6 @@ without a browser:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,162 +44,69 @@ _VIEWS: dict = {}
 
 
 def _views(p: dict):
-    """The style benchmark's views of a chapter's world, made once per process for all chapters sharing it."""
-    from sbir_core import benchmark as B
+    """The style benchmark's image views of chapter 4's world (``p``: its parameters), made once per process."""
+    from sbir_core import recipes as R
 
     key = repr((p["STYLE_GAP"], sorted(p["WORLD"].items()), p["IMAGE_SIZE"], p["LINE_WIDTH"]))
     if key not in _VIEWS:
-        _VIEWS[key] = B.style_views(B.world(p["STYLE_GAP"], **p["WORLD"]), p["IMAGE_SIZE"], p["LINE_WIDTH"])
+        _VIEWS[key] = R.StyleBench(p).views()
     return _VIEWS[key]
 
 
-def _triplet_setup(p: dict):
-    """Chapter 4's Triplet-SN, seed ``SEED``: (spec, views, config), as the chapter builds them."""
-    from sbir_core import benchmark as B
-    from sbir_core.train import TrainConfig
+class OnImages(torch.nn.Module):
+    """A method that reads trunk features (a chapter at a frozen-trunk scale), made to read images as the
+    chapter's views were made: the frozen trunk, the chapter's projection, then the method. Adapting it
+    (``adapt``) adapts the method on the support's features."""
 
-    views = _views(p)
-    spec = B.triplet_spec(p["ENCODER"], p["ENCODER_OPTIONS"], p["MARGIN"], p["NEGATIVES"], p["FLIP"])
-    config = TrainConfig(
-        steps=p["STEPS"],
-        batch_size=p["BATCH_SIZE"],
-        lr=p["LR"],
-        optimizer=p["OPTIMIZER"],
-        eval_every=p["EVAL_EVERY"],
-        ks=(1, 10),
-        device=p["DEVICE"],
-    )
-    return spec, views, config
+    def __init__(self, method, trunk_spec, projection=None):
+        super().__init__()
+        self.method, self.trunk_spec, self.projection = method, trunk_spec, projection
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        from sbir_core.features import trunk
 
-def _stylemeup_setup(p: dict):
-    """Chapter 6's full StyleMeUp, seed ``SEED`` (its ``smu_spec()`` and ``config``)."""
-    from sbir_core.models.base import MethodSpec
-    from sbir_core.train import TrainConfig
+        f = trunk(self.trunk_spec)(x)
+        return f if self.projection is None else self.projection(f)
 
-    views = _views(p)
-    spec = MethodSpec(
-        "stylemeup",
-        {
-            "size": p["IMAGE_SIZE"],
-            **p["SMU_OPTIONS"],
-            "margin": p["MARGIN"],
-            "inner_lr": p["INNER_LR"],
-            "meta_lr": p["META_LR"],
-        },
-    )
-    config = TrainConfig(
-        steps=p["STEPS"],
-        batch_size=p["BATCH_SIZE"],
-        lr=p["LR"],
-        eval_every=p["EVAL_EVERY"],
-        ks=(1, 10),
-        device=p["DEVICE"],
-    )
-    return spec, views, config
+    def embed_query(self, x: torch.Tensor, style=None) -> torch.Tensor:
+        return self.method.embed_query(self.features(x))
 
+    def embed_gallery(self, x: torch.Tensor) -> torch.Tensor:
+        return self.method.embed_gallery(self.features(x))
 
-@dataclass
-class _MetaViews:
-    """What a chapter-7 meta-learner was trained on (train / val: the frozen trunk's features at ci, no test
-    views attached: ``tests`` None, as the chapter trains it) and the style benchmark's test views (galleries)."""
+    @property
+    def adaptive(self) -> bool:
+        return bool(getattr(self.method, "adaptive", False))
 
-    train: object
-    val: object
-    test_seen: object
-    test_unseen: object
-    tests: None = None
-
-
-def _adaptive_setup(p: dict):
-    """Chapter 7's meta-learner "ours", seed ``SEED``, as the chapter builds it: F and M from chapter 4's
-    stored Triplet-SN of seed ``SEED`` (a PlaygroundError while that is not stored), trained on the frozen
-    trunk's features at ci (``FREEZE_TRUNK``)."""
-    from sbir_core import benchmark as B
-    from sbir_core import store as S
-    from sbir_core.models import adaptive as A
-    from sbir_core.models.base import MethodSpec
-    from sbir_core.train import TrainConfig, fingerprint, run_identity
-
-    views = _views(p)
-    base_spec = B.triplet_spec(p["ENCODER"], p["ENCODER_OPTIONS"], p["MARGIN"])
-    base_config = TrainConfig(
-        steps=p["STEPS"],
-        batch_size=p["BATCH_SIZE"],
-        lr=p["LR"],
-        optimizer=p["OPTIMIZER"],
-        eval_every=p["EVAL_EVERY"],
-        ks=(1, 10),
-        device=p["DEVICE"],
-        seed=int(p["SEED"]),
-    )
-    base_key = fingerprint(run_identity(base_spec, views.train, views.val, views.tests, base_config))
-    if not (S.root() / f"{base_key}.pt").exists():
-        raise PlaygroundError(
-            "Adaptive FG-SBIR starts from chapter 4's Triplet-SN, which is not trained at this scale "
-            "yet: run chapter 4 (python -m sbir_core.book run --only 04_triplet_baseline)"
-        )
-    f_options = {k: p["ENCODER_OPTIONS"][k] for k in ("width", "depth", "embed_dim", "double_conv")}
-
-    def spec(inner):
-        return MethodSpec(
-            "adaptive_fgsbir",
-            {
-                **f_options,
-                "level": "user",
-                "inner": inner,
-                "reg": dict(p["REG"]),
-                "inner_lr": p["INNER_LR"],
-                "margin": p["MARGIN"],
-                "k_support": p["K_SUPPORT"],
-                "k_query": p["K_QUERY"],
-                "base": base_key,
-                "freeze_trunk": p["FREEZE_TRUNK"],
-                "flip": not p["FREEZE_TRUNK"],
-            },
-        )
-
-    train, val = views.train, views.val
-    if p["FREEZE_TRUNK"]:
-        start = spec("none").build()
-        train, val = A.trunk_view(train, start), A.trunk_view(val, start)
-    config = TrainConfig(
-        steps=p["META_STEPS"],
-        batch_size=p["TASKS"],
-        lr=p["META_LR"],
-        optimizer=p["OPTIMIZER"],
-        eval_every=p["META_EVAL_EVERY"],
-        ks=(1, 5),
-        device=p["DEVICE"],
-    )
-    return spec(p["INNER"]["ours"]), _MetaViews(train, val, views.test_seen, views.test_unseen), config
+    def adapt(self, support: dict):
+        read = {k: self.features(v) if k in ("sketch", "photo", "neg") else v for k, v in support.items()}
+        return OnImages(self.method.adapt(read), self.trunk_spec, self.projection)
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """How to rebuild a chapter's main trained model from the chapter's parameters."""
+    """A chapter whose main trained model the playground offers (``recipes.MAIN_RUNS`` builds its run)."""
 
     chapter: str
     label: str
-    setup: Callable  # params -> (MethodSpec, StyleViews, TrainConfig)
 
 
 RECIPES = (
-    Recipe("04_triplet_baseline", "Triplet-SN (chapter 4)", _triplet_setup),
-    Recipe("06_stylemeup", "StyleMeUp (chapter 6)", _stylemeup_setup),
-    Recipe("07_adaptive", "Adaptive FG-SBIR (chapter 7)", _adaptive_setup),
+    Recipe("04_triplet_baseline", "Triplet-SN (chapter 4)"),
+    Recipe("06_stylemeup", "StyleMeUp (chapter 6)"),
+    Recipe("07_adaptive", "Adaptive FG-SBIR (chapter 7)"),
 )
 
 
 @dataclass
 class Choice:
-    """One queryable method: its recipe, the chapter's parameters, the run's store key and whether it is stored."""
+    """One queryable method: its recipe, scale, the run's store key and whether it is stored."""
 
     recipe: Recipe
     scale: str
     params: dict
     key: str
-    identity: dict = field(repr=False)
+    seed: int = 0
     stored: bool = False
     overrides: dict = field(default_factory=dict)
 
@@ -213,39 +119,44 @@ _SETUPS: dict = {}
 
 
 def _setup(recipe: Recipe, scale: str, overrides: dict | None = None):
-    """(params, spec, views, config with the chapter's seed), computed once per process."""
-    from sbir_core.book import load_params
+    """(bench, run, seed) of a chapter's main run (``recipes.main``), with ``overrides`` of its parameters on top of
+    the run's own (``$SBIR_PARAMS``), computed once per process."""
+    import json
+    import os
 
-    key = (recipe.chapter, scale, repr(sorted((overrides or {}).items())))
+    from sbir_core import recipes as R
+
+    key = (recipe.chapter, scale, repr(sorted((overrides or {}).items())), os.environ.get(R.OVERRIDES_ENV))
     if key not in _SETUPS:
-        params = load_params(recipe.chapter, scale) | (overrides or {})
-        spec, views, config = recipe.setup(params)
-        _SETUPS[key] = (params, spec, views, config.replace(seed=int(params["SEED"])))
+        before = os.environ.get(R.OVERRIDES_ENV)
+        merged = json.loads(before or "{}") | dict(overrides or {})
+        os.environ[R.OVERRIDES_ENV] = json.dumps(merged)
+        try:
+            _SETUPS[key] = R.main(recipe.chapter, scale)
+        finally:
+            if before is None:
+                os.environ.pop(R.OVERRIDES_ENV, None)
+            else:
+                os.environ[R.OVERRIDES_ENV] = before
     return _SETUPS[key]
 
 
 def methods(scale: str = "ci", **overrides) -> list[Choice]:
-    """The methods whose chapter exists in the book, each with its store key and whether it is stored
-    (a method that starts from another chapter's model appears once that model is stored).
+    """The methods whose chapter exists in the book, each with its store key and whether it is stored.
 
     overrides: chapter parameters to change, e.g. ``SEED=1`` or ``WORLD={"seed": 1}`` (a re-run of the
     book with other seeds finds its own models)."""
     from sbir_core import store as S
     from sbir_core.book import chapters
-    from sbir_core.train import fingerprint, run_identity
 
     present = set(chapters())
     out = []
     for recipe in RECIPES:
         if recipe.chapter not in present:
             continue
-        try:
-            params, spec, views, config = _setup(recipe, scale, overrides)
-        except PlaygroundError:  # it needs another chapter's model first (chapter 7: chapter 4's): absent
-            continue
-        identity = run_identity(spec, views.train, views.val, views.tests, config)
-        key = fingerprint(identity)
-        out.append(Choice(recipe, scale, params, key, identity, (S.root() / f"{key}.pt").exists(), overrides))
+        bench, run, seed = _setup(recipe, scale, overrides)
+        key = run.key(seed)
+        out.append(Choice(recipe, scale, bench.p, key, seed, (S.root() / f"{key}.pt").exists(), overrides))
     return out
 
 
@@ -261,25 +172,27 @@ def choice(chapter: str, scale: str = "ci", **overrides) -> Choice:
 
 
 def load(choice: Choice, train: bool = False, progress: bool = True) -> Engine:
-    """The trained model of ``choice`` from the store; trained first (at its scale) when ``train``,
-    else a PlaygroundError saying which chapter makes it."""
-    from sbir_core import store as S
-    from sbir_core.train import train_run
+    """The trained model of ``choice`` from the store; trained first (at its scale, and the run it starts from
+    when that is not stored either) when ``train``, else a PlaygroundError saying which chapter makes it."""
+    import dataclasses
 
-    params, spec, views, config = _setup(choice.recipe, choice.scale, choice.overrides)
-    result = S.load(choice.key, choice.identity)
-    if result is None:
-        if not train:
-            raise PlaygroundError(
-                f"{choice.recipe.label} is not trained at the {choice.scale} scale yet: run its chapter "
-                f"(python -m sbir_core.book run --only {choice.recipe.chapter}) or train it here"
-            )
-        result = train_run(spec, views.train, views.val, views.tests, config.replace(progress=progress), config.seed)
-        choice.stored = True
-    method = spec.build()
-    method.load_state_dict(result.best_state)
+    from sbir_core import store as S
+    from sbir_core.models.trunk import TrunkSpec
+
+    bench, run, seed = _setup(choice.recipe, choice.scale, choice.overrides)
+    if not (S.root() / f"{choice.key}.pt").exists() and not train:
+        raise PlaygroundError(
+            f"{choice.recipe.label} is not trained at the {choice.scale} scale yet: run its chapter "
+            f"(python -m sbir_core.book run --only {choice.recipe.chapter}) or train it here"
+        )
+    run = dataclasses.replace(run, config=run.config.replace(progress=progress))
+    method = run.fit([seed]).methods(run.spec)[0]
+    choice.stored = True
+    if bench.p["FREEZE_TRUNK"]:  # the chapter's model reads trunk features: the engine gives it images
+        method = OnImages(method, TrunkSpec.of(bench.p["TRUNK"]), bench.projection)
+    p = bench.p
     return Engine(
-        method.eval(), choice.key, int(params["IMAGE_SIZE"]), float(params["LINE_WIDTH"]), choice.recipe.label, views
+        method.eval(), choice.key, int(p["IMAGE_SIZE"]), float(p["LINE_WIDTH"]), choice.recipe.label, bench.views()
     )
 
 
@@ -513,6 +426,11 @@ class Engine:
         """StyleMeUp: decode the drawing's invariant code with its style code moved ``amount`` (0..1) of
         the way to the style code of ``style_strokes``; (S, S) image in [0, 1]."""
         m = self.method
+        if isinstance(m, OnImages):
+            raise PlaygroundError(
+                f"{self.label} reads trunk features at this scale: its decoder redraws features, not sketches, "
+                f"so the style swap needs a scale whose model reads images (paper)"
+            )
         if not hasattr(m, "swap"):
             raise PlaygroundError(f"{self.label} has no style code to swap (StyleMeUp has)")
         if not 0.0 <= amount <= 1.0:

@@ -6,7 +6,7 @@
         --rdzv-endpoint host0:29500 -m sbir_core.train_cli --chapter 04_triplet_baseline --scale paper
 
 The model is the chapter's own run (its parameters at that scale, ``--set NAME=VALUE`` to change one),
-rebuilt as the playground rebuilds it (``sbir_core.playground.RECIPES``), so it lands in the store of
+rebuilt from the chapter's recipe (``sbir_core.recipes.MAIN_RUNS``), so it lands in the store of
 trained models under the key the chapter asks for: run the chapter afterwards and it loads the model
 instead of training it. Rank 0 evaluates, writes checkpoints (``--checkpoint-dir``, on a file system
 every node sees) and the store entry, and prints the result; with ``--checkpoint-dir`` the same
@@ -76,11 +76,13 @@ def main(argv=None) -> int:
     ap.add_argument("--fail-at", default=None, help=argparse.SUPPRESS)  # RANK:STEP, fault injection for the tests
     args = ap.parse_args(argv)
 
-    recipe = next((r for r in P.RECIPES if r.chapter == args.chapter), None)
-    if recipe is None:
-        ap.error(f"no trainable model for chapter {args.chapter!r}; known: {[r.chapter for r in P.RECIPES]}")
+    from sbir_core import recipes as R
+
+    if args.chapter not in R.MAIN_RUNS:
+        ap.error(f"no trainable model for chapter {args.chapter!r}; known: {list(R.MAIN_RUNS)}")
     overrides = dict(args.set)
-    params, spec, views, config = P._setup(recipe, args.scale, overrides)
+    _, run, seed = P._setup(P.Recipe(args.chapter, args.chapter), args.scale, overrides)
+    spec, views, config = run.spec, run, run.config.replace(seed=seed)
     ctx = D.init_from_env(config.device)
     if args.threads:
         set_threads(args.threads)
@@ -92,6 +94,9 @@ def main(argv=None) -> int:
     if config.batch_size % ctx.world:
         ap.error(f"BATCH_SIZE {config.batch_size} does not divide among {ctx.world} processes")
     identity = run_identity(spec, views.train, views.val, views.tests, config)
+    init = run.init(seed) if run.init else None  # the run it starts from (chapter 7: chapter 4's Triplet-SN)
+    if init is not None:
+        identity["init"] = init[0]
     key = fingerprint(identity)
     from sbir_core import store as S
 
@@ -100,8 +105,12 @@ def main(argv=None) -> int:
     source = "store"
     if result is None:
         source = "trained"
+        start_state = init and init[1]()  # before seeding (``train.train_run``): loading it may train it
         seed_everything(config.seed)
-        trainer = Trainer(spec.build(), views.train, views.val, views.tests, config, identity, _fault(args.fail_at))
+        method = spec.build()
+        if init is not None:
+            method.start_from(start_state)
+        trainer = Trainer(method, views.train, views.val, views.tests, config, identity, _fault(args.fail_at))
         trainer.resume()
         start = trainer.step
         result = trainer.fit(resume=False)

@@ -31,9 +31,35 @@ def small_triplet_engine():
     from sbir_core.models.base import MethodSpec
     from sbir_core.train import TrainConfig, train_run
 
-    views = P._views(load_params("04_triplet_baseline", "ci"))
+    p = load_params("04_triplet_baseline", "ci")
+    views = P._views(p)
     spec = MethodSpec("triplet_sn", {"encoder": "cnn", "width": 8, "depth": 3, "embed_dim": 32})
     run = train_run(spec, views.train, None, None, TrainConfig(steps=40, eval_every=40, progress=False), 0, store=False)
     m = spec.build()
     m.load_state_dict(run.best_state)
-    return P.Engine(m, "test_small_triplet", 32, 1.5, "small Triplet-SN", views)
+    return P.Engine(m, "test_small_triplet", p["IMAGE_SIZE"], p["LINE_WIDTH"], "small Triplet-SN", views)
+
+
+def image_adaptive(p: dict, **options):
+    """A small Adaptive FG-SBIR that reads images as chapter 7's does at ci: chapter 4's frozen trunk, then F and M
+    (``playground.OnImages``); ``p``: chapter 4's parameters."""
+    from sbir_core import playground as P
+    from sbir_core.features import trunk
+    from sbir_core.models.adaptive import AdaptiveFGSBIR
+    from sbir_core.models.trunk import TrunkSpec
+
+    spec = TrunkSpec.of(p["TRUNK"])
+    head = {"in_dim": trunk(spec).dim, "hidden": 32, "embed_dim": 16, "dropout": 0.0}
+    return P.OnImages(AdaptiveFGSBIR(encoder_options=head, **options), spec)
+
+
+def distinct_targets(gallery, n: int = 3) -> list:
+    """The first ``n`` sketches to copy of ``gallery`` whose photos all differ."""
+    out, seen = [], set()
+    for t in gallery.targets:
+        if t.index not in seen:
+            out.append(t)
+            seen.add(t.index)
+        if len(out) == n:
+            return out
+    raise AssertionError(f"gallery {gallery.name} has fewer than {n} photos with a sketch to copy")

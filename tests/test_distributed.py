@@ -32,12 +32,14 @@ from sbir_core.samplers import get_sampler
 from sbir_core.train import Trainer, run_identity
 
 STEPS, EVAL_EVERY = 200, 100
-OVERRIDES = {"STEPS": STEPS, "EVAL_EVERY": EVAL_EVERY}
+# no dropout: its masks are drawn per process, so two processes and one sharded process would draw different ones
+OVERRIDES = {"STEPS": STEPS, "EVAL_EVERY": EVAL_EVERY, "HEAD": {"dropout": 0.0}}
 
 
 @pytest.fixture(scope="module")
 def setup():
-    return P._setup(P.RECIPES[0], "ci", OVERRIDES)  # chapter 4's Triplet-SN, 200 steps
+    bench, run, seed = P._setup(P.RECIPES[0], "ci", OVERRIDES)  # chapter 4's Triplet-SN, 200 steps
+    return bench.p, run.spec, run, run.config.replace(seed=seed)  # a run holds the views (train, val, tests)
 
 
 # ---------------------------------------------------------------------- shards
@@ -49,8 +51,9 @@ def test_shards_cover_the_global_batch(setup):
     parts = [D.shard(batch, r, 4) for r in range(4)]
     for key in ("sketch", "photo", "neg", "pos_idx", "neg_idx", "idx", "flip"):
         assert torch.equal(torch.cat([p[key] for p in parts]), batch[key]), key
-    joined = [s for p in parts for s in p["strokes"]]
-    assert len(joined) == 32 and all(a is b for a, b in zip(joined, batch["strokes"]))
+    if "strokes" in batch:  # a view of images carries each sketch's strokes; one of trunk features need not
+        joined = [s for p in parts for s in p["strokes"]]
+        assert len(joined) == 32 and all(a is b for a, b in zip(joined, batch["strokes"]))
     with pytest.raises(D.DistributedError, match="multiple of 3"):
         D.shard(batch, 0, 3)
 
@@ -124,6 +127,8 @@ def torchrun(tmp: Path, name: str, procs: int, *extra, check: bool = True) -> tu
         f"STEPS={STEPS}",
         "--set",
         f"EVAL_EVERY={EVAL_EVERY}",
+        "--set",
+        "HEAD={dropout: 0.0}",
         "--threads",
         "1",
         "--no-store",
@@ -190,13 +195,18 @@ def test_two_processes_equal_the_same_arithmetic_in_one(sharded, two):
     assert summary["world"] == 2 and summary["steps"] == STEPS
     ref = sharded
     ours = torch.load(tmp / "two.pt", weights_only=True)
+    # bit for bit up to the matrix products' own rounding: the head's Linear layers run through the BLAS, whose
+    # kernel (and so its order of summation) may differ between this process and a fresh one; seen here: 1 ulp
+    # (1.2e-7) after 200 steps, where a wrong average (a sum, one shard) moves weights by 1e-2 (the test below)
     for name, t in ref.best_state.items():
-        assert torch.equal(t, ours[name]), f"{name}: max |diff| {float((t - ours[name]).abs().max())}"
+        gap = float((t - ours[name]).abs().max())
+        assert torch.allclose(t, ours[name], rtol=0, atol=1e-5), f"{name}: max |diff| {gap}"
     theirs = _history(summary)
     assert [r["step"] for r in theirs] == ref.history["step"].tolist()
     for rec, (_, row) in zip(theirs, ref.history.iterrows()):
-        for col, value in rec.items():
-            assert value == row[col], (col, value, row[col])
+        for col, value in rec.items():  # losses to the same rounding; steps and accuracies exactly
+            same = value == row[col] or (isinstance(value, float) and abs(value - row[col]) <= 1e-5)
+            assert same, (col, value, row[col])
 
 
 def test_checkpoints_are_written_by_rank_zero_only(two):
@@ -297,11 +307,11 @@ def test_stylemeup_averages_its_meta_gradient(tmp_path):
         "--chapter",
         "06_stylemeup",
         "--set",
-        "STEPS=3",
+        "SMU_STEPS=3",
         "--set",
-        "EVAL_EVERY=3",
+        "SMU_EVAL_EVERY=3",
         "--set",
-        "BATCH_SIZE=2",
+        "TASKS=2",
         "--threads",
         "1",
         "--no-store",

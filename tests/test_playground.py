@@ -103,17 +103,21 @@ def test_top_k_is_brute_force_and_early_ranks_end_at_the_full_rank(engine, views
     assert len(early) == SK.n_strokes(t.strokes) and early[-1] == hits.target_rank
 
 
-def test_gallery_embeddings_are_computed_once_per_model_and_gallery(views, fresh_cache):
+def test_gallery_embeddings_are_computed_once_per_model_and_gallery(views, engine, fresh_cache):
     torch.manual_seed(1)
     m = build_method("triplet_sn", encoder="cnn", width=8, depth=3, embed_dim=32)
     calls = []
     original = m.embed_gallery
     m.embed_gallery = lambda x: calls.append(len(x)) or original(x)
     g = P.world_gallery(views, "car")
-    P.Engine(m, "k1", 32, 1.5, views=views).gallery_search(g)
-    P.Engine(m, "k1", 32, 1.5, views=views).gallery_search(g)  # a new engine: from the disk cache
+    P.Engine(m, "k1", engine.size, engine.line_width, views=views).gallery_search(g)
+    P.Engine(m, "k1", engine.size, engine.line_width, views=views).gallery_search(
+        g
+    )  # a new engine: from the disk cache
     assert sum(calls) == len(g)
-    P.Engine(m, "k2", 32, 1.5, views=views).gallery_search(g)  # another model key: computed again
+    P.Engine(m, "k2", engine.size, engine.line_width, views=views).gallery_search(
+        g
+    )  # another model key: computed again
     assert sum(calls) == 2 * len(g)
 
 
@@ -124,13 +128,14 @@ def test_pairwise_methods_are_refused():
         P.Engine(m, "k", 32, 1.5)
 
 
-def test_style_swap(views):
+def test_style_swap(views, engine):
     torch.manual_seed(0)
-    m = build_method("stylemeup", size=32, width=8, depth=3, hidden=32, latent=16).eval()
-    e = P.Engine(m, "smu", 32, 1.5, views=views)
+    size = engine.size
+    m = build_method("stylemeup", size=size, width=8, depth=3, hidden=32, latent=16).eval()
+    e = P.Engine(m, "smu", size, engine.line_width, views=views)
     a, b = views.test_seen.strokes[0], views.test_seen.strokes[5]
     own = e.swap_style(a, b, 0.0)
-    assert own.shape == (32, 32) and own.min() >= 0 and own.max() <= 1
+    assert own.shape == (size, size) and own.min() >= 0 and own.max() <= 1
     with torch.no_grad():  # amount 0 is the drawing decoded with its own style: the model's swap(a, a)
         x = P.sketch_tensor(e.raster(a)[None])
         ref = (1 - (m.swap(x, x)[0].mean(0) + 1) / 2).numpy()
@@ -187,7 +192,7 @@ def test_folder_gallery_limit(tmp_path):
 
 def test_one_image_gallery_query(engine, tmp_path, fresh_cache):
     _png(tmp_path / "x.png")
-    g = P.folder_gallery(tmp_path, 32)
+    g = P.folder_gallery(tmp_path, engine.size)
     hits = engine.query(engine.views.test_seen.strokes[0], g, 10, 0)
     assert list(hits.index) == [0] and hits.target_rank == 1
 
@@ -208,7 +213,7 @@ def test_pacs_gallery(data_root):
 # ---------------------------------------------------------------------- methods from the store
 
 
-def test_methods_follow_the_books_chapters(monkeypatch, fresh_cache):
+def test_methods_follow_the_books_chapters(monkeypatch, fresh_store):
     monkeypatch.setattr("sbir_core.book.chapters", lambda: ["01_evaluation", "04_triplet_baseline"])
     choices = P.methods("ci")
     assert [c.recipe.chapter for c in choices] == ["04_triplet_baseline"]  # no chapter 6: no StyleMeUp
@@ -217,115 +222,68 @@ def test_methods_follow_the_books_chapters(monkeypatch, fresh_cache):
         P.load(choices[0])
 
 
-def test_the_recipe_key_is_the_chapters_run(monkeypatch, fresh_cache):
-    """Trained through the playground with the chapter's parameters, the run lands under the key that
-    ``methods`` computes, so the chapter and the playground share one stored model."""
-    params = load_params("04_triplet_baseline", "ci") | {"STEPS": 2, "EVAL_EVERY": 2}
-    monkeypatch.setattr("sbir_core.book.load_params", lambda chapter, scale: params)
+@pytest.fixture()
+def fresh_store(tmp_path, monkeypatch):
+    """A fresh store of trained models; the trunk-feature cache stays (the world's features are not retrained)."""
+    monkeypatch.setenv("SBIR_STORE", str(tmp_path / "store"))
+    monkeypatch.setattr(P, "_SETUPS", {})
+    return tmp_path
+
+
+def test_the_recipe_key_is_the_chapters_run(monkeypatch, fresh_store):
+    """Trained through the playground with the chapter's parameters, the run lands under the key of the chapter's
+    own run (``recipes``), and the engine reads images exactly as the chapter's views read them."""
+    from sbir_core import recipes as R
+
+    monkeypatch.setenv(R.OVERRIDES_ENV, '{"STEPS": 2, "EVAL_EVERY": 2}')
     monkeypatch.setattr("sbir_core.book.chapters", lambda: ["04_triplet_baseline"])
-    monkeypatch.setattr(P, "_SETUPS", {})
     choice = P.methods("ci")[0]
-    engine = P.load(choice, train=True, progress=False)
-    assert choice.stored and P.methods("ci")[0].stored
-    from sbir_core import benchmark as B
-    from sbir_core.train import TrainConfig, train_run
-
-    v = P._views(params)  # the chapter's own calls give the same key: loaded, not trained again
-    spec = B.triplet_spec(
-        params["ENCODER"], params["ENCODER_OPTIONS"], params["MARGIN"], params["NEGATIVES"], params["FLIP"]
-    )
-    cfg = TrainConfig(
-        steps=2,
-        batch_size=params["BATCH_SIZE"],
-        lr=params["LR"],
-        optimizer=params["OPTIMIZER"],
-        eval_every=2,
-        ks=(1, 10),
-        progress=False,
-        device="cpu",
-    )
-    run = train_run(spec, v.train, v.val, v.tests, cfg, params["SEED"])
-    assert run.fingerprint == choice.key
-    assert all(torch.equal(a, b) for a, b in zip(run.best_state.values(), engine.method.state_dict().values()))
-
-
-def test_the_adaptive_recipe_needs_chapter_4_and_its_key_is_the_chapters_run(monkeypatch, fresh_cache):
-    """Chapter 7's meta-learner appears once chapter 4's Triplet-SN is stored, and trained through the
-    playground it lands under the key of the chapter's own run (``spec_of(0, "margin")`` in the chapter)."""
-    p4 = load_params("04_triplet_baseline", "ci") | {"STEPS": 2, "EVAL_EVERY": 2}
-    p7 = load_params("07_adaptive", "ci") | {"STEPS": 2, "EVAL_EVERY": 2, "META_STEPS": 2, "META_EVAL_EVERY": 2}
-    monkeypatch.setattr("sbir_core.book.load_params", lambda chapter, scale: p7 if chapter == "07_adaptive" else p4)
-    monkeypatch.setattr("sbir_core.book.chapters", lambda: ["04_triplet_baseline", "07_adaptive"])
-    monkeypatch.setattr(P, "_SETUPS", {})
-    assert [c.recipe.chapter for c in P.methods("ci")] == ["04_triplet_baseline"]  # no base model yet
-    P.load(P.choice("04_triplet_baseline"), train=True, progress=False)
-    choice = P.choice("07_adaptive")
     assert not choice.stored
     engine = P.load(choice, train=True, progress=False)
-    assert choice.stored and engine.method.embed_query(torch.rand(2, 1, 32, 32)).shape == (2, 64)
+    assert choice.stored and P.methods("ci")[0].stored
+    bench = R.bench("ci")
+    run = bench.baseline().fit([choice.seed])  # the chapter's own call: loaded, not trained again
+    assert run.runs[0].fingerprint == choice.key
+    method = run.methods(bench.spec)[0]
+    images, feats = bench.views().test_seen, bench.features().test_seen
+    with torch.no_grad():
+        a, b = engine.method.embed_query(images.queries[:6]), method.embed_query(feats.queries[:6])
+        c, d = engine.method.embed_gallery(images.gallery[:6]), method.embed_gallery(feats.gallery[:6])
+    assert torch.allclose(a, b, atol=1e-4) and torch.allclose(c, d, atol=1e-4)
 
-    from sbir_core import benchmark as B
-    from sbir_core.models import adaptive as A
-    from sbir_core.models.base import MethodSpec
-    from sbir_core.train import TrainConfig, train_run
 
-    v = P._views(p7)  # the chapter's own calls
-    base_cfg = TrainConfig(
-        steps=2,
-        batch_size=p7["BATCH_SIZE"],
-        lr=p7["LR"],
-        optimizer=p7["OPTIMIZER"],
-        eval_every=2,
-        ks=(1, 10),
-        progress=False,
-        device="cpu",
-    )
-    base_spec = B.triplet_spec(p7["ENCODER"], p7["ENCODER_OPTIONS"], p7["MARGIN"])
-    key = B.baseline(v, base_spec, base_cfg, [p7["SEED"]]).runs[0].fingerprint
-    f = {k: p7["ENCODER_OPTIONS"][k] for k in ("width", "depth", "embed_dim", "double_conv")}
-    opts = {
-        **f,
-        "level": "user",
-        "inner": "margin",
-        "reg": dict(p7["REG"]),
-        "inner_lr": p7["INNER_LR"],
-        "margin": p7["MARGIN"],
-        "k_support": p7["K_SUPPORT"],
-        "k_query": p7["K_QUERY"],
-        "base": key,
-        "freeze_trunk": True,
-        "flip": False,
-    }
-    start = MethodSpec("adaptive_fgsbir", {**opts, "inner": "none"}).build()
-    cfg = TrainConfig(
-        steps=2,
-        batch_size=p7["TASKS"],
-        lr=p7["META_LR"],
-        optimizer=p7["OPTIMIZER"],
-        eval_every=2,
-        ks=(1, 5),
-        progress=False,
-        device="cpu",
-    )
-    run = train_run(
-        MethodSpec("adaptive_fgsbir", opts),
-        A.trunk_view(v.train, start),
-        A.trunk_view(v.val, start),
-        None,
-        cfg,
-        p7["SEED"],
-    )
-    assert run.fingerprint == choice.key
+def test_the_adaptive_recipe_starts_from_chapter_4_and_its_key_is_the_chapters_run(monkeypatch, fresh_store):
+    """Chapter 7's meta-learner starts from chapter 4's stored Triplet-SN (trained first when the store lacks it),
+    and trained through the playground it lands under the key of the chapter's own run; it adapts to a person."""
+    from conftest import distinct_targets
+
+    from sbir_core import recipes as R
+
+    monkeypatch.setenv(R.OVERRIDES_ENV, '{"STEPS": 2, "EVAL_EVERY": 2, "META_STEPS": 2, "META_EVAL_EVERY": 2}')
+    monkeypatch.setattr("sbir_core.book.chapters", lambda: ["04_triplet_baseline", "07_adaptive"])
+    choice = P.choice("07_adaptive")
+    assert not choice.stored and not P.choice("04_triplet_baseline").stored
+    engine = P.load(choice, train=True, progress=False)
+    assert choice.stored and P.methods("ci")[0].stored  # chapter 4's run was trained on the way
+    bench = R.bench("ci")
+    run = R.adaptive(bench, R.load_params("07_adaptive", "ci")).fit([choice.seed])
+    assert run.runs[0].fingerprint == choice.key
+    size = engine.size
+    assert engine.method.embed_query(torch.rand(2, 1, size, size) * 2 - 1).shape[0] == 2
+    g = P.world_gallery(engine.views, "shoe", "unseen")
+    targets = distinct_targets(g)
+    personal = engine.personalise([t.strokes for t in targets], g, [t.index for t in targets])
+    assert personal.key != engine.key and personal.method.method.head.weight.ne(engine.method.method.head.weight).any()
 
 
 def test_personalise_gives_a_new_engine_and_leaves_the_old_one(views, engine, fresh_cache):
-    from sbir_core.models.adaptive import AdaptiveFGSBIR
+    from conftest import distinct_targets, image_adaptive
 
     torch.manual_seed(0)
-    method = AdaptiveFGSBIR(width=4, depth=2, embed_dim=8, inner="margin", inner_lr=5.0)
+    method = image_adaptive(load_params("04_triplet_baseline", "ci"), inner="margin", inner_lr=5.0)
     eng = P.Engine(method, "adaptive_test", engine.size, engine.line_width, "adaptive", views)
     g = P.world_gallery(views, "shoe", "unseen")
-    targets = g.targets[:3]
+    targets = distinct_targets(g)
     drawings, rows = [t.strokes for t in targets], [t.index for t in targets]
     before = {k: v.clone() for k, v in method.state_dict().items()}
     q_before = eng.encode(drawings[0])

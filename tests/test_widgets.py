@@ -95,8 +95,8 @@ def explorer_env(small_triplet_engine, monkeypatch, tmp_path):
     """The explorer's store as if it held chapter 4's run (the small engine) and not chapter 6's."""
     engine = small_triplet_engine
     monkeypatch.setenv("SBIR_CACHE", str(tmp_path / "cache"))
-    stored = P.Choice(P.RECIPES[0], "ci", {}, "widget_test", {}, True)
-    missing = P.Choice(P.RECIPES[1], "ci", {}, "not_there", {}, False)
+    stored = P.Choice(P.RECIPES[0], "ci", {}, "widget_test", 0, True)
+    missing = P.Choice(P.RECIPES[1], "ci", {}, "not_there", 0, False)
     monkeypatch.setattr(P, "methods", lambda scale="ci", **overrides: [stored, missing])
     monkeypatch.setattr(P, "load", lambda choice, train=False, progress=True: engine)
     return engine
@@ -164,8 +164,9 @@ def test_the_apps_url_query_picks_method_gallery_and_target(explorer_env):
 
 def test_personalise_tab_adapts_the_explorers_model_and_forgets(explorer_env, monkeypatch):
     import torch
+    from conftest import image_adaptive
 
-    from sbir_core.models.adaptive import AdaptiveFGSBIR
+    from sbir_core.book import load_params
 
     pg = WG.Playground(options={"gallery": "world:shoe"})  # the stand-in Triplet-SN does not adapt
     pg.explorer.pad.load(pg.explorer.target.strokes)
@@ -174,7 +175,7 @@ def test_personalise_tab_adapts_the_explorers_model_and_forgets(explorer_env, mo
 
     torch.manual_seed(0)
     eng = P.Engine(
-        AdaptiveFGSBIR(width=4, depth=2, embed_dim=8, inner_lr=5.0),
+        image_adaptive(load_params("04_triplet_baseline", "ci"), inner_lr=5.0),
         "adaptive_widget_test",
         explorer_env.size,
         explorer_env.line_width,
