@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -118,10 +119,10 @@ def _stamp_path(chapter: str, scale: str) -> Path:
     return results_root() / scale / chapter / "stamp.json"
 
 
-def up_to_date(chapter: str, scale: str, params: dict) -> bool:
+def up_to_date(chapter: str, scale: str, params: dict, notebook: Path | None = None) -> bool:
     """Whether the chapter's last successful run had this very stamp and its notebook still exists."""
     path = _stamp_path(chapter, scale)
-    if not path.exists() or not (BOOK / f"{chapter}.ipynb").exists():
+    if not path.exists() or not (notebook or BOOK / f"{chapter}.ipynb").exists():
         return False
     try:
         return json.loads(path.read_text()) == stamp(chapter, scale, params)
@@ -276,23 +277,64 @@ def record_timing(scale: str, chapter: str, seconds: float, status: str) -> None
                 os.unlink(tmp)
 
 
-def run(scale: str = "ci", only: list[str] | None = None, force: bool = False) -> int:
-    """Execute chapters in order (skipping those up to date unless ``force``); return the number that failed."""
+def parse_set(items) -> dict:
+    """``NAME=VALUE`` strings (``run --set``) as a dict of parameter overrides, each value read as YAML."""
+    out = {}
+    for item in items or []:
+        name, eq, value = item.partition("=")
+        if not eq or not name.isupper() or not name.replace("_", "").isalnum():
+            raise SystemExit(f"--set takes NAME=VALUE with an UPPER_CASE name, got {item!r}")
+        value = yaml.safe_load(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        out[name] = value
+    return out
+
+
+def run(
+    scale: str = "ci", only: list[str] | None = None, force: bool = False, overrides: dict | None = None, out=None
+) -> int:
+    """Execute chapters in order (skipping those up to date unless ``force``); return the number that failed.
+
+    overrides: parameter values (``--set NAME=VALUE``) for every chapter whose parameters cell has the name,
+    and for the runs a chapter rebuilds from another chapter's parameters (``$SBIR_PARAMS``: chapter 4's
+    ``SEED`` reaches the Triplet-SN that chapters 6-8 load); a name no chapter has is refused. out: a folder
+    for this run's results, stamps, timings and executed notebooks (``--out``), leaving ``paper_runs/`` and
+    ``book/`` alone: a re-run with other seeds to hold beside the committed one (``compare``).
+    """
+    from sbir_core.recipes import OVERRIDES_ENV, merge
+
     names = chapters()
     if only:
         unknown = sorted(set(only) - set(names))
         if unknown:
             raise SystemExit(f"unknown chapter(s) {unknown}; chapters are: {', '.join(names)}")
         names = [n for n in names if n in only]
+    overrides = dict(overrides or {})
+    if overrides:
+        known = set().union(*(chapter_defaults(n) for n in chapters()))
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise SystemExit(f"--set {unknown}: no chapter has such a parameter")
+        os.environ[OVERRIDES_ENV] = json.dumps(overrides)
+    if out is not None:
+        out = Path(out).resolve()
+        (out / "notebooks").mkdir(parents=True, exist_ok=True)
+        os.environ["SBIR_RESULTS"] = str(out)  # results_root(), here and in the chapters' kernels
     failures = []
     for name in names:
         try:
-            params = load_params(name, scale)
+            base = load_params(name, scale)
+            own = merge(base, {k: v for k, v in overrides.items() if k in chapter_defaults(name)})
+            own = {k: v for k, v in own.items() if k in overrides}
+            params = base | own
         except (FileNotFoundError, ValueError) as err:
             failures.append(str(err))
             print(f"[run] FAILED: {err}", flush=True)
             continue
-        if not force and up_to_date(name, scale, params):
+        notebook = BOOK / f"{name}.ipynb" if out is None else out / "notebooks" / f"{name}.ipynb"
+        if not force and up_to_date(name, scale, params, notebook):
             print(
                 f"[run] {name} ({scale}) is up to date (source, parameters, package and data unchanged); "
                 f"skipped, --force runs it",
@@ -302,7 +344,7 @@ def run(scale: str = "ci", only: list[str] | None = None, force: bool = False) -
         print(f"[run] {name} ({scale}) ...", flush=True)
         start = time.perf_counter()
         try:
-            seconds = execute(name, scale)
+            seconds = execute(name, scale, own, notebook)
         except (ChapterFailed, FileNotFoundError, ValueError) as err:
             seconds = time.perf_counter() - start
             record_timing(scale, name, seconds, "failed")
@@ -319,6 +361,64 @@ def run(scale: str = "ci", only: list[str] | None = None, force: bool = False) -
         for f in failures:
             print(f"  - {f}")
     return len(failures)
+
+
+def compare_runs(a: Path, b: Path, scale: str = "ci") -> pd.DataFrame:
+    """Every claim row of two runs of the book (``run --out``, or ``paper_runs``) side by side: each run's
+    outcome and relative effect with its interval, and whether the outcome changed or the effect flipped sign
+    (both intervals excluding zero on opposite sides, or one estimate's sign against the other's interval)."""
+    from sbir_core.claims import evidence_table
+
+    tables = []
+    for root in (a, b):
+        before = os.environ.get("SBIR_RESULTS")
+        os.environ["SBIR_RESULTS"] = str(Path(root).resolve())
+        try:
+            tables.append(evidence_table(_load_metrics(scale)))
+        finally:
+            if before is None:
+                os.environ.pop("SBIR_RESULTS", None)
+            else:
+                os.environ["SBIR_RESULTS"] = before
+    key = ["claim_id", "chapter", "dataset", "setting", "method", "split"]
+    cols = key + ["outcome", "rel_effect", "rel_effect_ci95_lo", "rel_effect_ci95_hi"]
+    both = (
+        tables[0]
+        .reindex(columns=cols)
+        .merge(tables[1].reindex(columns=cols), on=key, how="outer", suffixes=("_a", "_b"))
+    )
+    sa, sb = np.sign(both["rel_effect_a"]), np.sign(both["rel_effect_b"])
+    sure_a = (both["rel_effect_ci95_lo_a"] > 0) | (both["rel_effect_ci95_hi_a"] < 0)
+    sure_b = (both["rel_effect_ci95_lo_b"] > 0) | (both["rel_effect_ci95_hi_b"] < 0)
+    both["changed"] = both["outcome_a"].fillna("absent") != both["outcome_b"].fillna("absent")
+    both["sign_flip"] = (sa * sb < 0) & (sure_a | sure_b)
+    return both
+
+
+def _load_metrics(scale: str) -> pd.DataFrame:
+    from sbir_core.results import load_metrics
+
+    return load_metrics(scale)
+
+
+def _print_comparison(both: pd.DataFrame, a, b) -> None:
+    def iv(r, s):
+        est, lo, hi = r[f"rel_effect_{s}"], r[f"rel_effect_ci95_lo_{s}"], r[f"rel_effect_ci95_hi_{s}"]
+        return "—" if pd.isna(est) else f"{est:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+
+    print(f"A: {a}\nB: {b}\n")
+    for r in both.to_dict("records"):
+        flag = "SIGN FLIP" if r["sign_flip"] else ("changed" if r["changed"] else "same")
+        where = ", ".join(str(r[k]) for k in ("dataset", "setting", "method", "split") if r[k] and not pd.isna(r[k]))
+        print(
+            f"{r['claim_id']:<24} {flag:<9} A {r['outcome_a']!s:<20} {iv(r, 'a'):<24} "
+            f"B {r['outcome_b']!s:<20} {iv(r, 'b'):<24} {where}"
+        )
+    n = len(both)
+    print(
+        f"\n{n} claim rows: {n - int(both['changed'].sum())} with the same outcome, {int(both['changed'].sum())} "
+        f"changed, {int(both['sign_flip'].sum())} whose relative effect flipped sign with an interval excluding zero"
+    )
 
 
 def load_expected(path: Path = EXPECTED, allow_empty: bool = False) -> pd.DataFrame:
@@ -555,6 +655,18 @@ def main(argv=None) -> int:
     p_run.add_argument("--scale", choices=SCALES, default="ci")
     p_run.add_argument("--only", nargs="+", metavar="CHAPTER", help="chapter names, e.g. 01_evaluation")
     p_run.add_argument("--force", action="store_true", help="run chapters even when they are up to date")
+    p_run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a parameter for every chapter that has it, e.g. --set SEED=3 --set WORLD='{seed: 7}'",
+    )
+    p_run.add_argument("--out", type=Path, default=None, help="write results and notebooks here, not paper_runs/")
+    p_cmp = sub.add_parser("compare", help="every claim's outcome and effect in two runs of the book, side by side")
+    p_cmp.add_argument("a", type=Path, help="a results folder (paper_runs, or a run's --out)")
+    p_cmp.add_argument("b", type=Path)
+    p_cmp.add_argument("--scale", choices=SCALES, default="ci")
     p_check = sub.add_parser("check", help="compare fresh ci metrics with paper_runs/ci/expected.csv")
     p_check.add_argument(
         "--require-data",
@@ -576,7 +688,11 @@ def main(argv=None) -> int:
     p_build.add_argument("--builder", default="html")
     args = parser.parse_args(argv)
     if args.command == "run":
-        return 1 if run(args.scale, args.only, args.force) else 0
+        return 1 if run(args.scale, args.only, args.force, parse_set(args.set), args.out) else 0
+    if args.command == "compare":
+        both = compare_runs(args.a, args.b, args.scale)
+        _print_comparison(both, args.a, args.b)
+        return 0
     if args.command == "check":
         return check(require_data=args.require_data)
     if args.command == "validate":

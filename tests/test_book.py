@@ -1,9 +1,12 @@
 """The pipeline: check against expected numbers, failing chapters, byte-identical reruns."""
 
+import os
 import textwrap
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from sbir_core import book
 from sbir_core import results as R
@@ -384,3 +387,82 @@ def test_intro_claims_glue_what_the_claims_chapter_glues():
         for w in ("reproduced", "contradicted", "smaller than claimed", "undecided", "not testable")
     }
     assert wanted and wanted <= glued, wanted - glued
+
+
+# ---------------------------------------------------------------------- re-runs with other parameters
+
+
+def test_set_parses_yaml_values_and_refuses_bad_names():
+    from sbir_core.book import parse_set
+
+    assert parse_set(["SEED=3", "WORLD={seed: 7}", "LR=1e-3", "NAME=shoes"]) == {
+        "SEED": 3,
+        "WORLD": {"seed": 7},
+        "LR": 1e-3,  # YAML 1.1 reads 1e-3 as a string; a number is meant
+        "NAME": "shoes",
+    }
+    for bad in (["seed=3"], ["SEED"], ["SE-ED=1"]):
+        with pytest.raises(SystemExit):
+            parse_set(bad)
+
+
+def test_a_mapping_override_changes_only_its_keys(monkeypatch):
+    from sbir_core import recipes as R
+
+    assert R.merge({"WORLD": {"seed": 0, "n": 5}, "SEED": 0}, {"WORLD": {"seed": 7}}) == {
+        "WORLD": {"seed": 7, "n": 5},
+        "SEED": 0,
+    }
+    monkeypatch.setenv(R.OVERRIDES_ENV, '{"WORLD": {"seed": 7}, "NOT_A_PARAMETER": 1}')
+    p = R.load_params("04_triplet_baseline", "ci")
+    base = yaml.safe_load((R.CONFIGS / "ci" / "04_triplet_baseline.yaml").read_text())
+    assert p["WORLD"] == base["WORLD"] | {"seed": 7} and "NOT_A_PARAMETER" not in p
+
+
+def test_run_refuses_a_parameter_no_chapter_has(tmp_path):
+    from sbir_core.book import run
+
+    with pytest.raises(SystemExit, match="no chapter has"):
+        run("ci", ["01_evaluation"], overrides={"NO_SUCH_PARAMETER": 1}, out=tmp_path)
+
+
+def _claim_metrics(rel, lo, hi, outcome):
+    from sbir_core.stats import OUTCOME_CODE
+
+    setting = "claim=stylemeup_beats_triplet_unseen"
+    rows = [("rel_effect", rel), ("rel_effect_ci95_lo", lo), ("rel_effect_ci95_hi", hi)]
+    rows += [("outcome", OUTCOME_CODE[outcome]), ("paper_rel_effect", 0.3), ("diff_acc_at_1", rel)]
+    rows += [("diff_acc_at_1_ci95_lo", lo), ("diff_acc_at_1_ci95_hi", hi)]
+    return pd.DataFrame(
+        [
+            {
+                "chapter": "06_stylemeup",
+                "dataset": "style_world",
+                "method": "stylemeup",
+                "protocol": "val",
+                "setting": setting,
+                "split": "test_unseen",
+                "metric": m,
+                "value": v,
+                "seed": -1,
+            }
+            for m, v in rows
+        ]
+    )
+
+
+def test_compare_pairs_claim_rows_and_flags_changes_and_sign_flips(tmp_path, monkeypatch):
+    from sbir_core import book
+
+    runs = {
+        "a": _claim_metrics(0.2, 0.05, 0.35, "reproduced"),
+        "b": _claim_metrics(-0.2, -0.35, -0.05, "contradicted"),
+        "c": _claim_metrics(0.1, -0.05, 0.25, "undecided"),
+    }
+    monkeypatch.setattr(book, "_load_metrics", lambda scale: runs[Path(os.environ["SBIR_RESULTS"]).name])
+    flip = book.compare_runs(tmp_path / "a", tmp_path / "b")
+    assert len(flip) == 1 and bool(flip["changed"].iloc[0]) and bool(flip["sign_flip"].iloc[0])
+    same = book.compare_runs(tmp_path / "a", tmp_path / "a")
+    assert not same["changed"].any() and not same["sign_flip"].any()
+    weaker = book.compare_runs(tmp_path / "a", tmp_path / "c")
+    assert bool(weaker["changed"].iloc[0]) and not weaker["sign_flip"].any()
