@@ -53,41 +53,25 @@ SEED = 0  # base seed: the runs use seeds SEED, SEED+1, ...
 N_SEEDS = 5  # training seeds of the baseline (2 or more for the seed part of the intervals)
 N_CONTROL_SEEDS = 3  # seeds of the control model at the default style gap
 N_CURVE_SEEDS = 2  # seeds of the control model at the other gaps of the curve
-WORLD = {
-    "sketches_per_instance": 8,
-    "unseen_sketches_per_instance": 4,
-    "drawers_unseen": 16,
-}  # style-world options (WorldConfig fields)
+WORLD = {"sketches_per_instance": 8, "unseen_sketches_per_instance": 4, "drawers_unseen": 16}  # style-world options (WorldConfig fields)
 STYLE_GAP = 3.0  # the unseen drawers' style gap of the headline numbers (latent units, 0 or more)
 STYLE_GAPS = [0.0, 3.0, 6.0]  # gaps of the style-gap curve (each needs a control model)
 DETAIL_GAPS = [0.0, 1.0, 2.0, 3.0]  # detail gaps of the detail dial (style gap 0; no training needed)
 IMAGE_SIZE = 64  # input side in pixels, sketches and photos
 LINE_WIDTH = 3.0  # sketch line width at IMAGE_SIZE, pixels
-TRUNK = {
-    "name": "efficientnet_lite0",
-    "block": 10,
-    "pool": 4,
-    "photo": "edges",
-    "weights": "imagenet",
-}  # the pretrained trunk (models.trunk.TrunkSpec)
+TRUNK = {"name": "efficientnet_lite0", "block": 10, "pool": 4, "photo": "edges", "weights": "imagenet"}  # the pretrained trunk (models.trunk.TrunkSpec)
 FREEZE_TRUNK = True  # True: the trunk is frozen and its features computed once (ci) | False: trained end to end (paper)
 FEATURE_DIMS = 256  # a frozen trunk's features are projected on their top principal directions (0: kept whole)
 HEAD = {"hidden": 512, "embed_dim": 128, "dropout": 0.5}  # the trained Siamese head on the trunk's features
 MARGIN = 0.2  # triplet margin (0.2 in the QMUL code)
-NEGATIVES = (
-    "random"  # random (the photo of a random other sketch of the category, the QMUL rule) | hard (hardest in the batch)
-)
+NEGATIVES = "random"  # random (the photo of a random other sketch of the category, the QMUL rule) | hard (hardest in the batch)
 FLIP = False  # the shared horizontal flip of the three images (images only: a frozen trunk's features cannot flip)
 STEPS = 1200  # optimiser steps per seed on the style world
 BATCH_SIZE = 64  # triplets per step
 LR = 0.0003  # Adam learning rate
 OPTIMIZER = "adam"  # adam | adamw
 EVAL_EVERY = 300  # evaluate on validation (and test, for the paper protocol) every N steps
-REAL_DATASETS = [
-    "pacs_sketchy",
-    "shoes304",
-    "chairv2",
-]  # real sets found under SBIR_DATA (photo-less ones: sketch to sketch)
+REAL_DATASETS = ["pacs_sketchy", "shoes304", "chairv2"]  # real sets found under SBIR_DATA (photo-less ones: sketch to sketch)
 REAL_STEPS = 800  # optimiser steps per seed on each real dataset
 REAL_SEEDS = 3  # training seeds on each real dataset
 REAL_EVAL_EVERY = 200  # evaluate on validation every N steps on real data
@@ -136,24 +120,11 @@ world = ch.scope("style_world", T.PROTOCOL_VAL, setting(style_gap=STYLE_GAP))
 # the category oracle scores exactly chance.
 
 # %% tags=["hide-input"]
-names = {
-    "train": "train: seen drawers",
-    "val": "val: seen drawers",
-    "test_seen": "test: seen drawers",
-    "test_unseen": "test: unseen drawers",
-    "control_train": "adaptation split: unseen drawers, train objects",
-}
-counts = pd.DataFrame(
-    [
-        {
-            "view": label,
-            "sketches": len(getattr(views, n)),
-            "objects": getattr(views, n).table["instance"].nunique(),
-            "drawers": getattr(views, n).table["drawer"].nunique(),
-        }
-        for n, label in names.items()
-    ]
-)
+names = {"train": "train: seen drawers", "val": "val: seen drawers", "test_seen": "test: seen drawers",
+         "test_unseen": "test: unseen drawers", "control_train": "adaptation split: unseen drawers, train objects"}
+counts = pd.DataFrame([{"view": label, "sketches": len(getattr(views, n)),
+                        "objects": getattr(views, n).table["instance"].nunique(),
+                        "drawers": getattr(views, n).table["drawer"].nunique()} for n, label in names.items()])
 ch.glue("gallery", float(views.test_seen.n_candidates().mean()))
 for k in (1, 10):
     ch.glue(f"chance{k}", views.test_seen.chance(k))
@@ -177,16 +148,9 @@ counts.set_index("view")
 # %% tags=["hide-input"]
 runs = bench.baseline().fit(bench.seeds)
 models = runs.methods(bench.spec)
-training_curves(
-    {"Triplet-SN": runs.histories()},
-    (
-        ("loss", "triplet loss"),
-        ("val/acc_at_10", "val Acc@10"),
-        ("test_unseen/acc_at_10", "test Acc@10, unseen drawers"),
-    ),
-    chance=views.test_seen.chance(10),
-    title="training (band: range over seeds)",
-)
+training_curves({"Triplet-SN": runs.histories()},
+                (("loss", "triplet loss"), ("val/acc_at_10", "val Acc@10"), ("test_unseen/acc_at_10", "test Acc@10, unseen drawers")),
+                chance=views.test_seen.chance(10), title="training (band: range over seeds)")
 ch.glue("n_seeds", len(bench.seeds))
 ch.glue("selected_steps", ", ".join(str(r.val_selected["step"]) for r in runs.runs))
 
@@ -218,41 +182,19 @@ for split, label in (("test_seen", "seen drawers"), ("test_unseen", "unseen draw
         px = world.interval(pixel[split], metric, "pixel_nn", split)
         ok = True
         for floor, evs in (("untrained", untrained[split]), ("pixel_nn", pixel[split])):
-            d = world.paired(
-                evals[split], evs, metric, f"triplet_sn - {floor}", split, glue=f"vs_{floor}{k}_{split[5:]}"
-            )
+            d = world.paired(evals[split], evs, metric, f"triplet_sn - {floor}", split, glue=f"vs_{floor}{k}_{split[5:]}")
             ok &= d.lo > 0
             gains.append(f"{label}, Acc@{k}, minus {floor.replace('_', ' ')}: {d.text} points")
         world.value("triplet_sn", f"learnt_{metric}", float(ok), split)  # shown to beat every floor
         best = np.mean([r.best_on_test[split][metric] for r in runs.runs])
-        table.append(
-            {
-                "drawers": label,
-                "metric": f"Acc@{k}",
-                "Triplet-SN (val-selected)": iv.text,
-                "best on test (paper protocol)": f"{100 * best:.1f} %",
-                "untrained": u.text,
-                "pixel NN": px.text,
-                "chance": f"{100 * views.tests[split].chance(k):.1f} %",
-            }
-        )
-drop = {
-    k: world.paired(
-        evals["test_seen"],
-        evals["test_unseen"],
-        f"acc_at_{k}",
-        "triplet_sn",
-        "test_seen - test_unseen",
-        same_queries=False,
-        glue=f"drop{k}",
-    )
-    for k in (1, 10)
-}
+        table.append({"drawers": label, "metric": f"Acc@{k}", "Triplet-SN (val-selected)": iv.text,
+                      "best on test (paper protocol)": f"{100 * best:.1f} %", "untrained": u.text, "pixel NN": px.text,
+                      "chance": f"{100 * views.tests[split].chance(k):.1f} %"})
+drop = {k: world.paired(evals["test_seen"], evals["test_unseen"], f"acc_at_{k}", "triplet_sn", "test_seen - test_unseen",
+                        same_queries=False, glue=f"drop{k}") for k in (1, 10)}
 ch.glue("style_gap", STYLE_GAP)
-prose(
-    "Paired differences, the baseline minus each floor (95% intervals over seeds and test sample):\n\n- "
-    + "\n- ".join(gains)
-)
+prose("Paired differences, the baseline minus each floor (95% intervals over seeds and test sample):\n\n- "
+      + "\n- ".join(gains))
 pd.DataFrame(table).set_index(["drawers", "metric"])
 
 # %% [markdown]
@@ -284,27 +226,11 @@ parts = []
 for k in (1, 10):
     metric = f"acc_at_{k}"
     c = world.interval(control, metric, "control", "test_unseen", glue=f"control{k}")
-    learnt = world.paired(
-        control, evals["test_unseen"], metric, "control - triplet_sn", "test_unseen", glue=f"learnt{k}"
-    )
-    lost = world.paired(
-        evals["test_seen"],
-        control,
-        metric,
-        "triplet_sn - control",
-        "test_seen - test_unseen",
-        same_queries=False,
-        glue=f"lost{k}",
-    )
-    parts.append(
-        {
-            "metric": f"Acc@{k}",
-            "control on unseen drawers": c.text,
-            "drop: seen - unseen": drop[k].text,
-            "style not learnt: control - baseline": learnt.text,
-            "content lost: seen - control": lost.text,
-        }
-    )
+    learnt = world.paired(control, evals["test_unseen"], metric, "control - triplet_sn", "test_unseen", glue=f"learnt{k}")
+    lost = world.paired(evals["test_seen"], control, metric, "triplet_sn - control", "test_seen - test_unseen",
+                        same_queries=False, glue=f"lost{k}")
+    parts.append({"metric": f"Acc@{k}", "control on unseen drawers": c.text, "drop: seen - unseen": drop[k].text,
+                  "style not learnt: control - baseline": learnt.text, "content lost: seen - control": lost.text})
 ch.glue("recovered", learnt.estimate / drop[10].estimate if drop[10].estimate > 0 else float("nan"))
 pd.DataFrame(parts).set_index("metric")
 
@@ -329,18 +255,15 @@ for gap in STYLE_GAPS:
     tv = bench.features(gap).test_unseen
     seeds_ctrl = list(range(SEED, SEED + (N_CONTROL_SEEDS if gap == STYLE_GAP else N_CURVE_SEEDS)))
     scope = ch.scope("style_world", T.PROTOCOL_VAL, setting(style_gap=gap))
-    for who, key, ms in (
-        ("unseen drawers", "triplet_sn", models),
-        ("control, trained on their style", "control", bench.control(gap).methods(seeds_ctrl)),
-    ):
+    for who, key, ms in (("unseen drawers", "triplet_sn", models),
+                         ("control, trained on their style", "control", bench.control(gap).methods(seeds_ctrl))):
         evs = [evaluate(m, tv) for m in ms]  # the default gap's rows are recorded above
         iv = interval_of(evs, "acc_at_10") if gap == STYLE_GAP else scope.interval(evs, "acc_at_10", key, "test_unseen")
         curve.append({"gap": gap, "who": who, "estimate": iv.estimate, "lo": iv.lo, "hi": iv.hi})
 curve = pd.DataFrame(curve)
 seen_iv = interval_of(evals["test_seen"], "acc_at_10")
-gap_curve_figure(
-    curve, views.test_seen.chance(10), "Triplet-SN against a control trained on the unseen style (95% CI)", seen=seen_iv
-)
+gap_curve_figure(curve, views.test_seen.chance(10), "Triplet-SN against a control trained on the unseen style (95% CI)",
+                 seen=seen_iv)
 at = curve.set_index(["who", "gap"])["estimate"]
 ch.glue("curve_gap_max", max(STYLE_GAPS))
 ch.glue("curve_unseen_max", at[("unseen drawers", max(STYLE_GAPS))])
@@ -410,11 +333,8 @@ plt.show()
 real_rows, real_curves = [], {}
 for name in REAL_DATASETS:
     if not available(name):
-        absent(
-            f"the baseline on {name}: val-selected Acc@1 and Acc@10 against chance, the untrained network and "
-            f"pixel matching",
-            name,
-        )
+        absent(f"the baseline on {name}: val-selected Acc@1 and Acc@10 against chance, the untrained network and "
+               "pixel matching", name)
         continue
     try:
         rv = bench.real_views(name)
@@ -438,25 +358,13 @@ for name in REAL_DATASETS:
         scope.value("category_oracle", metric, te.category_oracle(k), protocol="")
         for run in res.runs:
             scope.value("triplet_sn", metric, run.best_on_test["test"][metric], seed=run.seed, protocol=T.PROTOCOL_TEST)
-        real_rows.append(
-            {
-                "dataset": name,
-                "metric": f"Acc@{k}",
-                "Triplet-SN (val-selected)": iv.text,
-                "untrained": u.text,
-                "pixel NN": px.text,
-                "gain over untrained": fmt(gain, signed=True),
-                "learnt": "yes" if learnt else "not shown",
-                "chance": f"{100 * te.chance(k):.1f} %",
-                "queries": len(te),
-            }
-        )
+        real_rows.append({"dataset": name, "metric": f"Acc@{k}", "Triplet-SN (val-selected)": iv.text,
+                          "untrained": u.text, "pixel NN": px.text, "gain over untrained": fmt(gain, signed=True),
+                          "learnt": "yes" if learnt else "not shown", "chance": f"{100 * te.chance(k):.1f} %",
+                          "queries": len(te)})
 if real_curves:
-    training_curves(
-        real_curves,
-        (("val/acc_at_1", "val Acc@1"), ("test/acc_at_1", "test Acc@1")),
-        title="real data: Acc@1 during training (mean over seeds)",
-    )
+    training_curves(real_curves, (("val/acc_at_1", "val Acc@1"), ("test/acc_at_1", "test Acc@1")),
+                    title="real data: Acc@1 during training (mean over seeds)")
 pd.DataFrame(real_rows).set_index(["dataset", "metric"]) if real_rows else None
 
 # %% [markdown]
@@ -467,24 +375,13 @@ pd.DataFrame(real_rows).set_index(["dataset", "metric"]) if real_rows else None
 # where papers print different figures for one number, all are shown.
 
 # %% tags=["hide-input"]
-ours = pd.DataFrame(
-    [
-        r
-        for r in ch.rows
-        if r["method"] == "triplet_sn"
-        and r["protocol"] == T.PROTOCOL_VAL
-        and r["metric"] in ("acc_at_1", "acc_at_10")
-        and r["seed"] == -1
-        and r["setting"] in ("", setting(style_gap=STYLE_GAP))
-    ]
-)
-ours = ours.assign(
-    dataset=ours["dataset"]
-    + ours["split"].map({"test": "", "test_seen": ", seen drawers", "test_unseen": ", unseen drawers"}),
-    kind=np.where(ours["dataset"] == "style_world", "style world", "real"),
-    protocol="val-selected",
-    backbone=f"frozen ImageNet {TRUNK['name']} + trained head, {IMAGE_SIZE} px",
-)
+ours = pd.DataFrame([r for r in ch.rows if r["method"] == "triplet_sn" and r["protocol"] == T.PROTOCOL_VAL
+                     and r["metric"] in ("acc_at_1", "acc_at_10") and r["seed"] == -1
+                     and r["setting"] in ("", setting(style_gap=STYLE_GAP))])
+ours = ours.assign(dataset=ours["dataset"] + ours["split"].map({"test": "", "test_seen": ", seen drawers",
+                                                                "test_unseen": ", unseen drawers"}),
+                   kind=np.where(ours["dataset"] == "style_world", "style world", "real"), protocol="val-selected",
+                   backbone=f"frozen ImageNet {TRUNK['name']} + trained head, {IMAGE_SIZE} px")
 published_vs_ours("triplet_sn", ours)
 
 # %% [markdown]

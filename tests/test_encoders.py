@@ -81,7 +81,7 @@ def test_paper_backbones_fail_with_a_clear_message(monkeypatch):
 
 
 def test_unknown_encoder_names_the_known_ones():
-    with pytest.raises(EncoderUnavailable, match="cnn, vgg16, inceptionv3"):
+    with pytest.raises(EncoderUnavailable, match="cnn, mlp, trunk_mlp, vgg16, inceptionv3"):
         build_encoder("resnet9000")
 
 

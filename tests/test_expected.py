@@ -41,8 +41,10 @@ def test_no_expected_row_accepts_its_trivial_value():
             )
             key = (r["chapter"], r["dataset"], r["method"])
             (excused if key in exempt or (*key, r["metric"]) in exempt else lenient).append(line)
-    print(f"\n{len(excused)} rows at their floor (an arm of a not-testable claim, or a score recorded as not "
-          "learnt):\n" + "\n".join(excused))
+    print(
+        f"\n{len(excused)} rows at their floor (an arm of a not-testable claim, or a score recorded as not "
+        "learnt):\n" + "\n".join(excused)
+    )
     assert lenient == []
 
 

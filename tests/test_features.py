@@ -17,8 +17,15 @@ def _view(n=6):
 
     g = torch.Generator().manual_seed(0)
     table = pd.DataFrame({"category": ["c"] * n, "instance": [f"i{i}" for i in range(n)]})
-    return RetrievalView("toy", torch.rand(n, 1, 32, 32, generator=g), torch.rand(n, 3, 32, 32, generator=g) * 2 - 1,
-                         torch.arange(n), table, table.copy(), "category")
+    return RetrievalView(
+        "toy",
+        torch.rand(n, 1, 32, 32, generator=g),
+        torch.rand(n, 3, 32, 32, generator=g) * 2 - 1,
+        torch.arange(n),
+        table,
+        table.copy(),
+        "category",
+    )
 
 
 def test_a_feature_view_keeps_the_retrieval_problem(tmp_path, monkeypatch):
