@@ -36,6 +36,7 @@ K_MAP = 200  # the K of mAP@K and P@K (the 104/21 Sketchy protocol uses 200)
 CHECKPOINTS = [1, 2, 5, 10, 20, 50, 100]  # number of evaluated checkpoints to choose among
 TEST_SIZES = [50, 100, 200, 400, 800]  # test queries for the selection-bias heat map
 N_TRIALS = 300  # simulated training runs per setting
+BUDGET_S = 20  # this chapter's time budget at this scale on 2 CPU cores, seconds (python -m sbir_core.bench book)
 
 # %% [markdown]
 # ## What Acc@K and mAP reward

@@ -42,6 +42,7 @@ NN_SIZE = 32  # image side of the pixel-space nearest-neighbour baseline
 NN_BLUR = 1.0  # Gaussian blur (pixels) of the baseline's ink and edge maps
 FIG_INSTANCE = 1  # the object shown in the single-object figures (index; 1 is a chair)
 FIG_SIZE = 128  # pixel size of sketches and photos in the figures
+BUDGET_S = 60  # this chapter's time budget at this scale on 2 CPU cores, seconds (python -m sbir_core.bench book)
 
 # %% [markdown]
 # ## Making a world

@@ -38,6 +38,7 @@ LINE_WIDTH = 1.5  # ink width (pixels at IMAGE_SIZE) when strokes are rasterised
 GRID_SAMPLES = 8  # sketches per sample grid
 QUICKDRAW_MAX_PER_CLASS = 30  # QuickDraw drawings read per class, the first in each file (None: all)
 INK_MAX_SKETCHES = 4000  # image datasets: ink statistics on at most this many sketches (seeded sample)
+BUDGET_S = 20  # this chapter's time budget at this scale on 2 CPU cores, seconds (python -m sbir_core.bench book)
 
 # %% [markdown]
 # ## What is here

@@ -78,7 +78,7 @@ REAL_EVAL_EVERY = 200  # evaluate on validation every N steps on real data
 CHECKPOINT_DIR = ""  # "" for no checkpoints; a folder to resume interrupted runs from (one sub-folder per run)
 PROGRESS = False  # tqdm progress bars while training
 DEVICE = "cpu"  # where training runs: cpu (the ci scale) | cuda
-BUDGET_S = 240  # this chapter's time budget at this scale on 2 CPU cores, seconds (python -m sbir_core.bench book)
+BUDGET_S = 360  # this chapter's time budget at this scale on 2 CPU cores, seconds (python -m sbir_core.bench book)
 
 # %% tags=["hide-input"]
 import matplotlib.pyplot as plt

@@ -104,6 +104,7 @@ BASE_REAL_EVAL_EVERY = 100  # chapter 4's evaluation interval on real sets
 FIRST_STROKES = [0.25, 0.5, 1.0]  # fractions of strokes kept, in drawing order (sets with strokes)
 PROGRESS = False  # progress bars (END_TO_END training)
 DEVICE = "cpu"  # where END_TO_END training runs
+BUDGET_S = 360  # this chapter's time budget at this scale on 2 CPU cores, seconds (python -m sbir_core.bench book)
 
 # %% tags=["hide-input"]
 import time

@@ -65,7 +65,7 @@ SMU_REAL_EVAL_EVERY = 100  # evaluate on validation every N outer steps on real 
 TIMING_STEPS = 3  # outer steps timed on their own for the note
 PROGRESS = False  # tqdm progress bars
 DEVICE = "cpu"  # cpu (ci) | cuda
-BUDGET_S = 180  # this chapter's time budget at this scale on 2 CPU cores, seconds (python -m sbir_core.bench book)
+BUDGET_S = 300  # this chapter's time budget at this scale on 2 CPU cores, seconds (python -m sbir_core.bench book)
 
 # %% tags=["hide-input"]
 import time

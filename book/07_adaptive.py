@@ -78,7 +78,7 @@ REAL_MAX_PER_CLASS = 200  # QuickDraw: at most the first N drawings of each clas
 SKETCHY_SUPPORT_FRACTION = 0.5  # Sketchy's unseen classes: the share of each class's objects held out for supports
 PROGRESS = False  # tqdm progress bars
 DEVICE = "cpu"  # cpu (ci) | cuda
-BUDGET_S = 150  # this chapter's time budget at this scale on 2 CPU cores, seconds (python -m sbir_core.bench book)
+BUDGET_S = 240  # this chapter's time budget at this scale on 2 CPU cores, seconds (python -m sbir_core.bench book)
 
 # %% tags=["hide-input"]
 import matplotlib.pyplot as plt

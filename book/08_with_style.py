@@ -74,7 +74,7 @@ WS_REAL_QUERIES = 20  # QuickDraw drawings per class as queries (each asked once
 WS_REAL_STEPS = 300  # optimiser steps per seed on PACS
 PROGRESS = False  # tqdm progress bars while training
 DEVICE = "cpu"  # where training runs: cpu (the ci scale) | cuda
-BUDGET_S = 100  # this chapter's time budget at this scale on 2 CPU cores, seconds (python -m sbir_core.bench book)
+BUDGET_S = 90  # this chapter's time budget at this scale on 2 CPU cores, seconds (python -m sbir_core.bench book)
 
 # %% tags=["hide-input"]
 import numpy as np

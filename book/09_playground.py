@@ -51,6 +51,7 @@ CATEGORY = "shoe"  # the world category whose photos the recorded drawing search
 FRACTIONS = [0.25, 0.5, 0.75, 1.0]  # parts of each test sketch (first strokes) for early retrieval
 RECORD = True  # draw in Chromium now when no recording of this model exists (needs Chromium + playwright)
 LATENCY_QUERIES = 100  # drawn queries timed end to end (strokes to top 10)
+BUDGET_S = 150  # this chapter's time budget at this scale on 2 CPU cores, seconds (python -m sbir_core.bench book)
 
 # %% tags=["hide-input"]
 import dataclasses
@@ -227,15 +228,18 @@ pd.DataFrame(
 # With StyleMeUp trained (chapter 6), the second tab of the playground decodes a drawing's
 # style-invariant code with its style code moved towards another drawer's. Below, one test sketch
 # with the style of another sketch of the same category, moved a quarter, half and all the way.
-# At the `ci` scale the decoder is small and trained briefly: as in chapter 6, the decodings show
-# what the codes carry, not a finished generator.
+# At the `ci` scale StyleMeUp reads the frozen trunk's features (chapter 6), so its decoder redraws
+# features, not sketches: there is nothing to show as an image, and the swap waits for a scale whose
+# model reads images.
 
 # %% tags=["hide-input"]
 smu = next((c for c in P.methods(SCALE, **overrides) if c.recipe.chapter == "06_stylemeup"), None)
-if smu is None or not smu.stored:
+smu_engine = P.load(smu) if smu is not None and smu.stored else None
+if smu_engine is None:
     note("**StyleMeUp is not trained at this scale** (chapter 6 trains it): no style swap here.")
+elif isinstance(smu_engine.method, P.OnImages):
+    note("**No style swap at this scale:** StyleMeUp reads trunk features here; its decoder draws features.")
 else:
-    smu_engine = P.load(smu)
     g6 = P.world_gallery(smu_engine.views, CATEGORY)
     a, b = g6.targets[0], g6.targets[len(g6.targets) // 2]
     amounts = [0.0, 0.25, 0.5, 1.0]

@@ -54,6 +54,7 @@ setup(seed=0)
 SCALE = "ci"  # whose results to gather: ci | paper
 ALPHA = 0.05  # family-wise error rate of the Holm adjustment across every decided comparison
 XLIM = [-1.5, 1.5]  # relative effects shown in the figure (wider intervals are drawn to the edge, marked)
+BUDGET_S = 15  # this chapter's time budget at this scale on 2 CPU cores, seconds (python -m sbir_core.bench book)
 
 # %% tags=["hide-input"]
 import math

@@ -191,13 +191,13 @@ def test_every_chapter_has_valid_configs_at_both_scales():
 
 
 def test_toc_and_run_agree_on_the_chapters():
-    """One list of chapters: _toc.yml names exactly the book/NN_*.py files, and each has a budget."""
+    """One list of chapters: _toc.yml names exactly the book/NN_*.py files, and each has a budget (BUDGET_S)."""
     import yaml
 
     toc = [e["file"].split("/")[-1] for e in yaml.safe_load(book.TOC.read_text())["chapters"]]
     files = sorted(p.stem for p in book.BOOK.glob("[0-9][0-9]_*.py"))
     assert toc == files == book.chapters()
-    assert set(files) <= set(book.BUDGETS)
+    assert all(isinstance(v, int | float) and v > 0 for v in book.budgets().values()), book.budgets()
 
 
 def test_up_to_date_chapters_are_skipped_until_something_changes(sandbox, capsys, monkeypatch):

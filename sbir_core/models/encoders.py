@@ -25,11 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sbir_core.errors import SBIRError
-
-
-class EncoderUnavailable(SBIRError, RuntimeError):
-    """A registered encoder that cannot be built here; the message says what to install or where."""
+from sbir_core.models.trunk import EncoderUnavailable  # noqa: F401 - raised here too, and imported from here
 
 
 @dataclass

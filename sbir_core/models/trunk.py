@@ -23,7 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sbir_core.models.encoders import EncoderUnavailable
+from sbir_core.errors import SBIRError
+
+
+class EncoderUnavailable(SBIRError, RuntimeError):
+    """A registered encoder or trunk that cannot be built here; the message says what to install or where."""
+
 
 TRUNKS = ("efficientnet_lite0",)
 PHOTO_INPUTS = ("rgb", "edges")
