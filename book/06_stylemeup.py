@@ -58,7 +58,7 @@ INNER_LR = 0.005  # alpha of the inner step (the code's fast lr)
 SMU_STEPS = 500  # outer steps per seed (each: TASKS tasks, one inner step each)
 TASKS = 1  # tasks per outer step (the code: 12 tasks of one photo)
 SMU_EVAL_EVERY = 125  # evaluate on validation every N outer steps
-ABLATIONS = ["first_order", "no_ft", "no_reg", "basic_sn", "cross_modal", "meta_sn"]  # of recipes.STYLEMEUP_VARIANTS
+ABLATIONS = ["first_order", "no_ft", "fixed_ft", "no_reg", "basic_sn", "cross_modal", "meta_sn", "latent128"]  # of recipes.STYLEMEUP_VARIANTS
 SMU_REAL_STEPS = 300  # outer steps of StyleMeUp per seed on each real dataset (chapter 4's sets with photos)
 SMU_REAL_SEEDS = 2  # StyleMeUp seeds on each real dataset (two or more: a claim's interval holds training chance)
 SMU_REAL_EVAL_EVERY = 100  # evaluate on validation every N outer steps on real data
@@ -436,4 +436,4 @@ paper = load_reference("stylemeup").assign(value=lambda d: pd.to_numeric(d["valu
 paper.pivot_table(index="method", columns=["dataset", "metric"], values="value", sort=False).round(2).astype(object).fillna("")
 
 # %% tags=["remove-cell"]
-ch.save()
+ch.save(flag_floors=True)  # with learnt_<metric> rows: which scores clear their floor (Chapter.flag_floors)

@@ -436,4 +436,4 @@ C.published_vs_ours("adaptive_fgsbir", ours.assign(kind="style world", protocol=
 # playground's *personalise* tab (chapter 9) calls it on the reader's own sketches.
 
 # %% tags=["remove-cell"]
-ch.save()
+ch.save(flag_floors=True)  # with learnt_<metric> rows: which scores clear their floor (Chapter.flag_floors)

@@ -150,6 +150,32 @@ class Chapter:
     def frame(self) -> pd.DataFrame:
         return metric_rows(self.name, self.rows)
 
+    def flag_floors(self) -> int:
+        """For every recorded score with a 95% interval and a trivial value (``book.trivial_values``: the best of
+        chance, the category oracle and the untrained model at the same place), a ``learnt_<metric>`` row: 1 when
+        the interval's lower end clears the trivial value, else 0 (checked exactly, so a score that reaches its
+        floor is said to, and one that leaves it changes the row). Returns how many scores reach their floor."""
+        from sbir_core.book import trivial_values
+
+        df = self.frame()
+        df["trivial"] = trivial_values(df.assign(chapter=self.name))
+        key = ["dataset", "method", "protocol", "setting", "split"]
+        lows = df[df["metric"].str.endswith("_ci95_lo")].set_index([*key, "metric"])["value"]
+        done = {tuple(r[k] for k in [*key, "metric"]) for r in df.to_dict("records")}  # flags the chapter set itself
+        at_floor = 0
+        for r in df[df["trivial"].notna() & (df["seed"] == -1)].to_dict("records"):
+            lo = lows.get((*(r[k] for k in key), f"{r['metric']}_ci95_lo"))
+            flag = (*(r[k] for k in key), f"learnt_{r['metric']}")
+            if lo is None or flag in done:
+                continue
+            done.add(flag)
+            ok = float(lo) > r["trivial"]
+            at_floor += not ok
+            self.add(
+                r["dataset"], r["method"], f"learnt_{r['metric']}", float(ok), r["protocol"], r["setting"], r["split"]
+            )
+        return at_floor
+
     def params(self) -> dict:
         """The values of the chapter's parameters cell (and nothing else) from the namespace."""
         from sbir_core.book import chapter_defaults
@@ -157,8 +183,11 @@ class Chapter:
         names = chapter_defaults(self.name)
         return {k: self.namespace.get(k, v) for k, v in names.items()}
 
-    def save(self):
-        """Write ``paper_runs/<scale>/<chapter>/`` (metrics.csv, params.yaml, env.json); return the folder."""
+    def save(self, flag_floors: bool = False):
+        """Write ``paper_runs/<scale>/<chapter>/`` (metrics.csv, params.yaml, env.json); return the folder.
+        flag_floors: first record which scores clear their floor (``flag_floors``)."""
+        if flag_floors:
+            self.flag_floors()
         return save_results(self.name, self.scale, self.frame(), self.params())
 
 

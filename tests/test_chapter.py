@@ -170,3 +170,15 @@ def test_gap_curve_figure_draws_one_line_per_model_and_the_seen_band():
     assert list(ax.get_lines()[1].get_ydata()) == [0.5, 0.4]
     no_seen = gap_curve_figure(curve, 0.2, "t").axes[0]
     assert "seen drawers" not in [line.get_label() for line in no_seen.get_lines()]
+
+
+def test_flag_floors_says_which_scores_clear_their_trivial_value():
+    ch = C.Chapter("04_triplet_baseline", "ci", {})
+    ch.add("style_world", "chance", "acc_at_1", 0.10, "", "", "test_seen")
+    for method, lo in (("clears", 0.15), ("reaches", 0.08)):
+        ch.add("style_world", method, "acc_at_1", 0.30, "val", "", "test_seen")
+        ch.add("style_world", method, "acc_at_1_ci95_lo", lo, "val", "", "test_seen")
+    ch.add("style_world", "no_interval", "acc_at_1", 0.05, "val", "", "test_seen")
+    assert ch.flag_floors() == 1
+    flags = {r["method"]: r["value"] for r in ch.rows if r["metric"] == "learnt_acc_at_1"}
+    assert flags == {"clears": 1.0, "reaches": 0.0}  # a score without an interval gets no flag
