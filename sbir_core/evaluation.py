@@ -95,17 +95,14 @@ def evaluate(
     shortlist: tuple | None = None,
     adapt: tuple | None = None,
     device: str | torch.device | None = None,
-    features: tuple | None = None,
 ) -> Evaluation:
     """Evaluate ``method`` on a ``RetrievalView`` (fine-grained) or a ``CategoryView`` (category-level).
 
     ks: the K of Acc@K (fine-grained). shortlist: (base_method, M) for two-stage retrieval with a
-    pairwise method. adapt: (column, support_for) for test-time adaptation (see the module docstring).
-    features: (query, gallery) features of a pairwise method computed once beforehand (the nodes of a
-    frozen backbone), used instead of ``embed_query`` / ``embed_gallery``.
+    pairwise method, or (base_method, M, base_view) where the base method reads the same queries and photos
+    from another view (e.g. trunk features where the pairwise method reads nodes). adapt: (column,
+    support_for) for test-time adaptation (see the module docstring).
     """
-    if features is not None and not getattr(method, "pairwise", False):
-        raise ValueError("features=... is for pairwise methods (precomputed per-item features)")
     if isinstance(view, CategoryView):
         return _evaluate_category(method, view, batch, adapt)
     if not isinstance(view, RetrievalView):
@@ -115,7 +112,7 @@ def evaluate(
         return _evaluate_adapted(method, view, ks, batch, adapt)
     with _Eval(method):
         if getattr(method, "pairwise", False):
-            ranks, pairs = _pairwise_ranks(method, view, batch, shortlist, features)
+            ranks, pairs = _pairwise_ranks(method, view, batch, shortlist)
         else:
             dist = distances(method, view.queries, view.gallery, batch)
             ranks, pairs = M.true_match_rank(dist, view.target.numpy(), candidates=view.candidates()), None
@@ -132,31 +129,29 @@ def distances(method, queries, gallery, batch: int = 512, style=None) -> np.ndar
     return M.pairwise_distances(q.cpu(), g.cpu())
 
 
-def _pairwise_ranks(method, view: RetrievalView, batch: int, shortlist, features=None) -> tuple[np.ndarray, int]:
+def _pairwise_ranks(method, view: RetrievalView, batch: int, shortlist) -> tuple[np.ndarray, int]:
     """Ranks from pair distances over every candidate, or over a base method's top-M shortlist."""
     n, m = len(view), len(view.gallery)
     cand = view.candidates()
     cand = np.ones((n, m), bool) if cand is None else cand
-    if features is not None:
-        qf, gf = features
-        if len(qf) != n or len(gf) != m:
-            raise ValueError(f"features for {len(qf)} queries and {len(gf)} gallery items; {view.name} has {n} and {m}")
-    else:
-        # a method whose nodes come from strokes (``needs_strokes``) gets the queries' strokes when the view has
-        # them (None otherwise: the method decides what stands in for them)
-        kw = {"strokes": view.strokes} if getattr(method, "needs_strokes", False) else {}
-        qf = embed(method.embed_query, view.queries, batch, **kw)
-        gf = embed(method.embed_gallery, view.gallery, batch)
+    # a method whose nodes come from strokes (``needs_strokes``) gets the queries' strokes when the view has
+    # them (None otherwise: the method decides what stands in for them)
+    kw = {"strokes": view.strokes} if getattr(method, "needs_strokes", False) else {}
+    qf = embed(method.embed_query, view.queries, batch, **kw)
+    gf = embed(method.embed_gallery, view.gallery, batch)
     if shortlist is None:
         pairs = np.argwhere(cand)
         dist = np.full((n, m), np.inf)
         dist[pairs[:, 0], pairs[:, 1]] = _score_pairs(method, qf, gf, pairs, batch)
         return M.true_match_rank(dist, view.target.numpy(), candidates=cand), len(pairs)
-    base, top = shortlist
+    base, top, *base_view = shortlist  # the base method reads the same items from its own view, when given
+    base_view = base_view[0] if base_view else view
     if int(top) < 1:
         raise ValueError(f"the shortlist size M must be >= 1, got {top}")
+    if len(base_view) != n or len(base_view.gallery) != m:
+        raise ValueError(f"shortlist view: {len(base_view)} queries, {len(base_view.gallery)} photos; not {n}, {m}")
     with _Eval(base):
-        base_dist = distances(base, view.queries, view.gallery, batch)
+        base_dist = distances(base, base_view.queries, base_view.gallery, batch)
     base_dist = np.where(cand, base_dist, np.inf)
     base_rank = M.true_match_rank(base_dist, view.target.numpy(), candidates=cand)
     order = np.argsort(base_dist, axis=1, kind="stable")
@@ -245,6 +240,18 @@ def _per_query_precision(dist, rel, k) -> np.ndarray:
     return np.array([M.prec_at_k(dist[i : i + 1], rel[i : i + 1], k) for i in range(len(dist))])
 
 
+def random_ranking(view: CategoryView) -> Evaluation:
+    """What a random ranking scores on a ``CategoryView``: each query's expected average precision over
+    uniform random orders of the gallery, exactly (R relevant of M: (R - 1) / (M - 1) + H_M (M - R) /
+    (M (M - 1)), H_M the M-th harmonic number), as an ``Evaluation`` of ``map_all`` (a floor)."""
+    rel = view.relevant()
+    m, r = rel.shape[1], rel.sum(1).astype(np.float64)
+    h = float(np.sum(1.0 / np.arange(1, m + 1)))
+    ap = (r - 1) / max(m - 1, 1) + h * (m - r) / (m * max(m - 1, 1)) if m > 1 else np.ones(len(r))
+    ap = np.where(r > 0, ap, 0.0)
+    return Evaluation("category", {"map_all": float(ap.mean())}, {"ap_all": ap}, view.table)
+
+
 def linear_probe(
     train_x: torch.Tensor,
     train_y,
@@ -274,15 +281,3 @@ def linear_probe(
     with torch.no_grad():
         pred = (xte @ w + b).argmax(1).numpy()
     return (pred == yte).astype(np.float64)
-
-
-def random_ranking(view: CategoryView) -> Evaluation:
-    """What a random ranking scores on a ``CategoryView``: each query's expected average precision over
-    uniform random orders of the gallery, exactly (R relevant of M: (R - 1) / (M - 1) + H_M (M - R) /
-    (M (M - 1)), H_M the M-th harmonic number), as an ``Evaluation`` of ``map_all`` (a floor)."""
-    rel = view.relevant()
-    m, r = rel.shape[1], rel.sum(1).astype(np.float64)
-    h = float(np.sum(1.0 / np.arange(1, m + 1)))
-    ap = (r - 1) / max(m - 1, 1) + h * (m - r) / (m * max(m - 1, 1)) if m > 1 else np.ones(len(r))
-    ap = np.where(r > 0, ap, 0.0)
-    return Evaluation("category", {"map_all": float(ap.mean())}, {"ap_all": ap}, view.table)

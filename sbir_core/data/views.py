@@ -243,6 +243,18 @@ class RetrievalView:
         return out
 
 
+def redraw(view: RetrievalView, strokes: list, line_width: float = 1.5) -> RetrievalView:
+    """The same retrieval problem with each query redrawn from ``strokes`` (one array per query, e.g.
+    ``synthetic.detail_subset`` or ``strokes.truncate``) at the view's size and channels."""
+    from sbir_core import strokes as S
+
+    if len(strokes) != len(view):
+        raise DataError(f"{len(strokes)} stroke arrays for {len(view)} queries of {view.name}")
+    queries = sketch_tensor(S.rasterise_many(strokes, view.queries.shape[-1], line_width))
+    queries = queries.expand(-1, view.queries.shape[1], -1, -1).contiguous()
+    return dataclasses.replace(view, queries=queries, strokes=list(strokes))
+
+
 def _split_mask(table: pd.DataFrame, split) -> np.ndarray:
     if split is None:
         return np.ones(len(table), bool)
