@@ -403,6 +403,48 @@ def gap_curve_figure(
     return fig
 
 
+def two_stage_figure(points: pd.DataFrame, exhaustive: dict, title: str):
+    """Two-stage retrieval: Acc@10 (``acc10``, an interval) against the head passes saved (``ratio``), one line per
+    ``reranker``, beside each reranker's exhaustive Acc@10 (``exhaustive``: reranker -> interval) as a dashed line."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    for name, grp in points.groupby("reranker", sort=False):
+        est = np.array([c.estimate for c in grp["acc10"]])
+        err = [est - [c.lo for c in grp["acc10"]], [c.hi for c in grp["acc10"]] - est]
+        (line,) = ax.errorbar(grp["ratio"], est, yerr=err, fmt="o-", capsize=3, label=f"{name}, two-stage")[:1]
+        ax.axhline(exhaustive[name].estimate, ls="--", lw=1, color=line.get_color(), label=f"{name}, exhaustive")
+    ax.axvline(10, color="grey", ls=":", lw=1)
+    ax.set(xscale="log", xlabel="head passes saved (exhaustive / two-stage)", ylabel="Acc@10", title=title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    plt.show()
+    return fig
+
+
+def nodes_figure(sketch, photo, sketch_boxes, photo_boxes, attention):
+    """One (sketch, photo) pair's node boxes, numbered (sketch (S, S) ink = 1, photo (3, S, S) in [-1, 1]), and the
+    first level's sketch-to-photo attention (ks, kp), or None."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), gridspec_kw={"width_ratios": [1, 1, 1.3]})
+    axes[0].imshow(1 - np.asarray(sketch), cmap="gray", vmin=0, vmax=1)
+    axes[1].imshow(np.clip((np.asarray(photo).transpose(1, 2, 0) + 1) / 2, 0, 1))
+    for ax, boxes, what in ((axes[0], sketch_boxes, "sketch nodes (strokes)"), (axes[1], photo_boxes, "photo nodes")):
+        for j, (x1, y1, x2, y2) in enumerate(boxes):
+            colour = plt.cm.tab10(j % 10)
+            ax.add_patch(plt.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, lw=1, color=colour))
+            ax.text(x1, y1 + 3, str(j), color=colour, fontsize=7)
+        ax.set(title=what, xticks=[], yticks=[])
+    if attention is not None:
+        img = axes[2].imshow(attention, cmap="viridis", aspect="auto")
+        fig.colorbar(img, ax=axes[2])
+    axes[2].set(xlabel="photo node", ylabel="sketch node", title="first-level attention, sketch → photo")
+    fig.tight_layout()
+    plt.show()
+    return fig
+
+
 def retrieval_grid(view, method, rows, k: int = 5, title: str | None = None, ranked_on=None):
     """A figure: each query of ``rows`` (sketch on the left, then its style exemplars when the view has
     them) and its ``k`` nearest candidates, the true photo (a category view: each relevant image) outlined

@@ -764,6 +764,106 @@ def quickdraw_pacs(bench: StyleBench, max_per_class: int, n_support: int, seed: 
     }
 
 
+# ---------------------------------------------------------------------- chapter 5: the cross-modal hierarchy
+
+# the Table 1 rows trained here: variant (``models.hierarchy.VARIANTS``) -> label
+HIERARCHY_ROWS = {
+    "b_siamese": "B-Siamese",
+    "b_localised_coattn": "B-Localised-Coattn",
+    "b_graph_hierarchy": "B-Graph-Hierarchy",
+    "proposed": "Proposed",
+}
+
+
+def hierarchy_spec(bench: StyleBench, p: dict, variant: str = "proposed", steps: int | None = None) -> MethodSpec:
+    """Sain et al.'s model (chapter 5's parameters ``p``), one Table 1 row (``variant``) trained ``steps`` steps
+    (default ``HIER_STEPS``; the Gumbel noise is annealed over the first ``ANNEAL`` of them): on chapter 4's frozen
+    trunk, a head on ready-made nodes (``node_view``); else the trunk and the head together, on images."""
+    b = bench.p
+    options = {"variant": variant, "margin": b["MARGIN"], **p["HIER_OPTIONS"]}
+    options["anneal_steps"] = round(p["ANNEAL"] * (steps or p["HIER_STEPS"]))
+    if b["FREEZE_TRUNK"]:
+        options |= {"channels": bench.feature_dim, "flip": False}
+    else:
+        options |= {"trunk": b["TRUNK"], "flip": bool(b["FLIP"]), "proposals": p["PROPOSALS"]}
+    return MethodSpec("hierarchy", options)
+
+
+def hierarchy_config(bench: StyleBench, p: dict, **changes) -> TrainConfig:
+    return TrainConfig(
+        steps=p["HIER_STEPS"],
+        batch_size=p["HIER_BATCH"],
+        lr=p["HIER_LR"],
+        eval_every=p["HIER_EVAL_EVERY"],
+        ks=(1, 10),
+        progress=p["PROGRESS"],
+        device=p["DEVICE"],
+    ).replace(**changes)
+
+
+def node_view(bench: StyleBench, p: dict, view, projection="world"):
+    """``view`` as the hierarchy reads it. On a frozen trunk: each sketch's and photo's nodes, computed once
+    (``hierarchy.map_nodes``): the trunk's cached feature map (``features.feature_view``), cells in place, per
+    stroke box (per piece of ink where a set has no strokes) and per selective-search box, on ``projection``'s
+    principal directions (by default the world's). With the trunk trained end to end: the images themselves."""
+    if not bench.p["FREEZE_TRUNK"]:
+        return view
+    from sbir_core.models import hierarchy as H
+    from sbir_core.models.trunk import TrunkSpec
+
+    k, size, grid = p["HIER_OPTIONS"]["max_nodes"], view.queries.shape[-1], TrunkSpec.of(bench.p["TRUNK"]).pool
+    proj = bench.projection if isinstance(projection, str) else projection
+    f = feature_view(view, bench.p["TRUNK"])
+    sketch_boxes = H.sketch_node_boxes(view.queries, view.strokes, k, pad=bench.p["LINE_WIDTH"] / 2)
+    photo_boxes = H.photo_node_boxes(view.gallery, k, strategy=p["PROPOSALS"])
+    q, g = (
+        H.map_nodes(x.view(len(x), -1, grid, grid), boxes, size, k, "cells", projection=proj)
+        for x, boxes in ((f.queries, sketch_boxes), (f.gallery, photo_boxes))
+    )
+    return dataclasses.replace(view, name=f"{view.name}@nodes", queries=q, gallery=g, strokes=None)
+
+
+def test_sample(p: dict, view):
+    """The test queries every arm of chapter 5 is evaluated on: ``N_TEST`` of ``view``'s queries drawn once with
+    ``SEED`` (all of them: 0). Image, feature and node views of the same queries get the same sample."""
+    n = int(p["N_TEST"])
+    if not n or n >= len(view):
+        return view
+    keep = np.zeros(len(view), bool)
+    keep[np.random.default_rng(int(p["SEED"])).choice(len(view), n, replace=False)] = True
+    return view.subset(keep)
+
+
+def hierarchy_views(bench: StyleBench, p: dict, gap: float | None = None) -> Views:
+    """The benchmark's views at ``gap`` as the hierarchy reads them (``node_view``), each made when first used:
+    the training view grouped by category (as chapter 4's), the test views sampled (``test_sample``)."""
+    v = bench.views(gap)
+
+    def make(name):
+        nodes = node_view(bench, p, getattr(v, name))
+        if name in ("train", "control_train"):
+            return nodes.within("category")
+        return test_sample(p, nodes) if name.startswith("test") else nodes
+
+    return Views(v.data, make)
+
+
+def hierarchy(bench: StyleBench, p: dict, variant: str = "proposed", views: Views | None = None) -> Run:
+    """One Table 1 row trained on the style world's seen drawers, validated on them (tests evaluated apart)."""
+    v = views or hierarchy_views(bench, p)
+    return Run(hierarchy_spec(bench, p, variant), v.train, v.val, None, hierarchy_config(bench, p))
+
+
+def hierarchy_real(bench: StyleBench, p: dict, rv: dict, variant: str = "proposed") -> tuple[Run, dict]:
+    """One Table 1 row on a real set (``StyleBench.real_views``) and the set's node views (train, val, test),
+    on the set's own principal directions."""
+    nodes = {s: node_view(bench, p, rv["images"][s], rv["projection"]) for s in ("train", "val", "test")}
+    nodes["train"] = nodes["train"].within("category")
+    config = hierarchy_config(bench, p, steps=p["HIER_REAL_STEPS"], eval_every=p["HIER_REAL_EVAL_EVERY"])
+    spec = hierarchy_spec(bench, p, variant, p["HIER_REAL_STEPS"])
+    return Run(spec, nodes["train"], nodes["val"], None, config), nodes
+
+
 def bench(scale: str) -> StyleBench:
     """Chapter 4's bench at ``scale`` (its parameters with the run's overrides)."""
     return StyleBench(load_params(BASELINE, scale))
@@ -787,6 +887,7 @@ def main_run(chapter: str, scale: str) -> tuple[Run, int]:
 
 MAIN_RUNS = {
     BASELINE: None,
+    "05_hierarchy": hierarchy,
     "06_stylemeup": stylemeup,
     "07_adaptive": adaptive,
     "08_with_style": with_style,

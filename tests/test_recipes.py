@@ -3,8 +3,10 @@
 import json
 
 import pytest
+import torch
 
 from sbir_core import recipes as R
+from sbir_core import strokes as SK
 from sbir_core.book import chapter_defaults, chapters
 
 
@@ -28,20 +30,7 @@ def test_the_bench_is_chapter_fours_run(monkeypatch):
     assert run.key(0) != run.key(1)
 
 
-# chapter 5 still builds its own world with copies of chapter 4's parameters (an --set of a shared name reaches both
-# copies alike, but a change to chapter 4's config does not reach chapter 5); its move onto recipes is unfinished
-# (branch wip/hierarchy-on-nodes). Strict: the day it is done, this marker fails and must go.
-NOT_YET = {"05_hierarchy": "chapter 5 is not on recipes yet (its hierarchy on ready-made trunk nodes is unfinished)"}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(reason=NOT_YET[n], strict=True)) if n in NOT_YET else n
-        for n in chapters()
-        if "04_triplet_baseline" < n < "10_claims"
-    ],
-)
+@pytest.mark.parametrize("name", [n for n in chapters() if "04_triplet_baseline" < n < "10_claims"])
 def test_no_chapter_repeats_chapter_fours_parameters(name):
     """A chapter that builds on chapter 4 reads its parameters (recipes.StyleBench); it does not copy them."""
     own = {"SCALE", "SEED", "PROGRESS", "DEVICE", "BUDGET_S", "THREADS"}
@@ -53,3 +42,18 @@ def test_no_chapter_repeats_chapter_fours_parameters(name):
 def test_a_chapter_without_a_main_run_is_refused():
     with pytest.raises(R.RecipeError, match="no main run"):
         R.main_run("01_evaluation", "ci")
+
+
+def test_the_hierarchy_reads_nodes_whose_whole_photo_is_chapter_fours_feature():
+    """Chapter 5's nodes (recipes.node_view): a photo's first node is the whole photo, whose node is exactly the
+    projected trunk feature chapter 4's Triplet-SN reads; a sketch's nodes are its strokes (no whole-sketch node)."""
+    b, p = R.bench("ci"), R.load_params("05_hierarchy", "ci")
+    view = b.views().val
+    nodes, feats = R.node_view(b, p, view), b.read(view)
+    k = p["HIER_OPTIONS"]["max_nodes"]
+    assert nodes.queries.shape == (len(view), k, b.feature_dim + 1)
+    torch.testing.assert_close(nodes.gallery[:, 0, :-1], feats.gallery, atol=1e-4, rtol=1e-4)
+    n_strokes = torch.tensor([min(len(SK.split_strokes(s)), k) for s in view.strokes], dtype=torch.float32)
+    assert torch.equal(nodes.queries[..., -1].sum(1), n_strokes)
+    run = R.main_run("05_hierarchy", "ci")[0]
+    assert run.spec.name == "hierarchy" and run.spec.options["channels"] == b.feature_dim
