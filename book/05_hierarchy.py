@@ -89,7 +89,6 @@ BUDGET_S = 300  # this chapter's time budget at this scale on 2 CPU cores, secon
 # %% tags=["hide-input"]
 import numpy as np
 import pandas as pd
-import torch
 
 from sbir_core import chapter as C
 from sbir_core import recipes as R
@@ -103,7 +102,6 @@ from sbir_core.models import hierarchy as H
 from sbir_core.repro import seed_everything
 from sbir_core.results import load_reference
 
-torch.set_num_threads(1)  # the head's many small products run faster on one thread than on two shared ones
 ch = C.Chapter("05_hierarchy", SCALE, globals())
 p = ch.params()
 bench = R.bench(SCALE)

@@ -33,7 +33,7 @@ import pandas as pd
 import yaml
 
 from sbir_core.errors import SBIRError
-from sbir_core.paths import BOOK, CONFIGS, PACKAGE, REPO_ROOT, RUNS
+from sbir_core.paths import BOOK, PACKAGE, REPO_ROOT, RUNS, chapter_config
 from sbir_core.results import KEY, SCALES, ResultsError, load_metrics, locked, parse_columns, read_table, results_root
 
 EXPECTED = RUNS / "ci" / "expected.csv"
@@ -124,14 +124,8 @@ def up_to_date(chapter: str, scale: str, params: dict, notebook: Path | None = N
 
 
 def load_params(chapter: str, scale: str) -> dict:
-    """The parameters of one chapter at one scale, from its YAML config."""
-    path = CONFIGS / scale / f"{chapter}.yaml"
-    if not path.exists():
-        raise FileNotFoundError(f"no config for {chapter} at scale {scale}: expected {path}")
-    params = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(params, dict) or not all(isinstance(k, str) and k.isupper() for k in params):
-        raise ValueError(f"{path}: parameters must be a mapping of UPPER_CASE names")
-    return params | {"SCALE": scale}
+    """The parameters of one chapter at one scale, from its YAML config (``paths.chapter_config``)."""
+    return chapter_config(chapter, scale)
 
 
 def chapter_defaults(chapter: str) -> dict:

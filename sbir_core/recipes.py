@@ -21,13 +21,12 @@ from functools import cached_property
 
 import numpy as np
 import torch
-import yaml
 
 from sbir_core import benchmark as B
 from sbir_core.errors import SBIRError
 from sbir_core.features import feature_view
 from sbir_core.models.base import MethodSpec
-from sbir_core.paths import CONFIGS
+from sbir_core.paths import chapter_config
 from sbir_core.runs import MultiSeedResult, fingerprint, run_identity
 from sbir_core.train import TrainConfig, train_seeds
 
@@ -40,16 +39,11 @@ class RecipeError(SBIRError, ValueError):
 
 
 def load_params(chapter: str, scale: str) -> dict:
-    """The parameters of one chapter at one scale: its YAML config, then the run's overrides (``$SBIR_PARAMS``,
-    ``merge``d) for the names the config has."""
-    path = CONFIGS / scale / f"{chapter}.yaml"
-    if not path.exists():
-        raise FileNotFoundError(f"no config for {chapter} at scale {scale}: expected {path}")
-    params = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(params, dict) or not all(isinstance(k, str) and k.isupper() for k in params):
-        raise ValueError(f"{path}: parameters must be a mapping of UPPER_CASE names")
+    """The parameters of one chapter at one scale: its YAML config (``paths.chapter_config``), then the run's
+    overrides (``$SBIR_PARAMS``, ``merge``d) for the names the config has."""
+    params = chapter_config(chapter, scale)
     overrides = json.loads(os.environ.get(OVERRIDES_ENV) or "{}")
-    return merge(params, {k: v for k, v in overrides.items() if k in params}) | {"SCALE": scale}
+    return merge(params, {k: v for k, v in overrides.items() if k in params})
 
 
 def merge(params: dict, overrides: dict) -> dict:
