@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from sbir_core import book
+from sbir_core import book, paths
 from sbir_core import results as R
 
 HEADER = textwrap.dedent("""\
@@ -100,7 +100,7 @@ def sandbox(tmp_path, monkeypatch):
     (tmp_path / "book").mkdir()
     (tmp_path / "configs" / "ci").mkdir(parents=True)
     monkeypatch.setattr(book, "BOOK", tmp_path / "book")
-    monkeypatch.setattr(book, "CONFIGS", tmp_path / "configs")
+    monkeypatch.setattr(paths, "CONFIGS", tmp_path / "configs")
     monkeypatch.setattr(book, "TOC", tmp_path / "_toc.yml")
     monkeypatch.setenv("SBIR_RESULTS", str(tmp_path / "runs"))
     real = book.chapters
@@ -415,7 +415,7 @@ def test_a_mapping_override_changes_only_its_keys(monkeypatch):
     }
     monkeypatch.setenv(R.OVERRIDES_ENV, '{"WORLD": {"seed": 7}, "NOT_A_PARAMETER": 1}')
     p = R.load_params("04_triplet_baseline", "ci")
-    base = yaml.safe_load((R.CONFIGS / "ci" / "04_triplet_baseline.yaml").read_text())
+    base = yaml.safe_load((paths.CONFIGS / "ci" / "04_triplet_baseline.yaml").read_text())
     assert p["WORLD"] == base["WORLD"] | {"seed": 7} and "NOT_A_PARAMETER" not in p
 
 
