@@ -353,7 +353,8 @@ def run(
 def compare_runs(a: Path, b: Path, scale: str = "ci") -> pd.DataFrame:
     """Every claim row of two runs of the book (``run --out``, or ``paper_runs``) side by side: each run's
     outcome and relative effect with its interval, and whether the outcome changed or the effect flipped sign
-    (both intervals excluding zero on opposite sides, or one estimate's sign against the other's interval)."""
+    (both intervals excluding zero on opposite sides, or one estimate's sign against the other's interval).
+    ``in_both``: the claim's chapter ran in both (a chapter one run left out is no change; ``--only`` runs)."""
     from sbir_core.claims import evidence_table
 
     tables = []
@@ -377,7 +378,8 @@ def compare_runs(a: Path, b: Path, scale: str = "ci") -> pd.DataFrame:
     sa, sb = np.sign(both["rel_effect_a"]), np.sign(both["rel_effect_b"])
     sure_a = (both["rel_effect_ci95_lo_a"] > 0) | (both["rel_effect_ci95_hi_a"] < 0)
     sure_b = (both["rel_effect_ci95_lo_b"] > 0) | (both["rel_effect_ci95_hi_b"] < 0)
-    both["changed"] = both["outcome_a"].fillna("absent") != both["outcome_b"].fillna("absent")
+    both["in_both"] = both["chapter"].isin(set(tables[0]["chapter"]) & set(tables[1]["chapter"]))
+    both["changed"] = both["in_both"] & (both["outcome_a"].fillna("absent") != both["outcome_b"].fillna("absent"))
     both["sign_flip"] = (sa * sb < 0) & (sure_a | sure_b)
     return both
 
@@ -394,6 +396,8 @@ def _print_comparison(both: pd.DataFrame, a, b) -> None:
         return "—" if pd.isna(est) else f"{est:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
     print(f"A: {a}\nB: {b}\n")
+    left = sorted(set(both.loc[~both["in_both"], "chapter"]))
+    both = both[both["in_both"]]
     for r in both.to_dict("records"):
         flag = "SIGN FLIP" if r["sign_flip"] else ("changed" if r["changed"] else "same")
         where = ", ".join(str(r[k]) for k in ("dataset", "setting", "method", "split") if r[k] and not pd.isna(r[k]))
@@ -405,6 +409,7 @@ def _print_comparison(both: pd.DataFrame, a, b) -> None:
     print(
         f"\n{n} claim rows: {n - int(both['changed'].sum())} with the same outcome, {int(both['changed'].sum())} "
         f"changed, {int(both['sign_flip'].sum())} whose relative effect flipped sign with an interval excluding zero"
+        + (f"; left out, run in one of the two only: {', '.join(left)}" if left else "")
     )
 
 

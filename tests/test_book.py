@@ -466,3 +466,7 @@ def test_compare_pairs_claim_rows_and_flags_changes_and_sign_flips(tmp_path, mon
     assert not same["changed"].any() and not same["sign_flip"].any()
     weaker = book.compare_runs(tmp_path / "a", tmp_path / "c")
     assert bool(weaker["changed"].iloc[0]) and not weaker["sign_flip"].any()
+    other = _claim_metrics(0.2, 0.05, 0.35, "reproduced").assign(chapter="07_adaptive")
+    runs["d"] = pd.concat([runs["a"], other])
+    partial = book.compare_runs(tmp_path / "d", tmp_path / "b")  # chapter 7 ran in d only: not a change
+    assert partial["changed"].tolist() == [True, False] and partial["in_both"].tolist() == [True, False]
