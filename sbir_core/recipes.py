@@ -54,6 +54,15 @@ def merge(params: dict, overrides: dict) -> dict:
     }
 
 
+def own_config(p: dict, steps: str, batch: str, lr: str, eval_every: str, /, **changes) -> TrainConfig:
+    """The TrainConfig of a chapter's own method from the names of its parameters (steps, batch size, learning rate,
+    evaluation interval), Acc@1 and Acc@10 on validation, ``PROGRESS`` and ``DEVICE``; ``changes`` on top."""
+    config = TrainConfig(
+        steps=p[steps], batch_size=p[batch], lr=p[lr], eval_every=p[eval_every], ks=(1, 10), progress=p["PROGRESS"]
+    )
+    return config.replace(device=p["DEVICE"], **changes)
+
+
 @dataclass(frozen=True)
 class Run:
     """A run a chapter trains: spec, views and config (the seed is set per call)."""
@@ -299,15 +308,7 @@ def stylemeup_spec(bench: StyleBench, p: dict, variant: str = "full") -> MethodS
 
 
 def stylemeup_config(bench: StyleBench, p: dict, **changes) -> TrainConfig:
-    return TrainConfig(
-        steps=p["SMU_STEPS"],
-        batch_size=p["TASKS"],
-        lr=p["SMU_LR"],
-        eval_every=p["SMU_EVAL_EVERY"],
-        ks=(1, 10),
-        progress=p["PROGRESS"],
-        device=p["DEVICE"],
-    ).replace(**changes)
+    return own_config(p, "SMU_STEPS", "TASKS", "SMU_LR", "SMU_EVAL_EVERY", **changes)
 
 
 def stylemeup(bench: StyleBench, p: dict, variant: str = "full") -> Run:
@@ -784,15 +785,7 @@ def hierarchy_spec(bench: StyleBench, p: dict, variant: str = "proposed", steps:
 
 
 def hierarchy_config(bench: StyleBench, p: dict, **changes) -> TrainConfig:
-    return TrainConfig(
-        steps=p["HIER_STEPS"],
-        batch_size=p["HIER_BATCH"],
-        lr=p["HIER_LR"],
-        eval_every=p["HIER_EVAL_EVERY"],
-        ks=(1, 10),
-        progress=p["PROGRESS"],
-        device=p["DEVICE"],
-    ).replace(**changes)
+    return own_config(p, "HIER_STEPS", "HIER_BATCH", "HIER_LR", "HIER_EVAL_EVERY", **changes)
 
 
 def node_view(bench: StyleBench, p: dict, view, projection="world"):
