@@ -761,14 +761,6 @@ def quickdraw_pacs(bench: StyleBench, max_per_class: int, n_support: int, seed: 
 
 # ---------------------------------------------------------------------- chapter 5: the cross-modal hierarchy
 
-# the Table 1 rows trained here: variant (``models.hierarchy.VARIANTS``) -> label
-HIERARCHY_ROWS = {
-    "b_siamese": "B-Siamese",
-    "b_localised_coattn": "B-Localised-Coattn",
-    "b_graph_hierarchy": "B-Graph-Hierarchy",
-    "proposed": "Proposed",
-}
-
 
 def hierarchy_spec(bench: StyleBench, p: dict, variant: str = "proposed", steps: int | None = None) -> MethodSpec:
     """Sain et al.'s model (chapter 5's parameters ``p``), one Table 1 row (``variant``) trained ``steps`` steps
