@@ -363,7 +363,8 @@ for name in bench.p["REAL_DATASETS"]:
         C.note(f"**{name}: not run**, the hierarchy needs paired photos. {err}")
         continue
     scope = ch.scope(name, T.PROTOCOL_VAL, columns=("instance",))
-    r_ev = {"triplet_sn": [evaluate(m, rv["test"]) for m in bench.real(name, rv).methods(bench.real_seeds)]}
+    tsn = bench.real(name, rv).methods(bench.real_seeds)  # chapter 4's run on this set, from the store
+    r_ev = {"triplet_sn": [evaluate(m, rv["test"]) for m in tsn]}
     r_floor, r_models = {"pixel_nn": [evaluate(bench.pixel(), rv["images"]["test"])]}, {}
     for v in REAL_VARIANTS:
         run, rn = R.hierarchy_real(bench, p, rv, v)
@@ -394,7 +395,7 @@ for name in bench.p["REAL_DATASETS"]:
             fv = te if frac == 1 else redraw(te, [SK.truncate(st, frac) for st in te.strokes], bench.p["LINE_WIDTH"])
             fn, ff = R.node_view(bench, p, fv, rv["projection"]), bench.read(fv, rv["projection"])
             for v in ("triplet_sn", *(x for x in ("b_siamese", "proposed") if x in r_models)):
-                ms = bench.real(name, rv).methods(bench.real_seeds) if v == "triplet_sn" else r_models[v]
+                ms = tsn if v == "triplet_sn" else r_models[v]
                 evs = [evaluate(m, ff if v == "triplet_sn" else fn) for m in ms]
                 first_rows.append({"dataset": name, "strokes kept": f"{frac:.0%}", "model": NAMES[v],
                                    "Acc@10": C.fmt(C.interval_of(evs, "acc_at_10", columns=("instance",)))})
