@@ -18,6 +18,7 @@ without a browser:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -381,11 +382,28 @@ class Engine:
         """A drawing -> its (D,) query embedding."""
         return self.method.embed_query(sketch_tensor(self.raster(strokes)[None])).numpy()[0]
 
+    @functools.cached_property
+    def weights(self) -> str:
+        """A digest of the weights this engine embeds with (the method's parameters and buffers, and the frozen
+        trunk's name and projection when it reads images): what its gallery embeddings depend on. The store key
+        names the run, not what the store holds now; a rewritten entry has other weights under the same key."""
+        h = hashlib.sha1()
+        tensors = dict(self.method.state_dict())
+        if isinstance(self.method, OnImages):
+            h.update(repr(self.method.trunk_spec).encode())
+            p = self.method.projection
+            tensors |= {} if p is None else {"projection.mean": p.mean, "projection.basis": p.basis}
+        for name, t in sorted(tensors.items()):
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
     def gallery_search(self, gallery: Gallery):
-        """The gallery's embeddings, computed once per (model, gallery) and cached under the store key."""
+        """The gallery's embeddings, computed once per (weights, gallery) and cached on disk; a cached file must
+        hold one row per gallery image."""
         from sbir_core.search import GallerySearch, cached_gallery_embeddings
 
-        key = f"{self.key}_{gallery.digest}"
+        key = f"{self.key}_{self.weights}_{gallery.digest}"
         if key not in self._cache:
             if gallery.images.shape[1] != self.size:
                 raise PlaygroundError(
@@ -397,7 +415,7 @@ class Engine:
                 x = photo_tensor(gallery.images)
                 return torch.cat([self.method.embed_gallery(x[i : i + 256]) for i in range(0, len(x), 256)]).numpy()
 
-            self._cache[key] = GallerySearch(cached_gallery_embeddings(key, compute))
+            self._cache[key] = GallerySearch(cached_gallery_embeddings(key, compute, rows=len(gallery)))
         return self._cache[key]
 
     def query(self, strokes, gallery: Gallery, k: int = 10, target: int | None = None) -> Hits:

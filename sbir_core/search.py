@@ -267,12 +267,15 @@ class GallerySearch:
         return [[labels[i] if i >= 0 else None for i in row] for row in np.asarray(idx).tolist()]
 
 
-def cached_gallery_embeddings(key: str, compute: Callable[[], np.ndarray], use_cache: bool = True) -> np.ndarray:
+def cached_gallery_embeddings(
+    key: str, compute: Callable[[], np.ndarray], use_cache: bool = True, rows: int | None = None
+) -> np.ndarray:
     """Gallery embeddings (N, D) float32, computed once by ``compute()`` and cached on disk.
 
     key: "<model store key>_<gallery digest>", a plain file name (letters, digits, ``.``, ``_``, ``-``; no
     path separators), so the cache is ``cache_dir() / "embeddings" / f"{key}.npz"``. The file is checksummed
-    (``sbir_core.cache.cached_array``): a damaged or non-finite one is reported, deleted and recomputed.
+    (``sbir_core.cache.cached_array``): a damaged or non-finite one is reported, deleted and recomputed, and so
+    is one with other than ``rows`` rows (when given: one per gallery item).
     """
     from sbir_core.cache import cached_array
     from sbir_core.data.base import cache_dir
@@ -285,10 +288,11 @@ def cached_gallery_embeddings(key: str, compute: Callable[[], np.ndarray], use_c
 
     def checked() -> np.ndarray:
         arr = np.ascontiguousarray(compute(), dtype=np.float32)
-        if arr.ndim != 2 or arr.shape[0] == 0:
-            raise ValueError(f"gallery embeddings must be a non-empty (N, D) array, got shape {arr.shape}")
+        if arr.ndim != 2 or arr.shape[0] == 0 or (rows is not None and arr.shape[0] != rows):
+            want = f"({rows}, D)" if rows is not None else "non-empty (N, D)"
+            raise ValueError(f"gallery embeddings must be a {want} array, got shape {arr.shape}")
         return arr
 
     return cached_array(
-        cache_dir() / "embeddings" / f"{key}.npz", checked, shape=(None, None), dtype=np.float32, use_cache=use_cache
+        cache_dir() / "embeddings" / f"{key}.npz", checked, shape=(rows, None), dtype=np.float32, use_cache=use_cache
     )

@@ -2,7 +2,8 @@
 
 A run is keyed by everything that determines it (``runs.run_identity``: the method and its
 options, digests of the training, validation and test views' tensors, the training config with the
-seed, and the source of the code it depends on); ``runs.fingerprint`` of that identity names its
+seed, the source of every package module the run executes, from the method to the metric code, and
+the number of data-parallel processes); ``runs.fingerprint`` of that identity names its
 entry, ``<cache>/store/<fingerprint>.pt`` with ``<fingerprint>.json`` beside it (the identity and
 the file's SHA-256). A later chapter that asks for the same run (the Triplet-SN baseline of chapter
 4, say) loads it instead of training it again; change any part of the identity and it is a new

@@ -13,13 +13,14 @@ Model selection, two protocols, both recorded and labelled:
   other Acc@K at that step), as every QMUL code base does (METHODS.md §0.4). Optimistic.
 
 Checkpoints know their experiment: each carries the run's identity (method, data digest, training
-config, seed, code) and its fingerprint, and a SHA-256 of its bytes in a JSON beside it. A run's
-checkpoints live in ``<checkpoint_dir>/<fingerprint>/`` (so a changed parameter starts a fresh run in
-its own folder, never resumes another's), the last two are kept, and resuming picks the newest one
-whose checksum and fingerprint hold: a damaged file is reported with its path and set aside
-(renamed ``*.corrupt``), and a checkpoint of another run is refused naming the fields that differ.
-Files are ``torch.save`` of plain containers read with ``weights_only=True``, which cannot run code;
-resuming gives exactly the uninterrupted run (``tests/test_train.py``).
+config, seed, code; a trainer given no identity derives one, ``own_identity``) and its fingerprint, and
+a SHA-256 of its bytes in a JSON beside it. A run's checkpoints live in
+``<checkpoint_dir>/<fingerprint>/`` (so a changed parameter starts a fresh run in its own folder, never
+resumes another's), the last two are kept, and resuming picks the newest one whose checksum and
+fingerprint hold: a damaged file is reported with its path and set aside (renamed ``*.corrupt``), and a
+checkpoint of another run is refused naming the fields that differ. Files are ``torch.save`` of plain
+containers read with ``weights_only=True``, which cannot run code; resuming gives exactly the
+uninterrupted run (``tests/test_train.py``).
 
 Data-parallel (``torchrun``, ``sbir_core.distributed``): every process draws the same global batch and
 trains on its shard, gradients averaged; rank 0 evaluates, checkpoints and stores. A checkpoint holds
@@ -57,6 +58,8 @@ from sbir_core.runs import (
     file_sha256,
     fingerprint,
     run_identity,
+    source_digest,
+    view_digest,
 )
 from sbir_core.samplers import get_sampler
 
@@ -168,6 +171,28 @@ def to_device(view: RetrievalView | None, device: torch.device) -> RetrievalView
     )
 
 
+def own_identity(method: Method, train, val, tests: dict | None, config: TrainConfig) -> dict:
+    """The identity of a run whose caller gave none (``train_run`` gives ``run_identity``): enough to prove a
+    checkpoint is this run's own: the method's class and code, a digest of its initial parameters (the seed's
+    draw), the views' digests and the training config. Without it, a trainer resumed any checkpoint of the same
+    class and config, another experiment's among them."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for name, t in sorted(method.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return {
+        "method": f"{type(method).__module__}.{type(method).__qualname__}",
+        "initial_parameters": h.hexdigest()[:16],
+        "train": view_digest(train),
+        "val": view_digest(val),
+        "tests": {k: view_digest(v) for k, v in sorted((tests or {}).items())},
+        "config": config.identity(),
+        "code": source_digest([type(method).__module__, __name__]),
+    }
+
+
 class Trainer:
     """Trains ``method`` on ``train`` with ``config``; evaluates on ``val`` and ``tests`` (name -> view).
 
@@ -197,8 +222,10 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.sampler = get_sampler(method.sampler)
         self.optimizers = method.configure_optimizers(config)
-        self.identity = identity or {"config": config.identity(), "method": type(method).__name__}
-        self.fingerprint = fingerprint(self.identity)
+        self.identity = identity or own_identity(method, train, val, tests, config)
+        # checkpoints hold the global state, so any number of processes continues them: their fingerprint leaves
+        # the process count out (the stored result's, ``RunResult.fingerprint``, keeps it)
+        self.fingerprint = fingerprint({k: v for k, v in self.identity.items() if k != "processes"})
         self.generator = torch.Generator().manual_seed(config.seed)
         self.dist = D.context()  # this process's rank among the data-parallel processes (0 of 1 without)
         self.saved = 0  # checkpoints this process wrote
@@ -286,7 +313,8 @@ class Trainer:
                 self._set_aside(ckpt, f"its metadata {meta_path.name} is missing or unreadable ({err})")
                 continue
             if meta["fingerprint"] != self.fingerprint:
-                diff = differing_fields(meta.get("identity", {}), self.identity)
+                mine = {k: v for k, v in self.identity.items() if k != "processes"}
+                diff = differing_fields({k: v for k, v in meta.get("identity", {}).items() if k != "processes"}, mine)
                 raise TrainError(
                     f"{ckpt}: checkpoint of another run (fingerprint {meta['fingerprint']}, this run "
                     f"{self.fingerprint}); differing fields: {', '.join(diff) or 'unknown'}. Remove it "
@@ -426,7 +454,7 @@ class Trainer:
                 },
             }
         best = self.best_state or copy.deepcopy(self.method.state_dict())
-        return RunResult(self.config.seed, hist, val_selected, best_on_test, best, self.fingerprint)
+        return RunResult(self.config.seed, hist, val_selected, best_on_test, best, fingerprint(self.identity))
 
 
 def train_run(

@@ -9,6 +9,7 @@ from PIL import Image
 from sbir_core import playground as P
 from sbir_core import strokes as SK
 from sbir_core.book import load_params
+from sbir_core.data.views import photo_tensor
 from sbir_core.evaluation import evaluate
 from sbir_core.models.base import build_method
 
@@ -119,6 +120,13 @@ def test_gallery_embeddings_are_computed_once_per_model_and_gallery(views, engin
         g
     )  # another model key: computed again
     assert sum(calls) == 2 * len(g)
+    with torch.no_grad():  # the store entry of k1 rewritten: the same key, other weights
+        next(m.parameters()).add_(0.1)
+    fresh = P.Engine(m, "k1", engine.size, engine.line_width, views=views).gallery_search(g)
+    assert sum(calls) == 3 * len(g)  # computed again, not the old weights' embeddings
+    with torch.inference_mode():
+        want = m.embed_gallery(photo_tensor(g.images)).numpy()
+    assert np.allclose(fresh.embeddings.numpy(), want, atol=1e-5)
 
 
 def test_pairwise_methods_are_refused():

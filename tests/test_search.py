@@ -203,6 +203,17 @@ def test_cached_gallery_embeddings(tmp_path, monkeypatch):
     assert len(calls) == 2  # healed: the recomputed file is used again
 
 
+def test_cached_gallery_embeddings_with_the_wrong_row_count_are_recomputed(tmp_path, monkeypatch):
+    """A file with a valid checksum but another gallery's number of rows is not used for this gallery."""
+    monkeypatch.setenv("SBIR_CACHE", str(tmp_path))
+    S.cached_gallery_embeddings("k", lambda: np.ones((5, 4), np.float32))  # a file with 5 rows under the key
+    with pytest.warns(CacheWarning, match="shape"):
+        got = S.cached_gallery_embeddings("k", lambda: np.zeros((6, 4), np.float32), rows=6)
+    assert got.shape == (6, 4)
+    with pytest.raises(ValueError, match=r"\(7, D\)"):
+        S.cached_gallery_embeddings("k2", lambda: np.zeros((6, 4), np.float32), rows=7)
+
+
 @pytest.mark.parametrize("key", ["../x", "a/b", "", ".hidden", "a\\b", "x" * 300, "a b", None])
 def test_cached_gallery_embeddings_rejects_unsafe_keys(key, tmp_path, monkeypatch):
     monkeypatch.setenv("SBIR_CACHE", str(tmp_path))

@@ -251,6 +251,67 @@ def test_identity_follows_data_config_and_method(views):
     assert fingerprint(run_identity(other, views["train"], views["val"], None, cfg)) != base
 
 
+def test_identity_covers_the_code_that_computes_the_numbers():
+    """The store key's code digest reads every package module a run executes: the evaluation and metric code,
+    the seeding, the data-parallel sums, and what those import, not only the method and trainer modules."""
+    from sbir_core.runs import code_closure
+
+    closure = set(code_closure(SPEC.sources()))
+    needed = {"sbir_core.evaluation", "sbir_core.metrics", "sbir_core.distributed", "sbir_core.repro", "sbir_core.runs"}
+    assert needed <= closure, needed - closure
+    # a method built on a sibling model reads that model's code too
+    assert "sbir_core.models.triplet" in code_closure(MethodSpec("adaptive_fgsbir", {}).sources())
+
+
+def test_changed_metric_code_retrains_instead_of_reading_the_store(views, monkeypatch, tmp_path):
+    import sbir_core.runs as R
+    from sbir_core import store
+
+    cfg = _config(steps=5)
+    first = train_seeds(SPEC, views["train"], views["val"], None, cfg, [0]).runs[0]
+    assert store.load(first.fingerprint) is not None
+    # the metric module's source, changed by one line (how Acc@K is computed, say)
+    changed = tmp_path / "metrics.py"
+    changed.write_text(R._module_file("sbir_core.metrics").read_text() + "\n# changed\n")
+    real = R._module_file
+    monkeypatch.setattr(R, "_module_file", lambda name: changed if name == "sbir_core.metrics" else real(name))
+    fits = []
+    monkeypatch.setattr(Trainer, "fit", lambda self, *a, _fit=Trainer.fit, **k: fits.append(1) or _fit(self, *a, **k))
+    again = train_seeds(SPEC, views["train"], views["val"], None, cfg, [0]).runs[0]
+    assert fits == [1] and again.fingerprint != first.fingerprint  # trained, and stored under another key
+    assert len(store.entries()) == 2
+
+
+def test_process_count_is_part_of_the_store_key_not_of_the_checkpoint(views, monkeypatch, tmp_path):
+    """A 2-process run's weights differ from a 1-process run's (the shards' sums round differently): another
+    store entry. Its checkpoints hold the global state, which any process count continues: the same folder."""
+    from sbir_core import distributed as D
+
+    cfg = _config(checkpoint_dir=str(tmp_path / "ckpt"))
+    one = _trainer(views, cfg)
+    monkeypatch.setattr(D, "context", lambda: D.Context(0, 2))
+    two = _trainer(views, cfg)
+    assert one.identity["processes"] == 1 and two.identity["processes"] == 2
+    assert fingerprint(one.identity) != fingerprint(two.identity)
+    assert one.run_dir == two.run_dir
+
+
+def test_a_trainer_without_identity_never_resumes_another_experiments_checkpoint(views, tmp_path):
+    """Built as the module docstring shows (no identity), a trainer proves a checkpoint is its own by the
+    method's code and initial parameters, the views and the config; another experiment's is not resumed."""
+    cfg = _config(steps=10, checkpoint_dir=str(tmp_path / "ckpt"))
+    done = Trainer(_model(0), views["train"], views["val"], None, cfg)
+    done.fit()
+    assert done.saved > 0
+    same = Trainer(_model(0), views["train"], views["val"], None, cfg)
+    assert same.load_checkpoint() and same.step == 10  # its own run: resumed
+    for other in (
+        Trainer(_model(1), views["train"], views["val"], None, cfg),  # another seed's initial parameters
+        Trainer(_model(0), views["val"], views["val"], None, cfg),  # other training data
+    ):
+        assert other.run_dir != done.run_dir and not other.load_checkpoint() and other.step == 0
+
+
 def test_run_result_round_trip(views):
     res = _trainer(views, _config(steps=5)).fit()
     back = RunResult.from_plain(res.to_plain())
