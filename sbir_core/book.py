@@ -6,7 +6,10 @@
   go to ``paper_runs/<scale>/timings.csv``. A failing chapter is reported with its failing cell and
   error; the others still run and earlier results are kept. A chapter whose source, parameters,
   package source and data fingerprint are unchanged since its last successful run is skipped
-  (its ``stamp.json`` says so); ``--force`` runs it anyway.
+  (its ``stamp.json`` says so); ``--force`` runs it anyway. A run counts only when it finished: the
+  stamp is removed before a chapter starts and written last, and the notebook is executed under a
+  hidden name and moved into place at the end, so a chapter stopped midway runs again next time and
+  the book never publishes it half-executed (a failed run's cells stay in ``NN_slug.failed.ipynb``).
 * ``check``: fresh ci metrics against ``paper_runs/ci/expected.csv`` (a tolerance per row; p-values
   on a log10 scale). A row whose dataset is absent is "skipped"; ``--require-data`` makes that a
   failure (CI, which has the data).
@@ -316,7 +319,7 @@ def run(
             own = merge(base, {k: v for k, v in overrides.items() if k in chapter_defaults(name)})
             own = {k: v for k, v in own.items() if k in overrides}
             params = base | own
-        except (FileNotFoundError, ValueError) as err:
+        except (FileNotFoundError, ValueError, SBIRError) as err:  # a bad config fails its chapter, not the run
             failures.append(str(err))
             print(f"[run] FAILED: {err}", flush=True)
             continue
@@ -329,17 +332,30 @@ def run(
             )
             continue
         print(f"[run] {name} ({scale}) ...", flush=True)
+        # A run is done only when it finished: the stamp goes before the chapter starts and comes back last,
+        # and the notebook is executed under a hidden name and moved into place only when every cell ran. A
+        # run stopped anywhere (an error, Ctrl-C, a kill) leaves no stamp, so the next ``run`` runs it again,
+        # and the book keeps the last complete notebook, never a half-executed one.
+        path = _stamp_path(name, scale)
+        path.unlink(missing_ok=True)
+        running = notebook.with_name(f".{name}.running.ipynb")
+        failed = notebook.with_name(f"{name}.failed.ipynb")
         start = time.perf_counter()
         try:
-            seconds = execute(name, scale, own, notebook)
-        except (ChapterFailed, FileNotFoundError, ValueError) as err:
+            seconds = execute(name, scale, own, running)
+        except (FileNotFoundError, ValueError, SBIRError) as err:
             seconds = time.perf_counter() - start
             record_timing(scale, name, seconds, "failed")
-            failures.append(str(err))
-            print(f"[run] FAILED after {seconds:.1f} s: {err}", flush=True)
+            kept = ""
+            if running.exists():
+                os.replace(running, failed)
+                kept = f" (the executed cells: {failed})"
+            failures.append(str(err) + kept)
+            print(f"[run] FAILED after {seconds:.1f} s: {err}{kept}", flush=True)
             continue
+        os.replace(running, notebook)
+        failed.unlink(missing_ok=True)
         record_timing(scale, name, seconds, "ok")
-        path = _stamp_path(name, scale)
         if path.parent.is_dir():  # the chapter saved its results: remember what they were made from
             path.write_text(json.dumps(stamp(name, scale, params), indent=1, sort_keys=True))
         print(f"[run] {name} done in {seconds:.1f} s", flush=True)

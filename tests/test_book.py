@@ -150,6 +150,70 @@ def test_failing_chapter_is_named_and_other_results_survive(sandbox, capsys):
     assert R.load_metrics("ci", "99_bad")["value"].tolist() == [0.5]
     timings = pd.read_csv(sandbox / "runs" / "ci" / "timings.csv")
     assert dict(zip(timings["chapter"], timings["status"])) == {"98_ok": "ok", "99_bad": "failed"}
+    # the failed run's executed cells are kept beside the book, not published as the chapter
+    assert (sandbox / "book" / "99_bad.failed.ipynb").exists() and not (sandbox / "book" / "99_bad.ipynb").exists()
+    assert "99_bad.failed.ipynb" in out
+
+
+def test_an_interrupted_chapter_runs_again_and_is_never_published_half_done(sandbox, capsys, monkeypatch):
+    """Ctrl-C (or a kill) in the middle of a chapter: its stamp is gone, the book keeps the last complete
+    notebook, and the next ``run`` runs the chapter instead of calling it up to date."""
+    (sandbox / "book" / "98_ok.py").write_text(
+        HEADER
+        + textwrap.dedent("""\
+        # %% tags=["parameters"]
+        SCALE = "ci"
+        VALUE = 0.0
+        # %%
+        from sbir_core.results import metric_rows, save_results
+        save_results("98_ok", SCALE, metric_rows("98_ok", [dict(dataset="d", method="m", protocol="p",
+                     split="s", metric="x", value=VALUE)]), {"VALUE": VALUE})
+        """)
+    )
+    (sandbox / "configs" / "ci" / "98_ok.yaml").write_text("VALUE: 0.75\n")
+    monkeypatch.delenv("SBIR_DATA", raising=False)
+    assert book.run("ci") == 0
+    notebook = sandbox / "book" / "98_ok.ipynb"
+    complete = notebook.read_bytes()
+    real = book.execute
+
+    def interrupted(chapter, scale, overrides, output):
+        Path(output).write_text('{"cells": ["7 of 9 cells"]}')  # what papermill has written so far
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(book, "execute", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        book.run("ci", force=True)
+    assert notebook.read_bytes() == complete  # never the half-executed one
+    assert not (sandbox / "runs" / "ci" / "98_ok" / "stamp.json").exists()
+    monkeypatch.setattr(book, "execute", real)
+    capsys.readouterr()
+    assert book.run("ci") == 0
+    assert "done in" in capsys.readouterr().out  # run again, not "up to date"
+    assert book.run("ci") == 0
+    assert "up to date" in capsys.readouterr().out
+
+
+def test_an_unsafe_yaml_tag_in_a_config_fails_that_chapter_only(sandbox, capsys):
+    (sandbox / "book" / "97_tag.py").write_text(HEADER + '# %% tags=["parameters"]\nSCALE = "ci"\n')
+    (sandbox / "book" / "98_ok.py").write_text(HEADER + '# %% tags=["parameters"]\nSCALE = "ci"\n')
+    (sandbox / "configs" / "ci" / "97_tag.yaml").write_text('SEED: !!python/object/apply:os.system ["echo no"]\n')
+    (sandbox / "configs" / "ci" / "98_ok.yaml").write_text("{}\n")
+    assert book.run("ci") == 1
+    out = capsys.readouterr().out
+    assert "97_tag.yaml" in out and "98_ok done in" in out  # named, and the next chapter still ran
+
+
+def test_relative_path_variables_are_made_absolute_once(tmp_path):
+    """Chapters run in ``book/``: a relative ``SBIR_DATA`` read there names another folder."""
+    import subprocess
+    import sys
+
+    code = "import os, sbir_core; print(os.environ['SBIR_DATA']); print(os.environ['SBIR_STORE'])"
+    env = {**os.environ, "SBIR_DATA": "data", "SBIR_STORE": "../store"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(tmp_path / "data"), str(tmp_path.parent / "store")]
 
 
 def test_missing_config_fails_that_chapter_only(sandbox, capsys):
