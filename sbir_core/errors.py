@@ -8,3 +8,12 @@ application can catch everything the package refuses in one clause and let genui
 
 class SBIRError(Exception):
     """Something the package refuses or cannot do, said in words a reader can act on."""
+
+
+class ConfigError(SBIRError, ValueError):
+    """A chapter config that cannot be used: unreadable, not YAML, a tag that would build an object, or not a
+    mapping of UPPER_CASE names. A ValueError, as callers caught before; the message names the file."""
+
+
+class MissingConfig(ConfigError, FileNotFoundError):
+    """No config file for a chapter at a scale (also a FileNotFoundError, as callers caught before)."""
