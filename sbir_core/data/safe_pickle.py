@@ -14,6 +14,9 @@ numpy's own array pickles use, and not to numpy's callables but to checked stand
 Nothing the file names can be called any other way: ``numpy.ndarray`` is a token that only
 ``_reconstruct`` accepts (calling it directly would build an array over arbitrary memory), and
 every stand-in refuses a second state or a state of another form (BUILD cannot write attributes).
+The stand-ins are made afresh for each load and every name resolves to one of them, never to a function or
+class of this module: a pickle's BUILD on a name is refused, so no file can change the defaults or attributes
+that a later load relies on (the module keeps no state between loads).
 Object arrays (an array of Python objects) are refused unless the caller passes
 ``object_items``, the shape every element must have; then each element must itself be a numeric
 array of that shape (sketch-rnn stores lists of (n, 3) stroke arrays this way).
@@ -49,7 +52,8 @@ class _Stub:
     done = False
 
     def __setstate__(self, state):
-        raise _Refused(f"refused to set the state of {type(self).__name__.strip('_')} (attribute writes are not data)")
+        what = getattr(self, "name", type(self).__name__.strip("_"))
+        raise _Refused(f"refused to set the state of {what} (attribute writes are not data)")
 
     def value(self):
         raise NotImplementedError
@@ -68,7 +72,18 @@ class _NdarrayToken(_Stub):
         raise _Refused("a bare numpy.ndarray class is not data")
 
 
-NDARRAY = _NdarrayToken()
+class _Callable(_Stub):
+    """A name the pickle may call (``numpy.dtype``, ``_codecs.encode``...), one per load: calling it calls
+    ``fn``; setting its state is refused (``_Stub``), so a pickle cannot reach ``fn``'s attributes or defaults."""
+
+    def __init__(self, name: str, fn):
+        self.name, self.fn = name, fn
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+    def value(self):
+        raise _Refused(f"{self.name} itself is not data")
 
 
 class _Dtype(_Stub):
@@ -200,15 +215,14 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
         super().__init__(file, encoding=encoding)
         self.source = source
         self.object_items = object_items
-        ctor = {"_reconstruct": self._reconstruct, "scalar": self._scalar, "_frombuffer": self._frombuffer}
-        self.allowed = {}
+        self.ndarray = _NdarrayToken()
+        names = {("numpy", "dtype"): _Dtype, ("_codecs", "encode"): _latin1_bytes}
         for pkg in ("numpy.core", "numpy._core"):
-            self.allowed[(f"{pkg}.multiarray", "_reconstruct")] = ctor["_reconstruct"]
-            self.allowed[(f"{pkg}.multiarray", "scalar")] = ctor["scalar"]
-            self.allowed[(f"{pkg}.numeric", "_frombuffer")] = ctor["_frombuffer"]
-        self.allowed[("numpy", "ndarray")] = NDARRAY
-        self.allowed[("numpy", "dtype")] = _Dtype
-        self.allowed[("_codecs", "encode")] = _latin1_bytes
+            names[(f"{pkg}.multiarray", "_reconstruct")] = self._reconstruct
+            names[(f"{pkg}.multiarray", "scalar")] = self._scalar
+            names[(f"{pkg}.numeric", "_frombuffer")] = self._frombuffer
+        self.allowed = {key: _Callable(".".join(key), fn) for key, fn in names.items()}
+        self.allowed[("numpy", "ndarray")] = self.ndarray
 
     def find_class(self, module: str, name: str):
         try:
@@ -225,8 +239,8 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
 
     # the stand-ins numpy's names resolve to
     def _reconstruct(self, cls, shape, typecode):
-        if cls is not NDARRAY:
-            raise _Refused(f"refused _reconstruct of {type(cls).__name__}: only numpy.ndarray")
+        if cls is not self.ndarray:
+            raise _Refused(f"refused _reconstruct of {getattr(cls, 'name', type(cls).__name__)}: only numpy.ndarray")
         return _Array(self)
 
     def _scalar(self, dt, raw=None):
