@@ -77,13 +77,25 @@ def read_coordinates(path: Path, skip_bad: bool = False) -> dict[str, np.ndarray
 
     A bad entry (malformed key, non-numeric or invalid strokes) raises a DataError naming the file
     and key, or with ``skip_bad`` is left out and reported as a (place, reason) pair to the
-    caller (see ``load``): returns (sketches, skipped) then; an unreadable or hostile file always raises.
+    caller (see ``load``): returns (sketches, skipped) then; an unreadable or hostile file always raises,
+    and so do two keys for one sketch ('/train/x_1' and 'train/x_1'): which one holds the sketch is not
+    for the loader to guess, and keeping both would count it twice.
     """
     raw = safe_pickle.load(path)
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected a pickled dict of sketches, got {type(raw).__name__}")
     if not raw:
         raise DataError(f"{path}: the coordinate dict is empty")
+    first: dict[str, str] = {}
+    for key in raw:
+        if isinstance(key, str):
+            name = key.removeprefix("/")
+            if name in first:
+                raise DataError(
+                    f"{path}: keys {first[name]!r} and {key!r} name the same sketch (with and without a "
+                    "leading '/'); remove one"
+                )
+            first[name] = key
     out, skipped = {}, []
     for key, value in raw.items():
         try:

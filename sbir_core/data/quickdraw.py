@@ -130,6 +130,8 @@ def _parse_line(line: str) -> dict:
     if not isinstance(obj, dict) or "drawing" not in obj:
         raise DataError(f"expected an object with a 'drawing' field, got {type(obj).__name__}")
     drawing = obj["drawing"]
+    if _boolean_coordinates(drawing):
+        raise DataError("bad 'drawing': true or false where a coordinate should be a number")
     try:
         strokes = S.from_quickdraw(drawing)
     except (TypeError, ValueError, OverflowError, RecursionError, MemoryError) as err:
@@ -144,6 +146,15 @@ def _parse_line(line: str) -> dict:
     }
 
 
+def _boolean_coordinates(drawing) -> bool:
+    """Whether a stroke's x or y list holds JSON true / false: numpy would read them as 1 and 0 and load a
+    drawing that is not in the file."""
+    return isinstance(drawing, list) and any(
+        isinstance(stroke, list) and any(isinstance(xs, list) and any(type(v) is bool for v in xs) for xs in stroke[:2])
+        for stroke in drawing
+    )
+
+
 def _text(value) -> str:
     """A metadata field as short text; anything but a string or a number (nested junk) is ""."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -152,6 +163,9 @@ def _text(value) -> str:
 
 
 MAX_MEMBER = 2 << 30  # bytes an .npz member may unpack to (the largest sketch-rnn class is ~100 MB)
+MAX_INFLATION = 100  # stroke-3 arrays deflate a few-fold; a member that inflates 100-fold is a zip bomb
+SMALL_MEMBER = 1 << 20  # bytes below which a member's inflation does not matter (it cannot cost much)
+MAX_POINTS = 100_000  # points in one drawing; sketch-rnn drawings have hundreds, the longest raw ones thousands
 
 
 def read_npz(path: Path) -> dict[str, list[np.ndarray]]:
@@ -160,6 +174,11 @@ def read_npz(path: Path) -> dict[str, list[np.ndarray]]:
     Every failure (not a zip, a bad or truncated member, a compression error, a header asking for
     more memory than the member holds, an object array of anything but numeric (n, 3) arrays) is a
     DataError naming the file and member; nothing in the file is executed.
+
+    What a member may cost is bounded by what the loader can use, before it is inflated: the zip's
+    declared sizes must not inflate more than ``MAX_INFLATION``-fold (a 1 MB file of zeros would
+    otherwise unpack to a gigabyte under ``MAX_MEMBER``), and no drawing, from a plain array's header
+    or an object array's items, may have more than ``MAX_POINTS`` points.
     """
     out = {}
     try:
@@ -172,6 +191,11 @@ def read_npz(path: Path) -> dict[str, list[np.ndarray]]:
             name = member[:-4] if member.endswith(".npy") else member
             if info.file_size > MAX_MEMBER:
                 raise DataError(f"{path}[{member}]: unpacks to {info.file_size} bytes, more than {MAX_MEMBER}")
+            if info.file_size > max(SMALL_MEMBER, MAX_INFLATION * info.compress_size):
+                raise DataError(
+                    f"{path}[{member}]: would inflate {info.compress_size} bytes to {info.file_size}, more than "
+                    f"{MAX_INFLATION}-fold: a zip bomb, not drawings (stroke-3 arrays compress a few-fold)"
+                )
             try:
                 with zf.open(info) as f:
                     version = np.lib.format.read_magic(f)
@@ -193,6 +217,11 @@ def read_npz(path: Path) -> dict[str, list[np.ndarray]]:
                                 f"{err} (a sketch-rnn member holds numeric (n, 3) stroke-3 arrays only)"
                             ) from None
                     else:
+                        if len(shape) in (2, 3) and shape[-2] > MAX_POINTS:
+                            raise DataError(
+                                f"{path}[{member}]: a drawing of {shape[-2]} points, more than {MAX_POINTS}: "
+                                "not a sketch"
+                            )
                         need = int(np.prod(shape, dtype=object)) * dtype.itemsize
                         if need > info.file_size:
                             raise DataError(
@@ -219,6 +248,8 @@ def read_npz(path: Path) -> dict[str, list[np.ndarray]]:
                         f"{path}[{member}] item {i}: expected a numeric (n, 3) stroke-3 array, "
                         f"got {type(item).__name__} {getattr(item, 'shape', '')}"
                     )
+                if len(item) > MAX_POINTS:
+                    raise DataError(f"{path}[{member}] item {i}: {len(item)} points, more than {MAX_POINTS}")
             out[name] = items
     return out
 
