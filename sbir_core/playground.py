@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from sbir_core import strokes as SK
-from sbir_core.data.base import DataError, list_images, load_image
+from sbir_core.data.base import DataError, image_tree, load_image, safe_text
 from sbir_core.data.views import photo_tensor, sketch_tensor
 from sbir_core.errors import SBIRError
 
@@ -275,15 +275,14 @@ def world_gallery(views, category: str, drawers: str = "seen") -> Gallery:
 
 
 def folder_gallery(folder, size: int, name: str | None = None, limit: int = MAX_GALLERY) -> Gallery:
-    """Every image file in ``folder`` and its sub-folders (label: the sub-folder, else the file name);
-    unreadable and huge files are skipped and listed, never fatal."""
+    """Every image file in ``folder`` and its sub-folders, once (``image_tree``: link loops add nothing);
+    label: the sub-folder, else the file name, with bytes that are not UTF-8 shown as ``\\xNN``. Unreadable
+    and huge files and folders that cannot be listed are skipped and listed, never fatal."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
-        raise PlaygroundError(f"{folder} is not a folder")
-    files: list[Path] = []
-    for sub in sorted([folder, *[p for p in folder.rglob("*") if p.is_dir() and not p.name.startswith(".")]]):
-        files += list_images(sub, folder)[0]
-    skipped = [(str(f), f"over the {limit}-image limit") for f in files[limit:]]
+        raise PlaygroundError(f"{safe_text(str(folder))} is not a folder")
+    files, skipped = image_tree(folder)
+    skipped += [(str(f), f"over the {limit}-image limit") for f in files[limit:]]
     images, labels = [], []
     for f in files[:limit]:
         try:
@@ -291,10 +290,11 @@ def folder_gallery(folder, size: int, name: str | None = None, limit: int = MAX_
         except DataError as err:
             skipped.append((str(f), str(err.__cause__ or err).split(": ", 1)[-1]))
             continue
-        labels.append(f.parent.name if f.parent != folder else f.stem)
+        labels.append(safe_text(f.parent.name if f.parent != folder else f.stem))
+    skipped = [(safe_text(p), safe_text(why)) for p, why in skipped]
     if not images:
         raise PlaygroundError(
-            f"no readable image in {folder}"
+            f"no readable image in {safe_text(str(folder))}"
             + (
                 f" ({len(skipped)} skipped: " + "; ".join(f"{Path(p).name}: {w}" for p, w in skipped[:3]) + ")"
                 if skipped

@@ -439,19 +439,70 @@ def list_images(folder: Path, root: Path | None = None) -> tuple[list[Path], lis
     return images, stray
 
 
+def first_paths(files) -> tuple[np.ndarray, list[str]]:
+    """Which of ``files`` are the first path to their file: a (N,) bool mask, and the others as ignored entries.
+
+    A symbolic link back into the data (``loop -> .``, a second name for a class folder or an image)
+    reaches a file again under another path; counting it twice would make one sketch two rows.
+    """
+    first: dict[str, Path] = {}
+    keep = np.ones(len(files), dtype=bool)
+    repeats = []
+    for i, f in enumerate(files):
+        real = os.path.realpath(f)
+        if real in first:
+            keep[i] = False
+            repeats.append(f"{f} (the same file as {first[real]}, through a symbolic link: counted once)")
+        else:
+            first[real] = f
+    return keep, repeats
+
+
+def image_tree(folder: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Every image file under ``folder`` once, folder by folder in name order, and the folders that could not
+    be listed as (path, reason) pairs.
+
+    Hidden entries are left out and links out of ``folder`` refused (``list_images``). A folder reached
+    again through a link (``loop -> .``) is not walked again and a file reached twice counts once, so a
+    link loop neither repeats images nor recurses; a folder without permission is reported, not fatal.
+    """
+    files, skipped, walked = [], [], set()
+    todo = [folder]
+    while todo:
+        here = todo.pop()
+        real = os.path.realpath(here)
+        if real in walked:
+            continue
+        walked.add(real)
+        try:
+            images, _ = list_images(here, folder)
+            subs = [c for c in sorted(here.iterdir()) if c.is_dir() and not c.name.startswith(".")]
+        except OSError as err:
+            skipped.append((str(here), f"cannot list the folder: {err.strerror or err}"))
+            continue
+        files += images
+        todo += reversed([c for c in subs if not (c.is_symlink() and outside(c, folder))])
+    keep, _ = first_paths(files)
+    return [f for f, k in zip(files, keep) if k], skipped
+
+
 _DIGESTS: dict[tuple, str] = {}  # (path, size, mtime) -> content digest, so one process hashes a file once
 
 
 def file_digest(path: Path) -> str:
-    """BLAKE2b of a file's content (memoised per process on path, size and modification time)."""
-    st = path.stat()
-    memo = (str(path), st.st_size, st.st_mtime_ns)
-    if memo not in _DIGESTS:
-        h = hashlib.blake2b(digest_size=16)
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _DIGESTS[memo] = h.hexdigest()
+    """BLAKE2b of a file's content (memoised per process on path, size and modification time); a file that
+    cannot be read (no permission, gone) is a DataError naming it."""
+    try:
+        st = path.stat()
+        memo = (str(path), st.st_size, st.st_mtime_ns)
+        if memo not in _DIGESTS:
+            h = hashlib.blake2b(digest_size=16)
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            _DIGESTS[memo] = h.hexdigest()
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or err}") from err
     return _DIGESTS[memo]
 
 

@@ -27,6 +27,7 @@ from sbir_core.data.base import (
     check_images,
     files_fingerprint,
     find_dataset_dir,
+    first_paths,
     list_images,
     outside,
     safe_text,
@@ -229,8 +230,14 @@ def category_dataset(
 ) -> SBIRData:
     """The common end of the category-level loaders: seeded splits, bad files dropped, fingerprint.
 
-    ``paired_only`` keeps the instance-paired sketches and their photos first (``keep_paired``).
+    ``paired_only`` keeps the instance-paired sketches and their photos first (``keep_paired``). A file
+    reached twice through a symbolic link counts once (``first_paths``; the repeat is listed as ignored).
     """
+    keep, repeats = first_paths(files + photo_files)
+    info["ignored"] = info.get("ignored", []) + repeats
+    n = len(files)
+    sketches, files = sketches[keep[:n]].reset_index(drop=True), [f for f, k in zip(files, keep[:n]) if k]
+    photos, photo_files = photos[keep[n:]].reset_index(drop=True), [f for f, k in zip(photo_files, keep[n:]) if k]
     unique_ids(sketches["sketch_id"], files, f"{name} sketch")
     unique_ids(photos["photo_id"], photo_files, f"{name} photo")
     if paired_only:

@@ -43,6 +43,17 @@ def _resolve(table: dict[str, str], name: str):
     return getattr(importlib.import_module(module), func)
 
 
+def _call(table: dict[str, str], name: str, root, **options):
+    """A loader or layout check, with an OSError (a folder or file that cannot be listed or read: no
+    permission, an I/O error, a link loop) turned into a DataError naming the dataset, the path and why,
+    so that one ``except DataError`` covers every way the data can be unusable."""
+    try:
+        return _resolve(table, name)(root, **options)
+    except OSError as err:
+        where = os.fsdecode(err.filename) if err.filename is not None else "its data folder"
+        raise DataError(f"{name}: cannot read {where}: {err.strerror or err}") from err
+
+
 def check_layout(name: str, root: str | os.PathLike | None = None) -> Path | None:
     """The layout check of one dataset: its path, or a DataError naming what is missing and the
     expected layout. None for datasets that need no files (the style world)."""
@@ -50,7 +61,7 @@ def check_layout(name: str, root: str | os.PathLike | None = None) -> Path | Non
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(sorted(LOADERS))}")
     if name not in LAYOUT_CHECKS:
         return None
-    return _resolve(LAYOUT_CHECKS, name)(root)
+    return _call(LAYOUT_CHECKS, name, root)
 
 
 def available(name: str, root: str | os.PathLike | None = None) -> bool:
@@ -69,4 +80,4 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, **options) ->
     """Load a dataset by its registered name (see ``LOADERS``)."""
     if name not in LOADERS:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(sorted(LOADERS))}")
-    return _resolve(LOADERS, name)(root, **options)
+    return _call(LOADERS, name, root, **options)

@@ -24,6 +24,7 @@ from sbir_core.data.base import (
     files_fingerprint,
     find_child,
     find_dataset_dir,
+    first_paths,
     list_images,
     unique_ids,
 )
@@ -66,6 +67,13 @@ def _read_mat(path: Path, key: str, rows: int) -> np.ndarray:
         raise DataError(
             f"{path}: {key!r} has shape {arr.shape} and dtype {arr.dtype}, expected numeric ({rows}, {N_ATTRIBUTES})"
         )
+    bad = np.argwhere((arr != 0) & (arr != 1))  # NaN, 0.5 or 2 would cast to some int8 silently
+    if len(bad):
+        r, c = bad[0]
+        raise DataError(
+            f"{path}: {key!r} must hold binary attributes, 0 or 1; row {r}, column {c} is {arr[r, c].item()!r} "
+            f"({len(bad)} such values)"
+        )
     return arr.astype(np.int8)
 
 
@@ -106,7 +114,12 @@ def load(
     sketch_dir = find_child(folder, "sketch", "shoes304", LAYOUT, want_dir=True)
     photo_files, stray_p = list_images(photo_dir, folder)
     sketch_files, stray_s = list_images(sketch_dir, folder)
-    ignored = stray_p + stray_s
+    keep, repeats = first_paths(photo_files + sketch_files)  # a file linked under a second name counts once
+    photo_files, sketch_files = (
+        [f for f, k in zip(photo_files, keep) if k],
+        [f for f, k in zip(sketch_files, keep[len(photo_files) :]) if k],
+    )
+    ignored = stray_p + stray_s + repeats
     photos = {}
     for f in photo_files:
         if f.stem.isdigit() and f.stem.isascii():
