@@ -21,6 +21,7 @@ import io
 import json
 import os
 import pickle
+import re
 import struct
 import subprocess
 import sys
@@ -248,6 +249,8 @@ NDJSON_PROBES: dict[str, bytes] = {
     "invalid_utf8": b'{"drawing": [[[1, 2], [3, 4]]], "word": "\xff\xfe"}\xff',
     "null_bytes": b"\x00" * 64,
     "too_long_line": b'{"drawing": [[[' + b"1, " * 40000 + b"1], [" + b"1, " * 40000 + b"1]]]}",
+    "booleans_as_coordinates": json.dumps({"drawing": [[[True, False, True], [True, True, False]]]}).encode(),
+    "a_boolean_among_numbers": json.dumps({"drawing": [[[1, 20, True], [3, 4, 5]]]}).encode(),
 }
 
 
@@ -380,6 +383,7 @@ def hostile_npz(tmp: Path, marker: Path) -> dict[str, bytes]:
             "structured_dtype": _zip({"train.npy": _npy("[('a', '<f8')]", (2,), b"\x00" * 16)}),
             "unicode_dtype": _zip({"train.npy": _npy("<U4", (2,), b"\x00" * 32)}),
             "wrong_last_dim_3d": _zip({"train.npy": _npy("<i2", (2, 4, 2), b"\x00" * 32)}),
+            "object_items_bool": _zip({"train.npy": _npy("|O", (1,), _pickled_obj_payload([np.ones((3, 3), bool)]))}),
             "object_items_wrong_shape": _zip({"train.npy": _npy("|O", (1,), _pickled_obj_payload([np.zeros((3, 2))]))}),
             "object_items_nested_objects": _zip(
                 {"train.npy": _npy("|O", (1,), _pickled_obj_payload([_obj_array([np.zeros((3, 3))])]))}
@@ -535,6 +539,8 @@ def hostile_qmul(tmp: Path, marker: Path) -> dict[str, bytes]:
             "entry_empty": entry(np.zeros((0, 3))),
             "entry_object_array": entry(_obj_array([np.ones((2, 3))])),
             "entry_complex": entry(np.ones((2, 3), complex)),
+            "entry_bool": entry(np.ones((2, 3), bool)),
+            "key_with_and_without_slash": pickle.dumps(dict(good) | {key.lstrip("/"): good[key]}),
             "key_not_a_string": pickle.dumps(dict(good, **{}) | {7: np.ones((2, 3))}),
             "key_malformed": pickle.dumps(dict(good) | {"/elsewhere/x": np.ones((2, 3))}),
             "key_with_slash_photo": pickle.dumps(dict(good) | {"/train/a/b_1": np.ones((2, 3))}),
@@ -551,6 +557,7 @@ QMUL_ENTRY = {
     "entry_pen_2",
     "entry_empty",
     "entry_complex",
+    "entry_bool",
     "key_not_a_string",
     "key_malformed",
     "key_with_slash_photo",
@@ -653,3 +660,287 @@ def test_a_damaged_raster_cache_is_reported_and_recomputed(kind, tmp_path):
         got = SBIRData("x", table.copy(), pd.DataFrame(), strokes=strokes).sketch_images(16)
     assert np.array_equal(got, want)
     assert np.array_equal(SBIRData("x", table.copy(), pd.DataFrame(), strokes=strokes).sketch_images(16), want)
+
+
+# ------------------------------------------------------------------ what the outside fuzzing probe found (issue 30)
+
+
+def test_qmul_key_with_and_without_slash_names_both(child_results):
+    """'/train/x_1' and 'train/x_1' are one sketch: refused naming both, never two rows of one sketch."""
+    rec = _case(child_results, "qmul/key_with_and_without_slash")
+    for mode in ("True", "False"):
+        msg = rec[mode]["message"]
+        assert rec[mode]["outcome"] == "error" and "'/test/t2_1'" in msg and "'test/t2_1'" in msg, msg
+
+
+DATA_LOADERS = [*IMAGE_LOADERS, "quickdraw", "chairv2"]
+
+
+def _data_folder(loader: str, root: Path) -> Path:
+    """Write ``loader``'s small dataset under ``root``; return a folder of it that holds data files."""
+    if loader == "quickdraw":
+        write_ndjson(root / "quickdraw" / "cat.ndjson", "cat", 3)
+        return root / "quickdraw"
+    if loader == "chairv2":
+        return write_qmul(root)
+    return _dataset(loader, root).parent
+
+
+@pytest.mark.parametrize("loader", DATA_LOADERS)
+def test_an_unreadable_folder_is_a_data_error_naming_it(loader, tmp_path, monkeypatch):
+    """A folder that may not be listed (chmod 000), simulated: tests may run as root, where chmod denies nothing."""
+    folder = _data_folder(loader, tmp_path)
+    iterdir = Path.iterdir
+
+    def denied(self):
+        if self == folder:
+            raise PermissionError(13, "Permission denied", str(self))
+        return iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", denied)
+    for skip in (True, False):
+        with pytest.raises(DataError, match=re.escape(str(folder)) + ".*Permission denied"):
+            load_dataset(loader, tmp_path, skip_bad=skip)
+
+
+def test_a_folder_without_permissions_is_a_data_error(tmp_path):
+    """The same with a real chmod 000 (skipped where the file system does not deny: running as root)."""
+    folder = _data_folder("tuberlin", tmp_path)
+    folder.chmod(0)
+    try:
+        try:
+            os.listdir(folder)
+        except PermissionError:
+            pass
+        else:
+            pytest.skip("chmod 000 does not deny listing here (running as root); the simulated test covers it")
+        with pytest.raises(DataError, match=re.escape(str(folder))):
+            load_dataset("tuberlin", tmp_path)
+    finally:
+        folder.chmod(0o755)
+
+
+def test_an_unreadable_file_is_a_data_error_when_hashed(tmp_path, monkeypatch):
+    """A file that turns unreadable after loading: the raster cache key names it instead of a raw OSError."""
+    from sbir_core.data import base
+
+    victim = _dataset("tuberlin", tmp_path)
+    d = load_dataset("tuberlin", tmp_path)
+    real_open = open
+
+    def denied(path, *args, **kwargs):
+        if Path(path) == victim:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(base, "open", denied, raising=False)
+    base._DIGESTS.clear()
+    with pytest.raises(DataError, match=re.escape(str(victim)) + ".*Permission denied"):
+        d.sketch_images(8)
+
+
+@pytest.mark.parametrize("loader", ["sketchy", "tuberlin", "pacs"])
+def test_links_back_into_the_data_count_each_file_once(loader, tmp_path):
+    """``loop -> .`` links and a second link to a class folder: every file once, the repeats listed as ignored."""
+    victim = _dataset(loader, tmp_path)
+    want = load_dataset(loader, tmp_path)
+    classes = victim.parent.parent
+    (classes / "zz_again").symlink_to(victim.parent.name)
+    (classes / "loop").symlink_to(".")
+    (victim.parent / "loop").symlink_to(".")
+    for skip in (True, False):
+        d = load_dataset(loader, tmp_path, skip_bad=skip)
+        assert len(d) == len(want) and len(d.photos) == len(want.photos)
+        assert sorted(d.sketch_files) == sorted(want.sketch_files)
+        assert any("zz_again" in p and "same file" in p for p in d.info["ignored"]), d.info["ignored"]
+
+
+def test_a_linked_sketch_file_counts_once_in_shoes304(tmp_path):
+    victim = _dataset("shoes304", tmp_path)
+    n = len(load_dataset("shoes304", tmp_path))
+    twin = victim.with_name(victim.stem[:-1] + "9" + victim.suffix)
+    twin.symlink_to(victim.name)
+    d = load_dataset("shoes304", tmp_path)
+    assert len(d) == n and twin not in d.sketch_files
+    assert any(twin.name in p and "same file" in p for p in d.info["ignored"])
+
+
+def test_folder_gallery_odd_names_link_loops_and_unreadable_folders(tmp_path, monkeypatch):
+    """A non-UTF-8 name loads with a printable label; ``loop -> .`` adds nothing; a folder that cannot be
+    listed is skipped and listed, never a raw error."""
+    from sbir_core import playground as P
+
+    g = tmp_path / "g"
+    (g / "cats").mkdir(parents=True)
+    (g / "cats" / "a.png").write_bytes(GOOD_PNG)
+    fd = os.open(os.fsencode(g) + b"/\xff\xfe.png", os.O_CREAT | os.O_WRONLY)
+    os.write(fd, GOOD_PNG)
+    os.close(fd)
+    (g / "loop").symlink_to(".")
+    (g / "cats" / "up").symlink_to("..")
+    (g / "locked").mkdir()
+    (g / "locked" / "b.png").write_bytes(GOOD_PNG)
+    iterdir = Path.iterdir
+
+    def denied(self):
+        if self == g / "locked":
+            raise PermissionError(13, "Permission denied", str(self))
+        return iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", denied)
+    gallery = P.folder_gallery(g, 16)
+    assert sorted(gallery.labels) == ["\\xff\\xfe", "cats"]
+    assert gallery.digest and gallery.message.encode("utf-8")  # labels and names encode: nothing raw escapes
+    ((where, why),) = gallery.skipped
+    assert where == str(g / "locked") and "Permission denied" in why
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"N: !!python/object/apply:os.system ['true']\n",
+        b"N: !!python/object:collections.OrderedDict {}\n",
+        b"N: [1, 2\n",
+        b"N: 1\n  M: 2\n",
+        b"N: \xff\xfe\n",
+        b"- a list\n",
+        b"n: 1\n",
+    ],
+)
+def test_a_broken_chapter_config_is_a_config_error_naming_it(text, tmp_path, monkeypatch):
+    """Unsafe tags, syntax errors, bad bytes and wrong shapes: a ConfigError (a ValueError) naming the file."""
+    from sbir_core import paths
+    from sbir_core.errors import ConfigError
+
+    monkeypatch.setattr(paths, "CONFIGS", tmp_path)
+    path = tmp_path / "ci" / "01_x.yaml"
+    path.parent.mkdir()
+    path.write_bytes(text)
+    with pytest.raises(ConfigError, match=re.escape(str(path))) as info:
+        paths.chapter_config("01_x", "ci")
+    assert isinstance(info.value, ValueError)
+    with pytest.raises(FileNotFoundError, match="02_y"):  # a ConfigError too, caught as before
+        paths.chapter_config("02_y", "ci")
+
+
+SAFE_PICKLE_STATE = r"""
+import json, pickle
+from sbir_core.data import safe_pickle as sp
+
+ENCODE_DEFAULT = b"\x80\x02c_codecs\nencode\nX\x03\x00\x00\x00abc\x85R."  # _codecs.encode("abc"), default encoding
+GLOBALS = [b"_codecs\nencode", b"numpy\ndtype", b"numpy\nndarray", b"numpy.core.multiarray\n_reconstruct",
+           b"numpy.core.multiarray\nscalar", b"numpy.core.numeric\n_frombuffer", b"numpy._core.multiarray\nscalar"]
+STATES = [{"x": 1}, (None, {"__defaults__": ("utf-8",)}), (None, {"__kwdefaults__": {"a": 1}}),
+          (None, {"done": True}), (None, {"object_items": (None,)})]
+
+
+def reachable():
+    # what a later load depends on and a pickle could reach: the module's callables and the unpickler's methods
+    objs = [v for v in vars(sp).values() if callable(v)] + list(vars(sp.NumpyOnlyUnpickler).values())
+    return repr([(getattr(o, "__defaults__", None), sorted(getattr(o, "__dict__", {}) or {})) for o in objs
+                 if hasattr(o, "__code__")])
+
+
+before = (sp.loads(ENCODE_DEFAULT), reachable())
+refused = 0
+for glob in GLOBALS:
+    for state in STATES:
+        try:
+            sp.loads(b"\x80\x02c" + glob + b"\n" + pickle.dumps(state, protocol=2)[2:-1] + b"b.")
+        except sp.UnsafePickleError:
+            refused += 1
+after = (sp.loads(ENCODE_DEFAULT), reachable())
+print(json.dumps({"same": before == after, "refused": refused, "total": len(GLOBALS) * len(STATES),
+                  "before": repr(before), "after": repr(after)}))
+"""
+
+
+def test_a_pickle_cannot_change_safe_pickle_for_later_loads():
+    """BUILD on a name the unpickler resolves (``_codecs.encode``, ``numpy.dtype``...) must not write its
+    attributes or defaults: each hostile pickle is refused, and a later load behaves as before (in a child)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-c", SAFE_PICKLE_STATE], capture_output=True, text=True, timeout=120, env=env, cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["same"], out
+    assert out["refused"] == out["total"], out
+
+
+def _bomb(tmp_path: Path, shape=(200_000, 8, 3)) -> Path:
+    """A sketch-rnn-like .npz whose deflated member of zeros inflates about a thousandfold (9.6 MB from ~10 kB)."""
+    qd = tmp_path / "quickdraw"
+    write_ndjson(qd / "cat.ndjson", "cat", 3)
+    payload = _npy("<i2", shape, b"")
+    data = _zip({"train.npy": payload + bytes(int(np.prod(shape)) * 2)}, zipfile.ZIP_DEFLATED)
+    (qd / "owl.npz").write_bytes(data)
+    return qd / "owl.npz"
+
+
+def test_an_npz_that_inflates_a_thousandfold_is_refused_before_inflating(tmp_path):
+    """A zip bomb under the byte cap (``MAX_MEMBER``): refused by its inflation ratio, before anything is read."""
+    npz = _bomb(tmp_path)
+    assert npz.stat().st_size < 100_000
+    d = load_dataset("quickdraw", tmp_path, skip_bad=True)
+    assert len(d) == 3 and [p for p, _ in d.skipped] == [str(npz)] and "inflate" in d.skipped[0][1]
+    with pytest.raises(DataError, match=re.escape(str(npz)) + r"\[train.npy\].*inflate"):
+        load_dataset("quickdraw", tmp_path)
+
+
+def test_an_npz_drawing_longer_than_any_drawing_is_refused_from_its_header(tmp_path, monkeypatch):
+    """One plain (n, 3) member is one drawing: more than ``MAX_POINTS`` points is refused from the header."""
+    from sbir_core.data import quickdraw
+
+    monkeypatch.setattr(quickdraw, "MAX_POINTS", 100)
+    qd = tmp_path / "quickdraw"
+    write_ndjson(qd / "cat.ndjson", "cat", 3)
+    (qd / "owl.npz").write_bytes(_zip({"train.npy": _npy("<i2", (101, 3), bytes(606))}))
+    with pytest.raises(DataError, match=r"owl\.npz\[train.npy\].*101 points.*100"):
+        load_dataset("quickdraw", tmp_path)
+    (qd / "owl.npz").write_bytes(_zip({"train.npy": _npy("<i2", (100, 3), bytes(600))}))
+    assert len(load_dataset("quickdraw", tmp_path)) == 4
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, 0.5, 2.0])
+def test_shoes304_attributes_must_be_zero_or_one(value, tmp_path):
+    """A NaN (or fractional) attribute matrix would cast to arbitrary int8 values: refused naming the file."""
+    import scipy.io as sio
+
+    folder, img_label = write_shoes(tmp_path, n=4, k=2)
+    bad = img_label.astype(np.float64)
+    bad[1, 3] = value
+    sio.savemat(folder / "13_A_image_label.mat", {"image_label": bad})
+    for skip in (True, False):
+        with pytest.raises(DataError, match=r"13_A_image_label\.mat.*0 or 1"):
+            load_dataset("shoes304", tmp_path, skip_bad=skip)
+
+
+def test_a_damaged_word_embedding_cache_is_reported_and_recomputed(tmp_path, monkeypatch):
+    """The word-embedding cache is checksummed like the others: damaged, forged or NaN files are recomputed."""
+    from sbir_core.cache import CacheWarning
+    from sbir_core.models import adaptive as A
+
+    calls = []
+
+    def fake(names):  # the sentence model, offline and instant
+        calls.append(list(names))
+        e = np.random.default_rng(len(names)).standard_normal((len(names), A.WORD_DIM)).astype(np.float32)
+        return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+    monkeypatch.setattr(A, "_encode_names", fake)
+    want = A.word_embeddings(["shoe", "boot"])
+    (path,) = (tmp_path / "cache" / "word_embeddings").iterdir()
+    damage = {
+        "truncated": lambda: path.write_bytes(path.read_bytes()[:100]),
+        "garbage": lambda: path.write_bytes(b"\x00garbage" * 50),
+        "wrong_shape": lambda: _forge(path, np.ones((3, A.WORD_DIM), np.float32)),
+        "nan": lambda: _forge(path, np.full((2, A.WORD_DIM), np.nan, np.float32)),
+    }
+    for kind, harm in damage.items():
+        harm()
+        with pytest.warns(CacheWarning, match=path.name):
+            got = A.word_embeddings(["shoe", "boot"])
+        assert np.array_equal(got, want), kind
+    assert len(calls) == 1 + len(damage)
+    assert np.array_equal(A.word_embeddings(["shoe", "boot"]), want) and len(calls) == 1 + len(damage)
