@@ -142,14 +142,24 @@ def _setup(recipe: Recipe, scale: str, overrides: dict | None = None):
     return _SETUPS[key]
 
 
+def scales() -> list[str]:
+    """The scales there are configs for (the folders of ``paper_runs/configs/``)."""
+    from sbir_core.paths import CONFIGS
+
+    return sorted(p.name for p in CONFIGS.iterdir() if p.is_dir())
+
+
 def methods(scale: str = "ci", **overrides) -> list[Choice]:
     """The methods whose chapter exists in the book, each with its store key and whether it is stored.
 
+    scale: one of ``scales()``, checked first: it names the config folder read, and may come from the app's URL.
     overrides: chapter parameters to change, e.g. ``SEED=1`` or ``WORLD={"seed": 1}`` (a re-run of the
     book with other seeds finds its own models)."""
     from sbir_core import store as S
     from sbir_core.book import chapters
 
+    if scale not in scales():
+        raise PlaygroundError(f"no scale {scale!r}: the configs have {', '.join(scales())}")
     present = set(chapters())
     out = []
     for recipe in RECIPES:

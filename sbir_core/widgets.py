@@ -13,19 +13,25 @@
   (``make app``).
 
 Nothing here raises into the page: every failure becomes a message in the widget (the
-``.sbir-message`` element), so the app keeps working.
+``.sbir-message`` element), so the app keeps working. Nothing here runs as HTML what came from outside
+the code (labels, file names, paths, error text, the URL's query): every HTML widget is an ``HTML``,
+which shows any string as text unless ``markup`` made it, and ``markup`` escapes whatever it is given.
 """
 
 from __future__ import annotations
 
+import html
 import io
 import logging
+import string
 import time
 import traceback
+from pathlib import Path
 from urllib.parse import parse_qs
 
 import ipywidgets as W
 import numpy as np
+import traitlets
 from ipycanvas import Canvas, hold_canvas
 
 from sbir_core import playground as P
@@ -34,6 +40,32 @@ from sbir_core import strokes as SK
 log = logging.getLogger(__name__)
 FLUSH_S = 0.03  # draw the stroke in progress at most this often (seconds): see SketchPad._flush
 FLUSH_POINTS = 64  # ... or after this many new points
+QUERY_KEYS = ("method", "gallery", "target", "scale")  # what the app's URL may set (besides the server's token)
+
+
+class Markup(str):
+    """HTML written in this module, made by ``markup``: the one kind of string an ``HTML`` widget shows as HTML."""
+
+
+class _Escaping(string.Formatter):
+    def format_field(self, value, format_spec):
+        return html.escape(super().format_field(value, format_spec))
+
+
+def markup(template: str, *args, **kwargs) -> Markup:
+    """``template`` (HTML written here, never data) with its fields filled in escaped: a label, file name, path or
+    error text holding ``<img onerror=...>`` shows as those characters instead of running."""
+    return Markup(_Escaping().vformat(template, args, kwargs))
+
+
+class HTML(W.HTML):
+    """The playground's HTML widget: a value made by ``markup`` is shown as HTML, any other string is escaped
+    first, so text built from data cannot inject HTML even where a call site forgets ``markup``."""
+
+    @traitlets.validate("value")
+    def _escape(self, proposal):
+        value = proposal["value"]
+        return value if isinstance(value, Markup) else Markup(html.escape(value))
 
 
 def png(image: np.ndarray, scale: int = 1) -> bytes:
@@ -86,7 +118,7 @@ class SketchPad:
         )
         self.undo_button = W.Button(description="undo", icon="undo", layout=W.Layout(width="80px"))
         self.clear_button = W.Button(description="clear", icon="trash", layout=W.Layout(width="80px"))
-        self.status = W.HTML()
+        self.status = HTML()
         self.status.add_class("sbir-pad-status")
         self.parts: list[list[tuple[float, float, float]]] = []  # strokes of (x, y, ms) on the 256 canvas
         self._drawing = False
@@ -236,8 +268,10 @@ class Explorer:
 
     scale: which scale's trained models to offer ("ci": what the book's CI trains).
     options: initial choices, e.g. from the app's URL: ``method`` (a chapter name), ``gallery``
-    ("world:<category>", "pacs" or a folder path), ``target`` (index of the world sketch to copy).
+    ("world:<category>", "pacs", "folder" or an absolute folder path), ``target`` (index of the world
+    sketch to copy). Each is checked; one that cannot be used is ignored and said in ``notice``.
     overrides: chapter parameters that differ from the scale's configs (``playground.methods``).
+    notes: what is already known to be wrong with the options (``Playground.from_query_string``), for ``notice``.
     """
 
     def __init__(
@@ -247,19 +281,25 @@ class Explorer:
         k: int = 10,
         options: dict | None = None,
         overrides: dict | None = None,
+        notes: list[str] | None = None,
     ):
         options = options or {}
         self.pad = pad or SketchPad()
+        self.notice = HTML(layout=W.Layout(display="none"))  # shown once there is something to say
+        self.notice.add_class("sbir-notice")
+        self.notes: list[str] = []
+        for note in notes or []:
+            self._reject(note)
         self.k = k
         self.engine: P.Engine | None = None
         self.gallery: P.Gallery | None = None
         self.target: P.Target | None = None
         self.history: list[int] = []
-        self.message = W.HTML()
+        self.message = HTML()
         self.message.add_class("sbir-message")
-        self.rank = W.HTML()
+        self.rank = HTML()
         self.rank.add_class("sbir-rank")
-        self.done = W.HTML()  # an invisible mark of the drawing last handled, for the browser tests
+        self.done = HTML()  # an invisible mark of the drawing last handled, for the browser tests
         self.done.add_class("sbir-done")
         self.choices = P.methods(scale, **(overrides or {}))
         self.method = W.Dropdown(
@@ -274,16 +314,18 @@ class Explorer:
         )
         self.train_output = W.Output()
         self.source = W.Dropdown(description="gallery", layout=W.Layout(width="360px"))
+        self.source.add_class("sbir-gallery")
         self.folder = W.Text(placeholder="a folder of your own images", layout=W.Layout(display="none", width="360px"))
         self.folder_button = W.Button(description="load folder", layout=W.Layout(display="none"))
         self.target_image = W.Image(format="png", width=96, height=96)
         self.next_target = W.Button(description="another sketch to copy", layout=W.Layout(width="200px"))
         self.show_target = W.Button(description="put it on the pad", layout=W.Layout(width="200px"))
-        self.cells = [W.VBox([W.Image(format="png", width=80, height=80), W.HTML()]) for _ in range(k)]
+        self.cells = [W.VBox([W.Image(format="png", width=80, height=80), HTML()]) for _ in range(k)]
         self.grid = W.GridBox(self.cells, layout=W.Layout(grid_template_columns="repeat(5, 96px)", grid_gap="4px"))
         self.grid.add_class("sbir-results")
         self.widget = W.VBox(
             [
+                self.notice,
                 W.HBox([self.method, self.train_button]),
                 self.train_output,
                 W.HBox([self.source, self.folder, self.folder_button]),
@@ -292,7 +334,7 @@ class Explorer:
                         self.pad.widget,
                         W.VBox(
                             [
-                                W.HTML("<b>a world sketch to copy</b>"),
+                                HTML(markup("<b>a world sketch to copy</b>")),
                                 self.target_image,
                                 self.next_target,
                                 self.show_target,
@@ -302,7 +344,7 @@ class Explorer:
                     ]
                 ),
                 self.message,
-                W.HTML(f"<b>top {k}</b>"),
+                HTML(markup("<b>top {}</b>", k)),
                 self.grid,
                 self.done,
             ]
@@ -315,7 +357,8 @@ class Explorer:
         self.next_target.on_click(lambda _: self._guard(self._step_target))
         self.show_target.on_click(lambda _: self._guard(lambda: self.pad.load(self.target.strokes)))
         self.pad.on_stroke_end(lambda _: self._guard(self.update, mark=True))
-        self._target_index = int(options.get("target", 0))
+        self._target_index = 0
+        self._wanted_target = self._target_option(options.get("target"))
         self._guard(lambda: self._start(options))
 
     # -- plumbing
@@ -331,15 +374,37 @@ class Explorer:
             self.message.value = f"⚠ something went wrong: {type(err).__name__}: {err}"
         finally:
             if mark:
-                self.done.value = (
-                    f"<span data-strokes='{len(self.pad.parts)}' data-points='{self.pad.n_points}'></span>"
+                self.done.value = markup(
+                    "<span data-strokes='{}' data-points='{}'></span>", len(self.pad.parts), self.pad.n_points
                 )
+
+    def _reject(self, note: str) -> None:
+        """An initial option that cannot be used (the URL's): it is ignored, and ``notice`` says so and why."""
+        self.notes.append(note)
+        self.notice.value = "⚠ " + "; ".join(self.notes)
+        self.notice.layout.display = ""
+
+    def _target_option(self, value) -> int | None:
+        """The ``target`` option as an index (checked against the first gallery's sketches later), or None."""
+        if value is None:
+            return None
+        try:
+            index = int(value)
+        except (TypeError, ValueError):
+            index = -1
+        if index < 0:
+            self._reject(f"target {value!r} is not a whole number from 0: the first sketch is shown")
+            return None
+        return index
 
     def _start(self, options: dict) -> None:
         if not self.choices:
             raise P.PlaygroundError("no method chapter of the book exists yet: nothing to query")
         wanted = options.get("method")
         pick = next((i for i, c in enumerate(self.choices) if c.recipe.chapter == wanted), None)
+        if pick is None and wanted is not None:
+            known = ", ".join(c.recipe.chapter for c in self.choices)
+            self._reject(f"method {wanted!r} is not one of {known}")
         if pick is None:
             pick = next((i for i, c in enumerate(self.choices) if c.stored), 0)
         self._initial_gallery = options.get("gallery")
@@ -390,9 +455,13 @@ class Explorer:
         old = self.source.value
         self.source.options = options
         values = [v for _, v in options]
-        if initial and initial not in values and initial != "folder":
-            self.folder.value = initial
-            initial = "folder"
+        if initial and initial not in values:
+            if initial.startswith("world:") or not Path(initial).expanduser().is_absolute():
+                self._reject(f"gallery {initial!r} is not one of {', '.join(values)} or an absolute folder path")
+                initial = None
+            else:
+                self.folder.value = initial
+                initial = "folder"
         value = initial if initial in values else (old if old in values else values[0])
         if self.source.value == value:
             self._pick_gallery()
@@ -421,6 +490,12 @@ class Explorer:
         self.gallery = gallery
         self.engine.gallery_search(gallery)  # embed now, not on the first stroke
         self.message.value = gallery.message
+        wanted, self._wanted_target = self._wanted_target, None  # the option's target, checked once
+        if wanted is not None and gallery.targets and wanted >= len(gallery.targets):
+            last = len(gallery.targets) - 1
+            self._reject(f"target {wanted} is out of range: this gallery has sketches 0 to {last}; the first is shown")
+        elif wanted is not None:
+            self._target_index = wanted
         self._set_target(self._target_index)
         self.update()
 
@@ -434,7 +509,7 @@ class Explorer:
         if not targets:
             self.target = None
             self.target_image.value = png(np.ones((32, 32)), 3)
-            self.rank.value = "<i>no sketch to copy in this gallery</i>"
+            self.rank.value = markup("<i>no sketch to copy in this gallery</i>")
             return
         self._target_index = i % len(targets)
         self.target = targets[self._target_index]
@@ -463,9 +538,12 @@ class Explorer:
         for cell, (i, d) in zip(self.cells, zip(hits.index, hits.distance)):
             hit = self.target is not None and i == self.target.index
             cell.children[0].value = png(self.gallery.images[i], max(1, 80 // self.gallery.images.shape[1]))
-            cell.children[1].value = (
-                f"<span class='sbir-hit' style='color:{'green' if hit else 'black'}'>"
-                f"{'✔ ' if hit else ''}{self.gallery.labels[i]}<br>d²={d:.3f}</span>"
+            cell.children[1].value = markup(
+                "<span class='sbir-hit' style='color:{}'>{}{}<br>d²={:.3f}</span>",
+                "green" if hit else "black",
+                "✔ " if hit else "",
+                self.gallery.labels[i],
+                d,
             )
         for cell in self.cells[len(hits.index) :]:
             cell.children[0].value, cell.children[1].value = b"", ""
@@ -474,9 +552,11 @@ class Explorer:
         if hits.target_rank is not None:
             self.history.append(hits.target_rank)
             trail = " → ".join(map(str, self.history[-12:]))
-            self.rank.value = (
-                f"<span class='sbir-target-rank' data-rank='{hits.target_rank}'>target rank "
-                f"<b>{hits.target_rank}</b> of {len(self.gallery)}</span><br>by stroke: {trail}"
+            self.rank.value = markup(
+                "<span class='sbir-target-rank' data-rank='{0}'>target rank <b>{0}</b> of {1}</span><br>by stroke: {2}",
+                hits.target_rank,
+                len(self.gallery),
+                trail,
             )
 
 
@@ -503,11 +583,11 @@ class StyleSwap:
             continuous_update=False,
         )
         self.images = W.HBox([W.Image(format="png", width=96, height=96) for _ in range(3)])
-        self.message = W.HTML()
+        self.message = HTML()
         self.message.add_class("sbir-message")
         self.widget = W.VBox(
             [
-                W.HTML("<b>style swap</b> (StyleMeUp): your drawing, the other style, the decoding"),
+                HTML(markup("<b>style swap</b> (StyleMeUp): your drawing, the other style, the decoding")),
                 self.source,
                 self.amount,
                 self.images,
@@ -549,14 +629,16 @@ class Personalise:
         self.keep = W.Button(description="keep this drawing")
         self.adapt = W.Button(description="adapt to my drawings", button_style="success")
         self.forget = W.Button(description="forget them")
-        self.count = W.HTML()
-        self.message = W.HTML()
+        self.count = HTML()
+        self.message = HTML()
         self.message.add_class("sbir-message")
         self.widget = W.VBox(
             [
-                W.HTML(
-                    "<b>personalise</b> (Adaptive FG-SBIR): copy a few sketches your way on the "
-                    "pad, keep each one, then adapt the model to them"
+                HTML(
+                    markup(
+                        "<b>personalise</b> (Adaptive FG-SBIR): copy a few sketches your way on the "
+                        "pad, keep each one, then adapt the model to them"
+                    )
                 ),
                 W.HBox([self.keep, self.adapt, self.forget]),
                 self.count,
@@ -623,8 +705,14 @@ class Playground:
     """The whole page: the explorer, the style swap when a StyleMeUp model is trained, and personalise when an
     Adaptive FG-SBIR model is."""
 
-    def __init__(self, scale: str = "ci", options: dict | None = None, overrides: dict | None = None):
-        self.explorer = Explorer(scale=scale, options=options, overrides=overrides)
+    def __init__(
+        self,
+        scale: str = "ci",
+        options: dict | None = None,
+        overrides: dict | None = None,
+        notes: list[str] | None = None,
+    ):
+        self.explorer = Explorer(scale=scale, options=options, overrides=overrides, notes=notes)
         self.swap = StyleSwap(self.explorer)
         self.personalise = Personalise(self.explorer)
         self.widget = W.Tab([self.explorer.widget, self.swap.widget, self.personalise.widget])
@@ -633,6 +721,16 @@ class Playground:
 
     @classmethod
     def from_query_string(cls, query: str | None, scale: str = "ci", overrides: dict | None = None) -> Playground:
-        """A playground set up from a URL query (``?method=04_triplet_baseline&gallery=world:shoe&target=3``)."""
+        """A playground set up from a URL query (``?method=04_triplet_baseline&gallery=world:shoe&target=3``).
+
+        Whoever sent the link wrote the query: an unknown parameter, or a ``scale`` that is not a config folder
+        (``playground.scales``), is ignored and said in the page; the explorer checks the other parameters."""
         options = {k: v[-1] for k, v in parse_qs(query or "").items()}
-        return cls(scale=options.pop("scale", scale), options=options, overrides=overrides)
+        options.pop("token", None)  # the server's (sbir_core.browser.serve), not the app's
+        notes = [f"unknown parameter {k!r} ignored" for k in options if k not in QUERY_KEYS]
+        wanted = options.pop("scale", scale)
+        if wanted not in P.scales():
+            notes.append(f"scale {wanted!r} is not one of {', '.join(P.scales())}: the {scale} scale is shown")
+            wanted = scale
+        options = {k: v for k, v in options.items() if k in QUERY_KEYS}
+        return cls(scale=wanted, options=options, overrides=overrides, notes=notes)

@@ -230,6 +230,16 @@ def test_methods_follow_the_books_chapters(monkeypatch, fresh_store):
         P.load(choices[0])
 
 
+def test_methods_take_only_a_scale_with_a_config_folder(monkeypatch):
+    """The scale names the folder whose YAML is read (and may come from the app's URL): nothing outside
+    ``paper_runs/configs/<scale>/`` is ever read."""
+    assert {"ci", "paper"} <= set(P.scales())
+    monkeypatch.setattr(P, "_setup", lambda *a: pytest.fail("a config was read"))
+    for scale in ("../../..", "ci/../..", "nope", ""):
+        with pytest.raises(P.PlaygroundError, match="no scale"):
+            P.methods(scale)
+
+
 @pytest.fixture()
 def fresh_store(tmp_path, monkeypatch):
     """A fresh store of trained models; the trunk-feature cache stays (the world's features are not retrained)."""

@@ -1,6 +1,9 @@
 """The widgets' Python side without a browser: canvas events are fed as the front end sends them
 (``Canvas._handle_frontend_event``), and what the widgets show is read from their values."""
 
+import html
+from urllib.parse import urlencode
+
 import numpy as np
 import pytest
 
@@ -201,3 +204,62 @@ def test_personalise_tab_adapts_the_explorers_model_and_forgets(explorer_env, mo
     assert "adapted to your 2 drawings" in tab.message.value
     tab.forget.click()
     assert ex.engine is eng and tab.drawings == [] and "not adapted" in tab.count.value
+
+
+# ---------------------------------------------------------------------- nothing from outside runs as HTML
+
+XSS = "<img src=x onerror=window.__xss=1>"
+
+
+def test_markup_escapes_its_fields_and_the_html_widget_escapes_plain_text():
+    assert WG.markup("<b title='{}'>{:.1f} {}</b>", "'", 2.25, XSS) == (
+        "<b title='&#x27;'>2.2 &lt;img src=x onerror=window.__xss=1&gt;</b>"
+    )
+    assert WG.HTML(XSS).value == "&lt;img src=x onerror=window.__xss=1&gt;"
+    assert WG.HTML(WG.markup("<i>{}</i>", XSS)).value == "<i>&lt;img src=x onerror=window.__xss=1&gt;</i>"
+    w = WG.HTML()
+    w.value = w.value + XSS  # a string made from a shown value is text again, escaped once
+    w.value = w.value
+    assert w.value == "&lt;img src=x onerror=window.__xss=1&gt;"
+
+
+def test_file_names_labels_and_errors_show_as_text(explorer_env, tmp_path):
+    """A folder gallery whose image (its label) and unreadable file (the skipped list) are named as HTML, and a
+    folder path that is HTML (the error): the widgets hold them escaped, never as markup."""
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.new("RGB", (20, 20), (255, 0, 0)).save(folder / f"{XSS}.png")
+    (folder / "<img src=y onerror=window.__xss=2>.jpg").write_bytes(b"nope")
+    ex = WG.Explorer(options={"gallery": str(folder)})
+    assert "&lt;img src=y onerror=window.__xss=2&gt;.jpg" in ex.message.value and "<img" not in ex.message.value
+    stroke(ex.pad, [(10, 10), (40, 40)])
+    label = ex.cells[0].children[1].value
+    assert "&lt;img src=x onerror=window.__xss=1&gt;" in label and "<img" not in label
+    assert label.startswith("<span class='sbir-hit'")  # the widget's own markup stays markup
+    ex.folder.value = f"/nowhere/{XSS}"
+    ex.folder_button.click()
+    assert "is not a folder" in ex.message.value and "&lt;img" in ex.message.value and "<img" not in ex.message.value
+
+
+def test_the_apps_url_query_is_checked_and_bad_values_said_as_text(explorer_env):
+    """Each bad parameter is ignored and named in the notice; the page works with the defaults; the token is the
+    server's and passes silently."""
+    query = urlencode({"scale": "../../..", "method": XSS, "target": XSS, "gallery": XSS, XSS: "1", "token": "t0ken"})
+    pg = WG.Playground.from_query_string(query)
+    ex = pg.explorer
+    notice, shown = ex.notice.value, html.unescape(ex.notice.value)
+    assert "<img" not in notice and "token" not in shown
+    for what in ("scale '../../..'", f"method '{XSS}'", f"target '{XSS}'", f"gallery '{XSS}'", f"parameter '{XSS}'"):
+        assert what in shown, (what, shown)
+    assert ex.engine is explorer_env and ex.gallery.name.startswith("world: ") and ex.target is ex.gallery.targets[0]
+    for gallery in ("world:no-such-category", "relative/folder"):
+        ex = WG.Playground.from_query_string(urlencode({"gallery": gallery})).explorer
+        assert f"gallery '{gallery}' is not one of world:" in html.unescape(ex.notice.value)
+        assert ex.gallery.name.startswith("world")
+    ex = WG.Playground.from_query_string("gallery=world:shoe&target=100000").explorer
+    assert "target 100000 is out of range" in ex.notice.value and ex.target is ex.gallery.targets[0]
+    ex = WG.Playground.from_query_string("gallery=world:shoe&target=-1").explorer
+    assert "target '-1' is not a whole number" in html.unescape(ex.notice.value)
+    assert WG.Playground.from_query_string("gallery=world:shoe&target=3&scale=ci").explorer.notice.value == ""
