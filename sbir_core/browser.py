@@ -1,7 +1,9 @@
 """The playground as a page: serve it with voila, drive it in Chromium, record what it shows.
 
 ``python -m sbir_core.browser serve [--port 8866]`` (what ``make app`` runs) serves
-``book/playground_app.py`` as a standalone page with no code visible. ``record(...)`` opens that
+``book/playground_app.py`` as a standalone page with no code visible, on 127.0.0.1, to whoever has the
+URL it prints: the URL carries a secret token made at each start, and the server answers only requests
+addressed to a loopback name (see ``serve``). ``record(...)`` opens that
 page in headless Chromium through Playwright, draws a world sketch with real mouse events, one
 stroke at a time, and after each stroke takes a screenshot and reads the target's rank from the
 page: the browser tests assert on it, and the playground chapter shows the frames.
@@ -18,7 +20,9 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +31,7 @@ import urllib.error
 import urllib.request
 import webbrowser
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
@@ -44,6 +48,19 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+# voila's configuration, as ``voila.json`` beside the app's notebook (its command line makes a dict's values
+# strings, and the string "False" is true): answer only requests whose Host is a loopback address or "localhost"
+# (jupyter_server's check_host, which voila turns off), on pages and kernel websockets alike, so that a
+# web page whose name is re-bound to 127.0.0.1 (DNS rebinding) is refused; take the token from
+# $JUPYTER_TOKEN (not the command line, which other users can read); fail rather than move to another port.
+VOILA_CONFIG = {
+    "Voila": {
+        "tornado_settings": {"allow_remote_access": False, "local_hostnames": ["localhost"]},
+        "auto_token": True,
+        "port_retries": 0,
+    },
+    "VoilaConfiguration": {"show_tracebacks": False},
+}
 
 
 class BrowserError(SBIRError, RuntimeError):
@@ -65,61 +82,95 @@ def _free_port() -> int:
 
 
 def app_notebook(folder: Path) -> Path:
-    """``book/playground_app.py`` as a notebook in ``folder`` (voila serves notebooks)."""
+    """``book/playground_app.py`` as a notebook in ``folder`` (voila serves notebooks), with the server's
+    configuration beside it (``VOILA_CONFIG``; voila reads ``voila.json`` from its working folder)."""
     import jupytext
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "playground_app.ipynb"
     jupytext.write(jupytext.read(APP), path)
+    (folder / "voila.json").write_text(json.dumps(VOILA_CONFIG, indent=1))
     return path
+
+
+def app_url(url: str, **options) -> str:
+    """``url`` (the server's, with its token) with ``options`` (None: left out) added to its query."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query) + [(k, str(v)) for k, v in options.items() if v is not None]
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 @contextlib.contextmanager
 def serve(port: int | None = None, timeout: float = 60.0, quiet: bool = True, overrides: dict | None = None):
-    """Serve the playground with voila on 127.0.0.1; yields its URL; stops the server on exit.
+    """Serve the playground with voila on 127.0.0.1; yields its URL, token included; on exit stops the server
+    and its kernels (``_stop``).
 
+    The token is new at each start: without it (or the cookie a page opened with it gets) voila answers
+    pages with its login form and API and websocket requests with 403, so no other local user and no web
+    page in the browser can start or drive a kernel. A request whose Host is not a loopback name gets 403
+    whatever it carries (``VOILA_CONFIG``).
     overrides: chapter parameters for the app's methods other than the configs' (``playground.methods``)."""
     from sbir_core.data.base import cache_dir
 
     port = port or _free_port()
     nb = app_notebook(cache_dir() / "app")
     log = open(nb.with_suffix(".log"), "w") if quiet else None  # noqa: SIM115 - the server writes it until it stops
-    cmd = [
-        sys.executable,
-        "-m",
-        "voila",
-        str(nb),
-        "--no-browser",
-        f"--port={port}",
-        "--Voila.ip=127.0.0.1",
-        "--VoilaConfiguration.show_tracebacks=False",
-    ]
-    env = os.environ | {"SBIR_PLAYGROUND_OVERRIDES": json.dumps(overrides or {})}
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT if quiet else None, cwd=nb.parent, env=env)
-    url = f"http://127.0.0.1:{port}/"
+    cmd = [sys.executable, "-m", "voila", str(nb), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"]
+    token = secrets.token_urlsafe(24)
+    env = os.environ | {"JUPYTER_TOKEN": token, "SBIR_PLAYGROUND_OVERRIDES": json.dumps(overrides or {})}
+    proc = subprocess.Popen(
+        cmd,
+        stdout=log,
+        stderr=subprocess.STDOUT if quiet else None,
+        cwd=nb.parent,
+        env=env,
+        start_new_session=True,  # Ctrl-C in a terminal reaches only this process, which stops voila in order
+    )
+    base = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
                 raise BrowserError(f"voila exited with {proc.returncode}; see {nb.with_suffix('.log')}")
             try:
-                urllib.request.urlopen(url + "api", timeout=2)
+                urllib.request.urlopen(base + "api", timeout=2)
                 break
             except urllib.error.HTTPError:  # any answer means the server is up
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise BrowserError(f"voila did not answer on {url} within {timeout:.0f} s") from None
+                    raise BrowserError(f"voila did not answer on {base} within {timeout:.0f} s") from None
                 time.sleep(0.3)
-        yield url
+        yield app_url(base, token=token)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
         if log:
             log.close()
+
+
+def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """End voila and every process it started. SIGTERM to its process group lets voila shut its kernels
+    down; but jupyter_client starts each kernel in a session of its own, out of the group's reach, so the
+    process tree is listed first and whatever of it is left after ``grace`` seconds is killed."""
+    import psutil  # ipykernel's dependency, so there wherever voila runs kernels
+
+    try:
+        tree = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        tree = []
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(grace)
+    _, alive = psutil.wait_procs(tree, timeout=max(0.0, deadline - time.monotonic()))
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 @contextlib.contextmanager
@@ -152,8 +203,7 @@ PAD = ".sbir-pad"
 
 def open_app(page, url: str, timeout: float = 120.0, **options) -> None:
     """Go to the app (``options`` become its URL query) and wait until the pad and the results are there."""
-    query = urlencode({k: v for k, v in options.items() if v is not None})
-    page.goto(url + ("?" + query if query else ""), timeout=timeout * 1000)
+    page.goto(app_url(url, **options), timeout=timeout * 1000)
     page.wait_for_selector(f"{PAD} canvas, canvas{PAD}", timeout=timeout * 1000)
     page.wait_for_selector(".sbir-rank", timeout=timeout * 1000)
 
@@ -310,6 +360,12 @@ def record(
     return rec
 
 
+def _interrupt(signum, frame):
+    """SIGTERM stops ``serve`` as Ctrl-C does (its default would end this process alone, leaving voila and
+    its kernels running): the interrupt unwinds ``serve()``, which stops them."""
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sbir_core.browser", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -322,6 +378,7 @@ def main(argv=None) -> int:
     r.add_argument("--category", default="shoe")
     args = ap.parse_args(argv)
     if args.cmd == "serve":
+        signal.signal(signal.SIGTERM, _interrupt)
         with serve(args.port, quiet=False) as url:
             print(f"the playground is at {url} (Ctrl-C stops it)", flush=True)
             if not args.no_browser:

@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from sbir_core import browser as BR
 from sbir_core import playground as P
@@ -104,6 +105,48 @@ def test_bad_drawings_leave_the_app_working(engine, page):
     assert len(BR.page_state(page)["top"]) == 10
     assert not page.errors, page.errors
     assert "Traceback" not in page.content()
+
+
+XSS = "<img src=x onerror=window.__xss=1>"
+
+
+def injected(page) -> dict:
+    """Whether a payload ran (``window.__xss`` set) or became an element (an ``<img src=x|y>`` in the page)."""
+    return page.evaluate(
+        """() => ({ran: window.__xss !== undefined,
+                   elements: document.querySelectorAll('img[src=x], img[src=y]').length})"""
+    )
+
+
+def test_html_in_the_url_and_in_a_folder_shows_as_text(engine, page, tmp_path):
+    """Reflected: every parameter of the URL, and a parameter's name, hold a payload. Stored: a folder gallery
+    whose image (its label, in the results) and unreadable file (the skipped list) are named as HTML, then a
+    folder path typed in that is HTML (the error). Each shows as its characters; none runs or becomes an element.
+    One page load for all: each load starts a kernel."""
+    folder = tmp_path / "gallery"
+    folder.mkdir()
+    Image.new("RGB", (20, 20), (200, 30, 30)).save(folder / f"{XSS}.png")
+    (folder / "<img src=y onerror=window.__xss=2>.jpg").write_bytes(b"not an image")
+
+    BR.open_app(page, page.app_url, gallery=XSS, method=XSS, target=XSS, scale=XSS, **{XSS: "1"})
+    notice = page.inner_text(".sbir-notice")
+    assert all(f"{what} '{XSS}'" in notice for what in ("gallery", "method", "target", "scale", "parameter")), notice
+
+    page.select_option(".sbir-gallery select", label="a folder of your own images ...")
+    page.get_by_placeholder("a folder of your own images").fill(str(folder))
+    page.get_by_role("button", name="load folder").click()
+    page.wait_for_function("() => document.querySelector('.sbir-message').innerText.includes('skipped')")
+    BR.draw_stroke(page, np.array([[60.0, 60.0], [200.0, 190.0]]), BR.pad_box(page))
+    BR.wait_for_strokes(page, 1)
+    state = BR.page_state(page)
+    assert state["top"][0].startswith(XSS) and "<img src=y onerror=window.__xss=2>.jpg" in state["message"], state
+
+    page.get_by_placeholder("a folder of your own images").fill(f"/nowhere/{XSS}")
+    page.get_by_role("button", name="load folder").click()
+    page.wait_for_function("() => document.querySelector('.sbir-message').innerText.includes('is not a folder')")
+    assert f"/nowhere/{XSS} is not a folder" in BR.page_state(page)["message"]
+    assert injected(page) == {"ran": False, "elements": 0}
+    assert not page.errors, page.errors
 
 
 def test_record_leaves_a_running_event_loop_for_a_worker_thread(monkeypatch, tmp_path):
