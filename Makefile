@@ -47,10 +47,11 @@ build: $(STAMP)
 lab: $(STAMP)
 	cd book && ../$(VENV)/bin/jupyter lab
 
-# the sketch playground as a page (voila, no code shown) at http://127.0.0.1:$(PORT)/; Ctrl-C stops it
+# the sketch playground as a page (voila, no code shown) at the URL it prints (127.0.0.1:$(PORT), with a token made
+# at each start: only the link opens it); Ctrl-C or SIGTERM stops it and its kernels
 PORT ?= 8866
 app: $(STAMP)
 	$(PY) -m sbir_core.browser serve --port $(PORT)
 
 clean:
-	rm -rf _build book/*.ipynb .cache
+	rm -rf _build book/*.ipynb book/.*.ipynb .cache
