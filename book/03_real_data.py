@@ -17,7 +17,11 @@
 # which nobody on the project drew. This chapter looks at the real data before any model does:
 # which datasets are present, how they split, what the sketches look like and how people's
 # strokes vary. It runs on whatever the data root holds (`SBIR_DATA`; CI points it at the
-# small shared sets) and says plainly which datasets it did not find.
+# small shared sets) and says plainly which datasets it did not find. One real set is always
+# here: a sample of Google's *Quick, Draw!* dataset ships inside the package
+# (`quickdraw_sample`: 900 drawings of 20 classes, with each drawer's country; CC BY 4.0, see
+# `sbir_core/data/quickdraw_sample/ATTRIBUTION.md`), so a fresh clone shows human drawings
+# without `SBIR_DATA`.
 #
 # All loading goes through `sbir_core.data.load_dataset(name)`: one sample model for every
 # dataset (sketch as strokes or image, photo, instance, category, split), a layout check that
@@ -32,7 +36,7 @@ setup(seed=0)
 # %% tags=["parameters"]
 SCALE = "ci"  # which results folder to write: ci | paper
 SEED = 0  # seed of the instance / class splits the loaders draw, and of the sample grids
-DATASETS = ["shoes304", "chairv2", "shoev2", "sketchy", "tuberlin", "pacs", "quickdraw"]  # registry names to look for
+DATASETS = ["quickdraw_sample", "shoes304", "chairv2", "shoev2", "sketchy", "tuberlin", "pacs", "quickdraw"]  # registry names to look for
 IMAGE_SIZE = 64  # raster side (pixels) for sample grids and ink statistics
 LINE_WIDTH = 1.5  # ink width (pixels at IMAGE_SIZE) when strokes are rasterised
 GRID_SAMPLES = 8  # sketches per sample grid
@@ -51,6 +55,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from sbir_core import benchmark as B
 from sbir_core.chapter import Chapter, absent, prose
 from sbir_core.data import DataError, load_dataset
 from sbir_core.data.registry import check_layout
@@ -157,7 +162,8 @@ for name, data in found.items():
 # %% [markdown]
 # ## How people draw: stroke and ink statistics
 #
-# For datasets stored as strokes (ChairV2, ShoeV2, QuickDraw) we count strokes and points per
+# For datasets stored as strokes (ChairV2, ShoeV2, QuickDraw and its shipped sample), and for the
+# style world's drawers beside them, we count strokes and points per
 # sketch and measure the extent (longer side of the bounding box, in units of the 256 canvas)
 # with `strokes.sketch_stats`. QuickDraw drawings are normalised to the canvas on loading
 # (their raw coordinates have no common scale), and the ChairV2 coordinates were scaled to a
@@ -170,7 +176,8 @@ for name, data in found.items():
 stroke_cols = ["strokes", "points", "points_per_stroke", "length", "extent"]
 ink_cols = ["ink", "ink_pixels", "ink_extent"]
 per_sketch, summaries = {}, []
-for name, data in found.items():
+world = B.world()  # the book's style world (chapter 2), whose drawers real drawers are held against
+for name, data in {"style_world": world, **found}.items():
     if data.strokes is not None:
         table, cols, proto = data.stroke_stats(), stroke_cols, "stroke_stats"
     else:
@@ -205,8 +212,8 @@ summary = (
 summary
 
 # %% tags=["hide-input"]
-stroke_sets = [n for n in found if found[n].strokes is not None]
-if stroke_sets:
+stroke_sets = ["style_world"] + [n for n in found if found[n].strokes is not None]
+if len(stroke_sets) > 1:
     fig, axes = plt.subplots(1, 3, figsize=(11, 3))
     top = {c: max(per_sketch[n][c].quantile(0.99) for n in stroke_sets) for c in ("points", "length")}
     bins = [np.arange(0.5, 40.5), np.linspace(0, top["points"], 41), np.linspace(0, top["length"], 41)]
@@ -218,9 +225,17 @@ if stroke_sets:
     axes[0].legend()
     plt.tight_layout()
     plt.show()
-elif found:
+else:
     absent("histograms of strokes, points and stroke length per sketch", ["chairv2", "shoev2", "quickdraw"])
 
+if "quickdraw_sample" in per_sketch:
+    w, q = per_sketch["style_world"], per_sketch["quickdraw_sample"]
+    prose(
+        f"The style world's drawers make a median of {w['strokes'].median():.0f} strokes and {w['points'].median():.0f} "
+        f"points a sketch ({w['points_per_stroke'].median():.1f} points a stroke); the QuickDraw players of the shipped "
+        f"sample {q['strokes'].median():.0f} strokes and {q['points'].median():.0f} points "
+        f"({q['points_per_stroke'].median():.1f} a stroke, after QuickDraw's own simplification)."
+    )
 if "chairv2" in per_sketch:
     t = per_sketch["chairv2"]
     prose(
@@ -261,6 +276,14 @@ if "shoes304" in per_sketch:
         photo_attr = data.photos.set_index("photo_id").loc[data.sketches["photo_id"], attrs].to_numpy()
         t["attribute_agreement"] = (data.sketches[attrs].to_numpy() == photo_attr).mean(1)
     by_index["shoes304"] = (t, [c for c in ["ink", "ink_pixels", "ink_extent", "attribute_agreement"] if c in t])
+if "quickdraw_sample" in per_sketch:
+    w, q = per_sketch["style_world"], per_sketch["quickdraw_sample"]
+    prose(
+        f"The style world's drawers make a median of {w['strokes'].median():.0f} strokes and {w['points'].median():.0f} "
+        f"points a sketch ({w['points_per_stroke'].median():.1f} points a stroke); the QuickDraw players of the shipped "
+        f"sample {q['strokes'].median():.0f} strokes and {q['points'].median():.0f} points "
+        f"({q['points_per_stroke'].median():.1f} a stroke, after QuickDraw's own simplification)."
+    )
 if "chairv2" in per_sketch:
     t = per_sketch["chairv2"].copy()
     t["sketch_index"] = t["sketch_index"].where(t["sketch_index"].isin(["1", "2", "3"]), "other")

@@ -217,3 +217,74 @@ def test_real_quickdraw(data_root):
     full = load_dataset("quickdraw", data_root, classes=["cat", "The Eiffel Tower"])
     assert full.sketches["category"].value_counts().min() >= 11  # README: 11 to 114 per class
     assert not full.skipped
+
+
+# ---------------------------------------------------------------------- the sample shipped in the package
+
+
+def test_the_shipped_sample_is_what_its_manifest_says_and_fits_its_budget():
+    from sbir_core.data import sample as QS
+
+    manifest = QS.verify()  # every file's SHA-256
+    files = sorted(QS.SAMPLE_DIR.glob("*.ndjson"))
+    assert {f.stem for f in files} == set(manifest["classes"]) and len(files) == QS.N_CLASSES
+    assert set(QS.WORLD_CLASSES.values()) <= set(manifest["classes"])  # the world's categories come first
+    assert sum(f.stat().st_size for f in files) == manifest["bytes"] <= QS.MAX_BYTES
+    assert "CC BY 4.0" in (QS.SAMPLE_DIR / "ATTRIBUTION.md").read_text()
+    for line in files[0].read_text().splitlines():
+        rec = json.loads(line)
+        assert set(rec) == {"word", "countrycode", "recognized", "key_id", "drawing"}  # no timestamps
+        assert all(len(s) == 2 and min(s[0] + s[1]) >= 0 and max(s[0] + s[1]) <= 255 for s in rec["drawing"])
+
+
+def test_the_sample_loads_without_a_data_root(monkeypatch):
+    from sbir_core.data import available
+    from sbir_core.data import sample as QS
+
+    monkeypatch.delenv("SBIR_DATA", raising=False)
+    assert available("quickdraw_sample")
+    data = load_dataset("quickdraw_sample", seed=0)
+    n = sum(e["drawings"] for e in QS.verify()["classes"].values())
+    assert data.name == "quickdraw_sample" and len(data) == n and data.sketches["category"].nunique() == QS.N_CLASSES
+    assert (data.sketches["countrycode"].str.len() == 2).mean() > 0.95
+    assert set(data.sketches["split"]) == {"train", "val", "test"}
+
+
+def test_a_changed_sample_file_is_refused(tmp_path):
+    import shutil
+
+    from sbir_core.data import sample as QS
+
+    copy = shutil.copytree(QS.SAMPLE_DIR, tmp_path / "sample")
+    QS.verify(copy)
+    shoe = copy / "shoe.ndjson"
+    shoe.write_text(shoe.read_text().replace('"US"', '"GB"', 1))
+    with pytest.raises(DataError, match="shoe.ndjson is missing or changed"):
+        QS.verify(copy)
+
+
+def test_simplify_moves_scales_and_reduces_like_quickdraws_own():
+    from sbir_core.data.sample import simplify
+
+    line = [[list(range(100, 601, 5)), [300] * 101, list(range(101))], [[100, 600], [300, 550]]]
+    out = simplify(line)
+    assert out[0] == [[0, 255], [0, 0]]  # 101 collinear points -> their two ends, at the top-left, scaled to 255
+    assert out[1] == [[0, 255], [0, 128]]
+    with pytest.raises(DataError):
+        simplify([])
+
+
+def test_the_sample_is_rebuilt_byte_for_byte_from_its_source(tmp_path):
+    """The build is a script, not a hand edit: run on the shared QuickDraw copy it was made from, it writes the
+    same files (same SHA-256)."""
+    from sbir_core.data import sample as QS
+    from sbir_core.data.registry import available, check_layout
+
+    if not available("quickdraw"):
+        pytest.skip("no QuickDraw folder under SBIR_DATA")
+    rebuilt = QS.build(check_layout("quickdraw"), tmp_path)
+    shipped = QS.verify()
+    counts = [{c: e["drawings"] for c, e in m["classes"].items()} for m in (rebuilt, shipped)]
+    if counts[0] != counts[1]:
+        pytest.skip("SBIR_DATA holds another QuickDraw copy than the one the sample was built from")
+    assert rebuilt == shipped

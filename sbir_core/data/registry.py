@@ -21,6 +21,7 @@ LOADERS: dict[str, str] = {
     "domains": "sbir_core.data.folders:load_domains",
     "pacs_sketchy": "sbir_core.data.folders:load_pacs_sketchy",
     "quickdraw": "sbir_core.data.quickdraw:load",
+    "quickdraw_sample": "sbir_core.data.sample:load",  # shipped in the package (CC BY 4.0): always there
 }
 
 # name -> "module:function" taking (root) and returning the dataset's path, or raising a DataError
