@@ -36,6 +36,7 @@ LAYOUT_CHECKS: dict[str, str] = {
     "domains": "sbir_core.data.folders:check_pacs",  # its default folder is pacs/
     "pacs_sketchy": "sbir_core.data.folders:check_pacs",
     "quickdraw": "sbir_core.data.quickdraw:check",
+    "quickdraw_sample": "sbir_core.data.sample:check",
 }
 
 

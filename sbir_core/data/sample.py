@@ -122,6 +122,13 @@ def verify(folder: Path = SAMPLE_DIR) -> dict:
     return manifest
 
 
+def check(root=None) -> Path:
+    """The layout check: the shipped sample's folder, once every file matches its manifest (``root`` is
+    ignored, as in ``load``)."""
+    verify()
+    return SAMPLE_DIR
+
+
 def load(root=None, **options) -> SBIRData:
     """The shipped sample through the QuickDraw loader (``quickdraw.load``'s options); ``root`` is ignored:
     the sample lives in the package."""
