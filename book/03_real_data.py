@@ -21,7 +21,11 @@
 # here: a sample of Google's *Quick, Draw!* dataset ships inside the package
 # (`quickdraw_sample`: 900 drawings of 20 classes, with each drawer's country; CC BY 4.0, see
 # `sbir_core/data/quickdraw_sample/ATTRIBUTION.md`), so a fresh clone shows human drawings
-# without `SBIR_DATA`.
+# without `SBIR_DATA`; chapter 6 groups its players by country for a real style shift.
+#
+# > The sample's drawings are from [*The Quick, Draw! Dataset*](https://github.com/googlecreativelab/quickdraw-dataset)
+# > by Google, licensed under [CC BY 4.0](https://creativecommons.org/licenses/by/4.0/); we moved and
+# > scaled each drawing, simplified its strokes and removed its timestamps (`sbir_core.data.sample`).
 #
 # All loading goes through `sbir_core.data.load_dataset(name)`: one sample model for every
 # dataset (sketch as strokes or image, photo, instance, category, split), a layout check that
@@ -276,14 +280,6 @@ if "shoes304" in per_sketch:
         photo_attr = data.photos.set_index("photo_id").loc[data.sketches["photo_id"], attrs].to_numpy()
         t["attribute_agreement"] = (data.sketches[attrs].to_numpy() == photo_attr).mean(1)
     by_index["shoes304"] = (t, [c for c in ["ink", "ink_pixels", "ink_extent", "attribute_agreement"] if c in t])
-if "quickdraw_sample" in per_sketch:
-    w, q = per_sketch["style_world"], per_sketch["quickdraw_sample"]
-    prose(
-        f"The style world's drawers make a median of {w['strokes'].median():.0f} strokes and {w['points'].median():.0f} "
-        f"points a sketch ({w['points_per_stroke'].median():.1f} points a stroke); the QuickDraw players of the shipped "
-        f"sample {q['strokes'].median():.0f} strokes and {q['points'].median():.0f} points "
-        f"({q['points_per_stroke'].median():.1f} a stroke, after QuickDraw's own simplification)."
-    )
 if "chairv2" in per_sketch:
     t = per_sketch["chairv2"].copy()
     t["sketch_index"] = t["sketch_index"].where(t["sketch_index"].isin(["1", "2", "3"]), "other")
