@@ -42,7 +42,7 @@ from sbir_core.results import KEY, SCALES, ResultsError, load_metrics, locked, p
 EXPECTED = RUNS / "ci" / "expected.csv"
 EXPECTED_COLUMNS = KEY + ["value", "tol", "trivial", "requires", "note"]
 # methods whose score needs no learning: a learnt row of the same place must beat them (``trivial``)
-TRIVIAL_METHODS = ("chance", "category_oracle", "untrained", "pixel_nn")
+TRIVIAL_METHODS = ("chance", "category_oracle", "untrained", "pixel_nn", "trunk_nn")
 TOC = REPO_ROOT / "_toc.yml"
 # the whole book's time budget at the ci scale on 2 CPU cores, seconds; each chapter's is its BUDGET_S parameter
 BOOK_BUDGET = 900

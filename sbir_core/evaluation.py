@@ -240,6 +240,28 @@ def _per_query_precision(dist, rel, k) -> np.ndarray:
     return np.array([M.prec_at_k(dist[i : i + 1], rel[i : i + 1], k) for i in range(len(dist))])
 
 
+def pooled(evaluations: list[Evaluation]) -> Evaluation:
+    """One ``Evaluation`` of several on disjoint query sets (e.g. the two folds of a test set, each asked
+    against the other): per-query values and tables concatenated, each metric the mean of its per-query
+    values (queries without a relevant item, NaN, left out as ``metrics`` does)."""
+    if not evaluations:
+        raise ValueError("pooled: no evaluations")
+    first = evaluations[0]
+    for ev in evaluations[1:]:
+        if ev.protocol != first.protocol or set(ev.per_query) != set(first.per_query):
+            raise ValueError(
+                f"pooled: a {ev.protocol} evaluation of {sorted(ev.per_query)} beside a {first.protocol} one"
+            )
+    per = {k: np.concatenate([ev.per_query[k] for ev in evaluations]) for k in first.per_query}
+    out = Evaluation(first.protocol, {}, per, pd.concat([ev.table for ev in evaluations], ignore_index=True))
+    for metric in first.metrics:
+        try:
+            out.metrics[metric] = float(np.nanmean(out.outcome(metric)))
+        except KeyError:  # a metric without per-query values (not poolable)
+            continue
+    return out
+
+
 def random_ranking(view: CategoryView) -> Evaluation:
     """What a random ranking scores on a ``CategoryView``: each query's expected average precision over
     uniform random orders of the gallery, exactly (R relevant of M: (R - 1) / (M - 1) + H_M (M - R) /

@@ -326,6 +326,51 @@ def stylemeup_real(bench: StyleBench, p: dict, views: dict) -> Run:
     return Run(stylemeup_spec(bench, p), index_as_drawer(views["train"]), views["val"], {"test": views["test"]}, config)
 
 
+def region_shift(bench: StyleBench, p: dict, name: str) -> dict:
+    """Chapter 6's region shift (``data.regions``) on the QuickDraw-format set ``name`` (its ``REGION_CLASSES``
+    most-drawn classes, ``REGION_MAX_PER_CLASS`` drawings read a class): the matched training
+    pools as hub views and the two test folds, as the methods read them (projected on the principal
+    directions of every drawing outside the test folds), and the runs: Triplet-SN trained on the source
+    regions (``triplet_sn``) and on the test region's control pool (``control``), StyleMeUp on the source
+    regions with the country as the style of its episodes (``stylemeup``). Returns {"data", "split",
+    "images" (the image views: "train" by arm, "tests"), "tests" (the two folds as read), "runs"}."""
+    from sbir_core.data import load_dataset
+    from sbir_core.data import regions as RG
+    from sbir_core.features import features, principal
+    from sbir_core.models.trunk import TrunkSpec
+
+    seed = int(p["SEED"])  # the chapter's: another SEED draws other splits as well as other training seeds
+    options = {"seed": seed} | ({} if name == "quickdraw_sample" else {"max_per_class": p["REGION_MAX_PER_CLASS"]})
+    data = load_dataset(name, **options)
+    top = int(p["REGION_CLASSES"] or 0)
+    counts = data.sketches["category"].astype(str).value_counts()
+    if top and len(counts) > top:  # the most-drawn classes (ties by name): more drawings a class, not more classes
+        keep = [c for c, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]
+        data = data.subset(data.sketches["category"].astype(str).isin(keep).to_numpy())
+    split = RG.shift_split(data.sketches, p["REGIONS"], p["TEST_REGION"], seed)
+    images = RG.images_of(data, bench.p["IMAGE_SIZE"], bench.p["LINE_WIDTH"])
+    every = int(p["REGION_HUB_EVERY"])
+    train = {arm: RG.hub_view(data, split[arm], images, every, seed, f"{name}/{arm}") for arm in ("source", "control")}
+    tests = RG.fold_views(data, split, images, name)
+    proj = None
+    if bench.p["FREEZE_TRUNK"] and int(bench.p["FEATURE_DIMS"]):
+        outside = np.setdiff1d(np.arange(len(data)), np.concatenate([split["test_a"], split["test_b"]]))
+        f = features(images[torch.as_tensor(outside)], TrunkSpec.of(bench.p["TRUNK"]))
+        proj = principal(f, int(bench.p["FEATURE_DIMS"]))
+    tsn = bench.config(steps=p["REGION_STEPS"], eval_every=p["REGION_STEPS"])
+    smu = stylemeup_spec(bench, p)
+    smu = MethodSpec(smu.name, {**smu.options, "k": int(p["REGION_K"])})
+    smu_config = stylemeup_config(bench, p, steps=p["REGION_SMU_STEPS"], eval_every=p["REGION_SMU_STEPS"])
+    source, control = (bench.read(train[arm], proj) for arm in ("source", "control"))
+    runs = {
+        "triplet_sn": Run(bench.spec, source, None, None, tsn),
+        "control": Run(bench.spec, control, None, None, tsn),
+        "stylemeup": Run(smu, source, None, None, smu_config),
+    }
+    read = [bench.read(v, proj) for v in tests]
+    return {"data": data, "split": split, "images": {"train": train, "tests": tests}, "tests": read, "runs": runs}
+
+
 # ---------------------------------------------------------------------- chapter 7: Adaptive FG-SBIR
 
 

@@ -57,3 +57,29 @@ def test_the_hierarchy_reads_nodes_whose_whole_photo_is_chapter_fours_feature():
     assert torch.equal(nodes.queries[..., -1].sum(1), n_strokes)
     run = R.main_run("05_hierarchy", "ci")[0]
     assert run.spec.name == "hierarchy" and run.spec.options["channels"] == b.feature_dim
+
+
+def test_the_region_shift_trains_matched_arms_and_stylemeup_takes_the_country_as_style():
+    """Chapter 6's region shift on the shipped sample: both Triplet-SN arms see training sets of equal size
+    and class mix, StyleMeUp trains on the source's view with episodes whose held-out style is a country
+    outside the test region, and every arm takes a step."""
+    from sbir_core.data.regions import region_of
+    from sbir_core.samplers import get_sampler
+    from sbir_core.train import train_run
+
+    p = R.load_params("06_stylemeup", "ci") | {"REGION_STEPS": 2, "REGION_SMU_STEPS": 2}
+    rs = R.region_shift(R.bench("ci"), p, "quickdraw_sample")
+    runs = rs["runs"]
+    src, ctl = runs["triplet_sn"].train, runs["control"].train
+    assert runs["stylemeup"].train is src and runs["triplet_sn"].spec == runs["control"].spec
+    classes = lambda v: v.table["category"].value_counts().sort_index().to_dict()  # noqa: E731
+    assert len(src) == len(ctl) and classes(src) == classes(ctl)
+    assert (region_of(src.table["countrycode"], p["REGIONS"]) != p["TEST_REGION"]).all()
+    assert (region_of(ctl.table["countrycode"], p["REGIONS"]) == p["TEST_REGION"]).all()
+    import sbir_core.models.stylemeup  # noqa: F401  (registers its sampler)
+
+    tasks = get_sampler("style_episodes")(src, 4, torch.Generator().manual_seed(0), k=p["REGION_K"])["tasks"]
+    assert all(region_of([t["held_out"]], p["REGIONS"])[0] != p["TEST_REGION"] for t in tasks)
+    for run in runs.values():
+        res = train_run(run.spec, run.train, None, None, run.config, 0, store=False)
+        assert res.history["loss"].notna().all()

@@ -62,3 +62,20 @@ class PixelNN(Method):
         mag = torch.sqrt(gx**2 + gy**2)
         mag = mag / (mag.flatten(1).amax(1).view(-1, 1, 1, 1) + 1e-9)
         return self._finish(mag)
+
+
+class FeatureNN(Method):
+    """Nearest neighbour on the inputs as given, L2-normalised: on a feature view, the frozen trunk's
+    features with nothing trained on sketches (the floor a head on those features must beat)."""
+
+    sampler = "triplets"
+
+    def training_loss(self, batch):
+        raise MethodError("feature_nn has nothing to train; evaluate it directly")
+
+    def embed_query(self, x: torch.Tensor, style=None) -> torch.Tensor:
+        """(N, D) features -> (N, D) unit-norm features."""
+        return F.normalize(x.float().flatten(1), dim=1)
+
+    def embed_gallery(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed_query(x)
