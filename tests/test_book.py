@@ -155,9 +155,8 @@ def test_failing_chapter_is_named_and_other_results_survive(sandbox, capsys):
     assert "99_bad.failed.ipynb" in out
 
 
-def test_an_interrupted_chapter_runs_again_and_is_never_published_half_done(sandbox, capsys, monkeypatch):
-    """Ctrl-C (or a kill) in the middle of a chapter: its stamp is gone, the book keeps the last complete
-    notebook, and the next ``run`` runs the chapter instead of calling it up to date."""
+def ok_chapter(sandbox) -> None:
+    """A one-row chapter 98_ok whose VALUE parameter is 0.75 in its ci config."""
     (sandbox / "book" / "98_ok.py").write_text(
         HEADER
         + textwrap.dedent("""\
@@ -171,6 +170,12 @@ def test_an_interrupted_chapter_runs_again_and_is_never_published_half_done(sand
         """)
     )
     (sandbox / "configs" / "ci" / "98_ok.yaml").write_text("VALUE: 0.75\n")
+
+
+def test_an_interrupted_chapter_runs_again_and_is_never_published_half_done(sandbox, capsys, monkeypatch):
+    """Ctrl-C (or a kill) in the middle of a chapter: its stamp is gone, the book keeps the last complete
+    notebook, and the next ``run`` runs the chapter instead of calling it up to date."""
+    ok_chapter(sandbox)
     monkeypatch.delenv("SBIR_DATA", raising=False)
     assert book.run("ci") == 0
     notebook = sandbox / "book" / "98_ok.ipynb"
@@ -265,19 +270,7 @@ def test_toc_and_run_agree_on_the_chapters():
 
 
 def test_up_to_date_chapters_are_skipped_until_something_changes(sandbox, capsys, monkeypatch):
-    (sandbox / "book" / "98_ok.py").write_text(
-        HEADER
-        + textwrap.dedent("""\
-        # %% tags=["parameters"]
-        SCALE = "ci"
-        VALUE = 0.0
-        # %%
-        from sbir_core.results import metric_rows, save_results
-        save_results("98_ok", SCALE, metric_rows("98_ok", [dict(dataset="d", method="m", protocol="p",
-                     split="s", metric="x", value=VALUE)]), {"VALUE": VALUE})
-        """)
-    )
-    (sandbox / "configs" / "ci" / "98_ok.yaml").write_text("VALUE: 0.75\n")
+    ok_chapter(sandbox)
     monkeypatch.delenv("SBIR_DATA", raising=False)
     assert book.run("ci") == 0
     assert "done in" in capsys.readouterr().out
