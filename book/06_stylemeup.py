@@ -545,7 +545,17 @@ if region_points:
 if region_text:
     C.prose(region_text + "A gap whose interval holds zero says the design did not detect a difference between regions; "
             "the detectable effect beside it says how large a difference it could have found.")
+ch.glue("region_batch", int(bench.p["BATCH_SIZE"]))
 pd.DataFrame(region_rows).set_index(["dataset", "model"]) if region_rows else None
+
+# %% [markdown]
+# The budgets are not equal and the table should be read with that: per seed, Triplet-SN takes
+# `REGION_STEPS` steps of {glue:text}`c06_region_batch` drawings each, StyleMeUp `REGION_SMU_STEPS`
+# outer steps of one task of `REGION_K` drawings, each with two drawings of the same hub by other
+# countries (the values are in the parameters cell). A second-order outer step costs several
+# Triplet-SN steps, so StyleMeUp sees far fewer drawings in about as much training time. Where its
+# interval reaches the frozen trunk's features, it has not learnt from the drawings at this budget,
+# and its claim row says "not testable" rather than reading a comparison into it.
 
 # %% [markdown]
 # ## Beside the paper
