@@ -61,6 +61,19 @@ VOILA_CONFIG = {
     },
     "VoilaConfiguration": {"show_tracebacks": False},
 }
+# A kernel holds about 570 MB; voila keeps one per page load until the server stops. The culler ends a kernel
+# that no page is connected to (the tab was closed, or its connection dropped) once it has been idle this long;
+# a page still open is never culled, however long its reader thinks.
+CULL_IDLE_S = 300
+
+
+def voila_config(cull_idle: int = CULL_IDLE_S) -> dict:
+    """``VOILA_CONFIG`` with jupyter_server's idle-kernel culler set to ``cull_idle`` seconds (0: never cull),
+    checked every fifth of that (1 to 60 s)."""
+    if cull_idle < 0:
+        raise ValueError(f"cull_idle must be >= 0 seconds, got {cull_idle}")
+    cull = {"cull_idle_timeout": int(cull_idle), "cull_interval": int(min(60, max(1, cull_idle // 5)))}
+    return VOILA_CONFIG | {"MappingKernelManager": cull | {"cull_connected": False, "cull_busy": False}}
 
 
 class BrowserError(SBIRError, RuntimeError):
@@ -81,15 +94,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def app_notebook(folder: Path) -> Path:
+def app_notebook(folder: Path, cull_idle: int = CULL_IDLE_S) -> Path:
     """``book/playground_app.py`` as a notebook in ``folder`` (voila serves notebooks), with the server's
-    configuration beside it (``VOILA_CONFIG``; voila reads ``voila.json`` from its working folder)."""
+    configuration beside it (``voila_config``; voila reads ``voila.json`` from its working folder)."""
     import jupytext
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "playground_app.ipynb"
     jupytext.write(jupytext.read(APP), path)
-    (folder / "voila.json").write_text(json.dumps(VOILA_CONFIG, indent=1))
+    (folder / "voila.json").write_text(json.dumps(voila_config(cull_idle), indent=1))
     return path
 
 
@@ -101,7 +114,13 @@ def app_url(url: str, **options) -> str:
 
 
 @contextlib.contextmanager
-def serve(port: int | None = None, timeout: float = 60.0, quiet: bool = True, overrides: dict | None = None):
+def serve(
+    port: int | None = None,
+    timeout: float = 60.0,
+    quiet: bool = True,
+    overrides: dict | None = None,
+    cull_idle: int = CULL_IDLE_S,
+):
     """Serve the playground with voila on 127.0.0.1; yields its URL, token included; on exit stops the server
     and its kernels (``_stop``).
 
@@ -109,11 +128,12 @@ def serve(port: int | None = None, timeout: float = 60.0, quiet: bool = True, ov
     pages with its login form and API and websocket requests with 403, so no other local user and no web
     page in the browser can start or drive a kernel. A request whose Host is not a loopback name gets 403
     whatever it carries (``VOILA_CONFIG``).
-    overrides: chapter parameters for the app's methods other than the configs' (``playground.methods``)."""
+    overrides: chapter parameters for the app's methods other than the configs' (``playground.methods``).
+    cull_idle: seconds after which a kernel no page is connected to is ended (``CULL_IDLE_S``; 0: never)."""
     from sbir_core.data.base import cache_dir
 
     port = port or _free_port()
-    nb = app_notebook(cache_dir() / "app")
+    nb = app_notebook(cache_dir() / "app", cull_idle)
     log = open(nb.with_suffix(".log"), "w") if quiet else None  # noqa: SIM115 - the server writes it until it stops
     cmd = [sys.executable, "-m", "voila", str(nb), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"]
     token = secrets.token_urlsafe(24)
@@ -372,6 +392,13 @@ def main(argv=None) -> int:
     s = sub.add_parser("serve", help="serve the playground app (make app)")
     s.add_argument("--port", type=int, default=8866)
     s.add_argument("--no-browser", action="store_true")
+    s.add_argument(
+        "--cull-idle",
+        type=int,
+        default=CULL_IDLE_S,
+        metavar="SECONDS",
+        help=f"end a kernel no page is connected to after this long idle (default {CULL_IDLE_S}; 0: never)",
+    )
     r = sub.add_parser("record", help="draw a world sketch in the app and save the frames")
     r.add_argument("out", type=Path)
     r.add_argument("--target", type=int, default=0)
@@ -379,7 +406,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.cmd == "serve":
         signal.signal(signal.SIGTERM, _interrupt)
-        with serve(args.port, quiet=False) as url:
+        with serve(args.port, quiet=False, cull_idle=args.cull_idle) as url:
             print(f"the playground is at {url} (Ctrl-C stops it)", flush=True)
             if not args.no_browser:
                 webbrowser.open(url)

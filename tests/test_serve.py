@@ -27,11 +27,11 @@ WEBSOCKET = {
 class Server:
     """``python -m sbir_core.browser serve`` in a subprocess, up once it has printed its URL."""
 
-    def __init__(self, folder, timeout: float = 60.0):
+    def __init__(self, folder, timeout: float = 60.0, args=()):
         self.port = _free_port()
         self.out = folder / f"serve-{self.port}.out"
         with open(self.out, "w") as out:
-            cmd = [sys.executable, "-m", "sbir_core.browser", "serve", f"--port={self.port}", "--no-browser"]
+            cmd = [sys.executable, "-m", "sbir_core.browser", "serve", f"--port={self.port}", "--no-browser", *args]
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while "the playground is at" not in self.out.read_text():
@@ -58,9 +58,13 @@ class Server:
         return self.get(path, host, WEBSOCKET | {"Origin": f"http://{host}"})
 
     def kernels(self) -> list[psutil.Process]:
-        return [
-            p for p in psutil.Process(self.proc.pid).children(recursive=True) if "ipykernel" in " ".join(p.cmdline())
-        ]
+        """The kernel processes under the server now (one ending as it is listed is left out)."""
+        out = []
+        for p in psutil.Process(self.proc.pid).children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess):  # NoSuchProcess covers zombies too
+                if "ipykernel" in " ".join(p.cmdline()):
+                    out.append(p)
+        return out
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -118,3 +122,42 @@ def test_a_signal_ends_voila_and_its_kernels(tmp_path, signum):
         for p in tree:  # what a failure above left running
             with contextlib.suppress(psutil.NoSuchProcess):
                 p.kill()
+
+
+def test_the_culler_is_configured_for_pages_no_longer_open():
+    from sbir_core.browser import CULL_IDLE_S, voila_config
+
+    cull = voila_config()["MappingKernelManager"]
+    assert cull["cull_idle_timeout"] == CULL_IDLE_S and cull["cull_interval"] == 60 and cull["cull_connected"] is False
+    assert voila_config(2)["MappingKernelManager"]["cull_interval"] == 1
+    assert voila_config(0)["MappingKernelManager"]["cull_idle_timeout"] == 0  # jupyter_server: never cull
+    with pytest.raises(ValueError):
+        voila_config(-1)
+
+
+def test_kernels_of_pages_no_longer_open_are_ended(tmp_path):
+    """Each page load starts a kernel (about 570 MB); a page whose connection is gone (a closed tab: here the
+    HTTP request, closed before any kernel websocket connects) leaves its kernel idle, and the culler ends it
+    --cull-idle seconds later, so that closed tabs do not pile up kernels until the server stops."""
+    s = Server(tmp_path, args=["--cull-idle=2"])
+    try:
+        started = set()
+        for _ in range(2):
+            page = s.connect(f"/?token={s.token}")
+            assert page.status == 200
+            page.close()
+            deadline = time.monotonic() + 60
+            while not {p.pid for p in s.kernels()} - started:
+                assert time.monotonic() < deadline, "no kernel started"
+                time.sleep(0.2)
+            started |= {p.pid for p in s.kernels()}
+        assert len(started) == 2
+        deadline = time.monotonic() + 120  # the app runs in each kernel first: busy kernels are not culled
+        while s.kernels():
+            assert time.monotonic() < deadline, (
+                f"{len(s.kernels())} kernel(s) still running: {s.out.read_text()[-2000:]}"
+            )
+            time.sleep(0.5)
+        assert "Culling" in s.out.read_text()
+    finally:
+        s.stop()
