@@ -116,45 +116,6 @@ def sandbox(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_failing_chapter_is_named_and_other_results_survive(sandbox, capsys):
-    (sandbox / "book" / "98_ok.py").write_text(
-        HEADER
-        + textwrap.dedent("""\
-        # %% tags=["parameters"]
-        SCALE = "ci"
-        VALUE = 0.0
-        # %%
-        from sbir_core.results import metric_rows, save_results
-        save_results("98_ok", SCALE, metric_rows("98_ok", [dict(dataset="d", method="m", protocol="p",
-                     split="s", metric="x", value=VALUE)]), {"VALUE": VALUE})
-        """)
-    )
-    (sandbox / "book" / "99_bad.py").write_text(
-        HEADER
-        + textwrap.dedent("""\
-        # %% tags=["parameters"]
-        SCALE = "ci"
-        # %%
-        x = 1
-        # %%
-        raise ZeroDivisionError("planted failure")
-        """)
-    )
-    (sandbox / "configs" / "ci" / "98_ok.yaml").write_text("VALUE: 0.75\n")
-    (sandbox / "configs" / "ci" / "99_bad.yaml").write_text("{}\n")
-    R.save_results("99_bad", "ci", fresh_frame(0.5), {})  # an earlier good result of the failing chapter
-    assert book.run("ci") == 1
-    out = capsys.readouterr().out
-    assert "99_bad" in out and "ZeroDivisionError" in out and "planted failure" in out and "cell" in out
-    assert R.load_metrics("ci", "98_ok")["value"].tolist() == [0.75]
-    assert R.load_metrics("ci", "99_bad")["value"].tolist() == [0.5]
-    timings = pd.read_csv(sandbox / "runs" / "ci" / "timings.csv")
-    assert dict(zip(timings["chapter"], timings["status"])) == {"98_ok": "ok", "99_bad": "failed"}
-    # the failed run's executed cells are kept beside the book, not published as the chapter
-    assert (sandbox / "book" / "99_bad.failed.ipynb").exists() and not (sandbox / "book" / "99_bad.ipynb").exists()
-    assert "99_bad.failed.ipynb" in out
-
-
 def ok_chapter(sandbox) -> None:
     """A one-row chapter 98_ok whose VALUE parameter is 0.75 in its ci config."""
     (sandbox / "book" / "98_ok.py").write_text(
@@ -170,6 +131,33 @@ def ok_chapter(sandbox) -> None:
         """)
     )
     (sandbox / "configs" / "ci" / "98_ok.yaml").write_text("VALUE: 0.75\n")
+
+
+def test_failing_chapter_is_named_and_other_results_survive(sandbox, capsys):
+    ok_chapter(sandbox)
+    (sandbox / "book" / "99_bad.py").write_text(
+        HEADER
+        + textwrap.dedent("""\
+        # %% tags=["parameters"]
+        SCALE = "ci"
+        # %%
+        x = 1
+        # %%
+        raise ZeroDivisionError("planted failure")
+        """)
+    )
+    (sandbox / "configs" / "ci" / "99_bad.yaml").write_text("{}\n")
+    R.save_results("99_bad", "ci", fresh_frame(0.5), {})  # an earlier good result of the failing chapter
+    assert book.run("ci") == 1
+    out = capsys.readouterr().out
+    assert "99_bad" in out and "ZeroDivisionError" in out and "planted failure" in out and "cell" in out
+    assert R.load_metrics("ci", "98_ok")["value"].tolist() == [0.75]
+    assert R.load_metrics("ci", "99_bad")["value"].tolist() == [0.5]
+    timings = pd.read_csv(sandbox / "runs" / "ci" / "timings.csv")
+    assert dict(zip(timings["chapter"], timings["status"])) == {"98_ok": "ok", "99_bad": "failed"}
+    # the failed run's executed cells are kept beside the book, not published as the chapter
+    assert (sandbox / "book" / "99_bad.failed.ipynb").exists() and not (sandbox / "book" / "99_bad.ipynb").exists()
+    assert "99_bad.failed.ipynb" in out
 
 
 def test_an_interrupted_chapter_runs_again_and_is_never_published_half_done(sandbox, capsys, monkeypatch):
