@@ -291,11 +291,9 @@ class Lock:
 
 
 def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
+    """The SHA-256 of a file's content, read in chunks (``hashlib.file_digest``)."""
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _range_total(header: str | None) -> int | None:

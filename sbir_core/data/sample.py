@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from sbir_core.data.base import DataError, SBIRData
+from sbir_core.data.fetch import sha256_of
 
 SAMPLE_DIR = Path(__file__).with_name("quickdraw_sample")
 MANIFEST = SAMPLE_DIR / "manifest.json"
@@ -73,10 +73,6 @@ def choose_classes(counts: dict[str, int], n: int = N_CLASSES) -> list[str]:
     return chosen + rest[: max(0, n - len(chosen))]
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def build(source: Path, out: Path = SAMPLE_DIR, n_classes: int = N_CLASSES, per_class: int = MAX_PER_CLASS) -> dict:
     """Write the sample's ndjson files and manifest into ``out`` from the per-class files in ``source``."""
     from sbir_core.data.quickdraw import class_name
@@ -100,7 +96,7 @@ def build(source: Path, out: Path = SAMPLE_DIR, n_classes: int = N_CLASSES, per_
             lines.append(json.dumps(keep | {"drawing": simplify(rec["drawing"])}, separators=(",", ":")))
         path = out / f"{cls}.ndjson"
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        manifest["classes"][cls] = {"drawings": len(lines), "sha256": _sha256(path)}
+        manifest["classes"][cls] = {"drawings": len(lines), "sha256": sha256_of(path)}
     size = sum(p.stat().st_size for p in out.glob("*.ndjson"))
     if size > MAX_BYTES:
         raise DataError(f"the sample is {size:,} bytes, over its {MAX_BYTES:,}-byte budget: take fewer drawings")
@@ -117,7 +113,7 @@ def verify(folder: Path = SAMPLE_DIR) -> dict:
         raise DataError(f"the QuickDraw sample's manifest {folder / 'manifest.json'} is unreadable: {err}") from err
     for cls, entry in manifest["classes"].items():
         path = folder / f"{cls}.ndjson"
-        if not path.is_file() or _sha256(path) != entry["sha256"]:
+        if not path.is_file() or sha256_of(path) != entry["sha256"]:
             raise DataError(f"the QuickDraw sample's {path.name} is missing or changed (its SHA-256 differs)")
     return manifest
 
