@@ -1,4 +1,5 @@
-"""Datasets from the command line: ``python -m sbir_core.data fetch NAME --to DIR`` and ``fetch --list``.
+"""Datasets from the command line: ``python -m sbir_core.data fetch NAME --to DIR`` and ``fetch --list``;
+``python -m sbir_core.data fixtures --to DIR [--bare]`` writes the tiny made-up data root of every layout.
 
 ``--to`` defaults to ``$SBIR_DATA``, the folder the loaders read. See ``sbir_core.data.fetch`` for
 what a fetch checks (pinned or recorded sha256, resume, safe unpacking, no write into an existing folder).
@@ -27,7 +28,21 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a download stops (60)")
     p.add_argument("--keep-archives", action="store_true", help="keep the downloaded archives after unpacking")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    f = sub.add_parser("fixtures", help="write a tiny made-up data root in every dataset's official layout")
+    f.add_argument("--to", required=True, metavar="DIR", help="an empty or new folder")
+    f.add_argument("--bare", action="store_true", help="the releases without their optional parts (photos, extended)")
     args = parser.parse_args(argv)
+    if args.command == "fixtures":
+        from sbir_core.data.fixtures import write_root
+
+        try:
+            root = write_root(args.to, bare=args.bare)
+        except FileExistsError as err:
+            parser.error(str(err))
+        print(
+            f"[fixtures] wrote {root}; the book on it: SBIR_DATA={root} python -m sbir_core.book run --smoke --out DIR"
+        )
+        return 0
     if args.list:
         print(listing())
         return 0

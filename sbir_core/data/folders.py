@@ -96,6 +96,19 @@ def resolve_unseen(unseen, classes: Sequence[str], seed: int = 0) -> list[str]:
     return sorted(chosen)
 
 
+def share(fraction: float, n: int, keep: int = 1, least: int = 1) -> int:
+    """How many of a class's ``n`` objects a split of ``fraction`` takes: ``round(fraction * n)``, but at least
+    ``least`` when the fraction is positive, as far as ``keep`` objects are left for the other splits.
+
+    The one rule for every loader's seeded splits (validation and test shares of a class). Without it a class of
+    3-14 objects gives validation none or one (``round(0.1 * 5) == 0``), and a protocol that selects its model on
+    validation, ranking a sketch among its category's photos, cannot run on a set whose classes hold a few
+    paired photos each. ``least`` is 2 on a set with photos (a query ranked within its category needs two photos
+    there) and 1 otherwise; a class of 15 objects or more gets exactly ``round(fraction * n)``, as before."""
+    k = int(round(fraction * n))
+    return max(k, min(least, n - keep)) if fraction > 0 and k < least else k
+
+
 def assign_splits(
     sketches: pd.DataFrame,
     photos: pd.DataFrame,
@@ -106,7 +119,9 @@ def assign_splits(
 ) -> dict:
     """Fill ``split`` and ``category_split`` in both tables in place; return the record for ``info``.
 
-    Instances (a photo and its sketches, or one unpaired sketch) never straddle two splits.
+    Instances (a photo and its sketches, or one unpaired sketch) never straddle two splits. A class's
+    share of each split follows ``share``: at least two objects to validation and to test on a set with photos
+    (one on a set of sketches only) where the class has enough left for training.
     """
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-9:
         raise DataError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
@@ -116,6 +131,7 @@ def assign_splits(
     unseen_list = resolve_unseen(unseen, classes, seed)
     rng = np.random.default_rng(seed)
     where: dict[tuple[str, str], str] = {}
+    least = 2 if len(photos) else 1  # see ``share``
     pairs = pd.concat([sketches[["category", "instance"]], photos[["category", "instance"]]])
     for cls, group in pairs.groupby("category", sort=True):
         inst = np.array(sorted(set(group["instance"])), dtype=object)
@@ -123,10 +139,11 @@ def assign_splits(
         if cls in unseen_list:
             labels = ["test"] * len(order)
         elif unseen is not None:
-            n_val = int(round(val_fraction * len(order)))
+            n_val = share(val_fraction, len(order), least=least)
             labels = ["val"] * n_val + ["train"] * (len(order) - n_val)
         else:
-            n_test, n_val = int(round(fractions[2] * len(order))), int(round(fractions[1] * len(order)))
+            n_test = share(fractions[2], len(order), keep=2, least=least)
+            n_val = share(fractions[1], len(order), keep=n_test + 1, least=least)
             labels = ["test"] * n_test + ["val"] * n_val + ["train"] * (len(order) - n_test - n_val)
         where.update({(cls, i): s for i, s in zip(order, labels)})
     for table in (sketches, photos):

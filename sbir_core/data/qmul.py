@@ -30,6 +30,7 @@ from sbir_core.data.base import (
     list_images,
     unique_ids,
 )
+from sbir_core.data.folders import share
 
 # the suffix is usually a number (1, 2, 3, 10, 70...) but 3 ChairV2 keys end in a worker-like id
 KEY = re.compile(r"^/?(train|test)/(.+)_([^_/]+)$")
@@ -167,7 +168,7 @@ def load(
         raise DataError(f"{coord}: photo {clash[clash > 1].index[0]!r} has sketches in both train and test")
 
     train_inst = sorted(sketches.loc[sketches["split"] == "train", "instance"].unique())
-    n_val = int(round(val_fraction * len(train_inst)))
+    n_val = share(val_fraction, len(train_inst), least=2)
     val_inst = sorted(np.random.default_rng(seed).choice(train_inst, n_val, replace=False).tolist()) if n_val else []
     sketches.loc[sketches["instance"].isin(val_inst), "split"] = "val"
 

@@ -28,7 +28,7 @@ from sbir_core.data.base import (
     list_images,
     unique_ids,
 )
-from sbir_core.data.folders import drop_bad
+from sbir_core.data.folders import drop_bad, share
 
 LAYOUT = """  <root>/shoes304/photo/NNN.jpg               product photos (NNN = photo number)
   <root>/shoes304/sketch/NNN-K.jpg            sketches of photo NNN (K = sketch index)
@@ -82,8 +82,8 @@ def split_instances(instances: list[str], fractions=(0.7, 0.1, 0.2), seed: int =
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-9:
         raise DataError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
     order = np.random.default_rng(seed).permutation(sorted(instances))
-    n_test = int(round(fractions[2] * len(order)))
-    n_val = int(round(fractions[1] * len(order)))
+    n_test = share(fractions[2], len(order), keep=2, least=2)
+    n_val = share(fractions[1], len(order), keep=n_test + 1, least=2)
     out = {}
     for i, inst in enumerate(order):
         out[str(inst)] = "test" if i < n_test else "val" if i < n_test + n_val else "train"

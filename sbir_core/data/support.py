@@ -107,8 +107,10 @@ def hold_out_support(data, fraction: float = 0.5, seed: int = 0):
     puts every instance of an unseen class in "test". The poster's protocol takes a new class's k
     support sketches from its *train* split and queries its test sketches, so here each unseen class's
     instances (a photo and its sketches) are shuffled (seeded by the class and ``seed``) and the first
-    ``fraction`` of them (at least one, and at least one left) become "train": never a query's photo.
-    Seen classes keep their splits. Returns a new SBIRData; ``data`` is unchanged.
+    ``fraction`` of them (at least two, and at least two left to rank a query among) become "train": never a
+    query's photo. An unseen class of fewer than 4 objects cannot take the protocol: its rows get the split
+    "dropped" (no view asks for it) and it is named in ``info["dropped_classes"]``. Seen classes keep their
+    splits. Returns a new SBIRData; ``data`` is unchanged.
     """
     import dataclasses
 
@@ -121,21 +123,26 @@ def hold_out_support(data, fraction: float = 0.5, seed: int = 0):
             f"{data.name}: no unseen class to hold support out of; load it with unseen=..., "
             "e.g. sketchy's 'yelamarthi21'"
         )
-    support = set()
+    support, dropped = set(), []
     for cls in unseen:
         inst = sorted(set(sketches.loc[sketches["category"].astype(str) == cls, "instance"]))
-        if len(inst) < 2:
-            raise DataError(
-                f"{data.name}: unseen class {cls!r} has {len(inst)} instance(s); it needs one for the "
-                "support split and one for the queries"
-            )
+        if len(inst) < 4:  # two support objects (a support triplet's negative is another photo) and two to rank among
+            dropped.append(cls)
+            continue
         gen = torch.Generator().manual_seed(int(hashlib.sha256(f"{cls}/{seed}".encode()).hexdigest()[:8], 16))
         order = [inst[i] for i in torch.randperm(len(inst), generator=gen).tolist()]
-        support.update(order[: min(max(1, round(fraction * len(inst))), len(inst) - 1)])
+        support.update(order[: min(max(2, round(fraction * len(inst))), len(inst) - 2)])
+    if len(dropped) == len(unseen):
+        raise DataError(
+            f"{data.name}: every unseen class has fewer than 4 objects ({dropped[:5]}); each needs two for the "
+            "support split (a support sketch's negative is another photo of its class) and two for the queries"
+        )
     for table in (sketches, photos):
         held = (table["category_split"] == "unseen") & table["instance"].isin(support)
         table.loc[held, "split"] = "train"
-    info = dict(data.info, support_fraction=fraction, support_seed=seed)
+    for table in (sketches, photos):  # out of every split a view asks for
+        table.loc[table["category"].astype(str).isin(dropped), "split"] = "dropped"
+    info = dict(data.info, support_fraction=fraction, support_seed=seed, dropped_classes=dropped)
     return dataclasses.replace(data, sketches=sketches, photos=photos, info=info)
 
 
