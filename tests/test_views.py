@@ -127,13 +127,21 @@ def test_within_category_gallery_chance_and_oracle():
     assert mixed.category_oracle(4) == pytest.approx(4 / 8) and mixed.category_oracle(4) > mixed.chance(4)
 
 
-def test_a_category_with_one_gallery_item_is_refused():
+def test_a_category_with_one_gallery_item_is_left_out_and_named():
     data = tiny_data()
     data.photos.loc[data.photos["photo_id"] == "p11", "category"] = "lonely"
     data.sketches.loc[data.sketches["photo_id"] == "p11", "category"] = "lonely"
-    with pytest.raises(DataError, match=r"group=None.*|at least 2 gallery items"):
-        fg_view(data, "test", size=16)
+    with pytest.raises(DataError, match=r"one photo in every category.*group=None"):
+        fg_view(data, "test", size=16)  # p10 (poly) and p11 (lonely): no category can be ranked
     assert fg_view(data, "test", size=16, group=None).group is None
+    # one lonely category among rankable ones is left out with its sketches, and named
+    view = fg_view(data, "train", size=16)
+    assert view.lone_groups == [] and len(view.gallery) == 8
+    data.photos.loc[data.photos["photo_id"] == "p0", "category"] = "lonely"
+    data.sketches.loc[data.sketches["photo_id"] == "p0", "category"] = "lonely"
+    view = fg_view(data, "train", size=16)
+    assert view.lone_groups == ["lonely"] and len(view.gallery) == 7 and len(view) == 21
+    assert "p0" not in set(view.table["photo_id"])
 
 
 def test_within_category_negatives_stay_in_the_category():

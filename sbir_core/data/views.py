@@ -79,6 +79,7 @@ class RetrievalView:
         self.table = self.table.reset_index(drop=True)
         self.gallery_table = self.gallery_table.reset_index(drop=True)
         self.query_group = self.gallery_group = None
+        self.lone_groups: list = []  # groups fg_view left out: one photo each in this split
         if self.group is not None:
             for what, t in (("queries", self.table), ("gallery", self.gallery_table)):
                 if self.group not in t:
@@ -277,7 +278,8 @@ def fg_view(
     split: a value of the sketches' ``split`` column (or a list of them), or None for all sketches.
     medium: keep photos of this ``medium`` (the style world renders several); None keeps all.
     group: rank each query within this column's group ("category": as QMUL-Shoe-V2 and Chair-V2);
-        None: the mixed-category gallery. A group with fewer than 2 gallery items is an error.
+        None: the mixed-category gallery. A group with a single photo in the split cannot be ranked: it is
+        left out with its sketches and named in ``view.lone_groups`` (an error when every group is so).
     where: further column = value (or list of values) filters on the sketches, e.g.
         ``{"drawer_split": "seen"}``.
     Sketches whose photo is missing are left out and listed in ``view.dropped``; a split with no
@@ -307,10 +309,24 @@ def fg_view(
             f"of medium {medium!r} (e.g. {dropped[:3]})"
         )
     rows, pos = rows[pos >= 0], pos[pos >= 0]
+    lone = []
+    if group is not None and group in photos and group in sk:
+        # the one rule for a split too small to rank within a group: a group with a single photo in this split
+        # is left out of it (its sketches with it), named in ``view.lone_groups``; the rest is ranked as asked
+        per_group = photos[group].iloc[np.unique(pos)].value_counts()
+        lone = sorted(str(g) for g, n in per_group.items() if n < 2)
+        if lone:
+            ok = ~photos[group].iloc[pos].astype(str).isin(lone).to_numpy()
+            if not ok.any():
+                raise DataError(
+                    f"{data.name}: split {split!r} has one photo in every {group} ({lone[:5]}); ranking within "
+                    f"{group} needs two. Use group=None (the mixed gallery) or a split with more objects"
+                )
+            rows, pos = rows[ok], pos[ok]
     gal_rows, target = np.unique(pos, return_inverse=True)
     sketches = data.sketch_images(size, line_width)[rows]
     photos_img = data.photo_images(size)[gal_rows]
-    return RetrievalView(
+    view = RetrievalView(
         f"{data.name}/{split}",
         sketch_tensor(sketches),
         photo_tensor(photos_img),
@@ -321,6 +337,8 @@ def fg_view(
         None if data.strokes is None else [data.strokes[r] for r in rows],
         dropped,
     )
+    view.lone_groups = lone
+    return view
 
 
 def sketch_view(
