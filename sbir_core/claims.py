@@ -426,6 +426,9 @@ def evidence_table(metrics: pd.DataFrame) -> pd.DataFrame:
     ev["where"] = parts[1].fillna("") if parts.shape[1] > 1 else ""
     key = ["claim_id", "chapter", "dataset", "where", "method", "split"]
     wide = ev.pivot_table(index=key, columns="metric", values="value", aggfunc="first").reset_index()
+    # a metric NaN in every row (no claim testable: no relative effect anywhere) is dropped by the pivot
+    always = ["rel_effect", "rel_effect_ci95_lo", "rel_effect_ci95_hi", "paper_rel_effect", "mde_rel", "floor"]
+    wide = wide.reindex(columns=[*wide.columns, *(c for c in always if c not in wide.columns)])
     code_word = {v: k for k, v in ST.OUTCOME_CODE.items()}
     wide["outcome"] = wide["outcome"].map(lambda c: code_word.get(float(c), "?"))
     se = (wide["rel_effect_ci95_hi"] - wide["rel_effect_ci95_lo"]) / (2 * norm.ppf(0.975))

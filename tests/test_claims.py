@@ -81,6 +81,24 @@ def test_evidence_table_reads_back_every_outcome(tmp_path, monkeypatch):
     assert table["p"].notna().sum() >= 4
 
 
+def test_evidence_table_when_no_claim_is_testable(tmp_path, monkeypatch):
+    """Every arm at its floor (a smoke run, or a set too small to learn from): no relative effect anywhere, and
+    the table still has its columns (the pivot drops a metric that is NaN in every row)."""
+    from sbir_core.results import load_metrics
+
+    monkeypatch.setenv("SBIR_RESULTS", str(tmp_path))
+    cl = {"instance": np.arange(100)}
+    a, b = (Arm(np.full((2, 100), 0.02), cl, (0, 1), name=n) for n in "AB")
+    for x in (a, b):
+        x.floors["chance"] = x.constant(0.02)
+    ch6 = C.Chapter("06_stylemeup", "ci", {})
+    word = ch6.claim("stylemeup_beats_triplet_unseen", [(a, 1), (b, -1)], b, "style_world", "a - b", "test_unseen")
+    ch6.save()
+    table = CL.evidence_table(load_metrics("ci"))
+    assert word.outcome == "not testable" and list(table["outcome"]) == ["not testable"]
+    assert table["rel_effect"].isna().all() and table["p"].isna().all()
+
+
 def test_claims_chapter_agrees_with_the_chapters_outcomes(tmp_path, monkeypatch):
     """The claims chapter, executed on a results folder of known outcomes, glues exactly their counts."""
     import nbformat
