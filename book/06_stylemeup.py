@@ -395,13 +395,14 @@ for name in bench.p["REAL_DATASETS"]:
     if not available(name):
         C.absent(f"StyleMeUp and Triplet-SN on {name} (val-selected Acc@1/Acc@10, the paper's claim on real data)", name)
         continue
-    try:
+    try:  # StyleMeUp needs photos to translate into, and style episodes: sketch indices that drew the same photos
         rv = bench.real_views(name)
-    except DataError as err:  # a set found without its photos: StyleMeUp translates sketches into photos
-        C.note(f"**{name}: not run**, StyleMeUp needs photos (chapter 4 retrieves sketch to sketch there). {err}")
+        smu_ms = R.stylemeup_real(bench, ch.params(), rv).methods(range(SEED, SEED + SMU_REAL_SEEDS))
+    except DataError as err:
+        C.note(f"**{name}: not run**, StyleMeUp needs its photos and style episodes (chapter 4 retrieves sketch to "
+               f"sketch on a set without photos). {err}")
         continue
     te, scope = rv["test"], ch.scope(name, T.PROTOCOL_VAL, columns=("instance",))
-    smu_ms = R.stylemeup_real(bench, ch.params(), rv).methods(range(SEED, SEED + SMU_REAL_SEEDS))
     ev = {"stylemeup": [evaluate(m, te) for m in smu_ms],
           "triplet_sn": [evaluate(m, te) for m in bench.real(name, rv).methods(bench.real_seeds)]}
     seed_everything(SEED)

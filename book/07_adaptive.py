@@ -382,7 +382,9 @@ if available("quickdraw") and available("pacs"):
                              where=C.setting(k=k, level="category"), metric="map_all")
             rrows.append({"method": f"claim: ours beats {ref}", "k": k, "mAP@all": e_.text(points=False)})
     C.prose(f"Classes {', '.join(qp['classes'])}: {len(rv)} QuickDraw queries, {len(rv.gallery)} PACS test photos, "
-          f"{qp['n_support_photos']} PACS training photos for the supports.")
+          f"{qp['n_support_photos']} PACS training photos for the supports."
+          + (f" Left out (no PACS photo in the test or the training split): {', '.join(qp['dropped_classes'])}."
+             if qp["dropped_classes"] else ""))
     display(pd.DataFrame(rrows).set_index(["method", "k"]).fillna(""))
 else:
     C.absent("the category level on QuickDraw sketches against PACS photos (k-shot adaptation of ours, ANIL, fine-tuning "

@@ -228,16 +228,17 @@ class StyleBench:
         """Chapter 4's trained Triplet-SN models, one per seed (from the store)."""
         return self.baseline().methods(self.seeds)
 
-    def real_views(self, name: str, view=None) -> dict:
+    def real_views(self, name: str, view=None, photo_less=None) -> dict:
         """A real set's train / val / test views as trunk features (``view``: the view builder, fg_view by
-        default), the training view grouped by category, with the set (``data``) and the image views
-        (``images``); a DataError when the set cannot give them."""
+        default; ``photo_less``: the builder for a set found without its photos, e.g. sketch_view), the training
+        view grouped by category, with the set (``data``) and the image views (``images``); a DataError when the
+        set cannot give them."""
         from sbir_core.data import load_dataset
         from sbir_core.data.views import fg_view
         from sbir_core.features import principal
 
         data = load_dataset(name, seed=int(self.p["SEED"]))
-        make = view or fg_view
+        make = photo_less if photo_less is not None and not len(data.photos) else (view or fg_view)
         images = {s: make(data, s, self.p["IMAGE_SIZE"], self.p["LINE_WIDTH"]) for s in ("train", "val", "test")}
         proj = None  # the set's own principal directions, from its training split
         if self.p["FREEZE_TRUNK"] and int(self.p["FEATURE_DIMS"]):
@@ -468,6 +469,7 @@ class StyledBench:
 
     def __init__(self, bench: StyleBench, p: dict, media, problems: dict, name: str, reuse: dict | None = None):
         self.bench, self.p, self.media, self.problems, self.name = bench, p, list(media), problems, name
+        self.dropped_classes: list = []  # classes the benchmark's rule left out (with_style_real)
         self._reuse = reuse or {}  # dataset name -> sketch_id -> chapter 4's projected features of that sketch
         self._tables, self._views = {}, {}
 
@@ -740,18 +742,29 @@ def with_style_real(bench: StyleBench, p: dict) -> StyledBench:
     "train": ``WS_REAL_PER_CLASS`` PACS training sketches of each of ``WS_REAL_CLASSES`` against as many PACS
     training images of each class and medium; "quickdraw": ``WS_REAL_QUERIES`` QuickDraw drawings of each
     class, each asked once per PACS medium with exemplars from the PACS training images, against
-    ``WS_REAL_GALLERY`` PACS test images of each class and medium. A DataError when a set is absent."""
-    from sbir_core.data import load_dataset
-    from sbir_core.data.styled import class_sample, cross_styled, styled_train
+    ``WS_REAL_GALLERY`` PACS test images of each class and medium. A class without a PACS training sketch, or
+    without a training and a test image in every medium, is left out (``styled.complete_classes``; named in the
+    bench's ``dropped_classes``). A DataError when a set is absent or fewer than two classes are left."""
+    from sbir_core.data import DataError, load_dataset
+    from sbir_core.data.styled import class_sample, complete_classes, cross_styled, styled_train
 
-    classes, seed, n = list(p["WS_REAL_CLASSES"]), int(p["SEED"]), int(p["WS_REAL_PER_CLASS"])
-    pacs = class_sample(load_dataset("pacs"), classes, {"train": n}, {"train": n, "test": p["WS_REAL_GALLERY"]}, seed)
+    seed, n = int(p["SEED"]), int(p["WS_REAL_PER_CLASS"])
+    pacs = load_dataset("pacs")
+    classes = complete_classes(pacs, list(p["WS_REAL_CLASSES"]), ["train"], ["train", "test"])
+    if len(classes) < 2:
+        raise DataError(
+            f"pacs: {len(classes)} of the classes {list(p['WS_REAL_CLASSES'])} have a training sketch and training and "
+            f"test images in every medium: the search needs 2+"
+        )
+    pacs = class_sample(pacs, classes, {"train": n}, {"train": n, "test": p["WS_REAL_GALLERY"]}, seed)
     qd = load_dataset("quickdraw", classes=classes)
     media = sorted(set(pacs.photos["medium"]))
     train = styled_train(pacs, "train", media, paired=False)
     queries = cross_styled(qd, pacs, classes, p["WS_EXEMPLARS"], seed, None, max_per_class=p["WS_REAL_QUERIES"])
     problems = {"train": (train, pacs, pacs), "quickdraw": (queries, qd, pacs)}
-    return StyledBench(bench, p, media, problems, "pacs_quickdraw")
+    out = StyledBench(bench, p, media, problems, "pacs_quickdraw")
+    out.dropped_classes = [c for c in p["WS_REAL_CLASSES"] if c not in classes]
+    return out
 
 
 def with_style(bench: StyleBench, p: dict) -> Run:
@@ -764,7 +777,8 @@ def quickdraw_pacs(bench: StyleBench, max_per_class: int, n_support: int, seed: 
     photos of those classes (relevant: same class), as the world's methods read them. Each class's drawings
     (the first ``max_per_class`` of its file) are shuffled once (``data.support.support_pool``): the first
     ``n_support`` are its support pool, the rest its queries. Returns {"view", "images" (the same as
-    images), "support": k -> support_for, "classes", "n_support_photos"}; a DataError when they share < 2."""
+    images), "support": k -> support_for, "classes", "n_support_photos", "dropped_classes"}; a DataError when they
+    share < 2 classes with PACS photos in both the test and the training split."""
     import numpy as np
 
     from sbir_core.data import DataError, load_dataset
@@ -774,9 +788,17 @@ def quickdraw_pacs(bench: StyleBench, max_per_class: int, n_support: int, seed: 
 
     pacs = load_dataset("pacs", seed=int(bench.p["SEED"]))
     photo = pacs.photos["medium"] == "photo"
-    classes = sorted(set(pacs.photos.loc[photo, "category"].astype(str)) & set(find()[1]))
+    shared = sorted(set(pacs.photos.loc[photo, "category"].astype(str)) & set(find()[1]))
+    # a class needs PACS photos in the test split (its relevant gallery items) and in the training split (its
+    # support); one without either is left out and named in "dropped_classes"
+    split = pacs.photos["split"]
+    has = {s: set(pacs.photos.loc[photo & (split == s), "category"].astype(str)) for s in ("test", "train")}
+    classes = [c for c in shared if c in has["test"] and c in has["train"]]
     if len(classes) < 2:
-        raise DataError(f"QuickDraw and PACS share {len(classes)} classes ({classes}): the category level needs 2+")
+        raise DataError(
+            f"QuickDraw and PACS share {len(classes)} classes with PACS photos in both the test and the training split "
+            f"({classes}; shared by name: {shared}): the category level needs 2+"
+        )
     qd = load_dataset("quickdraw", classes=classes, max_per_class=max_per_class)
     pool, queries = support_pool(qd.sketches, n_support, seed)
     photo &= pacs.photos["category"].astype(str).isin(classes)
@@ -800,6 +822,7 @@ def quickdraw_pacs(bench: StyleBench, max_per_class: int, n_support: int, seed: 
         "images": images,
         "classes": classes,
         "n_support_photos": len(sup),
+        "dropped_classes": [c for c in shared if c not in classes],
         "support": lambda k: support_for_class(support.queries, pool, support.gallery, cls, k, seed),
     }
 

@@ -67,6 +67,20 @@ def world_in_media(data: SBIRData, media, instances=None) -> SBIRData:
     return dataclasses.replace(data, photos=rows[list(data.photos.columns)], photo_arrays=arrays["photos"])
 
 
+def complete_classes(data: SBIRData, classes, sketch_splits, photo_splits) -> list:
+    """The ``classes`` with a sketch in every split of ``sketch_splits`` and a photo of every medium of the data in
+    every split of ``photo_splits``: the rule that leaves out a class a split cannot rank (a query of a class and
+    medium with no gallery item of it has no relevant item)."""
+    media = sorted(set(data.photos["medium"]))
+    sk = set(zip(data.sketches["category"].astype(str), data.sketches["split"]))
+    ph = set(zip(data.photos["category"].astype(str), data.photos["medium"], data.photos["split"]))
+    return [
+        c
+        for c in classes
+        if all((c, s) in sk for s in sketch_splits) and all((c, m, s) in ph for m in media for s in photo_splits)
+    ]
+
+
 def class_sample(data: SBIRData, classes, sketches: dict, photos: dict, seed: int = 0) -> SBIRData:
     """``data`` cut to ``classes``: per split, ``sketches[split]`` random sketches of each class and
     ``photos[split]`` random photos of each class and medium (a split not named keeps none; all where a
