@@ -173,6 +173,10 @@ def validate(scales=SCALES) -> list[str]:
                 continue
             if extra:
                 problems.append(f"{chapter} ({scale}): config sets {extra}, which the parameters cell does not define")
+    known = set().union(*(chapter_defaults(c) for c in chapters()))
+    stray = sorted(set(smoke_overrides()) - known)
+    if stray:
+        problems.append(f"{SMOKE.name}: sets {stray}, which no chapter's parameters cell defines")
     return problems
 
 
@@ -265,6 +269,17 @@ def record_timing(scale: str, chapter: str, seconds: float, status: str) -> None
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+SMOKE = REPO_ROOT / "paper_runs" / "configs" / "smoke.yaml"
+
+
+def smoke_overrides() -> dict:
+    """The smoke run's parameter overrides (``paper_runs/configs/smoke.yaml``): counts shrunk, settings kept."""
+    values = yaml.safe_load(SMOKE.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{SMOKE}: expected NAME: value lines")
+    return values
 
 
 def parse_set(items) -> dict:
@@ -671,6 +686,12 @@ def main(argv=None) -> int:
         help="a parameter for every chapter that has it, e.g. --set SEED=3 --set WORLD='{seed: 7}'",
     )
     p_run.add_argument("--out", type=Path, default=None, help="write results and notebooks here, not paper_runs/")
+    p_run.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a few steps of every part at the scale's image sizes and encoders (paper_runs/configs/smoke.yaml); "
+        "needs --out: its numbers are not results",
+    )
     p_cmp = sub.add_parser("compare", help="every claim's outcome and effect in two runs of the book, side by side")
     p_cmp.add_argument("a", type=Path, help="a results folder (paper_runs, or a run's --out)")
     p_cmp.add_argument("b", type=Path)
@@ -696,7 +717,12 @@ def main(argv=None) -> int:
     p_build.add_argument("--builder", default="html")
     args = parser.parse_args(argv)
     if args.command == "run":
-        return 1 if run(args.scale, args.only, args.force, parse_set(args.set), args.out) else 0
+        overrides = parse_set(args.set)
+        if args.smoke:
+            if args.out is None:
+                parser.error("--smoke writes into a folder of its own: give --out DIR")
+            overrides = smoke_overrides() | overrides
+        return 1 if run(args.scale, args.only, args.force, overrides, args.out) else 0
     if args.command == "compare":
         both = compare_runs(args.a, args.b, args.scale)
         _print_comparison(both, args.a, args.b)
