@@ -55,8 +55,10 @@ def notes_of(out: Path, chapter: str) -> str:
 
 
 def test_every_chapter_runs_on_every_dataset_layout(tmp_path):
-    out = smoke(tmp_path, write_root(tmp_path / "data"))
-    for chapter in sorted(p.stem for p in (REPO / "book").glob("[0-9][0-9]_*.py")):
+    """Every chapter that reads real data (1 and 9 read none), and chapter 10 over their claims."""
+    chapters = [p.stem for p in sorted((REPO / "book").glob("[0-9][0-9]_*.py")) if p.stem[:2] not in ("01", "09")]
+    out = smoke(tmp_path, write_root(tmp_path / "data"), "--only", *chapters)
+    for chapter in chapters:
         assert (out / "ci" / chapter / "metrics.csv").exists(), chapter
     for chapter, want in FILLED.items():
         missing = want - datasets_of(out, chapter)
