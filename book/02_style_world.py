@@ -40,7 +40,7 @@ IMAGE_SIZE = 32  # image side of the benchmark's views (as in chapter 4)
 LINE_WIDTH = 1.5  # sketch line width at IMAGE_SIZE, pixels
 NN_SIZE = 32  # image side of the pixel-space nearest-neighbour baseline
 NN_BLUR = 1.0  # Gaussian blur (pixels) of the baseline's ink and edge maps
-FIG_INSTANCE = 1  # the object shown in the single-object figures (index; 1 is a chair)
+FIG_INSTANCE = 1  # the object shown in the single-object figures (its index in the world)
 FIG_SIZE = 128  # pixel size of sketches and photos in the figures
 BUDGET_S = 60  # this chapter's time budget at this scale on 2 CPU cores, seconds (python -m sbir_core.bench book)
 
@@ -177,8 +177,8 @@ pd.DataFrame(
 
 # %% [markdown]
 # The canonical stroke format has no line width, so a heavy hand shows the way it does on
-# paper: a parallel second pass beside a stroke. The same chair, drawn by the same unseen
-# drawer, along each dial (left: the photo):
+# paper: a parallel second pass beside a stroke. One object drawn by four unseen drawers
+# (columns), along each dial (rows; left: the object's photo):
 
 # %% tags=["hide-input"]
 i0 = FIG_INSTANCE

@@ -256,7 +256,6 @@ else:
 # %% tags=["hide-input"]
 ch.glue("minutes", (time.perf_counter() - t_start) / 60)
 ch.save()
-print(f"{len(ch.rows)} metric rows saved")
 
 # %% [markdown]
 # This chapter ran in {glue:text}`c09_minutes:.1f` minutes here.
