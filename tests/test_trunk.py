@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sbir_core.models.encoders import EncoderUnavailable, build_encoder
-from sbir_core.models.trunk import Trunk, TrunkSpec, as_lines, edge_map
+from sbir_core.models.trunk import INFERENCE_CHUNK, Trunk, TrunkSpec, as_lines, edge_map
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +28,23 @@ def test_a_frozen_trunk_has_no_gradient_and_stays_in_eval_mode(trunk):
     assert not trunk(x).requires_grad
     a, b = trunk(x), trunk(x)
     assert torch.equal(a, b)  # deterministic: the same image gives the same features
+
+
+def test_inference_in_channels_last_chunks_equals_one_whole_batch(trunk):
+    """Without gradients the trunk runs chunks of INFERENCE_CHUNK images in channels-last memory (for speed):
+    the features are those of one contiguous batch, to float32 rounding, in order, for any count."""
+    n = INFERENCE_CHUNK * 2 + 5
+    x = torch.cat([(torch.rand(n, 1, 64, 64) > 0.9).float().expand(-1, 3, -1, -1), torch.rand(n, 3, 64, 64)])
+    with torch.no_grad():
+        whole = trunk._pooled(x)
+    chunked = trunk(x)
+    assert chunked.shape == whole.shape
+    assert torch.allclose(chunked, whole, rtol=1e-4, atol=1e-4)
+    assert trunk(x[:0]).shape == (0, trunk.dim)
+    trainable = Trunk(TrunkSpec(block=2, pool=1, weights="random"), trainable=True).eval()
+    with torch.no_grad():  # a trainable trunk evaluated: the same chunked path
+        assert torch.allclose(trainable(x), trainable._pooled(x), rtol=1e-4, atol=1e-5)
+    assert trainable(x[:2]).requires_grad  # and with gradients, the whole batch as it is
 
 
 def test_a_trainable_trunk_learns_end_to_end():

@@ -9,6 +9,7 @@ BENCHES = {
     "train": "sbir_core.bench.train",
     "book": "sbir_core.bench.book",
     "query": "sbir_core.bench.query",
+    "trunk": "sbir_core.bench.trunk",
 }
 
 
