@@ -175,6 +175,7 @@ for name, data in found.items():
 # construction and the stroke and point counts carry the differences between drawers.
 # Datasets stored as images have no strokes; for them we measure ink on the 64-pixel raster:
 # the mean darkness, the share of inked pixels and the inked extent as a fraction of the side.
+# In the table a dash marks a statistic that does not apply to how a set is stored.
 
 # %% tags=["hide-input"]
 stroke_cols = ["strokes", "points", "points_per_stroke", "length", "extent"]
@@ -213,7 +214,8 @@ summary = (
     if summaries
     else None
 )
-summary
+# a stroke statistic of a set stored as images (or an ink one of a set stored as strokes) does not apply: a dash
+summary if summary is None else summary.round(3).astype(object).where(summary.notna(), "—")
 
 # %% tags=["hide-input"]
 stroke_sets = ["style_world"] + [n for n in found if found[n].strokes is not None]

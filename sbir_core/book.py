@@ -652,7 +652,8 @@ def expect(
 
 
 def build(builder: str = "html") -> int:
-    """Build the book from the executed notebooks with warnings as errors; return the exit code."""
+    """Build the book from the executed notebooks with warnings as errors, and fail on what a reader must not meet
+    on a page (stderr, warning or traceback text, "nan"; ``sbir_core.pages``); return the exit code."""
     jb = Path(sys.executable).with_name("jupyter-book")
     cmd = [
         str(jb) if jb.exists() else "jupyter-book",
@@ -668,7 +669,17 @@ def build(builder: str = "html") -> int:
     if missing:
         print(f"[build] not executed yet: {', '.join(missing)}; run `python -m sbir_core.book run` first")
         return 1
+    from sbir_core.pages import html_problems, notebook_problems
+
+    problems = notebook_problems(BOOK / f"{c}.ipynb" for c in chapters())
     code = subprocess.call(cmd, cwd=REPO_ROOT)
+    if code == 0 and builder == "html":
+        html = REPO_ROOT / "_build" / "html"
+        pages = [f for f in html.rglob("*.html") if not f.relative_to(html).parts[0].startswith("_")]
+        problems += html_problems(sorted(pages))
+    if problems:  # what a reader must not meet on a page (sbir_core.pages)
+        print(f"[build] {len(problems)} page problem(s):\n  " + "\n  ".join(problems))
+        return 1
     if code == 0:
         print(f"[build] open {REPO_ROOT / '_build' / 'html' / 'index.html'}")
     return code
