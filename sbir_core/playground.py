@@ -507,6 +507,15 @@ class Engine:
             self.views,
         )
 
+    def first_copyable_target(self, gallery: Gallery, within: int = 10) -> int | None:
+        """The first of the gallery's sketches to copy whose own drawing this model ranks its photo in the top
+        ``within`` (its index among ``gallery.targets``), or None: the playground's default target, so that a
+        reader who copies it sees the rank reach the grid (most copies of a random target end at rank 10-30)."""
+        for i, t in enumerate(gallery.targets):
+            if self.query(t.strokes, gallery, 1, t.index).target_rank <= within:
+                return i
+        return None
+
     def first_ranked_target(self, gallery: Gallery) -> int | None:
         """The first of the gallery's sketches to copy whose photo this model ranks first (its index
         among ``gallery.targets``), or None: a copy that should be found if the page works."""

@@ -40,6 +40,9 @@ from sbir_core import strokes as SK
 log = logging.getLogger(__name__)
 FLUSH_S = 0.03  # draw the stroke in progress at most this often (seconds): see SketchPad._flush
 FLUSH_POINTS = 64  # ... or after this many new points
+LIVE_S = 0.2  # while a stroke is drawn, the results refresh at most this often (seconds): SketchPad.on_drawing
+MIN_PHOTOS = 2  # different photos the kept drawings must show before personalising (Engine.personalise)
+FIRST_GALLERY = "world:shoe"  # the gallery the explorer opens on (the README's first target), when the world has it
 QUERY_KEYS = ("method", "gallery", "target", "scale")  # what the app's URL may set (besides the server's token)
 
 
@@ -125,6 +128,7 @@ class SketchPad:
         self._drawn, self._flushed = 0, 0.0  # points of the current stroke already drawn; when
         self._t0: float | None = None
         self._listeners = []
+        self._live, self._lived = [], 0.0  # listeners while drawing; when they were last called
         c = self.canvas
         c.on_mouse_down(self._down)
         c.on_mouse_move(self._move)
@@ -167,6 +171,11 @@ class SketchPad:
     def on_stroke_end(self, callback) -> None:
         """Call ``callback(pad)`` after each stroke, undo and clear."""
         self._listeners.append(callback)
+
+    def on_drawing(self, callback) -> None:
+        """Call ``callback(pad)`` while a stroke is being drawn, at most every ``LIVE_S`` seconds (the drawing
+        so far, the stroke in progress included)."""
+        self._live.append(callback)
 
     # -- editing
     def undo(self) -> None:
@@ -219,6 +228,7 @@ class SketchPad:
         self._drawing = True
         self.parts.append([(x * self.scale, y * self.scale, self._now())])
         self._drawn, self._flushed = 1, time.perf_counter()
+        self._lived = self._flushed  # the first live refresh comes LIVE_S into the stroke
 
     def _move(self, x, y) -> None:
         if not self._drawing:
@@ -238,6 +248,9 @@ class SketchPad:
         self._drawn = len(part)
         self._flushed = time.perf_counter()
         self._say(drawing=True)
+        if self._live and self._drawing and self._flushed - self._lived >= LIVE_S:
+            self._lived = self._flushed
+            self._notify(self._live)
 
     def _up(self, x, y) -> None:
         if not self._drawing:
@@ -256,7 +269,10 @@ class SketchPad:
 
     def _changed(self) -> None:
         self._say()
-        for cb in self._listeners:
+        self._notify(self._listeners)
+
+    def _notify(self, listeners) -> None:
+        for cb in listeners:
             try:
                 cb(self)
             except Exception:  # noqa: BLE001 - a listener's error must not break drawing
@@ -323,6 +339,10 @@ class Explorer:
         self.cells = [W.VBox([W.Image(format="png", width=80, height=80), HTML()]) for _ in range(k)]
         self.grid = W.GridBox(self.cells, layout=W.Layout(grid_template_columns="repeat(5, 96px)", grid_gap="4px"))
         self.grid.add_class("sbir-results")
+        self.hint = HTML(
+            markup("<i>draw on the pad, or press 'put it on the pad': the {} nearest photos appear here</i>", k)
+        )
+        self.hint.add_class("sbir-hint")
         self.widget = W.VBox(
             [
                 self.notice,
@@ -345,6 +365,7 @@ class Explorer:
                 ),
                 self.message,
                 HTML(markup("<b>top {}</b>", k)),
+                self.hint,
                 self.grid,
                 self.done,
             ]
@@ -355,9 +376,12 @@ class Explorer:
         self.train_button.on_click(lambda _: self._guard(self._train))
         self.folder_button.on_click(lambda _: self._guard(self._load_folder))
         self.next_target.on_click(lambda _: self._guard(self._step_target))
-        self.show_target.on_click(lambda _: self._guard(lambda: self.pad.load(self.target.strokes)))
+        self.show_target.on_click(lambda _: self._guard(self._copy_target))
         self.pad.on_stroke_end(lambda _: self._guard(self.update, mark=True))
+        self.pad.on_drawing(lambda _: self._guard(lambda: self.update(live=True)))
         self._target_index = 0
+        self._chosen = False  # whether the target shown was picked by the first-minute rule (``_set_gallery``)
+        self.kept_photos: set[int] = set()  # photos of the drawings kept to personalise (``Personalise``)
         self._wanted_target = self._target_option(options.get("target"))
         self._guard(lambda: self._start(options))
 
@@ -393,7 +417,7 @@ class Explorer:
         except (TypeError, ValueError):
             index = -1
         if index < 0:
-            self._reject(f"target {value!r} is not a whole number from 0: the first sketch is shown")
+            self._reject(f"target {value!r} is not a whole number from 0: the default sketch is shown")
             return None
         return index
 
@@ -462,7 +486,8 @@ class Explorer:
             else:
                 self.folder.value = initial
                 initial = "folder"
-        value = initial if initial in values else (old if old in values else values[0])
+        first = FIRST_GALLERY if FIRST_GALLERY in values else values[0]
+        value = initial if initial in values else (old if old in values else first)
         if self.source.value == value:
             self._pick_gallery()
         else:
@@ -493,14 +518,33 @@ class Explorer:
         wanted, self._wanted_target = self._wanted_target, None  # the option's target, checked once
         if wanted is not None and gallery.targets and wanted >= len(gallery.targets):
             last = len(gallery.targets) - 1
-            self._reject(f"target {wanted} is out of range: this gallery has sketches 0 to {last}; the first is shown")
+            self._reject(
+                f"target {wanted} is out of range: this gallery has sketches 0 to {last}; the default is shown"
+            )
         elif wanted is not None:
             self._target_index = wanted
+        self._chosen = wanted is None or wanted >= len(gallery.targets)
+        if self._chosen:  # the stated rule: the first sketch whose own copy this model ranks in its top k
+            self._target_index = self.engine.first_copyable_target(gallery, self.k) or 0
         self._set_target(self._target_index)
         self.update()
 
+    def _copy_target(self) -> None:
+        """Put the sketch to copy on the pad: a new drawing, so its rank trail starts again."""
+        self.history = []
+        self.pad.load(self.target.strokes)
+
     def _step_target(self) -> None:
-        self._set_target(self._target_index + 1)
+        """The next sketch to copy; while drawings are kept to personalise (``kept_photos``), the next one of a
+        photo neither kept nor shown now, since adapting needs drawings of different photos."""
+        self._chosen = False
+        targets = self.gallery.targets if self.gallery else []
+        step = 1
+        if self.kept_photos and self.target is not None:
+            skip = self.kept_photos | {self.target.index}
+            n = len(targets)
+            step = next((d for d in range(1, n) if targets[(self._target_index + d) % n].index not in skip), 1)
+        self._set_target(self._target_index + step)
         self.update()
 
     def _set_target(self, i: int) -> None:
@@ -514,19 +558,28 @@ class Explorer:
         self._target_index = i % len(targets)
         self.target = targets[self._target_index]
         self.target_image.value = png(SK.rasterise(self.target.strokes, 96, 2.0))
-        self.rank.value = f"copy it: its photo's rank appears here after each stroke ({self.target.sketch_id})"
+        why = f"; picked as the first sketch whose copy this model ranks in its top {self.k}" if self._chosen else ""
+        self.rank.value = (
+            f"copy it: its photo's rank appears here after each stroke ({self.target.sketch_id}{why})"
+        )  # fmt: skip
 
     # -- retrieval
     def _clear_results(self) -> None:
+        """No results: the cells hidden (an empty image is a broken-image icon in a browser), the hint shown."""
         for cell in self.cells:
             cell.children[0].value = b""
             cell.children[1].value = ""
+            cell.layout.display = "none"
+        self.hint.layout.display = ""
 
-    def update(self) -> None:
-        """Search with the pad's drawing and show the results (after each stroke)."""
+    def update(self, live: bool = False) -> None:
+        """Search with the pad's drawing and show the results: after each stroke, and with ``live`` while one is
+        drawn (the rank is shown, not added to the trail, which counts finished strokes)."""
         if self.engine is None or self.gallery is None:
             return
         strokes, note = self.pad.strokes()
+        if strokes is None and live:
+            return
         if strokes is None:
             self._clear_results()
             self._set_target(self._target_index)  # the rank trail starts again
@@ -545,11 +598,22 @@ class Explorer:
                 self.gallery.labels[i],
                 d,
             )
+        for cell in self.cells[: len(hits.index)]:
+            cell.layout.display = ""
         for cell in self.cells[len(hits.index) :]:
             cell.children[0].value, cell.children[1].value = b"", ""
+            cell.layout.display = "none"
+        self.hint.layout.display = "none"
         notes = [n for n in (note, self.gallery.message) if n]
         self.message.value = ("⚠ " + "; ".join(notes)) if notes else ""
-        if hits.target_rank is not None:
+        if hits.target_rank is not None and live:
+            self.rank.value = markup(
+                "<span class='sbir-live-rank'>target rank now <b>{}</b> of {} (drawing)</span><br>by stroke: {}",
+                hits.target_rank,
+                len(self.gallery),
+                " → ".join(map(str, self.history[-12:])) or "-",
+            )
+        elif hits.target_rank is not None:
             self.history.append(hits.target_rank)
             trail = " → ".join(map(str, self.history[-12:]))
             self.rank.value = markup(
@@ -662,7 +726,12 @@ class Personalise:
 
     def _show(self) -> None:
         state = "adapted" if self.adapted is not None and self.explorer.engine is self.adapted else "not adapted"
-        self.count.value = f"{len(self.drawings)} drawing(s) kept; the explorer's model is {state}"
+        photos = len(set(self.rows))
+        self.explorer.kept_photos = set(self.rows)
+        self.count.value = (
+            f"kept: {len(self.drawings)} drawing(s) of {photos} photo(s); adapting needs drawings of at least "
+            f"{MIN_PHOTOS} different photos; the explorer's model is {state}"
+        )
 
     def _keep(self) -> None:
         ex = self.explorer
@@ -680,12 +749,12 @@ class Personalise:
         self.gallery = ex.gallery
         self.drawings.append(np.asarray(strokes).copy())
         self.rows.append(int(ex.target.index))
-        self.message.value = "kept: press 'another sketch to copy' in the explorer for the next one"
+        self.message.value = "kept: press 'another sketch to copy' in the explorer for a sketch of another photo"
 
     def _adapt(self) -> None:
         ex = self.explorer
         if ex.engine is None or self.gallery is None:
-            raise P.PlaygroundError("keep at least two drawings of different photos first")
+            raise P.PlaygroundError(f"keep drawings of at least {MIN_PHOTOS} different photos first")
         base = self.base if ex.engine is self.adapted and self.base is not None else ex.engine
         self.adapted = base.personalise(self.drawings, self.gallery, self.rows)
         self.base, ex.engine = base, self.adapted
