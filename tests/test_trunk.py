@@ -52,6 +52,7 @@ def test_a_trainable_trunk_learns_end_to_end():
     x = torch.rand(3, 3, 32, 32) * 2 - 1
     out = enc(x)
     assert out.shape == (3, 8) and torch.allclose(out.norm(dim=1), torch.ones(3))
+    assert enc.embed_dim == 8  # the encoders' contract: the paper scale's Sketching with Style read it and failed
     out.sum().backward()
     assert enc[0].blocks[0]._depthwise_conv.weight.grad is not None
 

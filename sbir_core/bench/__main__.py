@@ -1,4 +1,4 @@
-"""Run one benchmark by name: ``python -m sbir_core.bench {world,data,train,book} [options]``."""
+"""Run one benchmark by name: ``python -m sbir_core.bench {world,data,train,book,query,trunk,gpu} [options]``."""
 
 import importlib
 import sys
@@ -10,6 +10,7 @@ BENCHES = {
     "book": "sbir_core.bench.book",
     "query": "sbir_core.bench.query",
     "trunk": "sbir_core.bench.trunk",
+    "gpu": "sbir_core.bench.gpu",
 }
 
 

@@ -277,7 +277,10 @@ def trunk_head(trunk: dict | None = None, **kwargs) -> nn.Module:
     from sbir_core.models.trunk import Trunk, TrunkSpec
 
     net = Trunk(TrunkSpec.of(trunk), trainable=True)
-    return nn.Sequential(net, FeatureHead(**{"in_dim": net.dim, **kwargs}))
+    head = FeatureHead(**{"in_dim": net.dim, **kwargs})
+    encoder = nn.Sequential(net, head)
+    encoder.embed_dim = head.embed_dim  # every encoder's contract (Sketching with Style's streams read it)
+    return encoder
 
 
 def small_cnn(**kwargs) -> nn.Module:
