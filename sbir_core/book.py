@@ -651,6 +651,21 @@ def expect(
     return 0
 
 
+def _browse(pages) -> list[str]:
+    """The built pages in headless Chromium at a laptop's and a phone's width (``pages.browse``), screenshots in
+    ``_build/screenshots``; without a browser, said and skipped, except under ``SBIR_REQUIRE_BROWSER=1`` (CI)."""
+    from sbir_core.browser import BrowserError
+    from sbir_core.pages import browse
+
+    try:
+        return browse(pages, shots=REPO_ROOT / "_build" / "screenshots")
+    except BrowserError as err:
+        if os.environ.get("SBIR_REQUIRE_BROWSER") == "1":
+            return [f"the pages could not be opened in a browser: {err}"]
+        print(f"[build] pages not checked in a browser: {err}")
+        return []
+
+
 def build(builder: str = "html") -> int:
     """Build the book from the executed notebooks with warnings as errors, and fail on what a reader must not meet
     on a page (stderr, warning or traceback text, "nan"; ``sbir_core.pages``); return the exit code."""
@@ -677,6 +692,7 @@ def build(builder: str = "html") -> int:
         html = REPO_ROOT / "_build" / "html"
         pages = [f for f in html.rglob("*.html") if not f.relative_to(html).parts[0].startswith("_")]
         problems += html_problems(sorted(pages))
+        problems += _browse(sorted(pages))
     if problems:  # what a reader must not meet on a page (sbir_core.pages)
         print(f"[build] {len(problems)} page problem(s):\n  " + "\n  ".join(problems))
         return 1

@@ -76,3 +76,65 @@ def html_problems(paths) -> list[str]:
                 more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
                 problems.append(f"{path.name}: {what}: {_context(text, found[0])!r}{more}")
     return problems
+
+
+# the page as a reader's browser lays it out: what sticks out of the viewport without a scroll container to
+# hold it, images that did not load, and the visible text
+_LAYOUT_JS = """() => {
+  const vw = document.documentElement.clientWidth;
+  const scrolls = (el) => {
+    for (let a = el.parentElement; a && a !== document.body; a = a.parentElement) {
+      const o = getComputedStyle(a).overflowX;
+      if (o === 'auto' || o === 'scroll') return true;  // hidden or clip: cut off, not scrollable
+    }
+    return false;
+  };
+  const wide = [];
+  for (const el of document.body.querySelectorAll('*')) {
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 || r.right <= vw + 1 || getComputedStyle(el).position === 'fixed') continue;
+    if (scrolls(el)) continue;
+    const inner = Array.from(el.children).some((c) => c.getBoundingClientRect().right > vw + 1 && !scrolls(c));
+    if (!inner) wide.push(`${el.tagName.toLowerCase()}${el.className && typeof el.className === 'string' ?
+      '.' + el.className.trim().split(/\\s+/).join('.') : ''} (${Math.round(r.right)} px)`);
+  }
+  const broken = Array.from(document.images)
+    .filter((i) => i.getAttribute('src') && i.complete && i.naturalWidth === 0)
+    .map((i) => i.getAttribute('src'));
+  return {scroll: document.documentElement.scrollWidth, width: vw, wide: wide.slice(0, 5), n_wide: wide.length,
+          broken, text: document.body.innerText};
+}"""
+
+WIDTHS = (1280, 390)  # a laptop and a phone, in CSS pixels
+
+
+def browse(pages, widths=WIDTHS, shots: Path | None = None) -> list[str]:
+    """Each built page opened in headless Chromium at each width (``sbir_core.browser``): a broken image, an element
+    wider than the viewport outside a scroll container, or warning or traceback text a reader sees is a problem.
+    ``shots``: a folder for a full-page screenshot of each (build artefacts, never committed)."""
+    from sbir_core.browser import browser_page
+
+    problems = []
+    # a redirect (the root index.html) navigates away while it is read: its target is checked on its own
+    pages = [
+        Path(p).resolve() for p in pages if 'http-equiv="refresh"' not in Path(p).read_text(errors="replace").lower()
+    ]
+    for width in widths:
+        with browser_page(width=width, height=900) as page:
+            for path in pages:
+                page.goto(path.as_uri(), wait_until="load")
+                seen = page.evaluate(_LAYOUT_JS)
+                where = f"{path.name} at {width} px"
+                if seen["broken"]:
+                    problems.append(f"{where}: {len(seen['broken'])} broken image(s), e.g. {seen['broken'][0]}")
+                if seen["n_wide"]:
+                    problems.append(
+                        f"{where}: {seen['n_wide']} element(s) wider than the {seen['width']} px viewport outside a "
+                        f"scroll container: {', '.join(seen['wide'])}"
+                    )
+                if m := FAILURE.search(seen["text"]):
+                    problems.append(f"{where}: shows {_context(seen['text'], m)!r}")
+                if shots is not None:
+                    shots.mkdir(parents=True, exist_ok=True)
+                    page.screenshot(path=str(shots / f"{path.stem}-{width}.png"), full_page=True)
+    return problems

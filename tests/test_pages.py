@@ -56,3 +56,32 @@ def test_nan_in_prose_or_a_table_cell_is_found_not_in_code(tmp_path):
     assert len(found) == 1 and "nan%" in found[0] and "(and 1 more)" in found[0]
     page.write_text("<html><body><p>UserWarning: the kernel's temporary file</p></body></html>")
     assert "failure text" in html_problems([page])[0]
+
+
+def test_pages_in_a_browser_find_broken_images_overflow_and_failure_text(tmp_path):
+    """A page as a phone lays it out (``pages.browse``, headless Chromium): a broken image, a table wider than the
+    viewport outside a scroll container, and warning text are each found; the same table in a scroll container,
+    and a redirect page, are not problems. Without a browser it skips, except under SBIR_REQUIRE_BROWSER=1."""
+    import os
+
+    import pytest
+
+    from sbir_core import browser as BR
+    from sbir_core.pages import browse
+
+    if BR.chromium_path() is None:
+        if os.environ.get("SBIR_REQUIRE_BROWSER") == "1":
+            pytest.fail("SBIR_REQUIRE_BROWSER=1 but no Chromium")
+        pytest.skip("no Chromium")
+    wide = "<table><tr>" + "".join(f"<td>column{i:02d}</td>" for i in range(60)) + "</tr></table>"
+    good, bad, redirect = tmp_path / "good.html", tmp_path / "bad.html", tmp_path / "index.html"
+    good.write_text(f"<html><body><p>fine</p><div style='overflow-x:auto'>{wide}</div></body></html>")
+    bad.write_text(
+        f"<html><body><img src='missing.png'><div style='overflow-x:hidden'>{wide}</div>"
+        "<p>/tmp/x.py:3: UserWarning: shown to the reader</p></body></html>"
+    )
+    redirect.write_text('<meta http-equiv="Refresh" content="0; url=good.html" />')
+    found = browse([good, bad, redirect], widths=(390,), shots=tmp_path / "shots")
+    assert [p.split(":")[0] for p in found] == ["bad.html at 390 px"] * 3, found
+    assert "broken image" in found[0] and "wider than the 390 px viewport" in found[1] and "UserWarning" in found[2]
+    assert sorted(f.name for f in (tmp_path / "shots").iterdir()) == ["bad-390.png", "good-390.png"]
