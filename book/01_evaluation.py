@@ -44,7 +44,7 @@ BUDGET_S = 20  # this chapter's time budget at this scale on 2 CPU cores, second
 # Fine-grained retrieval has one right photo per sketch. The **rank** of that photo is the
 # number of gallery photos at distance no greater than its own, so it is at least 1 and a tie
 # counts against the method; **Acc@K** is the share of sketches whose photo ranks within K
-# (METHODS.md §0.4). Category-level retrieval has many right photos per sketch, and **average
+# ({ref}`appendix <appendix-acck>`). Category-level retrieval has many right photos per sketch, and **average
 # precision** rewards putting all of them early:
 #
 # $$\mathrm{AP@}K = \frac{1}{Z}\sum_{i=1}^{K} P@i \cdot \mathrm{rel}(i), \qquad P@i = \frac{\#\{\text{relevant in top } i\}}{i}.$$
@@ -129,7 +129,7 @@ ch.glue("ties16_for", at16["for"], display=False)
 # ## mAP@K: three denominators, one ranking
 #
 # The literature divides the sum of precisions at the relevant positions by three different
-# numbers (REFERENCE_NUMBERS.md §4.3): by min(R, K), the standard IR choice (SAKE, ZSE-SBIR);
+# numbers ({ref}`appendix <appendix-pitfalls>`): by min(R, K), the standard IR choice (SAKE, ZSE-SBIR);
 # by R, the number of relevant items in the whole gallery; or by the number of relevant items
 # that happened to land in the top K (SEM-PCYC's `apsak`). A toy category-level task with class
 # sizes from 40 to 900 gallery photos, like the uneven classes of Sketchy-ext and TU-Berlin-ext,
@@ -171,7 +171,7 @@ ch.glue("map_r", variants[f"mAP@{K_MAP} / R"], display=False)
 # ## Choosing the checkpoint on the test set
 #
 # The public FG-SBIR code bases evaluate on the *test* set every few hundred steps and keep the
-# checkpoint with the best Acc@1 (REFERENCE_NUMBERS.md §4.5). Even when every checkpoint is
+# checkpoint with the best Acc@1 ({ref}`appendix <appendix-pitfalls>`). Even when every checkpoint is
 # equally good, the best of N noisy measurements is higher than any one of them. We simulate
 # training runs whose N checkpoints have true accuracies scattered by one point around a mean;
 # successive checkpoints agree on most queries (a shared per-query difficulty). Each run is

@@ -481,7 +481,7 @@ if real is not None:
     display(compared.style.format("{:.2f}"))
     prose(
         "The table gives the medians and KS distances. ChairV2 holds at most 15 strokes a sketch "
-        "(METHODS.md §0.1), hence its spike at 15, and its sketches were scaled by the dataset's makers to one "
+        "({ref}`appendix <appendix-data>`), hence its spike at 15, and its sketches were scaled by the dataset's makers to one "
         "extent, while here size is a style dimension."
     )
 

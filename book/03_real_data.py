@@ -18,7 +18,7 @@
 # which datasets are present, how they split, what the sketches look like and how people's
 # strokes vary. It runs on whatever the data root holds (`SBIR_DATA`; CI points it at the
 # small shared sets) and says plainly which datasets it did not find. One real set is always
-# here: a sample of Google's *Quick, Draw!* dataset ships inside the package
+# here: a sample of Google's *Quick, Draw!* dataset {cite}`quickdraw` ships inside the package
 # (`quickdraw_sample`: 900 drawings of 20 classes, with each drawer's country; CC BY 4.0, see
 # `sbir_core/data/quickdraw_sample/ATTRIBUTION.md`), so a fresh clone shows human drawings
 # without `SBIR_DATA`; chapter 6 groups its players by country for a real style shift.
@@ -30,7 +30,10 @@
 # All loading goes through `sbir_core.data.load_dataset(name)`: one sample model for every
 # dataset (sketch as strokes or image, photo, instance, category, split), a layout check that
 # names the missing file, pickles read by an unpickler that admits only numpy arrays, and
-# rasters cached outside the data root. Nothing is ever written into the data root.
+# rasters cached outside the data root. Nothing is ever written into the data root. The sets it reads:
+# the QMUL ChairV2 and ShoeV2 stroke files {cite}`qmul2017datasets`, the shoe set of 304 photos
+# {cite}`shoes304`, PACS {cite}`li2017pacs`, Sketchy {cite}`sangkloy2016sketchy`, TU-Berlin
+# {cite}`eitz2012tuberlin` and QuickDraw {cite}`quickdraw,ha2018sketchrnn`.
 
 # %% tags=["remove-cell"]
 from sbir_core import setup
@@ -104,7 +107,7 @@ status
 # Splits are by **instance**: a photo and all its sketches fall on the same side. ChairV2 and
 # ShoeV2 carry their train/test split in their keys; we move a seeded tenth of the train
 # photos to a validation split, because choosing checkpoints on the test set (as the public
-# code does, REFERENCE_NUMBERS.md §4.5) flatters the numbers. The shoe folder and the
+# code does, {ref}`appendix <appendix-pitfalls>`) flatters the numbers. The shoe folder and the
 # category-level sets get a seeded 70/10/20 split per class; the seed and the instance lists
 # are recorded in each dataset's `info`.
 

@@ -15,7 +15,7 @@
 #
 # Every fine-grained SBIR table starts from the same row: a Siamese network whose one encoder
 # embeds sketches and photos alike, trained so that a sketch lies closer to its own photo than
-# to another by a margin (Yu et al., CVPR 2016; the QMUL code base, METHODS.md §A):
+# to another by a margin (Yu et al., CVPR 2016; {cite}`yu2016shoe`; the QMUL code base, {ref}`appendix A <appendix-triplet>`):
 #
 # $$L = \frac{1}{B}\sum_{b} \max\bigl(0,\ \lVert s_b - p^+_b\rVert_2 - \lVert s_b - p^-_b\rVert_2 + 0.2\bigr),$$
 #
@@ -28,7 +28,7 @@
 #
 # **The encoder.** The papers start from a network pre-trained on ImageNet (VGG-16 at 256 pixels)
 # and train it end to end on a GPU. The ci scale keeps the pre-training and drops the GPU: a frozen
-# ImageNet-pretrained EfficientNet-Lite0 (`sbir_core.models.trunk`, shipped inside a PyPI wheel)
+# ImageNet-pretrained EfficientNet-Lite0 {cite}`tan2019efficientnet` (`sbir_core.models.trunk`, shipped inside a PyPI wheel)
 # turns every image into a feature vector once (`sbir_core.features`), and the Siamese encoder
 # trained here is a two-layer head on those features, shared by sketches and photos. As in Yu
 # et al.'s Triplet-SN, photos are matched as their edge maps, so both branches see lines. The
@@ -37,7 +37,7 @@
 # Two numbers are reported for every run. *val-selected* takes the test accuracy at the
 # evaluation step with the best validation Acc@1: the honest figure. *best-on-test (paper
 # protocol)* takes the best test Acc@1 over all evaluation steps, which is what the published
-# code bases do (METHODS.md §0.4); chapter 1 showed how optimistic it is. Every interval is a
+# code bases do ({ref}`appendix <appendix-acck>`); chapter 1 showed how optimistic it is. Every interval is a
 # 95% interval over training seeds **and** the test sample (objects and drawers), from
 # `sbir_core.stats`; a difference is called a difference only when its paired interval
 # excludes zero.
@@ -400,7 +400,7 @@ published_vs_ours("triplet_sn", ours)
 #   val-selected row is the one to trust.
 # - **The published numbers disagree among themselves**: ChairV2 Acc@1 is 45.65 in one table
 #   and 47.65 in another, and a third compilation gives 18.62 / 59.31 on ShoeV2
-#   (REFERENCE_NUMBERS.md pitfall 4.9).
+#   ({ref}`appendix <appendix-pitfalls>`).
 
 # %% tags=["remove-cell"]
 ch.save()

@@ -14,7 +14,7 @@
 # # Cross-modal hierarchy (BMVC 2020)
 #
 # Sain et al. (*Cross-Modal Hierarchical Modelling for Fine-Grained Sketch Based Image
-# Retrieval*, BMVC 2020; METHODS.md §B) read a sketch as a set of regions (one box per stroke)
+# Retrieval*, BMVC 2020 {cite}`sain2020hierarchy`; {ref}`appendix B <appendix-hierarchy>`) read a sketch as a set of regions (one box per stroke)
 # and a photo as a set of regions (selective-search proposals, the whole photo first). For one
 # (sketch, photo) pair, the two sets attend to each other and merge, pair by pair, until each
 # holds one vector. One level has two steps:
@@ -33,7 +33,7 @@
 # (co-attention, then max pooling), B-Graph-Hierarchy (fusion, no co-attention) and the
 # proposed model (both).
 #
-# **Fixed from the public code** (METHODS.md §B): its HEAD never runs the hierarchy (a later
+# **Fixed from the public code** ({ref}`appendix B <appendix-hierarchy>`): its HEAD never runs the hierarchy (a later
 # commit max-pools after one co-attention step; that is the row *code HEAD* here, with the code's
 # element-wise gate); its boxes are neither rescaled nor flipped with the images (here they
 # follow every resize and flip, `tests/test_hierarchy.py`); its test loop scores every sketch

@@ -13,7 +13,7 @@
 # %% [markdown]
 # # StyleMeUp: meta-learning to ignore the drawer
 #
-# StyleMeUp (Sain et al., CVPR 2021; METHODS.md §C) asks the book's question head-on: can a model
+# StyleMeUp (Sain et al., CVPR 2021 {cite}`sain2021stylemeup`; {ref}`appendix C <appendix-stylemeup>`) asks the book's question head-on: can a model
 # be trained so that the photo it finds does not depend on *who* drew the sketch? It splits a
 # sketch into a style-invariant code $z_{inv}$, shared with the photo and used for retrieval, and a
 # drawer-specific Gaussian style code $z_{var}$ (a cross-modal VAE), with losses that swap style
@@ -30,7 +30,7 @@
 #
 # $\theta_{FT}$ and $\psi$ reach the outer loss only through $\nabla_\Omega$ of the inner loss, so
 # they learn only with the second-order graph. The public code runs first-order MAML: there
-# $\psi$ never moves from its random start, and the FT layers do not exist (METHODS.md §C lists
+# $\psi$ never moves from its random start, and the FT layers do not exist ({ref}`appendix C <appendix-stylemeup>` lists
 # this and the other bugs). Our implementation (`sbir_core.models.stylemeup`) uses `torch.func`
 # for the inner step, so the meta-gradient is second-order; `first_order=True` reproduces the
 # public code and is one of the ablations below.

@@ -13,7 +13,7 @@
 # %% [markdown]
 # # Adaptive FG-SBIR: a few sketches of a new drawer
 #
-# Bhunia et al. (ECCV 2022; METHODS.md §D) ask a model trained on some people to adapt to a new
+# Bhunia et al. (ECCV 2022 {cite}`bhunia2022adaptive`; {ref}`appendix D <appendix-adaptive>`) ask a model trained on some people to adapt to a new
 # person from k of their sketches. A feature extractor $F$ (a Siamese network with spatial attention)
 # feeds a small head $M$ (a linear layer and L2 normalisation). For each task $i$ (one
 # drawer), $M$ takes **one** gradient step on the task's support triplets with a margin $\mu_i$
@@ -395,7 +395,7 @@ else:
 #
 # With `SBIR_DATA` holding Sketchy, the poster's own protocol through the same function: the 104
 # seen classes train the baseline and the meta-learners, and the **21 unseen classes** of Yelamarthi
-# et al. are adapted to. Each unseen class's objects are split once, by a seeded rule fixed before
+# et al. {cite}`yelamarthi2018zeroshot` are adapted to. Each unseen class's objects are split once, by a seeded rule fixed before
 # any result (`data.support.hold_out_support`, `SKETCHY_SUPPORT_FRACTION` of them), into the class's
 # support objects and its query objects, ranked within the class (Acc@1 and Acc@5).
 

@@ -15,7 +15,7 @@
 #
 # Collomosse et al. (ICCV 2017) search a gallery of artwork in many media with a query of two
 # parts: a **sketch** says *what* should be in the picture, and one or more **style exemplars**
-# say *how it should look* (METHODS.md §E). A student project reproduced the idea with QuickDraw
+# say *how it should look* ({cite}`collomosse2017sketching`; {ref}`appendix E <appendix-withstyle>`). A student project reproduced the idea with QuickDraw
 # sketches and BAM! artwork. Three networks, each trained on its own question:
 #
 # * the **structure** network $f$ matches a sketch to the content of an image in any medium

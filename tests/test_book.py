@@ -251,9 +251,12 @@ def test_toc_and_run_agree_on_the_chapters():
     """One list of chapters: _toc.yml names exactly the book/NN_*.py files, and each has a budget (BUDGET_S)."""
     import yaml
 
-    toc = [e["file"].split("/")[-1] for e in yaml.safe_load(book.TOC.read_text())["chapters"]]
+    entries = [e["file"].split("/")[-1] for e in yaml.safe_load(book.TOC.read_text())["chapters"]]
+    toc = [e for e in entries if e[:2].isdigit()]
     files = sorted(p.stem for p in book.BOOK.glob("[0-9][0-9]_*.py"))
     assert toc == files == book.chapters()
+    back = entries[len(toc) :]  # after the chapters, pages that are not executed: the appendix, the references
+    assert entries[: len(toc)] == toc and back and all((book.BOOK / f"{e}.md").exists() for e in back), entries
     assert all(isinstance(v, int | float) and v > 0 for v in book.budgets().values()), book.budgets()
 
 
