@@ -91,7 +91,7 @@ toy
 # three ways: ties against the method (the QMUL evaluators), ties broken at random, and ties
 # for the method (what a sort that happens to list the true match first would give).
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "One ranking of hashed codes scored three ways: Acc@1 (left) and Acc@10 (right) against the code length, with ties counted against the method, broken at random, and counted for it."}, "image": {"alt": "Two line plots of accuracy against code length in bits, one line per tie rule; the lines part at short codes and meet at long ones."}}
 rng = np.random.default_rng(SEED)
 tie_rows = []
 for bits in BITS:
@@ -135,7 +135,7 @@ ch.glue("ties16_for", at16["for"], display=False)
 # sizes from 40 to 900 gallery photos, like the uneven classes of Sketchy-ext and TU-Berlin-ext,
 # shows how far apart they land on one and the same ranking.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The score of one and the same category-level ranking under each AP and precision formula in use."}, "image": {"alt": "Horizontal bars, one per formula, of clearly different lengths for the same ranking."}}
 dist, relevant = P.category_retrieval(CLASS_SIZES, QUERIES_PER_CLASS, separation=0.55, rng=rng)
 variants = {
     "mAP@all": M.map_all(dist, relevant),
@@ -180,7 +180,7 @@ ch.glue("map_r", variants[f"mAP@{K_MAP} / R"], display=False)
 # sketches, a 200-photo gallery, Acc@1 near 0.30) and ChairV2 (323 test sketches, a 100-photo
 # gallery, Acc@1 near 0.47).
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "How much choosing the best of N checkpoints on the test set overstates Acc@1, in points, against N, for test sets the size of ShoeV2's and ChairV2's."}, "image": {"alt": "Line plot of the reported minus the true Acc@1 rising with the number of checkpoints evaluated on the test set."}}
 CASES = {"ShoeV2": (679, 0.30), "ChairV2": (323, 0.47)}
 sel_rows = []
 for case, (n_test, acc) in CASES.items():
@@ -201,7 +201,7 @@ ax.set_title("best-of-N on the test set overstates Acc@1")
 plt.tight_layout()
 plt.show()
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The same optimism over a grid of checkpoint counts and test-set sizes: it grows with the checkpoints looked at and shrinks with more test queries."}, "image": {"alt": "Heat map of the overstatement of Acc@1, checkpoints evaluated on test against the number of test queries."}}
 heat = np.array(
     [
         [

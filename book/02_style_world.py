@@ -88,7 +88,7 @@ pd.Series({k: str(v) for k, v in data.info["config"].items()}, name="value").to_
 # back height, taper), to a list of polylines. Every polyline carries a **detail level**: 0 the
 # silhouette, 1 the main parts, 2 the details.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "One object of each of the style world's categories: its photo (top) and one drawer's sketch of it (bottom)."}, "image": {"alt": "Two rows of small images, photos of eight object categories above and sketches of the same objects below."}}
 counts = pd.DataFrame(
     [
         {
@@ -128,7 +128,7 @@ counts.set_index("category")
 # two siblings differ in two details. A family goes to one split as a whole, so every test
 # object has its near-twins in the test gallery. Each row below is one family.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Three families of near-twins, one a row: a prototype and its siblings, each changing one attribute of the prototype, named above each photo with its value."}, "image": {"alt": "A grid of object photos in three rows, each row one family of nearly identical objects differing in one detail each."}}
 ch.glue("family_rest", cfg.family_size - 1)
 ch.glue("twin_changes", cfg.twin_changes)
 fig, axes = plt.subplots(3, cfg.family_size, figsize=(1.9 * cfg.family_size, 6.2))
@@ -180,7 +180,7 @@ pd.DataFrame(
 # paper: a parallel second pass beside a stroke. One object drawn by four unseen drawers
 # (columns), along each dial (rows; left: the object's photo):
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "One object drawn by four unseen drawers (columns) as the style gap (upper rows) or the detail gap (lower rows) grows; the left column is the object's photo."}, "image": {"alt": "A grid of sketches of one object: along the rows the drawers' style drifts or their detail thins; the columns are four drawers."}}
 i0 = FIG_INSTANCE
 dials = [("style_gap", g, dict(style_gap=g, detail_gap=0.0)) for g in STYLE_GAPS] + [
     ("detail_gap", h, dict(style_gap=0.0, detail_gap=h)) for h in DETAIL_GAPS[1:]
@@ -206,7 +206,7 @@ plt.show()
 # deviation) of every style dimension over the seen and the unseen drawers, each scaled to its
 # physical range. Detail and size stay where the seen drawers are.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Seen and unseen drawers' style dimensions at each style gap: mean and one standard deviation, each scaled to its physical range; detail and size do not move."}, "image": {"alt": "Point-and-whisker plots of each style dimension for seen and unseen drawers, one panel per style gap, the unseen drawers drifting apart with the gap."}}
 frames = []
 for g in STYLE_GAPS:
     df = drawer_styles(WorldConfig(**{**cfg.__dict__, "style_gap": g}))
@@ -238,7 +238,7 @@ plt.show()
 # one array per sketch aligned with its strokes), so the hierarchy chapter can cut any sketch
 # down to its silhouette (level 0), silhouette and main parts (levels 0-1), or keep it whole.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Four sketches cut to their detail levels: the silhouette (level 0), the silhouette and main parts (levels 0-1), and the whole sketch."}, "image": {"alt": "A grid of sketches, each row one sketch shown coarse, less coarse and complete."}}
 levels = detail_levels(data)
 rows = [r for r in range(len(data)) if len(set(levels[r])) == 3][:4]
 fig, axes = plt.subplots(len(rows), 3, figsize=(5.4, 1.9 * len(rows)))
@@ -263,7 +263,7 @@ ch.glue("share_level2", float(pd.Series(np.concatenate(levels)).value_counts(nor
 # also comes as pen and ink, watercolour, oil, graphite, vector art, comic and 3D-shaded
 # renderings, for the chapter on retrieving with a sketch *and* a style.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The same object, in the same pose, rendered in each medium of the style world."}, "image": {"alt": "A row of renderings of one object: a photo and the same object as pen and ink, watercolour, oil, graphite, vector art, comic and 3D shading."}}
 imgs = world.photos(i0, media=ALL_MEDIA, size=FIG_SIZE)
 fig, axes = plt.subplots(1, len(ALL_MEDIA), figsize=(14, 2.1))
 for ax, img, m in zip(axes, imgs, ALL_MEDIA):
@@ -360,7 +360,7 @@ bench.set_index("gallery")
 # drawers' numbers do not move, a built-in control. Intervals cover the test objects and drawers
 # (nothing is trained, so there are no seeds).
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The parameter-free pixel nearest neighbour's Acc@10 within category along each dial, for seen and unseen drawers, with chance (95% intervals over test objects and drawers)."}, "image": {"alt": "Line plots of pixel-matching accuracy against the style gap and the detail gap; the unseen drawers' line falls with either gap while the seen drawers' stays flat."}}
 pixel = PixelNN(NN_SIZE, NN_BLUR)
 results, recorded = [], set()
 seen_iv = interval_of([evaluate(pixel, test)], "acc_at_10")
@@ -436,7 +436,7 @@ ch.glue("max_detail", max(DETAIL_GAPS))
 # statistic (`strokes.sketch_stats`), with the Kolmogorov–Smirnov distance between the two
 # distributions (0: the same, 1: disjoint).
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Stroke statistics of the style world's chairs against the QMUL-Chair-V2 chairs drawn by people: the distribution of each statistic in both."}, "image": {"alt": "Histograms comparing stroke counts, point counts and stroke lengths of synthetic and real chair sketches."}}
 chair_rows = np.flatnonzero((data.sketches["category"] == "chair").to_numpy())
 ours = S.stats_frame([data.strokes[r] for r in chair_rows])
 try:

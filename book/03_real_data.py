@@ -148,7 +148,7 @@ counts_table
 # Samples drawn at run time from the data present (figures from real data are never stored in
 # the repository). Where a sketch has a paired photo, the photo is shown beneath it.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Random sketches of each real set found under SBIR_DATA (top rows) and, for a set with photos, their photos (bottom rows)."}, "image": {"alt": "Grids of sample sketches from each real dataset present, with the paired photos under them where the dataset has photos."}}
 for name, data in found.items():
     pick = np.sort(rng.choice(len(data), min(GRID_SAMPLES, len(data)), replace=False))
     photo_rows = data.photo_index()[pick] if data.photo_files is not None else np.full(len(pick), -1)
@@ -220,7 +220,7 @@ summary = (
 # a stroke statistic of a set stored as images (or an ink one of a set stored as strokes) does not apply: a dash
 summary if summary is None else summary.round(3).astype(object).where(summary.notna(), "—")
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Strokes, points and stroke length per sketch in the style world and in each real set stored as strokes."}, "image": {"alt": "Three histograms, one line per dataset, of strokes per sketch, points per sketch and length per sketch."}}
 stroke_sets = ["style_world"] + [n for n in found if found[n].strokes is not None]
 if len(stroke_sets) > 1:
     fig, axes = plt.subplots(1, 3, figsize=(11, 3))

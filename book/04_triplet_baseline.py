@@ -146,7 +146,7 @@ counts.set_index("view")
 # fingerprint of everything that determines them; the later chapters load this baseline from
 # there (`sbir_core.recipes.StyleBench`) instead of training it again.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Training Triplet-SN on the seen drawers: the loss and the validation accuracy over the steps, mean over seeds with their range as a band."}, "image": {"alt": "Line plots of training loss falling and validation accuracy rising over training steps, with a shaded band over seeds."}}
 runs = bench.baseline().fit(bench.seeds)
 models = runs.methods(bench.spec)
 training_curves({"Triplet-SN": runs.histories()},
@@ -250,7 +250,7 @@ pd.DataFrame(parts).set_index("metric")
 # (chapter 2): the baseline is trained once and tested on the unseen drawers of each gap, and
 # a control is trained at each gap.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Acc@10 within category (validation-selected) on the unseen drawers as the style gap grows: Triplet-SN trained once on the seen drawers, and a control trained on the unseen drawers' own style at each gap; the seen drawers' level as a band, chance dotted (95% intervals)."}, "image": {"alt": "Line plot of accuracy against the style gap for the baseline and the control, with a grey band for the seen drawers and a dotted chance line."}}
 curve = []
 for gap in STYLE_GAPS:
     tv = bench.features(gap).test_unseen
@@ -283,7 +283,7 @@ ch.glue("curve_unseen_zero", at[("unseen drawers", min(STYLE_GAPS))])
 # draw like everyone else, only fewer level-1 and level-2 strokes. Missing parts are not a
 # style that training on it could undo; the same baseline is tested on them.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Less drawn, less found: Acc@10 within category as the unseen drawers draw fewer detail strokes (detail gap), beside the seen drawers."}, "image": {"alt": "Line plot of accuracy falling as the detail gap grows for the unseen drawers, with the seen drawers' level as a reference."}}
 detail = []
 for dg in DETAIL_GAPS:
     scope = ch.scope("style_world", T.PROTOCOL_VAL, setting(style_gap=0.0, detail_gap=dg))
@@ -312,7 +312,7 @@ ch.glue("detail_acc_max", detail["estimate"].iloc[-1])
 # Queries by unseen drawers (left) and the five nearest photos of their category by the first
 # seed's model, the true photo outlined in green.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Queries by unseen drawers (left) and the five nearest photos of their category by the first seed's model, the true photo outlined in green."}, "image": {"alt": "Rows of a sketch followed by five retrieved photos; the correct photo, where retrieved, has a green outline."}}
 shown = np.linspace(0, len(views.test_unseen) - 1, 6).astype(int)
 retrieval_grid(views.test_unseen, models[0], shown, k=5, ranked_on=feats.test_unseen)
 plt.show()
@@ -330,7 +330,7 @@ plt.show()
 # split: the numbers say how well the baseline learns the task at the ci scale, against the same
 # three floors.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Triplet-SN on each real set: validation Acc@1 during training, mean over seeds."}, "image": {"alt": "Line plots of validation accuracy over training steps, one line per real dataset."}}
 real_rows, real_curves = [], {}
 for name in REAL_DATASETS:
     if not available(name):

@@ -123,7 +123,7 @@ seeds_of["triplet_sn"] = bench.seeds
 # and keeps the state with the best validation Acc@1: {glue:text}`c05_hier_seeds` seeds of each
 # head a claim rests on, one of the others.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Each Table 1 row's head trained on the seen drawers: training loss and validation Acc@1 (mean over seeds, band: their range)."}, "image": {"alt": "Line plots of training loss and validation accuracy over steps, one line per model variant."}}
 runs = {v: R.hierarchy(bench, p, v, nodes).fit(seeds_of[v]) for v in VARIANTS}
 models = {v: r.methods(R.hierarchy_spec(bench, p, v)) for v, r in runs.items()}
 models["triplet_sn"] = bench.baselines()
@@ -221,7 +221,7 @@ pd.DataFrame(claims).set_index("claim")
 # the baseline's rank (beyond M). Below: head passes and accuracy of both ways on the seen
 # drawers' sampled queries, and the paired difference two-stage minus exhaustive.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Two-stage retrieval: Triplet-SN shortlists M photos and the pairwise head reranks them; accuracy against M beside the exhaustive pairwise search."}, "image": {"alt": "Line plot of accuracy against the shortlist size M for each reranker, with horizontal marks for the exhaustive search."}}
 two_rows, curve2 = [], []
 for v in RERANKERS:
     full = ev[v]["test_seen"][0]  # the first seed's head
@@ -296,7 +296,7 @@ pd.DataFrame(det_rows).set_index("model").rename(columns={"level0": "level 0 (sp
 # drawers of each gap (the seen drawers, objects and photos do not change with the gap,
 # chapter 2), beside chapter 4's control trained on the unseen drawers' own style.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Acc@1 within category (validation-selected) on the unseen drawers as the style gap grows, for each row of Table 1 (95% intervals)."}, "image": {"alt": "Line plot of accuracy against the style gap, one line per hierarchy variant and the baseline."}}
 curve = []
 for gap in bench.p["STYLE_GAPS"]:
     tn, tf = R.hierarchy_views(bench, p, gap).test_unseen, R.test_sample(p, bench.features(gap).test_unseen)
@@ -328,7 +328,7 @@ ch.glue("curve_base_max", at[(NAMES["triplet_sn"], max(bench.p["STYLE_GAPS"]))])
 # level's attention of each stroke over the photo's regions, and the order in which each branch
 # merged its nodes (photo node 0 is the whole photo; the merged node keeps the first slot).
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "A sketch's stroke boxes and its photo's proposal boxes (the nodes), and the co-attention between them."}, "image": {"alt": "A sketch and a photo with coloured boxes around strokes and regions, and a matrix of attention weights between the two sets of boxes."}}
 qi = int(np.argmax([len(s) for s in im.strokes[:16]]))
 gi = int(im.target[qi])
 tr = H.merge_trace(models["proposed"][0], nodes.test_seen.queries[qi], nodes.test_seen.gallery[gi])

@@ -116,7 +116,7 @@ mid = lambda name: {"full": "stylemeup", "triplet_sn": "triplet_sn"}.get(name, f
 # loss judges the adapted model on $h$'s sketches of the same photos, as the public code's task
 # does. First, how long one outer step takes on this machine:
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "StyleMeUp's meta-training: the outer loss and the unseen drawers' test Acc@1 over outer steps, beside B-Cross-Modal (no meta-learning); chance dotted."}, "image": {"alt": "Line plots of the loss and of accuracy over outer steps for StyleMeUp and B-Cross-Modal."}}
 probe = R.stylemeup(bench, ch.params()).spec.build()
 probe_opts, gen, wall = probe.configure_optimizers(R.stylemeup_config(bench, ch.params())), torch.Generator(), []
 for _ in range(TIMING_STEPS):
@@ -246,7 +246,7 @@ abl.set_index("variant")
 # chapter 4's control (trained on the unseen drawers' own style). The paper's claim, in this
 # world's terms: StyleMeUp's gain over the baseline grows with the gap.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Acc@1 within category (validation-selected) on the unseen drawers as the style gap grows: StyleMeUp, Triplet-SN and chapter 4's control (95% intervals)."}, "image": {"alt": "Line plot of accuracy against the style gap for StyleMeUp, the baseline and the control."}}
 curve, at_gap = [], {}
 for gap in bench.p["STYLE_GAPS"]:
     tv, iv_view = bench.features(gap).test_unseen, bench.views(gap).test_unseen
@@ -340,7 +340,7 @@ pd.DataFrame(cons).set_index("method").round(2)
 # Two unseen drawers' sketches of one test object and the photos each retrieves with its invariant
 # code (the true photo outlined): if $z_{inv}$ ignores the drawer, the two rows agree.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Two drawers' sketches of one object (left) and the nearest photos by StyleMeUp's invariant code, the true photo outlined in green."}, "image": {"alt": "Rows of a sketch followed by retrieved photos, two rows for two drawers of the same object; the correct photo has a green outline."}}
 t = views.test_unseen.table
 inst = t.groupby("instance")["drawer"].nunique()
 rows_ = t.index[t["instance"] == inst[inst >= 2].index[0]][:2].to_numpy()
@@ -459,7 +459,7 @@ pd.DataFrame(real_rows).set_index(["dataset", "metric"]).fillna("") if real_rows
 # the test drawings; the classes are fixed by the design (the same in every arm and both regions),
 # so a drawing, not a class, is the unit sampled.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "A real style shift: QuickDraw drawings of one class from the test region (left) and from elsewhere (right), and mAP@all on the test region's drawings for the models trained on the other region (95% intervals)."}, "image": {"alt": "Sample doodles from two world regions, and a point plot of retrieval mAP per model with intervals."}}
 region_rows, region_text, region_points, shown_split = [], "", [], {}
 for name in REGION_DATASETS:
     if not available(name):

@@ -80,7 +80,7 @@ PROGRESS = False  # tqdm progress bars
 DEVICE = "cpu"  # cpu (ci) | cuda
 BUDGET_S = 240  # this chapter's time budget at this scale on 2 CPU cores, seconds (python -m sbir_core.bench book)
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Meta-training from chapter 4's baseline: the outer loss and the seen drawers' validation Acc@1 over outer steps for each meta-learner (band: range over seeds)."}, "image": {"alt": "Line plots of the outer loss and of validation accuracy over outer steps, one line per meta-learner."}}
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -231,7 +231,7 @@ pd.DataFrame(abl).set_index("variant")
 # and the fixed inner margin of `MARGIN_GRID` whose adapted model ranks that drawer's queries best
 # (ties to the smaller margin).
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Per-drawer inner margins: the one the model predicts from a drawer's support set against the best fixed margin of a grid."}, "image": {"alt": "Paired bars per unseen drawer: the predicted margin and the best fixed margin."}}
 model, sf = learners["ours"][0], support(k_abl)[1]
 mrows = []
 for drawer in sorted(test.table["drawer"].unique()):
@@ -255,7 +255,7 @@ C.prose(f"The predicted margins run from {margins['predicted'].min():.3f} to {ma
 # not adapted, k = 5, Acc@1, mean over seeds) on the y axis. The claim: the farther half gains more
 # than the nearer half (a difference of paired differences; the poster gives no size for it).
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The gain from adaptation (Acc@1 points) of each unseen drawer against the style distance to the nearest seen drawer."}, "image": {"alt": "Scatter plot of each unseen drawer's accuracy gain from adaptation against their distance to the seen drawers."}}
 gain_q = C.outcomes(evals[("ours", k_abl)], "acc_at_1") - C.outcomes(evals[("ours, not adapted", 0)], "acc_at_1")
 drawers = test.table["drawer"].to_numpy()
 per = pd.DataFrame({"drawer": drawers, "gain": gain_q.mean(0)}).groupby("drawer")["gain"].mean()
@@ -287,7 +287,7 @@ C.prose(f"The farther half's gain minus the nearer half's: {far_ev.text()}.")
 # The seen drawers and the trained models are the same at every gap; only the unseen drawers
 # change (chapter 2). Adapted: k = 5; the difference adapted − not adapted is paired.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Acc@1 within category on the unseen drawers as the style gap grows, adapted and not adapted (95% intervals)."}, "image": {"alt": "Line plot of accuracy against the style gap with and without adaptation."}}
 curve = []
 for gap in bench.p["STYLE_GAPS"]:
     tv, scope = bench.features(gap).test_unseen, ch.scope("style_world", T.PROTOCOL_VAL, C.setting(style_gap=gap))

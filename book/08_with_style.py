@@ -134,7 +134,7 @@ def record(scope, evs, floors, split, extra=()):
 # medium; the style exemplars of a query are training objects in the wanted medium, so the style
 # never gives the content away.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "One query sketch (left) and its object in each medium of the gallery."}, "image": {"alt": "A sketch followed by the same object rendered as a photo and in several artistic media."}}
 one = ws.view("seen", reads="image", rows=[0])
 at = lambda m: one.gallery[np.flatnonzero((one.gallery_table["instance"] == one.table["instance"][0])
                                           & (one.gallery_table["medium"] == m))[0]]
@@ -157,7 +157,7 @@ for key, value in (("n_objects", WS_OBJECTS), ("n_media", len(ws.media)), ("n_ga
 # with its three triplets; chapter 4's learning rate and optimiser. There is no validation step:
 # each seed's model is its last state (`last_step`), the same for every row below.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Training Sketching with Style: the summed loss of the structure stream, the style stream and the fusion over the steps (band: range over seeds)."}, "image": {"alt": "Line plot of the training loss falling over the steps, with a shaded band over seeds."}}
 run = ws.run()
 fit = run.fit(seeds)
 models = fit.methods(run.spec)
@@ -311,7 +311,7 @@ ch.glue("style_gap", bench.gap)
 # One sketch asked in three media, with the exemplars it carries, and the fused search's top five
 # (outlined: its class in the wanted medium).
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "One sketch asked in three media: the exemplars given and the top 5 results; outlined: right class and right medium."}, "image": {"alt": "Three rows, each a sketch with exemplars of one medium followed by five retrieved images, the matching ones outlined."}}
 q = np.flatnonzero(seen_view.table["sketch_id"] == seen_view.table["sketch_id"][0])[[1, 3, 5]]
 fig = retrieval_grid(ws.view("seen", reads="image", rows=q), models[0], range(3), k=5, ranked_on=ws.view("seen", rows=q),
                      title="one sketch, three wanted media: exemplars and the top 5 (outlined: class and medium match)")

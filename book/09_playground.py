@@ -85,7 +85,7 @@ gallery = P.world_gallery(engine.views, CATEGORY)
 # from the dataset's own strokes, and draws it in the page. Each frame is the page after one
 # more stroke: the pad, the sketch to copy with the rank of its photo, and the top ten.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The playground drawn in by a browser test, stroke by stroke: the page after four of the strokes, with the target photo's rank."}, "image": {"alt": "Four screenshots of the playground page, a sketch being drawn on the pad and the grid of retrieved photos updating."}}
 frames_dir = cache_dir() / "playground" / "frames"
 rec = None
 if (frames_dir / "frames.json").exists():
@@ -141,7 +141,7 @@ if rec is not None:
 # rank the photos of its category. Intervals are over the test objects and drawers (one trained
 # seed: the seeds' spread is chapter 4's).
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Early retrieval: Triplet-SN's Acc@1 and Acc@10 on the seen drawers when only the first strokes of each sketch are kept (dotted: chance; 95% intervals)."}, "image": {"alt": "Line plot of accuracy rising with the share of strokes kept, for Acc@1 and Acc@10."}}
 view = engine.views.test_seen
 rows, evals = [], {}
 for f in FRACTIONS:

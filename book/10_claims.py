@@ -185,7 +185,7 @@ claims[["chapter", "paper", "claim", "metric", "evidence"]].rename_axis("claim_i
 # Zero is no effect; the shaded band around each of our effects shows the detectable effect of that
 # design. Intervals wider than the axis run to its edge and end in an arrow.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Every testable claim: our relative effect with its 95% interval and the paper's (red x), in one unit: the difference over the compared arm's margin above its floor."}, "image": {"alt": "A forest plot, one row per claim and setting, with our interval and a red cross for the paper's effect."}}
 shown = evidence[np.isfinite(evidence["rel_effect"])].sort_values(["claim_id", "at", "dataset"]).reset_index(drop=True)
 colors = {
     "reproduced": "tab:green",

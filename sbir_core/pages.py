@@ -1,7 +1,9 @@
 """What a reader must not meet on a page of the book, checked on the executed chapters and the built HTML.
 
 ``notebook_problems``: in the executed notebooks' outputs, anything written to stderr (warnings, progress
-bars), a traceback or an error output, and warning or error text printed to stdout. ``html_problems``: in the
+bars), a traceback or an error output, warning or error text printed to stdout, and a figure whose cell gives it
+no caption and alt text (myst-nb's cell metadata ``mystnb.figure.caption`` and ``mystnb.image.alt``: numbered
+captions in the book, and alt text that says what the figure shows). ``html_problems``: in the
 built pages' text outside code blocks, the same warning or traceback text and a ``nan`` / ``NaN`` (a missing
 value glued into a sentence or left in a table cell; a page says "not run" or shows an em dash instead).
 ``python -m sbir_core.book build`` fails on either and lists each problem with its page and context.
@@ -46,6 +48,14 @@ def notebook_problems(paths) -> list[str]:
                     elif m := FAILURE.search(text):
                         problems.append(f"{where}: printed {_context(text, m)!r}")
                 else:
+                    meta = cell.get("metadata", {}).get("mystnb", {})
+                    if "image/png" in out.get("data", {}) and not (
+                        meta.get("figure", {}).get("caption") and meta.get("image", {}).get("alt")
+                    ):
+                        problems.append(
+                            f"{where}: a figure without a caption and alt text (the cell's mystnb metadata: "
+                            f"figure.caption, image.alt)"
+                        )
                     for mime in ("text/plain", "text/markdown", "text/html"):
                         text = _text(out.get("data", {}).get(mime, ""))
                         if m := FAILURE.search(text):

@@ -43,6 +43,16 @@ def test_stderr_warnings_tracebacks_and_errors_are_found(tmp_path):
     assert notebook_problems([notebook(tmp_path, stream("   \n", "stderr"))]) == []  # a blank line is nothing
 
 
+def test_a_figure_needs_a_caption_and_alt_text(tmp_path):
+    png = {"output_type": "display_data", "data": {"image/png": "iVBORw0KGgo="}}
+    path = notebook(tmp_path, png)
+    assert "without a caption" in notebook_problems([path])[0]
+    cells = json.loads(path.read_text())
+    cells["cells"][0]["metadata"] = {"mystnb": {"figure": {"caption": "What it shows."}, "image": {"alt": "A plot."}}}
+    path.write_text(json.dumps(cells))
+    assert notebook_problems([path]) == []
+
+
 def test_nan_in_prose_or_a_table_cell_is_found_not_in_code(tmp_path):
     page = tmp_path / "page.html"
     page.write_text(
