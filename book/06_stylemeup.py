@@ -573,7 +573,7 @@ ours = pd.DataFrame([{"dataset": f"style world, {split[5:]} drawers", "metric": 
                      for split in ("test_seen", "test_unseen") for k in (1, 10)])
 ours = ours.assign(kind="style world", protocol="val-selected", backbone="VAE on a frozen ImageNet trunk's features")
 display(C.published_vs_ours("stylemeup", ours, method="StyleMeUp"))
-paper = load_reference("stylemeup").assign(value=lambda d: pd.to_numeric(d["value"]))
+paper = load_reference("stylemeup").assign(value=lambda d: pd.to_numeric(d["value"]), metric=lambda d: d["metric"].map(C.metric_label))
 paper.pivot_table(index="method", columns=["dataset", "metric"], values="value", sort=False).round(2).astype(object).fillna("")
 
 # %% tags=["remove-cell"]

@@ -64,7 +64,7 @@ import numpy as np
 import pandas as pd
 
 from sbir_core import stats as ST
-from sbir_core.chapter import Chapter, note
+from sbir_core.chapter import Chapter, metric_label, note
 from sbir_core.claims import evidence_table, load_claims, paper_effects
 from sbir_core.data.registry import LOADERS, available
 from sbir_core.results import load_metrics
@@ -162,7 +162,7 @@ for claim_id, c in claims.iterrows():
                     "dataset": d,
                     "setting": r["at"] or "–",
                     "paper": f"{paper:.2f}" if math.isfinite(paper) else "–",
-                    "ours": rel_text(r) + (f" ({r['metric']})" if "metric=" in r["setting"] else ""),
+                    "ours": rel_text(r) + (f" ({metric_label(r['metric'])})" if "metric=" in r["setting"] else ""),
                     "outcome": r["outcome"] + (" (fragile)" if r["fragile"] else ""),
                 }
             )

@@ -519,6 +519,21 @@ def _image(t):
     return np.clip((x.transpose(1, 2, 0) + 1) / 2, 0, 1)
 
 
+def metric_label(metric: str) -> str:
+    """A metric's name as a reader reads it: ``acc_at_5`` -> "Acc@5", ``map_all`` -> "mAP@all",
+    ``map_all_sketch_only_best_medium`` -> "mAP@all, sketch only best medium"; other names with spaces."""
+    import re
+
+    if m := re.fullmatch(r"acc_at_(\d+)", metric):
+        return f"Acc@{m[1]}"
+    for raw, shown in (("map_all", "mAP@all"), ("map_at_", "mAP@"), ("precision_at_", "P@")):
+        if metric.startswith(raw):
+            rest = metric[len(raw) :]
+            head, _, tail = rest.partition("_") if raw != "map_all" else ("", "", rest.lstrip("_"))
+            return f"{shown}{head}" + (f", {tail.replace('_', ' ')}" if tail else "")
+    return metric.replace("_", " ")
+
+
 def published_vs_ours(
     reference: str, ours: pd.DataFrame, match: dict | None = None, method: str | None = None
 ) -> pd.DataFrame:
@@ -551,7 +566,7 @@ def published_vs_ours(
     if "kind" not in ours:
         ours["kind"] = "real"
     both = pd.concat([ref, ours], ignore_index=True)
-    both["metric"] = both["metric"].replace({"acc_at_1": "Acc@1 (%)", "acc_at_10": "Acc@10 (%)"})
+    both["metric"] = [metric_label(m) + (" (%)" if m.startswith("acc_at_") else "") for m in both["metric"]]
     index = ["kind", "who", "dataset"]
     # as printed: the papers' two decimals, ours to one
     both["shown"] = [f"{v:.2f}" if w == "published" else f"{v:.1f}" for v, w in zip(both["value"], both["who"])]
@@ -581,6 +596,7 @@ __all__ = [
     "gap_curve_figure",
     "image_row",
     "interval_of",
+    "metric_label",
     "outcomes",
     "paired_of",
     "published_vs_ours",

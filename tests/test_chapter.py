@@ -182,3 +182,17 @@ def test_flag_floors_says_which_scores_clear_their_trivial_value():
     assert ch.flag_floors() == 1
     flags = {r["method"]: r["value"] for r in ch.rows if r["metric"] == "learnt_acc_at_1"}
     assert flags == {"clears": 1.0, "reaches": 0.0}  # a score without an interval gets no flag
+
+
+def test_metric_labels_are_what_a_reader_reads():
+    from sbir_core.chapter import metric_label
+
+    assert [metric_label(m) for m in ("acc_at_1", "acc_at_10", "map_all", "map_at_200", "precision_at_100")] == [
+        "Acc@1",
+        "Acc@10",
+        "mAP@all",
+        "mAP@200",
+        "P@100",
+    ]
+    assert metric_label("map_all_sketch_only_worst_medium") == "mAP@all, sketch only worst medium"
+    assert metric_label("mean_rank") == "mean rank"
