@@ -46,6 +46,11 @@ FIRST_GALLERY = "world:shoe"  # the gallery the explorer opens on (the README's 
 QUERY_KEYS = ("method", "gallery", "target", "scale")  # what the app's URL may set (besides the server's token)
 
 
+def _wrap() -> W.Layout:
+    """A row whose items go to the next line when the page is narrow (a phone) instead of overflowing it."""
+    return W.Layout(flex_flow="row wrap")
+
+
 class Markup(str):
     """HTML written in this module, made by ``markup``: the one kind of string an ``HTML`` widget shows as HTML."""
 
@@ -140,7 +145,9 @@ class SketchPad:
         c.on_touch_cancel(lambda touches: self._up(0, 0))
         self.undo_button.on_click(lambda _: self.undo())
         self.clear_button.on_click(lambda _: self.clear())
-        self.widget = W.VBox([self.canvas, W.HBox([self.undo_button, self.clear_button, self.line]), self.status])
+        self.widget = W.VBox(
+            [self.canvas, W.HBox([self.undo_button, self.clear_button, self.line], layout=_wrap()), self.status]
+        )
         self._say()
 
     # -- what was drawn
@@ -321,7 +328,7 @@ class Explorer:
         self.method = W.Dropdown(
             options=[(c.label, i) for i, c in enumerate(self.choices)],
             description="method",
-            layout=W.Layout(width="360px"),
+            layout=W.Layout(width="360px", max_width="100%"),
         )
         self.train_button = W.Button(
             description=f"train it here ({scale} scale)",
@@ -329,7 +336,7 @@ class Explorer:
             layout=W.Layout(display="none", width="220px"),
         )
         self.train_output = W.Output()
-        self.source = W.Dropdown(description="gallery", layout=W.Layout(width="360px"))
+        self.source = W.Dropdown(description="gallery", layout=W.Layout(width="360px", max_width="100%"))
         self.source.add_class("sbir-gallery")
         self.folder = W.Text(placeholder="a folder of your own images", layout=W.Layout(display="none", width="360px"))
         self.folder_button = W.Button(description="load folder", layout=W.Layout(display="none"))
@@ -337,7 +344,11 @@ class Explorer:
         self.next_target = W.Button(description="another sketch to copy", layout=W.Layout(width="200px"))
         self.show_target = W.Button(description="put it on the pad", layout=W.Layout(width="200px"))
         self.cells = [W.VBox([W.Image(format="png", width=80, height=80), HTML()]) for _ in range(k)]
-        self.grid = W.GridBox(self.cells, layout=W.Layout(grid_template_columns="repeat(5, 96px)", grid_gap="4px"))
+        # as many 96-pixel columns as the page's width holds (five on a laptop, three on a phone), never cut off
+        self.grid = W.GridBox(
+            self.cells,
+            layout=W.Layout(grid_template_columns="repeat(auto-fill, 96px)", grid_gap="4px", max_width="508px"),
+        )
         self.grid.add_class("sbir-results")
         self.hint = HTML(
             markup("<i>draw on the pad, or press 'put it on the pad': the {} nearest photos appear here</i>", k)
@@ -346,9 +357,9 @@ class Explorer:
         self.widget = W.VBox(
             [
                 self.notice,
-                W.HBox([self.method, self.train_button]),
+                W.HBox([self.method, self.train_button], layout=_wrap()),
                 self.train_output,
-                W.HBox([self.source, self.folder, self.folder_button]),
+                W.HBox([self.source, self.folder, self.folder_button], layout=_wrap()),
                 W.HBox(
                     [
                         self.pad.widget,
@@ -361,7 +372,9 @@ class Explorer:
                                 self.rank,
                             ]
                         ),
-                    ]
+                    ],
+                    # on a phone the sketch to copy goes under the pad instead of over its right side
+                    layout=W.Layout(flex_flow="row wrap", grid_gap="8px"),
                 ),
                 self.message,
                 HTML(markup("<b>top {}</b>", k)),

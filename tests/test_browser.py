@@ -180,3 +180,27 @@ def test_record_leaves_a_running_event_loop_for_a_worker_thread(monkeypatch, tmp
     worker.start()
     worker.join(60)
     assert errors == ["stopped after the check"] and "loop" in seen and seen["loop"] is None
+
+
+def test_on_a_phone_nothing_covers_the_pad_or_leaves_the_screen(engine, page):
+    """At 390 px the sketch to copy goes under the pad (it covered the pad's right side, where touches were lost),
+    and the page, the grid included, fits the screen's width: nothing sticks out outside a scroll container."""
+    from sbir_core.pages import _LAYOUT_JS
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    try:
+        BR.open_app(page, page.app_url, method="04_triplet_baseline", gallery="world:shoe")
+        pad = BR.pad_box(page)
+        BR.draw_stroke(page, np.array([[60.0, 60.0], [200.0, 200.0]]), pad)
+        BR.wait_for_strokes(page, 1)
+        target = page.query_selector(".sbir-rank").bounding_box()
+        overlap_x = min(pad["x"] + pad["width"], target["x"] + target["width"]) - max(pad["x"], target["x"])
+        overlap_y = min(pad["y"] + pad["height"], target["y"] + target["height"]) - max(pad["y"], target["y"])
+        assert overlap_x <= 0 or overlap_y <= 0, (pad, target)
+        seen = page.evaluate(_LAYOUT_JS)
+        assert seen["n_wide"] == 0, seen["wide"]
+        cells = [c.bounding_box() for c in page.query_selector_all(".sbir-results img")]
+        shown = [c for c in cells if c and c["width"] > 0]
+        assert len(shown) == 10 and all(c["x"] + c["width"] <= 390 for c in shown), shown
+    finally:
+        page.set_viewport_size({"width": 1100, "height": 1000})
