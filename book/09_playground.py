@@ -229,8 +229,9 @@ pd.DataFrame(
 # style-invariant code with its style code moved towards another drawer's. Below, one test sketch
 # with the style of another sketch of the same category, moved a quarter, half and all the way.
 # At the `ci` scale StyleMeUp reads the frozen trunk's features (chapter 6), so its decoder redraws
-# features, not sketches: there is nothing to show as an image, and the swap waits for a scale whose
-# model reads images.
+# features, not sketches: there is no picture to show. What the swapped code *retrieves* can be shown
+# at any scale, and it is the question StyleMeUp asks: if the invariant code ignores style, moving
+# the style code towards another drawer's should leave the drawing's own photo where it ranks.
 
 # %% tags=["hide-input"]
 smu = next((c for c in P.methods(SCALE, **overrides) if c.recipe.chapter == "06_stylemeup"), None)
@@ -238,7 +239,15 @@ smu_engine = P.load(smu) if smu is not None and smu.stored else None
 if smu_engine is None:
     note("**StyleMeUp is not trained at this scale** (chapter 6 trains it): no style swap here.")
 elif isinstance(smu_engine.method, P.OnImages):
-    note("**No style swap at this scale:** StyleMeUp reads trunk features here; its decoder draws features.")
+    g6 = P.world_gallery(smu_engine.views, CATEGORY)
+    a, b = g6.targets[0], g6.targets[len(g6.targets) // 2]
+    swapped = []
+    for m in (0.0, 0.25, 0.5, 1.0):
+        _, hits = smu_engine.swap_hits(a.strokes, b.strokes, m, g6, 5, target=a.index)
+        swapped.append({"style moved towards the other drawer's": f"{m:.0%}",
+                        "rank of the drawing's own photo": hits.target_rank,
+                        "top 5 of the swapped code": ", ".join(g6.labels[i] for i in hits.index)})
+    display(pd.DataFrame(swapped).set_index("style moved towards the other drawer's"))
 else:
     g6 = P.world_gallery(smu_engine.views, CATEGORY)
     a, b = g6.targets[0], g6.targets[len(g6.targets) // 2]

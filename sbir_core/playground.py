@@ -469,6 +469,29 @@ class Engine:
         out = m.decoder(m.fused(inv[:1], mixed))[0]  # (3, S, S) in [-1, 1], ink = 1 (to_rgb's convention)
         return (1.0 - (out.mean(0) + 1.0) / 2.0).clamp(0, 1).numpy()  # back to a raster: black ink on white
 
+    @torch.inference_mode()
+    def swap_hits(
+        self, strokes, style_strokes, amount: float, gallery: Gallery, k: int = 5, target: int | None = None
+    ) -> tuple:
+        """StyleMeUp: what the drawing's invariant code with its style code moved ``amount`` of the way to
+        ``style_strokes``'s retrieves, as (decoded image or None, Hits). A model that reads images decodes an
+        image and searches with it; one that reads trunk features (the ci scale) decodes trunk features, which
+        are not a picture (None), and searches with their embedding: at every scale the reader sees what the
+        swapped code means to the model. ``target``: a gallery item whose rank the Hits carry."""
+        m = self.method
+        if not isinstance(m, OnImages):
+            image = self.swap_style(strokes, style_strokes, amount)
+            return image, self.query_image(image, gallery, k, target)
+        smu = m.method
+        if not hasattr(smu, "swap"):
+            raise PlaygroundError(f"{self.label} has no style code to swap (StyleMeUp has)")
+        if not 0.0 <= amount <= 1.0:
+            raise PlaygroundError(f"amount must be in [0, 1], got {amount}")
+        f = m.features(sketch_tensor(np.stack([self.raster(strokes), self.raster(style_strokes)])))
+        inv, var, _, _ = smu.codes(f)
+        redrawn = smu.decoder(smu.fused(inv[:1], (1.0 - amount) * var[:1] + amount * var[1:]))
+        return None, self._search(smu.embed_query(redrawn).numpy(), gallery, k, target)
+
     def personalise(self, drawings, gallery: Gallery, rows) -> Engine:
         """A new engine whose method is adapted to one person from their drawings (k >= 2 stroke arrays) of
         the gallery items ``rows`` (k indices, at least two different photos): ``adaptive.personalise``,

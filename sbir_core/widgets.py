@@ -638,12 +638,17 @@ class Explorer:
 
 
 class StyleSwap:
-    """StyleMeUp only: decode your drawing with its style code moved towards another drawer's."""
+    """StyleMeUp only: your drawing on this tab's own pad, its style code moved towards another drawer's, and
+    what the swapped code retrieves (``Engine.swap_hits``): the decoded sketch where the model reads images,
+    and at every scale the top 5 photos of the swapped code, which a reader can see even where the decoding
+    is not a picture (the ci scale's decoder redraws trunk features)."""
 
-    def __init__(self, explorer: Explorer):
-        self.explorer = explorer
+    def __init__(self, explorer: Explorer, k: int = 5):
+        self.explorer, self.k = explorer, k
+        self.pad = SketchPad(size=192)
+        self.copy = W.Button(description="copy the explorer's drawing", layout=W.Layout(width="220px"))
         self.amount = W.FloatSlider(
-            value=0.0,
+            value=0.5,
             min=0.0,
             max=1.0,
             step=0.1,
@@ -659,37 +664,87 @@ class StyleSwap:
             style={"description_width": "initial"},
             continuous_update=False,
         )
-        self.images = W.HBox([W.Image(format="png", width=96, height=96) for _ in range(3)])
+        self.images = W.HBox([W.Image(format="png", width=96, height=96) for _ in range(3)], layout=_wrap())
+        self.hits = W.HBox([W.Image(format="png", width=80, height=80) for _ in range(k)], layout=_wrap())
+        for img in (*self.images.children, *self.hits.children):
+            img.layout.display = "none"  # an empty image is a broken-image icon in a browser
         self.message = HTML()
         self.message.add_class("sbir-message")
         self.widget = W.VBox(
             [
-                HTML(markup("<b>style swap</b> (StyleMeUp): your drawing, the other style, the decoding")),
-                self.source,
-                self.amount,
+                HTML(markup("<b>style swap</b> (StyleMeUp): draw here, then move your style towards another drawer's")),
+                W.HBox([self.pad.widget, W.VBox([self.copy, self.source, self.amount])], layout=_wrap()),
+                HTML(markup("your drawing, the other style, and the decoding (where the model draws images)")),
                 self.images,
+                HTML(markup("<b>what the swapped code retrieves</b> (top {})", k)),
+                self.hits,
                 self.message,
             ]
         )
+        self.widget.add_class("sbir-swap")
         for w in (self.amount, self.source):
-            w.observe(lambda ch: self.explorer._guard(self.update), names="value")
-        explorer.pad.on_stroke_end(lambda _: self.explorer._guard(self.update))
+            w.observe(lambda ch: self._run(self.update), names="value")
+        self.pad.on_stroke_end(lambda _: self._run(self.update))
+        self.copy.on_click(lambda _: self._run(self._copy))
+        self.update()
+
+    def _run(self, fn) -> None:
+        """``fn``; a PlaygroundError becomes this tab's message, anything else the explorer's guard's."""
+
+        def guarded():
+            try:
+                fn()
+            except P.PlaygroundError as err:
+                self.message.value = f"⚠ {err}"
+
+        self.explorer._guard(guarded)
+
+    def _copy(self) -> None:
+        strokes, _ = self.explorer.pad.strokes()
+        if strokes is None:
+            raise P.PlaygroundError("the explorer's pad is empty: draw there or here")
+        self.pad.load(strokes)
+
+    def _show(self, widgets, pictures) -> None:
+        for img, pic in zip(widgets, pictures):
+            img.value, img.layout.display = (b"", "none") if pic is None else (pic, "")
+        for img in widgets[len(pictures) :]:
+            img.value, img.layout.display = b"", "none"
 
     def update(self) -> None:
         engine, gallery = self.explorer.engine, self.explorer.gallery
-        if engine is None or not hasattr(engine.method, "swap"):
-            self.message.value = "choose StyleMeUp to swap styles"
+        method = None if engine is None else getattr(engine.method, "method", engine.method)
+        if engine is None or not hasattr(method, "swap"):
+            self.message.value = "choose StyleMeUp (chapter 6) in the explorer to swap styles"
             return
-        strokes, _ = self.explorer.pad.strokes()
+        strokes, _ = self.pad.strokes()
         if strokes is None or gallery is None or not gallery.targets:
-            self.message.value = "draw something (in a style-world gallery) to swap its style"
+            self.message.value = (
+                "draw something here (with a style-world gallery chosen in the explorer) to swap its style"
+            )
+            self._show(self.images.children, [])
+            self._show(self.hits.children, [])
             return
         other = gallery.targets[self.source.value % len(gallery.targets)]
-        decoded = engine.swap_style(strokes, other.strokes, self.amount.value)
-        hits = engine.query_image(decoded, gallery, 5)
-        for img, pic in zip(self.images.children, (engine.raster(strokes), engine.raster(other.strokes), decoded)):
-            img.value = png(pic, 3)
-        self.message.value = "the decoding's top 5: " + ", ".join(gallery.labels[i] for i in hits.index)
+        decoded, hits = engine.swap_hits(strokes, other.strokes, self.amount.value, gallery, self.k)
+        self._show(
+            self.images.children,
+            [
+                png(engine.raster(strokes), 3),
+                png(engine.raster(other.strokes), 3),
+                None if decoded is None else png(decoded, 3),
+            ],
+        )
+        self._show(
+            self.hits.children, [png(gallery.images[i], max(1, 80 // gallery.images.shape[1])) for i in hits.index]
+        )
+        labels = ", ".join(gallery.labels[i] for i in hits.index)
+        where = (
+            ""
+            if decoded is not None
+            else " (at this scale the decoder redraws trunk features, not a sketch: no picture)"
+        )
+        self.message.value = f"the swapped code's top {self.k}: {labels}{where}"
 
 
 class Personalise:

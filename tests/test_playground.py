@@ -155,6 +155,32 @@ def test_style_swap(views, engine):
     tsn = P.Engine(build_method("triplet_sn", encoder="cnn", width=8, depth=3, embed_dim=32), "t", 32, 1.5)
     with pytest.raises(P.PlaygroundError, match="style code"):
         tsn.swap_style(a, b)
+    gallery = P.world_gallery(views, "shoe")
+    decoded, hits = e.swap_hits(a, b, 1.0, gallery, 5)  # a model on images: the decoding, and what it retrieves
+    assert np.allclose(decoded, e.swap_style(a, b, 1.0)) and len(hits.index) == 5
+    with pytest.raises(P.PlaygroundError, match="style code"):
+        tsn.swap_hits(a, b, 0.5, gallery)
+
+
+def test_style_swap_on_trunk_features_retrieves_with_the_redrawn_features(views, engine):
+    """At the ci scale StyleMeUp reads trunk features, so its decoder redraws features, not a picture: the swap
+    gives no image and retrieves with the redrawn features' embedding (which moves with the amount)."""
+    from sbir_core.features import trunk
+    from sbir_core.models.trunk import TrunkSpec
+
+    spec = TrunkSpec(block=2, pool=1)
+    torch.manual_seed(0)
+    smu = build_method("stylemeup", size=engine.size, in_dim=trunk(spec).dim, hidden=32, latent=16, flip=False).eval()
+    e = P.Engine(P.OnImages(smu, spec), "smu-features", engine.size, engine.line_width, views=views)
+    gallery = P.world_gallery(views, "shoe")
+    a, b = views.test_seen.strokes[0], views.test_seen.strokes[5]
+    decoded, hits = e.swap_hits(a, b, 0.0, gallery, 5)
+    assert decoded is None and len(hits.index) == 5 and np.all(np.diff(hits.distance) >= 0)
+    assert not np.allclose(hits.distance, e.swap_hits(a, b, 1.0, gallery, 5)[1].distance)
+    with pytest.raises(P.PlaygroundError, match="amount"):
+        e.swap_hits(a, b, -0.1, gallery)
+    with pytest.raises(P.PlaygroundError, match="features"):
+        e.swap_style(a, b)  # no picture to decode at this scale: said, not drawn as a grey blob
 
 
 # ---------------------------------------------------------------------- galleries from folders

@@ -203,6 +203,33 @@ def test_explorer_folder_gallery_and_style_swap_message(explorer_env, tmp_path):
     assert "StyleMeUp" in pg.swap.message.value  # a Triplet-SN has no style code to swap
 
 
+def test_style_swap_tab_has_its_own_pad_and_shows_what_the_swapped_code_retrieves(explorer_env, monkeypatch):
+    import torch
+
+    from sbir_core.models.base import build_method
+
+    torch.manual_seed(0)
+    smu = build_method("stylemeup", size=explorer_env.size, width=8, depth=3, hidden=32, latent=16).eval()
+    eng = P.Engine(smu, "smu_widget_test", explorer_env.size, explorer_env.line_width, "smu", explorer_env.views)
+    monkeypatch.setattr(P, "load", lambda choice, train=False, progress=True: eng)
+    pg = WG.Playground(options={"gallery": "world:shoe"})
+    swap = pg.swap
+    assert "draw something here" in swap.message.value
+    assert all(i.layout.display == "none" for i in swap.hits.children)  # no empty image slots
+    swap.copy.click()
+    assert "explorer&#x27;s pad is empty" in swap.message.value  # said in this tab, as text
+    stroke(pg.explorer.pad, [(20, 20), (120, 140), (200, 60)])
+    swap.copy.click()  # the explorer's drawing onto the tab's own pad
+    assert np.allclose(swap.pad.points(), pg.explorer.pad.points())
+    shown = [i.value[:4] for i in swap.hits.children]
+    assert shown == [b"\x89PNG"] * 5 and all(i.layout.display == "" for i in swap.hits.children)
+    assert [i.value[:4] for i in swap.images.children] == [b"\x89PNG"] * 3  # drawing, other style, decoding
+    assert "the swapped code&#x27;s top 5" in swap.message.value
+    before = swap.images.children[2].value
+    swap.amount.value = 1.0
+    assert swap.images.children[2].value != before  # the decoding moves with the amount
+
+
 def test_the_apps_url_query_picks_method_gallery_and_target(explorer_env):
     pg = WG.Playground.from_query_string("method=04_triplet_baseline&gallery=world:lamp&target=3")
     ex = pg.explorer
