@@ -146,7 +146,8 @@ view = engine.views.test_seen
 rows, evals = [], {}
 for f in FRACTIONS:
     parts = [SK.truncate(s, f) for s in view.strokes]
-    qv = dataclasses.replace(view, queries=sketch_tensor(SK.rasterise_many(parts, engine.size, engine.line_width)))
+    qv = view if f == 1.0 else dataclasses.replace(  # every stroke: the view's own rasters
+        view, queries=sketch_tensor(SK.rasterise_many(parts, engine.size, engine.line_width)))
     ev = evaluate(engine.method, qv)
     evals[f] = ev
     for k in (1, 10):
