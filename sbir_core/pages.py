@@ -92,10 +92,12 @@ def html_problems(paths) -> list[str]:
 # hold it, images that did not load, and the visible text
 _LAYOUT_JS = """() => {
   const vw = document.documentElement.clientWidth;
-  const scrolls = (el) => {
-    for (let a = el.parentElement; a && a !== document.body; a = a.parentElement) {
-      const o = getComputedStyle(a).overflowX;
-      if (o === 'auto' || o === 'scroll') return true;  // hidden or clip: cut off, not scrollable
+  const held = (el) => {
+    for (let a = el; a && a !== document.body; a = a.parentElement) {
+      const st = getComputedStyle(a);
+      if (st.clip !== 'auto' || st.clipPath !== 'none') return true;  // hidden on purpose: screen-reader text
+      // a scroll container around it holds it; overflow hidden or clip cuts it off: a problem
+      if (a !== el && (st.overflowX === 'auto' || st.overflowX === 'scroll')) return true;
     }
     return false;
   };
@@ -103,8 +105,8 @@ _LAYOUT_JS = """() => {
   for (const el of document.body.querySelectorAll('*')) {
     const r = el.getBoundingClientRect();
     if (r.width === 0 || r.right <= vw + 1 || getComputedStyle(el).position === 'fixed') continue;
-    if (scrolls(el)) continue;
-    const inner = Array.from(el.children).some((c) => c.getBoundingClientRect().right > vw + 1 && !scrolls(c));
+    if (held(el)) continue;
+    const inner = Array.from(el.children).some((c) => c.getBoundingClientRect().right > vw + 1 && !held(c));
     if (!inner) wide.push(`${el.tagName.toLowerCase()}${el.className && typeof el.className === 'string' ?
       '.' + el.className.trim().split(/\\s+/).join('.') : ''} (${Math.round(r.right)} px)`);
   }

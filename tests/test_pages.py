@@ -85,7 +85,11 @@ def test_pages_in_a_browser_find_broken_images_overflow_and_failure_text(tmp_pat
         pytest.skip("no Chromium")
     wide = "<table><tr>" + "".join(f"<td>column{i:02d}</td>" for i in range(60)) + "</tr></table>"
     good, bad, redirect = tmp_path / "good.html", tmp_path / "bad.html", tmp_path / "index.html"
-    good.write_text(f"<html><body><p>fine</p><div style='overflow-x:auto'>{wide}</div></body></html>")
+    hidden = "position:absolute;clip:rect(1px,1px,1px,1px);overflow:hidden"  # screen-reader text, as MathJax's
+    good.write_text(
+        f"<html><body><p>fine</p><div style='overflow-x:auto'>{wide}</div><span style='{hidden}'>{wide}</span>"
+        "</body></html>"
+    )
     bad.write_text(
         f"<html><body><img src='missing.png'><div style='overflow-x:hidden'>{wide}</div>"
         "<p>/tmp/x.py:3: UserWarning: shown to the reader</p></body></html>"
