@@ -6,7 +6,9 @@ no caption and alt text (myst-nb's cell metadata ``mystnb.figure.caption`` and `
 captions in the book, and alt text that says what the figure shows). ``html_problems``: in the
 built pages' text outside code blocks, the same warning or traceback text and a ``nan`` / ``NaN`` (a missing
 value glued into a sentence or left in a table cell; a page says "not run" or shows an em dash instead).
-``python -m sbir_core.book build`` fails on either and lists each problem with its page and context.
+``browse``: each built page in headless Chromium at a laptop's and a phone's width, for broken images,
+elements wider than the screen outside a scroll container, and failure text a reader sees.
+``python -m sbir_core.book build`` fails on any of them and lists each problem with its page and context.
 """
 
 from __future__ import annotations
