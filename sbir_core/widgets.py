@@ -384,7 +384,8 @@ class Explorer:
             ]
         )
         self.widget.add_class("sbir-explorer")
-        self.method.observe(lambda ch: self._guard(self._pick_method), names="value")
+        self._relabelling = False  # True while _train renames the options: not a choice of the reader's
+        self.method.observe(lambda ch: None if self._relabelling else self._guard(self._pick_method), names="value")
         self.source.observe(lambda ch: self._guard(self._pick_gallery), names="value")
         self.train_button.on_click(lambda _: self._guard(self._train))
         self.folder_button.on_click(lambda _: self._guard(self._load_folder))
@@ -475,7 +476,13 @@ class Explorer:
                 self.engine = P.load(choice, train=True, progress=True)
         finally:
             self.train_button.disabled = False
-        self.method.options = [(c.label, i) for i, c in enumerate(self.choices)]
+        # new options move a dropdown to its first (Triplet-SN): the model just trained stays the chosen one
+        chosen, self._relabelling = self.method.value, True
+        try:
+            self.method.options = [(c.label, i) for i, c in enumerate(self.choices)]
+            self.method.value = chosen
+        finally:
+            self._relabelling = False
         self.train_button.layout.display = "none"
         self.message.value = ""
         self._offer_galleries()
@@ -762,6 +769,7 @@ class Personalise:
         self.adapt = W.Button(description="adapt to my drawings", button_style="success")
         self.forget = W.Button(description="forget them")
         self.count = HTML()
+        self.count.add_class("sbir-count")
         self.message = HTML()
         self.message.add_class("sbir-message")
         self.widget = W.VBox(
@@ -777,6 +785,7 @@ class Personalise:
                 self.message,
             ]
         )
+        self.widget.add_class("sbir-personalise")
         self.keep.on_click(lambda _: self._run(self._keep))
         self.adapt.on_click(lambda _: self._run(self._adapt))
         self.forget.on_click(lambda _: self._run(self._forget))

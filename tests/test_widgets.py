@@ -188,6 +188,25 @@ def test_explorer_offers_training_for_a_missing_model(explorer_env):
     assert ex.train_button.layout.display == "none" and ex.engine is explorer_env
 
 
+def test_training_here_keeps_the_method_just_trained(explorer_env, monkeypatch):
+    """After "train it here" the explorer searches with the model it trained: renaming the dropdown's options
+    (the "not trained yet" label goes) used to move it back to its first method, Triplet-SN, without a word."""
+    trained, loads = object.__new__(P.Engine), []
+
+    def load(choice, train=False, progress=True):  # as P.load: a model trained is stored from then on
+        choice.stored = choice.stored or train
+        loads.append(choice.key)
+        return trained if choice.key == "not_there" else explorer_env
+
+    monkeypatch.setattr(P, "load", load)
+    monkeypatch.setattr(WG.Explorer, "_offer_galleries", lambda self: None)
+    ex = WG.Explorer()
+    ex.method.value = 1
+    ex.train_button.click()
+    assert ex.method.value == 1 and ex.engine is trained and loads[-1] == "not_there", loads
+    assert ex.train_button.layout.display == "none"
+
+
 def test_explorer_folder_gallery_and_style_swap_message(explorer_env, tmp_path):
     from PIL import Image
 
