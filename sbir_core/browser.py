@@ -39,6 +39,7 @@ from sbir_core.errors import SBIRError
 from sbir_core.paths import BOOK
 
 APP = BOOK / "playground_app.py"
+TEMPLATES = Path(__file__).parent / "app_template"  # on voila's JUPYTER_PATH: voila/templates/sbir
 CHROMIUM_FLAGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -52,14 +53,15 @@ CHROMIUM_FLAGS = [
 # strings, and the string "False" is true): answer only requests whose Host is a loopback address or "localhost"
 # (jupyter_server's check_host, which voila turns off), on pages and kernel websockets alike, so that a
 # web page whose name is re-bound to 127.0.0.1 (DNS rebinding) is refused; take the token from
-# $JUPYTER_TOKEN (not the command line, which other users can read); fail rather than move to another port.
+# $JUPYTER_TOKEN (not the command line, which other users can read); fail rather than move to another port; show
+# the page through the "sbir" template (TEMPLATES: voila's lab template with a loading message a reader understands).
 VOILA_CONFIG = {
     "Voila": {
         "tornado_settings": {"allow_remote_access": False, "local_hostnames": ["localhost"]},
         "auto_token": True,
         "port_retries": 0,
     },
-    "VoilaConfiguration": {"show_tracebacks": False},
+    "VoilaConfiguration": {"show_tracebacks": False, "template": "sbir"},
 }
 # A kernel holds about 570 MB; voila keeps one per page load until the server stops. The culler ends a kernel
 # that no page is connected to (the tab was closed, or its connection dropped) once it has been idle this long;
@@ -137,7 +139,12 @@ def serve(
     log = open(nb.with_suffix(".log"), "w") if quiet else None  # noqa: SIM115 - the server writes it until it stops
     cmd = [sys.executable, "-m", "voila", str(nb), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"]
     token = secrets.token_urlsafe(24)
-    env = os.environ | {"JUPYTER_TOKEN": token, "SBIR_PLAYGROUND_OVERRIDES": json.dumps(overrides or {})}
+    jupyter_path = os.pathsep.join(p for p in (str(TEMPLATES), os.environ.get("JUPYTER_PATH", "")) if p)
+    env = os.environ | {
+        "JUPYTER_TOKEN": token,
+        "SBIR_PLAYGROUND_OVERRIDES": json.dumps(overrides or {}),
+        "JUPYTER_PATH": jupyter_path,
+    }
     proc = subprocess.Popen(
         cmd,
         stdout=log,
@@ -210,8 +217,11 @@ def browser_page(width: int = 1100, height: int = 1000):
         browser = pw.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_FLAGS)
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
+            # the uncaught errors of the document now shown: a new document starts a new list (the one navigated
+            # away from can fail as it unloads, its kernel connection closing under it: "Cannot send")
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("framenavigated", lambda frame: errors.clear() if frame == page.main_frame else None)
             page.errors = errors
             yield page
         finally:
@@ -222,10 +232,11 @@ PAD = ".sbir-pad"
 
 
 def open_app(page, url: str, timeout: float = 120.0, **options) -> None:
-    """Go to the app (``options`` become its URL query) and wait until the pad and the results are there."""
+    """Go to the app (``options`` become its URL query) and wait until the pad and the results are there (the
+    results hidden while the chosen method is not trained)."""
     page.goto(app_url(url, **options), timeout=timeout * 1000)
     page.wait_for_selector(f"{PAD} canvas, canvas{PAD}", timeout=timeout * 1000)
-    page.wait_for_selector(".sbir-rank", timeout=timeout * 1000)
+    page.wait_for_selector(".sbir-rank", state="attached", timeout=timeout * 1000)
 
 
 def pad_box(page) -> dict:

@@ -43,9 +43,14 @@ def engine():
     return P.load(P.choice("04_triplet_baseline", "ci"), train=True, progress=False)
 
 
+# StyleMeUp and Adaptive FG-SBIR trained for a few steps, by the page's own "train it here", for the style swap and
+# personalise tabs' happy paths (chapter 4's run, the other tests' model, is the same with or without these)
+SMALL_RUNS = {"SMU_STEPS": 4, "META_STEPS": 3}
+
+
 @pytest.fixture(scope="module")
 def page(engine):
-    with BR.serve() as url, BR.browser_page() as page:
+    with BR.serve(overrides=SMALL_RUNS) as url, BR.browser_page() as page:
         page.app_url = url
         yield page
 
@@ -204,3 +209,72 @@ def test_on_a_phone_nothing_covers_the_pad_or_leaves_the_screen(engine, page):
         assert len(shown) == 10 and all(c["x"] + c["width"] <= 390 for c in shown), shown
     finally:
         page.set_viewport_size({"width": 1100, "height": 1000})
+
+
+def tab(page, title: str) -> None:
+    page.locator(".lm-TabBar-tab", has_text=title).click()
+
+
+def train_here(page) -> None:
+    """Press the explorer's "train it here" and wait until the grid shows results for the drawing on the pad."""
+    page.get_by_role("button", name="train it here").click()
+    page.wait_for_function(
+        "() => { const m = document.querySelector('.sbir-message').innerText;"
+        "        return !m.includes('not trained') && !m.includes('training'); }",
+        timeout=240_000,
+    )
+
+
+def visible_images(page, selector: str) -> int:
+    """How many images under ``selector`` are shown and decoded (a broken image has naturalWidth 0)."""
+    return page.eval_on_selector_all(
+        f"{selector} img", "els => els.filter(e => e.offsetWidth > 0 && e.naturalWidth > 0).length"
+    )
+
+
+def test_the_page_says_what_it_loads_then_style_swap_shows_what_the_swapped_code_retrieves(engine, page):
+    """While the kernel starts the page says what it is loading and for how long (voila's own spinner said
+    "Executing 1 of 2"); then the style swap tab's happy path: StyleMeUp trained here, a drawing on the
+    explorer's pad copied to the tab's own pad, and the swapped code's top 5 photos shown as pictures."""
+    page.goto(BR.app_url(page.app_url, method="06_stylemeup", gallery="world:shoe"), wait_until="commit")
+    page.wait_for_selector("#loading_text.sbir-loading", timeout=60_000)
+    assert "loading the trained model and its gallery" in page.inner_text("#loading_text")
+    page.wait_for_selector(".sbir-rank", state="attached", timeout=120_000)
+    if "not trained" in BR.page_state(page)["message"]:
+        train_here(page)
+    BR.draw_stroke(page, np.array([[40.0, 60.0], [200.0, 80.0], [120.0, 210.0]]), BR.pad_box(page))
+    BR.wait_for_strokes(page, 1)
+    tab(page, "style swap")
+    page.get_by_role("button", name="copy the explorer's drawing").click()
+    page.wait_for_function(
+        "() => document.querySelector('.sbir-swap .sbir-message').innerText.includes('top 5')", timeout=60_000
+    )
+    assert visible_images(page, ".sbir-swap") == 3 + 5 - 1  # drawing, other style, 5 photos (no decoded picture)
+    message = page.inner_text(".sbir-swap .sbir-message")
+    assert "the swapped code's top 5: shoe" in message, message
+    assert not page.errors, page.errors
+
+
+def test_personalise_keeps_drawings_of_two_photos_and_adapts_the_explorers_model(engine, page):
+    """The personalise tab's happy path as the page tells it: Adaptive FG-SBIR trained here; put the sketch to copy
+    on the pad, keep it, step to another sketch to copy (another photo), keep it, adapt; then forget."""
+    BR.open_app(page, page.app_url, method="07_adaptive", gallery="world:shoe")
+    if "not trained" in BR.page_state(page)["message"]:
+        train_here(page)
+    for n in (1, 2):
+        tab(page, "draw and retrieve")
+        if n == 2:
+            page.get_by_role("button", name="another sketch to copy").click()
+        page.get_by_role("button", name="put it on the pad").click()
+        page.wait_for_function("() => parseInt(document.querySelector('.sbir-pad-status').innerText) > 0")
+        tab(page, "personalise")
+        page.get_by_role("button", name="keep this drawing").click()
+        page.wait_for_function("n => document.body.innerText.includes(`kept: ${n} drawing(s) of ${n} photo(s)`)", arg=n)
+    page.get_by_role("button", name="adapt to my drawings").click()
+    said = "(s) => document.querySelector('.sbir-count').innerText.includes(s)"
+    page.wait_for_function(said, arg="the explorer's model is adapted", timeout=120_000)
+    assert "adapted to your 2 drawings" in page.inner_text(".sbir-personalise .sbir-message")
+    page.get_by_role("button", name="forget them").click()
+    page.wait_for_function(said, arg="the explorer's model is not adapted")
+    assert "searches with the trained model again" in page.inner_text(".sbir-personalise .sbir-message")
+    assert not page.errors, page.errors
