@@ -53,7 +53,7 @@ BUDGET_S = 20  # this chapter's time budget at this scale on 2 CPU cores, second
 # the right photo second; method *B* puts it first for half the sketches and last for the
 # rest.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Two toy methods on one 20-photo gallery: A always ranks the right photo second, B ranks it first for half the sketches and last for the rest. Acc@1, Acc@10 and the mean rank disagree on which is better.", "classes": "sbir-table"}}
 import numpy as np
 import pandas as pd
 
@@ -225,6 +225,7 @@ ax.set_ylabel("test queries")
 plt.tight_layout()
 plt.show()
 
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Acc@1 overstated by choosing the checkpoint on the test set, in points, for ShoeV2- and ChairV2-sized test sets, by the number of checkpoints evaluated (mean over the simulated trials).", "classes": "sbir-table"}}
 table = selection.pivot_table(index="checkpoints", columns="case", values="chosen on test") * 100
 most = selection[selection.checkpoints == max(CHECKPOINTS)].set_index("case")["chosen on test"]
 ch.glue("n_ckpt_max", max(CHECKPOINTS), display=False)

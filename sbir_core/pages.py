@@ -3,7 +3,8 @@
 ``notebook_problems``: in the executed notebooks' outputs, anything written to stderr (warnings, progress
 bars), a traceback or an error output, warning or error text printed to stdout, and a figure whose cell gives it
 no caption and alt text (myst-nb's cell metadata ``mystnb.figure.caption`` and ``mystnb.image.alt``: numbered
-captions in the book, and alt text that says what the figure shows). ``html_problems``: in the
+captions in the book, and alt text that says what the figure shows), and a table (a DataFrame shown as HTML) with
+no caption (``mystnb.figure.caption`` and ``classes: sbir-table``: "Table N"). ``html_problems``: in the
 built pages' text outside code blocks, the same warning or traceback text and a ``nan`` / ``NaN`` (a missing
 value glued into a sentence or left in a table cell; a page says "not run" or shows an em dash instead).
 ``browse``: each built page in headless Chromium at a laptop's and a phone's width, for broken images,
@@ -17,6 +18,7 @@ import json
 import re
 from pathlib import Path
 
+TABLE = "sbir-table"  # the figure class that numbers a table output as a table (book/_ext/sbir_tables.py)
 # "UserWarning: ...", "RuntimeError: ...", a traceback: text of a failure, not of the book
 FAILURE = re.compile(r"\b[A-Z]\w*(?:Warning|Error|Exception)\b:|Traceback \(most recent call last\)")
 # a missing value shown as such: "nan", "NaN", "nan%" (not "nanometre", "Nan Li", "finance", "x.nan")
@@ -57,6 +59,13 @@ def notebook_problems(paths) -> list[str]:
                         problems.append(
                             f"{where}: a figure without a caption and alt text (the cell's mystnb metadata: "
                             f"figure.caption, image.alt)"
+                        )
+                    if "<table" in _text(out.get("data", {}).get("text/html", "")) and not (
+                        meta.get("figure", {}).get("caption") and TABLE in str(meta.get("figure", {}).get("classes"))
+                    ):
+                        problems.append(
+                            f"{where}: a table without a caption (the cell's mystnb metadata: figure.caption, and "
+                            f"figure.classes {TABLE!r}: numbered as a table by book/_ext/sbir_tables.py)"
                         )
                     for mime in ("text/plain", "text/markdown", "text/html"):
                         text = _text(out.get("data", {}).get(mime, ""))
