@@ -51,7 +51,7 @@ BUDGET_S = 60  # this chapter's time budget at this scale on 2 CPU cores, second
 # configuration always gives the same arrays, and the world is cached on disk under a hash of
 # the configuration (checksummed; a damaged file is rebuilt), so the second call only reads.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The style world's configuration (WorldConfig): each field and its value in this chapter's world.", "classes": "sbir-table"}}
 import time
 
 import matplotlib.pyplot as plt
@@ -89,6 +89,19 @@ pd.Series({k: str(v) for k, v in data.info["config"].items()}, name="value").to_
 # silhouette, 1 the main parts, 2 the details.
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "One object of each of the style world's categories: its photo (top) and one drawer's sketch of it (bottom)."}, "image": {"alt": "Two rows of small images, photos of eight object categories above and sketches of the same objects below."}}
+fig, axes = plt.subplots(2, 8, figsize=(13, 3.6))
+for j, cat in enumerate(cfg.categories):
+    i = world.category.index(cat)
+    d = world.drawers_of(i)[0]
+    axes[0, j].imshow(world.photos(i, size=FIG_SIZE)[0])
+    axes[0, j].set_title(cat)
+    axes[1, j].imshow(S.rasterise(world.sketch(i, d)[0], FIG_SIZE, 2.0), cmap="gray", vmin=0, vmax=1)
+for ax in axes.flat:
+    ax.set_axis_off()
+fig.suptitle("One object of each category: its photo and one drawer's sketch")
+plt.show()
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The attributes of each object category: how many, how many of them discrete, and their names.", "classes": "sbir-table"}}
 counts = pd.DataFrame(
     [
         {
@@ -102,17 +115,6 @@ counts = pd.DataFrame(
 )
 ch.glue("n_categories", len(counts))
 ch.glue("min_attributes", int(counts["attributes"].min()))
-fig, axes = plt.subplots(2, 8, figsize=(13, 3.6))
-for j, cat in enumerate(cfg.categories):
-    i = world.category.index(cat)
-    d = world.drawers_of(i)[0]
-    axes[0, j].imshow(world.photos(i, size=FIG_SIZE)[0])
-    axes[0, j].set_title(cat)
-    axes[1, j].imshow(S.rasterise(world.sketch(i, d)[0], FIG_SIZE, 2.0), cmap="gray", vmin=0, vmax=1)
-for ax in axes.flat:
-    ax.set_axis_off()
-fig.suptitle("One object of each category: its photo and one drawer's sketch")
-plt.show()
 counts.set_index("category")
 
 # %% [markdown]
@@ -166,7 +168,7 @@ plt.show()
 # So a chapter can move one dial and hold the other, and a drop of accuracy can be blamed on
 # style or on missing content, not both at once.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The style dimensions of a drawer: the physical range of each (from, to), its coordinate in the style-gap direction u, and what it means.", "classes": "sbir-table"}}
 u = W.gap_direction()
 pd.DataFrame(
     [
@@ -283,7 +285,7 @@ plt.show()
 # cost a model could win back (chapter 4). Two categories (lamp and bag) are tagged
 # `category_split = "unseen"` for the zero-shot and category-level chapters.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Sketches, objects, families and drawers in each split (train, val, test), by seen or unseen drawers; the adaptation rows are the unseen drawers' sketches of train and val objects.", "classes": "sbir-table"}}
 sk = data.sketches
 table = (
     sk.assign(role=np.where(sk["adaptation"], "adaptation", ""))
@@ -317,7 +319,7 @@ table
 # would look strong. The mixed gallery is kept for category-level work (mAP, P@K), under that
 # name.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Chance and the category oracle on the seen drawers' test sketches, Acc@1 and Acc@10 (%), within each query's category (the benchmark) and on the mixed gallery of all categories, with the mean number of photos per query.", "classes": "sbir-table"}}
 views = B.style_views(data, IMAGE_SIZE, LINE_WIDTH)
 test = views.test_seen
 bench = pd.DataFrame(
@@ -474,6 +476,8 @@ for ax, col in zip(axes, cols):
 sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1.02, 1))
 fig.tight_layout()
 plt.show()
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Stroke statistics of the style world's chairs and the QMUL-Chair-V2 chairs drawn by people: the median and interquartile range of each statistic in both, and the Kolmogorov-Smirnov distance between the two distributions (0: the same, 1: disjoint).", "classes": "sbir-table"}}
 if real is not None:
     compared = S.compare_stats(ours, real)
     for stat, row in compared.iterrows():

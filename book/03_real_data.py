@@ -57,7 +57,7 @@ BUDGET_S = 20  # this chapter's time budget at this scale on 2 CPU cores, second
 # The registry knows each dataset's layout. A dataset counts as found when its layout check
 # passes under the data root and it loads without error; otherwise the reason is printed.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The datasets looked for under the data root: whether each was found (yes, no, or found but unreadable) and what it loaded as, or why it could not be read.", "classes": "sbir-table"}}
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -111,7 +111,7 @@ status
 # category-level sets get a seeded 70/10/20 split per class; the seed and the instance lists
 # are recorded in each dataset's `info`.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Sketches, photos and instances in each split (train, val, test) of each dataset found.", "classes": "sbir-table"}}
 rows = []
 count_tables = []
 for name, data in found.items():
@@ -180,7 +180,7 @@ for name, data in found.items():
 # the mean darkness, the share of inked pixels and the inked extent as a fraction of the side.
 # In the table a dash marks a statistic that does not apply to how a set is stored.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Mean and median per sketch of each stroke statistic (for sets stored as strokes: strokes, points, points per stroke, length and extent in canvas units) or ink statistic (for sets stored as images, on the raster), for the style world and each real set found; a dash marks a statistic that does not apply.", "classes": "sbir-table"}}
 stroke_cols = ["strokes", "points", "points_per_stroke", "length", "extent"]
 ink_cols = ["ink", "ink_pixels", "ink_extent"]
 per_sketch, summaries = {}, []
@@ -271,7 +271,7 @@ if "chairv2" in per_sketch:
 # sketch and per photo: their agreement measures how faithfully each sketch index draws the
 # parts the photo has.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Statistics by sketch index k in shoes304 and ChairV2, on the photos with all three sketches: the mean for k = 1, 2 and 3, the Friedman chi-squared statistic blocked by photo, and its p-value, raw and Holm-adjusted over all the tests.", "classes": "sbir-table"}}
 from IPython.display import display
 
 from sbir_core.stats import friedman_by_block, holm

@@ -120,7 +120,7 @@ world = ch.scope("style_world", T.PROTOCOL_VAL, setting(style_gap=STYLE_GAP))
 # against the test photos **of its own category**, so knowing the category is worth nothing:
 # the category oracle scores exactly chance.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The style world benchmark's views: sketches, objects and drawers in each; seen drawers for train, val and test, unseen drawers for test and for the adaptation split's train objects.", "classes": "sbir-table"}}
 names = {"train": "train: seen drawers", "val": "val: seen drawers", "test_seen": "test: seen drawers",
          "test_unseen": "test: unseen drawers", "control_train": "adaptation split: unseen drawers, train objects"}
 counts = pd.DataFrame([{"view": label, "sketches": len(getattr(views, n)),
@@ -166,7 +166,7 @@ ch.glue("selected_steps", ", ".join(str(r.val_selected["step"]) for r in runs.ru
 # map, no parameters). The baseline is evidence of learning where its paired interval excludes
 # each of them.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Triplet-SN on the test sketches of seen and unseen drawers, Acc@1 and Acc@10 (%) within category: validation-selected, and best on test (paper protocol, mean over seeds), beside the untrained network, pixel matching and chance (95% intervals over seeds and test sample).", "classes": "sbir-table"}}
 evals = {n: [evaluate(m, v) for m in models] for n, v in feats.tests.items()}
 untrained = {n: [evaluate(bench.untrained(s), v) for s in bench.seeds] for n, v in feats.tests.items()}
 pixel = {n: [evaluate(bench.pixel(), v)] for n, v in views.tests.items()}
@@ -220,7 +220,7 @@ pd.DataFrame(table).set_index(["drawers", "metric"])
 # queries. The drop then splits into *style not learnt* (control minus baseline) and *what the
 # sketch no longer says* (seen minus control).
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The control trained on the unseen drawers' own style: its Acc@1 and Acc@10 on the unseen drawers' test sketches (%), and the paired differences in points: seen minus unseen for the baseline, control minus baseline (style not learnt) and baseline on seen minus control (content lost) (95% intervals over seeds and test sample).", "classes": "sbir-table"}}
 control_seeds = list(range(SEED, SEED + N_CONTROL_SEEDS))
 control = [evaluate(m, feats.test_unseen) for m in bench.control().methods(control_seeds)]
 parts = []
@@ -367,6 +367,8 @@ for name in REAL_DATASETS:
 if real_curves:
     training_curves(real_curves, (("val/acc_at_1", "val Acc@1"), ("test/acc_at_1", "test Acc@1")),
                     title="real data: Acc@1 during training (mean over seeds)")
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Triplet-SN on each real set found, test Acc@1 and Acc@10 (%) within category, validation-selected, beside the untrained network, pixel matching and chance; the gain over the untrained network in points, whether learning is shown against both floors, and the number of test queries (95% intervals over seeds and test objects).", "classes": "sbir-table"}}
 pd.DataFrame(real_rows).set_index(["dataset", "metric"]) if real_rows else None
 
 # %% [markdown]
@@ -376,7 +378,7 @@ pd.DataFrame(real_rows).set_index(["dataset", "metric"]) if real_rows else None
 # source) are not the same experiment as ours. Real data and the style world are kept apart;
 # where papers print different figures for one number, all are shown.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Published Triplet-SN Acc@1 and Acc@10 (%, best on test; several published figures for one number separated by a slash) beside this book's validation-selected ones: real data first, published then this book, the style world apart at the end, with each row's checkpoint selection and backbone.", "classes": "sbir-table"}}
 ours = pd.DataFrame([r for r in ch.rows if r["method"] == "triplet_sn" and r["protocol"] == T.PROTOCOL_VAL
                      and r["metric"] in ("acc_at_1", "acc_at_10") and r["seed"] == -1
                      and r["setting"] in ("", setting(style_gap=STYLE_GAP))])

@@ -140,7 +140,7 @@ ch.glue("hier_seeds", HIER_SEEDS)
 # pixel matching (no parameters) and the head untrained on the same nodes. Intervals are 95% over
 # the heads' seeds and the test sample (objects and drawers).
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Table 1 on the style world: within-category Acc@1 and Acc@10 (%) of every Table 1 row and chapter 4's Triplet-SN on the sampled test queries of the seen and unseen drawers (95% intervals over seeds and test objects and drawers), followed by the floors: pixel matching, each claimed head untrained, and chance (equal to the category oracle).", "classes": "sbir-table"}}
 ev = {v: {s: [evaluate(m, (feats if v == "triplet_sn" else nodes.tests)[s]) for m in ms] for s in views.tests}
       for v, ms in models.items()}
 floor_ev = {s: {"pixel_nn": [evaluate(bench.pixel(), images[s])]} for s in views.tests}
@@ -196,7 +196,7 @@ pd.DataFrame(rows).set_index("row")
 # *reproduced* or *contradicted* when the interval excludes zero, *smaller than claimed* when it
 # holds zero and excludes the paper's effect, *undecided* when it holds both.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The paper's two orderings of Table 1 on the seen drawers, as paired differences on the same queries: Acc@1 in points with its relative effect and outcome (deciding), and Acc@10 in points (beside); 95% intervals over seeds and test objects and drawers.", "classes": "sbir-table"}}
 claims = []
 for claim, a, b in (("hierarchy_beats_coattn", "proposed", "b_localised_coattn"),
                     ("coattn_beats_siamese", "b_localised_coattn", "b_siamese")):
@@ -243,7 +243,6 @@ for v in RERANKERS:
         two_rows.append(row)
 ok = [c for c in curve2 if c["ratio"] >= 10 and c["d"].lo <= 0 <= c["d"].hi]
 world.value("hierarchy_proposed", "two_stage_goal_met", float(any(c["reranker"] == "Proposed" for c in ok)), "test_seen", protocol="")
-display(pd.DataFrame(two_rows).set_index(["reranker", "M"]).fillna(""))
 C.two_stage_figure(pd.DataFrame(curve2), {NAMES[v]: C.interval_of(ev[v]["test_seen"][:1], "acc_at_10") for v in RERANKERS},
                    "two-stage retrieval, seen drawers: Triplet-SN shortlist, hierarchy rerank")
 best = max(ok, key=lambda c: c["ratio"]) if ok else None
@@ -252,6 +251,9 @@ C.prose("At every shortlist of M ≤ 10 the two-stage Acc@10 is the baseline's o
         + (f"Acc@10 equal to exhaustive within its interval with ≥ 10× fewer head passes: {best['reranker']} at M = "
            f"{best['M']} ({best['ratio']:.1f}× fewer, difference {best['d'].text} points)." if best else
            "No reranker keeps exhaustive Acc@10 within its interval with ≥ 10× fewer head passes at these M."))
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Two-stage retrieval on the seen drawers' sampled test queries, for each reranker's first seed: head passes, Acc@1 and Acc@10 (%) of the exhaustive search and of each shortlist size M, and the paired difference two-stage minus exhaustive in points (95% intervals over test objects and drawers).", "classes": "sbir-table"}}
+pd.DataFrame(two_rows).set_index(["reranker", "M"]).fillna("")
 
 # %% [markdown]
 # ## Coarse sketches
@@ -262,7 +264,7 @@ C.prose("At every shortlist of M ≤ 10 the two-stage Acc@10 is the baseline's o
 # coarse++ is the sparser sketch, which is our level 0. The claim: the proposed model loses less
 # Acc@10 from full to the sparsest sketches than B-Siamese.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Acc@10 (%) of Triplet-SN, B-Siamese and the proposed model on the seen drawers' sampled test queries, redrawn from their level-0 strokes only, from levels 0-1, and in full (95% intervals over seeds and test objects and drawers).", "classes": "sbir-table"}}
 levels = views.data.info["detail_levels_by_id"]
 im = images["test_seen"]
 detail, det_rows = {}, []
@@ -350,7 +352,7 @@ C.prose("Merge order (slot a absorbs slot b), sketch: " + ", ".join(f"{a}←{b}"
 # sketches from their first strokes (drawing order runs coarse to fine). Intervals are over seeds
 # and test photos (instances).
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Real sketches, on each set with paired photos. Top: Acc@1 and Acc@10 (%) of chapter 4's Triplet-SN, B-Siamese, B-Localised-Coattn and the proposed model, beside pixel matching and chance; below: the paper's two orderings as paired differences in Acc@1 (points, with the outcome); where a set has strokes, a last table gives Acc@10 (%) by the fraction of strokes kept. Intervals are 95% over seeds and test photos.", "classes": "sbir-table"}}
 real_rows, real_claims, first_rows = [], [], []
 r_seeds = list(range(SEED, SEED + HIER_SEEDS))
 for name in bench.p["REAL_DATASETS"]:
@@ -418,7 +420,7 @@ elif real_rows:
 # beside this chapter's rows on the style world (`paper_runs/reference/hierarchy.csv`). The
 # numbers are not comparable in level; what can be compared is the order of the rows.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The paper's Table 1 Acc@1 (%) on ChairV2, ShoeV2 and SWIRE (published, VGG16 trained end to end), beside this chapter's Acc@1 (%) on the style world's seen drawers (mean over seeds).", "classes": "sbir-table"}}
 ref = load_reference("hierarchy")
 ref = ref[ref["method"].isin(NAMES.values()) & (ref["metric"] == "acc_at_1")]
 pub = ref.pivot_table(index="method", columns="dataset", values="value", aggfunc="first")

@@ -146,7 +146,7 @@ ch.glue("selected_steps", ", ".join(str(r.val_selected["step"]) for r in runs["f
 # nothing scores: chance (equal to the category oracle here), the untrained VAE and pixel matching.
 # Every interval covers seeds and test objects and drawers.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Within-category Acc@1 and Acc@10 (%) on the seen and unseen drawers' test queries: StyleMeUp, its ablations and the paper's baselines, chapter 4's Triplet-SN, then the floors (the untrained VAE, pixel matching, and chance, equal to the category oracle); 95% intervals over seeds and test objects and drawers.", "classes": "sbir-table"}}
 seed_everything(SEED)
 untrained = R.stylemeup(bench, ch.params()).spec.build().eval()
 evals = {name: {split: [evaluate(m, v) for m in ms] for split, v in feats.tests.items()} for name, ms in models.items()}
@@ -220,7 +220,7 @@ pd.DataFrame(rows).set_index("method")
 # one, its interval takes the full model's seed variance (a pilot of the same design, stated), so
 # that a one-seed arm does not pass for a noiseless one.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Each ablation and baseline as the full StyleMeUp minus the variant in Acc@1 on the unseen drawers (points, with the relative effect; 95% intervals over seeds and test objects and drawers, a one-seed variant taking the full model's seed variance), and the outcome for the paper's claim.", "classes": "sbir-table"}}
 abl = []
 full_arm = head["acc_at_1"][0]
 for name in ABLATIONS:
@@ -299,7 +299,7 @@ ch.glue("hi_gap", hi_gap)
 # $n$ photos of the category gives $k$ sketches an expected population variance of
 # $\frac{k-1}{k}\frac{n^2-1}{12}$.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Rank consistency on the unseen drawers: V_avg, the mean over photos of the variance of their sketches' ranks (squared ranks, lower is more consistent; 95% intervals over seeds and photos), and the mean rank, for StyleMeUp, Triplet-SN and each ablation and baseline.", "classes": "sbir-table"}}
 view_u = feats.test_unseen
 photo, n_cand = view_u.target.numpy(), view_u.n_candidates()
 photos = rank_consistency(np.zeros(len(photo)), photo)["photos"]
@@ -357,7 +357,7 @@ plt.show()
 # no retraining. A model trained for fine-grained retrieval need not be good at this; the untrained
 # VAE's row is the floor.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Category-level retrieval on the style world: mAP@all and precision in the top K (P@K) of the unseen drawers' test sketches against every test photo, for StyleMeUp and Triplet-SN (95% intervals over seeds, categories and drawers) beside the untrained VAE.", "classes": "sbir-table"}}
 cat_view = bench.read(category_view(views.data, {"split": "test", "drawer_split": "unseen"}, {"split": "test"},
                                     bench.p["IMAGE_SIZE"], bench.p["LINE_WIDTH"], name="style_world/category, unseen"))
 cat = ch.scope("style_world", T.PROTOCOL_VAL, C.setting(style_gap=bench.gap, level="category"), ("category", "drawer"))
@@ -389,7 +389,7 @@ pd.DataFrame(cat_rows + [{"method": "untrained VAE", "mAP@all": f"{u_cat.metrics
 # views, loaded from the store; both are val-selected, on the same test queries, against the same
 # floors.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Real sketches: Acc@1 and Acc@10 (%) of StyleMeUp and chapter 4's Triplet-SN, both validation-selected, on each real set with paired photos (95% intervals over seeds and test photos), beside chance.", "classes": "sbir-table"}}
 real_rows, real_text = [], ""
 for name in bench.p["REAL_DATASETS"]:
     if not available(name):
@@ -547,6 +547,8 @@ if region_text:
     C.prose(region_text + "A gap whose interval holds zero says the design did not detect a difference between regions; "
             "the detectable effect beside it says how large a difference it could have found.")
 ch.glue("region_batch", int(bench.p["BATCH_SIZE"]))
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The region shift on QuickDraw: mAP@all on the test region's drawings for Triplet-SN and StyleMeUp trained on other regions and the control trained on the test region (95% intervals over seeds and test drawings), followed by the floors: chance, the untrained head, pixel matching and, with a frozen trunk, its features (trunk NN).", "classes": "sbir-table"}}
 pd.DataFrame(region_rows).set_index(["dataset", "model"]) if region_rows else None
 
 # %% [markdown]
@@ -567,7 +569,7 @@ pd.DataFrame(region_rows).set_index(["dataset", "model"]) if region_rows else No
 # paper's own table of its baselines and ablations (Acc@K in percent), the pattern the sections
 # above test: StyleMeUp first, B-Meta-SN and B-Cross-Modal next, Triplet-SN last.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Top: StyleMeUp's published Acc@1 and Acc@10 (%) on ChairV2 and ShoeV2 beside this book's on the style world's seen and unseen drawers, with each one's selection protocol and backbone (printed together, not compared); below: the paper's table of StyleMeUp, its baselines and ablations, Acc@1 and Acc@10 (%) on ChairV2 and ShoeV2.", "classes": "sbir-table"}}
 ours = pd.DataFrame([{"dataset": f"style world, {split[5:]} drawers", "metric": f"acc_at_{k}",
                       "value": C.interval_of(evals["full"][split], f"acc_at_{k}").estimate}
                      for split in ("test_seen", "test_unseen") for k in (1, 10)])

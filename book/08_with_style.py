@@ -176,7 +176,7 @@ baseline = bench.baselines()
 # same trunk), and the floors: a random ranking, the structure stream untrained, and pixel
 # matching (the sketch's ink map against the image's edge map).
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Sketch-only search per gallery medium on the seen drawers' test sketches (relevance: same class): mAP@all in % of the structure stream and of chapter 4's Triplet-SN (95% intervals over seeds, test objects and drawers), and of the floors: a random ranking, the structure stream untrained and pixel matching.", "classes": "sbir-table"}}
 per_medium, rows = {}, []
 for m in ws.media:
     scope = ch.scope("style_world", "last_step", setting(relevance="category", medium=m))
@@ -213,7 +213,7 @@ pd.DataFrame(rows).set_index("medium")
 # (each medium's mean colour over the training images; nothing learnt). The naive fusion is the
 # ablation of the learned fusion layer; the sketch-only search and Triplet-SN ignore the style.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Sketch + style search on the seen drawers' test sketches (relevance: same class and the wanted medium). Top: mAP@all in % of the fused search, the naive fusion, the sketch-only search and Triplet-SN (95% intervals over seeds, test objects and drawers), and of the floors; below: the fused search's mAP per class and wanted medium, mean over seeds.", "classes": "sbir-table"}}
 world = ch.scope("style_world", "last_step", setting(relevance="category_medium"))
 styled = {key: ws.evaluate(models, "seen", mode=mode) for key, mode in MODES.items()} | {"triplet_sn": ws.evaluate(baseline, "seen")}
 floors, blind = ws.floors("seen"), ws.floors("seen", styled=False)
@@ -258,7 +258,7 @@ grid.style.format("{:.2f}").background_gradient(cmap="Greens", vmin=0, vmax=1).s
 # style embedding is independent of content, its class probe is at chance; the structure
 # embedding's class probe shows how much content an embedding of these images can carry.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Linear probes on the style and the structure embeddings of the test images: accuracy in % at predicting the medium or the class (95% intervals over seeds and test objects), beside chance.", "classes": "sbir-table"}}
 probe = ws.probes(models, "seen")
 gt = seen_view.gallery_table
 clus = {"instance": gt["instance"].to_numpy()}
@@ -325,7 +325,7 @@ fig = retrieval_grid(ws.view("seen", reads="image", rows=q), models[0], range(3)
 # not seen the report itself): sketch-only mAP per medium 0.81 to 0.99, sketch + style mAP per
 # class × medium 0.54 to 0.69 overall. The paper reports no retrieval numbers we could verify.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The student project's reported mAP (BAM! artwork, QuickDraw sketches; chosen on the test set) beside ours on the style world, in %: sketch-only search in the worst and the best medium, and sketch + style search. Other data and scale: only the pattern is comparable.", "classes": "sbir-table"}}
 ours = pd.DataFrame([
     {"dataset": "style_world", "metric": "map_all_sketch_only_worst_medium", "value": mean_map[worst]},
     {"dataset": "style_world", "metric": "map_all_sketch_only_best_medium", "value": mean_map[best]},
@@ -343,7 +343,7 @@ published_vs_ours("with_style", ours)
 # classes QuickDraw has, with PACS training images as style exemplars and PACS test images as the
 # gallery. The same two claims, by the same rule; skipped, with a note, when the data are absent.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "QuickDraw sketches searching PACS test images (photos, art paintings, cartoons), mAP@all in %: the fused, naive and sketch-only search with style exemplars (relevance: class and wanted medium), then the sketch-only search in each PACS medium (relevance: class), each with its floors; 95% intervals over seeds and test objects.", "classes": "sbir-table"}}
 rb = None
 if available("pacs") and available("quickdraw"):
     try:

@@ -129,8 +129,11 @@ if rec is not None:
         f"Sketch `{rec['sketch_id']}`: after its {rec['strokes']} strokes the page ranks its photo "
         f"{frames[-1]['rank']} of {rec['gallery']}. The mouse lands on whole or fractional pixels of "
         f"the page, not on the dataset's coordinates, so the page's rank can differ by a few places "
-        f"from the rank of the dataset's own strokes (right column) while the near photos are close."
+        f"from the rank of the dataset's own strokes (bottom row) while the near photos are close."
     )
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The recorded drawing, stroke by stroke: the rank of the target photo that the page shows after each stroke, and the rank that the dataset's own strokes give.", "classes": "sbir-table"}}
+if rec is not None:
     display(trail.set_index("stroke").T)
 
 # %% [markdown]
@@ -181,6 +184,8 @@ ax.set_title("early retrieval, Triplet-SN, seen drawers (dotted: chance)")
 ax.legend()
 fig.tight_layout()
 plt.show()
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Early retrieval: Triplet-SN's Acc@1 and Acc@10 on the seen drawers' test sketches by the share of each sketch's first strokes kept (95% intervals over test objects and drawers; one trained seed).", "classes": "sbir-table"}}
 early.pivot(index="strokes kept (%)", columns="K", values="Acc@K").rename(columns=lambda k: f"Acc@{k}")
 
 # %% tags=["hide-input"]
@@ -207,7 +212,7 @@ if half is not None and full is not None:
 # gallery (machine-dependent, so not a checked number; `python -m sbir_core.bench query` measures
 # it against 10,000 and, with FAISS, 1,000,000 embeddings).
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Query latency on this machine: the median (p50) and 95th-percentile (p95) time in ms from a drawing's strokes to its top 10, over the timed test sketches, and the size of the category's gallery.", "classes": "sbir-table"}}
 lat = []
 for s in view.strokes[:LATENCY_QUERIES]:
     t = time.perf_counter()
@@ -239,20 +244,23 @@ smu = next((c for c in P.methods(SCALE, **overrides) if c.recipe.chapter == "06_
 smu_engine = P.load(smu) if smu is not None and smu.stored else None
 if smu_engine is None:
     note("**StyleMeUp is not trained at this scale** (chapter 6 trains it): no style swap here.")
-elif isinstance(smu_engine.method, P.OnImages):
+else:
     g6 = P.world_gallery(smu_engine.views, CATEGORY)
     a, b = g6.targets[0], g6.targets[len(g6.targets) // 2]
+    amounts = [0.0, 0.25, 0.5, 1.0]
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Style swap where StyleMeUp reads trunk features (its decoder redraws features, not a picture): as the drawing's style code moves towards another drawer's, the rank of the drawing's own photo and the top 5 photos the swapped code retrieves.", "classes": "sbir-table"}}
+if smu_engine is not None and isinstance(smu_engine.method, P.OnImages):
     swapped = []
-    for m in (0.0, 0.25, 0.5, 1.0):
+    for m in amounts:
         _, hits = smu_engine.swap_hits(a.strokes, b.strokes, m, g6, 5, target=a.index)
         swapped.append({"style moved towards the other drawer's": f"{m:.0%}",
                         "rank of the drawing's own photo": hits.target_rank,
                         "top 5 of the swapped code": ", ".join(g6.labels[i] for i in hits.index)})
     display(pd.DataFrame(swapped).set_index("style moved towards the other drawer's"))
-else:
-    g6 = P.world_gallery(smu_engine.views, CATEGORY)
-    a, b = g6.targets[0], g6.targets[len(g6.targets) // 2]
-    amounts = [0.0, 0.25, 0.5, 1.0]
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Style swap where StyleMeUp reads images: the drawing, the other drawer's sketch, and the drawing decoded with its style code moved 0, 25, 50 and 100% of the way towards the other's."}, "image": {"alt": "A row of small sketch images: the drawing, the other style, and four decodings that move from the first towards the second."}}
+if smu_engine is not None and not isinstance(smu_engine.method, P.OnImages):
     fig, axes = plt.subplots(1, len(amounts) + 2, figsize=(1.8 * (len(amounts) + 2), 2.2))
     pics = [("drawing", smu_engine.raster(a.strokes)), ("other style", smu_engine.raster(b.strokes))]
     pics += [(f"decoded, {m:.0%}", smu_engine.swap_style(a.strokes, b.strokes, m)) for m in amounts]

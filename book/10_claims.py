@@ -102,7 +102,7 @@ evidence["at"] = evidence["setting"].map(setting_of)
 # size), *ours* our relative effect with its 95% interval, then the outcome and the *detectable*
 # relative effect of our design (80% power). The real sets follow in a second table.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The claims on the style world, one row per claim and setting: the paper's relative effect (the smallest over its datasets), ours with its 95% interval over training seeds and the test sample, the outcome, and the smallest relative effect our design detects with 80% power.", "classes": "sbir-table"}}
 pe = paper_effects()
 
 
@@ -135,7 +135,7 @@ pd.DataFrame(rows).set_index(["chapter", "claim", "setting"])
 # On real sketches: each real set a chapter tests the claim on, filled where `SBIR_DATA` holds it
 # (and the set has what the protocol needs, e.g. paired photos); otherwise the data it would need.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The claims on real sketch sets, one row per claim, dataset and setting: the paper's relative effect, ours with its 95% interval (with the metric where it is not the claim's own) and the outcome, or the data a row needs where it was not run.", "classes": "sbir-table"}}
 real_rows = []
 for claim_id, c in claims.iterrows():
     for d in filter(None, c["real_sets"].split(";")):
@@ -174,7 +174,7 @@ pd.DataFrame(real_rows, columns=["claim", "dataset", "setting", "paper", "ours",
 # The claims themselves, in the papers' words as `claims.csv` records them, with the evidence each
 # paper gives:
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The claims as claims.csv records them: the chapter that tests each, the paper, the claim in the paper's words, its metric and the evidence the paper gives.", "classes": "sbir-table"}}
 claims[["chapter", "paper", "claim", "metric", "evidence"]].rename_axis("claim_id")
 
 # %% [markdown]
@@ -249,7 +249,7 @@ plt.show()
 # *fragile* when moving the estimate by what one test query, or one training seed, could change
 # would flip it.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Every comparison decided on an interval, by claim, setting and dataset: its outcome, the two-sided p-value and Holm's adjusted p-value across the family, whether the verdict holds after the adjustment at the family-wise rate ALPHA, and whether it is fragile.", "classes": "sbir-table"}}
 fam = evidence[decided].assign(
     **{"Holm p": lambda d: d["p_holm"].map(lambda p: f"{p:.3g}"), "p": lambda d: d["p"].map(lambda p: f"{p:.3g}")}
 )
@@ -270,7 +270,7 @@ fam.set_index(["claim_id", "at", "dataset"])
 # Listed with the reason each was judged *not testable*, and the claims no chapter produced
 # evidence for here (their data absent, or a protocol this book does not run yet).
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The claims judged not testable at this scale, by setting and dataset, with the reason, and the claims with no evidence recorded at this scale.", "classes": "sbir-table"}}
 nt = evidence[evidence["outcome"] == "not testable"]
 WHY = {
     1.0: "a compared model's interval reaches its floor (chance, untrained or pixel NN)",

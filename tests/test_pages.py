@@ -53,6 +53,50 @@ def test_a_figure_needs_a_caption_and_alt_text(tmp_path):
     assert notebook_problems([path]) == []
 
 
+def test_a_table_needs_a_caption_numbered_as_a_table(tmp_path):
+    table = {"output_type": "execute_result", "data": {"text/html": "<table><tr><td>1</td></tr></table>"}}
+    path = notebook(tmp_path, table)
+    assert "a table without a caption" in notebook_problems([path])[0]
+    cells = json.loads(path.read_text())
+    cells["cells"][0]["metadata"] = {"mystnb": {"figure": {"caption": "What it lists."}}}
+    path.write_text(json.dumps(cells))
+    assert "a table without a caption" in notebook_problems([path])[0]  # a caption alone numbers it as a figure
+    cells["cells"][0]["metadata"]["mystnb"]["figure"]["classes"] = "sbir-table"
+    path.write_text(json.dumps(cells))
+    assert notebook_problems([path]) == []
+
+
+def test_a_table_figure_is_numbered_as_a_table_with_its_caption_first(tmp_path):
+    """book/_ext/sbir_tables.py on a document as myst-nb builds it: a captioned table output becomes a table for
+    numbering; a cell's second table joins the first; a cell's output that is not a table loses the figure."""
+    import sys
+
+    from docutils import nodes
+    from docutils.utils import new_document
+
+    from sbir_core.paths import BOOK
+
+    sys.path.insert(0, str(BOOK / "_ext"))
+    import sbir_tables as X
+
+    def fig(html, caption="Two toy methods."):
+        f = nodes.figure("", nodes.raw("", html, format="html"), classes=[X.CLASS])
+        f += nodes.caption("", caption)
+        return f
+
+    doc = new_document("test")
+    cell, other = nodes.container(), nodes.container()
+    cell += [fig("<table>a</table>"), fig("<table>b</table>")]
+    other += fig("<p>no table here</p>")
+    doc += [cell, other]
+    X.TableFigures(doc).apply()
+    tables = list(doc.findall(X.table_figure))
+    assert len(tables) == 1 and isinstance(tables[0][0], nodes.caption)
+    assert [r.astext() for r in tables[0].findall(nodes.raw)] == ["<table>a</table>", "<table>b</table>"]
+    assert not list(other.findall(nodes.figure)) and other.astext() == "<p>no table here</p>"
+    assert X._caption(tables[0]) == "Two toy methods."
+
+
 def test_nan_in_prose_or_a_table_cell_is_found_not_in_code(tmp_path):
     page = tmp_path / "page.html"
     page.write_text(
