@@ -104,3 +104,25 @@ def test_support_hold_out_leaves_two_queries_and_names_the_classes_it_drops(root
     cut = hold_out_support(d.subset((d.sketches["instance"] != lone).to_numpy()), 0.5, 0)
     assert cut.info["dropped_classes"] == ["bat"]  # three objects left: not two for support and two to rank
     assert set(cut.sketches.loc[cut.sketches["category"] == "bat", "split"]) == {"dropped"}
+    assert cut.info["dropped_why"]["bat"].startswith("3 objects")
+
+
+def test_support_hold_out_drops_a_class_with_fewer_support_sketches_than_the_largest_k(roots):
+    """A k-shot table asks each class for up to max(k) support sketches: a class whose support objects hold fewer
+    is dropped for every k (the same classes and queries at every k), named with its reason, not a whole-set error."""
+    from sbir_core.data.base import DataError
+    from sbir_core.data.support import hold_out_support
+
+    d = load_dataset("sketchy", roots["bare"], unseen="yelamarthi21", paired_only=True, seed=0)
+    held = hold_out_support(d, 0.5, 0)
+    support = held.sketches[(held.sketches["category_split"] == "unseen") & (held.sketches["split"] == "train")]
+    assert (support.groupby("category").size() == 6).all()  # the fixture: 2 support objects of 3 sketches
+    assert hold_out_support(d, 0.5, 0, min_support=6).info["dropped_classes"] == []
+    two_fewer = support.index[support["category"] == "bat"][:2]
+    cut = hold_out_support(d.subset(~d.sketches.index.isin(two_fewer)), 0.5, 0, min_support=6)
+    assert cut.info["dropped_classes"] == ["bat"] and cut.info["dropped_why"]["bat"] == "4 support sketches (6 needed)"
+    assert set(cut.sketches.loc[cut.sketches["category"] == "bat", "split"]) == {"dropped"}
+    with pytest.raises(DataError, match="no unseen class can take the protocol"):
+        hold_out_support(d, 0.5, 0, min_support=7)
+    with pytest.raises(DataError, match="min_support"):
+        hold_out_support(d, 0.5, 0, min_support=0)

@@ -100,7 +100,7 @@ def category_views(data, size: int = 32, line_width: float = 1.5) -> dict[str, R
     }
 
 
-def hold_out_support(data, fraction: float = 0.5, seed: int = 0):
+def hold_out_support(data, fraction: float = 0.5, seed: int = 0, min_support: int = 1):
     """The support split of a zero-shot real set, by a rule fixed before any result.
 
     A loader's zero-shot split (e.g. ``load_dataset("sketchy", unseen="yelamarthi21", paired_only=True)``)
@@ -109,8 +109,11 @@ def hold_out_support(data, fraction: float = 0.5, seed: int = 0):
     instances (a photo and its sketches) are shuffled (seeded by the class and ``seed``) and the first
     ``fraction`` of them (at least two, and at least two left to rank a query among) become "train": never a
     query's photo. An unseen class of fewer than 4 objects cannot take the protocol: its rows get the split
-    "dropped" (no view asks for it) and it is named in ``info["dropped_classes"]``. Seen classes keep their
-    splits. Returns a new SBIRData; ``data`` is unchanged.
+    "dropped" (no view asks for it) and it is named in ``info["dropped_classes"]``. So is a class whose support
+    objects hold fewer than ``min_support`` sketches (the largest k a protocol asks of each class: a k-shot table
+    with k up to 10 passes 10), so that every k is evaluated on the same classes and queries; ``info["dropped_why"]``
+    says, per dropped class, which rule dropped it. Seen classes keep their splits. Returns a new SBIRData;
+    ``data`` is unchanged.
     """
     import dataclasses
 
@@ -123,26 +126,37 @@ def hold_out_support(data, fraction: float = 0.5, seed: int = 0):
             f"{data.name}: no unseen class to hold support out of; load it with unseen=..., "
             "e.g. sketchy's 'yelamarthi21'"
         )
-    support, dropped = set(), []
+    if isinstance(min_support, bool) or not isinstance(min_support, (int, np.integer)) or min_support < 1:
+        raise DataError(f"hold_out_support: min_support must be a positive integer, got {min_support!r}")
+    support, why = set(), {}
     for cls in unseen:
-        inst = sorted(set(sketches.loc[sketches["category"].astype(str) == cls, "instance"]))
+        rows = sketches["category"].astype(str) == cls
+        inst = sorted(set(sketches.loc[rows, "instance"]))
         if len(inst) < 4:  # two support objects (a support triplet's negative is another photo) and two to rank among
-            dropped.append(cls)
+            why[cls] = f"{len(inst)} objects (4 needed: 2 for the support, 2 to rank a query among)"
             continue
         gen = torch.Generator().manual_seed(int(hashlib.sha256(f"{cls}/{seed}".encode()).hexdigest()[:8], 16))
         order = [inst[i] for i in torch.randperm(len(inst), generator=gen).tolist()]
-        support.update(order[: min(max(2, round(fraction * len(inst))), len(inst) - 2)])
+        held = order[: min(max(2, round(fraction * len(inst))), len(inst) - 2)]
+        n_support = int(sketches.loc[rows, "instance"].isin(held).sum())
+        if n_support < min_support:
+            why[cls] = f"{n_support} support sketches ({min_support} needed)"
+            continue
+        support.update(held)
+    dropped = sorted(why)
     if len(dropped) == len(unseen):
+        some = "; ".join(f"{c}: {w}" for c, w in list(why.items())[:5])
         raise DataError(
-            f"{data.name}: every unseen class has fewer than 4 objects ({dropped[:5]}); each needs two for the "
-            "support split (a support sketch's negative is another photo of its class) and two for the queries"
+            f"{data.name}: no unseen class can take the protocol ({some}); "
+            "each needs four objects, two for the support split (a support sketch's negative is another photo of its "
+            f"class) and two for the queries, and {min_support} sketches or more on its support objects"
         )
     for table in (sketches, photos):
         held = (table["category_split"] == "unseen") & table["instance"].isin(support)
         table.loc[held, "split"] = "train"
     for table in (sketches, photos):  # out of every split a view asks for
         table.loc[table["category"].astype(str).isin(dropped), "split"] = "dropped"
-    info = dict(data.info, support_fraction=fraction, support_seed=seed, dropped_classes=dropped)
+    info = dict(data.info, support_fraction=fraction, support_seed=seed, dropped_classes=dropped, dropped_why=why)
     return dataclasses.replace(data, sketches=sketches, photos=photos, info=info)
 
 
