@@ -75,6 +75,7 @@ __all__ = [
     "Trainer",
     "fingerprint",
     "run_identity",
+    "step_cost",
     "train_run",
     "train_seeds",
 ]
@@ -507,3 +508,36 @@ def train_seeds(
     """``train_run`` for each seed: one fresh method per seed, initialised after ``seed_everything(seed)``;
     ``init(seed)`` gives the seed's starting state (``train_run``'s init), when given."""
     return MultiSeedResult([train_run(spec, train, val, tests, config, s, store, init and init(s)) for s in seeds])
+
+
+def _examples(batch) -> int:
+    """Embedding inputs an update reads: the rows of every floating-point tensor of a batch (sketches, photos,
+    negatives; a meta-learner's tasks are lists of such dicts)."""
+    if isinstance(batch, dict):
+        return sum(_examples(v) for v in batch.values())
+    if isinstance(batch, (list, tuple)):
+        return sum(_examples(v) for v in batch)
+    if torch.is_tensor(batch) and batch.is_floating_point() and batch.ndim >= 2:
+        return int(batch.shape[0])
+    return 0
+
+
+def step_cost(spec, train: RetrievalView, config: TrainConfig, steps: int = 3, seed: int = 0) -> dict:
+    """What one update of ``spec``'s method costs on ``train`` with ``config``'s batch: the examples it reads
+    (``_examples``) and its wall time, the median of ``steps`` updates timed alone (a fresh method, seeded
+    batches). For stating the budgets of compared arms: updates x examples, and updates x seconds."""
+    import time
+
+    if steps < 1:
+        raise TrainError(f"step_cost needs steps >= 1, got {steps}")
+    seed_everything(seed)
+    method = spec.build()
+    optimizers = method.configure_optimizers(config)
+    sample, gen, wall, examples = get_sampler(method.sampler), torch.Generator(), [], 0
+    for i in range(steps):
+        batch = sample(train, config.batch_size, gen.manual_seed(seed + i), **method.sampler_options)
+        examples = _examples(batch)
+        t0 = time.perf_counter()
+        method.train_step(batch, optimizers)
+        wall.append(time.perf_counter() - t0)
+    return {"examples": examples, "seconds": float(np.median(wall))}

@@ -336,3 +336,15 @@ def test_no_validation_keeps_the_last_step(views):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         np.testing.assert_equal(len(res.history), 2)
+
+
+def test_step_cost_counts_the_examples_an_update_reads_and_times_it(views):
+    """The budget of one update, for stating compared arms' budgets: a triplet batch of B reads 3B embeddings
+    (sketch, photo, negative), and its wall time is positive."""
+    from sbir_core.train import _examples, step_cost
+
+    cost = step_cost(SPEC, views["train"], _config(batch_size=6), steps=2)
+    assert cost["examples"] == 3 * 6 and cost["seconds"] > 0
+    assert _examples({"tasks": [{"s1": torch.zeros(4, 2), "photo": torch.zeros(4, 2), "idx": torch.zeros(4)}]}) == 8
+    with pytest.raises(TrainError, match="steps"):
+        step_cost(SPEC, views["train"], _config(), steps=0)
