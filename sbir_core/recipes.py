@@ -911,9 +911,20 @@ def hierarchy_real(bench: StyleBench, p: dict, rv: dict, variant: str = "propose
     return Run(spec, nodes["train"], nodes["val"], None, config), nodes
 
 
+_BENCHES: dict[str, StyleBench] = {}
+
+
 def bench(scale: str) -> StyleBench:
-    """Chapter 4's bench at ``scale`` (its parameters with the run's overrides)."""
-    return StyleBench(load_params(BASELINE, scale))
+    """Chapter 4's bench at ``scale`` (its parameters with the run's overrides), one per process and parameters:
+    the chapters of one process (the playground lists three) share its views, trunk features and projection,
+    which are then read and computed once (the playground's page opened in about half the time)."""
+    import json
+
+    p = load_params(BASELINE, scale)
+    key = json.dumps(p, sort_keys=True, default=str)
+    if key not in _BENCHES:
+        _BENCHES[key] = StyleBench(p)
+    return _BENCHES[key]
 
 
 def main(chapter: str, scale: str) -> tuple[StyleBench, Run, int]:
