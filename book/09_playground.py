@@ -228,6 +228,17 @@ pd.DataFrame(
     }
 ).style.format(precision=2).hide(axis="index")
 
+# %% tags=["hide-input"]
+if rec is not None and "open_s" in rec:
+    answers = np.array([f["answer_ms"] for f in rec["frames"]])
+    prose(
+        f"In the browser, as a user feels it (the recording above, one page load): the page took "
+        f"{rec['open_s']:.1f} s from being asked for to a pad that takes strokes (a fresh kernel loads the model "
+        f"and its gallery), and each stroke's results showed {np.percentile(answers, 50):.0f} ms after the mouse's "
+        f"release (median over its {len(answers)} strokes; p95 {np.percentile(answers, 95):.0f} ms). "
+        f"`python -m sbir_core.bench page` measures more page loads."
+    )
+
 # %% [markdown]
 # ## Style swap
 #

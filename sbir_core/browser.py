@@ -63,9 +63,9 @@ VOILA_CONFIG = {
     },
     "VoilaConfiguration": {"show_tracebacks": False, "template": "sbir"},
 }
-# A kernel holds about 570 MB; voila keeps one per page load until the server stops. The culler ends a kernel
-# that no page is connected to (the tab was closed, or its connection dropped) once it has been idle this long;
-# a page still open is never culled, however long its reader thinks.
+# A kernel holds about 1 GB at its peak (while the app loads); voila keeps one per page load until the server stops.
+# The culler ends a kernel that no page is connected to (the tab was closed, or its connection dropped) once it has
+# been idle this long; a page still open is never culled, however long its reader thinks.
 CULL_IDLE_S = 300
 
 
@@ -258,6 +258,23 @@ def draw_stroke(page, points: np.ndarray, box: dict, canvas: float = 256.0) -> N
     page.mouse.up()
 
 
+def touch_stroke(page, points: np.ndarray, box: dict, canvas: float = 256.0) -> None:
+    """One stroke with a finger: real touch input through the DevTools protocol (touch start at its first point,
+    moves through the rest, end), on a page with touch switched on (``Emulation.setTouchEmulationEnabled``), as a
+    phone's browser delivers it."""
+    cdp = page.context.new_cdp_session(page)
+    try:
+        cdp.send("Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 1})
+        sx, sy = box["width"] / canvas, box["height"] / canvas
+        xy = [{"x": box["x"] + float(x) * sx, "y": box["y"] + float(y) * sy} for x, y in np.asarray(points)[:, :2]]
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [xy[0]]})
+        for p in xy[1:]:
+            cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [p]})
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    finally:
+        cdp.detach()
+
+
 def dispatch_stroke(page, points: np.ndarray, canvas: float = 256.0, chunk: int = 500, timeout: float = 120.0) -> None:
     """One stroke as DOM mouse events dispatched on the pad, ``chunk`` at a time. Chromium delivers real
     input (``draw_stroke``) once per frame, 16.7 ms an event, so 10,000 points would take three
@@ -329,7 +346,10 @@ def record(
     """Draw world sketch ``target`` of ``category`` in the app stroke by stroke, screenshot each result.
 
     Writes ``out/frame_NN.png`` (the page after stroke NN) and ``out/frames.json``; returns that record:
-    the sketch id, and per stroke the rank of its photo shown in the page and the top labels. Without a
+    the sketch id, and per stroke the rank of its photo shown in the page and the top labels, and the latency
+    as a user feels it: ``open_s``, from asking for the page to a pad that takes strokes (the kernel started and
+    the app run), and per stroke ``answer_ms``, from the mouse's release to the page showing that stroke's
+    results (measured from this side of Playwright, so a few ms of its round trips are included). Without a
     ``page``, called where an event loop runs (a notebook's kernel), it records from a worker thread:
     Playwright's sync API refuses to start inside a running loop. A given page stays on its own thread.
     """
@@ -358,12 +378,16 @@ def record(
             url = stack.enter_context(serve(overrides=overrides))
         if page is None:
             page = stack.enter_context(browser_page())
+        t0 = time.perf_counter()
         open_app(page, url, method=method, gallery=f"world:{category}", target=target)
         box = pad_box(page)
+        open_s = time.perf_counter() - t0
         frames = []
         for n, part in enumerate(parts, 1):
             draw_stroke(page, part, box)
+            released = time.perf_counter()
             wait_for_strokes(page, n)
+            answer_ms = 1000 * (time.perf_counter() - released)
             state = page_state(page)
             shot = out / f"frame_{n:02d}.png"
             page.locator(".sbir-explorer").screenshot(path=str(shot))
@@ -376,6 +400,7 @@ def record(
                     "top": state["top"],
                     "message": state["message"],
                     "file": shot.name,
+                    "answer_ms": answer_ms,
                 }
             )
     rec = {
@@ -385,6 +410,7 @@ def record(
         "sketch_id": tgt.sketch_id,
         "gallery": len(gallery),
         "strokes": len(parts),
+        "open_s": open_s,
         "frames": frames,
     }
     (out / "frames.json").write_text(json.dumps(rec, indent=1))

@@ -9,8 +9,10 @@ skip, except where ``SBIR_REQUIRE_BROWSER=1`` (CI), where that is a failure.
 The recorded frames go to ``<cache>/playground/frames``, where the playground chapter finds them.
 """
 
+import contextlib
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -189,15 +191,19 @@ def test_record_leaves_a_running_event_loop_for_a_worker_thread(monkeypatch, tmp
 
 def test_on_a_phone_nothing_covers_the_pad_or_leaves_the_screen(engine, page):
     """At 390 px the sketch to copy goes under the pad (it covered the pad's right side, where touches were lost),
-    and the page, the grid included, fits the screen's width: nothing sticks out outside a scroll container."""
+    and the page, the grid included, fits the screen's width: nothing sticks out outside a scroll container. The
+    strokes are drawn with a finger (touch input), as on a phone, one of them over the pad's right side."""
     from sbir_core.pages import _LAYOUT_JS
 
     page.set_viewport_size({"width": 390, "height": 844})
     try:
         BR.open_app(page, page.app_url, method="04_triplet_baseline", gallery="world:shoe")
         pad = BR.pad_box(page)
-        BR.draw_stroke(page, np.array([[60.0, 60.0], [200.0, 200.0]]), pad)
+        BR.touch_stroke(page, np.array([[60.0, 60.0], [120.0, 130.0], [200.0, 200.0]]), pad)
         BR.wait_for_strokes(page, 1)
+        BR.touch_stroke(page, np.array([[240.0, 20.0], [250.0, 128.0], [240.0, 236.0]]), pad)
+        BR.wait_for_strokes(page, 2)
+        assert page.inner_text(".sbir-pad-status").startswith("2 strokes, 6 points")
         target = page.query_selector(".sbir-rank").bounding_box()
         overlap_x = min(pad["x"] + pad["width"], target["x"] + target["width"]) - max(pad["x"], target["x"])
         overlap_y = min(pad["y"] + pad["height"], target["y"] + target["height"]) - max(pad["y"], target["y"])
@@ -278,3 +284,57 @@ def test_personalise_keeps_drawings_of_two_photos_and_adapts_the_explorers_model
     page.wait_for_function(said, arg="the explorer's model is not adapted")
     assert "searches with the trained model again" in page.inner_text(".sbir-personalise .sbir-message")
     assert not page.errors, page.errors
+
+
+def test_five_pages_opened_and_closed_leave_no_kernel_running(engine, page):
+    """Each page load starts a kernel (about 1 GB at its peak). Five tabs opened and closed, each before its app is
+    shown (the kernel still runs the app, then sits idle with no page), leave no kernel once the culler's idle time
+    has passed: closed tabs do not pile up kernels until the server stops. Prints the memory held. (A server of
+    its own, culling after 2 idle seconds; the same browser.)"""
+    import psutil
+
+    def voilas() -> set:
+        out = set()
+        for p in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess):
+                if "voila" in " ".join(p.cmdline()) and "ipykernel" not in " ".join(p.cmdline()):
+                    out.add(p.pid)
+        return out
+
+    def kernels(server) -> list:
+        out = []
+        for p in server.children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess):
+                if "ipykernel" in " ".join(p.cmdline()):
+                    out.append(p)
+        return out
+
+    def rss_mb(procs) -> float:
+        total = 0
+        for p in procs:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess):
+                total += p.memory_info().rss
+        return total / 2**20
+
+    before = voilas()
+    with BR.serve(cull_idle=2) as url:
+        (pid,) = voilas() - before
+        server, started, peak = psutil.Process(pid), set(), 0.0
+        for _ in range(5):
+            page.goto(BR.app_url(url, gallery="world:shoe"), wait_until="commit")  # the page asks for its kernel
+            page.goto("about:blank")  # and the tab leaves it before the app is shown
+            deadline = time.monotonic() + 60
+            while not {p.pid for p in kernels(server)} - started:
+                assert time.monotonic() < deadline, "no kernel started for the page"
+                time.sleep(0.2)
+            started |= {p.pid for p in kernels(server)}
+        assert len(started) == 5
+        deadline = time.monotonic() + 240  # each kernel runs the app first: a busy kernel is not culled
+        while alive := kernels(server):
+            peak = max(peak, rss_mb(alive))
+            assert time.monotonic() < deadline, f"{len(alive)} kernel(s) still running after 240 s"
+            time.sleep(0.5)
+        print(
+            f"\n5 page loads: kernels held up to {peak:.0f} MB; after the culler, 0 kernels and the server "
+            f"{rss_mb([server]):.0f} MB"
+        )

@@ -1,4 +1,4 @@
-"""Run one benchmark by name: ``python -m sbir_core.bench {world,data,train,book,query,trunk,gpu} [options]``."""
+"""Run one benchmark by name: ``python -m sbir_core.bench {world,data,train,book,query,trunk,gpu,page} [options]``."""
 
 import importlib
 import sys
@@ -11,6 +11,7 @@ BENCHES = {
     "query": "sbir_core.bench.query",
     "trunk": "sbir_core.bench.trunk",
     "gpu": "sbir_core.bench.gpu",
+    "page": "sbir_core.bench.page",
 }
 
 
