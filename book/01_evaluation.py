@@ -49,11 +49,11 @@ BUDGET_S = 20  # this chapter's time budget at this scale on 2 CPU cores, second
 #
 # $$\mathrm{AP@}K = \frac{1}{Z}\sum_{i=1}^{K} P@i \cdot \mathrm{rel}(i), \qquad P@i = \frac{\#\{\text{relevant in top } i\}}{i}.$$
 #
-# Two toy methods on one 20-photo gallery make the difference concrete: method *A* always puts
-# the right photo second; method *B* puts it first for half the sketches and last for the
+# Two toy methods on one 20-photo gallery make the difference concrete ({numref}`c01-tbl-toy`): method *A*
+# always puts the right photo second; method *B* puts it first for half the sketches and last for the
 # rest.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Two toy methods on one 20-photo gallery: A always ranks the right photo second, B ranks it first for half the sketches and last for the rest. Acc@1, Acc@10 and the mean rank disagree on which is better.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Two toy methods on one 20-photo gallery: A always ranks the right photo second, B ranks it first for half the sketches and last for the rest. Acc@1, Acc@10 and the mean rank disagree on which is better.", "classes": "sbir-table", "name": "c01-tbl-toy"}}
 import numpy as np
 import pandas as pd
 
@@ -88,10 +88,10 @@ toy
 # With continuous embeddings ties are rare. With binary codes they are everywhere: a
 # Hamming distance between 16-bit codes takes only 17 values. Here queries are noisy copies of
 # gallery items, hashed to codes of several lengths, and the rank of the true match is counted
-# three ways: ties against the method (the QMUL evaluators), ties broken at random, and ties
-# for the method (what a sort that happens to list the true match first would give).
+# three ways ({numref}`c01-fig-ties`): ties against the method (the QMUL evaluators), ties broken at random,
+# and ties for the method (what a sort that happens to list the true match first would give).
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "One ranking of hashed codes scored three ways: Acc@1 (left) and Acc@10 (right) against the code length, with ties counted against the method, broken at random, and counted for it."}, "image": {"alt": "Two line plots of accuracy against code length in bits, one line per tie rule; the lines part at short codes and meet at long ones."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "One ranking of hashed codes scored three ways: Acc@1 (left) and Acc@10 (right) against the code length, with ties counted against the method, broken at random, and counted for it.", "name": "c01-fig-ties"}, "image": {"alt": "Two line plots of accuracy against code length in bits, one line per tie rule; the lines part at short codes and meet at long ones."}}
 rng = np.random.default_rng(SEED)
 tie_rows = []
 for bits in BITS:
@@ -133,9 +133,9 @@ ch.glue("ties16_for", at16["for"], display=False)
 # by R, the number of relevant items in the whole gallery; or by the number of relevant items
 # that happened to land in the top K (SEM-PCYC's `apsak`). A toy category-level task with class
 # sizes from 40 to 900 gallery photos, like the uneven classes of Sketchy-ext and TU-Berlin-ext,
-# shows how far apart they land on one and the same ranking.
+# shows how far apart they land on one and the same ranking ({numref}`c01-fig-denominators`).
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The score of one and the same category-level ranking under each AP and precision formula in use."}, "image": {"alt": "Horizontal bars, one per formula, of clearly different lengths for the same ranking."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The score of one and the same category-level ranking under each AP and precision formula in use.", "name": "c01-fig-denominators"}, "image": {"alt": "Horizontal bars, one per formula, of clearly different lengths for the same ranking."}}
 dist, relevant = P.category_retrieval(CLASS_SIZES, QUERIES_PER_CLASS, separation=0.55, rng=rng)
 variants = {
     "mAP@all": M.map_all(dist, relevant),
@@ -175,12 +175,12 @@ ch.glue("map_r", variants[f"mAP@{K_MAP} / R"], display=False)
 # equally good, the best of N noisy measurements is higher than any one of them. We simulate
 # training runs whose N checkpoints have true accuracies scattered by one point around a mean;
 # successive checkpoints agree on most queries (a shared per-query difficulty). Each run is
-# reported twice: the best checkpoint on the test set, and the test score of the checkpoint a
-# separate validation set chose. Two cases follow the real benchmarks: ShoeV2 (679 test
+# reported twice ({numref}`c01-fig-optimism`): the best checkpoint on the test set, and the test score of the
+# checkpoint a separate validation set chose. Two cases follow the real benchmarks: ShoeV2 (679 test
 # sketches, a 200-photo gallery, Acc@1 near 0.30) and ChairV2 (323 test sketches, a 100-photo
 # gallery, Acc@1 near 0.47).
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "How much choosing the best of N checkpoints on the test set overstates Acc@1, in points, against N, for test sets the size of ShoeV2's and ChairV2's."}, "image": {"alt": "Line plot of the reported minus the true Acc@1 rising with the number of checkpoints evaluated on the test set."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "How much choosing the best of N checkpoints on the test set overstates Acc@1, in points, against N, for test sets the size of ShoeV2's and ChairV2's.", "name": "c01-fig-optimism"}, "image": {"alt": "Line plot of the reported minus the true Acc@1 rising with the number of checkpoints evaluated on the test set."}}
 CASES = {"ShoeV2": (679, 0.30), "ChairV2": (323, 0.47)}
 sel_rows = []
 for case, (n_test, acc) in CASES.items():
@@ -201,7 +201,7 @@ ax.set_title("best-of-N on the test set overstates Acc@1")
 plt.tight_layout()
 plt.show()
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The same optimism over a grid of checkpoint counts and test-set sizes: it grows with the checkpoints looked at and shrinks with more test queries."}, "image": {"alt": "Heat map of the overstatement of Acc@1, checkpoints evaluated on test against the number of test queries."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The same optimism over a grid of checkpoint counts and test-set sizes: it grows with the checkpoints looked at and shrinks with more test queries.", "name": "c01-fig-heatmap"}, "image": {"alt": "Heat map of the overstatement of Acc@1, checkpoints evaluated on test against the number of test queries."}}
 heat = np.array(
     [
         [
@@ -225,7 +225,7 @@ ax.set_ylabel("test queries")
 plt.tight_layout()
 plt.show()
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Acc@1 overstated by choosing the checkpoint on the test set, in points, for ShoeV2- and ChairV2-sized test sets, by the number of checkpoints evaluated (mean over the simulated trials).", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Acc@1 overstated by choosing the checkpoint on the test set, in points, for ShoeV2- and ChairV2-sized test sets, by the number of checkpoints evaluated (mean over the simulated trials).", "classes": "sbir-table", "name": "c01-tbl-optimism"}}
 table = selection.pivot_table(index="checkpoints", columns="case", values="chosen on test") * 100
 most = selection[selection.checkpoints == max(CHECKPOINTS)].set_index("case")["chosen on test"]
 ch.glue("n_ckpt_max", max(CHECKPOINTS), display=False)
@@ -238,12 +238,12 @@ table.round(2)
 # With {glue:text}`c01_n_ckpt_max` evaluations (200 epochs of ShoeV2 at batch 16, evaluated every
 # 100 steps as in the public code, give about 750), choosing on the test set adds
 # {glue:text}`c01_opt_shoe_max:.1f` points of Acc@1 on ShoeV2 and
-# {glue:text}`c01_opt_chair_max:.1f` on ChairV2, where the test set is half as large, without any
-# checkpoint being better than its neighbours by more than about a point. Choosing on a
+# {glue:text}`c01_opt_chair_max:.1f` on ChairV2 ({numref}`c01-tbl-optimism`), where the test set is half as
+# large, without any checkpoint being better than its neighbours by more than about a point. Choosing on a
 # validation set is unbiased (the largest mean deviation above is
 # {glue:text}`c01_val_bias_max:.2f` points, simulation noise). The gap grows with the number of
-# checkpoints and shrinks with the size of the test set, and it is of the order of the
-# improvements that separate published methods. Every training chapter in this book
+# checkpoints and shrinks with the size of the test set ({numref}`c01-fig-heatmap`), and it is of the order of
+# the improvements that separate published methods. Every training chapter in this book
 # therefore selects on validation and reports the best-on-test number beside it, labelled
 # "best on test (paper protocol)".
 

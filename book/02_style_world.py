@@ -47,11 +47,11 @@ BUDGET_S = 60  # this chapter's time budget at this scale on 2 CPU cores, second
 # %% [markdown]
 # ## Making a world
 #
-# One call makes the world. Its configuration is a small dataclass, `WorldConfig`; the same
-# configuration always gives the same arrays, and the world is cached on disk under a hash of
+# One call makes the world. Its configuration is a small dataclass, `WorldConfig` ({numref}`c02-tbl-config`);
+# the same configuration always gives the same arrays, and the world is cached on disk under a hash of
 # the configuration (checksummed; a damaged file is rebuilt), so the second call only reads.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The style world's configuration (WorldConfig): each field and its value in this chapter's world.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The style world's configuration (WorldConfig): each field and its value in this chapter's world.", "classes": "sbir-table", "name": "c02-tbl-config"}}
 import time
 
 import matplotlib.pyplot as plt
@@ -82,13 +82,13 @@ pd.Series({k: str(v) for k, v in data.info["config"].items()}, name="value").to_
 # %% [markdown]
 # ## Objects with fine-grained attributes
 #
-# Eight categories of line-art objects: shoes and chairs, as in QMUL-Shoe-V2 and Chair-V2, and
-# mugs, lamps, houses, cars, bottles and bags. Each category is a function from 7 to 9
-# attributes, discrete (toe shape, number of slats, roof style) and continuous (heel height,
-# back height, taper), to a list of polylines. Every polyline carries a **detail level**: 0 the
+# Eight categories of line-art objects ({numref}`c02-fig-categories`): shoes and chairs, as in QMUL-Shoe-V2 and
+# Chair-V2, and mugs, lamps, houses, cars, bottles and bags. Each category is a function from 7 to 9
+# attributes ({numref}`c02-tbl-attributes`), discrete (toe shape, number of slats, roof style) and continuous
+# (heel height, back height, taper), to a list of polylines. Every polyline carries a **detail level**: 0 the
 # silhouette, 1 the main parts, 2 the details.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "One object of each of the style world's categories: its photo (top) and one drawer's sketch of it (bottom)."}, "image": {"alt": "Two rows of small images, photos of eight object categories above and sketches of the same objects below."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "One object of each of the style world's categories: its photo (top) and one drawer's sketch of it (bottom).", "name": "c02-fig-categories"}, "image": {"alt": "Two rows of small images, photos of eight object categories above and sketches of the same objects below."}}
 fig, axes = plt.subplots(2, 8, figsize=(13, 3.6))
 for j, cat in enumerate(cfg.categories):
     i = world.category.index(cat)
@@ -101,7 +101,7 @@ for ax in axes.flat:
 fig.suptitle("One object of each category: its photo and one drawer's sketch")
 plt.show()
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The attributes of each object category: how many, how many of them discrete, and their names.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The attributes of each object category: how many, how many of them discrete, and their names.", "classes": "sbir-table", "name": "c02-tbl-attributes"}}
 counts = pd.DataFrame(
     [
         {
@@ -128,9 +128,9 @@ counts.set_index("category")
 # {glue:text}`c02_twin_changes` attribute of the prototype (a discrete one to another class, a
 # continuous one by at least a third of its range), a different attribute for each sibling, so
 # two siblings differ in two details. A family goes to one split as a whole, so every test
-# object has its near-twins in the test gallery. Each row below is one family.
+# object has its near-twins in the test gallery. Each row of {numref}`c02-fig-families` is one family.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Three families of near-twins, one a row: a prototype and its siblings, each changing one attribute of the prototype, named above each photo with its value."}, "image": {"alt": "A grid of object photos in three rows, each row one family of nearly identical objects differing in one detail each."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Three families of near-twins, one a row: a prototype and its siblings, each changing one attribute of the prototype, named above each photo with its value.", "name": "c02-fig-families"}, "image": {"alt": "A grid of object photos in three rows, each row one family of nearly identical objects differing in one detail each."}}
 ch.glue("family_rest", cfg.family_size - 1)
 ch.glue("twin_changes", cfg.twin_changes)
 fig, axes = plt.subplots(3, cfg.family_size, figsize=(1.9 * cfg.family_size, 6.2))
@@ -152,8 +152,8 @@ plt.show()
 # ## Who draws: style as a vector, and two dials
 #
 # A sketch is drawn by a simulated person whose style stays with them: a latent vector $z$ with
-# one coordinate per dimension below, each passed through a logistic to a physical range, plus a
-# little jitter per sketch since nobody draws twice the same way. Seen drawers have
+# one coordinate per dimension of {numref}`c02-tbl-style-dims`, each passed through a logistic to a physical
+# range, plus a little jitter per sketch since nobody draws twice the same way. Seen drawers have
 # $z \sim \mathcal N(0, s^2 I)$ with $s$ = `style_spread`; unseen drawers have
 # $z \sim \mathcal N(g\,u + h\,v, s^2 I)$:
 #
@@ -168,7 +168,7 @@ plt.show()
 # So a chapter can move one dial and hold the other, and a drop of accuracy can be blamed on
 # style or on missing content, not both at once.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The style dimensions of a drawer: the physical range of each (from, to), its coordinate in the style-gap direction u, and what it means.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The style dimensions of a drawer: the physical range of each (from, to), its coordinate in the style-gap direction u, and what it means.", "classes": "sbir-table", "name": "c02-tbl-style-dims"}}
 u = W.gap_direction()
 pd.DataFrame(
     [
@@ -179,10 +179,10 @@ pd.DataFrame(
 
 # %% [markdown]
 # The canonical stroke format has no line width, so a heavy hand shows the way it does on
-# paper: a parallel second pass beside a stroke. One object drawn by four unseen drawers
-# (columns), along each dial (rows; left: the object's photo):
+# paper: a parallel second pass beside a stroke. {numref}`c02-fig-dials` shows one object drawn by four unseen
+# drawers (columns), along each dial (rows; left: the object's photo).
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "One object drawn by four unseen drawers (columns) as the style gap (upper rows) or the detail gap (lower rows) grows; the left column is the object's photo."}, "image": {"alt": "A grid of sketches of one object: along the rows the drawers' style drifts or their detail thins; the columns are four drawers."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "One object drawn by four unseen drawers (columns) as the style gap (upper rows) or the detail gap (lower rows) grows; the left column is the object's photo.", "name": "c02-fig-dials"}, "image": {"alt": "A grid of sketches of one object: along the rows the drawers' style drifts or their detail thins; the columns are four drawers."}}
 i0 = FIG_INSTANCE
 dials = [("style_gap", g, dict(style_gap=g, detail_gap=0.0)) for g in STYLE_GAPS] + [
     ("detail_gap", h, dict(style_gap=0.0, detail_gap=h)) for h in DETAIL_GAPS[1:]
@@ -206,9 +206,9 @@ plt.show()
 # %% [markdown]
 # How far apart are seen and unseen drawers? For each style gap, the mean (and one standard
 # deviation) of every style dimension over the seen and the unseen drawers, each scaled to its
-# physical range. Detail and size stay where the seen drawers are.
+# physical range ({numref}`c02-fig-drift`). Detail and size stay where the seen drawers are.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Seen and unseen drawers' style dimensions at each style gap: mean and one standard deviation, each scaled to its physical range; detail and size do not move."}, "image": {"alt": "Point-and-whisker plots of each style dimension for seen and unseen drawers, one panel per style gap, the unseen drawers drifting apart with the gap."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Seen and unseen drawers' style dimensions at each style gap: mean and one standard deviation, each scaled to its physical range; detail and size do not move.", "name": "c02-fig-drift"}, "image": {"alt": "Point-and-whisker plots of each style dimension for seen and unseen drawers, one panel per style gap, the unseen drawers drifting apart with the gap."}}
 frames = []
 for g in STYLE_GAPS:
     df = drawer_styles(WorldConfig(**{**cfg.__dict__, "style_gap": g}))
@@ -238,9 +238,10 @@ plt.show()
 #
 # Every stroke keeps the detail level of the part it traces (`synthetic.detail_levels(data)`:
 # one array per sketch aligned with its strokes), so the hierarchy chapter can cut any sketch
-# down to its silhouette (level 0), silhouette and main parts (levels 0-1), or keep it whole.
+# down to its silhouette (level 0), silhouette and main parts (levels 0-1), or keep it whole
+# ({numref}`c02-fig-detail-levels`).
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Four sketches cut to their detail levels: the silhouette (level 0), the silhouette and main parts (levels 0-1), and the whole sketch."}, "image": {"alt": "A grid of sketches, each row one sketch shown coarse, less coarse and complete."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Four sketches cut to their detail levels: the silhouette (level 0), the silhouette and main parts (levels 0-1), and the whole sketch.", "name": "c02-fig-detail-levels"}, "image": {"alt": "A grid of sketches, each row one sketch shown coarse, less coarse and complete."}}
 levels = detail_levels(data)
 rows = [r for r in range(len(data)) if len(set(levels[r])) == 3][:4]
 fig, axes = plt.subplots(len(rows), 3, figsize=(5.4, 1.9 * len(rows)))
@@ -263,9 +264,9 @@ ch.glue("share_level2", float(pd.Series(np.concatenate(levels)).value_counts(nor
 # Photos render the same geometry with what a sketch cannot show: colour, material, shading
 # from a random light, background and a small jitter of pose. The same object, in the same pose,
 # also comes as pen and ink, watercolour, oil, graphite, vector art, comic and 3D-shaded
-# renderings, for the chapter on retrieving with a sketch *and* a style.
+# renderings ({numref}`c02-fig-media`), for the chapter on retrieving with a sketch *and* a style.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The same object, in the same pose, rendered in each medium of the style world."}, "image": {"alt": "A row of renderings of one object: a photo and the same object as pen and ink, watercolour, oil, graphite, vector art, comic and 3D shading."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The same object, in the same pose, rendered in each medium of the style world.", "name": "c02-fig-media"}, "image": {"alt": "A row of renderings of one object: a photo and the same object as pen and ink, watercolour, oil, graphite, vector art, comic and 3D shading."}}
 imgs = world.photos(i0, media=ALL_MEDIA, size=FIG_SIZE)
 fig, axes = plt.subplots(1, len(ALL_MEDIA), figsize=(14, 2.1))
 for ax, img, m in zip(axes, imgs, ALL_MEDIA):
@@ -277,15 +278,15 @@ plt.show()
 # %% [markdown]
 # ## Splits, and the adaptation split
 #
-# Families are split into train, validation and test within each category. Seen drawers draw
-# objects of every split. Unseen drawers draw the test objects, and also, as the **adaptation
+# Families are split into train, validation and test within each category ({numref}`c02-tbl-splits`). Seen
+# drawers draw objects of every split. Unseen drawers draw the test objects, and also, as the **adaptation
 # split**, train and validation objects: sketches in their style of objects no test shows. They
 # are what the few-shot chapters adapt on (`synthetic.support_set`, which never returns a test
 # object) and what a *control* model is trained on to show how much of the unseen drawers'
 # cost a model could win back (chapter 4). Two categories (lamp and bag) are tagged
 # `category_split = "unseen"` for the zero-shot and category-level chapters.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Sketches, objects, families and drawers in each split (train, val, test), by seen or unseen drawers; the adaptation rows are the unseen drawers' sketches of train and val objects.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Sketches, objects, families and drawers in each split (train, val, test), by seen or unseen drawers; the adaptation rows are the unseen drawers' sketches of train and val objects.", "classes": "sbir-table", "name": "c02-tbl-splits"}}
 sk = data.sketches
 table = (
     sk.assign(role=np.where(sk["adaptation"], "adaptation", ""))
@@ -316,10 +317,10 @@ table
 # As in QMUL-Shoe-V2 and Chair-V2, a fine-grained query is ranked against the test photos of
 # **its own category** (`sbir_core.benchmark`). A model that knows only the category, with a
 # random order inside it, then scores exactly chance; on the mixed gallery of every category it
-# would look strong. The mixed gallery is kept for category-level work (mAP, P@K), under that
-# name.
+# would look strong ({numref}`c02-tbl-chance-oracle`). The mixed gallery is kept for category-level work (mAP,
+# P@K), under that name.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Chance and the category oracle on the seen drawers' test sketches, Acc@1 and Acc@10 (%), within each query's category (the benchmark) and on the mixed gallery of all categories, with the mean number of photos per query.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Chance and the category oracle on the seen drawers' test sketches, Acc@1 and Acc@10 (%), within each query's category (the benchmark) and on the mixed gallery of all categories, with the mean number of photos per query.", "classes": "sbir-table", "name": "c02-tbl-chance-oracle"}}
 views = B.style_views(data, IMAGE_SIZE, LINE_WIDTH)
 test = views.test_seen
 bench = pd.DataFrame(
@@ -358,11 +359,11 @@ bench.set_index("gallery")
 # Before any learning, how far apart are a sketch and its photo? The simplest retrieval
 # (`sbir_core.models.pixel_nn`) turns each sketch into an ink map and each photo into an edge
 # map, blurs both and ranks the category's photos by Euclidean distance. We run it on worlds
-# that differ only in one dial; their objects, seen drawers and photos are identical, so the seen
-# drawers' numbers do not move, a built-in control. Intervals cover the test objects and drawers
-# (nothing is trained, so there are no seeds).
+# that differ only in one dial ({numref}`c02-fig-pixel-nn`); their objects, seen drawers and photos are
+# identical, so the seen drawers' numbers do not move, a built-in control. Intervals cover the test objects
+# and drawers (nothing is trained, so there are no seeds).
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The parameter-free pixel nearest neighbour's Acc@10 within category along each dial, for seen and unseen drawers, with chance (95% intervals over test objects and drawers)."}, "image": {"alt": "Line plots of pixel-matching accuracy against the style gap and the detail gap; the unseen drawers' line falls with either gap while the seen drawers' stays flat."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The parameter-free pixel nearest neighbour's Acc@10 within category along each dial, for seen and unseen drawers, with chance (95% intervals over test objects and drawers).", "name": "c02-fig-pixel-nn"}, "image": {"alt": "Line plots of pixel-matching accuracy against the style gap and the detail gap; the unseen drawers' line falls with either gap while the seen drawers' stays flat."}}
 pixel = PixelNN(NN_SIZE, NN_BLUR)
 results, recorded = [], set()
 seen_iv = interval_of([evaluate(pixel, test)], "acc_at_10")
@@ -435,10 +436,10 @@ ch.glue("max_detail", max(DETAIL_GAPS))
 #
 # The drawers were tuned towards real sketches: the QMUL-Chair-V2 stroke file, 1,275 chairs
 # drawn by people. We compare the strokes of the world's chairs with them, statistic by
-# statistic (`strokes.sketch_stats`), with the Kolmogorov–Smirnov distance between the two
-# distributions (0: the same, 1: disjoint).
+# statistic (`strokes.sketch_stats`; {numref}`c02-fig-chair-strokes`), with the Kolmogorov–Smirnov distance
+# between the two distributions (0: the same, 1: disjoint; below).
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Stroke statistics of the style world's chairs against the QMUL-Chair-V2 chairs drawn by people: the distribution of each statistic in both."}, "image": {"alt": "Histograms comparing stroke counts, point counts and stroke lengths of synthetic and real chair sketches."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Stroke statistics of the style world's chairs against the QMUL-Chair-V2 chairs drawn by people: the distribution of each statistic in both.", "name": "c02-fig-chair-strokes"}, "image": {"alt": "Histograms comparing stroke counts, point counts and stroke lengths of synthetic and real chair sketches."}}
 chair_rows = np.flatnonzero((data.sketches["category"] == "chair").to_numpy())
 ours = S.stats_frame([data.strokes[r] for r in chair_rows])
 try:

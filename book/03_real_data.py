@@ -55,7 +55,8 @@ BUDGET_S = 20  # this chapter's time budget at this scale on 2 CPU cores, second
 # ## What is here
 #
 # The registry knows each dataset's layout. A dataset counts as found when its layout check
-# passes under the data root and it loads without error; otherwise the reason is printed.
+# passes under the data root and it loads without error; otherwise the reason is printed
+# (below).
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "The datasets looked for under the data root: whether each was found (yes, no, or found but unreadable) and what it loaded as, or why it could not be read.", "classes": "sbir-table"}}
 import matplotlib.pyplot as plt
@@ -104,14 +105,14 @@ status
 #
 # ## Counts per split
 #
-# Splits are by **instance**: a photo and all its sketches fall on the same side. ChairV2 and
-# ShoeV2 carry their train/test split in their keys; we move a seeded tenth of the train
+# Splits are by **instance** ({numref}`c03-tbl-splits`): a photo and all its sketches fall on the same side.
+# ChairV2 and ShoeV2 carry their train/test split in their keys; we move a seeded tenth of the train
 # photos to a validation split, because choosing checkpoints on the test set (as the public
 # code does, {ref}`appendix <appendix-pitfalls>`) flatters the numbers. The shoe folder and the
 # category-level sets get a seeded 70/10/20 split per class; the seed and the instance lists
 # are recorded in each dataset's `info`.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Sketches, photos and instances in each split (train, val, test) of each dataset found.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Sketches, photos and instances in each split (train, val, test) of each dataset found.", "classes": "sbir-table", "name": "c03-tbl-splits"}}
 rows = []
 count_tables = []
 for name, data in found.items():
@@ -170,17 +171,17 @@ for name, data in found.items():
 # ## How people draw: stroke and ink statistics
 #
 # For datasets stored as strokes (ChairV2, ShoeV2, QuickDraw and its shipped sample), and for the
-# style world's drawers beside them, we count strokes and points per
-# sketch and measure the extent (longer side of the bounding box, in units of the 256 canvas)
+# style world's drawers beside them, we count strokes and points per sketch (below)
+# and measure the extent (longer side of the bounding box, in units of the 256 canvas)
 # with `strokes.sketch_stats`. QuickDraw drawings are normalised to the canvas on loading
 # (their raw coordinates have no common scale), and the ChairV2 coordinates were scaled to a
 # fixed box by their publishers (they span 33 to 223), so for both the extent is constant by
 # construction and the stroke and point counts carry the differences between drawers.
 # Datasets stored as images have no strokes; for them we measure ink on the 64-pixel raster:
 # the mean darkness, the share of inked pixels and the inked extent as a fraction of the side.
-# In the table a dash marks a statistic that does not apply to how a set is stored.
+# In {numref}`c03-tbl-stroke-stats` a dash marks a statistic that does not apply to how a set is stored.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Mean and median per sketch of each stroke statistic (for sets stored as strokes: strokes, points, points per stroke, length and extent in canvas units) or ink statistic (for sets stored as images, on the raster), for the style world and each real set found; a dash marks a statistic that does not apply.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Mean and median per sketch of each stroke statistic (for sets stored as strokes: strokes, points, points per stroke, length and extent in canvas units) or ink statistic (for sets stored as images, on the raster), for the style world and each real set found; a dash marks a statistic that does not apply.", "classes": "sbir-table", "name": "c03-tbl-stroke-stats"}}
 stroke_cols = ["strokes", "points", "points_per_stroke", "length", "extent"]
 ink_cols = ["ink", "ink_pixels", "ink_extent"]
 per_sketch, summaries = {}, []
@@ -265,10 +266,10 @@ if "chairv2" in per_sketch:
 # sketches k = 1, 2, 3 are of the **same photos**, so the test is blocked by photo: a Friedman
 # test (ranks within each photo, so a photo that is hard to draw does not count as a
 # difference between indices; `sbir_core.stats.friedman_by_block`), on the photos with all
-# three sketches. Several statistics are tested, so the p-values are adjusted for the number
-# of tests run with Holm's method (`sbir_core.stats.holm`), and a statistic differs by *k* only
-# when its adjusted p-value is below 0.05. For the shoes we also have 13 part attributes per
-# sketch and per photo: their agreement measures how faithfully each sketch index draws the
+# three sketches (below). Several statistics are tested, so the p-values are
+# adjusted for the number of tests run with Holm's method (`sbir_core.stats.holm`), and a statistic
+# differs by *k* only when its adjusted p-value is below 0.05. For the shoes we also have 13 part attributes
+# per sketch and per photo: their agreement measures how faithfully each sketch index draws the
 # parts the photo has.
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Statistics by sketch index k in shoes304 and ChairV2, on the photos with all three sketches: the mean for k = 1, 2 and 3, the Friedman chi-squared statistic blocked by photo, and its p-value, raw and Holm-adjusted over all the tests.", "classes": "sbir-table"}}

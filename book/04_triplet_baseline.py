@@ -116,11 +116,11 @@ world = ch.scope("style_world", T.PROTOCOL_VAL, setting(style_gap=STYLE_GAP))
 # The style world (chapter 2) holds objects in families of near-twins, split by family into
 # train, validation and test. *Seen* drawers draw objects of every split; *unseen* drawers,
 # whose style lies `style_gap` away, draw the test objects and, in an adaptation split, some
-# training objects that no test ever shows. As in QMUL-Shoe-V2 and Chair-V2, a query is ranked
-# against the test photos **of its own category**, so knowing the category is worth nothing:
+# training objects that no test ever shows ({numref}`c04-tbl-views`). As in QMUL-Shoe-V2 and Chair-V2, a
+# query is ranked against the test photos **of its own category**, so knowing the category is worth nothing:
 # the category oracle scores exactly chance.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The style world benchmark's views: sketches, objects and drawers in each; seen drawers for train, val and test, unseen drawers for test and for the adaptation split's train objects.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The style world benchmark's views: sketches, objects and drawers in each; seen drawers for train, val and test, unseen drawers for test and for the adaptation split's train objects.", "classes": "sbir-table", "name": "c04-tbl-views"}}
 names = {"train": "train: seen drawers", "val": "val: seen drawers", "test_seen": "test: seen drawers",
          "test_unseen": "test: unseen drawers", "control_train": "adaptation split: unseen drawers, train objects"}
 counts = pd.DataFrame([{"view": label, "sketches": len(getattr(views, n)),
@@ -142,11 +142,11 @@ counts.set_index("view")
 # ## Training
 #
 # {glue:text}`c04_n_seeds` seeds on the seen drawers' training sketches, validated on their
-# validation sketches. Trained states go to the store of trained models (`sbir_core.store`) under a
-# fingerprint of everything that determines them; the later chapters load this baseline from
-# there (`sbir_core.recipes.StyleBench`) instead of training it again.
+# validation sketches ({numref}`c04-fig-training`). Trained states go to the store of trained models
+# (`sbir_core.store`) under a fingerprint of everything that determines them; the later chapters load this
+# baseline from there (`sbir_core.recipes.StyleBench`) instead of training it again.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Training Triplet-SN on the seen drawers: the loss and the validation accuracy over the steps, mean over seeds with their range as a band."}, "image": {"alt": "Line plots of training loss falling and validation accuracy rising over training steps, with a shaded band over seeds."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Training Triplet-SN on the seen drawers: the loss and the validation accuracy over the steps, mean over seeds with their range as a band.", "name": "c04-fig-training"}, "image": {"alt": "Line plots of training loss falling and validation accuracy rising over training steps, with a shaded band over seeds."}}
 runs = bench.baseline().fit(bench.seeds)
 models = runs.methods(bench.spec)
 training_curves({"Triplet-SN": runs.histories()},
@@ -160,10 +160,10 @@ ch.glue("selected_steps", ", ".join(str(r.val_selected["step"]) for r in runs.ru
 #
 # ## Seen and unseen drawers, against what needs no learning
 #
-# Three floors say what a model that learnt nothing would score on the same queries: chance,
-# the same network untrained (the frozen trunk with a random head) and **pixel matching**
-# (`sbir_core.models.pixel_nn`: the sketch's blurred ink map against the photo's blurred edge
-# map, no parameters). The baseline is evidence of learning where its paired interval excludes
+# Three floors say what a model that learnt nothing would score on the same queries
+# (below): chance, the same network untrained (the frozen trunk with a random head)
+# and **pixel matching** (`sbir_core.models.pixel_nn`: the sketch's blurred ink map against the photo's
+# blurred edge map, no parameters). The baseline is evidence of learning where its paired interval excludes
 # each of them.
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Triplet-SN on the test sketches of seen and unseen drawers, Acc@1 and Acc@10 (%) within category: validation-selected, and best on test (paper protocol, mean over seeds), beside the untrained network, pixel matching and chance (95% intervals over seeds and test sample).", "classes": "sbir-table"}}
@@ -217,10 +217,10 @@ pd.DataFrame(table).set_index(["drawers", "metric"])
 # Is the drop the price of a style the baseline never saw, or of sketches that say less? The
 # **control** is the same network trained with the same steps on the same training objects,
 # drawn by the unseen drawers themselves (their adaptation split), and tested on the same
-# queries. The drop then splits into *style not learnt* (control minus baseline) and *what the
-# sketch no longer says* (seen minus control).
+# queries ({numref}`c04-tbl-control`). The drop then splits into *style not learnt* (control minus
+# baseline) and *what the sketch no longer says* (seen minus control).
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The control trained on the unseen drawers' own style: its Acc@1 and Acc@10 on the unseen drawers' test sketches (%), and the paired differences in points: seen minus unseen for the baseline, control minus baseline (style not learnt) and baseline on seen minus control (content lost) (95% intervals over seeds and test sample).", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The control trained on the unseen drawers' own style: its Acc@1 and Acc@10 on the unseen drawers' test sketches (%), and the paired differences in points: seen minus unseen for the baseline, control minus baseline (style not learnt) and baseline on seen minus control (content lost) (95% intervals over seeds and test sample).", "classes": "sbir-table", "name": "c04-tbl-control"}}
 control_seeds = list(range(SEED, SEED + N_CONTROL_SEEDS))
 control = [evaluate(m, feats.test_unseen) for m in bench.control().methods(control_seeds)]
 parts = []
@@ -248,9 +248,9 @@ pd.DataFrame(parts).set_index("metric")
 #
 # The seen drawers, the objects and the photos stay the same, bit for bit, whatever the gap
 # (chapter 2): the baseline is trained once and tested on the unseen drawers of each gap, and
-# a control is trained at each gap.
+# a control is trained at each gap ({numref}`c04-fig-style-gap`).
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Acc@10 within category (validation-selected) on the unseen drawers as the style gap grows: Triplet-SN trained once on the seen drawers, and a control trained on the unseen drawers' own style at each gap; the seen drawers' level as a band, chance dotted (95% intervals)."}, "image": {"alt": "Line plot of accuracy against the style gap for the baseline and the control, with a grey band for the seen drawers and a dotted chance line."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Acc@10 within category (validation-selected) on the unseen drawers as the style gap grows: Triplet-SN trained once on the seen drawers, and a control trained on the unseen drawers' own style at each gap; the seen drawers' level as a band, chance dotted (95% intervals).", "name": "c04-fig-style-gap"}, "image": {"alt": "Line plot of accuracy against the style gap for the baseline and the control, with a grey band for the seen drawers and a dotted chance line."}}
 curve = []
 for gap in STYLE_GAPS:
     tv = bench.features(gap).test_unseen
@@ -281,9 +281,9 @@ ch.glue("curve_unseen_zero", at[("unseen drawers", min(STYLE_GAPS))])
 #
 # How much people draw is a separate dial, `detail_gap`: at style gap 0 the unseen drawers
 # draw like everyone else, only fewer level-1 and level-2 strokes. Missing parts are not a
-# style that training on it could undo; the same baseline is tested on them.
+# style that training on it could undo; the same baseline is tested on them ({numref}`c04-fig-detail-gap`).
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Less drawn, less found: Acc@10 within category as the unseen drawers draw fewer detail strokes (detail gap), beside the seen drawers."}, "image": {"alt": "Line plot of accuracy falling as the detail gap grows for the unseen drawers, with the seen drawers' level as a reference."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Less drawn, less found: Acc@10 within category as the unseen drawers draw fewer detail strokes (detail gap), beside the seen drawers.", "name": "c04-fig-detail-gap"}, "image": {"alt": "Line plot of accuracy falling as the detail gap grows for the unseen drawers, with the seen drawers' level as a reference."}}
 detail = []
 for dg in DETAIL_GAPS:
     scope = ch.scope("style_world", T.PROTOCOL_VAL, setting(style_gap=0.0, detail_gap=dg))
@@ -310,9 +310,9 @@ ch.glue("detail_acc_max", detail["estimate"].iloc[-1])
 # ### What the baseline retrieves
 #
 # Queries by unseen drawers (left) and the five nearest photos of their category by the first
-# seed's model, the true photo outlined in green.
+# seed's model, the true photo outlined in green ({numref}`c04-fig-queries`).
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Queries by unseen drawers (left) and the five nearest photos of their category by the first seed's model, the true photo outlined in green."}, "image": {"alt": "Rows of a sketch followed by five retrieved photos; the correct photo, where retrieved, has a green outline."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Queries by unseen drawers (left) and the five nearest photos of their category by the first seed's model, the true photo outlined in green.", "name": "c04-fig-queries"}, "image": {"alt": "Rows of a sketch followed by five retrieved photos; the correct photo, where retrieved, has a green outline."}}
 shown = np.linspace(0, len(views.test_unseen) - 1, 6).astype(int)
 retrieval_grid(views.test_unseen, models[0], shown, k=5, ranked_on=feats.test_unseen)
 plt.show()
@@ -320,17 +320,17 @@ plt.show()
 # %% [markdown]
 # ## Real sketches
 #
-# The same network, loss and engine on real human drawings, where the data is present
-# (`SBIR_DATA`; chapter 3): each set of `REAL_DATASETS` that is found. **PACS–Sketchy** (PACS's
+# The same network, loss and engine on real human drawings ({numref}`c04-fig-real-training`), where the data
+# is present (`SBIR_DATA`; chapter 3): each set of `REAL_DATASETS` that is found. **PACS–Sketchy** (PACS's
 # Sketchy sketches with their exact source photos, five or more sketches of each photo by
 # different people) and the 304-shoe set (three sketches a photo) are sketch to photo; a set
 # without its photos (ChairV2 here) is sketch to sketch: find another drawing of the same object.
 # Each set is split by object into train, validation and test; a query is ranked within its
 # category. Which person drew a sketch is not known in these sets, so there is no seen / unseen
-# split: the numbers say how well the baseline learns the task at the ci scale, against the same
-# three floors.
+# split: the numbers ({numref}`c04-tbl-real`) say how well the baseline learns the task at the ci scale,
+# against the same three floors.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Triplet-SN on each real set: validation Acc@1 during training, mean over seeds."}, "image": {"alt": "Line plots of validation accuracy over training steps, one line per real dataset."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Triplet-SN on each real set: validation Acc@1 during training, mean over seeds.", "name": "c04-fig-real-training"}, "image": {"alt": "Line plots of validation accuracy over training steps, one line per real dataset."}}
 real_rows, real_curves = [], {}
 for name in REAL_DATASETS:
     if not available(name):
@@ -368,17 +368,17 @@ if real_curves:
     training_curves(real_curves, (("val/acc_at_1", "val Acc@1"), ("test/acc_at_1", "test Acc@1")),
                     title="real data: Acc@1 during training (mean over seeds)")
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Triplet-SN on each real set found, test Acc@1 and Acc@10 (%) within category, validation-selected, beside the untrained network, pixel matching and chance; the gain over the untrained network in points, whether learning is shown against both floors, and the number of test queries (95% intervals over seeds and test objects).", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Triplet-SN on each real set found, test Acc@1 and Acc@10 (%) within category, validation-selected, beside the untrained network, pixel matching and chance; the gain over the untrained network in points, whether learning is shown against both floors, and the number of test queries (95% intervals over seeds and test objects).", "classes": "sbir-table", "name": "c04-tbl-real"}}
 pd.DataFrame(real_rows).set_index(["dataset", "metric"]) if real_rows else None
 
 # %% [markdown]
 # ## Beside the published numbers
 #
 # The published Triplet-SN figures (`paper_runs/reference/triplet_sn.csv`, each with its
-# source) are not the same experiment as ours. Real data and the style world are kept apart;
-# where papers print different figures for one number, all are shown.
+# source) are not the same experiment as ours. Real data and the style world are kept apart in
+# {numref}`c04-tbl-published`; where papers print different figures for one number, all are shown.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Published Triplet-SN Acc@1 and Acc@10 (%, best on test; several published figures for one number separated by a slash) beside this book's validation-selected ones: real data first, published then this book, the style world apart at the end, with each row's checkpoint selection and backbone.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Published Triplet-SN Acc@1 and Acc@10 (%, best on test; several published figures for one number separated by a slash) beside this book's validation-selected ones: real data first, published then this book, the style world apart at the end, with each row's checkpoint selection and backbone.", "classes": "sbir-table", "name": "c04-tbl-published"}}
 ours = pd.DataFrame([r for r in ch.rows if r["method"] == "triplet_sn" and r["protocol"] == T.PROTOCOL_VAL
                      and r["metric"] in ("acc_at_1", "acc_at_10") and r["seed"] == -1
                      and r["setting"] in ("", setting(style_gap=STYLE_GAP))])

@@ -120,10 +120,10 @@ seeds_of["triplet_sn"] = bench.seeds
 #
 # Each Table 1 row trains on the seen drawers' training sketches (a negative is another photo of
 # the anchor's category, as for chapter 4's baseline), is validated on their validation sketches,
-# and keeps the state with the best validation Acc@1: {glue:text}`c05_hier_seeds` seeds of each
-# head a claim rests on, one of the others.
+# and keeps the state with the best validation Acc@1 ({numref}`c05-fig-training`):
+# {glue:text}`c05_hier_seeds` seeds of each head a claim rests on, one of the others.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Each Table 1 row's head trained on the seen drawers: training loss and validation Acc@1 (mean over seeds, band: their range)."}, "image": {"alt": "Line plots of training loss and validation accuracy over steps, one line per model variant."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Each Table 1 row's head trained on the seen drawers: training loss and validation Acc@1 (mean over seeds, band: their range).", "name": "c05-fig-training"}, "image": {"alt": "Line plots of training loss and validation accuracy over steps, one line per model variant."}}
 runs = {v: R.hierarchy(bench, p, v, nodes).fit(seeds_of[v]) for v in VARIANTS}
 models = {v: r.methods(R.hierarchy_spec(bench, p, v)) for v, r in runs.items()}
 models["triplet_sn"] = bench.baselines()
@@ -134,13 +134,13 @@ ch.glue("hier_seeds", HIER_SEEDS)
 # %% [markdown]
 # ## Table 1 on the style world
 #
-# Within-category Acc@1 and Acc@10 of every row on the same {glue:text}`c05_n_test` sampled test
-# queries of the seen and unseen drawers (`style_gap` = {glue:text}`c05_style_gap`), beside
-# chapter 4's Triplet-SN (from the store) and the floors a head must clear to be evidence: chance,
-# pixel matching (no parameters) and the head untrained on the same nodes. Intervals are 95% over
-# the heads' seeds and the test sample (objects and drawers).
+# Within-category Acc@1 and Acc@10 of every row ({numref}`c05-tbl-table1`) on the same
+# {glue:text}`c05_n_test` sampled test queries of the seen and unseen drawers (`style_gap` =
+# {glue:text}`c05_style_gap`), beside chapter 4's Triplet-SN (from the store) and the floors a head must
+# clear to be evidence: chance, pixel matching (no parameters) and the head untrained on the same nodes.
+# Intervals are 95% over the heads' seeds and the test sample (objects and drawers).
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Table 1 on the style world: within-category Acc@1 and Acc@10 (%) of every Table 1 row and chapter 4's Triplet-SN on the sampled test queries of the seen and unseen drawers (95% intervals over seeds and test objects and drawers), followed by the floors: pixel matching, each claimed head untrained, and chance (equal to the category oracle).", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Table 1 on the style world: within-category Acc@1 and Acc@10 (%) of every Table 1 row and chapter 4's Triplet-SN on the sampled test queries of the seen and unseen drawers (95% intervals over seeds and test objects and drawers), followed by the floors: pixel matching, each claimed head untrained, and chance (equal to the category oracle).", "classes": "sbir-table", "name": "c05-tbl-table1"}}
 ev = {v: {s: [evaluate(m, (feats if v == "triplet_sn" else nodes.tests)[s]) for m in ms] for s in views.tests}
       for v, ms in models.items()}
 floor_ev = {s: {"pixel_nn": [evaluate(bench.pixel(), images[s])]} for s in views.tests}
@@ -190,13 +190,13 @@ pd.DataFrame(rows).set_index("row")
 #
 # The paper's two orderings of Table 1, as paired differences on the same queries (seen
 # drawers, Acc@1 as in the paper's table): the full hierarchy against co-attention alone, and
-# co-attention against B-Siamese. Each outcome is computed from the interval of the relative
-# effect (the difference over the weaker head's margin above its floor) and the paper's own
-# relative effect (Table 1 on ShoeV2): *not testable* when a head's interval reaches a floor,
+# co-attention against B-Siamese ({numref}`c05-tbl-orderings`). Each outcome is computed from the
+# interval of the relative effect (the difference over the weaker head's margin above its floor) and
+# the paper's own relative effect (Table 1 on ShoeV2): *not testable* when a head's interval reaches a floor,
 # *reproduced* or *contradicted* when the interval excludes zero, *smaller than claimed* when it
 # holds zero and excludes the paper's effect, *undecided* when it holds both.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The paper's two orderings of Table 1 on the seen drawers, as paired differences on the same queries: Acc@1 in points with its relative effect and outcome (deciding), and Acc@10 in points (beside); 95% intervals over seeds and test objects and drawers.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The paper's two orderings of Table 1 on the seen drawers, as paired differences on the same queries: Acc@1 in points with its relative effect and outcome (deciding), and Acc@10 in points (beside); 95% intervals over seeds and test objects and drawers.", "classes": "sbir-table", "name": "c05-tbl-orderings"}}
 claims = []
 for claim, a, b in (("hierarchy_beats_coattn", "proposed", "b_localised_coattn"),
                     ("coattn_beats_siamese", "b_localised_coattn", "b_siamese")):
@@ -219,7 +219,8 @@ pd.DataFrame(claims).set_index("claim")
 # Triplet-SN (one embedding per image, compared by distance) shortlist the M nearest photos of
 # each query's gallery, and the head reranks only those; a true photo outside the shortlist keeps
 # the baseline's rank (beyond M). Below: head passes and accuracy of both ways on the seen
-# drawers' sampled queries, and the paired difference two-stage minus exhaustive.
+# drawers' sampled queries, and the paired difference two-stage minus exhaustive
+# ({numref}`c05-tbl-two-stage`).
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Two-stage retrieval: Triplet-SN shortlists M photos and the pairwise head reranks them; accuracy against M beside the exhaustive pairwise search."}, "image": {"alt": "Line plot of accuracy against the shortlist size M for each reranker, with horizontal marks for the exhaustive search."}}
 two_rows, curve2 = [], []
@@ -252,7 +253,7 @@ C.prose("At every shortlist of M ≤ 10 the two-stage Acc@10 is the baseline's o
            f"{best['M']} ({best['ratio']:.1f}× fewer, difference {best['d'].text} points)." if best else
            "No reranker keeps exhaustive Acc@10 within its interval with ≥ 10× fewer head passes at these M."))
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Two-stage retrieval on the seen drawers' sampled test queries, for each reranker's first seed: head passes, Acc@1 and Acc@10 (%) of the exhaustive search and of each shortlist size M, and the paired difference two-stage minus exhaustive in points (95% intervals over test objects and drawers).", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Two-stage retrieval on the seen drawers' sampled test queries, for each reranker's first seed: head passes, Acc@1 and Acc@10 (%) of the exhaustive search and of each shortlist size M, and the paired difference two-stage minus exhaustive in points (95% intervals over test objects and drawers).", "classes": "sbir-table", "name": "c05-tbl-two-stage"}}
 pd.DataFrame(two_rows).set_index(["reranker", "M"]).fillna("")
 
 # %% [markdown]
@@ -260,11 +261,11 @@ pd.DataFrame(two_rows).set_index(["reranker", "M"]).fillna("")
 #
 # Every stroke of the style world carries a detail level (chapter 2): 0 for the outline, 1 and
 # 2 for finer parts. The same seen test queries are redrawn from their level-0 strokes only, from
-# levels 0–1 and in full; the paper's slides show its *coarse++* below its *coarse*, so its
-# coarse++ is the sparser sketch, which is our level 0. The claim: the proposed model loses less
-# Acc@10 from full to the sparsest sketches than B-Siamese.
+# levels 0–1 and in full ({numref}`c05-tbl-coarse`); the paper's slides show its *coarse++* below its
+# *coarse*, so its coarse++ is the sparser sketch, which is our level 0. The claim: the proposed model
+# loses less Acc@10 from full to the sparsest sketches than B-Siamese.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Acc@10 (%) of Triplet-SN, B-Siamese and the proposed model on the seen drawers' sampled test queries, redrawn from their level-0 strokes only, from levels 0-1, and in full (95% intervals over seeds and test objects and drawers).", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Acc@10 (%) of Triplet-SN, B-Siamese and the proposed model on the seen drawers' sampled test queries, redrawn from their level-0 strokes only, from levels 0-1, and in full (95% intervals over seeds and test objects and drawers).", "classes": "sbir-table", "name": "c05-tbl-coarse"}}
 levels = views.data.info["detail_levels_by_id"]
 im = images["test_seen"]
 detail, det_rows = {}, []
@@ -296,9 +297,10 @@ pd.DataFrame(det_rows).set_index("model").rename(columns={"level0": "level 0 (sp
 #
 # The heads and the baseline are trained once on the seen drawers and tested on the unseen
 # drawers of each gap (the seen drawers, objects and photos do not change with the gap,
-# chapter 2), beside chapter 4's control trained on the unseen drawers' own style.
+# chapter 2), beside chapter 4's control trained on the unseen drawers' own style
+# ({numref}`c05-fig-gap-curve`).
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Acc@1 within category (validation-selected) on the unseen drawers as the style gap grows, for each row of Table 1 (95% intervals)."}, "image": {"alt": "Line plot of accuracy against the style gap, one line per hierarchy variant and the baseline."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Acc@1 within category (validation-selected) on the unseen drawers as the style gap grows, for each row of Table 1 (95% intervals).", "name": "c05-fig-gap-curve"}, "image": {"alt": "Line plot of accuracy against the style gap, one line per hierarchy variant and the baseline."}}
 curve = []
 for gap in bench.p["STYLE_GAPS"]:
     tn, tf = R.hierarchy_views(bench, p, gap).test_unseen, R.test_sample(p, bench.features(gap).test_unseen)
@@ -417,10 +419,11 @@ elif real_rows:
 # ## Beside the paper
 #
 # The paper's Table 1 on ChairV2, ShoeV2 and SWIRE (VGG16 at 256 pixels, trained end to end)
-# beside this chapter's rows on the style world (`paper_runs/reference/hierarchy.csv`). The
-# numbers are not comparable in level; what can be compared is the order of the rows.
+# beside this chapter's rows on the style world ({numref}`c05-tbl-paper`;
+# `paper_runs/reference/hierarchy.csv`). The numbers are not comparable in level; what can be
+# compared is the order of the rows.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The paper's Table 1 Acc@1 (%) on ChairV2, ShoeV2 and SWIRE (published, VGG16 trained end to end), beside this chapter's Acc@1 (%) on the style world's seen drawers (mean over seeds).", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The paper's Table 1 Acc@1 (%) on ChairV2, ShoeV2 and SWIRE (published, VGG16 trained end to end), beside this chapter's Acc@1 (%) on the style world's seen drawers (mean over seeds).", "classes": "sbir-table", "name": "c05-tbl-paper"}}
 ref = load_reference("hierarchy")
 ref = ref[ref["method"].isin(NAMES.values()) & (ref["metric"] == "acc_at_1")]
 pub = ref.pivot_table(index="method", columns="dataset", values="value", aggfunc="first")

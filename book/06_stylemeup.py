@@ -112,7 +112,7 @@ mid = lambda name: {"full": "stylemeup", "triplet_sn": "triplet_sn"}.get(name, f
 # loss judges the adapted model on $h$'s sketches of the same photos, as the public code's task
 # does. First, how long one outer step takes on this machine:
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "StyleMeUp's meta-training: the outer loss and the unseen drawers' test Acc@1 over outer steps, beside B-Cross-Modal (no meta-learning); chance dotted."}, "image": {"alt": "Line plots of the loss and of accuracy over outer steps for StyleMeUp and B-Cross-Modal."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "StyleMeUp's meta-training: the outer loss and the unseen drawers' test Acc@1 over outer steps, beside B-Cross-Modal (no meta-learning); chance dotted.", "name": "c06-fig-training"}, "image": {"alt": "Line plots of the loss and of accuracy over outer steps for StyleMeUp and B-Cross-Modal."}}
 smu_config = R.stylemeup_config(bench, ch.params())
 cost = {"triplet_sn": T.step_cost(bench.spec, feats.train, bench.config(), TIMING_STEPS, SEED),
         "full": T.step_cost(R.stylemeup_spec(bench, ch.params()), feats.train, smu_config, TIMING_STEPS, SEED)}
@@ -130,17 +130,18 @@ ch.glue("selected_steps", ", ".join(str(r.val_selected["step"]) for r in runs["f
 # %% [markdown]
 # One outer step took {glue:text}`c06_step_wall:.3f` s of wall time here; validation chose steps
 # {glue:text}`c06_selected_steps` of the full model's seeds. B-Cross-Modal's loss is the sum of the
-# loss on both sketch pairs, not an outer loss, so its curve sits on another level.
+# loss on both sketch pairs, not an outer loss, so its curve in {numref}`c06-fig-training` sits on
+# another level.
 #
 # ## Training budgets
 #
 # The headline below compares StyleMeUp with chapter 4's Triplet-SN, so their budgets are stated
-# side by side: updates, the examples an update reads (sketch, photo and negative embeddings; an
-# outer step reads its task's three sketches of each photo, the photo and a negative), and the wall
-# time of one update on this machine, timed alone. The ablations and the paper's baselines train
-# exactly as the full model does.
+# side by side ({numref}`c06-tbl-budgets`): updates, the examples an update reads (sketch, photo and negative
+# embeddings; an outer step reads its task's three sketches of each photo, the photo and a negative), and the
+# wall time of one update on this machine, timed alone. The ablations and the paper's baselines train exactly
+# as the full model does.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The training budgets of the two arms of the headline comparison, per seed: updates, examples read per update and in all, wall time per update (median of a few updates timed alone on this machine) and in all, and the steps chosen on validation.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The training budgets of the two arms of the headline comparison, per seed: updates, examples read per update and in all, wall time per update (median of a few updates timed alone on this machine) and in all, and the steps chosen on validation.", "classes": "sbir-table", "name": "c06-tbl-budgets"}}
 steps_of = {"triplet_sn": bench.config().steps, "full": smu_config.steps}
 chosen = {"triplet_sn": [r.val_selected["step"] for r in bench.baseline().fit(bench.seeds).runs],
           "full": [r.val_selected["step"] for r in runs["full"].runs]}
@@ -168,9 +169,9 @@ budget.set_index("arm")
 #
 # Triplet-SN is chapter 4's model, loaded from the store. The floors are what a model that learnt
 # nothing scores: chance (equal to the category oracle here), the untrained VAE and pixel matching.
-# Every interval covers seeds and test objects and drawers.
+# Every interval covers seeds and test objects and drawers ({numref}`c06-tbl-seen-unseen`).
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Within-category Acc@1 and Acc@10 (%) on the seen and unseen drawers' test queries: StyleMeUp, its ablations and the paper's baselines, chapter 4's Triplet-SN, then the floors (the untrained VAE, pixel matching, and chance, equal to the category oracle); 95% intervals over seeds and test objects and drawers.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Within-category Acc@1 and Acc@10 (%) on the seen and unseen drawers' test queries: StyleMeUp, its ablations and the paper's baselines, chapter 4's Triplet-SN, then the floors (the untrained VAE, pixel matching, and chance, equal to the category oracle); 95% intervals over seeds and test objects and drawers.", "classes": "sbir-table", "name": "c06-tbl-seen-unseen"}}
 seed_everything(SEED)
 untrained = R.stylemeup(bench, ch.params()).spec.build().eval()
 evals = {name: {split: [evaluate(m, v) for m in ms] for split, v in feats.tests.items()} for name, ms in models.items()}
@@ -236,15 +237,15 @@ pd.DataFrame(rows).set_index("method")
 # ## Ablations and the paper's baselines
 #
 # Each variant as the full model minus the variant, on the same unseen-drawer queries (Acc@1, the
-# paper's metric). The paper claims every part costs accuracy when removed; its baselines
-# B-Basic-SN (the same encoder with only the triplet loss), B-Cross-Modal (the VAE trained without
-# meta-learning) and B-Meta-SN (meta-learning without the VAE) should trail it. *Fixed FT* keeps
-# the FT layers but freezes their θ at the start; *latent 128* is the released code's latent size
-# against the paper's best, 64 (the full model). Each variant trains `N_ABLATION_SEEDS` seeds; with
-# one, its interval takes the full model's seed variance (a pilot of the same design, stated), so
-# that a one-seed arm does not pass for a noiseless one.
+# paper's metric; {numref}`c06-tbl-ablations`). The paper claims every part costs accuracy when removed; its
+# baselines B-Basic-SN (the same encoder with only the triplet loss), B-Cross-Modal (the VAE trained without
+# meta-learning) and B-Meta-SN (meta-learning without the VAE) should trail it. *Fixed FT* keeps the FT layers
+# but freezes their θ at the start; *latent 128* is the released code's latent size against the paper's best,
+# 64 (the full model). Each variant trains `N_ABLATION_SEEDS` seeds; with one, its interval takes the full
+# model's seed variance (a pilot of the same design, stated), so that a one-seed arm does not pass for a
+# noiseless one.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Each ablation and baseline as the full StyleMeUp minus the variant in Acc@1 on the unseen drawers (points, with the relative effect; 95% intervals over seeds and test objects and drawers, a one-seed variant taking the full model's seed variance), and the outcome for the paper's claim.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Each ablation and baseline as the full StyleMeUp minus the variant in Acc@1 on the unseen drawers (points, with the relative effect; 95% intervals over seeds and test objects and drawers, a one-seed variant taking the full model's seed variance), and the outcome for the paper's claim.", "classes": "sbir-table", "name": "c06-tbl-ablations"}}
 abl = []
 full_arm = head["acc_at_1"][0]
 for name in ABLATIONS:
@@ -267,10 +268,10 @@ abl.set_index("variant")
 #
 # The seen drawers, the objects and the photos are the same at every gap (chapter 2), so the
 # models trained above are tested on the unseen drawers of each gap, beside Triplet-SN and
-# chapter 4's control (trained on the unseen drawers' own style). The paper's claim, in this
-# world's terms: StyleMeUp's gain over the baseline grows with the gap.
+# chapter 4's control (trained on the unseen drawers' own style; {numref}`c06-fig-gap-curve`). The
+# paper's claim, in this world's terms: StyleMeUp's gain over the baseline grows with the gap.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Acc@1 within category (validation-selected) on the unseen drawers as the style gap grows: StyleMeUp, Triplet-SN and chapter 4's control (95% intervals)."}, "image": {"alt": "Line plot of accuracy against the style gap for StyleMeUp, the baseline and the control."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Acc@1 within category (validation-selected) on the unseen drawers as the style gap grows: StyleMeUp, Triplet-SN and chapter 4's control (95% intervals).", "name": "c06-fig-gap-curve"}, "image": {"alt": "Line plot of accuracy against the style gap for StyleMeUp, the baseline and the control."}}
 curve, at_gap = [], {}
 for gap in bench.p["STYLE_GAPS"]:
     tv, iv_view = bench.features(gap).test_unseen, bench.views(gap).test_unseen
@@ -319,11 +320,11 @@ ch.glue("hi_gap", hi_gap)
 # The paper's slides measure style-agnosticism directly: for a photo drawn by several people, how
 # much does its rank vary between their sketches? $V_{avg}$ is the mean over photos of the
 # variance of their sketches' ranks (lower: the drawer matters less), here on the unseen drawers,
-# with an interval over seeds and photos. Its floor is a random ranking's: a uniform rank among the
-# $n$ photos of the category gives $k$ sketches an expected population variance of
-# $\frac{k-1}{k}\frac{n^2-1}{12}$.
+# with an interval over seeds and photos ({numref}`c06-tbl-rank-consistency`). Its floor is a random
+# ranking's: a uniform rank among the $n$ photos of the category gives $k$ sketches an expected population
+# variance of $\frac{k-1}{k}\frac{n^2-1}{12}$.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Rank consistency on the unseen drawers: V_avg, the mean over photos of the variance of their sketches' ranks (squared ranks, lower is more consistent; 95% intervals over seeds and photos), and the mean rank, for StyleMeUp, Triplet-SN and each ablation and baseline.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Rank consistency on the unseen drawers: V_avg, the mean over photos of the variance of their sketches' ranks (squared ranks, lower is more consistent; 95% intervals over seeds and photos), and the mean rank, for StyleMeUp, Triplet-SN and each ablation and baseline.", "classes": "sbir-table", "name": "c06-tbl-rank-consistency"}}
 view_u = feats.test_unseen
 photo, n_cand = view_u.target.numpy(), view_u.n_candidates()
 photos = rank_consistency(np.zeros(len(photo)), photo)["photos"]
@@ -362,9 +363,10 @@ pd.DataFrame(cons).set_index("method").round(2)
 # ## Two drawers, one object
 #
 # Two unseen drawers' sketches of one test object and the photos each retrieves with its invariant
-# code (the true photo outlined): if $z_{inv}$ ignores the drawer, the two rows agree.
+# code ({numref}`c06-fig-two-drawers`, the true photo outlined): if $z_{inv}$ ignores the drawer, the two rows
+# agree.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Two drawers' sketches of one object (left) and the nearest photos by StyleMeUp's invariant code, the true photo outlined in green."}, "image": {"alt": "Rows of a sketch followed by retrieved photos, two rows for two drawers of the same object; the correct photo has a green outline."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Two drawers' sketches of one object (left) and the nearest photos by StyleMeUp's invariant code, the true photo outlined in green.", "name": "c06-fig-two-drawers"}, "image": {"alt": "Rows of a sketch followed by retrieved photos, two rows for two drawers of the same object; the correct photo has a green outline."}}
 t = views.test_unseen.table
 inst = t.groupby("instance")["drawer"].nunique()
 rows_ = t.index[t["instance"] == inst[inst >= 2].index[0]][:2].to_numpy()
@@ -376,12 +378,12 @@ plt.show()
 # ## Category level
 #
 # The paper also reports category-level retrieval (mAP@all and P@200 on Sketchy-ext and
-# TU-Berlin-ext). The style world's version: the unseen drawers' test sketches against every test
-# photo of every category, a photo relevant when it shows the sketch's category; the same models,
-# no retraining. A model trained for fine-grained retrieval need not be good at this; the untrained
+# TU-Berlin-ext). The style world's version ({numref}`c06-tbl-category`): the unseen drawers' test sketches
+# against every test photo of every category, a photo relevant when it shows the sketch's category; the same
+# models, no retraining. A model trained for fine-grained retrieval need not be good at this; the untrained
 # VAE's row is the floor.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Category-level retrieval on the style world: mAP@all and precision in the top K (P@K) of the unseen drawers' test sketches against every test photo, for StyleMeUp and Triplet-SN (95% intervals over seeds, categories and drawers) beside the untrained VAE.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Category-level retrieval on the style world: mAP@all and precision in the top K (P@K) of the unseen drawers' test sketches against every test photo, for StyleMeUp and Triplet-SN (95% intervals over seeds, categories and drawers) beside the untrained VAE.", "classes": "sbir-table", "name": "c06-tbl-category"}}
 cat_view = bench.read(category_view(views.data, {"split": "test", "drawer_split": "unseen"}, {"split": "test"},
                                     bench.p["IMAGE_SIZE"], bench.p["LINE_WIDTH"], name="style_world/category, unseen"))
 cat = ch.scope("style_world", T.PROTOCOL_VAL, C.setting(style_gap=bench.gap, level="category"), ("category", "drawer"))
@@ -572,17 +574,17 @@ if region_text:
             "the detectable effect beside it says how large a difference it could have found.")
 ch.glue("region_batch", int(bench.p["BATCH_SIZE"]))
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The region shift on QuickDraw: mAP@all on the test region's drawings for Triplet-SN and StyleMeUp trained on other regions and the control trained on the test region (95% intervals over seeds and test drawings), followed by the floors: chance, the untrained head, pixel matching and, with a frozen trunk, its features (trunk NN).", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The region shift on QuickDraw: mAP@all on the test region's drawings for Triplet-SN and StyleMeUp trained on other regions and the control trained on the test region (95% intervals over seeds and test drawings), followed by the floors: chance, the untrained head, pixel matching and, with a frozen trunk, its features (trunk NN).", "classes": "sbir-table", "name": "c06-tbl-region"}}
 pd.DataFrame(region_rows).set_index(["dataset", "model"]) if region_rows else None
 
 # %% [markdown]
-# The budgets are not equal and the table should be read with that: per seed, Triplet-SN takes
-# `REGION_STEPS` steps of {glue:text}`c06_region_batch` drawings each, StyleMeUp `REGION_SMU_STEPS`
-# outer steps of one task of `REGION_K` drawings, each with two drawings of the same hub by other
-# countries (the values are in the parameters cell). A second-order outer step costs several
-# Triplet-SN steps, so StyleMeUp sees far fewer drawings in about as much training time. Where its
-# interval reaches the frozen trunk's features, it has not learnt from the drawings at this budget,
-# and its claim row says "not testable" rather than reading a comparison into it.
+# The budgets are not equal and the table ({numref}`c06-tbl-region`) should be read with that: per
+# seed, Triplet-SN takes `REGION_STEPS` steps of {glue:text}`c06_region_batch` drawings each, StyleMeUp
+# `REGION_SMU_STEPS` outer steps of one task of `REGION_K` drawings, each with two drawings of the same hub by
+# other countries (the values are in the parameters cell). A second-order outer step costs several Triplet-SN
+# steps, so StyleMeUp sees far fewer drawings in about as much training time. Where its interval reaches the
+# frozen trunk's features, it has not learnt from the drawings at this budget, and its claim row says "not
+# testable" rather than reading a comparison into it.
 
 # %% [markdown]
 # ## Beside the paper

@@ -121,9 +121,9 @@ C.prose("Outer loss at the first and the last evaluation, mean over seeds: "
 # drawer to the next (`tests/test_adaptive.py`). *No adaptation* is chapter 4's Triplet-SN itself
 # (the meta-learners' start); *fine-tuning* takes `FT_STEPS` SGD steps on its head $M$ at the fixed
 # margin. The floors are chance (the category oracle), the untrained network and pixel matching,
-# on the same queries.
+# on the same queries ({numref}`c07-tbl-kshot`).
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The k-shot table on the style world's unseen drawers (their sketches of test objects, ranked within the category): Acc@1 and Acc@5 of no adaptation (chapter 4's Triplet-SN), ours not adapted, and fine-tuning, ANIL and ours adapted to k support sketches, with the floors chance, pixel NN and the untrained network; 95% intervals over seeds, test objects and drawers. Learnt: whether ours clears its floors.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The k-shot table on the style world's unseen drawers (their sketches of test objects, ranked within the category): Acc@1 and Acc@5 of no adaptation (chapter 4's Triplet-SN), ours not adapted, and fine-tuning, ANIL and ours adapted to k support sketches, with the floors chance, pixel NN and the untrained network; 95% intervals over seeds, test objects and drawers. Learnt: whether ours clears its floors.", "classes": "sbir-table", "name": "c07-tbl-kshot"}}
 def drawer_support(gap=None):
     """k -> the unseen drawers' k-shot supports at ``gap``, from their adaptation split (never a test object)."""
     v = bench.views(gap)
@@ -180,13 +180,13 @@ table(evals, fe, test, "style_world", "test_unseen", style_gap=bench.gap)
 # %% [markdown]
 # ## The paper's claims on the style world
 #
-# Each claim is decided on its relative effect (the difference over the compared arm's margin above
-# its best floor) against the poster's own relative effect at that k (the smaller of ShoeV2 and
-# Sketchy where both report it); *detectable* is the smallest relative effect this design finds
-# with 80% power. Chapter 4 bounds what any adaptation can win here: a model trained on the unseen
-# drawers' own style (its control) recovers only part of their drop.
+# Each claim ({numref}`c07-tbl-claims`) is decided on its relative effect (the difference over the
+# compared arm's margin above its best floor) against the poster's own relative effect at that k (the
+# smaller of ShoeV2 and Sketchy where both report it); *detectable* is the smallest relative effect this
+# design finds with 80% power. Chapter 4 bounds what any adaptation can win here: a model trained on the
+# unseen drawers' own style (its control) recovers only part of their drop.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The paper's claims on the style world's unseen drawers at each k: ours minus fine-tuning and minus ANIL, and ours at the largest k minus ours at the smallest, in Acc@1 points and relative to the compared arm's margin above its floor (95% intervals), with each claim's outcome.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The paper's claims on the style world's unseen drawers at each k: ours minus fine-tuning and minus ANIL, and ours at the largest k minus ours at the smallest, in Acc@1 points and relative to the compared arm's margin above its floor (95% intervals), with each claim's outcome.", "classes": "sbir-table", "name": "c07-tbl-claims"}}
 world = ch.scope("style_world", T.PROTOCOL_VAL)
 verdicts = []
 for k in SHOTS:
@@ -206,10 +206,10 @@ pd.DataFrame(verdicts).set_index(["claim", "k"])
 #
 # The same meta-learner with $L_D$ or $L_{ud}$ switched off (k = 5), `N_ABLATION_SEEDS` seeds each,
 # paired with the full model's same seeds. The outer loop trains $F$, which both regularisers act
-# on; the table says how many queries moved rank when the part was switched off (a row where none
-# moves cannot be evidence).
+# on; the table ({numref}`c07-tbl-ablation`) says how many queries moved rank when the part was
+# switched off (a row where none moves cannot be evidence).
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Ablation of the regularisers on the unseen drawers (k = 5): Acc@1 of ours with L_D or L_ud switched off, the full model minus the variant in Acc@1 points and relative (95% interval, paired seeds), the outcome, and the share of queries whose rank moved.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Ablation of the regularisers on the unseen drawers (k = 5): Acc@1 of ours with L_D or L_ud switched off, the full model minus the variant in Acc@1 points and relative (95% interval, paired seeds), the outcome, and the share of queries whose rank moved.", "classes": "sbir-table", "name": "c07-tbl-ablation"}}
 k_abl = 5 if 5 in SHOTS else SHOTS[0]
 full = karm("ours", k_abl, evs=evals[("ours", k_abl)][: N_ABLATION_SEEDS])
 abl = []
@@ -428,10 +428,10 @@ else:
 # ## Beside the paper
 #
 # The poster's numbers (ShoeV2 user level, Sketchy category level; `paper_runs/reference/adaptive_fgsbir.csv`)
-# and ours from the style world at ci scale are printed together, not compared: other data, other
-# backbone, other scale.
+# and ours from the style world at ci scale are printed together ({numref}`c07-tbl-paper`), not
+# compared: other data, other backbone, other scale.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The poster's published Acc@1 and Acc@5 in % (ShoeV2 at the user level, Sketchy at the category level, chosen on the test set; several published figures joined by /) beside ours on the style world's unseen drawers (validation-selected, one figure per k joined by /): other data, backbone and scale, printed together, not compared.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The poster's published Acc@1 and Acc@5 in % (ShoeV2 at the user level, Sketchy at the category level, chosen on the test set; several published figures joined by /) beside ours on the style world's unseen drawers (validation-selected, one figure per k joined by /): other data, backbone and scale, printed together, not compared.", "classes": "sbir-table", "name": "c07-tbl-paper"}}
 ours = pd.DataFrame([{"dataset": "style world, unseen drawers", "metric": m, "value": C.interval_of(evals[("ours", k)], m).estimate,
                       "setting": f"k={k}"} for k in SHOTS for m in ("acc_at_1", "acc_at_5")])
 C.published_vs_ours("adaptive_fgsbir", ours.assign(kind="style world", protocol="val-selected",

@@ -131,10 +131,10 @@ def record(scope, evs, floors, split, extra=()):
 # world, its sketches unchanged, with {glue:text}`c08_n_objects` objects of each seen category per
 # split drawn in the eight media that stand in for BAM!'s seven. The queries are seen (and, at the
 # end, unseen) drawers' sketches of the test objects; the gallery is every test object in every
-# medium; the style exemplars of a query are training objects in the wanted medium, so the style
-# never gives the content away.
+# medium ({numref}`c08-fig-media`); the style exemplars of a query are training objects in the wanted medium,
+# so the style never gives the content away.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "One query sketch (left) and its object in each medium of the gallery."}, "image": {"alt": "A sketch followed by the same object rendered as a photo and in several artistic media."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "One query sketch (left) and its object in each medium of the gallery.", "name": "c08-fig-media"}, "image": {"alt": "A sketch followed by the same object rendered as a photo and in several artistic media."}}
 one = ws.view("seen", reads="image", rows=[0])
 at = lambda m: one.gallery[np.flatnonzero((one.gallery_table["instance"] == one.table["instance"][0])
                                           & (one.gallery_table["medium"] == m))[0]]
@@ -154,10 +154,10 @@ for key, value in (("n_objects", WS_OBJECTS), ("n_media", len(ws.media)), ("n_ga
 #
 # {glue:text}`c08_n_seeds` seeds, each {glue:text}`c08_steps` steps of {glue:text}`c08_batch`
 # training sketches ({glue:text}`c08_n_train` seen drawers' sketches of the training objects), each
-# with its three triplets; chapter 4's learning rate and optimiser. There is no validation step:
-# each seed's model is its last state (`last_step`), the same for every row below.
+# with its three triplets ({numref}`c08-fig-training`); chapter 4's learning rate and optimiser. There is no
+# validation step: each seed's model is its last state (`last_step`), the same for every row below.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Training Sketching with Style: the summed loss of the structure stream, the style stream and the fusion over the steps (band: range over seeds)."}, "image": {"alt": "Line plot of the training loss falling over the steps, with a shaded band over seeds."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Training Sketching with Style: the summed loss of the structure stream, the style stream and the fusion over the steps (band: range over seeds).", "name": "c08-fig-training"}, "image": {"alt": "Line plot of the training loss falling over the steps, with a shaded band over seeds."}}
 run = ws.run()
 fit = run.fit(seeds)
 models = fit.methods(run.spec)
@@ -170,13 +170,13 @@ baseline = bench.baselines()
 # %% [markdown]
 # ## Sketch-only search, per medium (relevance: same class)
 #
-# The project's first table: a sketch searches one medium's gallery, and every image of its
-# class is relevant. Beside the structure stream: chapter 4's Triplet-SN (trained on photos'
+# The project's first table ({numref}`c08-tbl-sketch-only`): a sketch searches one medium's gallery, and every
+# image of its class is relevant. Beside the structure stream: chapter 4's Triplet-SN (trained on photos'
 # edge maps only, loaded from the store, reading each medium's images as edge maps through the
 # same trunk), and the floors: a random ranking, the structure stream untrained, and pixel
 # matching (the sketch's ink map against the image's edge map).
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Sketch-only search per gallery medium on the seen drawers' test sketches (relevance: same class): mAP@all in % of the structure stream and of chapter 4's Triplet-SN (95% intervals over seeds, test objects and drawers), and of the floors: a random ranking, the structure stream untrained and pixel matching.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Sketch-only search per gallery medium on the seen drawers' test sketches (relevance: same class): mAP@all in % of the structure stream and of chapter 4's Triplet-SN (95% intervals over seeds, test objects and drawers), and of the floors: a random ranking, the structure stream untrained and pixel matching.", "classes": "sbir-table", "name": "c08-tbl-sketch-only"}}
 per_medium, rows = {}, []
 for m in ws.media:
     scope = ch.scope("style_world", "last_step", setting(relevance="category", medium=m))
@@ -254,11 +254,11 @@ grid.style.format("{:.2f}").background_gradient(cmap="Greens", vmin=0, vmax=1).s
 # ## Does the style stream learn the medium and not the content?
 #
 # A linear probe (multinomial logistic regression) is fitted on each stream's embeddings of the
-# training images and asked to predict, for the test images, their medium or their class. If the
-# style embedding is independent of content, its class probe is at chance; the structure
-# embedding's class probe shows how much content an embedding of these images can carry.
+# training images and asked to predict, for the test images, their medium or their class
+# ({numref}`c08-tbl-probes`). If the style embedding is independent of content, its class probe is at
+# chance; the structure embedding's class probe shows how much content an embedding of these images can carry.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Linear probes on the style and the structure embeddings of the test images: accuracy in % at predicting the medium or the class (95% intervals over seeds and test objects), beside chance.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Linear probes on the style and the structure embeddings of the test images: accuracy in % at predicting the medium or the class (95% intervals over seeds and test objects), beside chance.", "classes": "sbir-table", "name": "c08-tbl-probes"}}
 probe = ws.probes(models, "seen")
 gt = seen_view.gallery_table
 clus = {"instance": gt["instance"].to_numpy()}
@@ -308,10 +308,10 @@ ch.glue("style_gap", bench.gap)
 #
 # ## One sketch, three styles
 #
-# One sketch asked in three media, with the exemplars it carries, and the fused search's top five
-# (outlined: its class in the wanted medium).
+# One sketch asked in three media ({numref}`c08-fig-three-styles`), with the exemplars it carries, and the
+# fused search's top five (outlined: its class in the wanted medium).
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "One sketch asked in three media: the exemplars given and the top 5 results; outlined: right class and right medium."}, "image": {"alt": "Three rows, each a sketch with exemplars of one medium followed by five retrieved images, the matching ones outlined."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "One sketch asked in three media: the exemplars given and the top 5 results; outlined: right class and right medium.", "name": "c08-fig-three-styles"}, "image": {"alt": "Three rows, each a sketch with exemplars of one medium followed by five retrieved images, the matching ones outlined."}}
 q = np.flatnonzero(seen_view.table["sketch_id"] == seen_view.table["sketch_id"][0])[[1, 3, 5]]
 fig = retrieval_grid(ws.view("seen", reads="image", rows=q), models[0], range(3), k=5, ranked_on=ws.view("seen", rows=q),
                      title="one sketch, three wanted media: exemplars and the top 5 (outlined: class and medium match)")
@@ -320,12 +320,13 @@ fig = retrieval_grid(ws.view("seen", reads="image", rows=q), models[0], range(3)
 # ## Beside the project
 #
 # BAM! is not available offline (it ships image URLs only), so the style world's eight media stand
-# in for its seven, and the numbers are not comparable in size; only the pattern is. The student
-# project's numbers are in `paper_runs/reference/with_style.csv`, as the brief quotes them (we have
-# not seen the report itself): sketch-only mAP per medium 0.81 to 0.99, sketch + style mAP per
-# class × medium 0.54 to 0.69 overall. The paper reports no retrieval numbers we could verify.
+# in for its seven, and the numbers are not comparable in size; only the pattern is
+# ({numref}`c08-tbl-published`). The student project's numbers are in
+# `paper_runs/reference/with_style.csv`, as the brief quotes them (we have not seen the report itself):
+# sketch-only mAP per medium 0.81 to 0.99, sketch + style mAP per class × medium 0.54 to 0.69 overall.
+# The paper reports no retrieval numbers we could verify.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The student project's reported mAP (BAM! artwork, QuickDraw sketches; chosen on the test set) beside ours on the style world, in %: sketch-only search in the worst and the best medium, and sketch + style search. Other data and scale: only the pattern is comparable.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The student project's reported mAP (BAM! artwork, QuickDraw sketches; chosen on the test set) beside ours on the style world, in %: sketch-only search in the worst and the best medium, and sketch + style search. Other data and scale: only the pattern is comparable.", "classes": "sbir-table", "name": "c08-tbl-published"}}
 ours = pd.DataFrame([
     {"dataset": "style_world", "metric": "map_all_sketch_only_worst_medium", "value": mean_map[worst]},
     {"dataset": "style_world", "metric": "map_all_sketch_only_best_medium", "value": mean_map[best]},
@@ -341,7 +342,8 @@ published_vs_ours("with_style", ours)
 # training split, `WS_REAL_PER_CLASS` per class and medium), with features from the same trunk
 # projected on PACS's own principal directions; the queries are QuickDraw drawings of the six PACS
 # classes QuickDraw has, with PACS training images as style exemplars and PACS test images as the
-# gallery. The same two claims, by the same rule; skipped, with a note, when the data are absent.
+# gallery. The same two claims, by the same rule (below); skipped, with a note, when the
+# data are absent.
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "QuickDraw sketches searching PACS test images (photos, art paintings, cartoons), mAP@all in %: the fused, naive and sketch-only search with style exemplars (relevance: class and wanted medium), then the sketch-only search in each PACS medium (relevance: class), each with its floors; 95% intervals over seeds and test objects.", "classes": "sbir-table"}}
 rb = None

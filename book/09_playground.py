@@ -83,7 +83,8 @@ gallery = P.world_gallery(engine.views, CATEGORY)
 #
 # The browser test picks the first {glue:text}`c09_category` sketch that the model ranks first
 # from the dataset's own strokes, and draws it in the page. Each frame is the page after one
-# more stroke: the pad, the sketch to copy with the rank of its photo, and the top ten.
+# more stroke: the pad, the sketch to copy with the rank of its photo, and the top ten
+# (below; the rank after every stroke in {numref}`c09-tbl-trail`).
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "The playground drawn in by a browser test, stroke by stroke: the page after four of the strokes, with the target photo's rank."}, "image": {"alt": "Four screenshots of the playground page, a sketch being drawn on the pad and the grid of retrieved photos updating."}}
 frames_dir = cache_dir() / "playground" / "frames"
@@ -132,7 +133,7 @@ if rec is not None:
         f"from the rank of the dataset's own strokes (bottom row) while the near photos are close."
     )
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The recorded drawing, stroke by stroke: the rank of the target photo that the page shows after each stroke, and the rank that the dataset's own strokes give.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The recorded drawing, stroke by stroke: the rank of the target photo that the page shows after each stroke, and the rank that the dataset's own strokes give.", "classes": "sbir-table", "name": "c09-tbl-trail"}}
 if rec is not None:
     display(trail.set_index("stroke").T)
 
@@ -141,10 +142,10 @@ if rec is not None:
 #
 # The page above is one sketch. The same question for every test sketch of the seen drawers:
 # keep the first part of its strokes (a quarter, a half, ...), rasterise it as the pad does and
-# rank the photos of its category. Intervals are over the test objects and drawers (one trained
-# seed: the seeds' spread is chapter 4's).
+# rank the photos of its category ({numref}`c09-fig-early` and {numref}`c09-tbl-early`). Intervals are over
+# the test objects and drawers (one trained seed: the seeds' spread is chapter 4's).
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Early retrieval: Triplet-SN's Acc@1 and Acc@10 on the seen drawers when only the first strokes of each sketch are kept (dotted: chance; 95% intervals)."}, "image": {"alt": "Line plot of accuracy rising with the share of strokes kept, for Acc@1 and Acc@10."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Early retrieval: Triplet-SN's Acc@1 and Acc@10 on the seen drawers when only the first strokes of each sketch are kept (dotted: chance; 95% intervals).", "name": "c09-fig-early"}, "image": {"alt": "Line plot of accuracy rising with the share of strokes kept, for Acc@1 and Acc@10."}}
 view = engine.views.test_seen
 rows, evals = [], {}
 for f in FRACTIONS:
@@ -185,7 +186,7 @@ ax.legend()
 fig.tight_layout()
 plt.show()
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Early retrieval: Triplet-SN's Acc@1 and Acc@10 on the seen drawers' test sketches by the share of each sketch's first strokes kept (95% intervals over test objects and drawers; one trained seed).", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Early retrieval: Triplet-SN's Acc@1 and Acc@10 on the seen drawers' test sketches by the share of each sketch's first strokes kept (95% intervals over test objects and drawers; one trained seed).", "classes": "sbir-table", "name": "c09-tbl-early"}}
 early.pivot(index="strokes kept (%)", columns="K", values="Acc@K").rename(columns=lambda k: f"Acc@{k}")
 
 # %% tags=["hide-input"]
@@ -208,11 +209,11 @@ if half is not None and full is not None:
 # ## How fast a query is
 #
 # A drawn query goes strokes → raster → encoder → the nearest of the gallery's cached embeddings.
-# Timed here one query at a time over test sketches against the {glue:text}`c09_category`
-# gallery (machine-dependent, so not a checked number; `python -m sbir_core.bench query` measures
-# it against 10,000 and, with FAISS, 1,000,000 embeddings).
+# Timed here ({numref}`c09-tbl-latency`) one query at a time over test sketches against the
+# {glue:text}`c09_category` gallery (machine-dependent, so not a checked number;
+# `python -m sbir_core.bench query` measures it against 10,000 and, with FAISS, 1,000,000 embeddings).
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Query latency on this machine: the median (p50) and 95th-percentile (p95) time in ms from a drawing's strokes to its top 10, over the timed test sketches, and the size of the category's gallery.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Query latency on this machine: the median (p50) and 95th-percentile (p95) time in ms from a drawing's strokes to its top 10, over the timed test sketches, and the size of the category's gallery.", "classes": "sbir-table", "name": "c09-tbl-latency"}}
 lat = []
 for s in view.strokes[:LATENCY_QUERIES]:
     t = time.perf_counter()
@@ -247,8 +248,8 @@ if rec is not None and "open_s" in rec:
 # with the style of another sketch of the same category, moved a quarter, half and all the way.
 # At the `ci` scale StyleMeUp reads the frozen trunk's features (chapter 6), so its decoder redraws
 # features, not sketches: there is no picture to show. What the swapped code *retrieves* can be shown
-# at any scale, and it is the question StyleMeUp asks: if the invariant code ignores style, moving
-# the style code towards another drawer's should leave the drawing's own photo where it ranks.
+# at any scale ({numref}`c09-tbl-swap`), and it is the question StyleMeUp asks: if the invariant code ignores
+# style, moving the style code towards another drawer's should leave the drawing's own photo where it ranks.
 
 # %% tags=["hide-input"]
 smu = next((c for c in P.methods(SCALE, **overrides) if c.recipe.chapter == "06_stylemeup"), None)
@@ -260,7 +261,7 @@ else:
     a, b = g6.targets[0], g6.targets[len(g6.targets) // 2]
     amounts = [0.0, 0.25, 0.5, 1.0]
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Style swap where StyleMeUp reads trunk features (its decoder redraws features, not a picture): as the drawing's style code moves towards another drawer's, the rank of the drawing's own photo and the top 5 photos the swapped code retrieves.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Style swap where StyleMeUp reads trunk features (its decoder redraws features, not a picture): as the drawing's style code moves towards another drawer's, the rank of the drawing's own photo and the top 5 photos the swapped code retrieves.", "classes": "sbir-table", "name": "c09-tbl-swap"}}
 if smu_engine is not None and isinstance(smu_engine.method, P.OnImages):
     swapped = []
     for m in amounts:
@@ -270,7 +271,7 @@ if smu_engine is not None and isinstance(smu_engine.method, P.OnImages):
                         "top 5 of the swapped code": ", ".join(g6.labels[i] for i in hits.index)})
     display(pd.DataFrame(swapped).set_index("style moved towards the other drawer's"))
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Style swap where StyleMeUp reads images: the drawing, the other drawer's sketch, and the drawing decoded with its style code moved 0, 25, 50 and 100% of the way towards the other's."}, "image": {"alt": "A row of small sketch images: the drawing, the other style, and four decodings that move from the first towards the second."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Style swap where StyleMeUp reads images: the drawing, the other drawer's sketch, and the drawing decoded with its style code moved 0, 25, 50 and 100% of the way towards the other's.", "name": "c09-fig-swap"}, "image": {"alt": "A row of small sketch images: the drawing, the other style, and four decodings that move from the first towards the second."}}
 if smu_engine is not None and not isinstance(smu_engine.method, P.OnImages):
     fig, axes = plt.subplots(1, len(amounts) + 2, figsize=(1.8 * (len(amounts) + 2), 2.2))
     pics = [("drawing", smu_engine.raster(a.strokes)), ("other style", smu_engine.raster(b.strokes))]

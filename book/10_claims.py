@@ -97,12 +97,12 @@ evidence["at"] = evidence["setting"].map(setting_of)
 # %% [markdown]
 # ## The table
 #
-# One row per claim and setting on the style world, the benchmark every reader regenerates:
-# *paper* is the paper's relative effect (the smallest over its datasets; – where it states no
+# One row per claim and setting on the style world ({numref}`c10-tbl-world`), the benchmark every reader
+# regenerates: *paper* is the paper's relative effect (the smallest over its datasets; – where it states no
 # size), *ours* our relative effect with its 95% interval, then the outcome and the *detectable*
 # relative effect of our design (80% power). The real sets follow in a second table.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The claims on the style world, one row per claim and setting: the paper's relative effect (the smallest over its datasets), ours with its 95% interval over training seeds and the test sample, the outcome, and the smallest relative effect our design detects with 80% power.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The claims on the style world, one row per claim and setting: the paper's relative effect (the smallest over its datasets), ours with its 95% interval over training seeds and the test sample, the outcome, and the smallest relative effect our design detects with 80% power.", "classes": "sbir-table", "name": "c10-tbl-world"}}
 pe = paper_effects()
 
 
@@ -132,10 +132,11 @@ for claim_id, c in claims.iterrows():
 pd.DataFrame(rows).set_index(["chapter", "claim", "setting"])
 
 # %% [markdown]
-# On real sketches: each real set a chapter tests the claim on, filled where `SBIR_DATA` holds it
-# (and the set has what the protocol needs, e.g. paired photos); otherwise the data it would need.
+# On real sketches ({numref}`c10-tbl-real`): each real set a chapter tests the claim on, filled where
+# `SBIR_DATA` holds it (and the set has what the protocol needs, e.g. paired photos); otherwise the data it
+# would need.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The claims on real sketch sets, one row per claim, dataset and setting: the paper's relative effect, ours with its 95% interval (with the metric where it is not the claim's own) and the outcome, or the data a row needs where it was not run.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The claims on real sketch sets, one row per claim, dataset and setting: the paper's relative effect, ours with its 95% interval (with the metric where it is not the claim's own) and the outcome, or the data a row needs where it was not run.", "classes": "sbir-table", "name": "c10-tbl-real"}}
 real_rows = []
 for claim_id, c in claims.iterrows():
     for d in filter(None, c["real_sets"].split(";")):
@@ -172,20 +173,20 @@ pd.DataFrame(real_rows, columns=["claim", "dataset", "setting", "paper", "ours",
 
 # %% [markdown]
 # The claims themselves, in the papers' words as `claims.csv` records them, with the evidence each
-# paper gives:
+# paper gives ({numref}`c10-tbl-claims`):
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The claims as claims.csv records them: the chapter that tests each, the paper, the claim in the paper's words, its metric and the evidence the paper gives.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The claims as claims.csv records them: the chapter that tests each, the paper, the claim in the paper's words, its metric and the evidence the paper gives.", "classes": "sbir-table", "name": "c10-tbl-claims"}}
 claims[["chapter", "paper", "claim", "metric", "evidence"]].rename_axis("claim_id")
 
 # %% [markdown]
 # ## The figure
 #
-# Our relative effects with their 95% intervals (one line per claim, setting and dataset; filled
-# markers on the style world, open ones on real sets) and the paper's relative effect (red cross).
-# Zero is no effect; the shaded band around each of our effects shows the detectable effect of that
-# design. Intervals wider than the axis run to its edge and end in an arrow.
+# Our relative effects with their 95% intervals ({numref}`c10-fig-forest`; one line per claim, setting and
+# dataset; filled markers on the style world, open ones on real sets) and the paper's relative effect
+# (red cross). Zero is no effect; the shaded band around each of our effects shows the detectable effect
+# of that design. Intervals wider than the axis run to its edge and end in an arrow.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Every testable claim: our relative effect with its 95% interval and the paper's (red x), in one unit: the difference over the compared arm's margin above its floor."}, "image": {"alt": "A forest plot, one row per claim and setting, with our interval and a red cross for the paper's effect."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Every testable claim: our relative effect with its 95% interval and the paper's (red x), in one unit: the difference over the compared arm's margin above its floor.", "name": "c10-fig-forest"}, "image": {"alt": "A forest plot, one row per claim and setting, with our interval and a red cross for the paper's effect."}}
 shown = evidence[np.isfinite(evidence["rel_effect"])].sort_values(["claim_id", "at", "dataset"]).reset_index(drop=True)
 colors = {
     "reproduced": "tab:green",
@@ -243,13 +244,13 @@ plt.show()
 # The book makes many comparisons, and with many 95% intervals a few exclude zero by chance. Holm's
 # step-down adjustment controls the family-wise error rate at `ALPHA` across every comparison whose
 # outcome is decided on an interval (all but the not testable ones); the per-claim interval stays
-# the outcome, and the column below says whether a *reproduced* or *contradicted* survives the
-# adjustment. The p-values are two-sided, from the relative effect and its interval (normal
+# the outcome, and a column of {numref}`c10-tbl-holm` says whether a *reproduced* or *contradicted* survives
+# the adjustment. The p-values are two-sided, from the relative effect and its interval (normal
 # approximation: conservative where the interval has few degrees of freedom). A verdict is
 # *fragile* when moving the estimate by what one test query, or one training seed, could change
 # would flip it.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Every comparison decided on an interval, by claim, setting and dataset: its outcome, the two-sided p-value and Holm's adjusted p-value across the family, whether the verdict holds after the adjustment at the family-wise rate ALPHA, and whether it is fragile.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Every comparison decided on an interval, by claim, setting and dataset: its outcome, the two-sided p-value and Holm's adjusted p-value across the family, whether the verdict holds after the adjustment at the family-wise rate ALPHA, and whether it is fragile.", "classes": "sbir-table", "name": "c10-tbl-holm"}}
 fam = evidence[decided].assign(
     **{"Holm p": lambda d: d["p_holm"].map(lambda p: f"{p:.3g}"), "p": lambda d: d["p"].map(lambda p: f"{p:.3g}")}
 )
@@ -267,10 +268,10 @@ fam.set_index(["claim_id", "at", "dataset"])
 # %% [markdown]
 # ## Claims this scale cannot test
 #
-# Listed with the reason each was judged *not testable*, and the claims no chapter produced
-# evidence for here (their data absent, or a protocol this book does not run yet).
+# Listed in {numref}`c10-tbl-not-testable` with the reason each was judged *not testable*, and the claims no
+# chapter produced evidence for here (their data absent, or a protocol this book does not run yet).
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The claims judged not testable at this scale, by setting and dataset, with the reason, and the claims with no evidence recorded at this scale.", "classes": "sbir-table"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The claims judged not testable at this scale, by setting and dataset, with the reason, and the claims with no evidence recorded at this scale.", "classes": "sbir-table", "name": "c10-tbl-not-testable"}}
 nt = evidence[evidence["outcome"] == "not testable"]
 WHY = {
     1.0: "a compared model's interval reaches its floor (chance, untrained or pixel NN)",

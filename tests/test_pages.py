@@ -67,8 +67,10 @@ def test_a_table_needs_a_caption_numbered_as_a_table(tmp_path):
 
 
 def test_a_table_figure_is_numbered_as_a_table_with_its_caption_first(tmp_path):
-    """book/_ext/sbir_tables.py on a document as myst-nb builds it: a captioned table output becomes a table for
-    numbering; a cell's second table joins the first; a cell's output that is not a table loses the figure."""
+    """book/_ext/sbir_tables.py on a document as myst-nb builds it (every output of a captioned cell wrapped in a
+    figure with the cell's caption): a table output becomes a table for numbering, caption first; a cell's second
+    table joins the first; a cell's output that is not its figure or table loses the wrapper (and its label); a
+    Markdown figure outside any cell is left alone."""
     import sys
 
     from docutils import nodes
@@ -79,22 +81,37 @@ def test_a_table_figure_is_numbered_as_a_table_with_its_caption_first(tmp_path):
     sys.path.insert(0, str(BOOK / "_ext"))
     import sbir_tables as X
 
-    def fig(html, caption="Two toy methods."):
-        f = nodes.figure("", nodes.raw("", html, format="html"), classes=[X.CLASS])
+    def fig(content, table=True, caption="Two toy methods."):
+        f = nodes.figure("", content, classes=[X.CLASS] if table else [])
         f += nodes.caption("", caption)
         return f
 
+    def cell(*figs):
+        c = nodes.container(nb_element="cell_code_output")
+        c += list(figs)
+        return c
+
     doc = new_document("test")
-    cell, other = nodes.container(), nodes.container()
-    cell += [fig("<table>a</table>"), fig("<table>b</table>")]
-    other += fig("<p>no table here</p>")
-    doc += [cell, other]
+    html = lambda text: nodes.raw("", text, format="html")
+    note = fig(html("<p>a note</p>"), table=False)
+    doc.note_explicit_target(note, note)
+    note["names"].append("c01-fig-x")
+    doc.nameids["c01-fig-x"], note["ids"] = "c01-fig-x", ["c01-fig-x"]
+    doc.ids["c01-fig-x"] = note
+    tables = cell(fig(html("<table>a</table>")), fig(html("<table>b</table>")))
+    absent = cell(fig(html("<p>no table here</p>")))
+    plot = cell(fig(nodes.image(uri="a.png"), table=False), note)
+    markdown = fig(nodes.image(uri="m.png"), table=False)
+    doc += [tables, absent, plot, markdown]
     X.TableFigures(doc).apply()
-    tables = list(doc.findall(X.table_figure))
-    assert len(tables) == 1 and isinstance(tables[0][0], nodes.caption)
-    assert [r.astext() for r in tables[0].findall(nodes.raw)] == ["<table>a</table>", "<table>b</table>"]
-    assert not list(other.findall(nodes.figure)) and other.astext() == "<p>no table here</p>"
-    assert X._caption(tables[0]) == "Two toy methods."
+    found = list(doc.findall(X.table_figure))
+    assert len(found) == 1 and isinstance(found[0][0], nodes.caption)
+    assert [r.astext() for r in found[0].findall(nodes.raw)] == ["<table>a</table>", "<table>b</table>"]
+    assert not list(absent.findall(nodes.figure)) and absent.astext() == "<p>no table here</p>"
+    assert len(list(plot.findall(nodes.figure))) == 1 and "a note" in plot.astext()
+    assert "c01-fig-x" not in doc.nameids and "c01-fig-x" not in doc.ids  # a {numref} to it: "not shown"
+    assert markdown.parent is doc and type(markdown) is nodes.figure
+    assert X._caption(found[0]) == "Two toy methods."
 
 
 def test_nan_in_prose_or_a_table_cell_is_found_not_in_code(tmp_path):
@@ -143,3 +160,21 @@ def test_pages_in_a_browser_find_broken_images_overflow_and_failure_text(tmp_pat
     assert [p.split(":")[0] for p in found] == ["bad.html at 390 px"] * 3, found
     assert "broken image" in found[0] and "wider than the 390 px viewport" in found[1] and "UserWarning" in found[2]
     assert sorted(f.name for f in (tmp_path / "shots").iterdir()) == ["bad-390.png", "good-390.png"]
+
+
+def test_a_reference_to_a_table_this_build_does_not_hold_says_so():
+    """A chapter's table shown only where a dataset is present: its {numref} reads "not shown in this build" where
+    the dataset is absent (no broken link, no build error); another missing reference stays an error."""
+    import sys
+
+    from sphinx import addnodes
+
+    from sbir_core.paths import BOOK
+
+    sys.path.insert(0, str(BOOK / "_ext"))
+    import sbir_tables as X
+
+    ref = addnodes.pending_xref("", reftype="numref", reftarget="c04-tbl-real")
+    assert X._not_shown(None, None, ref, None).astext() == "a table not shown in this build"
+    assert X._not_shown(None, None, addnodes.pending_xref("", reftype="numref", reftarget="intro"), None) is None
+    assert X._not_shown(None, None, addnodes.pending_xref("", reftype="ref", reftarget="c04-fig-x"), None) is None
