@@ -436,10 +436,10 @@ ch.glue("max_detail", max(DETAIL_GAPS))
 #
 # The drawers were tuned towards real sketches: the QMUL-Chair-V2 stroke file, 1,275 chairs
 # drawn by people. We compare the strokes of the world's chairs with them, statistic by
-# statistic (`strokes.sketch_stats`; {numref}`c02-fig-chair-strokes`), with the Kolmogorov–Smirnov distance
+# statistic (`strokes.sketch_stats`; below), with the Kolmogorov–Smirnov distance
 # between the two distributions (0: the same, 1: disjoint; below).
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Stroke statistics of the style world's chairs against the QMUL-Chair-V2 chairs drawn by people: the distribution of each statistic in both.", "name": "c02-fig-chair-strokes"}, "image": {"alt": "Histograms comparing stroke counts, point counts and stroke lengths of synthetic and real chair sketches."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Stroke statistics of the style world's chairs against the QMUL-Chair-V2 chairs drawn by people: the distribution of each statistic in both."}, "image": {"alt": "Histograms comparing stroke counts, point counts and stroke lengths of synthetic and real chair sketches."}}
 chair_rows = np.flatnonzero((data.sketches["category"] == "chair").to_numpy())
 ours = S.stats_frame([data.strokes[r] for r in chair_rows])
 try:

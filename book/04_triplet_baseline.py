@@ -320,7 +320,7 @@ plt.show()
 # %% [markdown]
 # ## Real sketches
 #
-# The same network, loss and engine on real human drawings ({numref}`c04-fig-real-training`), where the data
+# The same network, loss and engine on real human drawings (below), where the data
 # is present (`SBIR_DATA`; chapter 3): each set of `REAL_DATASETS` that is found. **PACS–Sketchy** (PACS's
 # Sketchy sketches with their exact source photos, five or more sketches of each photo by
 # different people) and the 304-shoe set (three sketches a photo) are sketch to photo; a set
@@ -330,7 +330,7 @@ plt.show()
 # split: the numbers ({numref}`c04-tbl-real`) say how well the baseline learns the task at the ci scale,
 # against the same three floors.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Triplet-SN on each real set: validation Acc@1 during training, mean over seeds.", "name": "c04-fig-real-training"}, "image": {"alt": "Line plots of validation accuracy over training steps, one line per real dataset."}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Triplet-SN on each real set: validation Acc@1 during training, mean over seeds."}, "image": {"alt": "Line plots of validation accuracy over training steps, one line per real dataset."}}
 real_rows, real_curves = [], {}
 for name in REAL_DATASETS:
     if not available(name):
