@@ -143,6 +143,13 @@ class Chapter:
             self.add(dataset, method, r["metric"], r["value"], protocol, tag, split)
         return ev
 
+    def design_text(self, dataset: str = "style_world") -> str:
+        """A paragraph on the power of this chapter's design for its claims on ``dataset``, with this run
+        as the pilot: the seed and test-sample parts of the error and the seeds that would bring the
+        paper's effects within reach (``claims.design_text``)."""
+        frame = self.frame()
+        return CL.design_text(CL.design(CL.evidence_table(frame[frame["dataset"] == dataset])))
+
     def scope(self, dataset: str, protocol: str = "", setting: str = "", columns=("instance", "drawer")) -> Scope:
         """Rows of one dataset, protocol and setting, recorded from evaluations (``Scope``)."""
         return Scope(self, dataset, protocol, setting, columns)

@@ -401,6 +401,10 @@ def evidence_rows(ev: Evidence) -> list[dict]:
         add_iv(f"diff_{m}", iv)
     rel = ev.rel if ev.rel is not None else ST.Interval(math.nan, math.nan, math.nan, 0, 0, 0, math.inf, 0, 0)
     add_iv("rel_effect", rel)
+    if ev.rel is not None:  # the pilot for planning a design (``design``): the two parts of the error
+        add("rel_effect_se_seeds", rel.se_seeds)
+        add("rel_effect_se_sample", rel.se_sample)
+        add("rel_effect_n_seeds", rel.n_seeds)
     add("paper_rel_effect", ev.paper_rel)
     add("mde_rel", ev.mde_rel)
     add("floor", ev.floor)
@@ -456,3 +460,93 @@ def pilot(a: ST.Arm) -> tuple[float, int]:
     if len(per_seed) < 2:
         raise ClaimError(f"a pilot needs two or more seeds, {a.name!r} has {len(per_seed)}")
     return float(np.var(per_seed, ddof=1)), len(per_seed) - 1
+
+
+SAMPLE_FACTOR = 4  # the larger test sample a design table prices: 4x the objects and drawers
+
+
+def design(table: pd.DataFrame, sample_factor: float = SAMPLE_FACTOR) -> pd.DataFrame:
+    """Each decidable claim row of ``evidence_table`` as a pilot for planning (``stats.seeds_needed``):
+    the seeds' share of the relative effect's variance, and the fewest seeds with which the design
+    would detect the paper's relative effect, at the test sample used and at ``sample_factor`` times
+    it (inf: no number of seeds is enough, the test sample's part alone is too large; nan: no paper
+    size, a level or "no effect" claim, or no pilot), and how many times the test sample it would need
+    with unlimited seeds. Rows without a relative effect (not testable) are left out."""
+    cols = ["rel_effect", "mde_rel", "paper_rel_effect", "rel_effect_se_seeds", "rel_effect_se_sample"]
+    cols += ["rel_effect_n_seeds", "claim_id", "chapter", "setting", "outcome"]
+    t = table.reindex(columns=[*table.columns, *(c for c in cols if c not in table.columns)])
+    t = t[t["rel_effect"].notna() & t["rel_effect_se_seeds"].notna()].copy()
+    var = t["rel_effect_se_seeds"] ** 2 + t["rel_effect_se_sample"] ** 2
+    kinds = load_claims()["kind"].reindex(t["claim_id"]).to_numpy()  # a level or null claim has no effect to plan for
+    t["seed_share"] = (t["rel_effect_se_seeds"] ** 2 / var).where(var > 0)
+    for name, factor in (("seeds_needed", 1.0), ("seeds_needed_more_test", float(sample_factor))):
+        t[name] = [
+            ST.seeds_needed(
+                abs(r.paper_rel_effect),
+                r.mde_rel,
+                r.rel_effect_se_seeds,
+                r.rel_effect_se_sample,
+                int(r.rel_effect_n_seeds),
+                factor,
+            )
+            if kind == "difference" and math.isfinite(r.paper_rel_effect) and r.paper_rel_effect != 0
+            else math.nan
+            for r, kind in zip(t.itertuples(), kinds)
+        ]
+    t["sample_factor_needed"] = [
+        ST.sample_factor_needed(abs(r.paper_rel_effect), r.mde_rel, r.rel_effect_se_seeds, r.rel_effect_se_sample)
+        if not math.isnan(s)
+        else math.nan
+        for r, s in zip(t.itertuples(), t["seeds_needed"])
+    ]
+    t["detectable"] = t["mde_rel"] <= t["paper_rel_effect"].abs()
+    t["decided"] = ~t["outcome"].isin(["undecided", "not testable"])
+    return t.reset_index(drop=True)
+
+
+def seeds_for_share(values, share: float = 0.75) -> float:
+    """The seeds that bring ``share`` of the rows within reach: the ceil(share * n)-th smallest need."""
+    v = sorted(values)
+    return v[max(0, math.ceil(share * len(v)) - 1)] if v else math.nan
+
+
+def design_text(plan: pd.DataFrame, share: float = 0.75, sample_factor: float = SAMPLE_FACTOR) -> str:
+    """One paragraph on a chapter's design from ``design(...)`` of its style-world rows: how its
+    error splits between seeds and test sample, how many rows it decides and could decide, and the
+    seeds that would bring ``share`` of the rows with a paper size within reach (as run, and with
+    ``sample_factor`` times the test sample)."""
+    sized = plan[plan["seeds_needed"].notna()]
+    if sized.empty:
+        return "No claim row of this chapter has both a paper size and an interval here: there is no design to plan."
+    n, s_now, s_max = len(sized), int(sized["rel_effect_n_seeds"].min()), int(sized["rel_effect_n_seeds"].max())
+    need, need_more = (
+        seeds_for_share(sized["seeds_needed"], share),
+        seeds_for_share(sized["seeds_needed_more_test"], share),
+    )
+
+    def seeds(x):
+        return f"{int(x)} seeds of every trained arm" if math.isfinite(x) else "no number of seeds"
+
+    decided, detectable, share_of = int(sized["decided"].sum()), int(sized["detectable"].sum()), sized["seed_share"]
+    out = (
+        f"**The design's power** (this run as the pilot, `sbir_core.claims.design`): of the {n} style-world claim "
+        f"row{'s' if n != 1 else ''} with a paper size, {decided} {'is' if decided == 1 else 'are'} decided and "
+        f"{detectable} could detect the paper's relative effect with 80% power. Training seeds make up "
+        f"{100 * share_of.median():.0f}% of the median row's variance"
+        + (f" (between {100 * share_of.min():.0f}% and {100 * share_of.max():.0f}%)" if n > 1 else "")
+        + f", the test sample the rest. To reach the paper's effect in {share:.0%} of these rows would take "
+        f"{seeds(need)} (now {s_now if s_now == s_max else f'{s_now} to {s_max}'}) at this test sample"
+    )
+    if math.isfinite(need_more):
+        out += f", or {seeds(need_more)} with {sample_factor:g}x the test objects and drawers"
+    else:
+        out += f", and {seeds(need_more)} even with {sample_factor:g}x the test objects and drawers"
+    if math.isfinite(need) or math.isfinite(need_more):
+        best = min(need, need_more)
+        out += f": about {best / s_max:.0f}x this chapter's training time"
+    grow = seeds_for_share(sized["sample_factor_needed"], share)
+    out += (
+        f". With unlimited seeds, the test sample would have to grow {grow:,.0f}-fold for {share:.0%} of the rows "
+        "(the style world draws more test objects and drawers at evaluation cost)."
+    )
+    return out

@@ -415,12 +415,15 @@ def adaptive_config(bench: StyleBench, p: dict) -> TrainConfig:
     )
 
 
-def adaptive(bench: StyleBench, p: dict, inner: str = "margin", reg: dict | None = None) -> Run:
-    """The user level: meta-trained on the seen drawers' episodes from chapter 4's baseline of the same seed."""
+def adaptive(
+    bench: StyleBench, p: dict, inner: str = "margin", reg: dict | None = None, from_baseline: bool = True
+) -> Run:
+    """The user level: meta-trained on the seen drawers' episodes from chapter 4's baseline of the same seed
+    (``from_baseline=False``: from F and M untrained, on the same trunk features, the check that the
+    meta-learner learns at all)."""
     f = bench.features()
-    return Run(
-        adaptive_spec(bench, p, inner, reg), f.train, f.val, None, adaptive_config(bench, p), bench.baseline().starts()
-    )
+    start = bench.baseline().starts() if from_baseline else None
+    return Run(adaptive_spec(bench, p, inner, reg), f.train, f.val, None, adaptive_config(bench, p), start)
 
 
 def category_views(bench: StyleBench, data=None) -> dict:

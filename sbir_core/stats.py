@@ -41,7 +41,9 @@ other interval. ``outcome`` turns that interval into one of five words:
 * **undecided**: it holds both.
 
 ``mde`` is the smallest relative effect the design detects with 80% power (two-sided 5% test):
-(t_0.975 + t_0.80) standard errors.
+(t_0.975 + t_0.80) standard errors. ``seeds_needed`` plans a design from a pilot: the seed and the
+sample parts of the standard error scale apart, so it says how many seeds (at how large a test
+sample) would bring the detectable effect down to the paper's, or that no number of seeds would.
 """
 
 from __future__ import annotations
@@ -403,6 +405,45 @@ def ratio_mde(
         r = (-b_ + math.sqrt(max(b_ * b_ - 4 * a_ * c_, 0.0))) / (2 * a_)
         df = lin(r).df
     return float(r)
+
+
+def seeds_needed(
+    target: float,
+    mde_now: float,
+    se_seeds: float,
+    se_sample: float,
+    n_seeds: int,
+    sample_factor: float = 1.0,
+) -> float:
+    """The fewest training seeds with which a design detects ``target`` (80% power), from a pilot.
+
+    The pilot (this design, run with ``n_seeds`` seeds) measured the standard error's two parts:
+    ``se_seeds`` (falls as 1 / sqrt(seeds)) and ``se_sample`` (falls as 1 / sqrt(the test sample's
+    size, i.e. its objects and drawers; ``sample_factor`` times the pilot's). Its detectable effect
+    ``mde_now`` over its standard error is the power factor k, held fixed (an approximation: the t
+    quantile's degrees of freedom and the part of a ratio's error that grows with the effect are the
+    pilot's). The answer solves k sqrt(se_seeds^2 n_seeds / S + se_sample^2 / sample_factor) <= target
+    for the integer S >= 2; inf when the sample part alone is too large (no number of seeds is enough
+    at that test size), nan without a pilot (no standard error).
+    """
+    se = math.hypot(se_seeds, se_sample)
+    if not (se > 0 and math.isfinite(se) and target > 0 and n_seeds >= 1):
+        return math.nan
+    k = mde_now / se if math.isfinite(mde_now) and mde_now > 0 else _power_factor(math.inf, 0.95, 0.8)
+    room = (target / k) ** 2 - se_sample**2 / sample_factor  # what the seed part may still take
+    if room <= 0:
+        return math.inf
+    return float(max(2, math.ceil(se_seeds**2 * n_seeds / room)))
+
+
+def sample_factor_needed(target: float, mde_now: float, se_seeds: float, se_sample: float) -> float:
+    """How many times the pilot's test sample (objects and drawers) a design would need to detect ``target``
+    with unlimited seeds: (k se_sample / target)^2, k as in ``seeds_needed``; nan without a pilot."""
+    se = math.hypot(se_seeds, se_sample)
+    if not (se > 0 and math.isfinite(se) and target > 0):
+        return math.nan
+    k = mde_now / se if math.isfinite(mde_now) and mde_now > 0 else _power_factor(math.inf, 0.95, 0.8)
+    return float((k * se_sample / target) ** 2)
 
 
 def p_value(iv: Interval, null: float = 0.0) -> float:

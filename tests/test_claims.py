@@ -81,6 +81,25 @@ def test_evidence_table_reads_back_every_outcome(tmp_path, monkeypatch):
     assert table["p"].notna().sum() >= 4
 
 
+def test_design_plans_from_the_recorded_error_parts(tmp_path, monkeypatch):
+    """Each testable claim row carries its pilot (the error's seed and sample parts, the seeds), and
+    ``design`` turns it into the seeds that would detect the paper's effect, or none."""
+    from sbir_core.results import load_metrics
+    from sbir_core.stats import seeds_needed
+
+    _evidence_rows(tmp_path, monkeypatch)
+    table = CL.evidence_table(load_metrics("ci"))
+    plan = CL.design(table)
+    assert len(plan) == table["rel_effect"].notna().sum() and len(plan) >= 3
+    assert ((plan["seed_share"] >= 0) & (plan["seed_share"] <= 1)).all()
+    assert (plan["rel_effect_n_seeds"] == 2).all()
+    for r in plan.itertuples():
+        want = seeds_needed(abs(r.paper_rel_effect), r.mde_rel, r.rel_effect_se_seeds, r.rel_effect_se_sample, 2)
+        assert r.seeds_needed == want or (math.isnan(want) and math.isnan(r.seeds_needed))
+        assert r.seeds_needed_more_test <= r.seeds_needed or math.isnan(r.seeds_needed)
+    assert plan["seeds_needed"].notna().any()  # the claims with a paper size get a plan
+
+
 def test_evidence_table_when_no_claim_is_testable(tmp_path, monkeypatch):
     """Every arm at its floor (a smoke run, or a set too small to learn from): no relative effect anywhere, and
     the table still has its columns (the pivot drops a metric that is NaN in every row)."""
@@ -97,6 +116,7 @@ def test_evidence_table_when_no_claim_is_testable(tmp_path, monkeypatch):
     table = CL.evidence_table(load_metrics("ci"))
     assert word.outcome == "not testable" and list(table["outcome"]) == ["not testable"]
     assert table["rel_effect"].isna().all() and table["p"].isna().all()
+    assert CL.design(table).empty and "no design to plan" in CL.design_text(CL.design(table))
 
 
 def test_claims_chapter_agrees_with_the_chapters_outcomes(tmp_path, monkeypatch):

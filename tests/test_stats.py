@@ -300,3 +300,38 @@ def test_arms_that_rank_alike_are_not_testable_and_one_seed_arms_are_refused():
     piloted = Arm(y[:1], cl, (0,), seed_var=(1e-4, 1), name="piloted")
     piloted.floors["chance"] = piloted.constant(0.01)
     assert judge([(piloted, 1.0), (b, -1.0)], b).rel.se_seeds > 0
+
+
+def test_seed_and_sample_parts_scale_as_seeds_needed_assumes():
+    """A pilot's two error parts predict a larger design's error: the seed part falls with the seeds,
+    the sample part with the objects and drawers (measured on simulated experiments, 4x both)."""
+    rng = np.random.default_rng(3)
+    pilot = [interval(*simulate(rng, n_obj=40, n_drw=16, n_seeds=3)[:2], n_boot=300) for _ in range(40)]
+    big = [interval(*simulate(rng, n_obj=160, n_drw=64, n_seeds=12)[:2], n_boot=300) for _ in range(40)]
+    se_seeds2 = np.mean([iv.se_seeds**2 for iv in pilot])
+    se_sample2 = np.mean([iv.se_sample**2 for iv in pilot])
+    predicted = math.sqrt(se_seeds2 * 3 / 12 + se_sample2 / 4)
+    measured = math.sqrt(np.mean([iv.se**2 for iv in big]))
+    assert predicted == pytest.approx(measured, rel=0.2)
+    # the prediction is not simply "the same error": the big design's error is half the pilot's or less
+    assert measured < 0.6 * math.sqrt(se_seeds2 + se_sample2)
+
+
+def test_seeds_needed_is_the_fewest_seeds_that_reach_the_target():
+    k = ST._power_factor(math.inf, 0.95, 0.8)
+    se_seeds, se_sample, n = 0.10, 0.05, 2
+    mde_now = k * math.hypot(se_seeds, se_sample)
+
+    def mde_at(s, f=1.0):
+        return k * math.sqrt(se_seeds**2 * n / s + se_sample**2 / f)
+
+    for target in (0.5, 0.3, 0.2, 0.16):
+        s = ST.seeds_needed(target, mde_now, se_seeds, se_sample, n)
+        assert mde_at(s) <= target + 1e-12
+        assert s == 2 or mde_at(s - 1) > target
+    assert ST.seeds_needed(0.5, mde_now, se_seeds, se_sample, n) == 2  # already enough: the minimum of 2
+    # the sample part alone exceeds the target: no number of seeds, unless the test sample grows
+    assert ST.seeds_needed(0.9 * k * se_sample, mde_now, se_seeds, se_sample, n) == math.inf
+    s4 = ST.seeds_needed(0.9 * k * se_sample, mde_now, se_seeds, se_sample, n, sample_factor=4)
+    assert math.isfinite(s4) and mde_at(s4, 4) <= 0.9 * k * se_sample + 1e-12
+    assert math.isnan(ST.seeds_needed(0.3, mde_now, 0.0, 0.0, n))  # no pilot error: nothing to plan from
