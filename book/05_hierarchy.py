@@ -432,6 +432,16 @@ pub["this book: style world, seen (%)"] = [100 * np.mean([e.metrics["acc_at_1"] 
 pub.reindex([n for n in NAMES.values() if n in pub.index]).round(1).rename_axis("Acc@1 (%)")
 
 # %% [markdown]
+# ## The design's power
+#
+# Whether this design could have decided its style-world claims at the paper's size, with this run as
+# the pilot: its intervals' width split into the training seeds' part and the test sample's, and the
+# seeds each claim row would need (chapter 10 lists every row, {numref}`c10-tbl-power`).
+
+# %% tags=["hide-input"]
+C.prose(ch.design_text())
+
+# %% [markdown]
 # ## Verdict
 #
 # The orderings of the paper on the style world at the ci scale: hierarchy over co-attention

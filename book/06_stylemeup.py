@@ -587,6 +587,16 @@ pd.DataFrame(region_rows).set_index(["dataset", "model"]) if region_rows else No
 # testable" rather than reading a comparison into it.
 
 # %% [markdown]
+# ## The design's power
+#
+# Whether this design could have decided its style-world claims at the paper's size, with this run as
+# the pilot: its intervals' width split into the training seeds' part and the test sample's, and the
+# seeds each claim row would need (chapter 10 lists every row, {numref}`c10-tbl-power`).
+
+# %% tags=["hide-input"]
+C.prose(ch.design_text())
+
+# %% [markdown]
 # ## Beside the paper
 #
 # The paper's numbers on ChairV2 and ShoeV2 (`paper_runs/reference/stylemeup.csv`, its table of

@@ -65,7 +65,7 @@ import pandas as pd
 
 from sbir_core import stats as ST
 from sbir_core.chapter import Chapter, metric_label, note
-from sbir_core.claims import evidence_table, load_claims, paper_effects
+from sbir_core.claims import SAMPLE_FACTOR, design, evidence_table, load_claims, paper_effects, seeds_for_share
 from sbir_core.data.registry import LOADERS, available
 from sbir_core.results import load_metrics
 
@@ -239,6 +239,60 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
+# ## What each design would need
+#
+# A row is *undecided* when its interval holds both zero and the paper's effect: the design was too
+# weak for that effect. How much stronger it would have to be follows from the run itself as a pilot
+# (`sbir_core.claims.design`, {numref}`c10-tbl-power`): the interval's standard error has a part from the
+# training seeds, which falls with more seeds, and a part from the test sample, which falls with more
+# test objects and drawers (the style world draws those at evaluation cost only). *Seeds needed* is the
+# fewest seeds of every trained arm that would detect the paper's relative effect with 80% power, at
+# this test sample and at four times it; "none" means that no number of seeds is enough at that test
+# size. The planning holds the power factor and the effect-dependent part of a ratio's error at the
+# pilot's (an approximation, checked by simulation in `tests/test_stats.py`).
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Every style-world claim row with a paper size and an interval: the outcome, the share of its variance from training seeds, the seeds run, the detectable relative effect against the paper's, and the seeds of every arm that would detect the paper's effect at this test sample and at 4x the test objects and drawers.", "classes": "sbir-table", "name": "c10-tbl-power"}}
+plan = design(evidence[evidence["dataset"] == WORLD])
+plan = plan[plan["seeds_needed"].notna()].sort_values(["chapter", "claim_id", "setting"])
+
+
+def need_text(x) -> str:
+    return "none" if not math.isfinite(x) else f"{int(x)}"
+
+
+power_rows = pd.DataFrame({
+    "chapter": plan["chapter"].str[:2],
+    "claim": plan["claim_id"],
+    "setting": plan["setting"].map(setting_of).replace("", "–"),
+    "outcome": plan["outcome"],
+    "seed share": plan["seed_share"].map(lambda x: f"{x:.0%}"),
+    "seeds run": plan["rel_effect_n_seeds"].astype(int),
+    "detectable": plan["mde_rel"].map(lambda x: f"{x:.2f}" if math.isfinite(x) else "–"),
+    "paper": plan["paper_rel_effect"].map(lambda x: f"{x:.2f}"),
+    "seeds needed": plan["seeds_needed"].map(need_text),
+    f"seeds needed, {SAMPLE_FACTOR}x test": plan["seeds_needed_more_test"].map(need_text),
+})
+by_chapter = []
+for chap, g in plan.groupby("chapter"):
+    by_chapter.append({"chapter": chap, "rows": len(g), "decided": int(g["decided"].sum()),
+                       "detectable now": int(g["detectable"].sum()),
+                       "seeds for 3 in 4": need_text(seeds_for_share(g["seeds_needed"], 0.75)),
+                       f"seeds for 3 in 4, {SAMPLE_FACTOR}x test": need_text(seeds_for_share(g["seeds_needed_more_test"], 0.75))})
+    ch.add(WORLD, "claims", "n_detectable", int(g["detectable"].sum()), "", f"chapter={chap}", "all")
+    ch.add(WORLD, "claims", "n_decided", int(g["decided"].sum()), "", f"chapter={chap}", "all")
+ch.glue("n_power_chapters", len(by_chapter))
+ch.glue("n_chapters_powered", sum(r["detectable now"] >= 0.75 * r["rows"] for r in by_chapter))
+power_rows.set_index(["chapter", "claim", "setting"])
+
+# %% [markdown]
+# By chapter ({numref}`c10-tbl-power-chapters`): how many of each chapter's sized style-world rows are decided and
+# could be, and the seeds that would put three of every four within reach.
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "By chapter: the style-world claim rows with a paper size, how many are decided and how many the design could decide at the paper's effect, and the seeds of every trained arm that would bring three of every four within reach, at this test sample and at 4x it.", "classes": "sbir-table", "name": "c10-tbl-power-chapters"}}
+pd.DataFrame(by_chapter, columns=["chapter", "rows", "decided", "detectable now", "seeds for 3 in 4",
+                                  f"seeds for 3 in 4, {SAMPLE_FACTOR}x test"]).set_index("chapter")
+
+# %% [markdown]
 # ## Multiplicity and fragility
 #
 # The book makes many comparisons, and with many 95% intervals a few exclude zero by chance. Holm's
@@ -339,7 +393,9 @@ if not len(evidence):
 # designs is {glue:text}`c10_median_mde:.2f` against a median paper effect of
 # {glue:text}`c10_median_paper:.2f`: {glue:text}`c10_n_powered` of those designs could detect the
 # paper's effect with 80% power. An *undecided* row is not a failure of the method; it is a design
-# too weak for that effect at this scale.
+# too weak for that effect at this scale. Of the {glue:text}`c10_n_power_chapters` method chapters with
+# sized style-world rows, {glue:text}`c10_n_chapters_powered` could detect the paper's effect in three of
+# every four; {numref}`c10-tbl-power-chapters` gives the seeds and the test sample the others would need.
 
 # %% tags=["remove-cell"]
 ch.save()
