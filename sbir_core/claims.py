@@ -534,7 +534,14 @@ def design_text(plan: pd.DataFrame, share: float = 0.75, sample_factor: float = 
         f"{detectable} could detect the paper's relative effect with 80% power. Training seeds make up "
         f"{100 * share_of.median():.0f}% of the median row's variance"
         + (f" (between {100 * share_of.min():.0f}% and {100 * share_of.max():.0f}%)" if n > 1 else "")
-        + f", the test sample the rest. To reach the paper's effect in {share:.0%} of these rows would take "
+        + ", the test sample the rest"
+        + (
+            f" (a rough split: with {s_max} seeds the seed part has {s_max - 1} degree{'s' if s_max > 2 else ''} "
+            "of freedom)"
+            if s_max <= 3
+            else ""
+        )
+        + f". To reach the paper's effect in {share:.0%} of these rows would take "
         f"{seeds(need)} (now {s_now if s_now == s_max else f'{s_now} to {s_max}'}) at this test sample"
     )
     if math.isfinite(need_more):
