@@ -426,10 +426,9 @@ def seeds_needed(
     for the integer S >= 2; inf when the sample part alone is too large (no number of seeds is enough
     at that test size), nan without a pilot (no standard error).
     """
-    se = math.hypot(se_seeds, se_sample)
-    if not (se > 0 and math.isfinite(se) and target > 0 and n_seeds >= 1):
+    k = _planning_factor(mde_now, se_seeds, se_sample)
+    if not (math.isfinite(k) and target > 0 and n_seeds >= 1):
         return math.nan
-    k = mde_now / se if math.isfinite(mde_now) and mde_now > 0 else _power_factor(math.inf, 0.95, 0.8)
     room = (target / k) ** 2 - se_sample**2 / sample_factor  # what the seed part may still take
     if room <= 0:
         return math.inf
@@ -439,11 +438,20 @@ def seeds_needed(
 def sample_factor_needed(target: float, mde_now: float, se_seeds: float, se_sample: float) -> float:
     """How many times the pilot's test sample (objects and drawers) a design would need to detect ``target``
     with unlimited seeds: (k se_sample / target)^2, k as in ``seeds_needed``; nan without a pilot."""
-    se = math.hypot(se_seeds, se_sample)
-    if not (se > 0 and math.isfinite(se) and target > 0):
+    k = _planning_factor(mde_now, se_seeds, se_sample)
+    if not (math.isfinite(k) and target > 0):
         return math.nan
-    k = mde_now / se if math.isfinite(mde_now) and mde_now > 0 else _power_factor(math.inf, 0.95, 0.8)
     return float((k * se_sample / target) ** 2)
+
+
+def _planning_factor(mde_now: float, se_seeds: float, se_sample: float) -> float:
+    """The pilot's detectable effect over its standard error (nan without an error). Where that effect is
+    infinite (a ratio whose denominator is too uncertain, ``ratio_mde``), the normal quantiles: the plan is
+    then optimistic."""
+    se = math.hypot(se_seeds, se_sample)
+    if not (se > 0 and math.isfinite(se)):
+        return math.nan
+    return mde_now / se if math.isfinite(mde_now) and mde_now > 0 else _power_factor(math.inf, 0.95, 0.8)
 
 
 def p_value(iv: Interval, null: float = 0.0) -> float:
