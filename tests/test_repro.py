@@ -48,3 +48,28 @@ def test_plot_style_applies():
 
     setup(seed=0, plots=True)
     assert plt.rcParams["svg.hashsalt"] == "sbir"
+
+
+def test_freed_buffers_stay_in_the_heap_on_glibc_and_the_switch_turns_it_off(monkeypatch):
+    """Buffers above glibc's mmap threshold are kept for reuse (no page faults on every step); same bits."""
+    import ctypes
+    import resource
+    import sys
+
+    from sbir_core.repro import keep_freed_buffers
+
+    monkeypatch.setenv("SBIR_MALLOC", "default")
+    assert keep_freed_buffers() is False
+    monkeypatch.delenv("SBIR_MALLOC")
+    if not sys.platform.startswith("linux") or not hasattr(ctypes.CDLL(None), "mallopt"):
+        assert keep_freed_buffers() is False
+        return
+    assert keep_freed_buffers() is True
+    # a 256 MB buffer freed and taken again: the second time costs no fresh minor page faults
+    x = torch.ones(64 * 2**20)
+    del x
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    y = torch.ones(64 * 2**20)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    assert float(y[0]) == 1.0
+    assert faults < 1000, faults  # unmapped and mapped again it would fault about 65,000 4 kB pages
