@@ -335,7 +335,7 @@ ch.glue("curve_base_max", at[(NAMES["triplet_sn"], max(bench.p["STYLE_GAPS"]))])
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "A sketch's stroke boxes and its photo's proposal boxes (the nodes), and the co-attention between them."}, "image": {"alt": "A sketch and a photo with coloured boxes around strokes and regions, and a matrix of attention weights between the two sets of boxes."}}
 qi = int(np.argmax([len(s) for s in im.strokes[:16]]))
 gi = int(im.target[qi])
-tr = H.merge_trace(models["proposed"][0], nodes.test_seen.queries[qi], nodes.test_seen.gallery[gi])
+tr = H.merge_trace(models["proposed"][0], nodes.test_seen.queries[qi], nodes.test_seen.gallery[gi], im.strokes[qi])
 k_max = HIER_OPTIONS["max_nodes"]
 C.nodes_figure(im.queries[qi, 0], im.gallery[gi], H.sketch_node_boxes(im.queries[qi:qi + 1], [im.strokes[qi]], k_max, bench.p["LINE_WIDTH"] / 2)[0],
                H.photo_node_boxes(im.gallery[gi:gi + 1], k_max, strategy=PROPOSALS)[0], tr["attention"])

@@ -637,13 +637,18 @@ class HierarchySBIR(Method):
 
 
 @torch.no_grad()
-def merge_trace(method: HierarchySBIR, q: torch.Tensor, g: torch.Tensor) -> dict:
-    """What the head does at test with one pair of raw nodes (K, channels + 1): the first level's sketch-to-photo
-    attention (ks, kp) (None without cross-modal co-attention) and each branch's merges in order, [(a, b), ...]
-    (slot a absorbs slot b). For the chapter's figure."""
+def merge_trace(method: HierarchySBIR, q: torch.Tensor, g: torch.Tensor, strokes=None) -> dict:
+    """What the head does at test with one pair of raw nodes (K, channels + 1), or one sketch and one photo image
+    (C, S, S; the paper scale, with the sketch's ``strokes``): the first level's sketch-to-photo attention (ks, kp)
+    (None without cross-modal co-attention) and each branch's merges in order, [(a, b), ...] (slot a absorbs
+    slot b). For the chapter's figure."""
     was = method.training
     method.eval()
     try:
+        if q.ndim == 3:  # an image: its nodes first, as the method takes them at test
+            q = method.embed_query(q[None], strokes=None if strokes is None else [strokes])[0]
+        if g.ndim == 3:
+            g = method.embed_gallery(g[None])[0]
         x, mask = method.project(torch.stack([q[None], g[None]]))
         n_s, n_p = int(mask[0, 0].sum()), int(mask[1, 0].sum())
         out = {"attention": None, "sketch_merges": [], "photo_merges": []}
