@@ -335,7 +335,7 @@ class StyleMeUp(Method):
     def pair_losses(self, a: torch.Tensor, b: torch.Tensor, photo: torch.Tensor, neg: torch.Tensor) -> dict:
         """Loss terms for sketches a, b (B, 1, S, S) of photos (B, 3, S, S) with negatives (B, 3, S, S)."""
         n = len(a)
-        inv, var, mu, logvar = self.codes(torch.cat([to_rgb(a), to_rgb(b), photo, neg]))
+        inv, var, mu, logvar = self.codes(torch.cat([to_rgb(a), to_rgb(b), to_rgb(photo), to_rgb(neg)]))
         zf = self.fused(inv, var)
         ia, ib, ip, ineg = inv.split(n)
         fa, fb, fp, fneg = zf.split(n)
