@@ -566,3 +566,59 @@ def test_every_regulariser_ablation_changes_the_trained_weights_and_some_ranks(l
     state, ranks = trained({off: 0.0})
     assert any(not torch.equal(full[k], state[k]) for k in full if k.startswith("encoder."))
     assert (ranks != full_ranks).any()
+
+
+def test_maml_on_a_trunk_with_batch_norm_adapts_on_its_running_statistics():
+    """The paper scale's F is an ImageNet trunk with batch normalisation. MAML's inner loop runs it on its running
+    statistics (training mode would update them in place, which ``torch.func.grad`` refuses, and normalise by the
+    k support sketches alone): the inner loop leaves them and the training mode as they were, the outer step
+    trains."""
+    torch.manual_seed(0)
+    m = A.AdaptiveFGSBIR(
+        encoder="trunk_mlp",
+        encoder_options={"trunk": {"block": 1, "pool": 1, "photo": "rgb"}, "hidden": 8, "embed_dim": 8, "dropout": 0.0},
+        inner="all",
+        inner_lr=0.1,
+        k_support=2,
+        k_query=2,
+    )
+    assert any(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())
+    g = torch.Generator().manual_seed(0)
+    view = image_view()
+    photos = torch.rand(8, 3, 16, 16, generator=g)
+    sketches = (
+        photos[view.target].mean(1, keepdim=True) + 0.2 * torch.rand(len(view.target), 1, 16, 16, generator=g)
+    ) > 0.6
+    import dataclasses
+
+    view = dataclasses.replace(view, queries=sketches.float(), gallery=photos)
+    m.train()
+    stats = {n: b.clone() for n, b in m.named_buffers()}
+    fast, _ = m.adapted_params(view.triplets(torch.arange(4), torch.Generator().manual_seed(1)))
+    assert all(torch.equal(stats[n], b) for n, b in m.named_buffers())
+    assert all(x.training for x in m.modules())
+    params = dict(m.named_parameters())
+    assert not torch.equal(fast["encoder.trunk.stem.0.weight"], params["encoder.trunk.stem.0.weight"])  # F adapted
+    loss = m.training_loss(batch_of(m, view, tasks=1))
+    loss.backward()
+    assert torch.isfinite(loss) and params["encoder.trunk.stem.0.weight"].grad.abs().sum() > 0
+    assert not all(torch.equal(stats[n], b) for n, b in m.named_buffers())  # the outer step's pass updates them
+
+
+def test_fine_tuning_adapts_the_same_head_when_the_trunk_is_trained_with_it():
+    """At the paper scale Triplet-SN's encoder is Sequential(trunk, head): fine-tuning adapts that head's last
+    linear layer, as it adapts ``encoder.head`` on the ci scale's trunk features."""
+    torch.manual_seed(0)
+    base = build_triplet("trunk_mlp", flip=False, trunk={"block": 1, "pool": 1, "photo": "rgb"}, hidden=8, embed_dim=8)
+    assert A._last_linear(base) is base.encoder[-1].head
+    assert A._last_linear(build_triplet("mlp", flip=False, **HEAD)).out_features == HEAD["embed_dim"]
+    g = torch.Generator().manual_seed(0)
+    support = {"sketch": torch.rand(2, 1, 16, 16, generator=g), "photo": torch.rand(2, 3, 16, 16, generator=g)}
+    support["neg"] = support["photo"].flip(0)
+    new = A.FineTuned(base, steps=1).adapt(support)
+    moved = [
+        n
+        for n, p in new.named_parameters()
+        if not torch.equal(p, dict(base.named_parameters())[n.removeprefix("base.")])
+    ]
+    assert moved and all(".head." in n for n in moved), moved

@@ -41,6 +41,7 @@ Triplet-SN head on the support set is ``FineTuned``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -314,12 +315,13 @@ class AdaptiveFGSBIR(Method):
             return soft_triplet((e["s"] - e["p"]).norm(dim=1), (e["s"] - e["n"]).norm(dim=1), mu, self.tau)
 
         g = grad(loss)
-        for _ in range(steps):
-            grads = g(fast)
-            if self.inner == "sign":
-                fast = {n: fast[n] - self.inner_lr * grads[n].sign().detach() for n in fast}
-            else:
-                fast = {n: fast[n] - self.inner_lr * grads[n] for n in fast}
+        with running_norm_statistics(self):
+            for _ in range(steps):
+                grads = g(fast)
+                if self.inner == "sign":
+                    fast = {n: fast[n] - self.inner_lr * grads[n].sign().detach() for n in fast}
+                else:
+                    fast = {n: fast[n] - self.inner_lr * grads[n] for n in fast}
         return fast, mu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -386,6 +388,26 @@ class AdaptiveFGSBIR(Method):
                 params[n].copy_(v.detach())
         new.last_margin = float(mu.detach())
         return new
+
+
+@contextlib.contextmanager
+def running_norm_statistics(module: nn.Module):
+    """Batch normalisation on its running statistics (evaluation mode) inside the inner loop.
+
+    The paper scale adapts F, an ImageNet trunk with batch normalisation, on a support set of k sketches: in
+    training mode each inner step would normalise by those k sketches' own statistics and update the running
+    ones in place, which ``torch.func.grad`` refuses (a captured buffer mutated). Test-time adaptation runs in
+    evaluation mode, so the inner loop does the same in training; the outer step keeps training mode. The ci
+    scale's heads have no batch normalisation: nothing changes there.
+    """
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    for m in norms:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.train()
 
 
 def check_support(support: dict) -> None:
@@ -480,8 +502,12 @@ class FineTuned(Method):
 
 
 def _last_linear(method: Method) -> nn.Linear | None:
-    """The layer fine-tuning adapts: M (``head``) of this module's method, or a SmallCNN's ``encoder.head``."""
-    for head in (getattr(method, "head", None), getattr(getattr(method, "encoder", None), "head", None)):
+    """The layer fine-tuning adapts: M (``head``) of this module's method, or the encoder's last linear layer: a
+    SmallCNN's or a trunk-feature head's ``encoder.head``, or at the paper scale (the trunk trained end to end,
+    ``encoder = Sequential(trunk, head)``) that head's ``head``: the same layer as at the ci scale."""
+    encoder = getattr(method, "encoder", None)
+    last = encoder[-1] if isinstance(encoder, nn.Sequential) and len(encoder) else None
+    for head in (getattr(method, "head", None), getattr(encoder, "head", None), getattr(last, "head", None)):
         if isinstance(head, nn.Linear):
             return head
     return None
