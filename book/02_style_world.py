@@ -187,7 +187,7 @@ i0 = FIG_INSTANCE
 dials = [("style_gap", g, dict(style_gap=g, detail_gap=0.0)) for g in STYLE_GAPS] + [
     ("detail_gap", h, dict(style_gap=0.0, detail_gap=h)) for h in DETAIL_GAPS[1:]
 ]
-drawers = [cfg.drawers_seen + k for k in range(4)]
+drawers = [cfg.drawers_seen + k for k in range(min(4, cfg.drawers_unseen))]  # up to 4 unseen drawers
 fig, axes = plt.subplots(len(dials), len(drawers) + 1, figsize=(1.9 * (len(drawers) + 1), 1.9 * len(dials)))
 for r, (dial, value, opts) in enumerate(dials):
     w = StyleWorld(WorldConfig(**{**cfg.__dict__, **opts}))
