@@ -733,6 +733,19 @@ def test_merge_trace_of_other_rows():
     assert tr["attention"].shape == (3, 2) and tr["sketch_merges"] == []
 
 
+def test_merge_trace_of_a_sketch_and_a_photo_image():
+    """The paper scale's views hold images (the trunk is in the model): the trace takes their nodes first,
+    the same as the trace of those nodes."""
+    view = toy_view(3)
+    m = build_method("hierarchy", variant="proposed", max_nodes=6).eval()
+    tr = H.merge_trace(m, view.queries[0], view.gallery[0], view.strokes[0])
+    q = m.embed_query(view.queries[:1], strokes=[view.strokes[0]])[0]
+    g = m.embed_gallery(view.gallery[:1])[0]
+    same = H.merge_trace(m, q, g)
+    assert tr["sketch_merges"] == same["sketch_merges"] and tr["photo_merges"] == same["photo_merges"]
+    assert len(tr["sketch_merges"]) == int(q[:, -1].sum()) - 1 and np.allclose(tr["attention"], same["attention"])
+
+
 # ---------------------------------------------------------------------- evaluation
 
 
