@@ -100,7 +100,7 @@ if rec is None and RECORD:
     try:
         if target is None:
             raise BR.BrowserError(f"the model ranks no {CATEGORY} sketch's photo first")
-        rec = BR.record(frames_dir, category=CATEGORY, target=target, overrides=overrides)
+        rec = BR.record(frames_dir, category=CATEGORY, target=target, overrides=overrides, scale=SCALE)
     except BR.BrowserError as err:
         note(f"**No recording:** {err}. The browser tests (`make test`) record one.")
 ch.glue("category", CATEGORY)
@@ -196,13 +196,16 @@ if half is not None and full is not None:
     ch.glue("half10", half.estimate)
     ch.glue("full10", full.estimate)
     ch.glue("chance10", view.chance(10))
-    share = (half.estimate - view.chance(10)) / (full.estimate - view.chance(10))
+    gain = full.estimate - view.chance(10)
+    share = (half.estimate - view.chance(10)) / gain if gain > 0 else float("nan")
     ch.glue("half_share", share)
     prose(
         f"Half of the strokes give Acc@10 {fmt(half)}, all of them {fmt(full)}; chance is "
-        f"{view.chance(10):.1%}. By half of the drawing, {share:.0%} of the full drawing's gain over "
-        f"chance is there (a ratio of two estimates, without an interval). This is the number a "
-        f"reader feels in the playground: how long the photo takes to climb into the top ten."
+        f"{view.chance(10):.1%}. "
+        + (f"By half of the drawing, {share:.0%} of the full drawing's gain over chance is there (a ratio of two "
+           f"estimates, without an interval). This is the number a reader feels in the playground: how long the "
+           f"photo takes to climb into the top ten."
+           if gain > 0 else "The whole drawing gains nothing over chance here, so half of it has no share of a gain.")
     )
 
 # %% [markdown]

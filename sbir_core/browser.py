@@ -342,8 +342,10 @@ def record(
     target: int = 0,
     page=None,
     overrides: dict | None = None,
+    scale: str = "ci",
 ) -> dict:
-    """Draw world sketch ``target`` of ``category`` in the app stroke by stroke, screenshot each result.
+    """Draw world sketch ``target`` of ``category`` in the app stroke by stroke, screenshot each result, with
+    ``method``'s model at ``scale`` (the app's URL says which).
 
     Writes ``out/frame_NN.png`` (the page after stroke NN) and ``out/frames.json``; returns that record:
     the sketch id, and per stroke the rank of its photo shown in the page and the top labels, and the latency
@@ -360,11 +362,11 @@ def record(
             pass
         else:
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                return pool.submit(record, out, url, method, category, target, None, overrides).result()
+                return pool.submit(record, out, url, method, category, target, None, overrides, scale).result()
     from sbir_core import playground as P
     from sbir_core import strokes as SK
 
-    choice = P.choice(method, **(overrides or {}))
+    choice = P.choice(method, scale, **(overrides or {}))
     engine = P.load(choice)
     gallery = P.world_gallery(engine.views, category)
     tgt = gallery.targets[target % len(gallery.targets)]
@@ -379,7 +381,7 @@ def record(
         if page is None:
             page = stack.enter_context(browser_page())
         t0 = time.perf_counter()
-        open_app(page, url, method=method, gallery=f"world:{category}", target=target)
+        open_app(page, url, method=method, gallery=f"world:{category}", target=target, scale=scale)
         box = pad_box(page)
         open_s = time.perf_counter() - t0
         frames = []
