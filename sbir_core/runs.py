@@ -111,7 +111,10 @@ def source_digest(modules: Iterable[str]) -> str:
 def run_identity(spec, train, val, tests: dict | None, config) -> dict:
     """Everything that determines a run: method spec, data digests, training config, seed, code, and how many
     data-parallel processes train it (the sums of their shards' gradients round differently: a 2-process run's
-    weights differ from a 1-process run's by ~1e-3 after 60 steps)."""
+    weights differ from a 1-process run's by ~1e-3 after 60 steps), and on how many CPU threads (one and two
+    round differently too: ``repro.DEFAULT_THREADS``)."""
+    import torch
+
     from sbir_core.distributed import context
 
     return {
@@ -122,6 +125,7 @@ def run_identity(spec, train, val, tests: dict | None, config) -> dict:
         "config": config.identity(),
         "code": source_digest(spec.sources()),
         "processes": context().world,
+        "threads": torch.get_num_threads(),
     }
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from sbir_core.repro import set_threads
 
-set_threads(2)
+set_threads()  # the one count of every chapter (repro.DEFAULT_THREADS)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
