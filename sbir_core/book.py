@@ -37,6 +37,7 @@ import yaml
 
 from sbir_core.errors import SBIRError
 from sbir_core.paths import BOOK, PACKAGE, REPO_ROOT, RUNS, chapter_config
+from sbir_core.repro import cores
 from sbir_core.results import KEY, SCALES, ResultsError, load_metrics, locked, parse_columns, read_table, results_root
 
 EXPECTED = RUNS / "ci" / "expected.csv"
@@ -48,6 +49,15 @@ TOC = REPO_ROOT / "_toc.yml"
 BOOK_BUDGET = 900
 # chapters that read the other chapters' results: their stamp holds those results, so they rerun when one changes
 READS_RESULTS = ("10_claims",)
+# chapters that load another chapter's trained models (training them when absent): 5-8 build on chapter 4's
+# Triplet-SN and trunk features (``recipes.StyleBench``), the playground serves chapters 4, 6 and 7's models
+BUILDS_ON = {
+    "05_hierarchy": ("04_triplet_baseline",),
+    "06_stylemeup": ("04_triplet_baseline",),
+    "07_adaptive": ("04_triplet_baseline",),
+    "08_with_style": ("04_triplet_baseline",),
+    "09_playground": ("04_triplet_baseline", "06_stylemeup", "07_adaptive"),
+}
 
 
 class ChapterFailed(SBIRError, RuntimeError):
@@ -301,7 +311,12 @@ def parse_set(items) -> dict:
 
 
 def run(
-    scale: str = "ci", only: list[str] | None = None, force: bool = False, overrides: dict | None = None, out=None
+    scale: str = "ci",
+    only: list[str] | None = None,
+    force: bool = False,
+    overrides: dict | None = None,
+    out=None,
+    jobs: int = 1,
 ) -> int:
     """Execute chapters in order (skipping those up to date unless ``force``); return the number that failed.
 
@@ -330,6 +345,7 @@ def run(
         out = Path(out).resolve()
         (out / "notebooks").mkdir(parents=True, exist_ok=True)
         os.environ["SBIR_RESULTS"] = str(out)  # results_root(), here and in the chapters' kernels
+    todo = {}
     failures = []
     for name in names:
         try:
@@ -349,39 +365,102 @@ def run(
                 flush=True,
             )
             continue
-        print(f"[run] {name} ({scale}) ...", flush=True)
-        # A run is done only when it finished: the stamp goes before the chapter starts and comes back last,
-        # and the notebook is executed under a hidden name and moved into place only when every cell ran. A
-        # run stopped anywhere (an error, Ctrl-C, a kill) leaves no stamp, so the next ``run`` runs it again,
-        # and the book keeps the last complete notebook, never a half-executed one.
-        path = _stamp_path(name, scale)
-        path.unlink(missing_ok=True)
-        running = notebook.with_name(f".{name}.running.ipynb")
-        failed = notebook.with_name(f"{name}.failed.ipynb")
-        start = time.perf_counter()
-        try:
-            seconds = execute(name, scale, own, running)
-        except (FileNotFoundError, ValueError, SBIRError) as err:
-            seconds = time.perf_counter() - start
-            record_timing(scale, name, seconds, "failed")
-            kept = ""
-            if running.exists():
-                os.replace(running, failed)
-                kept = f" (the executed cells: {failed})"
-            failures.append(str(err) + kept)
-            print(f"[run] FAILED after {seconds:.1f} s: {err}{kept}", flush=True)
-            continue
-        os.replace(running, notebook)
-        failed.unlink(missing_ok=True)
-        record_timing(scale, name, seconds, "ok")
-        if path.parent.is_dir():  # the chapter saved its results: remember what they were made from
-            path.write_text(json.dumps(stamp(name, scale, params), indent=1, sort_keys=True))
-        print(f"[run] {name} done in {seconds:.1f} s", flush=True)
+        todo[name] = (scale, own, params, notebook)
+    failures += _schedule(todo, jobs)
     if failures:
         print(f"\n{len(failures)} chapter(s) failed; earlier results of those chapters are kept:")
         for f in failures:
             print(f"  - {f}")
     return len(failures)
+
+
+def waits_for(name: str, names) -> list[str]:
+    """The chapters of ``names`` that ``name`` starts after when chapters run side by side (``run --jobs``):
+    those whose trained models it loads (``BUILDS_ON``), and every other chapter for one that reads their
+    results (``READS_RESULTS``). Started together, both would train the same models."""
+    if name in READS_RESULTS:
+        return [n for n in names if n != name and n not in READS_RESULTS]
+    return [n for n in names if n in BUILDS_ON.get(name, ())]
+
+
+def _schedule(todo: dict, jobs: int, executor=None) -> list[str]:
+    """Run the chapters of ``todo`` (name -> ``_run_one``'s arguments), ``jobs`` at a time in their own
+    processes (``executor``: a ``concurrent.futures`` executor to use instead), each after the chapters it
+    ``waits_for``; return the failures' messages."""
+    if jobs <= 1 or len(todo) <= 1:
+        return [m for name, a in todo.items() if (m := _run_one(name, *a))]
+    import concurrent.futures as cf
+    import multiprocessing
+
+    failures, running, done = [], {}, set()
+    waiting = dict(todo)
+    # what others wait for first, then the longest last time (the critical path first)
+    last = _last_seconds(next(iter(todo.values()))[0])
+    blocks = {n: sum(n in waits_for(m, todo) for m in todo) for n in todo}
+
+    def ready() -> list[str]:
+        free = [n for n in waiting if not set(waits_for(n, todo)) - done]
+        return sorted(free, key=lambda n: (-blocks[n], -last.get(n, 0.0)))
+
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: no forked torch or zmq state
+    with executor or cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        try:
+            while waiting or running:
+                for name in ready()[: jobs - len(running)]:
+                    running[pool.submit(_run_one, name, *waiting.pop(name))] = name
+                finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for future in finished:
+                    done.add(running.pop(future))
+                    if message := future.result():
+                        failures.append(message)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return failures
+
+
+def _last_seconds(scale: str) -> dict:
+    """chapter -> its last recorded wall time at ``scale`` (``timings.csv``), for the order of ``_schedule``."""
+    path = RUNS / scale / "timings.csv"
+    if not path.exists():
+        return {}
+    with contextlib.suppress(ValueError, KeyError, pd.errors.ParserError):
+        table = pd.read_csv(path)
+        return dict(zip(table["chapter"], table["seconds"].astype(float)))
+    return {}
+
+
+def _run_one(name: str, scale: str, own: dict, params: dict, notebook: Path) -> str | None:
+    """Execute one chapter as ``run`` does (stamp last, notebook moved into place only when every cell ran);
+    return None, or the failure's message."""
+    print(f"[run] {name} ({scale}) ...", flush=True)
+    # A run is done only when it finished: the stamp goes before the chapter starts and comes back last,
+    # and the notebook is executed under a hidden name and moved into place only when every cell ran. A
+    # run stopped anywhere (an error, Ctrl-C, a kill) leaves no stamp, so the next ``run`` runs it again,
+    # and the book keeps the last complete notebook, never a half-executed one.
+    path = _stamp_path(name, scale)
+    path.unlink(missing_ok=True)
+    running = notebook.with_name(f".{name}.running.ipynb")
+    failed = notebook.with_name(f"{name}.failed.ipynb")
+    start = time.perf_counter()
+    try:
+        seconds = execute(name, scale, own, running)
+    except (FileNotFoundError, ValueError, SBIRError) as err:
+        seconds = time.perf_counter() - start
+        record_timing(scale, name, seconds, "failed")
+        kept = ""
+        if running.exists():
+            os.replace(running, failed)
+            kept = f" (the executed cells: {failed})"
+        print(f"[run] FAILED after {seconds:.1f} s: {err}{kept}", flush=True)
+        return str(err) + kept
+    os.replace(running, notebook)
+    failed.unlink(missing_ok=True)
+    record_timing(scale, name, seconds, "ok")
+    if path.parent.is_dir():  # the chapter saved its results: remember what they were made from
+        path.write_text(json.dumps(stamp(name, scale, params), indent=1, sort_keys=True))
+    print(f"[run] {name} done in {seconds:.1f} s", flush=True)
+    return None
 
 
 def compare_runs(a: Path, b: Path, scale: str = "ci") -> pd.DataFrame:
@@ -717,6 +796,13 @@ def main(argv=None) -> int:
     )
     p_run.add_argument("--out", type=Path, default=None, help="write results and notebooks here, not paper_runs/")
     p_run.add_argument(
+        "--jobs",
+        type=int,
+        default=cores(),
+        help="chapters run side by side, one thread each (default: this machine's cores, %(default)s); "
+        "the numbers do not depend on it",
+    )
+    p_run.add_argument(
         "--smoke",
         action="store_true",
         help="a few steps of every part at the scale's image sizes and encoders (paper_runs/configs/smoke.yaml); "
@@ -752,7 +838,7 @@ def main(argv=None) -> int:
             if args.out is None:
                 parser.error("--smoke writes into a folder of its own: give --out DIR")
             overrides = smoke_overrides() | overrides
-        return 1 if run(args.scale, args.only, args.force, overrides, args.out) else 0
+        return 1 if run(args.scale, args.only, args.force, overrides, args.out, max(1, args.jobs)) else 0
     if args.command == "compare":
         both = compare_runs(args.a, args.b, args.scale)
         _print_comparison(both, args.a, args.b)

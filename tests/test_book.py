@@ -2,6 +2,7 @@
 
 import os
 import textwrap
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -518,3 +519,40 @@ def test_compare_pairs_claim_rows_and_flags_changes_and_sign_flips(tmp_path, mon
     runs["d"] = pd.concat([runs["a"], other])
     partial = book.compare_runs(tmp_path / "d", tmp_path / "b")  # chapter 7 ran in d only: not a change
     assert partial["changed"].tolist() == [True, False] and partial["in_both"].tolist() == [True, False]
+
+
+def test_chapters_side_by_side_start_after_the_chapters_they_build_on(monkeypatch):
+    """``run --jobs 2``: never more than two chapters at once, each started after the chapters whose models
+    it loads finished (chapters 5-8 after 4, the playground after 4, 6 and 7, the claims chapter last), what
+    the others wait for first, and a failure reported without stopping the rest."""
+    import concurrent.futures as cf
+    import threading
+
+    names = ["01_evaluation", "02_style_world", "04_triplet_baseline", "05_hierarchy", "06_stylemeup"]
+    names += ["07_adaptive", "08_with_style", "09_playground", "10_claims"]
+    events, lock, now = [], threading.Lock(), {"running": 0, "most": 0}
+
+    def fake(name, scale, own, params, notebook):
+        with lock:
+            events.append(("start", name))
+            now["running"] += 1
+            now["most"] = max(now["most"], now["running"])
+        time.sleep(0.02)
+        with lock:
+            now["running"] -= 1
+            events.append(("end", name))
+        return "planted failure" if name == "05_hierarchy" else None
+
+    monkeypatch.setattr(book, "_run_one", fake)
+    todo = {n: ("ci", {}, {}, Path(n)) for n in names}
+    failures = book._schedule(todo, 2, cf.ThreadPoolExecutor(max_workers=2))
+    assert failures == ["planted failure"]
+    assert now["most"] == 2
+    started = [n for e, n in events if e == "start"]
+    assert started[0] == "04_triplet_baseline" and started[-1] == "10_claims" and sorted(started) == names
+    for name in names:
+        begin = events.index(("start", name))
+        for before in book.waits_for(name, names):
+            assert events.index(("end", before)) < begin, (name, before)
+    assert book.waits_for("09_playground", names) == ["04_triplet_baseline", "06_stylemeup", "07_adaptive"]
+    assert book.waits_for("05_hierarchy", ["05_hierarchy", "06_stylemeup"]) == []  # only chapters of this run
