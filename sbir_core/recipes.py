@@ -54,6 +54,16 @@ def merge(params: dict, overrides: dict) -> dict:
     }
 
 
+def checkpoint_dir(name: str | None) -> str | None:
+    """A ``CHECKPOINT_DIR`` parameter as a folder: a relative one under the run's results folder (``paper_runs/``,
+    or ``book run --out``'s), so a run into another folder does not leave checkpoints in the book's; "" -> None."""
+    from sbir_core.results import results_root
+
+    if not name:
+        return None
+    return str(name if os.path.isabs(name) else results_root() / name)
+
+
 def own_config(p: dict, steps: str, batch: str, lr: str, eval_every: str, /, **changes) -> TrainConfig:
     """The TrainConfig of a chapter's own method from the names of its parameters (steps, batch size, learning rate,
     evaluation interval), Acc@1 and Acc@10 on validation, ``PROGRESS`` and ``DEVICE``; ``changes`` on top."""
@@ -204,7 +214,7 @@ class StyleBench:
             optimizer=p["OPTIMIZER"],
             eval_every=p["EVAL_EVERY"],
             ks=(1, 10),
-            checkpoint_dir=p.get("CHECKPOINT_DIR") or None,
+            checkpoint_dir=checkpoint_dir(p.get("CHECKPOINT_DIR")),
             progress=p["PROGRESS"],
             device=p["DEVICE"],
         )

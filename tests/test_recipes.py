@@ -83,3 +83,12 @@ def test_the_region_shift_trains_matched_arms_and_stylemeup_takes_the_country_as
     for run in runs.values():
         res = train_run(run.spec, run.train, None, None, run.config, 0, store=False)
         assert res.history["loss"].notna().all()
+
+
+def test_a_relative_checkpoint_folder_goes_under_the_runs_results_folder(tmp_path, monkeypatch):
+    """The paper configuration's ``CHECKPOINT_DIR: checkpoints/04_triplet_baseline`` is relative: a run into
+    another folder (``book run --out``, the smoke) keeps its checkpoints there, not in the book's folder."""
+    monkeypatch.setenv("SBIR_RESULTS", str(tmp_path / "out"))
+    assert R.checkpoint_dir("checkpoints/04") == str(tmp_path / "out" / "checkpoints" / "04")
+    assert R.checkpoint_dir(str(tmp_path / "abs")) == str(tmp_path / "abs")
+    assert R.checkpoint_dir("") is None and R.checkpoint_dir(None) is None
