@@ -83,10 +83,13 @@ class Run:
     tests: dict | None
     config: TrainConfig
     init: object = None  # seed -> (name, state) the method starts from (``train.train_run``), or None
+    val_adapt: tuple | None = None  # (column, support_for, rule): validation adapts first (``train.train_run``)
 
     def fit(self, seeds, store: bool = True) -> MultiSeedResult:
         """Each seed trained (or loaded from the store of trained models)."""
-        return train_seeds(self.spec, self.train, self.val, self.tests, self.config, list(seeds), store, self.init)
+        return train_seeds(
+            self.spec, self.train, self.val, self.tests, self.config, list(seeds), store, self.init, self.val_adapt
+        )
 
     def methods(self, seeds) -> list:
         """Each seed's selected model, in eval mode."""
@@ -94,8 +97,12 @@ class Run:
 
     def key(self, seed: int) -> str:
         """The store key of one seed's run."""
-        identity = run_identity(self.spec, self.train, self.val, self.tests, self.config.replace(seed=seed))
-        return fingerprint(identity | ({"init": self.init(seed)[0]} if self.init else {}))
+        init = self.init(seed)[0] if self.init else None
+        return fingerprint(
+            run_identity(
+                self.spec, self.train, self.val, self.tests, self.config.replace(seed=seed), init, self.val_adapt
+            )
+        )
 
     def starts(self):
         """seed -> (this run's store key, a function giving its trained state): a later run that starts from this
@@ -433,7 +440,23 @@ def adaptive(
     meta-learner learns at all)."""
     f = bench.features()
     start = bench.baseline().starts() if from_baseline else None
-    return Run(adaptive_spec(bench, p, inner, reg), f.train, f.val, None, adaptive_config(bench, p), start)
+    config = adaptive_config(bench, p)
+    return Run(
+        adaptive_spec(bench, p, inner, reg), f.train, f.val, None, config, start, val_support(p, f.train, "drawer")
+    )
+
+
+def val_support(p: dict, train, column: str) -> tuple:
+    """A meta-learner's validation, as it is used (chapter 7's parameters ``p``): each ``column`` value (a seen
+    drawer, a seen category) of the validation view adapts on ``K_SUPPORT`` of its sketches in ``train`` (other
+    objects than the ones it is then validated on; all it has where it has fewer, as on a small real set),
+    drawn with ``SUPPORT_SEED``; the run's val metrics and the step it keeps are the adapted ones. (column,
+    support_for, rule) for ``Run.val_adapt``."""
+    from sbir_core.data.support import support_from
+
+    k, seed = int(p["K_SUPPORT"]), int(p["SUPPORT_SEED"])
+    rule = f"adapted per {column} to {k} (at most) of its training sketches (support seed {seed})"
+    return column, support_from(train, column, k, seed, at_most=True), rule
 
 
 def category_views(bench: StyleBench, data=None) -> dict:
@@ -461,9 +484,9 @@ def category_adaptive(bench: StyleBench, p: dict, views: dict, inner: str = "mar
     """The category level: meta-trained on the seen categories' episodes from ``category_baseline``."""
     classes = sorted(views["train"].table["category"].astype(str).unique())
     spec = adaptive_spec(bench, p, inner, reg, "category", classes)
-    return Run(
-        spec, views["train"], views["val"], None, adaptive_config(bench, p), category_baseline(bench, views).starts()
-    )
+    start = category_baseline(bench, views).starts()
+    adapt = val_support(p, views["train"], "category")
+    return Run(spec, views["train"], views["val"], None, adaptive_config(bench, p), start, adapt)
 
 
 # ---------------------------------------------------------------------- chapter 8: Sketching with Style

@@ -108,16 +108,17 @@ def source_digest(modules: Iterable[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def run_identity(spec, train, val, tests: dict | None, config) -> dict:
+def run_identity(spec, train, val, tests: dict | None, config, init: str | None = None, val_adapt=None) -> dict:
     """Everything that determines a run: method spec, data digests, training config, seed, code, and how many
     data-parallel processes train it (the sums of their shards' gradients round differently: a 2-process run's
     weights differ from a 1-process run's by ~1e-3 after 60 steps), and on how many CPU threads (one and two
-    round differently too: ``repro.DEFAULT_THREADS``)."""
+    round differently too: ``repro.DEFAULT_THREADS``); init: the name of the state it starts from; val_adapt:
+    (column, support_for, rule) when validation adapts first (the rule names it)."""
     import torch
 
     from sbir_core.distributed import context
 
-    return {
+    identity = {
         "method": spec.as_dict(),
         "train": view_digest(train),
         "val": view_digest(val),
@@ -127,6 +128,11 @@ def run_identity(spec, train, val, tests: dict | None, config) -> dict:
         "processes": context().world,
         "threads": torch.get_num_threads(),
     }
+    if init is not None:
+        identity["init"] = init
+    if val_adapt:
+        identity["val_adapt"] = val_adapt[2]
+    return identity
 
 
 def fingerprint(identity: dict) -> str:

@@ -211,6 +211,7 @@ class Trainer:
         config: TrainConfig,
         identity: dict | None = None,
         callbacks: Iterable[Callable] = (),
+        val_adapt: tuple | None = None,
     ):
         if not isinstance(method, Method):
             raise TrainError(f"the trainer needs a sbir_core Method, got {type(method).__name__}")
@@ -221,6 +222,7 @@ class Trainer:
         self.val = to_device(val, self.device)
         self.tests = {k: to_device(v, self.device) for k, v in (tests or {}).items()}
         self.callbacks = list(callbacks)
+        self.val_adapt = val_adapt[:2] if val_adapt else None
         self.sampler = get_sampler(method.sampler)
         self.optimizers = method.configure_optimizers(config)
         self.identity = identity or own_identity(method, train, val, tests, config)
@@ -375,7 +377,8 @@ class Trainer:
         self.losses = []
         views = ([("val", self.val)] if self.val is not None else []) + list(self.tests.items())
         for name, view in views:
-            res = evaluate(self.method, view, c.ks, c.eval_batch)
+            adapt = self.val_adapt if name == "val" else None
+            res = evaluate(self.method, view, c.ks, c.eval_batch, adapt=adapt)
             rec.update({f"{name}/{k}": v for k, v in res.metrics.items()})
         self.history.append(rec)
         if self.val is not None:
@@ -467,18 +470,19 @@ def train_run(
     seed: int,
     store: bool = True,
     init: tuple | None = None,
+    val_adapt: tuple | None = None,
 ) -> RunResult:
     """One seed of ``spec`` trained with ``config`` (seed replaced): from the store of trained states
     when it holds this exact run (``sbir_core.store``), else trained (resuming from a checkpoint when
     ``config.checkpoint_dir`` holds one) and stored. init: (name, state), a state the method starts from
     (``Method.start_from``), named in the run's identity; ``state`` may be a function that loads it (called
-    only when the run is trained, not when it comes from the store)."""
+    only when the run is trained, not when it comes from the store). val_adapt: (column, support_for, rule):
+    validation adapts the method to each ``column`` value's support first, as a meta-learner is used
+    (``evaluate``'s adapt; the rule, a sentence, goes into the identity)."""
     from sbir_core import store as S
 
     config = config.replace(seed=seed)
-    identity = run_identity(spec, train, val, tests, config)
-    if init is not None:
-        identity["init"] = init[0]
+    identity = run_identity(spec, train, val, tests, config, init and init[0], val_adapt)
     key = fingerprint(identity)
     if store:
         hit = S.load(key, identity)
@@ -489,7 +493,7 @@ def train_run(
     method = spec.build()
     if init is not None:
         method.start_from(start)
-    result = Trainer(method, train, val, tests, config, identity).fit()
+    result = Trainer(method, train, val, tests, config, identity, val_adapt=val_adapt).fit()
     if store and D.context().main:  # in a data-parallel run, rank 0 stores (the others evaluated nothing)
         S.save(key, identity, result)
     return result
@@ -504,10 +508,13 @@ def train_seeds(
     seeds: Iterable[int],
     store: bool = True,
     init=None,
+    val_adapt: tuple | None = None,
 ) -> MultiSeedResult:
     """``train_run`` for each seed: one fresh method per seed, initialised after ``seed_everything(seed)``;
     ``init(seed)`` gives the seed's starting state (``train_run``'s init), when given."""
-    return MultiSeedResult([train_run(spec, train, val, tests, config, s, store, init and init(s)) for s in seeds])
+    return MultiSeedResult(
+        [train_run(spec, train, val, tests, config, s, store, init and init(s), val_adapt) for s in seeds]
+    )
 
 
 def _examples(batch) -> int:

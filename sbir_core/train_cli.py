@@ -93,10 +93,8 @@ def main(argv=None) -> int:
     config = config.replace(checkpoint_dir=args.checkpoint_dir, progress=False)
     if config.batch_size % ctx.world:
         ap.error(f"BATCH_SIZE {config.batch_size} does not divide among {ctx.world} processes")
-    identity = run_identity(spec, views.train, views.val, views.tests, config)
     init = run.init(seed) if run.init else None  # the run it starts from (chapter 7: chapter 4's Triplet-SN)
-    if init is not None:
-        identity["init"] = init[0]
+    identity = run_identity(spec, views.train, views.val, views.tests, config, init and init[0], run.val_adapt)
     key = fingerprint(identity)
     from sbir_core import store as S
 
@@ -110,7 +108,9 @@ def main(argv=None) -> int:
         method = spec.build()
         if init is not None:
             method.start_from(start_state)
-        trainer = Trainer(method, views.train, views.val, views.tests, config, identity, _fault(args.fail_at))
+        trainer = Trainer(
+            method, views.train, views.val, views.tests, config, identity, _fault(args.fail_at), run.val_adapt
+        )
         trainer.resume()
         start = trainer.step
         result = trainer.fit(resume=False)

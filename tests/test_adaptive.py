@@ -622,3 +622,35 @@ def test_fine_tuning_adapts_the_same_head_when_the_trunk_is_trained_with_it():
         if not torch.equal(p, dict(base.named_parameters())[n.removeprefix("base.")])
     ]
     assert moved and all(".head." in n for n in moved), moved
+
+
+def test_validation_adapts_each_drawer_first_and_names_the_rule_in_the_runs_identity(tmp_path, monkeypatch):
+    """``val_adapt``: the run's validation numbers are those of the method adapted to each drawer's support
+    (from the training view, never a validation sketch), the kept step is chosen on them, and the rule is
+    part of the run's identity (a run validated without adaptation is another run)."""
+    monkeypatch.setenv("SBIR_STORE", str(tmp_path))
+    train, val = image_view(seed=0, per_item=6, drawers=3), image_view(seed=0, per_item=3, drawers=3, noise=0.6)
+    spec = MethodSpec("adaptive_fgsbir", {**SMALL, "k_support": 2, "k_query": 2})
+    cfg = TrainConfig(steps=4, batch_size=2, eval_every=2, ks=(1, 5), progress=False)
+    support_for = SP.support_from(train, "drawer", 3, seed=0)
+    support = support_for("d1")
+    assert len(support["sketch"]) == 3 and set(train.table["drawer"].iloc[support["idx"].tolist()]) == {"d1"}
+    assert (support["neg_idx"] != support["pos_idx"]).all()
+    with pytest.raises(DataError, match="k=99"):
+        SP.support_from(train, "drawer", 99)("d1")
+    assert len(SP.support_from(train, "drawer", 99, at_most=True)("d1")["sketch"]) == 16  # all the drawer has
+    with pytest.raises(DataError, match="no column 'writer'"):
+        SP.support_from(train, "writer", 2)
+    adapted = train_run(spec, train, val, None, cfg, seed=0, val_adapt=("drawer", support_for, "rule A"))
+    plain = train_run(spec, train, val, None, cfg, seed=0)
+    assert adapted.fingerprint != plain.fingerprint
+    m = spec.build()
+    m.load_state_dict(adapted.best_state)
+    step = adapted.val_selected["step"]
+    want = evaluate(m.eval(), val, ks=(1, 5), adapt=("drawer", support_for)).metrics["acc_at_1"]
+    got = adapted.history.loc[adapted.history["step"] == step, "val/acc_at_1"].item()
+    assert got == pytest.approx(want)
+    m.load_state_dict(plain.best_state)
+    assert plain.history.loc[plain.history["step"] == plain.val_selected["step"], "val/acc_at_1"].item() == (
+        pytest.approx(evaluate(m.eval(), val, ks=(1, 5)).metrics["acc_at_1"])
+    )

@@ -164,15 +164,26 @@ def support_for_category(view: RetrievalView, k: int, seed: int = 0):
     """``support_for(category)`` for ``evaluate(..., adapt=("category", support_for))``: k sketches of the
     category drawn at random (seeded by category and seed) from ``view`` (``category_views(...)["support"]``:
     never a test object) as triplets whose negatives are other photos of that category."""
-    cats = view.table["category"].astype(str).to_numpy()
+    return support_from(view, "category", k, seed)
 
-    def support_for(category: str) -> dict:
-        rows = np.flatnonzero(cats == str(category))
+
+def support_from(view: RetrievalView, column: str, k: int, seed: int = 0, at_most: bool = False):
+    """``support_for(value)`` for ``evaluate(..., adapt=(column, support_for))``: k of ``view``'s sketches whose
+    ``column`` is that value (a category, a drawer), drawn at random (seeded by the value and ``seed``), as
+    triplets of ``view``. Validating a meta-learner as it is used: each seen drawer (or category) of the
+    validation view adapts on k of its *training* sketches, then ranks its validation sketches, of other
+    objects. at_most: a value with fewer than k sketches gives all it has (else: an error)."""
+    if column not in view.table:
+        raise DataError(f"{view.name}: no column {column!r} to draw support sketches by")
+    values = view.table[column].astype(str).to_numpy()
+
+    def support_for(value) -> dict:
+        rows = np.flatnonzero(values == str(value))
         if len(rows) == 0:
-            raise DataError(f"category {category!r} has no support sketches in {view.name}")
-        if k < 1 or k > len(rows):
-            raise DataError(f"k={k} support sketches asked of category {category!r}, which has {len(rows)}")
-        gen = torch.Generator().manual_seed(int(hashlib.sha256(f"{category}/{seed}".encode()).hexdigest()[:8], 16))
+            raise DataError(f"{column} {value!r} has no support sketches in {view.name}")
+        if k < 1 or (k > len(rows) and not at_most):
+            raise DataError(f"k={k} support sketches asked of {column} {value!r}, which has {len(rows)} in {view.name}")
+        gen = torch.Generator().manual_seed(int(hashlib.sha256(f"{value}/{seed}".encode()).hexdigest()[:8], 16))
         pick = rows[torch.randperm(len(rows), generator=gen)[:k].numpy()]
         return support_triplets(view, torch.as_tensor(pick, dtype=torch.long), gen)
 
