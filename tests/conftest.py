@@ -10,6 +10,13 @@ from sbir_core.repro import set_threads
 set_threads()  # the one count of every chapter (repro.DEFAULT_THREADS)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# the longest tests, collected first: under ``pytest -n 2`` (make test) one worker starts them while the other
+# runs the rest, instead of them starting last and running alone
+FIRST = ("test_smoke.py", "test_bench_book.py", "test_distributed.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.path.name not in FIRST)  # stable: the order within each part is kept
 
 
 @pytest.fixture(scope="session")
