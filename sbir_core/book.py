@@ -50,14 +50,15 @@ BOOK_BUDGET = 900
 # chapters that read the other chapters' results: their stamp holds those results, so they rerun when one changes
 READS_RESULTS = ("10_claims",)
 # chapters that load another chapter's trained models (training them when absent): 5-8 build on chapter 4's
-# Triplet-SN and trunk features (``recipes.StyleBench``), the playground serves chapters 4, 6 and 7's models
+# Triplet-SN and trunk features (``recipes.StyleBench``); the playground serves the models of its recipes
+# (``playground.RECIPES``, read where it is needed: that module imports torch)
 BUILDS_ON = {
     "05_hierarchy": ("04_triplet_baseline",),
     "06_stylemeup": ("04_triplet_baseline",),
     "07_adaptive": ("04_triplet_baseline",),
     "08_with_style": ("04_triplet_baseline",),
-    "09_playground": ("04_triplet_baseline", "06_stylemeup", "07_adaptive"),
 }
+PLAYGROUND = "09_playground"
 
 
 class ChapterFailed(SBIRError, RuntimeError):
@@ -376,10 +377,14 @@ def run(
 
 def waits_for(name: str, names) -> list[str]:
     """The chapters of ``names`` that ``name`` starts after when chapters run side by side (``run --jobs``):
-    those whose trained models it loads (``BUILDS_ON``), and every other chapter for one that reads their
-    results (``READS_RESULTS``). Started together, both would train the same models."""
+    those whose trained models it loads (``BUILDS_ON``, the playground's recipes), and every other chapter for
+    one that reads their results (``READS_RESULTS``). Started together, both would train the same models."""
     if name in READS_RESULTS:
         return [n for n in names if n != name and n not in READS_RESULTS]
+    if name == PLAYGROUND:
+        from sbir_core.playground import RECIPES
+
+        return [n for n in names if n in {r.chapter for r in RECIPES}]
     return [n for n in names if n in BUILDS_ON.get(name, ())]
 
 
