@@ -7,17 +7,23 @@ shapes and bytes. A load recomputes the checksum and checks the expected names, 
 dtypes; a missing, truncated, tampered or mis-shaped file is reported (a ``CacheWarning`` naming
 the file and the reason), deleted and recomputed, never used. Nothing is unpickled.
 
+Processes side by side (``book run --jobs``) compute each file once: a process that misses takes the
+file's lock (``computing``), looks again, and only then computes; another that wants the same file
+waits and loads it.
+
 Keys are the caller's business and must cover the content that determines the output (stroke
 bytes, file hashes), never modification times.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import uuid
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +39,27 @@ class CacheWarning(UserWarning):
 
 class CacheCorrupt(SBIRError, ValueError):
     """A cache file that failed its checks."""
+
+
+@contextmanager
+def computing(path: str | os.PathLike):
+    """Hold ``<path>.lock`` (an OS file lock: released when the holder ends, however it ends) while computing
+    what goes to ``path``, so that processes side by side compute it once. Where the lock file cannot be
+    made (a read-only folder) nothing is held: the work is then done, at worst, twice."""
+    from filelock import FileLock
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(path.with_name(f"{path.name}.lock"))
+        lock.acquire()
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def checksum(arrays: dict[str, np.ndarray]) -> bytes:
@@ -101,19 +128,27 @@ def cached_arrays(
 ) -> dict[str, np.ndarray]:
     """The verified arrays at ``path``, or ``compute()``'s, saved there for next time.
 
-    A file that fails ``load_arrays`` is reported with a ``CacheWarning``, deleted and recomputed.
+    A file that fails ``load_arrays`` is reported with a ``CacheWarning``, deleted and recomputed. A process
+    that misses computes under the file's lock (``computing``) after looking again: one computes, the others
+    wait and load.
     """
     if not use_cache:
         return compute()
     path = Path(path)
-    if path.exists():
-        try:
+    if path.exists():  # written whole by os.replace, so read without the lock
+        with contextlib.suppress(CacheCorrupt):
             return load_arrays(path, expect)
-        except CacheCorrupt as err:
-            warnings.warn(f"cache {path} is unusable ({err}); deleting and recomputing it", CacheWarning, stacklevel=2)
-            path.unlink(missing_ok=True)
-    arrays = compute()
-    save_arrays(path, arrays)
+    with computing(path):
+        if path.exists():
+            try:
+                return load_arrays(path, expect)
+            except CacheCorrupt as err:
+                warnings.warn(
+                    f"cache {path} is unusable ({err}); deleting and recomputing it", CacheWarning, stacklevel=2
+                )
+                path.unlink(missing_ok=True)
+        arrays = compute()
+        save_arrays(path, arrays)
     return arrays
 
 

@@ -34,6 +34,19 @@ def seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+@contextlib.contextmanager
+def preserved_rng():
+    """Python's, NumPy's and PyTorch's global random states (every device's) as they were on entry, on exit."""
+    py, npy = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+
+
 def set_threads(threads: int = DEFAULT_THREADS) -> None:
     """Pin PyTorch's intra-op threads (and inter-op threads where still allowed).
 

@@ -9,6 +9,8 @@ the file's SHA-256). A later chapter that asks for the same run (the Triplet-SN 
 4, say) loads it instead of training it again; change any part of the identity and it is a new
 entry. Entries are read with ``torch.load(weights_only=True)``, which cannot run code, after their
 checksum and identity are verified; a damaged entry is reported, deleted and trained again.
+Processes side by side train each run once: ``training`` holds the entry's lock while one looks again
+and trains it; another asking for the same run waits, then loads it.
 
 ``python -m sbir_core.store`` lists the entries.
 """
@@ -37,6 +39,14 @@ def root() -> Path:
 
 def _paths(key: str) -> tuple[Path, Path]:
     return root() / f"{key}.pt", root() / f"{key}.json"
+
+
+def training(key: str):
+    """The lock to hold while looking for ``key`` and, on a miss, training and saving it (``train.train_run``):
+    a context manager (``cache.computing`` on the entry)."""
+    from sbir_core.cache import computing
+
+    return computing(_paths(key)[0])
 
 
 def load(key: str, identity: dict | None = None):

@@ -29,6 +29,7 @@ the global state, so a run resumes with any number of processes.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -49,7 +50,7 @@ from sbir_core.data.views import RetrievalView
 from sbir_core.errors import SBIRError
 from sbir_core.evaluation import evaluate
 from sbir_core.models.base import Method, NonFiniteLoss
-from sbir_core.repro import seed_everything
+from sbir_core.repro import preserved_rng, seed_everything
 from sbir_core.runs import (
     PROTOCOL_VAL,
     MultiSeedResult,
@@ -484,18 +485,24 @@ def train_run(
     config = config.replace(seed=seed)
     identity = run_identity(spec, train, val, tests, config, init and init[0], val_adapt)
     key = fingerprint(identity)
-    if store:
-        hit = S.load(key, identity)
-        if hit is not None:
-            return hit
-    start = init and (init[1]() if callable(init[1]) else init[1])  # before seeding: loading may train it
-    seed_everything(seed)
-    method = spec.build()
-    if init is not None:
-        method.start_from(start)
-    result = Trainer(method, train, val, tests, config, identity, val_adapt=val_adapt).fit()
-    if store and D.context().main:  # in a data-parallel run, rank 0 stores (the others evaluated nothing)
-        S.save(key, identity, result)
+    # One process trains a run: the entry's lock is held from looking to saving (chapters side by side ask for
+    # the same baseline). Not in a data-parallel run, whose processes all train it together.
+    held = S.training(key) if store and not D.context().active else contextlib.nullcontext()
+    with held:
+        if store:
+            hit = S.load(key, identity)
+            if hit is not None:
+                return hit
+        # the caller's random state is left as a hit leaves it: what follows does not depend on who trained
+        with preserved_rng():
+            start = init and (init[1]() if callable(init[1]) else init[1])  # before seeding: loading may train it
+            seed_everything(seed)
+            method = spec.build()
+            if init is not None:
+                method.start_from(start)
+            result = Trainer(method, train, val, tests, config, identity, val_adapt=val_adapt).fit()
+        if store and D.context().main:  # in a data-parallel run, rank 0 stores (the others evaluated nothing)
+            S.save(key, identity, result)
     return result
 
 
