@@ -51,7 +51,9 @@ BOOK_BUDGET = 900
 READS_RESULTS = ("10_claims",)
 # chapters that load another chapter's trained models (training them when absent): 5-8 build on chapter 4's
 # Triplet-SN and trunk features (``recipes.StyleBench``); the playground serves the models of its recipes
-# (``playground.RECIPES``, read where it is needed: that module imports torch)
+# (``playground.RECIPES``, read where it is needed: that module imports torch). Side by side they may start
+# before those chapters end: the store and the caches lock each entry, so a model is trained once
+# (``store.training``, ``cache.computing``) and the later asker waits for it.
 BUILDS_ON = {
     "05_hierarchy": ("04_triplet_baseline",),
     "06_stylemeup": ("04_triplet_baseline",),
@@ -377,10 +379,16 @@ def run(
 
 def waits_for(name: str, names) -> list[str]:
     """The chapters of ``names`` that ``name`` starts after when chapters run side by side (``run --jobs``):
-    those whose trained models it loads (``BUILDS_ON``, the playground's recipes), and every other chapter for
-    one that reads their results (``READS_RESULTS``). Started together, both would train the same models."""
+    every other chapter for one that reads their results (``READS_RESULTS``), none for the rest."""
     if name in READS_RESULTS:
         return [n for n in names if n != name and n not in READS_RESULTS]
+    return []
+
+
+def builds_on(name: str, names) -> list[str]:
+    """The chapters of ``names`` whose trained models ``name`` loads (``BUILDS_ON``, the playground's recipes).
+    Side by side ``name`` may start before they end (it then waits at the store for what it needs), but only
+    when no chapter that needs nothing unfinished is ready."""
     if name == PLAYGROUND:
         from sbir_core.playground import RECIPES
 
@@ -391,7 +399,10 @@ def waits_for(name: str, names) -> list[str]:
 def _schedule(todo: dict, jobs: int, executor=None) -> list[str]:
     """Run the chapters of ``todo`` (name -> ``_run_one``'s arguments), ``jobs`` at a time in their own
     processes (``executor``: a ``concurrent.futures`` executor to use instead), each after the chapters it
-    ``waits_for``; return the failures' messages."""
+    ``waits_for``; return the failures' messages. Of the chapters ready, first those that build on nothing
+    unfinished (``builds_on``: the others would wait at the store), then the longest first (its last recorded
+    time, else its ``BUDGET_S``): chapter 4, which the others build on, then the long chapters 5 and 6, so
+    that no core idles at the end while one long chapter still runs."""
     if jobs <= 1 or len(todo) <= 1:
         return [m for name, a in todo.items() if (m := _run_one(name, *a))]
     import concurrent.futures as cf
@@ -399,13 +410,14 @@ def _schedule(todo: dict, jobs: int, executor=None) -> list[str]:
 
     failures, running, done = [], {}, set()
     waiting = dict(todo)
-    # what others wait for first, then the longest last time (the critical path first)
-    last = _last_seconds(next(iter(todo.values()))[0])
-    blocks = {n: sum(n in waits_for(m, todo) for m in todo) for n in todo}
+    scale = next(iter(todo.values()))[0]
+    last, budget = _last_seconds(scale), budgets(scale)
+    takes = {n: last.get(n, budget.get(n) or 0.0) for n in todo}
+    needs = {n: set(waits_for(n, todo)) | set(builds_on(n, todo)) for n in todo}
 
     def ready() -> list[str]:
         free = [n for n in waiting if not set(waits_for(n, todo)) - done]
-        return sorted(free, key=lambda n: (-blocks[n], -last.get(n, 0.0)))
+        return sorted(free, key=lambda n: (bool(needs[n] - done), -takes[n]))
 
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: no forked torch or zmq state
     with executor or cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:

@@ -1,7 +1,7 @@
 """The whole book, cold: ``python -m sbir_core.bench book [--only CH ...] [--warm]``.
 
-Executes every chapter of ``_toc.yml`` at the ci scale as ``book run`` does (``--jobs`` side by side, each
-after the chapters it builds on), with an empty raster cache,
+Executes every chapter of ``_toc.yml`` at the ci scale as ``book run`` does (``--jobs`` side by side, the
+store training each shared model once), with an empty raster cache,
 world cache and store of trained states (``--warm`` keeps the project's own), results and notebooks
 written to a temporary folder, and prints each chapter's wall time against its budget
 (its ``BUDGET_S`` parameter, ``sbir_core.book.budgets``) and the whole run's wall time against the book's
