@@ -47,13 +47,24 @@ def preserved_rng():
             np.random.set_state(npy)
 
 
+# the thread pools of the native libraries a chapter loads (NumPy's and SciPy's OpenBLAS, FAISS's OpenMP)
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def set_threads(threads: int = DEFAULT_THREADS) -> None:
-    """Pin PyTorch's intra-op threads (and inter-op threads where still allowed).
+    """Pin PyTorch's intra-op threads (and inter-op threads where still allowed), and every other thread pool:
+    the BLAS and OpenMP pools already loaded (threadpoolctl) and, through their variables, those loaded later.
 
     One and two threads give different floating-point bits on the CPU (TOOLCHAIN.md §5), so
-    every run that must reproduce bit for bit pins the same count.
+    every run that must reproduce bit for bit pins the same count. Chapters and tests side by side each use
+    one core: NumPy's OpenBLAS left at its default (every core) would make two chapters fight for both.
     """
+    from threadpoolctl import threadpool_limits
+
     keep_freed_buffers()
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+    threadpool_limits(threads)
     torch.set_num_threads(threads)
     # inter-op threads can only be set before the first parallel work; later calls keep them
     with contextlib.suppress(RuntimeError):

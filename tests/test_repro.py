@@ -13,6 +13,30 @@ def test_setup_pins_threads_and_determinism():
     assert isinstance(rng, np.random.Generator)
 
 
+def test_threads_pin_every_native_pool_loaded_now_and_later(monkeypatch):
+    """NumPy's OpenBLAS and the OpenMP runtime loaded now, and the pools of libraries loaded later (their
+    variables), all run the chosen count: two chapters side by side do not fight for the same cores."""
+    import os
+    import subprocess
+    import sys
+
+    from threadpoolctl import threadpool_info
+
+    from sbir_core.repro import THREAD_VARIABLES, set_threads
+
+    for name in THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    try:
+        set_threads(1)
+        assert {p["num_threads"] for p in threadpool_info()} == {1}
+        assert all(os.environ[name] == "1" for name in THREAD_VARIABLES)
+        later = "import scipy.linalg, threadpoolctl; print({p['num_threads'] for p in threadpoolctl.threadpool_info()})"
+        out = subprocess.run([sys.executable, "-c", later], capture_output=True, text=True, check=True).stdout
+        assert out.strip() == "{1}"  # a fresh process reading the variables, as a library loaded later does
+    finally:
+        set_threads(torch.get_num_threads())
+
+
 def test_same_seed_same_draws_everywhere():
     import random
 
