@@ -43,15 +43,15 @@ class CacheCorrupt(SBIRError, ValueError):
 
 @contextmanager
 def computing(path: str | os.PathLike):
-    """Hold ``<path>.lock`` (an OS file lock: released when the holder ends, however it ends) while computing
-    what goes to ``path``, so that processes side by side compute it once. Where the lock file cannot be
-    made (a read-only folder) nothing is held: the work is then done, at worst, twice."""
+    """Hold ``.<name>.lock`` beside ``path`` (an OS file lock: released when its holder ends, however it ends)
+    while computing what goes to ``path``, so that processes side by side compute it once. Where the lock file
+    cannot be made (a read-only folder) nothing is held: the work is then done, at worst, twice."""
     from filelock import FileLock
 
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(path.with_name(f"{path.name}.lock"))
+        lock = FileLock(path.with_name(f".{path.name}.lock"))  # hidden beside it; kept (unlinking one races)
         lock.acquire()
     except OSError:
         yield

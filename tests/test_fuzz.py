@@ -930,7 +930,7 @@ def test_a_damaged_word_embedding_cache_is_reported_and_recomputed(tmp_path, mon
 
     monkeypatch.setattr(A, "_encode_names", fake)
     want = A.word_embeddings(["shoe", "boot"])
-    (path,) = (tmp_path / "cache" / "word_embeddings").iterdir()
+    (path,) = (tmp_path / "cache" / "word_embeddings").glob("*.npz")
     damage = {
         "truncated": lambda: path.write_bytes(path.read_bytes()[:100]),
         "garbage": lambda: path.write_bytes(b"\x00garbage" * 50),
