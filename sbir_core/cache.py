@@ -23,7 +23,6 @@ import os
 import uuid
 import warnings
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,7 @@ class CacheCorrupt(SBIRError, ValueError):
     """A cache file that failed its checks."""
 
 
-@contextmanager
+@contextlib.contextmanager
 def computing(path: str | os.PathLike):
     """Hold ``.<name>.lock`` beside ``path`` (an OS file lock: released when its holder ends, however it ends)
     while computing what goes to ``path``, so that processes side by side compute it once. Where the lock file
