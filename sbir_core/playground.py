@@ -48,7 +48,15 @@ def _views(p: dict):
     """The style benchmark's image views of chapter 4's world (``p``: its parameters), made once per process."""
     from sbir_core import recipes as R
 
-    key = repr((p["STYLE_GAP"], sorted(p["WORLD"].items()), p["IMAGE_SIZE"], p["LINE_WIDTH"]))
+    key = repr(
+        (
+            p["STYLE_GAP"],
+            sorted(p["WORLD"].items()),
+            sorted((p.get("TEST_WORLD") or {}).items()),
+            p["IMAGE_SIZE"],
+            p["LINE_WIDTH"],
+        )
+    )
     if key not in _VIEWS:
         _VIEWS[key] = R.StyleBench(p).views()
     return _VIEWS[key]

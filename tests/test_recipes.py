@@ -92,3 +92,31 @@ def test_a_relative_checkpoint_folder_goes_under_the_runs_results_folder(tmp_pat
     assert R.checkpoint_dir("checkpoints/04") == str(tmp_path / "out" / "checkpoints" / "04")
     assert R.checkpoint_dir(str(tmp_path / "abs")) == str(tmp_path / "abs")
     assert R.checkpoint_dir("") is None and R.checkpoint_dir(None) is None
+
+
+def test_the_claims_world_draws_more_unseen_test_sketches_and_the_same_others():
+    small = {
+        "n_instances": 64,
+        "drawers_seen": 4,
+        "drawers_unseen": 4,
+        "sketches_per_instance": 2,
+        "unseen_sketches_per_instance": 1,
+        "adaptation_sketches_per_instance": 1,
+        "val_fraction": 0.25,
+    }
+    plain = R.StyleBench({"STYLE_GAP": 3.0, "WORLD": small, "TEST_WORLD": {}})
+    more = R.StyleBench({"STYLE_GAP": 3.0, "WORLD": small, "TEST_WORLD": {"unseen_sketches_per_instance": 4}})
+    a, b = plain.world(), more.world()
+
+    def unseen_test(data):
+        return ((data.sketches["drawer_split"] == "unseen") & (data.sketches["split"] == "test")).to_numpy()
+
+    assert unseen_test(b).sum() == 4 * unseen_test(a).sum() > 0
+    rest_a, rest_b = a.sketches[~unseen_test(a)], b.sketches[~unseen_test(b)]
+    assert rest_a["sketch_id"].tolist() == rest_b["sketch_id"].tolist()  # training, validation, seen test, adaptation
+    for i, j in zip(rest_a.index, rest_b.index):
+        assert torch.equal(torch.as_tensor(a.strokes[i]), torch.as_tensor(b.strokes[j]))  # the same sketches
+    assert set(a.sketches.loc[unseen_test(a), "sketch_id"]) < set(b.sketches.loc[unseen_test(b), "sketch_id"])
+    # the other gaps' and the detail dial's worlds keep WORLD's test
+    assert unseen_test(more.world(gap=0.0)).sum() == unseen_test(plain.world(gap=0.0)).sum()
+    assert unseen_test(more.world(3.0, 1.0)).sum() == unseen_test(plain.world(3.0, 1.0)).sum()
