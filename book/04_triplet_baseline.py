@@ -54,7 +54,7 @@ N_SEEDS = 5  # training seeds of the baseline (2 or more for the seed part of th
 N_CONTROL_SEEDS = 3  # seeds of the control model at the default style gap
 N_CURVE_SEEDS = 2  # seeds of the control model at the other gaps of the curve
 WORLD = {"sketches_per_instance": 8, "unseen_sketches_per_instance": 4, "drawers_unseen": 16}  # style-world options (WorldConfig fields)
-TEST_WORLD = {"unseen_sketches_per_instance": 16}  # over WORLD in the headline world (STYLE_GAP, no detail gap): every unseen drawer draws every test object
+EVERY_UNSEEN_DRAWS_TEST = True  # in the headline world (STYLE_GAP, no detail gap) every unseen drawer draws every test object
 STYLE_GAP = 3.0  # the unseen drawers' style gap of the headline numbers (latent units, 0 or more)
 STYLE_GAPS = [0.0, 3.0, 6.0]  # gaps of the style-gap curve (each needs a control model)
 DETAIL_GAPS = [0.0, 1.0, 2.0, 3.0]  # detail gaps of the detail dial (style gap 0; no training needed)
@@ -122,7 +122,7 @@ world = ch.scope("style_world", T.PROTOCOL_VAL, setting(style_gap=STYLE_GAP))
 # the category oracle scores exactly chance.
 #
 # In the world of the headline numbers (the style gap `STYLE_GAP`), on which most claims of
-# chapters 4-8 are decided, every unseen drawer draws every test object (`TEST_WORLD`): four times the
+# chapters 4-8 are decided, every unseen drawer draws every test object (`EVERY_UNSEEN_DRAWS_TEST`): four times the
 # unseen drawers' test sketches of the other gaps' worlds below. Every sketch is drawn from its own seed,
 # so the training, validation, seen-drawer test and adaptation sketches are the same ones, and the larger
 # test costs evaluation time only; the intervals of the unseen drawers' claims are about half as wide. The

@@ -52,7 +52,7 @@ def _views(p: dict):
         (
             p["STYLE_GAP"],
             sorted(p["WORLD"].items()),
-            sorted((p.get("TEST_WORLD") or {}).items()),
+            bool(p.get("EVERY_UNSEEN_DRAWS_TEST")),
             p["IMAGE_SIZE"],
             p["LINE_WIDTH"],
         )

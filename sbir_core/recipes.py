@@ -148,16 +148,20 @@ class StyleBench:
         return float(self.p["STYLE_GAP"])
 
     def world(self, gap: float | None = None, detail_gap: float | None = None):
-        """The style world at ``gap`` (default ``STYLE_GAP``) and ``detail_gap``: ``WORLD``'s options, and in the
-        world of the headline numbers (``STYLE_GAP``, no detail gap), on which most claims are decided,
-        ``TEST_WORLD``'s over them: more unseen drawers' sketches of each test object, a larger test at evaluation
-        cost only, since the world draws every sketch from its own seed, so that the training, validation,
-        seen-drawer test and adaptation sketches are the same ones. The other style gaps' and the detail dial's
-        worlds keep ``WORLD``'s (each such world would cost ~30 s more to draw, render and read: the book's
-        15 minutes do not hold it)."""
+        """The style world at ``gap`` (default ``STYLE_GAP``) and ``detail_gap`` with ``WORLD``'s options. In the
+        world of the headline numbers (``STYLE_GAP``, no detail gap), on which most claims are decided, every
+        unseen drawer draws every test object where ``EVERY_UNSEEN_DRAWS_TEST`` (``unseen_sketches_per_instance``
+        = ``drawers_unseen``): a larger test at evaluation cost only, since the world draws every sketch from its
+        own seed, so that the training, validation, seen-drawer test and adaptation sketches are the same ones.
+        The other style gaps' and the detail dial's worlds keep ``WORLD``'s (each such world would cost ~30 s
+        more to draw, render and read: the book's 15 minutes do not hold it)."""
+        from sbir_core.data.synthetic import WorldConfig
+
         gap = self.gap if gap is None else gap
-        test = (self.p.get("TEST_WORLD") or {}) if gap == self.gap and not detail_gap else {}
-        return B.world(gap, detail_gap, **{**self.p["WORLD"], **test})
+        options = dict(self.p["WORLD"])
+        if self.p.get("EVERY_UNSEEN_DRAWS_TEST") and gap == self.gap and not detail_gap:
+            options["unseen_sketches_per_instance"] = options.get("drawers_unseen", WorldConfig.drawers_unseen)
+        return B.world(gap, detail_gap, **options)
 
     def views(self, gap: float | None = None, detail_gap: float | None = None) -> Views:
         """The benchmark's image views of the world at ``gap`` (and ``detail_gap``), each made when first used."""

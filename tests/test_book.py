@@ -344,7 +344,13 @@ def test_trivial_values_come_from_chance_oracle_and_untrained_rows():
                 "seed": -1,
                 "value": v,
             }
-            for m, v in (("chance", 0.1), ("category_oracle", 0.1), ("untrained", 0.15), ("triplet_sn", 0.4))
+            for m, v in (
+                ("chance", 0.1),
+                ("category_oracle", 0.1),
+                ("untrained", 0.15),
+                ("triplet_sn", 0.4),
+                ("hierarchy_proposed_untrained", 0.15),
+            )
         ]
         + [
             {
@@ -373,8 +379,9 @@ def test_trivial_values_come_from_chance_oracle_and_untrained_rows():
     )
     triv = book.trivial_values(rows).tolist()
     assert triv[:3] == [pytest.approx(float("nan"), nan_ok=True)] * 3  # the trivial rows themselves
-    assert triv[3] == 0.15 and triv[4] == 0.15  # the best trivial score; another gap takes the split's
-    assert triv[5] != triv[5]  # interval bounds have none
+    assert triv[3] == 0.15 and triv[5] == 0.15  # the best trivial score; another gap takes the split's
+    assert triv[4] != triv[4]  # an untrained variant is a floor itself: none (it may equal another floor)
+    assert triv[6] != triv[6]  # interval bounds have none
 
 
 def test_derived_tolerances_half_width_for_estimates_whole_width_for_bounds():

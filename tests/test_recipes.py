@@ -104,8 +104,8 @@ def test_the_claims_world_draws_more_unseen_test_sketches_and_the_same_others():
         "adaptation_sketches_per_instance": 1,
         "val_fraction": 0.25,
     }
-    plain = R.StyleBench({"STYLE_GAP": 3.0, "WORLD": small, "TEST_WORLD": {}})
-    more = R.StyleBench({"STYLE_GAP": 3.0, "WORLD": small, "TEST_WORLD": {"unseen_sketches_per_instance": 4}})
+    plain = R.StyleBench({"STYLE_GAP": 3.0, "WORLD": small, "EVERY_UNSEEN_DRAWS_TEST": False})
+    more = R.StyleBench({"STYLE_GAP": 3.0, "WORLD": small, "EVERY_UNSEEN_DRAWS_TEST": True})
     a, b = plain.world(), more.world()
 
     def unseen_test(data):
