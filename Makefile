@@ -25,13 +25,13 @@ book: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup --durations=20 tests
+	$(PY) -m pytest -q -n $(JOBS) --durations=20 tests
 	$(PY) -m sbir_core.book run --scale ci
 	$(PY) -m sbir_core.book check $(if $(REQUIRE_DATA),--require-data)
 	$(PY) -m sbir_core.book build
 
 unit: $(STAMP)
-	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup --durations=20 tests
+	$(PY) -m pytest -q -n $(JOBS) --durations=20 tests
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -22,11 +22,6 @@ from sbir_core import browser as BR
 from sbir_core import playground as P
 from sbir_core.data.base import cache_dir
 
-# Its pages start kernels of ~1.3 GB each (five at once in one test) and the paper smoke runs chapters in kernels too:
-# side by side in two test processes they ran a 24 GB machine out of memory (the OOM killer took the test process),
-# so both run in one process, one after the other (``--dist loadgroup``, Makefile).
-pytestmark = pytest.mark.xdist_group("kernels")
-
 REQUIRED = os.environ.get("SBIR_REQUIRE_BROWSER") == "1"
 
 

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 import yaml
 
 from sbir_core.data.fixtures import write_root
@@ -66,7 +65,6 @@ def notes_of(out: Path, chapter: str) -> str:
 CI_IMAGE_SIZE = 64
 
 
-@pytest.mark.xdist_group("kernels")  # never beside the browser tests' kernels (tests/test_browser.py)
 def test_every_chapter_runs_its_paper_configuration_on_every_dataset_layout(tmp_path):
     """All ten chapters at the paper scale (chapter 9 on chapter 4's paper model, chapter 10 over their claims)."""
     chapters = [p.stem for p in sorted((REPO / "book").glob("[0-9][0-9]_*.py"))]
