@@ -127,6 +127,10 @@ class Views:
     def tests(self) -> dict:
         return {"test_seen": self.test_seen, "test_unseen": self.test_unseen}
 
+    def forget(self, name: str) -> None:
+        """Let go of view ``name`` (made again when next asked for)."""
+        self._made.pop(name, None)
+
 
 class StyleBench:
     """Chapter 4's style world, views, trunk features and runs, from chapter 4's parameters ``p``.
@@ -180,6 +184,8 @@ class StyleBench:
 
             def make(name):
                 f = self.read(getattr(v, name))
+                if f is not getattr(v, name):  # features replace the images: a kernel need not hold both
+                    v.forget(name)  # (the unseen test's 6,656 sketches are 109 MB as float32 images)
                 return f.within("category") if name in ("train", "control_train") else f
 
             self._features[key] = Views(v.data, make)

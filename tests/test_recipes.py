@@ -120,3 +120,34 @@ def test_the_claims_world_draws_more_unseen_test_sketches_and_the_same_others():
     # the other gaps' and the detail dial's worlds keep WORLD's test
     assert unseen_test(more.world(gap=0.0)).sum() == unseen_test(plain.world(gap=0.0)).sum()
     assert unseen_test(more.world(3.0, 1.0)).sum() == unseen_test(plain.world(3.0, 1.0)).sum()
+
+
+def test_a_frozen_trunk_bench_lets_go_of_the_images_its_features_replace():
+    small = {
+        "n_instances": 64,
+        "drawers_seen": 4,
+        "drawers_unseen": 2,
+        "sketches_per_instance": 2,
+        "unseen_sketches_per_instance": 1,
+        "adaptation_sketches_per_instance": 1,
+        "val_fraction": 0.25,
+    }
+    p = {
+        "STYLE_GAP": 3.0,
+        "WORLD": small,
+        "IMAGE_SIZE": 32,
+        "LINE_WIDTH": 1.5,
+        "FREEZE_TRUNK": True,
+        "TRUNK": {"block": 3, "pool": 1},
+        "FEATURE_DIMS": 0,
+    }
+    bench = R.StyleBench(p)
+    images = bench.views().test_unseen.queries.clone()
+    feats = bench.features().test_unseen
+    assert "test_unseen" not in bench.views()._made  # the kernel holds the features, not both
+    assert feats.queries.shape == (len(images), bench.feature_dim)
+    assert torch.equal(bench.views().test_unseen.queries, images)  # asked again: made again, the same images
+    images_only = R.StyleBench(p | {"FREEZE_TRUNK": False})
+    assert (
+        images_only.features().test_seen is images_only.views().test_seen
+    )  # no features: the images are what it reads
