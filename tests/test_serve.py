@@ -133,4 +133,4 @@ def test_the_culler_is_configured_for_pages_no_longer_open():
     assert voila_config(0)["MappingKernelManager"]["cull_idle_timeout"] == 0  # jupyter_server: never cull
     with pytest.raises(ValueError):
         voila_config(-1)
-    # that closed pages' kernels are ended: tests/test_browser.py, five pages opened and closed in Chromium
+    # that closed pages' kernels are ended: tests/test_browser.py, three pages opened and closed in Chromium
