@@ -1,6 +1,8 @@
 """Shared test setup: pinned threads, a data root when the real data is present."""
 
+import gc
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,22 @@ FIRST = ("test_smoke.py", "test_bench_book.py", "test_distributed.py")
 
 def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.path.name not in FIRST)  # stable: the order within each part is kept
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_benches():
+    """After each test module, the process lets go of the style-world benches, views and runs it cached
+    (``recipes.bench``, ``playground._setup`` and ``_views``, one per parameter set): a module's own overrides
+    (steps, seeds) make a bench of their own, and a test process that ran several such modules held each one's
+    world, views and features, 6.3 GB in the fresh-clone CI. The next module reads them from the disk cache."""
+    yield
+    recipes, playground = sys.modules.get("sbir_core.recipes"), sys.modules.get("sbir_core.playground")
+    if recipes is not None:
+        recipes._BENCHES.clear()
+    if playground is not None:
+        playground._SETUPS.clear()
+        playground._VIEWS.clear()
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
