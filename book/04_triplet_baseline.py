@@ -125,9 +125,9 @@ world = ch.scope("style_world", T.PROTOCOL_VAL, setting(style_gap=STYLE_GAP))
 # sketch of the world is drawn from its own seed, so letting every unseen drawer draw every test object of
 # the headline world (`EVERY_UNSEEN_DRAWS_TEST`) adds test sketches and keeps the training, validation,
 # seen-drawer test and adaptation sketches the same ones. The paper scale does so. At the ci scale it is
-# off: the larger test narrowed chapter 7's claim intervals by about half, but every chapter and playground
-# process holds its views, which did not fit the test machine's memory beside the others, and it left the
-# book almost none of its time budget (the closing notes of issue 26 give the measurements).
+# off: the larger test halves chapter 7's claim intervals, but evaluating four times the unseen queries in
+# chapters 4, 6 and 7 leaves the book almost none of its 15 minutes and puts CI's test run over its 30 (the
+# closing notes of issue 26 give the measurements).
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "The style world benchmark's views: sketches, objects and drawers in each; seen drawers for train, val and test, unseen drawers for test and for the adaptation split's train objects.", "classes": "sbir-table", "name": "c04-tbl-views"}}
 names = {"train": "train: seen drawers", "val": "val: seen drawers", "test_seen": "test: seen drawers",
