@@ -12,7 +12,9 @@
 ``adapt=(column, support_for)`` evaluates an adaptive method the way it is used: for each value of
 ``column`` (a drawer, a category), ``method.adapt(support_for(value))`` gives a new adapted method
 that embeds that group's queries and the gallery; the base method is never changed, and no state
-passes from one group to the next.
+passes from one group to the next. A method whose adaptation leaves its feature extractor F as it is says so
+(``kept_features()`` returns F, ``embed_features`` maps F's output to the embedding): F then runs once over
+the queries and the gallery, and each adapted copy only applies its own head.
 
 Every metric is computed by ``sbir_core.metrics``; this module only gathers embeddings and distances.
 """
@@ -180,19 +182,50 @@ def _score_pairs(method, qf, gf, pairs: np.ndarray, batch: int) -> np.ndarray:
     return torch.cat(out).double().numpy() if out else np.zeros(0)
 
 
-def _evaluate_adapted(method, view: RetrievalView, ks, batch, adapt) -> Evaluation:
+class _Kept:
+    """The queries' and the gallery's features under the part of ``method`` that its adaptation leaves as it is
+    (``method.kept_features()``: a module F, with embedding = ``embed_features(F(x))``), computed once, so that
+    each group's adapted copy maps them with its own head instead of running F (at the paper scale the trunk) on
+    the whole gallery again per drawer or class. ``None`` features where the method has no such part (MAML adapts
+    every layer): each adapted copy then embeds the images itself."""
+
+    def __init__(self, method, queries, gallery, batch: int):
+        kept = getattr(method, "kept_features", lambda: None)()
+        self.q = self.g = None
+        if kept is not None:
+            with _Eval(method):
+                self.q, self.g = embed(kept, queries, batch), embed(kept, gallery, batch)
+
+    @torch.no_grad()
+    def distances(self, adapted, queries, gallery, rows, batch: int) -> np.ndarray:
+        """(len(rows), M) distances of the adapted copy for the queries ``rows``."""
+        if self.q is None:
+            return distances(adapted, queries[torch.as_tensor(rows)], gallery, batch)
+        q = embed(adapted.embed_features, self.q[torch.as_tensor(rows)], batch)
+        return M.pairwise_distances(q.cpu(), embed(adapted.embed_features, self.g, batch).cpu())
+
+
+def _adapted_copies(method, view, adapt):
+    """(rows, the method adapted to their group's support) for each value of the ``adapt`` column, in order."""
     column, support_for = adapt
     if column not in view.table:
         raise KeyError(f"{view.name}: no column {column!r} to adapt by")
-    ranks = np.zeros(len(view), dtype=np.int64)
-    cand = view.candidates()
-    target = view.target.numpy()
     for value, rows in view.table.groupby(column, sort=True).indices.items():
         adapted = method.adapt(support_for(value))
         if adapted is method:
             raise RuntimeError(f"{type(method).__name__}.adapt returned the method itself; it must return a new one")
+        yield rows, adapted
+
+
+def _evaluate_adapted(method, view: RetrievalView, ks, batch, adapt) -> Evaluation:
+    ranks = np.zeros(len(view), dtype=np.int64)
+    cand = view.candidates()
+    target = view.target.numpy()
+    kept = None
+    for rows, adapted in _adapted_copies(method, view, adapt):
+        kept = kept or _Kept(method, view.queries, view.gallery, batch)  # after the first adapt: its errors first
         with _Eval(adapted):
-            dist = distances(adapted, view.queries[torch.as_tensor(rows)], view.gallery, batch)
+            dist = kept.distances(adapted, view.queries, view.gallery, rows, batch)
         ranks[rows] = M.true_match_rank(dist, target[rows], candidates=None if cand is None else cand[rows])
     return Evaluation("fine_grained", {f"acc_at_{k}": M.acc_at_k(ranks, k) for k in ks}, {"rank": ranks}, view.table)
 
@@ -205,21 +238,16 @@ def _evaluate_category(method, view: CategoryView, batch: int, adapt=None) -> Ev
         with _Eval(method):
             dist = distances(method, view.queries, view.gallery, batch, style=style)
     else:
-        column, support_for = adapt
-        if column not in view.table:
-            raise KeyError(f"{view.name}: no column {column!r} to adapt by")
         dist = np.zeros((len(view), len(view.gallery)))
-        for value, rows in view.table.groupby(column, sort=True).indices.items():
-            adapted = method.adapt(support_for(value))
-            if adapted is method:
-                raise RuntimeError(
-                    f"{type(method).__name__}.adapt returned the method itself; it must return a new one"
-                )
+        kept = None
+        for rows, adapted in _adapted_copies(method, view, adapt):
             r = torch.as_tensor(rows, dtype=torch.long)
             with _Eval(adapted):
-                dist[rows] = distances(
-                    adapted, view.queries[r], view.gallery, batch, style=None if style is None else style[r]
-                )
+                if style is None:
+                    kept = kept or _Kept(method, view.queries, view.gallery, batch)
+                    dist[rows] = kept.distances(adapted, view.queries, view.gallery, rows, batch)
+                else:
+                    dist[rows] = distances(adapted, view.queries[r], view.gallery, batch, style=style[r])
     rel = view.relevant()
     k = CATEGORY_K
     per = {

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
+from sbir_core import metrics as M
 from sbir_core.data import support as SP
 from sbir_core.data.base import DataError
 from sbir_core.data.views import RetrievalView
@@ -654,3 +655,65 @@ def test_validation_adapts_each_drawer_first_and_names_the_rule_in_the_runs_iden
     assert plain.history.loc[plain.history["step"] == plain.val_selected["step"], "val/acc_at_1"].item() == (
         pytest.approx(evaluate(m.eval(), val, ks=(1, 5)).metrics["acc_at_1"])
     )
+
+
+@pytest.mark.parametrize("inner", ["margin", "head", "all"])
+def test_adapted_evaluation_runs_f_once_where_only_m_adapts_and_ranks_as_each_copy_alone(inner):
+    """F (here: its first layer) sees the gallery once for a method that adapts M only, once per drawer for MAML;
+    either way each drawer's queries rank as that drawer's adapted copy ranks them on its own."""
+    view = image_view(n_items=10, drawers=3)
+    m = build(inner).eval()
+
+    def support_for(drawer):
+        rows = torch.as_tensor(np.flatnonzero(view.table["drawer"] == drawer)[:3])
+        return view.triplets(rows, torch.Generator().manual_seed(0))
+
+    sizes = []
+    hook = m.encoder.norm.register_forward_hook(lambda mod, args, out: sizes.append(len(args[0])))
+    try:
+        got = evaluate(m, view, ks=(1, 5), adapt=("drawer", support_for))
+    finally:
+        hook.remove()
+    gallery_passes = sizes.count(len(view.gallery))
+    assert gallery_passes == (3 if inner == "all" else 1), sizes
+    assert (m.kept_features() is None) == (inner == "all")
+    for drawer in ("d0", "d1", "d2"):
+        rows = np.flatnonzero(view.table["drawer"] == drawer)
+        copy = m.adapt(support_for(drawer)).eval()
+        with torch.no_grad():
+            d = M.pairwise_distances(
+                copy.embed_query(view.queries[torch.as_tensor(rows)]), copy.embed_gallery(view.gallery)
+            )
+        rank = M.true_match_rank(d, view.target.numpy()[rows], candidates=view.candidates()[rows])
+        assert np.array_equal(got.per_query["rank"][rows], rank), drawer
+
+
+def test_fine_tuning_backpropagates_into_the_head_only_and_steps_it_as_before():
+    """Fine-tuning's SGD steps move the head exactly as with every layer taking gradients, and leave each
+    parameter's requires_grad as it was."""
+    import copy
+
+    torch.manual_seed(0)
+    base = build_triplet("trunk_mlp", flip=False, trunk={"block": 1, "pool": 1, "photo": "rgb"}, hidden=8, embed_dim=8)
+    g = torch.Generator().manual_seed(0)
+    support = {"sketch": torch.rand(3, 1, 16, 16, generator=g), "photo": torch.rand(3, 3, 16, 16, generator=g)}
+    support["neg"] = support["photo"].roll(1, 0)
+    tuned = A.FineTuned(base, steps=3, lr=0.5).eval()
+    reached = []
+    hooks = [p.register_hook(lambda grad: reached.append(1)) for p in base.encoder[0].parameters() if p.requires_grad]
+    new = tuned.adapt(support)
+    for h in hooks:
+        h.remove()
+    assert not reached  # no gradient was computed for the trunk
+    ref = A.FineTuned(copy.deepcopy(base), steps=3, lr=0.5).eval()  # the same steps by hand, every layer's gradient
+    head = A._last_linear(ref.base)
+    opt = torch.optim.SGD(head.parameters(), lr=0.5)
+    for _ in range(3):
+        s, p, n = A._three(ref.base.embed_query, support)
+        loss = A.hinge_triplet((s - p).norm(dim=1), (s - n).norm(dim=1), ref.margin)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert torch.allclose(A._last_linear(new.base).weight, head.weight, atol=1e-6)
+    assert not torch.equal(A._last_linear(new.base).weight, A._last_linear(base).weight)
+    assert [p.requires_grad for p in new.parameters()] == [p.requires_grad for p in base.parameters()]

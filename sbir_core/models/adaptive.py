@@ -261,11 +261,20 @@ class AdaptiveFGSBIR(Method):
     # -- embeddings
     def embed_query(self, x: torch.Tensor, style=None) -> torch.Tensor:
         """Sketches (B, C, S, S) -> (B, D) unit norm: M(F(x))."""
-        return F.normalize(self.head(self.encoder(x)), dim=1)
+        return self.embed_features(self.encoder(x))
 
     def embed_gallery(self, x: torch.Tensor) -> torch.Tensor:
         """Photos (B, C, S, S) -> (B, D) unit norm (Siamese: the same F and M)."""
-        return F.normalize(self.head(self.encoder(x)), dim=1)
+        return self.embed_features(self.encoder(x))
+
+    def embed_features(self, h: torch.Tensor) -> torch.Tensor:
+        """F's output (B, hidden) -> the embedding (B, D), unit norm: M, normalised."""
+        return F.normalize(self.head(h), dim=1)
+
+    def kept_features(self) -> nn.Module | None:
+        """F, where the inner loop leaves it as it is (it adapts M only): the evaluation then runs F once over the
+        queries and the gallery for every adapted copy (``evaluation``); None where it adapts F too (MAML)."""
+        return None if self.inner in ("all", "sign") else self.encoder
 
     # -- the inner loop
     def _adapted_names(self) -> list[str]:
@@ -490,13 +499,23 @@ class FineTuned(Method):
         new = copy.deepcopy(self)
         head = _last_linear(new.base)
         opt = torch.optim.SGD(head.parameters(), lr=self.lr)
-        with torch.enable_grad():
-            for _ in range(self.steps):
-                s, p, n = _three(new.base.embed_query, support)
-                loss = hinge_triplet((s - p).norm(dim=1), (s - n).norm(dim=1), self.margin)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+        # only the head takes gradients: the backward pass stops there instead of running through the layers
+        # below it, which SGD never steps (at the paper scale, the whole trunk, every step)
+        needs = {w: w.requires_grad for w in new.parameters()}
+        keep = {id(w) for w in head.parameters()}
+        for w in needs:
+            w.requires_grad_(id(w) in keep)
+        try:
+            with torch.enable_grad():
+                for _ in range(self.steps):
+                    s, p, n = _three(new.base.embed_query, support)
+                    loss = hinge_triplet((s - p).norm(dim=1), (s - n).norm(dim=1), self.margin)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+        finally:
+            for w, flag in needs.items():
+                w.requires_grad_(flag)
         new.zero_grad(set_to_none=True)
         return new
 
