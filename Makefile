@@ -4,9 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SCALE ?= ci
-# test processes side by side (pytest-xdist); each test runs on one thread, as every chapter does. --dist worksteal:
-# a process that runs out of tests takes queued ones from the other, instead of idling while the paper smoke (one
-# test, ~9 minutes) holds back the tests queued behind it (in place, 965 tests: 915 s -> 836 s)
+# test processes side by side (pytest-xdist); each test runs on one thread, as every chapter does
 JOBS ?= $(shell $(PYTHON) -c "import os; print(len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count())")
 
 .PHONY: book test unit lint chapters check build lab app bench clean
@@ -27,13 +25,13 @@ book: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q -n $(JOBS) --dist worksteal --durations=20 tests
+	$(PY) -m pytest -q -n $(JOBS) --durations=20 tests
 	$(PY) -m sbir_core.book run --scale ci
 	$(PY) -m sbir_core.book check $(if $(REQUIRE_DATA),--require-data)
 	$(PY) -m sbir_core.book build
 
 unit: $(STAMP)
-	$(PY) -m pytest -q -n $(JOBS) --dist worksteal --durations=20 tests
+	$(PY) -m pytest -q -n $(JOBS) --durations=20 tests
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
