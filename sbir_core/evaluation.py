@@ -241,12 +241,12 @@ def _evaluate_category(method, view: CategoryView, batch: int, adapt=None) -> Ev
         dist = np.zeros((len(view), len(view.gallery)))
         kept = None
         for rows, adapted in _adapted_copies(method, view, adapt):
-            r = torch.as_tensor(rows, dtype=torch.long)
             with _Eval(adapted):
                 if style is None:
                     kept = kept or _Kept(method, view.queries, view.gallery, batch)
                     dist[rows] = kept.distances(adapted, view.queries, view.gallery, rows, batch)
                 else:
+                    r = torch.as_tensor(rows, dtype=torch.long)
                     dist[rows] = distances(adapted, view.queries[r], view.gallery, batch, style=style[r])
     rel = view.relevant()
     k = CATEGORY_K
