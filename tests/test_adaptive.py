@@ -716,3 +716,30 @@ def test_fine_tuning_backpropagates_into_the_head_only_and_steps_it_as_before():
     assert torch.allclose(A._last_linear(new.base).weight, head.weight, atol=1e-6)
     assert not torch.equal(A._last_linear(new.base).weight, A._last_linear(base).weight)
     assert [p.requires_grad for p in new.parameters()] == [p.requires_grad for p in base.parameters()]
+
+
+@pytest.mark.parametrize("inner", ["margin", "head", "all"])
+def test_test_time_adaptation_runs_f_without_autograd_where_only_m_adapts_and_adapts_as_in_training(inner):
+    """At test time F's support features carry no autograd graph when the inner loop adapts M only (they do for
+    MAML, which adapts F); the adapted copy's weights and margin equal the meta-training inner loop's on the same
+    support, where F's graph is kept for the outer loss."""
+    view = image_view(n_items=10, drawers=2)
+    m = build(inner).eval()
+    support = view.triplets(torch.arange(4), torch.Generator().manual_seed(0))
+    graphs = []
+    hook = m.encoder.register_forward_hook(lambda mod, args, out: graphs.append(out.requires_grad))
+    try:
+        new = m.adapt(support)
+        at_test = list(graphs)
+        graphs.clear()
+        fast, mu = m.adapted_params({k: support[k] for k in ("sketch", "photo", "neg")})
+    finally:
+        hook.remove()
+    assert at_test and graphs
+    assert not any(at_test) if inner != "all" else any(at_test), at_test
+    assert any(graphs), graphs  # meta-training records F's graph
+    got = dict(new.named_parameters())
+    for name, value in fast.items():
+        assert torch.allclose(got[name], value.detach(), atol=1e-7), name
+    assert not torch.equal(got["head.weight"], m.head.weight)
+    assert new.last_margin == pytest.approx(float(mu.detach()))

@@ -294,19 +294,25 @@ class AdaptiveFGSBIR(Method):
         return {"s": s, "p": p, "n": n}
 
     def adapted_params(
-        self, support: dict, steps: int | None = None, margin: float | None = None
+        self, support: dict, steps: int | None = None, margin: float | None = None, outer: bool = True
     ) -> tuple[dict, torch.Tensor]:
         """The inner loop on a support triplet batch: (adapted parameters by name, the margin used).
 
         margin: a fixed inner margin instead of the predicted one (to find the best fixed margin per task).
         Differentiable (second order through F for "all"; the sign step is first order by nature).
+        outer: whether an outer loss will be differentiated through the result (meta-training). At test time
+        (False) a loop that adapts M only computes F's support features without recording autograd: no
+        gradient ever flows into F there, and at the paper scale F is the whole trunk.
         """
         steps = self.inner_steps if steps is None else steps
         names = self._adapted_names()
         params = dict(self.named_parameters())
         fast = {n: params[n] for n in names}
         head_only = self.inner in ("margin", "head", "none")
-        feats = self._support_feats(support) if head_only or self.inner == "margin" else None
+        feats = None
+        if head_only:
+            with torch.set_grad_enabled(outer and torch.is_grad_enabled()):
+                feats = self._support_feats(support)
         if margin is not None:
             mu = torch.tensor(float(margin))
         else:
@@ -390,7 +396,8 @@ class AdaptiveFGSBIR(Method):
         check_support(support)
         new = copy.deepcopy(self)
         with torch.enable_grad():
-            fast, mu = self.adapted_params({k: support[k] for k in ("sketch", "photo", "neg")}, steps, margin)
+            batch = {k: support[k] for k in ("sketch", "photo", "neg")}
+            fast, mu = self.adapted_params(batch, steps, margin, outer=False)
         with torch.no_grad():
             params = dict(new.named_parameters())
             for n, v in fast.items():
