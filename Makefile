@@ -4,7 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SCALE ?= ci
-# test processes side by side (pytest-xdist); each test runs on one thread, as every chapter does
+XDIST := --dist loadfile --no-loadscope-reorder
+# test processes side by side (pytest-xdist); each test runs on one thread, as every chapter does; each test module
+# runs whole on one worker (tests/conftest.py says why and in which order)
 JOBS ?= $(shell $(PYTHON) -c "import os; print(len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count())")
 
 .PHONY: book test unit lint chapters check build lab app bench clean
@@ -25,13 +27,13 @@ book: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q -n $(JOBS) --durations=20 tests
+	$(PY) -m pytest -q -n $(JOBS) $(XDIST) --durations=20 tests
 	$(PY) -m sbir_core.book run --scale ci
 	$(PY) -m sbir_core.book check $(if $(REQUIRE_DATA),--require-data)
 	$(PY) -m sbir_core.book build
 
 unit: $(STAMP)
-	$(PY) -m pytest -q -n $(JOBS) --durations=20 tests
+	$(PY) -m pytest -q -n $(JOBS) $(XDIST) --durations=20 tests
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -12,13 +12,22 @@ from sbir_core.repro import set_threads
 set_threads()  # the one count of every chapter (repro.DEFAULT_THREADS)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-# the longest tests, collected first: under ``pytest -n 2`` (make test) one worker starts them while the other
-# runs the rest, instead of them starting last and running alone
-FIRST = ("test_smoke.py", "test_bench_book.py", "test_distributed.py")
+# How ``make test`` shares the tests between its workers (``pytest -n 2 --dist loadfile --no-loadscope-reorder``):
+# each module runs whole on one worker, so that its module fixtures are set up once (the browser tests' trained
+# model and served page among them), and the modules go out in the order below. The paper smoke (one test, ~7
+# minutes) comes first. xdist gives a worker its next module as soon as it has two tests or fewer queued, so the
+# smoke's module is followed by one of many quick tests: nothing long waits behind the smoke while the other worker
+# runs out of work. Then the longest modules, so that the last ones, which decide when both workers are done, are
+# short.
+SMOKE = "test_smoke.py"
+BEHIND_SMOKE = "test_metrics.py"
+LONGEST = ("test_browser.py", "test_distributed.py", "test_book.py", "test_bench_book.py", "test_stats.py")
+ORDER = (SMOKE, BEHIND_SMOKE, *LONGEST)
 
 
 def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: item.path.name not in FIRST)  # stable: the order within each part is kept
+    # stable: the order within each module is kept (the smoke's own module starts with the paper smoke)
+    items.sort(key=lambda item: ORDER.index(item.path.name) if item.path.name in ORDER else len(ORDER))
 
 
 @pytest.fixture(autouse=True, scope="module")
