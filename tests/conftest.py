@@ -14,11 +14,11 @@ set_threads()  # the one count of every chapter (repro.DEFAULT_THREADS)
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # How ``make test`` shares the tests between its workers (``pytest -n 2 --dist loadfile --no-loadscope-reorder``):
 # each module runs whole on one worker, so that its module fixtures are set up once (the browser tests' trained
-# model and served page among them), and the modules go out in the order below. The paper smoke (one test, ~7
-# minutes) comes first. xdist gives a worker its next module as soon as it has two tests or fewer queued, so the
-# smoke's module is followed by one of many quick tests: nothing long waits behind the smoke while the other worker
-# runs out of work. Then the longest modules, so that the last ones, which decide when both workers are done, are
-# short.
+# model and served page among them), and the modules go out in the order below. The paper smoke's module comes
+# first (the smoke is the longest test: 11 minutes beside the other worker in a fresh clone). xdist gives a worker
+# its next module as soon as it has two tests or fewer queued, so that module is followed by one of many quick
+# tests: nothing long waits behind the smoke while the other worker runs out of work. Then the longest modules, so
+# that the last ones, which decide when both workers are done, are short.
 SMOKE = "test_smoke.py"
 BEHIND_SMOKE = "test_metrics.py"
 LONGEST = ("test_browser.py", "test_distributed.py", "test_book.py", "test_bench_book.py", "test_stats.py")
