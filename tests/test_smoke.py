@@ -69,7 +69,10 @@ def test_every_chapter_runs_its_paper_configuration_on_every_dataset_layout(tmp_
     """All ten chapters at the paper scale (chapter 9 on chapter 4's paper model, chapter 10 over their claims)."""
     chapters = [p.stem for p in sorted((REPO / "book").glob("[0-9][0-9]_*.py"))]
     root = write_root(tmp_path / "data")
-    out = smoke(tmp_path, root, "--scale", "paper", "--set", "DEVICE=cpu", "--set", f"IMAGE_SIZE={CI_IMAGE_SIZE}")
+    # one chapter at a time: the smoke is the longest test and has one pytest worker's core; side by side its
+    # chapters would take the other worker's as well, and every test there would wait for a core
+    args = ("--scale", "paper", "--jobs", "1", "--set", "DEVICE=cpu", "--set", f"IMAGE_SIZE={CI_IMAGE_SIZE}")
+    out = smoke(tmp_path, root, *args)
     for chapter in chapters:
         assert (out / "paper" / chapter / "metrics.csv").exists(), chapter
     for chapter, want in FILLED.items():
