@@ -16,15 +16,23 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # each module runs whole on one worker, so that its module fixtures are set up once (the browser tests' trained
 # model and served page among them), and the modules go out in the order below. xdist's start (its
 # LoadScopeScheduling): the first module to the first worker, the second to the second, and then the next one to
-# every worker with two tests or fewer queued. The paper smoke's module (two tests, the smoke the longest of all:
-# 11 minutes, one chapter at a time on its worker's core) comes first, so its worker is handed the third module at
+# every worker with two tests or fewer queued. The paper smoke's module (the longest test of all: 11-12 minutes,
+# one chapter at a time on its worker's core, and nothing else; the bare releases' smoke is a module of its own, so
+# that the other worker takes it) comes first, so its worker is handed the third module at
 # once: a module of many quick tests, so that nothing long waits behind the smoke. The second module, the other
 # worker's first, is the longest of the rest, and the others follow longest first, so that the last ones, which
 # decide when both workers are done, are short. (Stop 45 had the quick module second: the browser tests, third,
 # went behind the smoke and started only when it ended, 2.5 minutes that no other test ran beside.)
 SMOKE = "test_smoke.py"
 BEHIND_SMOKE = "test_metrics.py"
-LONGEST = ("test_browser.py", "test_distributed.py", "test_book.py", "test_bench_book.py", "test_stats.py")
+LONGEST = (
+    "test_browser.py",
+    "test_distributed.py",
+    "test_book.py",
+    "test_bench_book.py",
+    "test_stats.py",
+    "test_bare_releases.py",
+)
 ORDER = (SMOKE, LONGEST[0], BEHIND_SMOKE, *LONGEST[1:])
 
 

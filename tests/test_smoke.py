@@ -81,13 +81,3 @@ def test_every_chapter_runs_its_paper_configuration_on_every_dataset_layout(tmp_
     assert "not run" not in notes_of(out, "04_triplet_baseline")
     params = yaml.safe_load((out / "paper" / "04_triplet_baseline" / "params.yaml").read_text())
     assert params["FREEZE_TRUNK"] is False and params["TRUNK"]["block"] == 15 and params["STEPS"] == 2, params
-
-
-def test_the_bare_releases_take_the_photo_less_paths(tmp_path):
-    """ChairV2 and ShoeV2 without photos (sketch to sketch), Sketchy without its extended photos, TU-Berlin
-    without photos: chapter 4 ranks the photo-less sets sketch to sketch (that every loader reads the bare
-    releases is tests/test_fixtures.py's)."""
-    out = smoke(tmp_path, write_root(tmp_path / "data", bare=True), "--only", "04_triplet_baseline")
-    assert FILLED["04_triplet_baseline"] <= datasets_of(out, "04_triplet_baseline")
-    ch4 = pd.read_csv(out / "ci" / "04_triplet_baseline" / "metrics.csv")
-    assert (ch4.loc[ch4["dataset"] == "shoev2", "metric"] == "acc_at_1").any()
