@@ -48,6 +48,7 @@ sample) would bring the detectable effect down to the paper's, or that no number
 
 from __future__ import annotations
 
+import collections
 import math
 from dataclasses import dataclass, field, replace
 
@@ -268,6 +269,27 @@ class Arm:
         return contrast([(self, 1.0)], level, n_boot, seed, bounds)
 
 
+_BOOT_CACHE: collections.OrderedDict = collections.OrderedDict()
+_BOOT_CACHE_SIZE = 32
+
+
+def _cached_bootstrap(arms: list, clusters: dict, n_boot: int, seed: int) -> np.ndarray:
+    """``_bootstrap_means`` of these arms (in this order), remembered for the last few sets of arms: a claim's
+    power (``ratio_mde``) asks for five contrasts of the same arms that differ only in their coefficients, and
+    the resampling (n_boot x every query of every arm) was most of a chapter's statistics time. The entry holds
+    the arms themselves, so that the ids in its key cannot be reused by other arms while it is kept."""
+    key = (tuple(id(a) for a in arms), tuple(clusters), n_boot, seed)
+    hit = _BOOT_CACHE.get(key)
+    if hit is not None:
+        _BOOT_CACHE.move_to_end(key)
+        return hit[1]
+    out = _bootstrap_means([a.values.mean(0) for a in arms], clusters, n_boot, np.random.default_rng(seed))
+    _BOOT_CACHE[key] = (tuple(arms), out)
+    while len(_BOOT_CACHE) > _BOOT_CACHE_SIZE:
+        _BOOT_CACHE.popitem(last=False)
+    return out
+
+
 def contrast(terms, level: float = 0.95, n_boot: int = 2000, seed: int = 0, bounds=None) -> Interval:
     """sum_i c_i mean(arm_i) with an interval for seeds and test sample; ``terms`` = [(Arm, c_i), ...].
 
@@ -294,7 +316,7 @@ def contrast(terms, level: float = 0.95, n_boot: int = 2000, seed: int = 0, boun
     else:  # independent queries: each arm's queries are its own
         offsets = np.cumsum([0] + [arms[k].values.shape[1] for k in keys])
         clusters = {"query": [np.arange(offsets[i], offsets[i + 1]) for i in range(len(keys))]}
-    boot = _bootstrap_means([arms[k].values.mean(0) for k in keys], clusters, n_boot, np.random.default_rng(seed)) @ c
+    boot = _cached_bootstrap([arms[k] for k in keys], clusters, n_boot, seed) @ c
     boot = boot[np.isfinite(boot)]  # a replicate that drew no query of an arm has no mean
     var_sample = float(boot.var(ddof=1)) if len(boot) > 1 else 0.0
     parts, groups = [], {}

@@ -335,3 +335,24 @@ def test_seeds_needed_is_the_fewest_seeds_that_reach_the_target():
     s4 = ST.seeds_needed(0.9 * k * se_sample, mde_now, se_seeds, se_sample, n, sample_factor=4)
     assert math.isfinite(s4) and mde_at(s4, 4) <= 0.9 * k * se_sample + 1e-12
     assert math.isnan(ST.seeds_needed(0.3, mde_now, 0.0, 0.0, n))  # no pilot error: nothing to plan from
+
+
+def test_remembered_resampling_gives_what_a_fresh_one_gives_and_never_another_arms():
+    """``contrast`` remembers the bootstrap of a set of arms (``ratio_mde`` asks five times for the same arms):
+    the remembered answer equals a fresh computation's, and arms with other values, even of the same shape and
+    clusters, get their own."""
+    rng = np.random.default_rng(6)
+    y, clusters, _ = simulate(rng)
+    z, _, _ = simulate(rng)
+    a, b = Arm(y, clusters, tuple(range(5))), Arm(z, clusters, tuple(range(5)))
+    ST._BOOT_CACHE.clear()
+    first = contrast([(a, 1.0), (b, -1.0)])
+    again = contrast([(a, 0.5), (b, -0.5)])  # the same arms: resampling remembered, coefficients new
+    ST._BOOT_CACHE.clear()
+    fresh = contrast([(a, 0.5), (b, -0.5)])
+    assert (again.estimate, again.se, again.lo, again.hi) == (fresh.estimate, fresh.se, fresh.lo, fresh.hi)
+    assert again.se == pytest.approx(first.se / 2)
+    c = Arm(y + 1.0, clusters, tuple(range(5)))  # another arm: same shape and clusters, other values
+    shifted = contrast([(c, 1.0), (b, -1.0)])
+    assert shifted.estimate == pytest.approx(first.estimate + 1.0) and shifted.se == pytest.approx(first.se)
+    assert len(ST._BOOT_CACHE) == 2

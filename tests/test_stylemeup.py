@@ -352,3 +352,24 @@ def test_every_ablation_changes_the_trained_weights_and_some_ranks(variant):
     shared = [k for k in full if k in state and full[k].shape == state[k].shape and full[k].is_floating_point()]
     assert shared and any(not torch.equal(full[k], state[k]) for k in shared)
     assert (ranks != full_ranks).any()
+
+
+def test_style_episodes_index_a_view_once_and_draw_as_a_fresh_index_does():
+    """The episode sampler keeps its index of a view on the view (it runs every outer step): draws from the
+    kept index equal draws from a freshly indexed copy of the view, and a view given new targets is indexed again."""
+    from dataclasses import replace
+
+    from sbir_core.models.stylemeup import _episode_index
+
+    view = toy_view(n_items=8, drawers=4)
+    first = style_episodes(view, 3, torch.Generator().manual_seed(2), k=3)
+    assert "_style_episode_index" in view.__dict__
+    kept = style_episodes(view, 3, torch.Generator().manual_seed(2), k=3)
+    fresh = style_episodes(replace(view), 3, torch.Generator().manual_seed(2), k=3)
+    for a, b, c in zip(first["tasks"], kept["tasks"], fresh["tasks"]):
+        assert a["held_out"] == b["held_out"] == c["held_out"]
+        assert torch.equal(a["idx"], b["idx"]) and torch.equal(a["idx"], c["idx"])
+        assert torch.equal(a["s1"], c["s1"]) and torch.equal(a["s2"], c["s2"])
+    view.target = torch.zeros_like(view.target)  # every sketch now of photo 0: the old index no longer holds
+    _, target, by_photo, _ = _episode_index(view)
+    assert list(by_photo) == [0] and (target == 0).all()

@@ -451,6 +451,29 @@ def shared_flip(task: dict) -> dict:
 # ---------------------------------------------------------------------- episodes
 
 
+def _episode_index(view: RetrievalView) -> tuple:
+    """(drawer, target, by_photo, eligible) of a view: each row's drawer and photo, the rows of each photo, and
+    per drawer the rows that can be a held-out s3 (their photo has sketches by at least two other drawers).
+    Computed once per view and kept on it (a view is not changed after it is made): the sampler is called
+    every outer step, and this Python loop over every row cost chapter 6 ~20 s of its training when redone each time."""
+    cached = view.__dict__.get("_style_episode_index")
+    if cached is not None and cached[0] is view.target:
+        return cached[1]
+    drawer = view.table["drawer"].to_numpy()
+    target = view.target.numpy()
+    by_photo: dict[int, list[int]] = {}
+    for row, t in enumerate(target):
+        by_photo.setdefault(int(t), []).append(row)
+    eligible: dict[str, list[int]] = {}
+    for row, t in enumerate(target):
+        others = {drawer[r] for r in by_photo[int(t)] if drawer[r] != drawer[row]}
+        if len(others) >= 2:
+            eligible.setdefault(str(drawer[row]), []).append(row)
+    index = (drawer, target, by_photo, eligible)
+    view.__dict__["_style_episode_index"] = (view.target, index)
+    return index
+
+
 @register_sampler("style_episodes")
 def style_episodes(view: RetrievalView, batch_size: int, generator: torch.Generator, k: int = 8) -> dict:
     """``batch_size`` tasks; a task holds a held-out drawer h and ``k`` photos h drew, each with s3 = h's
@@ -464,17 +487,7 @@ def style_episodes(view: RetrievalView, batch_size: int, generator: torch.Genera
         raise DataError(f"{view.name}: no drawer ids, so no style episodes")
     if len(view.gallery) < 2:
         raise DataError(f"{view.name}: style episodes need at least 2 photos for negatives")
-    drawer = view.table["drawer"].to_numpy()
-    target = view.target.numpy()
-    by_photo: dict[int, list[int]] = {}
-    for row, t in enumerate(target):
-        by_photo.setdefault(int(t), []).append(row)
-    # a row can be a held-out s3 when its photo has sketches by at least two other drawers
-    eligible: dict[str, list[int]] = {}
-    for row, t in enumerate(target):
-        others = {drawer[r] for r in by_photo[int(t)] if drawer[r] != drawer[row]}
-        if len(others) >= 2:
-            eligible.setdefault(str(drawer[row]), []).append(row)
+    drawer, target, by_photo, eligible = _episode_index(view)
     able = sorted(d for d, rows in eligible.items() if len(rows) >= k)
     if not able:
         sizes = {d: len(r) for d, r in sorted(eligible.items())[:8]}
