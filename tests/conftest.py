@@ -16,7 +16,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # each module runs whole on one worker, so that its module fixtures are set up once (the browser tests' trained
 # model and served page among them), and the modules go out in the order below. xdist's start (its
 # LoadScopeScheduling): the first module to the first worker, the second to the second, and then the next one to
-# every worker with two tests or fewer queued. The paper smoke's module (the longest test of all: 11-12 minutes,
+# every worker with two tests or fewer queued. The paper smoke's module (the longest test of all: ~10 minutes,
 # one chapter at a time on its worker's core, and nothing else; the bare releases' smoke is a module of its own, so
 # that the other worker takes it) comes first, so its worker is handed the third module at
 # once: a module of many quick tests, so that nothing long waits behind the smoke. The second module, the other
