@@ -676,6 +676,34 @@ def test_the_hierarchy_runs_to_one_node_per_branch(variant):
     assert len(_levels(m.train(), q, g)) == 4
 
 
+def test_level_norm_keeps_the_nodes_of_every_level_at_unit_norm():
+    """The co-attention adds a residual once per level with the same weights: grown weights (Z x 100, about
+    where a collapsed run on the style world had taken it) multiply the nodes' norm level after level without
+    ``level_norm``; with it every level's real nodes enter the fusion at norm 1 (and the distances stay
+    finite)."""
+    k = 12
+    q, g = nodes([k, 9, 12, 5], k=k), nodes([7, k, 3, 12], seed=1, k=k)
+    norms = {}
+    for on in (False, True):
+        torch.manual_seed(0)
+        m = build_method("hierarchy", variant="proposed", channels=C, max_nodes=k, d=8, d_h=4, level_norm=on).eval()
+        with torch.no_grad():
+            m.coattn.z.weight.mul_(100)
+            m.coattn.z.bias.mul_(100)
+        seen = []
+        hook = m.fusion.register_forward_hook(
+            lambda mod, args, out, seen=seen: seen.append(args[0].norm(dim=-1)[args[1]].mean().item())
+        )
+        try:
+            d = m.pair_distance(q, g)
+        finally:
+            hook.remove()
+        assert len(seen) == k - 1 and torch.isfinite(d).all()
+        norms[on] = seen
+    assert norms[False][-1] > 10 * norms[False][0]  # 1.8 -> 30.6 over the 11 levels here
+    assert norms[True] == pytest.approx([1.0] * (k - 1), abs=1e-5)
+
+
 @pytest.mark.parametrize("variant", sorted(H.VARIANTS))
 def test_padding_never_changes_a_distance(variant):
     """Nodes in padded slots (mask 0), whatever their values, and extra padded slots change nothing."""
