@@ -731,6 +731,10 @@ def test_merge_trace_of_the_full_hierarchy():
     tr = H.merge_trace(m, q[0], g[0])
     assert m.training  # put back as it was
     assert tr["attention"].shape == (4, 5) and np.allclose(tr["attention"].sum(1), 1, atol=1e-5)
+    # the attention of the head's first level, which reads the normalised nodes
+    x, mask = m.project(torch.stack([q, g]))
+    first = m.coattn.attention(F.normalize(x, dim=-1), mask)[0, 0, :4, :5].detach().numpy()
+    assert np.allclose(tr["attention"], first, atol=1e-6)
     assert len(tr["sketch_merges"]) == 4 - 1 and len(tr["photo_merges"]) == 5 - 1
     for key, n in (("sketch_merges", 4), ("photo_merges", 5)):
         alive = set(range(n))

@@ -664,13 +664,13 @@ def merge_trace(method: HierarchySBIR, q: torch.Tensor, g: torch.Tensor, strokes
         if g.ndim == 3:
             g = method.embed_gallery(g[None])[0]
         x, mask = method.project(torch.stack([q[None], g[None]]))
+        x = method._level_norm(x) if method.fusion is not None else x  # as the head's first level reads them
         n_s, n_p = int(mask[0, 0].sum()), int(mask[1, 0].sum())
         out = {"attention": None, "sketch_merges": [], "photo_merges": []}
         if method.coattn is not None and method.coattn.gate in ("slide", "code"):
             out["attention"] = method.coattn.attention(x, mask)[0, 0, :n_s, :n_p].numpy()
         k = x.shape[-2]
         iu = torch.triu_indices(k, k, 1)
-        x = method._level_norm(x) if method.fusion is not None else x
         for _ in range(k - 1 if method.fusion is not None else 0):
             if not (mask.sum(-1) > 1).any():
                 break
