@@ -386,7 +386,8 @@ def test_trivial_values_come_from_chance_oracle_and_untrained_rows():
 
 def test_derived_tolerances_half_width_for_estimates_whole_width_for_bounds():
     """An estimate may move by its interval's half-width on a rerun elsewhere; a bound by the whole width (it moves
-    with the estimate and with the half-width); a row without an interval was computed without training."""
+    with the estimate and with the half-width); a part of a claim's standard error by the whole error; a row
+    without an interval was computed without training."""
 
     def row(method, metric, value, seed=-1):
         return {
@@ -408,15 +409,23 @@ def test_derived_tolerances_half_width_for_estimates_whole_width_for_bounds():
             row("m", "acc_at_1_ci95_hi", 0.50),
             row("chance", "acc_at_1", 0.1),
             row("m", "acc_at_1", 0.42, seed=0),
+            row("a - b", "rel_effect_se_seeds", 0.03),
+            row("a - b", "rel_effect_se_sample", 0.04),
+            row("a - b", "mde_rel", 0.14),
         ]
     )
     tol = book.derived_tolerances(fresh).set_index(["method", "metric"])["tol"]
-    assert len(tol) == 4  # per-seed rows are not checked
+    assert len(tol) == 7  # per-seed rows are not checked
     assert tol[("m", "acc_at_1")] == pytest.approx(0.10)
     assert tol[("m", "acc_at_1_ci95_lo")] == pytest.approx(0.20) and tol[("m", "acc_at_1_ci95_hi")] == pytest.approx(
         0.20
     )
     assert tol[("chance", "acc_at_1")] == book.EXACT_TOL
+    # a claim's standard error by source: either part may move by the whole error (a 2-seed seed part is
+    # barely estimated); the detectable effect, a multiple of that error, by its own size
+    assert tol[("a - b", "rel_effect_se_seeds")] == pytest.approx(0.05)
+    assert tol[("a - b", "rel_effect_se_sample")] == pytest.approx(0.05)
+    assert tol[("a - b", "mde_rel")] == pytest.approx(0.14)
 
 
 def test_intro_lists_every_chapter_of_the_toc():
