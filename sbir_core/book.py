@@ -695,7 +695,7 @@ def derived_tolerances(fresh: pd.DataFrame) -> pd.DataFrame:
     the half-width.) A claim's minimum detectable effect (``mde_rel``, a multiple of a standard error)
     gets its own size, as a bound gets its interval's width. Each of the two parts of a claim's standard
     error (``SE_PARTS``: seeds and test sample) may move by the whole error: the seed part is estimated
-    from 2-5 trained seeds, and a rerun on another CPU (2026-12-06, every chapter cold in a fresh clone)
+    from 2-5 trained seeds, and a rerun on another machine (2026-12-06, every chapter cold in a fresh clone)
     found it between 0.3x and 25x its recorded value where it was small beside the sample part, while the
     total, which the interval's bounds check, stayed within it. Rows without an interval are computed
     without training and get ``EXACT_TOL`` (p-values: ``EXACT_TOL`` in log10 units); so does a claim's
