@@ -59,6 +59,37 @@ def test_shapes_and_unit_norm():
     assert sum_model.decoder.fc.in_features == 8 and m.decoder.fc.in_features == 16
 
 
+def test_feature_encoder_blocks_and_where_its_ft_layers_sit():
+    """On trunk features the encoder has ``blocks`` hidden blocks (one by default): an FT layer follows the
+    LayerNorm of the only block, or of every block but the first; it moves no embedding at evaluation."""
+    from torch import nn
+
+    def kinds(m):
+        return [type(x).__name__ for x in m.encoder.features]
+
+    one = build_method("stylemeup", in_dim=16, hidden=16, latent=8, k=3, flip=False)
+    assert kinds(one) == ["LayerNorm", "Linear", "LayerNorm", "FeatureTransform", "LeakyReLU"]
+    two = build_method("stylemeup", in_dim=16, hidden=16, latent=8, k=3, flip=False, blocks=2)
+    assert kinds(two) == [
+        "LayerNorm",
+        "Linear",
+        "LayerNorm",
+        "LeakyReLU",
+        "Linear",
+        "LayerNorm",
+        "FeatureTransform",
+        "LeakyReLU",
+    ]
+    assert not build_method("stylemeup", in_dim=16, hidden=16, latent=8, k=3, flip=False, ft="none").ft_layers()
+    for m in (one, two):
+        x = torch.randn(5, 16)
+        z = m.eval().embed_query(x)
+        assert z.shape == (5, 8) and torch.allclose(z.norm(dim=1), torch.ones(5), atol=1e-5)
+        assert isinstance(m.encoder.features[0], nn.LayerNorm)
+    with pytest.raises(MethodError, match="at least one block"):
+        build_method("stylemeup", in_dim=16, hidden=16, latent=8, k=3, flip=False, blocks=0)
+
+
 def test_meta_gradient_reaches_psi_and_ft_only_when_second_order():
     torch.manual_seed(0)
     m = build_method("stylemeup", **TINY)
@@ -338,7 +369,7 @@ def test_every_ablation_changes_the_trained_weights_and_some_ranks(variant):
     from sbir_core.train import train_run
 
     view = toy_feature_view(n_items=32)  # 128 queries: a real change of the distances moves some rank
-    cfg = TrainConfig(steps=10, batch_size=2, eval_every=10, lr=1e-2, progress=False)
+    cfg = TrainConfig(steps=20, batch_size=2, eval_every=20, lr=1e-2, progress=False)
 
     def trained(changes):
         spec = MethodSpec("stylemeup", {"in_dim": 16, "hidden": 16, "latent": 8, "k": 3, "flip": False, **changes})
