@@ -36,7 +36,7 @@
 # public code and is one of the ablations below.
 #
 # **At the ci scale** the VAE sits on chapter 4's inputs: the frozen ImageNet-pretrained trunk's
-# features (`sbir_core.recipes`), so its encoder is a two-layer network on them, its decoder
+# features (`sbir_core.recipes`), so its encoder is one hidden layer on them (as chapter 4's head), its decoder
 # reconstructs features rather than pixels, and the FT layers transform the encoder's hidden units.
 # The losses, the episodes and the meta-learning are the paper's. The paper configuration trains
 # the conv VAE on images.
