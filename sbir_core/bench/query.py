@@ -2,16 +2,17 @@
 
 Measures, with ``set_threads`` (2 threads, FAISS pinned to the same) and one query at a time:
 
-1. **End to end**, as the playground answers a drawing: canonical strokes -> raster
-   (``strokes.rasterise``, chapter 4's ci IMAGE_SIZE 32 and LINE_WIDTH 1.5) -> ``views.sketch_tensor``
-   -> ``TripletSN.embed_query`` of the ci Triplet-SN (``benchmark.triplet_spec`` with chapter 4's ci
-   ENCODER / ENCODER_OPTIONS, under ``torch.inference_mode``) -> top-10 by ``search.GallerySearch`` over
-   ``--gallery`` precomputed embeddings (exact search below 100,000). The queries are real stroke
-   arrays of the style world (``benchmark.world(3.0)``). The encoder has its seeded **random** weights:
-   latency does not depend on the weights' values, and the bench needs no trained state. The gallery
-   is the world's photos embedded by that encoder (cached with ``search.cached_gallery_embeddings``),
-   filled up to ``--gallery`` rows with random unit vectors (exact search time depends on N and D only).
-   p50 and p95 per stage and of the total, in ms, over ``--queries`` queries after 10 warm-up queries.
+1. **End to end**, as the playground answers a drawing (``playground.Engine`` around chapter 4's model, built
+   as the chapter builds it at the ci scale): canonical strokes -> raster (``Engine.raster``: the chapter's
+   IMAGE_SIZE and LINE_WIDTH) -> ``views.sketch_tensor`` -> the frozen trunk and the chapter's projection
+   (``playground.OnImages.features``; the stage is absent where the chapter trains its own encoder) -> the
+   head's ``embed_query`` (under ``torch.inference_mode``) -> top-10 by ``search.GallerySearch`` over
+   ``--gallery`` precomputed embeddings (exact search below 100,000). The queries are real stroke arrays of
+   chapter 4's style world. The model has its seeded **random** weights: latency does not depend on the
+   weights' values, and the bench needs no trained state. The gallery is the world's photos embedded by that
+   model (cached with ``search.cached_gallery_embeddings``), filled up to ``--gallery`` rows with random unit
+   vectors (exact search time depends on N and D only). p50 and p95 per stage and of the total, in ms, over
+   ``--queries`` queries after 10 warm-up queries.
 2. **Search at scale**, on synthetic 64-d unit-norm embeddings of ``--sizes`` items in two models:
    *clustered*: N / 100 centres uniform on the sphere (objects), items = normalise(centre + 0.5 / sqrt(64)
    per-dimension Gaussian noise), queries = normalise(a random gallery item + 0.3 / sqrt(64) noise), as a
@@ -28,18 +29,16 @@ end; at 1,000,000 items p95 <= 10 ms at recall@10 >= 0.95) are compared in the p
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from sbir_core.repro import seed_everything, set_threads
 
-CI_CONFIG = "paper_runs/configs/ci/04_triplet_baseline.yaml"
+CHAPTER = "04_triplet_baseline"  # whose model answers (the playground's first method)
 DIM = 64
 GOAL_MS = 10.0
 GOAL_RECALL = 0.95
@@ -54,76 +53,78 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def ci_config() -> dict:
-    from sbir_core.paths import REPO_ROOT
-
-    return yaml.safe_load((REPO_ROOT / CI_CONFIG).read_text())
-
-
-def end_to_end(gallery: int, queries: int, seed: int = 0, warmup: int = 10) -> pd.DataFrame:
-    """Per-stage latency of answering one drawing at a time; one row per stage, ms."""
-    from sbir_core import strokes as S
-    from sbir_core.benchmark import triplet_spec, world
-    from sbir_core.cache import content_hash
-    from sbir_core.data.views import photo_tensor, sketch_tensor
+def end_to_end(gallery: int, queries: int, seed: int = 0, warmup: int = 10, scale: str = "ci") -> pd.DataFrame:
+    """Per-stage latency of answering one drawing at a time, on the playground's own path (``playground.Engine``
+    around chapter 4's model at ``scale``); one row per stage, ms."""
+    from sbir_core import recipes as R
+    from sbir_core.data.views import sketch_tensor
+    from sbir_core.playground import Engine, OnImages
     from sbir_core.search import GallerySearch, cached_gallery_embeddings
 
-    cfg = ci_config()
-    size, width = int(cfg["IMAGE_SIZE"]), float(cfg["LINE_WIDTH"])
-    data = world(3.0)
+    bench, run, _ = R.main(CHAPTER, scale)
+    p = bench.p
+    data = bench.views().data
     rng = seed_everything(seed)
-    spec = triplet_spec(cfg["ENCODER"], cfg["ENCODER_OPTIONS"], cfg["MARGIN"], cfg["NEGATIVES"], cfg["FLIP"])
-    model = spec.build().eval()
-    weights = content_hash(
-        json.dumps(spec.as_dict(), sort_keys=True), *[v.numpy() for v in model.state_dict().values()]
-    )
+    model = run.spec.build().eval()  # seeded random weights: latency does not depend on their values
+    t = time.perf_counter()
+    if p["FREEZE_TRUNK"]:  # chapter 4 reads trunk features: the engine gives the trunk the images, as the page does
+        from sbir_core.models.trunk import TrunkSpec
+
+        model = OnImages(model, TrunkSpec.of(p["TRUNK"]), bench.projection)
+    engine = Engine(model, f"bench-random-{CHAPTER}", int(p["IMAGE_SIZE"]), float(p["LINE_WIDTH"]))
+    print(f"model ready in {time.perf_counter() - t:.1f} s (the trunk's projection: computed once, then cached)")
 
     def compute() -> np.ndarray:
+        g = world_gallery(data, engine.size)
         with torch.inference_mode():
-            photos = photo_tensor(data.photo_images(size))
-            emb = torch.cat([model.embed_gallery(photos[i : i + 256]) for i in range(0, len(photos), 256)])
-        emb = emb.numpy()
+            x = torch.as_tensor(g)
+            emb = torch.cat([engine.method.embed_gallery(x[i : i + 256]) for i in range(0, len(x), 256)]).numpy()
         fill = _unit(np.random.default_rng(seed).standard_normal((max(0, gallery - len(emb)), emb.shape[1])))
         return np.concatenate([emb, fill])[:gallery]
 
-    key = f"bench-random-triplet-{weights}_{content_hash(data.fingerprint, size, gallery, seed)}"
     t = time.perf_counter()
-    emb = cached_gallery_embeddings(key, compute)
+    emb = cached_gallery_embeddings(f"{engine.key}_{engine.weights}_{gallery}_{seed}", compute, rows=gallery)
     print(
         f"gallery: {len(emb)} embeddings of dim {emb.shape[1]} ({min(len(emb), len(data.photos))} world photos "
-        f"through the encoder, the rest random unit vectors), ready in {time.perf_counter() - t:.2f} s "
+        f"through the model, the rest random unit vectors), ready in {time.perf_counter() - t:.2f} s "
         "(cached on disk after the first run)",
         flush=True,
     )
     search = GallerySearch(emb)
     picks = rng.choice(len(data.strokes), warmup + queries, replace=queries + warmup > len(data.strokes))
-    stages = {k: [] for k in ("rasterise", "sketch_tensor", "embed_query", "search_top10", "total")}
+    reads_images = isinstance(engine.method, OnImages)
+    names = ("rasterise", "sketch_tensor", "trunk" if reads_images else "-", "embed_query", "search_top10", "total")
+    stages = {k: [] for k in names if k != "-"}
     with torch.inference_mode():
         for n, j in enumerate(picks):
             t0 = time.perf_counter()
-            img = S.rasterise(data.strokes[j], size, width)
+            img = engine.raster(data.strokes[j])
             t1 = time.perf_counter()
             x = sketch_tensor(img[None])
             t2 = time.perf_counter()
-            e = model.embed_query(x)
+            f = engine.method.features(x) if reads_images else x
             t3 = time.perf_counter()
-            search.search(e, 10)
+            e = (engine.method.method if reads_images else engine.method).embed_query(f)
             t4 = time.perf_counter()
+            search.search(e.numpy(), 10)
+            t5 = time.perf_counter()
             if n >= warmup:
-                for name, a, b in (
-                    ("rasterise", t0, t1),
-                    ("sketch_tensor", t1, t2),
-                    ("embed_query", t2, t3),
-                    ("search_top10", t3, t4),
-                    ("total", t0, t4),
-                ):
-                    stages[name].append((b - a) * 1e3)
+                for name, a, b in zip(names, (t0, t1, t2, t3, t4, t0), (t1, t2, t3, t4, t5, t5)):
+                    if name != "-":
+                        stages[name].append((b - a) * 1e3)
     points = [len(data.strokes[j]) for j in picks[warmup:]]
     print(
         f"queries: {queries} style-world sketches, {np.median(points):.0f} points median "
-        f"({min(points)}-{max(points)}); search backend: {search.backend}"
+        f"({min(points)}-{max(points)}), {engine.size} px; search backend: {search.backend}"
     )
     return pd.DataFrame([{"stage": k, **_pct(v)} for k, v in stages.items()])
+
+
+def world_gallery(data, size: int) -> np.ndarray:
+    """The world's photos as the playground's world galleries hold them, (N, 3, S, S) float32."""
+    from sbir_core.data.views import photo_tensor
+
+    return photo_tensor(data.photo_images(size)).numpy()
 
 
 def synthetic(model: str, n: int, queries: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
