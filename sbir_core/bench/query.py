@@ -57,7 +57,7 @@ def end_to_end(gallery: int, queries: int, seed: int = 0, warmup: int = 10, scal
     """Per-stage latency of answering one drawing at a time, on the playground's own path (``playground.Engine``
     around chapter 4's model at ``scale``); one row per stage, ms."""
     from sbir_core import recipes as R
-    from sbir_core.data.views import sketch_tensor
+    from sbir_core.data.views import photo_tensor, sketch_tensor
     from sbir_core.playground import Engine, OnImages
     from sbir_core.search import GallerySearch, cached_gallery_embeddings
 
@@ -75,9 +75,8 @@ def end_to_end(gallery: int, queries: int, seed: int = 0, warmup: int = 10, scal
     print(f"model ready in {time.perf_counter() - t:.1f} s (the trunk's projection: computed once, then cached)")
 
     def compute() -> np.ndarray:
-        g = world_gallery(data, engine.size)
         with torch.inference_mode():
-            x = torch.as_tensor(g)
+            x = photo_tensor(data.photo_images(engine.size))
             emb = torch.cat([engine.method.embed_gallery(x[i : i + 256]) for i in range(0, len(x), 256)]).numpy()
         fill = _unit(np.random.default_rng(seed).standard_normal((max(0, gallery - len(emb)), emb.shape[1])))
         return np.concatenate([emb, fill])[:gallery]
@@ -118,13 +117,6 @@ def end_to_end(gallery: int, queries: int, seed: int = 0, warmup: int = 10, scal
         f"({min(points)}-{max(points)}), {engine.size} px; search backend: {search.backend}"
     )
     return pd.DataFrame([{"stage": k, **_pct(v)} for k, v in stages.items()])
-
-
-def world_gallery(data, size: int) -> np.ndarray:
-    """The world's photos as the playground's world galleries hold them, (N, 3, S, S) float32."""
-    from sbir_core.data.views import photo_tensor
-
-    return photo_tensor(data.photo_images(size)).numpy()
 
 
 def synthetic(model: str, n: int, queries: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
