@@ -129,12 +129,20 @@ _SETUPS: dict = {}
 
 def _setup(recipe: Recipe, scale: str, overrides: dict | None = None):
     """(bench, run, seed) of a chapter's main run (``recipes.main``), with ``overrides`` of its parameters on top of
-    the run's own (``$SBIR_PARAMS``), computed once per process."""
+    the run's own (``$SBIR_PARAMS``), computed once per process.
+
+    The process computes on the chapters' thread count first (``repro.set_threads``): a run's store key names the
+    count it was trained on (``runs.run_identity``; one and two threads round differently), so a process left at
+    torch's default (a notebook without ``chapter.setup``, ``python -m sbir_core.bench page``) would otherwise look
+    for runs the book never trained, call the book's trained models untrained, and train others."""
     import json
     import os
 
     from sbir_core import recipes as R
+    from sbir_core.repro import DEFAULT_THREADS, set_threads
 
+    if torch.get_num_threads() != DEFAULT_THREADS:
+        set_threads()
     key = (recipe.chapter, scale, repr(sorted((overrides or {}).items())), os.environ.get(R.OVERRIDES_ENV))
     if key not in _SETUPS:
         before = os.environ.get(R.OVERRIDES_ENV)

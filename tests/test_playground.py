@@ -343,3 +343,18 @@ def test_personalise_gives_a_new_engine_and_leaves_the_old_one(views, engine, fr
         eng.personalise(drawings, g, rows[:2])
     with pytest.raises(P.PlaygroundError, match="does not adapt"):
         engine.personalise(drawings, g, rows)
+
+
+def test_the_playground_finds_the_books_runs_whatever_threads_the_process_had(monkeypatch):
+    """A run's key names the thread count it trained on; a process left at torch's default (a notebook without
+    ``chapter.setup``, the page bench) must still find the runs the chapters trained on ``DEFAULT_THREADS``."""
+    from sbir_core.repro import DEFAULT_THREADS, set_threads
+
+    book_key = P.choice("04_triplet_baseline", "ci").key  # this process is pinned (conftest), as the chapters are
+    monkeypatch.setattr(P, "_SETUPS", {})
+    torch.set_num_threads(DEFAULT_THREADS + 1)
+    try:
+        assert P.choice("04_triplet_baseline", "ci").key == book_key
+        assert torch.get_num_threads() == DEFAULT_THREADS
+    finally:
+        set_threads()
