@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 FLUSH_S = 0.03  # draw the stroke in progress at most this often (seconds): see SketchPad._flush
 FLUSH_POINTS = 64  # ... or after this many new points
 LIVE_S = 0.2  # while a stroke is drawn, the results refresh at most this often (seconds): SketchPad.on_drawing
+# ... and a refresh that took t seconds waits LIVE_COST * t before the next one starts, so that refreshing takes at
+# most 1 / (1 + LIVE_COST) of the kernel while a stroke is drawn and the rest is left to taking the stroke's points.
+# A refresh rasterises the whole drawing so far: a 10,000-point scribble's takes ~0.5 s, and at a fixed LIVE_S the
+# kernel did little else, taking the scribble's points about 4x slower than with this (tests/test_browser.py).
+LIVE_COST = 1.0
 MIN_PHOTOS = 2  # different photos the kept drawings must show before personalising (Engine.personalise)
 FIRST_GALLERY = "world:shoe"  # the gallery the explorer opens on (the README's first target), when the world has it
 QUERY_KEYS = ("method", "gallery", "target", "scale")  # what the app's URL may set (besides the server's token)
@@ -134,6 +139,7 @@ class SketchPad:
         self._t0: float | None = None
         self._listeners = []
         self._live, self._lived = [], 0.0  # listeners while drawing; when they were last called
+        self._live_took = 0.0  # how long the last live refresh took (seconds)
         c = self.canvas
         c.on_mouse_down(self._down)
         c.on_mouse_move(self._move)
@@ -236,6 +242,7 @@ class SketchPad:
         self.parts.append([(x * self.scale, y * self.scale, self._now())])
         self._drawn, self._flushed = 1, time.perf_counter()
         self._lived = self._flushed  # the first live refresh comes LIVE_S into the stroke
+        self._live_took = 0.0
 
     def _move(self, x, y) -> None:
         if not self._drawing:
@@ -255,9 +262,14 @@ class SketchPad:
         self._drawn = len(part)
         self._flushed = time.perf_counter()
         self._say(drawing=True)
-        if self._live and self._drawing and self._flushed - self._lived >= LIVE_S:
+        if (
+            self._live
+            and self._drawing
+            and self._flushed - self._lived >= max(LIVE_S, (1 + LIVE_COST) * self._live_took)
+        ):
             self._lived = self._flushed
             self._notify(self._live)
+            self._live_took = time.perf_counter() - self._lived
 
     def _up(self, x, y) -> None:
         if not self._drawing:

@@ -2,6 +2,7 @@
 (``Canvas._handle_frontend_event``), and what the widgets show is read from their values."""
 
 import html
+import time
 from urllib.parse import urlencode
 
 import numpy as np
@@ -166,6 +167,29 @@ def test_results_refresh_while_a_stroke_is_drawn_throttled(explorer_env, monkeyp
     send(ex.pad.canvas, "mouse_up", 50, 50)
     assert len(ex.history) == 1 and "sbir-target-rank" in ex.rank.value  # a finished stroke joins the trail
     assert len(calls) == 1  # none at the stroke's end: that is on_stroke_end's
+
+
+def test_a_slow_live_refresh_waits_its_own_cost_before_the_next(monkeypatch):
+    """A refresh that took t seconds lets the next start no sooner than (1 + LIVE_COST) t after it began, so that
+    a long drawing's refreshes cannot keep the kernel from taking its points."""
+    pad = WG.SketchPad()
+    calls = []
+    pad.on_drawing(lambda p: (calls.append(time.perf_counter()), time.sleep(0.3)))
+    monkeypatch.setattr(WG, "FLUSH_S", 0.0)
+    monkeypatch.setattr(WG, "LIVE_S", 0.0)
+    monkeypatch.setattr(WG, "LIVE_COST", 1.0)
+    send(pad.canvas, "mouse_down", 10, 10)
+    send(pad.canvas, "mouse_move", 11, 11)
+    assert len(calls) == 1
+    send(pad.canvas, "mouse_move", 12, 12)  # 0.3 s after the first began: it wants 0.6
+    assert len(calls) == 1
+    time.sleep(0.35)
+    send(pad.canvas, "mouse_move", 13, 13)
+    assert len(calls) == 2 and calls[1] - calls[0] >= 0.6
+    send(pad.canvas, "mouse_up", 13, 13)
+    send(pad.canvas, "mouse_down", 20, 20)  # a new stroke starts with the plain interval
+    send(pad.canvas, "mouse_move", 21, 21)
+    assert len(calls) == 3
 
 
 def test_explorer_empty_drawing_and_errors_become_messages(explorer_env, monkeypatch):
