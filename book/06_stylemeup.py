@@ -135,6 +135,9 @@ C.training_curves({labels[n]: runs[n].histories() for n in ["full", *[a for a in
                 (("loss", "loss (outer loss when meta-learned)"), ("test_unseen/acc_at_1", "test Acc@1, unseen drawers")),
                 chance=views.test_unseen.chance(1), xlabel="outer step")
 ch.glue("selected_steps", ", ".join(str(r.val_selected["step"]) for r in runs["full"].runs))
+ch.glue("abl_budget_text", "the headline's full model itself" if ref == "full" else
+        f"the reference row below, {ABLATION_STEPS} steps against the headline's {SMU_STEPS}, which this scale's "
+        f"time budget cannot give all {len(ABLATIONS)} variants")
 
 # %% [markdown]
 # One outer step took {glue:text}`c06_step_wall:.3f` s of wall time here; validation chose steps
@@ -149,8 +152,7 @@ ch.glue("selected_steps", ", ".join(str(r.val_selected["step"]) for r in runs["f
 # embeddings; an outer step reads its task's three sketches of each photo, the photo and a negative), and the
 # wall time of one update on this machine, timed alone. The ablations and the paper's baselines train
 # `ABLATION_STEPS` outer steps each, as the full model does otherwise, and are compared with the full model
-# trained as many steps (the reference row below); at the ci scale that is half the headline's `SMU_STEPS`, which
-# a time budget cannot give eight variants more.
+# trained as many steps: {glue:text}`c06_abl_budget_text`.
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "The training budgets of the two arms of the headline comparison, per seed: updates, examples read per update and in all, wall time per update (median of a few updates timed alone on this machine) and in all, and the steps chosen on validation.", "classes": "sbir-table", "name": "c06-tbl-budgets"}}
 steps_of = {"triplet_sn": bench.config().steps, "full": smu_config.steps}
