@@ -132,24 +132,54 @@ def _bootstrap_means(arms, clusters, n_boot: int, rng: np.random.Generator) -> n
     """(n_boot, n_arms) weighted means of each arm's per-query values under a multi-way cluster bootstrap.
 
     arms: list of (Q_a,) values; clusters: dict name -> list (one per arm) of (Q_a,) labels.
+
+    A query's weight in a replicate is the product of its clusters' draw counts, so an arm's weighted sum
+    only needs its values summed per cluster (one cluster: counts @ sums) or per pair of clusters (two:
+    ``_pair_sums``, a matrix product), not the (n_boot, every query) weights, which were most of a
+    chapter's statistics time; three or more clusters take those weights (``_dense_sums``).
     """
     lengths = [len(a) for a in arms]
     bounds = np.concatenate([[0], np.cumsum(lengths)])
     values = np.concatenate(arms)
-    weight = np.ones((n_boot, len(values)))
+    draws = []  # per cluster name, in order: (counts (n_boot, levels), code of every query)
     for name, labels in clusters.items():
         if len(labels) != len(arms) or any(len(lab) != n for lab, n in zip(labels, lengths)):
             raise ValueError(f"cluster labels {name!r} must give one label per query of every arm")
         (code,), (size,) = _codes([labels])
         counts = rng.multinomial(size, np.full(size, 1.0 / size), size=n_boot).astype(np.float64)
-        weight *= counts[:, code]
+        draws.append((counts, code))
     out = np.empty((n_boot, len(arms)))
     for a in range(len(arms)):
-        w = weight[:, bounds[a] : bounds[a + 1]]
-        tot = w.sum(1)
-        mean = np.divide(w @ values[bounds[a] : bounds[a + 1]], tot, out=np.full(n_boot, np.nan), where=tot > 0)
-        out[:, a] = mean
+        part = slice(bounds[a], bounds[a + 1])
+        own = [(counts, code[part]) for counts, code in draws]
+        v = values[part]
+        if len(own) == 1:
+            (counts, code), size = own[0], own[0][0].shape[1]
+            num = counts @ np.bincount(code, v, size)
+            tot = counts @ np.bincount(code, None, size).astype(np.float64)
+        elif len(own) == 2 and own[0][0].shape[1] * own[1][0].shape[1] <= 8 * len(v) + 4096:
+            num, tot = _pair_sums(own, v), _pair_sums(own, np.ones_like(v))
+        else:
+            num, tot = _dense_sums(own, v, n_boot)
+        out[:, a] = np.divide(num, tot, out=np.full(n_boot, np.nan), where=tot > 0)
     return out
+
+
+def _pair_sums(draws, v: np.ndarray) -> np.ndarray:
+    """sum_q counts_1[b, i_q] counts_2[b, j_q] v_q for every replicate b: (counts_1 @ S) . counts_2 with S the
+    (levels_1, levels_2) sums of v per pair of clusters."""
+    (c1, i), (c2, j) = draws
+    n1, n2 = c1.shape[1], c2.shape[1]
+    s = np.bincount(i * n2 + j, v, n1 * n2).reshape(n1, n2)
+    return np.einsum("bj,bj->b", c1 @ s, c2)
+
+
+def _dense_sums(draws, v: np.ndarray, n_boot: int) -> tuple[np.ndarray, np.ndarray]:
+    """The same weighted sums from every query's weight (n_boot, Q): for three or more clusters."""
+    weight = np.ones((n_boot, len(v)))
+    for counts, code in draws:
+        weight *= counts[:, code]
+    return weight @ v, weight.sum(1)
 
 
 def interval(

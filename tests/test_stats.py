@@ -356,3 +356,36 @@ def test_remembered_resampling_gives_what_a_fresh_one_gives_and_never_another_ar
     shifted = contrast([(c, 1.0), (b, -1.0)])
     assert shifted.estimate == pytest.approx(first.estimate + 1.0) and shifted.se == pytest.approx(first.se)
     assert len(ST._BOOT_CACHE) == 2
+
+
+def dense_bootstrap_means(arms, clusters, n_boot, rng):
+    """The brute-force reference: every query's weight in every replicate, the product of its clusters' draws."""
+    values, bounds = np.concatenate(arms), np.cumsum([0] + [len(a) for a in arms])
+    weight = np.ones((n_boot, len(values)))
+    for labels in clusters.values():
+        (code,), (size,) = ST._codes([labels])
+        weight *= rng.multinomial(size, np.full(size, 1.0 / size), size=n_boot)[:, code]
+    out = np.full((n_boot, len(arms)), np.nan)
+    for a in range(len(arms)):
+        w = weight[:, bounds[a] : bounds[a + 1]]
+        tot = w.sum(1)
+        out[tot > 0, a] = (w @ values[bounds[a] : bounds[a + 1]])[tot > 0] / tot[tot > 0]
+    return out
+
+
+@pytest.mark.parametrize("n_clusters", [1, 2, 3])
+def test_bootstrap_means_equal_every_querys_weights(n_clusters):
+    """The per-cluster sums give the brute-force replicates (the same draws, to rounding), with arms of other
+    lengths, string labels shared between arms, and replicates that draw none of an arm's clusters (NaN)."""
+    rng = np.random.default_rng(n_clusters)
+    lengths = [40, 70, 2]
+    arms = [rng.random(n) for n in lengths]
+    levels = [("o", 12), ("d", 4), ("c", 3)][:n_clusters]
+    clusters = {
+        prefix: [np.array([f"{prefix}{i}" for i in rng.integers(j, j + size, n)]) for j, n in enumerate(lengths)]
+        for prefix, size in levels
+    }
+    want = dense_bootstrap_means(arms, clusters, 400, np.random.default_rng(9))
+    got = ST._bootstrap_means(arms, clusters, 400, np.random.default_rng(9))
+    assert np.array_equal(np.isnan(got), np.isnan(want)) and np.isnan(want).any()
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
