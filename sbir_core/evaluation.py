@@ -248,24 +248,19 @@ def _evaluate_category(method, view: CategoryView, batch: int, adapt=None) -> Ev
                 else:
                     r = torch.as_tensor(rows, dtype=torch.long)
                     dist[rows] = distances(adapted, view.queries[r], view.gallery, batch, style=style[r])
-    rel = view.relevant()
     k = CATEGORY_K
+    ranked = M.ranked_relevance(dist, view.relevant())  # sorted once for every metric
     per = {
-        "ap_all": M.average_precision(dist, rel),
-        f"ap_at_{k}": M.average_precision(dist, rel, k),
-        f"p_at_{k}": _per_query_precision(dist, rel, k),
+        "ap_all": M.ranked_average_precision(ranked),
+        f"ap_at_{k}": M.ranked_average_precision(ranked, k),
+        f"p_at_{k}": M.ranked_precision(ranked, k),
     }
     metrics = {
-        "map_all": M.map_all(dist, rel),
-        f"map_at_{k}": M.map_at_k(dist, rel, k),
-        f"prec_at_{k}": M.prec_at_k(dist, rel, k),
+        "map_all": M.valid_mean(per["ap_all"]),
+        f"map_at_{k}": M.valid_mean(per[f"ap_at_{k}"]),
+        f"prec_at_{k}": M.valid_mean(per[f"p_at_{k}"]),
     }
     return Evaluation("category", metrics, per, view.table)
-
-
-def _per_query_precision(dist, rel, k) -> np.ndarray:
-    """Per-query P@K (divided by K), computed by ``metrics.prec_at_k`` one query at a time."""
-    return np.array([M.prec_at_k(dist[i : i + 1], rel[i : i + 1], k) for i in range(len(dist))])
 
 
 def pooled(evaluations: list[Evaluation]) -> Evaluation:

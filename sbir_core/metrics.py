@@ -129,7 +129,22 @@ def average_precision(
     """
     if denominator not in AP_DENOMINATORS:
         raise ValueError(f"denominator must be one of {AP_DENOMINATORS}, got {denominator!r}")
-    rel = _sorted_relevance(dist, relevant)
+    return ranked_average_precision(_sorted_relevance(dist, relevant), k, denominator, interpolated)
+
+
+def ranked_relevance(dist, relevant) -> np.ndarray:
+    """(Q, G) relevance in each query's retrieval order, ties broken against the method (relevant items
+    last): what ``ranked_average_precision`` and ``ranked_precision`` read, so that several metrics of one
+    (Q, G) result sort it once."""
+    return _sorted_relevance(dist, relevant)
+
+
+def ranked_average_precision(
+    rel: np.ndarray, k: int | None = None, denominator: str = "min_r_k", interpolated: bool = False
+) -> np.ndarray:
+    """``average_precision`` of relevance already in retrieval order (``ranked_relevance``)."""
+    if denominator not in AP_DENOMINATORS:
+        raise ValueError(f"denominator must be one of {AP_DENOMINATORS}, got {denominator!r}")
     n_rel = rel.sum(1)
     if k is not None:
         if k < 1:
@@ -149,12 +164,12 @@ def average_precision(
 
 def map_all(dist, relevant, interpolated: bool = False) -> float:
     """mAP@all: mean AP over queries with at least one relevant item (NaN if none has)."""
-    return _nanmean(average_precision(dist, relevant, None, interpolated=interpolated))
+    return valid_mean(average_precision(dist, relevant, None, interpolated=interpolated))
 
 
 def map_at_k(dist, relevant, k: int, denominator: str = "min_r_k") -> float:
     """mAP@K with a named denominator (see ``average_precision``)."""
-    return _nanmean(average_precision(dist, relevant, k, denominator))
+    return valid_mean(average_precision(dist, relevant, k, denominator))
 
 
 def prec_at_k(dist, relevant, k: int, denominator: str = "k") -> float:
@@ -167,13 +182,21 @@ def prec_at_k(dist, relevant, k: int, denominator: str = "k") -> float:
         raise ValueError(f"denominator must be one of {PREC_DENOMINATORS}, got {denominator!r}")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    rel = _sorted_relevance(dist, relevant)
+    return valid_mean(ranked_precision(_sorted_relevance(dist, relevant), k, denominator))
+
+
+def ranked_precision(rel: np.ndarray, k: int, denominator: str = "k") -> np.ndarray:
+    """Per-query P@K (``prec_at_k``) of relevance already in retrieval order: (Q,), NaN for a query
+    without a relevant item."""
+    if denominator not in PREC_DENOMINATORS:
+        raise ValueError(f"denominator must be one of {PREC_DENOMINATORS}, got {denominator!r}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
     n_rel = rel.sum(1)
     hits = rel[:, :k].sum(1)
     z = k if denominator == "k" else np.minimum(n_rel, k)
     with np.errstate(invalid="ignore", divide="ignore"):
-        p = np.where(n_rel > 0, hits / np.maximum(z, 1), np.nan)
-    return _nanmean(p)
+        return np.where(n_rel > 0, hits / np.maximum(z, 1), np.nan)
 
 
 def n_valid(relevant) -> int:
@@ -181,7 +204,8 @@ def n_valid(relevant) -> int:
     return int(np.asarray(relevant, dtype=bool).any(1).sum())
 
 
-def _nanmean(x: np.ndarray) -> float:
+def valid_mean(x: np.ndarray) -> float:
+    """The mean over queries with a value (NaN for none: no query had a relevant item)."""
     return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
 
 
