@@ -120,12 +120,14 @@ cost = {"triplet_sn": T.step_cost(bench.spec, feats.train, bench.config(), TIMIN
         "full": T.step_cost(R.stylemeup_spec(bench, ch.params()), feats.train, smu_config, TIMING_STEPS, SEED)}
 ch.glue("step_wall", cost["full"]["seconds"])
 # the ablations train ABLATION_STEPS each and are compared with the full model trained as long (its seeds: the
-# reference, whose seed variance a one-seed variant takes); at equal steps the reference is the full model itself
+# reference, whose seed variance a one-seed variant takes); at equal steps the reference is the full model itself.
+# The reference is the full model's own run at that step, stored by it on the way (prefixes), not trained again.
 abl_p = ch.params() | {"SMU_STEPS": ABLATION_STEPS}
 variant_of = {"full": "full", "reference": "full", **{a: a for a in ABLATIONS}}
 ref = "full" if ABLATION_STEPS == SMU_STEPS else "reference"
+prefix = {"full": (ABLATION_STEPS,) if ref == "reference" else ()}
 runs = {name: R.stylemeup(bench, ch.params() if name == "full" else abl_p, variant_of[name]).fit(
-            seeds if name in ("full", "reference") else abl_seeds)
+            seeds if name in ("full", "reference") else abl_seeds, prefixes=prefix.get(name, ()))
         for name in dict.fromkeys(["full", ref, *ABLATIONS])}
 models = {name: r.methods(R.stylemeup_spec(bench, ch.params(), variant_of[name])) for name, r in runs.items()}
 models["triplet_sn"] = bench.baselines()

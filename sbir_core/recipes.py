@@ -85,10 +85,20 @@ class Run:
     init: object = None  # seed -> (name, state) the method starts from (``train.train_run``), or None
     val_adapt: tuple | None = None  # (column, support_for, rule): validation adapts first (``train.train_run``)
 
-    def fit(self, seeds, store: bool = True) -> MultiSeedResult:
-        """Each seed trained (or loaded from the store of trained models)."""
+    def fit(self, seeds, store: bool = True, prefixes=()) -> MultiSeedResult:
+        """Each seed trained (or loaded from the store of trained models); ``prefixes``: shorter step counts
+        stored as well, as those runs (``train.train_run``)."""
         return train_seeds(
-            self.spec, self.train, self.val, self.tests, self.config, list(seeds), store, self.init, self.val_adapt
+            self.spec,
+            self.train,
+            self.val,
+            self.tests,
+            self.config,
+            list(seeds),
+            store,
+            self.init,
+            self.val_adapt,
+            prefixes,
         )
 
     def methods(self, seeds) -> list:

@@ -472,6 +472,7 @@ def train_run(
     store: bool = True,
     init: tuple | None = None,
     val_adapt: tuple | None = None,
+    prefixes: Iterable[int] = (),
 ) -> RunResult:
     """One seed of ``spec`` trained with ``config`` (seed replaced): from the store of trained states
     when it holds this exact run (``sbir_core.store``), else trained (resuming from a checkpoint when
@@ -479,12 +480,21 @@ def train_run(
     (``Method.start_from``), named in the run's identity; ``state`` may be a function that loads it (called
     only when the run is trained, not when it comes from the store). val_adapt: (column, support_for, rule):
     validation adapts the method to each ``column`` value's support first, as a meta-learner is used
-    (``evaluate``'s adapt; the rule, a sentence, goes into the identity)."""
+    (``evaluate``'s adapt; the rule, a sentence, goes into the identity). prefixes: shorter step counts whose
+    runs are stored as well, from this one as it stood then (``_prefix_saver``): a chapter that compares
+    variants at fewer steps with the full model trained as long reads them instead of training them again."""
     from sbir_core import store as S
 
     config = config.replace(seed=seed)
     identity = run_identity(spec, train, val, tests, config, init and init[0], val_adapt)
     key = fingerprint(identity)
+    prefixes = sorted({int(n) for n in prefixes})
+    for n in prefixes:
+        if not 0 < n < config.steps or n % config.eval_every:
+            raise TrainError(
+                f"a stored prefix must be a multiple of eval_every ({config.eval_every}) below the run's "
+                f"{config.steps} steps, got {n}: a run of {n} steps evaluates at its last step"
+            )
     # One process trains a run: the entry's lock is held from looking to saving (chapters side by side ask for
     # the same baseline). Not in a data-parallel run, whose processes all train it together.
     held = S.training(key) if store and not D.context().active else contextlib.nullcontext()
@@ -500,10 +510,32 @@ def train_run(
             method = spec.build()
             if init is not None:
                 method.start_from(start)
-            result = Trainer(method, train, val, tests, config, identity, val_adapt=val_adapt).fit()
+            saver = [_prefix_saver(spec, train, val, tests, config, init and init[0], val_adapt, prefixes)]
+            saver = saver if prefixes and store and not D.context().active else []
+            result = Trainer(method, train, val, tests, config, identity, saver, val_adapt).fit()
         if store and D.context().main:  # in a data-parallel run, rank 0 stores (the others evaluated nothing)
             S.save(key, identity, result)
     return result
+
+
+def _prefix_saver(spec, train, val, tests, config: TrainConfig, init_name, val_adapt, steps: list[int]) -> Callable:
+    """A trainer callback that stores the run at each of ``steps`` as the run of that many steps: the
+    identity of ``config`` with ``steps=n``, the history to step n and the state validation chose by then.
+    That is the shorter run itself when a method's updates do not depend on the total (no schedule over
+    ``config.steps``; every method here) and step n is an evaluation step, as ``train_run`` requires:
+    tests/test_train.py trains both ways and compares them."""
+    from sbir_core import store as S
+
+    def save(trainer: Trainer, step: int, _loss: float) -> None:
+        if step not in steps:
+            return
+        identity = run_identity(spec, train, val, tests, config.replace(steps=step), init_name, val_adapt)
+        key = fingerprint(identity)
+        with S.training(key):
+            if S.load(key, identity) is None:
+                S.save(key, identity, dataclasses.replace(trainer.result(), fingerprint=key))
+
+    return save
 
 
 def train_seeds(
@@ -516,11 +548,12 @@ def train_seeds(
     store: bool = True,
     init=None,
     val_adapt: tuple | None = None,
+    prefixes: Iterable[int] = (),
 ) -> MultiSeedResult:
     """``train_run`` for each seed: one fresh method per seed, initialised after ``seed_everything(seed)``;
     ``init(seed)`` gives the seed's starting state (``train_run``'s init), when given."""
     return MultiSeedResult(
-        [train_run(spec, train, val, tests, config, s, store, init and init(s), val_adapt) for s in seeds]
+        [train_run(spec, train, val, tests, config, s, store, init and init(s), val_adapt, prefixes) for s in seeds]
     )
 
 

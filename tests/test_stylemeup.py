@@ -404,3 +404,27 @@ def test_style_episodes_index_a_view_once_and_draw_as_a_fresh_index_does():
     view.target = torch.zeros_like(view.target)  # every sketch now of photo 0: the old index no longer holds
     _, target, by_photo, _ = _episode_index(view)
     assert list(by_photo) == [0] and (target == 0).all()
+
+
+def test_a_stored_prefix_is_the_shorter_run(tmp_path, monkeypatch):
+    """Chapter 6 compares its ablations, trained ABLATION_STEPS, with the full model trained as long: the
+    full model's longer run stores itself at that step (``train_run``'s prefixes), and what it stores equals
+    a run of that many steps trained alone: history, the state validation chose, and the store key."""
+    from sbir_core import store
+    from sbir_core.models.base import MethodSpec
+    from sbir_core.train import TrainError, train_run
+
+    monkeypatch.setenv("SBIR_STORE", str(tmp_path / "store"))
+    view = toy_feature_view(n_items=16)
+    spec = MethodSpec("stylemeup", {"in_dim": 16, "hidden": 16, "latent": 8, "k": 3, "flip": False})
+    cfg = TrainConfig(steps=12, batch_size=2, eval_every=3, lr=1e-2, progress=False)
+    alone = train_run(spec, view, view, None, cfg.replace(steps=6), seed=1, store=False)
+    train_run(spec, view, view, None, cfg, seed=1, prefixes=(6,))
+    assert len(store.entries()) == 2
+    stored = train_run(spec, view, view, None, cfg.replace(steps=6), seed=1)  # a store hit: nothing trains
+    assert len(store.entries()) == 2 and stored.history.equals(alone.history)
+    assert stored.val_selected == alone.val_selected and stored.best_on_test == alone.best_on_test
+    assert stored.fingerprint == alone.fingerprint
+    assert all(torch.equal(stored.best_state[k], alone.best_state[k]) for k in alone.best_state)
+    with pytest.raises(TrainError, match="multiple of eval_every"):
+        train_run(spec, view, view, None, cfg, seed=2, prefixes=(5,))
