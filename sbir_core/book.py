@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import datetime as dt
+import functools
 import hashlib
 import json
 import math
@@ -146,13 +148,21 @@ def load_params(chapter: str, scale: str) -> dict:
 
 def chapter_defaults(chapter: str) -> dict:
     """The names and default values of a chapter's one ``parameters`` cell."""
+    path = BOOK / f"{chapter}.py"
+    stat = path.stat()
+    return copy.deepcopy(_defaults(path, stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=64)
+def _defaults(path: Path, _mtime_ns: int, _size: int) -> dict:
+    """``chapter_defaults`` of the file as it is now (read again when it changes): a chapter asks for its
+    parameters (``Chapter.params``) once per run it trains, and jupytext reads the whole chapter each time."""
     import ast
 
     import jupytext
 
-    cells = [
-        c for c in jupytext.read(BOOK / f"{chapter}.py").cells if "parameters" in c.get("metadata", {}).get("tags", [])
-    ]
+    cells = [c for c in jupytext.read(path).cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    chapter = path.stem
     if len(cells) != 1:
         raise ValueError(f"{chapter}: expected exactly one cell tagged 'parameters', found {len(cells)}")
     defaults = {}
