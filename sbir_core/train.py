@@ -510,9 +510,10 @@ def train_run(
             method = spec.build()
             if init is not None:
                 method.start_from(start)
-            saver = [_prefix_saver(spec, train, val, tests, config, init and init[0], val_adapt, prefixes)]
-            saver = saver if prefixes and store and not D.context().active else []
-            result = Trainer(method, train, val, tests, config, identity, saver, val_adapt).fit()
+            callbacks = []
+            if prefixes and store and not D.context().active:
+                callbacks.append(_prefix_saver(spec, train, val, tests, config, init and init[0], val_adapt, prefixes))
+            result = Trainer(method, train, val, tests, config, identity, callbacks, val_adapt).fit()
         if store and D.context().main:  # in a data-parallel run, rank 0 stores (the others evaluated nothing)
             S.save(key, identity, result)
     return result
@@ -523,7 +524,8 @@ def _prefix_saver(spec, train, val, tests, config: TrainConfig, init_name, val_a
     identity of ``config`` with ``steps=n``, the history to step n and the state validation chose by then.
     That is the shorter run itself when a method's updates do not depend on the total (no schedule over
     ``config.steps``; every method here) and step n is an evaluation step, as ``train_run`` requires:
-    tests/test_train.py trains both ways and compares them."""
+    tests/test_stylemeup.py trains a run both ways and compares them. A run resumed past step n stores nothing
+    for it (the shorter run is then trained when asked for)."""
     from sbir_core import store as S
 
     def save(trainer: Trainer, step: int, _loss: float) -> None:
