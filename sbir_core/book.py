@@ -773,14 +773,15 @@ def expect(
     return 0
 
 
-def _browse(pages) -> list[str]:
-    """The built pages in headless Chromium at a laptop's and a phone's width (``pages.browse``), screenshots in
-    ``_build/screenshots``; without a browser, said and skipped, except under ``SBIR_REQUIRE_BROWSER=1`` (CI)."""
+def _browse(pages, shots: bool = False) -> list[str]:
+    """The built pages in headless Chromium at a laptop's and a phone's width (``pages.browse``), with ``shots`` a
+    full-page screenshot of each in ``_build/screenshots``; without a browser, said and skipped, except under
+    ``SBIR_REQUIRE_BROWSER=1`` (CI)."""
     from sbir_core.browser import BrowserError
     from sbir_core.pages import browse
 
     try:
-        return browse(pages, shots=REPO_ROOT / "_build" / "screenshots")
+        return browse(pages, shots=REPO_ROOT / "_build" / "screenshots" if shots else None)
     except BrowserError as err:
         if os.environ.get("SBIR_REQUIRE_BROWSER") == "1":
             return [f"the pages could not be opened in a browser: {err}"]
@@ -788,9 +789,11 @@ def _browse(pages) -> list[str]:
         return []
 
 
-def build(builder: str = "html") -> int:
+def build(builder: str = "html", shots: bool = False) -> int:
     """Build the book from the executed notebooks with warnings as errors, and fail on what a reader must not meet
-    on a page (stderr, warning or traceback text, "nan"; ``sbir_core.pages``); return the exit code."""
+    on a page (stderr, warning or traceback text, "nan"; ``sbir_core.pages``); return the exit code. ``shots``: keep
+    a screenshot of every page at each width checked (half of the check's time: 16 of 32 s here; off in
+    ``make test``, where nobody looks at them)."""
     jb = Path(sys.executable).with_name("jupyter-book")
     cmd = [
         str(jb) if jb.exists() else "jupyter-book",
@@ -814,7 +817,7 @@ def build(builder: str = "html") -> int:
         html = REPO_ROOT / "_build" / "html"
         pages = [f for f in html.rglob("*.html") if not f.relative_to(html).parts[0].startswith("_")]
         problems += html_problems(sorted(pages))
-        problems += _browse(sorted(pages))
+        problems += _browse(sorted(pages), shots)
     if problems:  # what a reader must not meet on a page (sbir_core.pages)
         print(f"[build] {len(problems)} page problem(s):\n  " + "\n  ".join(problems))
         return 1
@@ -874,6 +877,9 @@ def main(argv=None) -> int:
     p_exp.add_argument("--requires", default="", help="dataset the rows need, if any")
     p_build = sub.add_parser("build", help="build the HTML book (no execution)")
     p_build.add_argument("--builder", default="html")
+    p_build.add_argument(
+        "--shots", action="store_true", help="a full-page screenshot of every page at each width, in _build/screenshots"
+    )
     args = parser.parse_args(argv)
     if args.command == "run":
         overrides = parse_set(args.set)
@@ -896,7 +902,7 @@ def main(argv=None) -> int:
         return 1 if problems else 0
     if args.command == "expect":
         return expect(args.chapter, args.tol, args.note, args.requires)
-    return build(args.builder)
+    return build(args.builder, args.shots)
 
 
 if __name__ == "__main__":
