@@ -580,3 +580,16 @@ def test_chapters_side_by_side_build_on_others_only_when_nothing_else_is_ready(m
     assert book.waits_for("10_claims", names) == names[:-1] and book.waits_for("05_hierarchy", names) == []
     assert book.builds_on("09_playground", names) == ["04_triplet_baseline", "06_stylemeup", "07_adaptive"]
     assert book.builds_on("05_hierarchy", ["05_hierarchy", "06_stylemeup"]) == []  # only chapters of this run
+
+
+def test_build_keeps_page_screenshots_only_when_asked(monkeypatch):
+    """``book build`` checks the pages in a browser either way; ``--shots`` alone keeps a screenshot of each."""
+    import sbir_core.pages
+
+    built, browsed = [], []
+    monkeypatch.setattr(book, "build", lambda builder="html", shots=False: built.append((builder, shots)) or 0)
+    assert book.main(["build"]) == 0 and book.main(["build", "--shots"]) == 0
+    assert built == [("html", False), ("html", True)]
+    monkeypatch.setattr(sbir_core.pages, "browse", lambda pages, shots=None: browsed.append(shots) or [])
+    assert book._browse([], shots=False) == [] and book._browse([], shots=True) == []
+    assert browsed == [None, paths.REPO_ROOT / "_build" / "screenshots"]
