@@ -285,21 +285,22 @@ def judge(
     claim, the arm whose level is claimed; for a null claim, the arm that shows how large the effect
     could be). direction: the sign of the recorded difference when the claim holds. paper: the
     paper's relative effect (NaN: no size). Every arm with floors must clear them, and every trained
-    arm needs two or more seeds (or a pilot's ``seed_var``). other: metric -> effect terms of
-    another metric, recorded beside (no outcome).
+    arm needs two or more seeds (or a pilot's ``seed_var``): otherwise the claim is "not testable",
+    with the reason (its difference is recorded; its interval lacks the training seeds' part). other:
+    metric -> effect terms of another metric, recorded beside (no outcome).
     """
     higher = metric not in LOWER_IS_BETTER
     g = 1.0 if higher else -1.0
     arms = list(dict.fromkeys([a for a, _ in effect] + [reference]))
     single = [a.name or "an arm" for a in arms if len(a.seeds) == 1 and a.seed_var is None]
-    if single:
-        raise ClaimError(
-            f"{claim_id}: {', '.join(single)} trained with one seed: a claim needs two or more seeds "
-            f"of every trained arm, or a pilot's seed variance (seed_var), so that its interval holds "
-            f"training chance"
-        )
     diff = ST.contrast(effect, n_boot=n_boot, seed=seed)
     reasons = [r for r in (_reaches(a, higher, n_boot) for a in arms) if r]
+    if single:  # e.g. a reader's quick run with one seed (--set N_SEEDS=1): the chapter runs on, the claim says why
+        reasons.insert(
+            0,
+            f"{', '.join(single)} trained with one seed: its interval holds the test sample's chance, not "
+            f"training's (two or more seeds of every trained arm, or a pilot's seed variance, make it testable)",
+        )
     if kind != "level" and _alike(effect):
         reasons.append("the arms rank every query alike: the switched part changes nothing the evaluation sees")
     floor_name, f = reference.floor(higher)
@@ -453,12 +454,13 @@ def evidence_table(metrics: pd.DataFrame) -> pd.DataFrame:
     return wide.rename(columns={"where": "setting"})
 
 
-def pilot(a: ST.Arm) -> tuple[float, int]:
+def pilot(a: ST.Arm) -> tuple[float, int] | None:
     """A pilot's seed variance for a one-seed arm of the same design: the variance of ``a``'s per-seed
-    means (ddof 1) and its degrees of freedom, S - 1 (``arm(..., seed_var=pilot(full))``)."""
+    means (ddof 1) and its degrees of freedom, S - 1 (``arm(..., seed_var=pilot(full))``). None where ``a``
+    has one seed itself: there is no pilot, and a claim on the one-seed arm is not testable (``judge``)."""
     per_seed = a.values.mean(1)
     if len(per_seed) < 2:
-        raise ClaimError(f"a pilot needs two or more seeds, {a.name!r} has {len(per_seed)}")
+        return None
     return float(np.var(per_seed, ddof=1)), len(per_seed) - 1
 
 

@@ -283,8 +283,11 @@ def test_a_reference_at_its_floor_is_not_testable():
     assert all(e.reason for e in evs if e.outcome == "not testable")
 
 
-def test_arms_that_rank_alike_are_not_testable_and_one_seed_arms_are_refused():
-    from sbir_core.claims import ClaimError, judge
+def test_arms_that_rank_alike_or_were_trained_with_one_seed_are_not_testable():
+    """Two reasons a claim cannot come out either way, each named: arms that rank every query alike, and an arm
+    trained with one seed and no pilot (a quick run, --set N_SEEDS=1), whose interval cannot hold training chance;
+    with a pilot's seed variance the same one-seed arm is judged, and a one-seed arm gives no pilot."""
+    from sbir_core.claims import judge, pilot
 
     cl = {"query": np.arange(50)}
     y = (np.arange(50)[None, :].repeat(2, 0) % 3 == 0).astype(float)
@@ -293,13 +296,17 @@ def test_arms_that_rank_alike_are_not_testable_and_one_seed_arms_are_refused():
         x.floors["chance"] = x.constant(0.01)
     ev = judge([(a, 1.0), (b, -1.0)], b, paper=0.2)
     assert ev.outcome == "not testable" and "alike" in ev.reason
-    one = Arm(y[:1], cl, (0,), name="one seed")
+    z = (np.arange(50)[None, :] % 2 == 0).astype(float)  # differs from B on a third of the queries
+    one = Arm(z, cl, (0,), name="one seed")
     one.floors["chance"] = one.constant(0.01)
-    with pytest.raises(ClaimError, match="one seed"):
-        judge([(one, 1.0), (b, -1.0)], b)
-    piloted = Arm(y[:1], cl, (0,), seed_var=(1e-4, 1), name="piloted")
+    ev = judge([(one, 1.0), (b, -1.0)], b, paper=0.2)
+    assert ev.outcome == "not testable" and ev.reason.startswith("one seed trained with one seed"), ev.reason
+    assert ev.rel is None and math.isnan(ev.mde_rel) and math.isclose(ev.diff.estimate, z.mean() - y.mean())
+    assert pilot(one) is None and pilot(a) == (0.0, 1)
+    piloted = Arm(z, cl, (0,), seed_var=(1e-4, 1), name="piloted")
     piloted.floors["chance"] = piloted.constant(0.01)
-    assert judge([(piloted, 1.0), (b, -1.0)], b).rel.se_seeds > 0
+    ev = judge([(piloted, 1.0), (b, -1.0)], b, paper=0.2)
+    assert ev.outcome != "not testable" and not ev.reason and ev.rel.se_seeds > 0
 
 
 def test_seed_and_sample_parts_scale_as_seeds_needed_assumes():
