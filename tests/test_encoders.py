@@ -5,6 +5,7 @@ import torch
 
 from sbir_core.models.encoders import (
     CNNConfig,
+    Dropout,
     EncoderUnavailable,
     SmallCNN,
     build_encoder,
@@ -116,3 +117,28 @@ def test_pretrained_backbones_get_imagenet_input():
     assert torch.allclose(seen[0], imagenet_input(blank_sketch)) and out.shape == (1, 3)
     with pytest.raises(ValueError):
         imagenet_input(torch.zeros(1, 2, 4, 4))
+
+
+def test_dropout_keeps_each_unit_with_probability_one_minus_p_and_scales_it():
+    """The head's dropout (uniform draws compared with p, faster than nn.Dropout's Bernoulli draws on the CPU):
+    in training each unit is zeroed with probability p and the rest scaled by 1 / (1 - p), so the mean is kept, and
+    the gradient passes exactly through the kept units; in eval mode, and at p = 0, it is the identity."""
+    torch.manual_seed(0)
+    x = torch.full((400, 500), 2.0, requires_grad=True)
+    for p in (0.1, 0.5, 0.8):
+        drop = Dropout(p).train()
+        y = drop(x)
+        kept = y != 0
+        assert abs(kept.float().mean().item() - (1 - p)) < 0.01  # 200,000 draws: a standard error of ~0.001
+        assert torch.allclose(y[kept], torch.tensor(2.0 / (1 - p)))
+        y.sum().backward()
+        assert torch.allclose(x.grad, kept.float() / (1 - p))
+        x.grad = None
+        assert torch.equal(drop.eval()(x), x)
+    assert torch.equal(Dropout(0.0).train()(x), x)
+    assert not Dropout(1.0).train()(x).any()
+    a, b = Dropout(0.5).train(), Dropout(0.5).train()
+    torch.manual_seed(3)
+    first = a(x)
+    torch.manual_seed(3)
+    assert torch.equal(first, b(x))  # one seed, one mask

@@ -300,10 +300,14 @@ class StyleMeUp(Method):
 
     def configure_optimizers(self, config) -> list[torch.optim.Optimizer]:
         """Adam over Ω at ``config.lr``; Adam over ψ and learned θ_FT at ``meta_lr`` (when any)."""
-        opts = [torch.optim.Adam(self.model_parameters().values(), lr=config.lr, weight_decay=config.weight_decay)]
+        opts = [
+            torch.optim.Adam(
+                list(self.model_parameters().values()), lr=config.lr, weight_decay=config.weight_decay, foreach=True
+            )
+        ]
         meta = [p for n, p in self.named_parameters() if n in self.meta_names() and p.requires_grad]
         if meta:
-            opts.append(torch.optim.Adam(meta, lr=self.meta_lr or config.lr))
+            opts.append(torch.optim.Adam(meta, lr=self.meta_lr or config.lr, foreach=True))  # foreach: as Method's
         return opts
 
     @contextmanager
