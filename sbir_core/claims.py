@@ -220,12 +220,12 @@ class Evidence:
         return out
 
 
-def _reaches(a: ST.Arm, higher: bool, n_boot: int) -> str:
+def _reaches(a: ST.Arm, higher: bool) -> str:
     """ "" when the arm's own interval clears its binding floor, else a sentence saying which floor it reaches."""
     name, f = a.floor(higher)
     if f is None:
         return ""
-    iv = a.own_interval(n_boot=n_boot)
+    iv = a.own_interval()
     clear = iv.lo > f.mean if higher else iv.hi < f.mean
     if clear:
         return ""
@@ -240,8 +240,6 @@ def assess(
     setting: str = "",
     other: dict | None = None,
     metric: str | None = None,
-    n_boot: int = 2000,
-    seed: int = 0,
 ) -> Evidence:
     """The evidence for one claim of claims.csv from the chapter's arms (``judge`` with the claim's
     kind, direction and metric, and the paper's relative effect at ``setting``). ``metric`` replaces
@@ -258,8 +256,6 @@ def assess(
         claim_id,
         setting,
         other,
-        n_boot,
-        seed,
     )
 
 
@@ -273,8 +269,6 @@ def judge(
     claim_id: str = "",
     setting: str = "",
     other: dict | None = None,
-    n_boot: int = 2000,
-    seed: int = 0,
 ) -> Evidence:
     """The outcome of a comparison from its arms.
 
@@ -293,8 +287,8 @@ def judge(
     g = 1.0 if higher else -1.0
     arms = list(dict.fromkeys([a for a, _ in effect] + [reference]))
     single = [a.name or "an arm" for a in arms if len(a.seeds) == 1 and a.seed_var is None]
-    diff = ST.contrast(effect, n_boot=n_boot, seed=seed)
-    reasons = [r for r in (_reaches(a, higher, n_boot) for a in arms) if r]
+    diff = ST.contrast(effect)
+    reasons = [r for r in (_reaches(a, higher) for a in arms) if r]
     if single:  # e.g. a reader's quick run with one seed (--set N_SEEDS=1): the chapter runs on, the claim says why
         reasons.insert(
             0,
@@ -309,18 +303,18 @@ def judge(
     rel = None
     if kind == "level":
         top = reference.constant(1.0)
-        rel = ST.ratio([(reference, 1.0), (f, -1.0)], [(top, 1.0), (f, -1.0)], n_boot=n_boot, seed=seed)
+        rel = ST.ratio([(reference, 1.0), (f, -1.0)], [(top, 1.0), (f, -1.0)])
     elif g * (reference.mean - f.mean) > 0:
-        rel = ST.ratio([(a, direction * c) for a, c in effect], [(reference, g), (f, -g)], n_boot=n_boot, seed=seed)
+        rel = ST.ratio([(a, direction * c) for a, c in effect], [(reference, g), (f, -g)])
     word = ST.outcome(rel, paper, not reasons, kind) if rel is not None else "not testable"
     if word == "not testable":  # an effect relative to a floor a model has not cleared says nothing
         rel, mde = None, math.nan
     elif kind == "level":
         mde = ST.mde(rel)
     else:
-        mde = ST.ratio_mde([(a, direction * c) for a, c in effect], [(reference, g), (f, -g)], n_boot=n_boot, seed=seed)
+        mde = ST.ratio_mde([(a, direction * c) for a, c in effect], [(reference, g), (f, -g)])
     fragile = _fragility(effect, reference, f, rel, paper, kind, direction, g, word) if rel is not None else ""
-    others = {m: ST.contrast(t, n_boot=n_boot, seed=seed) for m, t in (other or {}).items()}
+    others = {m: ST.contrast(t) for m, t in (other or {}).items()}
     return Evidence(
         claim_id,
         metric,

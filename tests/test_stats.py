@@ -39,9 +39,9 @@ def test_one_seed_counts_only_the_sample():
     rng = np.random.default_rng(0)
     y = (rng.random(200) < 0.3).astype(float)
     iv = interval(y)
-    assert iv.n_seeds == 1 and iv.se_seeds == 0 and math.isinf(iv.df)
-    # independent queries: the bootstrap standard error is the binomial one
-    assert iv.se == pytest.approx(math.sqrt(y.mean() * (1 - y.mean()) / len(y)), rel=0.1)
+    assert iv.n_seeds == 1 and iv.se_seeds == 0 and iv.df == pytest.approx(len(y) - 1)
+    # independent queries: the standard error is the binomial one (with n - 1: CR1's n / (n - 1))
+    assert iv.se == pytest.approx(math.sqrt(y.mean() * (1 - y.mean()) / (len(y) - 1)), rel=1e-9)
 
 
 def test_seed_part_is_the_variance_of_seed_means():
@@ -74,7 +74,7 @@ def test_paired_difference_of_same_queries_cancels_shared_difficulty():
 def test_coverage_of_the_mean_is_about_95_percent(mu):
     rng = np.random.default_rng(10 + int(mu * 10))
     n_sim = 300
-    hits = sum(interval(*simulate(rng, mu=mu)[:2], n_boot=400, seed=k).contains(truth(mu)) for k in range(n_sim))
+    hits = sum(interval(*simulate(rng, mu=mu)[:2]).contains(truth(mu)) for _ in range(n_sim))
     coverage = hits / n_sim
     # a 95% interval: the binomial standard error of 300 trials is 1.3 points; 0.91-0.99 is +-3 of them
     assert 0.91 <= coverage <= 0.99, coverage
@@ -85,11 +85,11 @@ def test_coverage_of_a_paired_difference_on_shared_objects():
     rng = np.random.default_rng(7)
     mu_a, mu_b, hits, n_sim = 0.2, -0.3, 0, 300
     true_diff = truth(mu_a) - truth(mu_b)
-    for k in range(n_sim):
+    for _ in range(n_sim):
         ya, ca, objects = simulate(rng, mu=mu_a)
         yb, cb, _ = simulate(rng, mu=mu_b, shared_objects=objects)
         cb = {"object": cb["object"], "drawer": cb["drawer"] + 1000}  # other people
-        hits += paired_difference(ya, yb, ca, cb, n_boot=400, seed=k).contains(true_diff)
+        hits += paired_difference(ya, yb, ca, cb).contains(true_diff)
     assert 0.91 <= hits / n_sim <= 0.99, hits / n_sim
 
 
@@ -157,13 +157,13 @@ def test_ratio_interval_covers_a_known_relative_effect():
     rng = np.random.default_rng(5)
     pa, pb, chance, hits, n_sim = 0.45, 0.30, 0.05, 0, 300
     true = (pa - pb) / (pb - chance)
-    for k in range(n_sim):
+    for _ in range(n_sim):
         shared = rng.normal(0, 0.5, 400)  # query difficulty both arms share
         ya = (rng.normal(norm.ppf(pa) * math.sqrt(1.25), 1, (3, 400)) + shared > 0).astype(float)
         yb = (rng.normal(norm.ppf(pb) * math.sqrt(1.25), 1, (3, 400)) + shared > 0).astype(float)
         cl = {"query": np.arange(400)}
         a, b = Arm(ya, cl, (0, 1, 2)), Arm(yb, cl, (0, 1, 2))
-        r = ratio([(a, 1.0), (b, -1.0)], [(b, 1.0), (b.constant(chance), -1.0)], n_boot=300, seed=k)
+        r = ratio([(a, 1.0), (b, -1.0)], [(b, 1.0), (b.constant(chance), -1.0)])
         hits += r.contains(true)
     assert 0.91 <= hits / n_sim <= 0.99, hits / n_sim
 
@@ -205,9 +205,7 @@ def test_friedman_is_blocked_by_photo():
     assert ST.friedman_by_block(t, "null", "k", "photo", [1, 2, 3])["p"] > 0.01
 
 
-def _comparison(
-    rng, rel_true, p_b=0.30, chance=0.05, n_q=400, n_seeds=3, sd_seed=0.03, n_boot=200, seed=0, paper=math.nan
-):
+def _comparison(rng, rel_true, p_b=0.30, chance=0.05, n_q=400, n_seeds=3, sd_seed=0.03, paper=math.nan):
     """One simulated claim: arm A's accuracy is B's plus ``rel_true`` times B's margin over chance, on
     the same queries (shared difficulty) and seeds; returns its ``claims.judge`` evidence."""
     from sbir_core.claims import judge
@@ -225,7 +223,7 @@ def _comparison(
     a = Arm(draw(p_a), cl, seeds, name="A")
     for x in (a, b):
         x.floors["chance"] = x.constant(chance, "chance")
-    return judge([(a, 1.0), (b, -1.0)], b, paper=paper, n_boot=n_boot, seed=seed)
+    return judge([(a, 1.0), (b, -1.0)], b, paper=paper)
 
 
 def _theory(rel, half, sd, paper):
@@ -252,11 +250,11 @@ def test_verdict_rule_rates_under_null_paper_effect_and_half():
     from collections import Counter
 
     rng = np.random.default_rng(11)
-    pilot = [_comparison(rng, 0.0, seed=k) for k in range(30)]
+    pilot = [_comparison(rng, 0.0) for _ in range(30)]
     paper = float(np.mean([e.mde_rel for e in pilot]))  # the design has 80% power for the paper's effect
     n_sim, table, failures = 200, {}, []
     for label, rel_true in (("null", 0.0), ("paper's effect", paper), ("half of it", paper / 2)):
-        evs = [_comparison(rng, rel_true, paper=paper, seed=k) for k in range(n_sim)]
+        evs = [_comparison(rng, rel_true, paper=paper) for _ in range(n_sim)]
         sd = float(np.std([e.rel.estimate for e in evs], ddof=1))
         seen = Counter(e.outcome for e in evs)
         theory = _theory(rel_true, [e.rel.hi - e.rel.estimate for e in evs], sd, paper)
@@ -277,7 +275,7 @@ def test_verdict_rule_rates_under_null_paper_effect_and_half():
 def test_a_reference_at_its_floor_is_not_testable():
     """Two arms at chance: 'not testable' except when sampling lifts both intervals above chance."""
     rng = np.random.default_rng(12)
-    evs = [_comparison(rng, 0.0, p_b=0.05, chance=0.05, seed=k) for k in range(100)]
+    evs = [_comparison(rng, 0.0, p_b=0.05, chance=0.05) for _ in range(100)]
     share = sum(e.outcome == "not testable" for e in evs) / len(evs)
     assert share >= 0.975 - 4 * math.sqrt(0.975 * 0.025 / 100), share
     assert all(e.reason for e in evs if e.outcome == "not testable")
@@ -313,8 +311,8 @@ def test_seed_and_sample_parts_scale_as_seeds_needed_assumes():
     """A pilot's two error parts predict a larger design's error: the seed part falls with the seeds,
     the sample part with the objects and drawers (measured on simulated experiments, 4x both)."""
     rng = np.random.default_rng(3)
-    pilot = [interval(*simulate(rng, n_obj=40, n_drw=16, n_seeds=3)[:2], n_boot=300) for _ in range(40)]
-    big = [interval(*simulate(rng, n_obj=160, n_drw=64, n_seeds=12)[:2], n_boot=300) for _ in range(40)]
+    pilot = [interval(*simulate(rng, n_obj=40, n_drw=16, n_seeds=3)[:2]) for _ in range(40)]
+    big = [interval(*simulate(rng, n_obj=160, n_drw=64, n_seeds=12)[:2]) for _ in range(40)]
     se_seeds2 = np.mean([iv.se_seeds**2 for iv in pilot])
     se_sample2 = np.mean([iv.se_sample**2 for iv in pilot])
     predicted = math.sqrt(se_seeds2 * 3 / 12 + se_sample2 / 4)
@@ -344,55 +342,79 @@ def test_seeds_needed_is_the_fewest_seeds_that_reach_the_target():
     assert math.isnan(ST.seeds_needed(0.3, mde_now, 0.0, 0.0, n))  # no pilot error: nothing to plan from
 
 
-def test_remembered_resampling_gives_what_a_fresh_one_gives_and_never_another_arms():
-    """``contrast`` remembers the bootstrap of a set of arms (``ratio_mde`` asks five times for the same arms):
-    the remembered answer equals a fresh computation's, and arms with other values, even of the same shape and
-    clusters, get their own."""
-    rng = np.random.default_rng(6)
-    y, clusters, _ = simulate(rng)
-    z, _, _ = simulate(rng)
-    a, b = Arm(y, clusters, tuple(range(5))), Arm(z, clusters, tuple(range(5)))
-    ST._BOOT_CACHE.clear()
-    first = contrast([(a, 1.0), (b, -1.0)])
-    again = contrast([(a, 0.5), (b, -0.5)])  # the same arms: resampling remembered, coefficients new
-    ST._BOOT_CACHE.clear()
-    fresh = contrast([(a, 0.5), (b, -0.5)])
-    assert (again.estimate, again.se, again.lo, again.hi) == (fresh.estimate, fresh.se, fresh.lo, fresh.hi)
-    assert again.se == pytest.approx(first.se / 2)
-    c = Arm(y + 1.0, clusters, tuple(range(5)))  # another arm: same shape and clusters, other values
-    shifted = contrast([(c, 1.0), (b, -1.0)])
-    assert shifted.estimate == pytest.approx(first.estimate + 1.0) and shifted.se == pytest.approx(first.se)
-    assert len(ST._BOOT_CACHE) == 2
+def cluster_variance(z, labels):
+    """CR1 by hand: G / (G - 1) times the sum over clusters of the squared sum of their influences."""
+    keys = sorted(set(labels))
+    sums = [sum(v for v, lab in zip(z, labels) if lab == k) for k in keys]
+    return len(keys) / (len(keys) - 1) * sum(x * x for x in sums)
 
 
-def dense_bootstrap_means(arms, clusters, n_boot, rng):
-    """The brute-force reference: every query's weight in every replicate, the product of its clusters' draws."""
-    values, bounds = np.concatenate(arms), np.cumsum([0] + [len(a) for a in arms])
-    weight = np.ones((n_boot, len(values)))
+def test_sample_part_is_the_two_way_cluster_robust_variance():
+    """A contrast of two arms on different queries that share objects (and one drawer): by hand, each
+    query's influence is c (y - mean) / Q of its arm, V = V_object + V_drawer - V_(object, drawer),
+    and the degrees of freedom Satterthwaite's over the three terms."""
+    rng = np.random.default_rng(8)
+    qa, qb = 30, 20
+    ya, yb = (rng.random(qa) < 0.4).astype(float), (rng.random(qb) < 0.6).astype(float)
+    obj_a, obj_b = rng.integers(0, 7, qa), rng.integers(0, 7, qb)
+    drw_a, drw_b = rng.choice(["d0", "d1", "d2"], qa), rng.choice(["d2", "d3"], qb)
+    a = Arm(ya, {"object": obj_a, "drawer": drw_a})
+    b = Arm(yb, {"object": obj_b, "drawer": drw_b})
+    iv = contrast([(a, 1.0), (b, -1.0)])
+    z = list((ya - ya.mean()) / qa) + list(-(yb - yb.mean()) / qb)
+    obj, drw = list(obj_a) + list(obj_b), list(drw_a) + list(drw_b)
+    terms = [cluster_variance(z, obj), cluster_variance(z, drw), cluster_variance(z, list(zip(obj, drw)))]
+    want = max(terms[0] + terms[1] - terms[2], terms[0], terms[1])
+    assert iv.se_sample**2 == pytest.approx(want, rel=1e-12) and iv.se_seeds == 0
+    sizes = [len(set(obj)), len(set(drw)), len(set(zip(obj, drw)))]
+    assert iv.df == pytest.approx(want**2 / sum(t * t / (g - 1) for t, g in zip(terms, sizes)), rel=1e-12)
+    assert iv.estimate == pytest.approx(ya.mean() - yb.mean())
+
+
+def crossed(rng, n_obj, n_drw, sd_int, sd_obj=0.8, sd_drw=0.5):
+    """Two models' outcomes on a crossed test (every drawer draws every object once, as the style world's
+    unseen test), sharing the objects' and drawers' difficulty; they differ by object and drawer interactions
+    of size ``sd_int`` and by query-level noise. Returns the per-query difference and its clusters."""
+    o, d = rng.normal(0, sd_obj, n_obj), rng.normal(0, sd_drw, n_drw)
+    oi, di = rng.normal(0, sd_int, n_obj), rng.normal(0, sd_int, n_drw)
+    obj, drw = np.repeat(np.arange(n_obj), n_drw), np.tile(np.arange(n_drw), n_obj)
+    shared = -1.0 + o[obj] + d[drw] + rng.normal(0, 1, len(obj))
+    ya = (shared + rng.normal(0, 0.6, len(obj)) > 0).astype(float)
+    yb = (shared + oi[obj] + di[drw] + rng.normal(0, 0.6, len(obj)) > 0).astype(float)
+    return ya - yb, {"object": obj, "drawer": drw}
+
+
+def pigeonhole_se(z, clusters, rng, n_boot=200):
+    """The estimator this one replaced: objects and drawers resampled independently, a query weighted by the
+    product of its clusters' draws (Owen 2007)."""
+    weight = np.ones((n_boot, len(z)))
     for labels in clusters.values():
-        (code,), (size,) = ST._codes([labels])
-        weight *= rng.multinomial(size, np.full(size, 1.0 / size), size=n_boot)[:, code]
-    out = np.full((n_boot, len(arms)), np.nan)
-    for a in range(len(arms)):
-        w = weight[:, bounds[a] : bounds[a + 1]]
-        tot = w.sum(1)
-        out[tot > 0, a] = (w @ values[bounds[a] : bounds[a + 1]])[tot > 0] / tot[tot > 0]
-    return out
+        size = len(np.unique(labels))
+        weight *= rng.multinomial(size, np.full(size, 1.0 / size), size=n_boot)[:, labels]
+    return float(((weight @ z) / weight.sum(1)).std(ddof=1))
 
 
-@pytest.mark.parametrize("n_clusters", [1, 2, 3])
-def test_bootstrap_means_equal_every_querys_weights(n_clusters):
-    """The per-cluster sums give the brute-force replicates (the same draws, to rounding), with arms of other
-    lengths, string labels shared between arms, and replicates that draw none of an arm's clusters (NaN)."""
-    rng = np.random.default_rng(n_clusters)
-    lengths = [40, 70, 2]
-    arms = [rng.random(n) for n in lengths]
-    levels = [("o", 12), ("d", 4), ("c", 3)][:n_clusters]
-    clusters = {
-        prefix: [np.array([f"{prefix}{i}" for i in rng.integers(j, j + size, n)]) for j, n in enumerate(lengths)]
-        for prefix, size in levels
-    }
-    want = dense_bootstrap_means(arms, clusters, 400, np.random.default_rng(9))
-    got = ST._bootstrap_means(arms, clusters, 400, np.random.default_rng(9))
-    assert np.array_equal(np.isnan(got), np.isnan(want)) and np.isnan(want).any()
-    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+@pytest.mark.parametrize("n_obj,n_drw,sd_int", [(104, 16, 0.05), (100, 6, 0.6)])
+def test_crossed_designs_are_covered_and_not_overstated(n_obj, n_drw, sd_int):
+    """On a crossed design the interval covers the true difference about 95% of the time, and its standard
+    error is the spread of the estimates over repeated experiments. Where the query-level noise dominates (a
+    paired difference, 16 drawers), the pigeonhole bootstrap it replaced counts that noise about three times:
+    its standard error is 1.4 or more times the spread. With six drawers and drawer interactions
+    dominating, the t quantile's Satterthwaite degrees of freedom keep the coverage."""
+    rng = np.random.default_rng(20 + n_drw)
+    truth_rng = np.random.default_rng(99)
+    true_diff = np.mean([crossed(truth_rng, n_obj, n_drw, sd_int)[0].mean() for _ in range(600)])
+    n_sim, hits, est, se, old = 300, 0, [], [], []
+    for _ in range(n_sim):
+        z, cl = crossed(rng, n_obj, n_drw, sd_int)
+        iv = interval(z, cl)
+        hits += iv.contains(true_diff)
+        est.append(iv.estimate)
+        se.append(iv.se)
+        if len(old) < 60:
+            old.append(pigeonhole_se(z, cl, rng))
+    spread = float(np.std(est, ddof=1))
+    assert 0.91 <= hits / n_sim <= 0.99, hits / n_sim
+    assert 0.8 <= np.mean(se) / spread <= 1.25, (np.mean(se), spread)
+    if sd_int < 0.1:
+        assert np.mean(old) / spread >= 1.4, (np.mean(old), spread)
