@@ -300,7 +300,7 @@ pd.DataFrame(by_chapter, columns=["chapter", "rows", "decided", "detectable now"
 # outcome is decided on an interval (all but the not testable ones); the per-claim interval stays
 # the outcome, and a column of {numref}`c10-tbl-holm` says whether a *reproduced* or *contradicted* survives
 # the adjustment. The p-values are two-sided, from the relative effect and its interval (normal
-# approximation: conservative where the interval has few degrees of freedom). A verdict is
+# approximation: where an interval has few degrees of freedom, a little smaller than its t would give). A verdict is
 # *fragile* when moving the estimate by what one test query, or one training seed, could change
 # would flip it.
 
