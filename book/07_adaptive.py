@@ -60,8 +60,8 @@ setup(seed=0)
 # %% tags=["parameters"]
 SCALE = "ci"  # which results folder to write: ci | paper
 SEED = 0  # base seed: meta-learner seed s starts from chapter 4's baseline of seed s
-META_SEEDS = 2  # training seeds of each meta-learner (each starts from chapter 4's baseline of the same seed)
-N_ABLATION_SEEDS = 2  # training seeds of each ablation (the full model's first seeds, paired with them)
+META_SEEDS = 3  # training seeds of each meta-learner (each starts from chapter 4's baseline of the same seed)
+N_ABLATION_SEEDS = 3  # training seeds of each ablation (the full model's first seeds, paired with them)
 META_STEPS = 150  # outer steps of each meta-learner
 TASKS = 4  # tasks (drawers, or categories) per outer step
 K_SUPPORT = 5  # support sketches per training task
@@ -83,7 +83,7 @@ REAL_MAX_PER_CLASS = 200  # QuickDraw: at most the first N drawings of each clas
 SKETCHY_SUPPORT_FRACTION = 0.5  # Sketchy's unseen classes: the share of each class's objects held out for supports
 PROGRESS = False  # tqdm progress bars
 DEVICE = "cpu"  # cpu (ci) | cuda
-BUDGET_S = 240  # this chapter's time budget at this scale on 2 CPU cores, seconds (python -m sbir_core.bench book)
+BUDGET_S = 300  # this chapter's time budget at this scale on 2 CPU cores, seconds (python -m sbir_core.bench book)
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Meta-training from chapter 4's baseline: the outer loss and the seen drawers' validation Acc@1 (each drawer adapted to K_SUPPORT of its training sketches first) over outer steps for each meta-learner (band: range over seeds), and ours from untrained F and M on the same trunk features (one seed): the check that the meta-learner learns at all."}, "image": {"alt": "Line plots of the outer loss and of validation accuracy over outer steps, one line per meta-learner."}}
 import matplotlib.pyplot as plt
