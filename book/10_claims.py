@@ -29,7 +29,11 @@
 # datasets it reports (`sbir_core.claims.paper_effects`).
 #
 # **The outcome** comes from the 95% interval of our relative effect (over training seeds and the
-# test sample, `sbir_core.stats`):
+# test sample, `sbir_core.stats`). The test sample's part keeps the dependence between sketches of one
+# object and of one drawer: on the style world, where objects and drawers are crossed, it is the two-way
+# cluster-robust variance {cite}`cameron2011multiway`, whose standard error matches the spread of repeated
+# experiments in simulation; the resampling bootstrap used before counted the query-level noise about
+# three times, and on the unseen drawers' test overstated the standard error by about half (`tests/test_stats.py`).
 #
 # | outcome | when |
 # |---|---|
