@@ -81,7 +81,8 @@ class Interval:
     """An estimate with its 95% (or ``level``) interval and where the uncertainty comes from.
 
     se_seeds, se_sample: the two parts of the standard error; df: Welch-Satterthwaite degrees
-    of freedom (inf with one seed, when the seed part cannot be estimated and is left out).
+    of freedom over the seed part (S - 1) and the sample part's cluster terms (G - 1 each); inf only when
+    neither part has any variance.
     """
 
     estimate: float
@@ -128,7 +129,8 @@ def _as_2d(x) -> np.ndarray:
 
 
 def _codes(labels_list) -> tuple[list[np.ndarray], list[int]]:
-    """Factorize each cluster dimension's labels over the union of the arms: codes per arm, level counts."""
+    """Factorize each cluster dimension's labels over the union of the arms: per dimension, the codes of every
+    query of the arms in order (concatenated) and the number of levels."""
     codes, sizes = [], []
     for labels in labels_list:
         c, u = pd.factorize(pd.Series(np.concatenate([np.asarray(x, dtype=object) for x in labels])), sort=True)
