@@ -92,6 +92,32 @@ def test_check_exit_code(tmp_path, monkeypatch, capsys):
     assert "drift" in out and "0.6" in out
 
 
+def test_a_chapter_passes_on_the_platform_recording_it_matches_and_says_which(tmp_path, monkeypatch, capsys):
+    """Another platform's recording (``expected.<platform>.csv``) checks a chapter whose numbers match it whole;
+    a run that matches neither recording fails, and so does one that matches no recording of a chapter it ran."""
+    monkeypatch.setenv("SBIR_RESULTS", str(tmp_path / "runs"))
+    path = tmp_path / "expected.csv"
+    expected_frame(0.5, 0.01).to_csv(path, index=False)
+    other = expected_frame(0.6, 0.01)
+    other_y = other.assign(chapter="98_y")
+    pd.concat([other, other_y]).to_csv(tmp_path / "expected.amd-avx512.csv", index=False)
+    assert book.recordings(path) == [path, tmp_path / "expected.amd-avx512.csv"]
+    R.save_results("99_x", "ci", fresh_frame(0.505), {})
+    R.save_results("98_y", "ci", R.metric_rows("98_y", fresh_frame(0.6).to_dict("records")), {})
+    capsys.readouterr()
+    assert book.check(path) == 0  # 99_x matches the primary, 98_y (only recorded there) the other platform's
+    out = capsys.readouterr().out
+    assert "98_y (expected.amd-avx512.csv)" in out and "99_x (" not in out
+    R.save_results("99_x", "ci", fresh_frame(0.605), {})
+    assert book.check(path) == 0  # 99_x now matches the other platform's recording
+    assert "99_x (expected.amd-avx512.csv)" in capsys.readouterr().out
+    R.save_results("99_x", "ci", fresh_frame(0.55), {})
+    assert book.check(path) == 1  # between the two: drift against each
+    R.save_results("98_y", "ci", R.metric_rows("98_y", fresh_frame(0.5).to_dict("records")), {})
+    R.save_results("99_x", "ci", fresh_frame(0.5), {})
+    assert book.check(path) == 1  # 98_y has no recording its 0.5 matches
+
+
 @pytest.fixture
 def sandbox(tmp_path, monkeypatch):
     """A book folder, a table of contents and configs of our own, results in a temporary folder.
