@@ -130,6 +130,9 @@ def _plot_style() -> None:
     )
     pd.set_option("display.precision", 3)
     pd.set_option("display.max_columns", 20)
+    # a table's text cells whole: by default pandas cuts each at 50 characters ("...") in the HTML the book renders,
+    # which cut the end off 68 cells of chapter 10's claims table and every "not testable" outcome's reason
+    pd.set_option("display.max_colwidth", None)
 
 
 def _in_kernel() -> bool:

@@ -74,6 +74,17 @@ def test_plot_style_applies():
     assert plt.rcParams["svg.hashsalt"] == "sbir"
 
 
+def test_a_tables_text_cells_are_shown_whole():
+    """pandas cuts text cells at 50 characters by default; a chapter's table shows the whole sentence."""
+    import pandas as pd
+
+    text = "not testable (Proposed's interval reaches its floor, pixel matching, on the seen drawers)"
+    with pd.option_context("display.max_colwidth", 50):
+        setup(seed=0, plots=True)
+        html = pd.DataFrame({"outcome": [text]})._repr_html_()
+    assert text.replace("'", "&#x27;") in html or text in html, html
+
+
 def test_freed_buffers_are_kept_on_glibc_and_the_switch_turns_it_off(monkeypatch):
     """``keep_freed_buffers`` sets glibc's thresholds (True) on Linux and does nothing with ``SBIR_MALLOC=default``
     or off glibc. Its effect is speed, measured by a benchmark and not by a test (the docstring's figures): how many
