@@ -211,7 +211,7 @@ for claim, a, b in (("hierarchy_beats_coattn", "proposed", "b_localised_coattn")
     e = world.claim(claim, [(arms["acc_at_1"][0], 1), (arms["acc_at_1"][1], -1)], arms["acc_at_1"][1],
                     f"{mid(a)} - {mid(b)}", "test_seen", other={"acc_at_10": [(arms["acc_at_10"][0], 1), (arms["acc_at_10"][1], -1)]})
     ch.glue(f"claim_{claim}", e.outcome)
-    claims.append({"claim": f"{NAMES[a]} > {NAMES[b]}", "Acc@1 (deciding)": e.text(),
+    claims.append({"claim": f"{NAMES[a]} > {NAMES[b]}", "Acc@1 (deciding)": e.text(markdown=False),
                    "Acc@10 (beside)": C.fmt(e.other["acc_at_10"], signed=True) + " points"})
 pd.DataFrame(claims).set_index("claim")
 
@@ -400,7 +400,7 @@ for name in bench.p["REAL_DATASETS"]:
     for claim, a, b in (("hierarchy_beats_coattn", "proposed", "b_localised_coattn"), ("coattn_beats_siamese", "b_localised_coattn", "b_siamese")):
         if a in r_ev and b in r_ev:
             e = scope.claim(claim, [(r_arm(a, "acc_at_1"), 1), (r_arm(b, "acc_at_1"), -1)], r_arm(b, "acc_at_1"), f"{mid(a)} - {mid(b)}")
-            real_claims.append({"dataset": name, "claim": f"{NAMES[a]} > {NAMES[b]}", "Acc@1 (deciding)": e.text()})
+            real_claims.append({"dataset": name, "claim": f"{NAMES[a]} > {NAMES[b]}", "Acc@1 (deciding)": e.text(markdown=False)})
     if te.strokes is not None:  # the first strokes of each test sketch, drawn in order
         for frac in FIRST_STROKES:
             fv = te if frac == 1 else redraw(te, [SK.truncate(st, frac) for st in te.strokes], bench.p["LINE_WIDTH"])

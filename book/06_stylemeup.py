@@ -268,7 +268,7 @@ for name in ABLATIONS:
     variant = arm_of(name, "test_unseen", "acc_at_1", seed_var=pilot(full_arm) if len(models[name]) == 1 else None)
     ev = world.claim(f"stylemeup_ablation_{name}", [(full_arm, 1), (variant, -1)], variant,
                      f"stylemeup - {mid(name)}", "test_unseen")
-    abl.append({"variant": labels[name], "full minus variant, unseen Acc@1": ev.text(), "outcome": ev.outcome})
+    abl.append({"variant": labels[name], "full minus variant, unseen Acc@1": ev.text(markdown=False), "outcome": ev.outcome})
 abl = pd.DataFrame(abl)
 counts = abl["outcome"].value_counts()
 ch.glue("abl_n", len(abl))

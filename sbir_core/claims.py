@@ -201,8 +201,9 @@ class Evidence:
     def code(self) -> float:
         return ST.OUTCOME_CODE[self.outcome]
 
-    def text(self, points: bool = True) -> str:
-        """ "+3.1 [−0.5, 6.7] points; relative +0.12 [−0.02, 0.26] (paper 0.27, detectable 0.18): undecided"."""
+    def text(self, points: bool = True, markdown: bool = True) -> str:
+        """ "+3.1 [−0.5, 6.7] points; relative +0.12 [−0.02, 0.26] (paper 0.27, detectable 0.18): **undecided**".
+        markdown: the outcome in bold for prose; False for a table's cell, where the HTML would show the asterisks."""
         scale, unit = (100, " points") if points and self.metric != "rank_v_avg" else (1, "")
         d = self.diff
         out = f"{scale * d.estimate:+.1f} [{scale * d.lo:.1f}, {scale * d.hi:.1f}]{unit}"
@@ -212,7 +213,7 @@ class Evidence:
             if math.isfinite(self.mde_rel):
                 size.append(f"detectable {self.mde_rel:.2f}")
             out += f" ({', '.join(size)})"
-        out += f": **{self.outcome}**"
+        out += f": **{self.outcome}**" if markdown else f": {self.outcome}"
         if self.reason:
             out += f" ({self.reason})"
         if self.fragile:

@@ -138,3 +138,20 @@ def test_claims_chapter_agrees_with_the_chapters_outcomes(tmp_path, monkeypatch)
     assert int(glued["c10_n_world"]) == len(words)
     metrics = pd.read_csv(tmp_path / "ci" / "10_claims" / "metrics.csv")
     assert metrics.set_index("metric")["value"]["n_reproduced"] == words.count("reproduced")
+
+
+def test_evidence_text_bolds_its_outcome_for_prose_and_not_for_a_tables_cell(tmp_path, monkeypatch):
+    """``Evidence.text()`` reads as Markdown in prose; a table's HTML cell would show the asterisks."""
+    monkeypatch.setenv("SBIR_RESULTS", str(tmp_path))
+    rng = np.random.default_rng(0)
+    cl = {"instance": np.arange(200) // 2}
+    a = Arm((rng.random((2, 200)) < 0.6).astype(float), cl, (0, 1), name="A")
+    b = Arm((rng.random((2, 200)) < 0.2).astype(float), cl, (0, 1), name="B")
+    for x in (a, b):
+        x.floors["chance"] = x.constant(0.02)
+    e = C.Chapter("06_stylemeup", "ci", {}).claim(
+        "stylemeup_beats_triplet_unseen", [(a, 1), (b, -1)], b, "style_world", "a - b", "test_unseen"
+    )
+    assert f": **{e.outcome}**" in e.text()
+    plain = e.text(markdown=False)
+    assert "*" not in plain and f": {e.outcome}" in plain and plain == e.text().replace("**", "")
