@@ -415,7 +415,7 @@ if available("quickdraw") and available("pacs"):
         for ref, cid in (("fine-tuning", "c07_beats_finetune"), ("ANIL", "c07_beats_anil")):
             e_ = scope.claim(cid, [(rarm("ours", k), 1), (rarm(ref, k), -1)], rarm(ref, k), f"adaptive_fgsbir - {KEY[ref]}",
                              where=C.setting(k=k, level="category"), metric="map_all")
-            rrows.append({"method": f"claim: ours beats {ref}", "k": k, "mAP@all": e_.text(points=False)})
+            rrows.append({"method": f"claim: ours beats {ref}", "k": k, "mAP@all": e_.text(points=False, markdown=False)})
     C.prose(f"Classes {', '.join(qp['classes'])}: {len(rv)} QuickDraw queries, {len(rv.gallery)} PACS test photos, "
           f"{qp['n_support_photos']} PACS training photos for the supports."
           + (f" Left out (no PACS photo in the test or the training split): {', '.join(qp['dropped_classes'])}."

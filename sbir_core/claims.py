@@ -289,7 +289,8 @@ def judge(
     arms = list(dict.fromkeys([a for a, _ in effect] + [reference]))
     single = [a.name or "an arm" for a in arms if len(a.seeds) == 1 and a.seed_var is None]
     diff = ST.contrast(effect)
-    reasons = [r for r in (_reaches(a, higher) for a in arms) if r]
+    # each reason once: an arm may come in twice as two objects (the reference rebuilt beside the effect's terms)
+    reasons = list(dict.fromkeys(r for r in (_reaches(a, higher) for a in arms) if r))
     if single:  # e.g. a reader's quick run with one seed (--set N_SEEDS=1): the chapter runs on, the claim says why
         reasons.insert(
             0,

@@ -155,3 +155,21 @@ def test_evidence_text_bolds_its_outcome_for_prose_and_not_for_a_tables_cell(tmp
     assert f": **{e.outcome}**" in e.text()
     plain = e.text(markdown=False)
     assert "*" not in plain and f": {e.outcome}" in plain and plain == e.text().replace("**", "")
+
+
+def test_a_not_testable_reason_names_each_arm_once_when_the_reference_is_rebuilt():
+    """A chapter may pass the reference arm as a second object equal to one of the effect's terms: the reason that
+    it reaches its floor is said once."""
+    rng = np.random.default_rng(1)
+    cl = {"instance": np.arange(200) // 2}
+    hits = (rng.random((2, 200)) < 0.03).astype(float)
+
+    def arm(name, x):
+        a = Arm(x, cl, (0, 1), name=name)
+        a.floors["chance"] = a.constant(0.02)
+        return a
+
+    a, b = arm("A", (rng.random((2, 200)) < 0.5).astype(float)), arm("B", hits)
+    e = CL.judge([(a, 1), (b, -1)], arm("B", hits.copy()))
+    assert e.outcome == "not testable"
+    assert e.reason.count("B's interval") == 1, e.reason
