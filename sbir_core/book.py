@@ -221,19 +221,32 @@ def execute(
     unknown = sorted(set(params) - set(chapter_defaults(chapter)))
     if unknown:
         raise ValueError(f"{chapter}: parameters {unknown} are not in its parameters cell (typo in the config?)")
+    from nbclient.exceptions import DeadKernelError
+
     nb = jupytext.read(BOOK / f"{chapter}.py")
     env_backend = os.environ.pop("MPLBACKEND", None)  # agg drops every figure from the notebook
     start = time.perf_counter()
     try:
-        pm.execute_notebook(
-            nb,
-            str(output or BOOK / f"{chapter}.ipynb"),
-            parameters=params,
-            cwd=str(BOOK),
-            kernel_name=kernel,
-            progress_bar=False,
-            log_output=False,
-        )
+        for attempt in range(1, KERNEL_START_TRIES + 1):
+            try:
+                pm.execute_notebook(
+                    nb,
+                    str(output or BOOK / f"{chapter}.ipynb"),
+                    parameters=params,
+                    cwd=str(BOOK),
+                    kernel_name=kernel,
+                    progress_bar=False,
+                    log_output=False,
+                )
+                break
+            except DeadKernelError as err:  # killed mid-chapter (out of memory, a signal): this chapter fails
+                raise ChapterFailed(f"{chapter}: its kernel died while running ({err}); out of memory?") from None
+            except RuntimeError as err:
+                if not _kernel_did_not_start(err):
+                    raise
+                if attempt == KERNEL_START_TRIES:
+                    raise ChapterFailed(f"{chapter}: its kernel did not start in {attempt} tries ({err})") from None
+                print(f"[run] {chapter}: its kernel did not start ({err}); starting another", flush=True)
     except pm.PapermillExecutionError as err:
         first_line = err.source.strip().splitlines()[0] if err.source.strip() else ""
         raise ChapterFailed(
@@ -245,6 +258,18 @@ def execute(
             os.environ["MPLBACKEND"] = env_backend
     _fold_injected_parameters(Path(output or BOOK / f"{chapter}.ipynb"))
     return time.perf_counter() - start
+
+
+# A kernel's ports are chosen free by the process that starts it and bound by the kernel a moment later, so two
+# processes starting kernels at once (two ``book run``s, or chapters run by the tests beside one) can pick the same
+# port: the kernel exits with "Address already in use" and nbclient reports it as having died before replying to
+# kernel_info. Nothing of the chapter ran by then, so it is started again on fresh ports.
+KERNEL_START_TRIES = 3
+
+
+def _kernel_did_not_start(err: BaseException) -> bool:
+    """Whether ``err`` is nbclient's report of a kernel that died before it answered its first request."""
+    return isinstance(err, RuntimeError) and "before replying to kernel_info" in str(err)
 
 
 def _fold_injected_parameters(path: Path) -> None:

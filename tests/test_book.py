@@ -214,6 +214,67 @@ def test_an_interrupted_chapter_runs_again_and_is_never_published_half_done(sand
     assert "up to date" in capsys.readouterr().out
 
 
+def flaky_kernel(root: Path, monkeypatch, fails: int) -> str:
+    """A kernel named "flaky" that exits at once on its first ``fails`` starts (as a kernel whose port another
+    process took exits), then starts as python3 does; found through JUPYTER_PATH."""
+    import json
+    import sys
+
+    spec = root / "jupyter" / "kernels" / "flaky"
+    spec.mkdir(parents=True)
+    starts = root / "starts"
+    launcher = spec / "launch.py"
+    launcher.write_text(
+        textwrap.dedent(f"""\
+        import pathlib, runpy, sys
+        starts = pathlib.Path({str(starts)!r})
+        n = len(starts.read_text()) if starts.exists() else 0
+        starts.write_text("x" * (n + 1))
+        if n < {fails}:
+            sys.exit("zmq.error.ZMQError: Address already in use")
+        sys.argv = ["ipykernel_launcher", *sys.argv[1:]]
+        runpy.run_module("ipykernel_launcher", run_name="__main__")
+        """)
+    )
+    argv = [sys.executable, str(launcher), "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "flaky", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(root / "jupyter"))
+    return "flaky"
+
+
+def test_a_kernel_that_does_not_start_is_started_again(sandbox, capsys, monkeypatch):
+    """Two processes starting kernels at once can hand both the same free port; the loser exits before it
+    answers. Nothing of the chapter ran, so it is started again, and the chapter runs once, whole."""
+    ok_chapter(sandbox)
+    kernel = flaky_kernel(sandbox, monkeypatch, fails=1)
+    book.execute("98_ok", "ci", output=sandbox / "book" / "98_ok.ipynb", kernel=kernel)
+    assert (sandbox / "starts").read_text() == "xx"
+    assert "did not start" in capsys.readouterr().out
+    assert R.load_metrics("ci", "98_ok")["value"].tolist() == [0.75]
+
+
+def test_a_kernel_that_never_starts_fails_its_chapter_by_name(sandbox, monkeypatch):
+    ok_chapter(sandbox)
+    kernel = flaky_kernel(sandbox, monkeypatch, fails=99)
+    with pytest.raises(book.ChapterFailed, match=f"98_ok: its kernel did not start in {book.KERNEL_START_TRIES} tries"):
+        book.execute("98_ok", "ci", output=sandbox / "book" / "98_ok.ipynb", kernel=kernel)
+    assert len((sandbox / "starts").read_text()) == book.KERNEL_START_TRIES
+
+
+def test_a_kernel_killed_mid_chapter_fails_that_chapter_only(sandbox, capsys):
+    """Out of memory, the kernel is killed: that chapter is reported failed, the others still run (it had ended the
+    whole ``run`` with nbclient's traceback)."""
+    ok_chapter(sandbox)
+    (sandbox / "book" / "97_killed.py").write_text(
+        HEADER
+        + '# %% tags=["parameters"]\nSCALE = "ci"\n# %%\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n'
+    )
+    (sandbox / "configs" / "ci" / "97_killed.yaml").write_text("{}\n")
+    assert book.run("ci") == 1
+    out = capsys.readouterr().out
+    assert "97_killed: its kernel died while running" in out and "98_ok done in" in out
+
+
 def test_an_unsafe_yaml_tag_in_a_config_fails_that_chapter_only(sandbox, capsys):
     (sandbox / "book" / "97_tag.py").write_text(HEADER + '# %% tags=["parameters"]\nSCALE = "ci"\n')
     (sandbox / "book" / "98_ok.py").write_text(HEADER + '# %% tags=["parameters"]\nSCALE = "ci"\n')
