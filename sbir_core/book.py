@@ -40,7 +40,17 @@ import yaml
 from sbir_core.errors import SBIRError
 from sbir_core.paths import BOOK, PACKAGE, REPO_ROOT, RUNS, chapter_config
 from sbir_core.repro import cores
-from sbir_core.results import KEY, SCALES, ResultsError, load_metrics, locked, parse_columns, read_table, results_root
+from sbir_core.results import (
+    KEY,
+    SCALES,
+    ResultsError,
+    cpu,
+    load_metrics,
+    locked,
+    parse_columns,
+    read_table,
+    results_root,
+)
 
 EXPECTED = RUNS / "ci" / "expected.csv"
 EXPECTED_COLUMNS = KEY + ["value", "tol", "trivial", "requires", "note"]
@@ -678,6 +688,8 @@ def check(expected_path: Path = EXPECTED, scale: str = "ci", require_data: bool 
     print(f"[check] {len(table)} expected numbers: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     if elsewhere:
         print(f"[check] checked against another platform's recording: {', '.join(elsewhere)}")
+    if table["status"].isin(["drift", "missing"]).any():  # which CPU drifted, to record it (``expect --platform``)
+        print(f"[check] this machine's CPU: {cpu()}; recordings: {', '.join(p.name for p, _ in tables)}")
     bad = table[table["status"].isin(["drift", "missing"])]
     skipped = table[table["status"] == "skipped"]
     cols = [

@@ -101,8 +101,25 @@ def metric_rows(chapter: str, rows: list[dict]) -> pd.DataFrame:
     return df
 
 
+def cpu() -> str:
+    """The CPU as its model name and the instruction set PyTorch's kernels use here, e.g. "AMD EPYC (AVX512)".
+
+    Trained numbers depend on it (``book.recordings``): the same code and seeds give other bits on another CPU.
+    """
+    import torch
+
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    model = model or platform.processor() or platform.machine() or "unknown CPU"
+    return f"{model} ({torch.backends.cpu.get_cpu_capability()})"
+
+
 def environment() -> dict:
-    """Versions, threads, device and git revision of this run."""
+    """Versions, threads, device, CPU and git revision of this run."""
     import numpy
     import torch
 
@@ -122,6 +139,7 @@ def environment() -> dict:
         "numpy": numpy.__version__,
         "pandas": pd.__version__,
         "threads": torch.get_num_threads(),
+        "cpu": cpu(),
         "device": "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "git_revision": rev,
         "sbir_data": os.environ.get("SBIR_DATA"),

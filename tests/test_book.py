@@ -113,6 +113,7 @@ def test_a_chapter_passes_on_the_platform_recording_it_matches_and_says_which(tm
     assert "99_x (expected.amd-avx512.csv)" in capsys.readouterr().out
     R.save_results("99_x", "ci", fresh_frame(0.55), {})
     assert book.check(path) == 1  # between the two: drift against each
+    assert f"this machine's CPU: {R.cpu()}" in capsys.readouterr().out  # to record it under its name
     R.save_results("98_y", "ci", R.metric_rows("98_y", fresh_frame(0.5).to_dict("records")), {})
     R.save_results("99_x", "ci", fresh_frame(0.5), {})
     assert book.check(path) == 1  # 98_y has no recording its 0.5 matches

@@ -49,6 +49,8 @@ def test_save_results_writes_three_files_and_replaces(results_dir):
     assert sorted(p.name for p in out.iterdir()) == ["env.json", "metrics.csv", "params.yaml"]
     assert yaml.safe_load((out / "params.yaml").read_text()) == {"SEED": 0, "SIZES": [1, 2]}
     assert json.loads((out / "env.json").read_text())["threads"] >= 1
+    cpu = json.loads((out / "env.json").read_text())["cpu"]  # the CPU its trained numbers depend on (book.recordings)
+    assert cpu == R.cpu() and cpu.endswith(")") and not cpu.startswith("(")
     R.save_results("99_x", "ci", R.metric_rows("99_x", rows(0.25)), params)
     df = R.load_metrics("ci", "99_x")
     assert sorted(df["value"]) == [0.25, 0.9]
