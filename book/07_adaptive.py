@@ -224,11 +224,13 @@ for k in SHOTS:
         ev = world.claim(cid, [(karm("ours", k), 1), (karm(ref, k), -1)], karm(ref, k), f"adaptive_fgsbir - {KEY[ref]}",
                          "test_unseen", C.setting(k=k),
                          other={"acc_at_5": [(karm("ours", k, "acc_at_5"), 1), (karm(ref, k, "acc_at_5"), -1)]})
-        verdicts.append({"claim": f"ours beats {ref}", "k": k, "Acc@1": ev.text(markdown=False), "outcome": ev.outcome})
+        verdicts.append({"claim": f"ours beats {ref}", "k": k, "Acc@1": ev.text(markdown=False, verdict=False),
+                         "outcome": ev.verdict(markdown=False)})
 lo_k, hi_k = min(SHOTS), max(SHOTS)
 ev = world.claim("c07_gain_grows_with_k", [(karm("ours", hi_k), 1), (karm("ours", lo_k), -1)], karm("ours", lo_k),
                  "adaptive_fgsbir", "test_unseen", C.setting(k=f"{hi_k}-{lo_k}"))
-verdicts.append({"claim": "the gain grows with k", "k": f"{hi_k} vs {lo_k}", "Acc@1": ev.text(markdown=False), "outcome": ev.outcome})
+verdicts.append({"claim": "the gain grows with k", "k": f"{hi_k} vs {lo_k}", "Acc@1": ev.text(markdown=False, verdict=False),
+                 "outcome": ev.verdict(markdown=False)})
 pd.DataFrame(verdicts).set_index(["claim", "k"])
 
 # %% [markdown]
@@ -250,8 +252,8 @@ for label, reg in ABLATE.items():
     e_ = world.claim(cid, [(full, 1), (variant, -1)], variant, f"adaptive_fgsbir - without_{cid[8:-6]}", "test_unseen",
                      C.setting(k=k_abl))
     moved = np.mean([(a.per_query["rank"] != b.per_query["rank"]).mean() for a, b in zip(evals[("ours", k_abl)], ev_v)])
-    abl.append({"variant": label, "Acc@1": C.interval_of(ev_v, "acc_at_1").estimate, "full − variant": e_.text(markdown=False),
-                "outcome": e_.outcome, "queries whose rank moved": f"{moved:.0%}"})
+    abl.append({"variant": label, "Acc@1": C.interval_of(ev_v, "acc_at_1").estimate, "full − variant": e_.text(markdown=False, verdict=False),
+                "outcome": e_.verdict(markdown=False), "queries whose rank moved": f"{moved:.0%}"})
 pd.DataFrame(abl).set_index("variant")
 
 # %% [markdown]
@@ -372,7 +374,8 @@ def category_level(dataset, cv, split, ablate):
         variant, cid = carm(f"ours {label}", k_abl, ev_v), {"without L_C": "c07_reg_c_helps", "without L_S": "c07_reg_s_helps"}[label]
         e_ = scope.claim(cid, [(carm("ours", k_abl, cev[("ours", k_abl)][:N_ABLATION_SEEDS]), 1), (variant, -1)], variant,
                          f"adaptive_fgsbir - without_{cid[8]}", split, C.setting(k=k_abl, level="category"))
-        out.append({"claim": cid, "k": k_abl, "Acc@1": e_.text(markdown=False), "outcome": e_.outcome})
+        out.append({"claim": cid, "k": k_abl, "Acc@1": e_.text(markdown=False, verdict=False),
+                    "outcome": e_.verdict(markdown=False)})
     return cev, carm, scope, out
 
 

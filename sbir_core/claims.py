@@ -201,19 +201,24 @@ class Evidence:
     def code(self) -> float:
         return ST.OUTCOME_CODE[self.outcome]
 
-    def text(self, points: bool = True, markdown: bool = True) -> str:
+    def text(self, points: bool = True, markdown: bool = True, verdict: bool = True) -> str:
         """ "+3.1 [−0.5, 6.7] points; relative +0.12 [−0.02, 0.26] (paper 0.27, detectable 0.18): **undecided**".
-        markdown: the outcome in bold for prose; False for a table's cell, where the HTML would show the asterisks."""
+        markdown: the outcome in bold for prose; False for a table's cell, where the HTML would show the asterisks.
+        verdict: False for a table whose next column is the ``verdict``, so the outcome is not read twice."""
         scale, unit = (100, " points") if points and self.metric != "rank_v_avg" else (1, "")
         d = self.diff
         out = f"{scale * d.estimate:+.1f} [{scale * d.lo:.1f}, {scale * d.hi:.1f}]{unit}"
         if self.rel is not None:
             out += f"; relative {self.rel.estimate:+.2f} [{self.rel.lo:.2f}, {self.rel.hi:.2f}]"
             size = [f"paper {self.paper_rel:.2f}"] if math.isfinite(self.paper_rel) else ["paper: no size"]
-            if math.isfinite(self.mde_rel):
-                size.append(f"detectable {self.mde_rel:.2f}")
+            # inf: the reference's margin over its floor is so uncertain that no relative effect is found (ratio_mde)
+            size.append(f"detectable {self.mde_rel:.2f}" if math.isfinite(self.mde_rel) else "none detectable")
             out += f" ({', '.join(size)})"
-        out += f": **{self.outcome}**" if markdown else f": {self.outcome}"
+        return f"{out}: {self.verdict(markdown)}" if verdict else out
+
+    def verdict(self, markdown: bool = True) -> str:
+        """The outcome (bold for prose) with why it is not testable and what would flip it, where either applies."""
+        out = f"**{self.outcome}**" if markdown else self.outcome
         if self.reason:
             out += f" ({self.reason})"
         if self.fragile:

@@ -157,6 +157,28 @@ def test_evidence_text_bolds_its_outcome_for_prose_and_not_for_a_tables_cell(tmp
     assert "*" not in plain and f": {e.outcome}" in plain and plain == e.text().replace("**", "")
 
 
+def test_a_tables_effect_and_verdict_columns_say_the_outcome_once_and_an_infinite_mde_in_words():
+    """A table with an outcome column shows the effect without it (``text(verdict=False)``) and the outcome with its
+    reason and fragility (``verdict``); an effect whose reference is too uncertain for any detectable size says so
+    instead of leaving "detectable" out."""
+    import dataclasses
+
+    rng = np.random.default_rng(0)
+    cl = {"instance": np.arange(200) // 2}
+    a = Arm((rng.random((2, 200)) < 0.6).astype(float), cl, (0, 1), name="A")
+    b = Arm((rng.random((2, 200)) < 0.2).astype(float), cl, (0, 1), name="B")
+    for x in (a, b):
+        x.floors["chance"] = x.constant(0.02)
+    e = CL.judge([(a, 1), (b, -1)], b)
+    effect, verdict = e.text(markdown=False, verdict=False), e.verdict(markdown=False)
+    assert e.text(markdown=False) == f"{effect}: {verdict}" and e.outcome not in effect
+    assert verdict.startswith(e.outcome) and e.verdict() == f"**{e.outcome}**" + verdict[len(e.outcome) :]
+    flip = dataclasses.replace(e, fragile="one seed", reason="why")
+    assert flip.verdict(markdown=False) == f"{e.outcome} (why), fragile (one seed would flip it)"
+    assert "none detectable" in dataclasses.replace(e, mde_rel=math.inf).text()
+    assert f"detectable {e.mde_rel:.2f}" in e.text() and math.isfinite(e.mde_rel)
+
+
 def test_a_not_testable_reason_names_each_arm_once_when_the_reference_is_rebuilt():
     """A chapter may pass the reference arm as a second object equal to one of the effect's terms: the reason that
     it reaches its floor is said once."""
