@@ -278,7 +278,11 @@ abl.drop(columns="code").set_index("variant")
 # %% [markdown]
 # Of the {glue:text}`c06_abl_n` ablations and baselines run here, {glue:text}`c06_abl_decided` are
 # decided either way (reproduced, contradicted, or smaller than the paper's effect); an undecided
-# row holds both zero and the paper's effect: this scale cannot tell.
+# row holds both zero and the paper's effect: this scale cannot tell. The outcome is read from the
+# relative effect, which divides the difference by the variant's own margin over its floor; where
+# that margin is small against its error, the ratio's interval (the delta method's) is wide and can
+# hold zero even when the difference in points excludes it, and "none detectable" marks a row whose
+# margin is so uncertain that no relative effect, however large, would be found with 80% power.
 #
 # ## The style-gap curve
 #
