@@ -140,15 +140,21 @@ def test_claims_chapter_agrees_with_the_chapters_outcomes(tmp_path, monkeypatch)
     assert metrics.set_index("metric")["value"]["n_reproduced"] == words.count("reproduced")
 
 
-def test_evidence_text_bolds_its_outcome_for_prose_and_not_for_a_tables_cell(tmp_path, monkeypatch):
-    """``Evidence.text()`` reads as Markdown in prose; a table's HTML cell would show the asterisks."""
-    monkeypatch.setenv("SBIR_RESULTS", str(tmp_path))
+def two_arms():
+    """Two arms of two seeds on 200 queries (100 objects), A well above B, each with a chance floor."""
     rng = np.random.default_rng(0)
     cl = {"instance": np.arange(200) // 2}
     a = Arm((rng.random((2, 200)) < 0.6).astype(float), cl, (0, 1), name="A")
     b = Arm((rng.random((2, 200)) < 0.2).astype(float), cl, (0, 1), name="B")
     for x in (a, b):
         x.floors["chance"] = x.constant(0.02)
+    return a, b
+
+
+def test_evidence_text_bolds_its_outcome_for_prose_and_not_for_a_tables_cell(tmp_path, monkeypatch):
+    """``Evidence.text()`` reads as Markdown in prose; a table's HTML cell would show the asterisks."""
+    monkeypatch.setenv("SBIR_RESULTS", str(tmp_path))
+    a, b = two_arms()
     e = C.Chapter("06_stylemeup", "ci", {}).claim(
         "stylemeup_beats_triplet_unseen", [(a, 1), (b, -1)], b, "style_world", "a - b", "test_unseen"
     )
@@ -163,12 +169,7 @@ def test_a_tables_effect_and_verdict_columns_say_the_outcome_once_and_an_infinit
     instead of leaving "detectable" out."""
     import dataclasses
 
-    rng = np.random.default_rng(0)
-    cl = {"instance": np.arange(200) // 2}
-    a = Arm((rng.random((2, 200)) < 0.6).astype(float), cl, (0, 1), name="A")
-    b = Arm((rng.random((2, 200)) < 0.2).astype(float), cl, (0, 1), name="B")
-    for x in (a, b):
-        x.floors["chance"] = x.constant(0.02)
+    a, b = two_arms()
     e = CL.judge([(a, 1), (b, -1)], b)
     effect, verdict = e.text(markdown=False, verdict=False), e.verdict(markdown=False)
     assert e.text(markdown=False) == f"{effect}: {verdict}" and e.outcome not in effect
